@@ -1,0 +1,358 @@
+// The one load path for configuration, used at start-up, by `--check` and on reload:
+// file -> YAML -> ${VAR} / ${VAR:-default} in string values -> validate (zod) -> normalize -> freeze.
+// Substitution happens after parsing, so a secret containing `:` or `#` cannot reshape the document.
+// Every problem names the file, the key path and the reason.
+import { readFile } from 'node:fs/promises'
+import { isAbsolute, dirname, resolve } from 'node:path'
+import { parseDocument } from 'yaml'
+import type { z } from 'zod'
+import {
+  fileSchema,
+  RESERVED_PATHS,
+  type BucketConfig,
+  type Config,
+  type ConfigFile,
+  type JwtAlgorithm,
+  type JwtBlock,
+  type JwtVerifierConfig,
+  type ServerConfig,
+  type TokenSource,
+  type VerificationKey,
+} from './schema.ts'
+
+type KeyPath = ReadonlyArray<PropertyKey>
+
+export interface ConfigProblem {
+  path: string
+  message: string
+}
+
+export class ConfigError extends Error {
+  readonly file: string
+  readonly problems: ConfigProblem[]
+
+  constructor(file: string, problems: ConfigProblem[]) {
+    const lines = problems.map((p) => `  ${p.path ? `${p.path}: ` : ''}${p.message}`)
+    super(`invalid configuration in ${file}:\n${lines.join('\n')}`)
+    this.name = 'ConfigError'
+    this.file = file
+    this.problems = problems
+  }
+}
+
+export type Env = Readonly<Record<string, string | undefined>>
+
+export async function loadConfig(file: string, env: Env = process.env): Promise<Config> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(file, [{ path: '', message: `cannot read the file (${describeIoError(err)})` }])
+  }
+  return parseConfig(text, file, env)
+}
+
+export async function parseConfig(text: string, file: string, env: Env = process.env): Promise<Config> {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true })
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      file,
+      doc.errors.map((e) => ({ path: '', message: `YAML: ${e.message.split('\n')[0]}` }))
+    )
+  }
+  const raw: unknown = doc.toJS()
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(file, [{ path: '', message: 'the document must be a mapping of keys' }])
+  }
+
+  const problems: ConfigProblem[] = []
+  const substituted = substitute(raw, [], env, raw, problems)
+  if (problems.length > 0) throw new ConfigError(file, problems)
+
+  const parsed = fileSchema.safeParse(substituted)
+  if (!parsed.success) throw new ConfigError(file, zodProblems(parsed.error, substituted))
+
+  const config = await normalize(parsed.data, file, substituted, problems)
+  if (problems.length > 0) throw new ConfigError(file, problems)
+  return deepFreeze(config)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ${VAR} substitution
+
+const VAR_PATTERN = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
+
+function substitute(
+  value: unknown,
+  path: KeyPath,
+  env: Env,
+  root: unknown,
+  problems: ConfigProblem[]
+): unknown {
+  if (typeof value === 'string') {
+    return value.replace(VAR_PATTERN, (match, name: string | undefined, fallback: string | undefined) => {
+      if (match === '$$') return '$'
+      const found = env[name as string]
+      if (found !== undefined && found !== '') return found
+      if (fallback !== undefined) return fallback
+      problems.push({
+        path: formatPath(path, root),
+        message: `environment variable ${name} is not set (use \${${name}:-default} for an optional value)`,
+      })
+      return ''
+    })
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substitute(v, [...path, i], env, root, problems))
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(value)) out[k] = substitute(v, [...path, k], env, root, problems)
+    return out
+  }
+  return value
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation problems
+
+function zodProblems(error: z.ZodError, root: unknown): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  for (const issue of error.issues) {
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        problems.push({ path: formatPath([...issue.path, key], root), message: 'unknown key' })
+      }
+    } else if (issue.code === 'invalid_union' && issue.path.at(-1) !== undefined) {
+      problems.push({ path: formatPath(issue.path, root), message: unionMessage(issue) })
+    } else {
+      problems.push({ path: formatPath(issue.path, root), message: issue.message })
+    }
+  }
+  return problems
+}
+
+function unionMessage(issue: z.core.$ZodIssueInvalidUnion): string {
+  const nested = issue.errors.flat().find((e) => e.code !== 'invalid_type')
+  return nested?.message ?? issue.message
+}
+
+function formatPath(path: KeyPath, root: unknown): string {
+  let out = ''
+  let node: unknown = root
+  for (const part of path) {
+    if (typeof part === 'symbol') continue
+    if (typeof part === 'number') {
+      out += `[${part}]`
+      node = Array.isArray(node) ? node[part] : undefined
+      const name = isRecord(node) && typeof node.name === 'string' ? node.name : undefined
+      if (name !== undefined && out.startsWith('buckets') && !out.includes('(')) out += `(${name})`
+    } else {
+      out += out === '' ? part : `.${part}`
+      node = isRecord(node) ? node[part] : undefined
+    }
+  }
+  return out
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalization: cross-field rules and the shapes the runtime reads
+
+async function normalize(
+  file: ConfigFile,
+  source: string,
+  root: unknown,
+  problems: ConfigProblem[]
+): Promise<Config> {
+  const report = (path: KeyPath, message: string) =>
+    problems.push({ path: formatPath(path, root), message })
+
+  const server = normalizeServer(file.server, report)
+  const seenPrefixes = new Map<string, number>()
+  const seenNames = new Map<string, number>()
+  const buckets: BucketConfig[] = []
+
+  for (const [index, bucket] of file.buckets.entries()) {
+    const at = (...rest: KeyPath) => ['buckets', index, ...rest]
+    const prefix = normalizePrefix(bucket.path_prefix, (m) => report(at('path_prefix'), m))
+    if (prefix !== undefined) {
+      const previous = seenPrefixes.get(prefix)
+      if (previous !== undefined) {
+        report(at('path_prefix'), `"${prefix}" is already used by buckets[${previous}]`)
+      }
+      seenPrefixes.set(prefix, index)
+    }
+    const previousName = seenNames.get(bucket.name)
+    if (previousName !== undefined) {
+      report(at('name'), `"${bucket.name}" is already used by buckets[${previousName}]`)
+    }
+    seenNames.set(bucket.name, index)
+
+    let auth: JwtVerifierConfig | null = null
+    if (bucket.auth.enabled) {
+      const own = bucket.auth.jwt
+      const block = own ?? file.jwt
+      const blockPath = own ? at('auth', 'jwt') : ['jwt']
+      if (block === undefined) {
+        report(at('auth'), 'auth.enabled is true but neither auth.jwt nor a global jwt block is configured')
+      } else if (block.enabled === false) {
+        report([...blockPath, 'enabled'], `is false, but bucket "${bucket.name}" requires authentication`)
+      } else {
+        auth = (await normalizeJwt(block, blockPath, source, report)) ?? null
+      }
+    } else if (bucket.auth.jwt !== undefined) {
+      report(at('auth', 'enabled'), 'auth.jwt is configured but auth.enabled is not true; set enabled: true or remove auth.jwt')
+    }
+
+    buckets.push({
+      name: bucket.name,
+      path_prefix: prefix ?? bucket.path_prefix,
+      s3: bucket.s3,
+      auth,
+      cors: bucket.cors ?? null,
+    })
+  }
+
+  return { file: source, server, buckets, logging: file.logging, metrics: file.metrics }
+}
+
+type Report = (path: KeyPath, message: string) => void
+
+function normalizeServer(server: ConfigFile['server'], report: Report): ServerConfig {
+  const address = server.address
+  const colon = address.lastIndexOf(':')
+  let host = colon === -1 ? '' : address.slice(0, colon)
+  const port = Number(colon === -1 ? address : address.slice(colon + 1))
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || host === '') {
+    report(['server', 'address'], `"${address}" must be host:port, e.g. "0.0.0.0:8080"`)
+  }
+  if (server.workers !== undefined && server.threads !== undefined) {
+    report(['server', 'threads'], 'use either server.workers or server.threads (an alias), not both')
+  }
+  return {
+    host,
+    port,
+    workers: server.workers ?? server.threads ?? 1,
+    shutdown_timeout_seconds: server.shutdown_timeout_seconds,
+    headers_timeout_seconds: server.headers_timeout_seconds,
+    keepalive_timeout_seconds: server.keepalive_timeout_seconds,
+    max_uri_length: server.security_limits.max_uri_length,
+    max_header_size: server.security_limits.max_header_size,
+  }
+}
+
+/** Returns the normalized prefix, or undefined after reporting why it is unusable. */
+function normalizePrefix(prefix: string, report: (message: string) => void): string | undefined {
+  if (!prefix.startsWith('/')) return void report(`"${prefix}" must start with "/"`)
+  if (/[?#\\\0%]/.test(prefix)) return void report(`"${prefix}" must not contain ?, #, %, \\ or NUL`)
+  const trimmed = prefix.replace(/\/+$/, '')
+  if (trimmed === '') {
+    return void report(`"/" would shadow the proxy's own endpoints (${RESERVED_PATHS.join(', ')}); use a named prefix`)
+  }
+  const segments = trimmed.slice(1).split('/')
+  if (segments.some((s) => s === '' || s === '.' || s === '..')) {
+    return void report(`"${prefix}" must not contain empty, "." or ".." segments`)
+  }
+  const reserved = RESERVED_PATHS.find((r) => trimmed === r || trimmed.startsWith(`${r}/`))
+  if (reserved !== undefined) return void report(`"${prefix}" collides with the proxy's own endpoint ${reserved}`)
+  return trimmed
+}
+
+const HMAC_ALGORITHMS: readonly JwtAlgorithm[] = ['HS256', 'HS384', 'HS512']
+
+async function normalizeJwt(
+  block: JwtBlock,
+  at: KeyPath,
+  source: string,
+  report: Report
+): Promise<JwtVerifierConfig | undefined> {
+  const keyPaths = (['public_key_path', 'rsa_public_key_path', 'ecdsa_public_key_path'] as const).filter(
+    (k) => block[k] !== undefined
+  )
+  const hasSecret = block.secret !== undefined && block.secret !== ''
+  if (keyPaths.length > 1 || (hasSecret && keyPaths.length > 0)) {
+    return void report(at, 'set exactly one of secret, public_key_path (rsa_public_key_path, ecdsa_public_key_path)')
+  }
+  if (!hasSecret && keyPaths.length === 0) {
+    return void report(at, 'no verification key: set secret (HS*) or public_key_path (RS*, PS*, ES*, EdDSA)')
+  }
+  const algorithms = block.algorithms ?? [block.algorithm ?? (hasSecret ? 'HS256' : 'RS256')]
+  if (block.algorithms !== undefined && block.algorithm !== undefined) {
+    return void report([...at, 'algorithm'], 'use either algorithm or algorithms, not both')
+  }
+
+  let key: VerificationKey
+  if (hasSecret) {
+    const wrong = algorithms.filter((a) => !HMAC_ALGORITHMS.includes(a))
+    if (wrong.length > 0) {
+      return void report([...at, 'algorithm'], `${wrong.join(', ')} needs a public key, not a secret`)
+    }
+    const secret = new TextEncoder().encode(block.secret)
+    if (secret.byteLength < 32) {
+      return void report([...at, 'secret'], `must be at least 32 bytes for HMAC (got ${secret.byteLength})`)
+    }
+    key = { kind: 'secret', secret }
+  } else {
+    const name = keyPaths[0] as (typeof keyPaths)[number]
+    const wrong = algorithms.filter((a) => HMAC_ALGORITHMS.includes(a))
+    if (wrong.length > 0) {
+      return void report([...at, 'algorithm'], `${wrong.join(', ')} needs a secret, not a public key`)
+    }
+    const configured = block[name] as string
+    const path = isAbsolute(configured) ? configured : resolve(dirname(source), configured)
+    try {
+      const pem = await readFile(path, 'utf8')
+      if (!pem.includes('-----BEGIN PUBLIC KEY-----')) {
+        return void report([...at, name], `${path} is not a PEM public key (expected "BEGIN PUBLIC KEY")`)
+      }
+      key = { kind: 'public_key', pem, path }
+    } catch (err) {
+      return void report([...at, name], `cannot read ${path} (${describeIoError(err)})`)
+    }
+  }
+
+  return {
+    algorithms,
+    key,
+    token_sources: (block.token_sources ?? [{ type: 'bearer' }]).map(normalizeTokenSource),
+    claims: [...(block.claims_verification ?? []), ...(block.claims ?? [])],
+    issuer: block.issuer,
+    audience: block.audience === undefined ? undefined : [block.audience].flat(),
+    required_claims: block.required_claims ?? [],
+    require_exp: block.require_exp,
+    clock_skew_seconds: block.clock_skew_seconds,
+    max_token_lifetime_seconds: block.max_token_lifetime_seconds,
+  }
+}
+
+/** Yatagarasu spells the bearer source as a header named Authorization with prefix "Bearer ". */
+function normalizeTokenSource(source: TokenSource): TokenSource {
+  if (
+    source.type === 'header' &&
+    source.name.toLowerCase() === 'authorization' &&
+    source.prefix?.trim().toLowerCase() === 'bearer'
+  ) {
+    return { type: 'bearer' }
+  }
+  return source
+}
+
+function describeIoError(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  if (code === 'ENOENT') return 'no such file'
+  if (code === 'EACCES') return 'permission denied'
+  if (code === 'EISDIR') return 'is a directory'
+  return err instanceof Error ? err.message : String(err)
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    if (ArrayBuffer.isView(value)) return value
+    Object.freeze(value)
+    for (const child of Object.values(value)) deepFreeze(child)
+  }
+  return value
+}

@@ -1,0 +1,284 @@
+// The one definition of the configuration file. Accepts Yatagarasu's config.yaml format (and the
+// alternative spellings its README shows), rejects unknown keys, and normalizes to `Config`.
+// Keys of capabilities this version does not implement yet are rejected with a clear message rather
+// than ignored: a setting the user relies on (say, an IP allowlist) must never silently do nothing.
+import { z } from 'zod'
+
+export const RESERVED_PATHS = ['/health', '/ready', '/metrics', '/admin'] as const
+
+const text = z.string().min(1, 'must not be empty')
+
+/** Numbers may arrive as strings from `${VAR}` substitution. */
+const num = z.union([
+  z.number(),
+  z
+    .string()
+    .regex(/^-?\d+(\.\d+)?$/, 'must be a number')
+    .transform(Number),
+])
+const positive = num.pipe(z.number().positive('must be greater than 0'))
+const nonNegative = num.pipe(z.number().min(0, 'must not be negative'))
+const count = num.pipe(z.number().int('must be a whole number').positive('must be at least 1'))
+const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
+
+function planned(what: string) {
+  return z
+    .unknown()
+    .superRefine((_value, ctx) => {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${what} is not supported by this version yet; remove the key (see plan.md)`,
+      })
+    })
+    .optional()
+}
+
+// ---------------------------------------------------------------------------------------------
+// JWT
+
+export const JWT_ALGORITHMS = [
+  'HS256',
+  'HS384',
+  'HS512',
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+] as const
+export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number]
+const jwtAlgorithm = z.enum(JWT_ALGORITHMS)
+
+const tokenSourceSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('bearer') }),
+  z.strictObject({ type: z.literal('header'), name: text, prefix: z.string().optional() }),
+  z.strictObject({ type: z.literal('query'), name: text }),
+  z.strictObject({ type: z.literal('cookie'), name: text }),
+])
+export type TokenSource = z.output<typeof tokenSourceSchema>
+
+export const CLAIM_OPERATORS = [
+  'equals',
+  'not_equals',
+  'in',
+  'not_in',
+  'contains',
+  'contains_any',
+  'gt',
+  'gte',
+  'lt',
+  'lte',
+  'exists',
+] as const
+export type ClaimOperator = (typeof CLAIM_OPERATORS)[number]
+
+const claimRuleSchema = z
+  .strictObject({
+    claim: text,
+    operator: z.enum(CLAIM_OPERATORS),
+    value: z.unknown().optional(),
+  })
+  .superRefine((rule, ctx) => {
+    const listOperators: readonly string[] = ['in', 'not_in', 'contains_any']
+    if (rule.operator === 'exists') return
+    if (rule.value === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['value'], message: `is required for "${rule.operator}"` })
+    } else if (listOperators.includes(rule.operator) && !Array.isArray(rule.value)) {
+      ctx.addIssue({ code: 'custom', path: ['value'], message: `must be a list for "${rule.operator}"` })
+    } else if (['gt', 'gte', 'lt', 'lte'].includes(rule.operator) && typeof rule.value !== 'number') {
+      ctx.addIssue({ code: 'custom', path: ['value'], message: `must be a number for "${rule.operator}"` })
+    }
+  })
+export type ClaimRule = z.output<typeof claimRuleSchema>
+
+const jwtSchema = z.strictObject({
+  enabled: bool.optional(),
+  secret: z.string().optional(),
+  algorithm: jwtAlgorithm.optional(),
+  algorithms: z.array(jwtAlgorithm).min(1).optional(),
+  public_key_path: text.optional(),
+  rsa_public_key_path: text.optional(),
+  ecdsa_public_key_path: text.optional(),
+  token_sources: z.array(tokenSourceSchema).min(1).optional(),
+  claims_verification: z.array(claimRuleSchema).optional(),
+  claims: z.array(claimRuleSchema).optional(),
+  issuer: text.optional(),
+  audience: z.union([text, z.array(text).min(1)]).optional(),
+  required_claims: z.array(text).optional(),
+  require_exp: bool.default(true),
+  clock_skew_seconds: nonNegative.default(30),
+  max_token_lifetime_seconds: positive.optional(),
+  jwks_url: planned('auth.jwt.jwks_url'),
+  keys: planned('auth.jwt.keys'),
+  path_scope_claim: planned('auth.jwt.path_scope_claim'),
+})
+export type JwtBlock = z.output<typeof jwtSchema>
+
+// ---------------------------------------------------------------------------------------------
+// Buckets
+
+const s3Schema = z
+  .strictObject({
+    bucket: text,
+    region: text.default('us-east-1'),
+    endpoint: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+    access_key: z.string().optional(),
+    secret_key: z.string().optional(),
+    session_token: z.string().optional(),
+    force_path_style: bool.optional(),
+    /** Seconds to wait for response headers, and the longest a body may stall mid-transfer. */
+    timeout: positive.default(30),
+    connect_timeout: positive.default(5),
+    max_connections: count.default(256),
+    max_attempts: count.default(2),
+    replicas: planned('s3.replicas'),
+    circuit_breaker: planned('s3.circuit_breaker'),
+    health_check: planned('s3.health_check'),
+    rate_limit: planned('s3.rate_limit'),
+  })
+  .superRefine((s3, ctx) => {
+    if ((s3.access_key === undefined) !== (s3.secret_key === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [s3.access_key === undefined ? 'access_key' : 'secret_key'],
+        message: 'access_key and secret_key must be set together (or both left out to use the AWS default credential chain)',
+      })
+    }
+  })
+
+const corsSchema = z
+  .strictObject({
+    allowed_origins: z.array(text).min(1),
+    allowed_headers: z.array(text).default([]),
+    expose_headers: z.array(text).default([]),
+    max_age_seconds: nonNegative.default(600),
+    allow_credentials: bool.default(false),
+  })
+  .superRefine((cors, ctx) => {
+    if (cors.allow_credentials && cors.allowed_origins.includes('*')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['allowed_origins'],
+        message: '"*" cannot be combined with allow_credentials: list the origins explicitly',
+      })
+    }
+  })
+export type CorsConfig = z.output<typeof corsSchema>
+
+const bucketSchema = z.strictObject({
+  name: text,
+  path_prefix: text,
+  s3: s3Schema,
+  auth: z
+    .strictObject({
+      enabled: bool.default(false),
+      jwt: jwtSchema.optional(),
+    })
+    .prefault({}),
+  cors: corsSchema.optional(),
+  cache: planned('cache'),
+  authorization: planned('authorization (OPA)'),
+  ip_filter: planned('ip_filter'),
+  rate_limit: planned('rate_limit'),
+})
+
+// ---------------------------------------------------------------------------------------------
+// Top level
+
+const serverSchema = z.strictObject({
+  address: text.default('0.0.0.0:8080'),
+  workers: z.union([count, z.literal('auto')]).optional(),
+  threads: count.optional(),
+  shutdown_timeout_seconds: nonNegative.default(30),
+  headers_timeout_seconds: positive.default(10),
+  keepalive_timeout_seconds: positive.default(5),
+  security_limits: z
+    .strictObject({
+      max_uri_length: count.default(8192),
+      max_header_size: count.default(65536),
+    })
+    .prefault({}),
+  https: planned('server.https'),
+  trusted_proxies: planned('server.trusted_proxies'),
+  ip_filter: planned('server.ip_filter'),
+  rate_limit: planned('server.rate_limit'),
+  max_concurrent_requests: planned('server.max_concurrent_requests'),
+})
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
+
+export const fileSchema = z.strictObject({
+  server: serverSchema.prefault({}),
+  buckets: z.array(bucketSchema).min(1, 'at least one bucket is required'),
+  jwt: jwtSchema.optional(),
+  logging: z
+    .strictObject({
+      level: z.enum(LOG_LEVELS).default('info'),
+      format: z.enum(['json', 'text']).default('json'),
+    })
+    .prefault({}),
+  metrics: z
+    .strictObject({ enabled: bool.default(false), port: count.default(9090) })
+    .prefault({}),
+  cache: planned('cache'),
+  admin: planned('admin'),
+  audit_log: planned('audit_log'),
+  observability: planned('observability'),
+})
+export type ConfigFile = z.output<typeof fileSchema>
+
+// ---------------------------------------------------------------------------------------------
+// Normalized configuration: what the rest of the proxy reads. Built by config/load.ts.
+
+export type S3Config = z.output<typeof s3Schema>
+
+export type VerificationKey =
+  | { kind: 'secret'; secret: Uint8Array }
+  | { kind: 'public_key'; pem: string; path: string }
+
+export interface JwtVerifierConfig {
+  algorithms: JwtAlgorithm[]
+  key: VerificationKey
+  token_sources: TokenSource[]
+  claims: ClaimRule[]
+  issuer: string | undefined
+  audience: string[] | undefined
+  required_claims: string[]
+  require_exp: boolean
+  clock_skew_seconds: number
+  max_token_lifetime_seconds: number | undefined
+}
+
+export interface BucketConfig {
+  name: string
+  /** Normalized: leading slash, no trailing slash, decoded. */
+  path_prefix: string
+  s3: S3Config
+  auth: JwtVerifierConfig | null
+  cors: CorsConfig | null
+}
+
+export interface ServerConfig {
+  host: string
+  port: number
+  workers: number | 'auto'
+  shutdown_timeout_seconds: number
+  headers_timeout_seconds: number
+  keepalive_timeout_seconds: number
+  max_uri_length: number
+  max_header_size: number
+}
+
+export interface Config {
+  /** The file this configuration was read from. */
+  file: string
+  server: ServerConfig
+  buckets: BucketConfig[]
+  logging: ConfigFile['logging']
+  metrics: ConfigFile['metrics']
+}

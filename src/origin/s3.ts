@@ -1,0 +1,291 @@
+// ObjectSource over @aws-sdk/client-s3: one client per bucket, built once, with a keep-alive
+// connection pool. Owns the backend's quirks so the pipeline sees one contract:
+// - a ranged GET returns exactly the range asked for (a 206 covering anything else is re-requested
+//   once with an explicit range; s3rver, for one, answers `bytes=-5` as `0-5`);
+// - a 416 always carries the object size (fetched with HeadObject on that rare path);
+// - `s3.timeout` bounds the wait for response headers and any stall of the body mid-transfer, but
+//   never the time a slow client takes to read (back-pressure stops reading; it is not a stall);
+// - bodies are pulled only as fast as the client reads, and destroyed when the client goes away or
+//   the body is not wanted, so no socket is left holding an unread body.
+import http from 'node:http'
+import https from 'node:https'
+import type { Readable } from 'node:stream'
+import {
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  S3Client,
+  type GetObjectCommandOutput,
+  type HeadObjectCommandOutput,
+} from '@aws-sdk/client-s3'
+import { NodeHttpHandler } from '@smithy/node-http-handler'
+import type { S3Config } from '../config/schema.ts'
+import { ProxyError } from '../errors.ts'
+import { quoteEtag } from '../http/conditional.ts'
+import {
+  formatRange,
+  parseContentRange,
+  resolveRange,
+  unsatisfiedRange,
+} from '../http/range.ts'
+import type { ObjectBody, ObjectSource, ReadOptions } from '../ports.ts'
+import type { ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
+
+/** Readiness probes must answer quickly even when `s3.timeout` is long. */
+const PROBE_TIMEOUT_MS = 5000
+
+export class S3Source implements ObjectSource {
+  readonly #client: S3Client
+  readonly #bucket: string
+  readonly #timeoutMs: number
+
+  constructor(config: S3Config) {
+    const agentOptions = { keepAlive: true, maxSockets: config.max_connections, scheduling: 'lifo' as const }
+    this.#bucket = config.bucket
+    this.#timeoutMs = config.timeout * 1000
+    this.#client = new S3Client({
+      region: config.region,
+      endpoint: config.endpoint,
+      forcePathStyle: config.force_path_style ?? config.endpoint !== undefined,
+      credentials:
+        config.access_key !== undefined && config.secret_key !== undefined
+          ? {
+              accessKeyId: config.access_key,
+              secretAccessKey: config.secret_key,
+              sessionToken: config.session_token,
+            }
+          : undefined,
+      maxAttempts: config.max_attempts,
+      // Checksum validation wraps every body in a hashing stream; the proxy passes bytes through.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: new NodeHttpHandler({
+        httpAgent: new http.Agent(agentOptions),
+        httpsAgent: new https.Agent(agentOptions),
+        connectionTimeout: config.connect_timeout * 1000,
+        // No socket idle timeout: it would also fire while a slow client holds back-pressure.
+        // Header deadline and body stalls are enforced here instead.
+        requestTimeout: 0,
+      }),
+    })
+  }
+
+  async head(key: string, options: ReadOptions): Promise<ObjectMeta> {
+    const out = await this.#send(
+      (abortSignal) => this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), { abortSignal }),
+      options.signal
+    )
+    return metaOf(out, out.ContentLength ?? 0)
+  }
+
+  async get(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<ObjectBody> {
+    const first = await this.#getObject(key, range, options.signal)
+    if (range === undefined || first.$metadata.httpStatusCode !== 206) {
+      // No range asked, or the backend ignored it: the whole object (allowed by RFC 9110).
+      return this.#body(first, metaOf(first, first.ContentLength ?? 0), undefined)
+    }
+    const got = parseContentRange(first.ContentRange)
+    if (got === undefined) {
+      destroyBody(first)
+      throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'missing_content_range' })
+    }
+    const wanted = resolveRange(range, got.size)
+    if (wanted === undefined) {
+      destroyBody(first)
+      throw notSatisfiable(got.size)
+    }
+    if (sameRange(got, wanted)) return this.#body(first, metaOf(first, got.size), wanted)
+
+    // The backend answered a different range than asked: ask again, explicitly.
+    destroyBody(first)
+    const explicit: RangeSpec = { kind: 'bounded', start: wanted.start, end: wanted.end }
+    const second = await this.#getObject(key, explicit, options.signal)
+    const again = parseContentRange(second.ContentRange)
+    if (second.$metadata.httpStatusCode !== 206 || again === undefined || !sameRange(again, wanted)) {
+      destroyBody(second)
+      throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'range_mismatch' })
+    }
+    return this.#body(second, metaOf(second, again.size), wanted)
+  }
+
+  async probe(): Promise<boolean> {
+    try {
+      await this.#send(
+        (abortSignal) => this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal }),
+        undefined,
+        Math.min(this.#timeoutMs, PROBE_TIMEOUT_MS)
+      )
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  close(): void {
+    this.#client.destroy()
+  }
+
+  async #getObject(
+    key: string,
+    range: RangeSpec | undefined,
+    signal: AbortSignal | undefined
+  ): Promise<GetObjectCommandOutput> {
+    const command = new GetObjectCommand({
+      Bucket: this.#bucket,
+      Key: key,
+      Range: range === undefined ? undefined : formatRange(range),
+    })
+    try {
+      return await this.#send((abortSignal) => this.#client.send(command, { abortSignal }), signal)
+    } catch (err) {
+      if (range !== undefined && err instanceof ProxyError && err.reason === 'InvalidRange') {
+        const meta = await this.head(key, { signal })
+        throw notSatisfiable(meta.size)
+      }
+      throw err
+    }
+  }
+
+  /** Sends a command, bounded by the header deadline and cancelled when the client goes away. */
+  async #send<T>(
+    call: (abortSignal: AbortSignal) => Promise<T>,
+    signal: AbortSignal | undefined,
+    timeoutMs = this.#timeoutMs
+  ): Promise<T> {
+    if (signal?.aborted) throw new ProxyError('ORIGIN_ABORTED')
+    const controller = new AbortController()
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      controller.abort()
+    }, timeoutMs)
+    const onClientGone = () => controller.abort()
+    signal?.addEventListener('abort', onClientGone, { once: true })
+    try {
+      return await call(controller.signal)
+    } catch (err) {
+      throw toProxyError(err, timedOut, signal?.aborted === true)
+    } finally {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', onClientGone)
+    }
+  }
+
+  #body(out: GetObjectCommandOutput, meta: ObjectMeta, range: ByteRange | undefined): ObjectBody {
+    const { stream, bytesSent } = watchedStream(out.Body as Readable, this.#timeoutMs)
+    return { meta, range, stream, bytesSent }
+  }
+}
+
+function sameRange(a: ByteRange, b: ByteRange): boolean {
+  return a.start === b.start && a.end === b.end
+}
+
+function notSatisfiable(size: number): ProxyError {
+  return new ProxyError('RANGE_NOT_SATISFIABLE', { headers: { 'content-range': unsatisfiedRange(size) } })
+}
+
+function destroyBody(out: GetObjectCommandOutput): void {
+  ;(out.Body as Readable | undefined)?.destroy()
+}
+
+function metaOf(out: GetObjectCommandOutput | HeadObjectCommandOutput, size: number): ObjectMeta {
+  const userMetadata: Record<string, string> = {}
+  for (const [k, v] of Object.entries(out.Metadata ?? {})) userMetadata[k.toLowerCase()] = v
+  return {
+    size,
+    etag: quoteEtag(out.ETag),
+    lastModified: out.LastModified,
+    contentType: out.ContentType,
+    cacheControl: out.CacheControl,
+    contentDisposition: out.ContentDisposition,
+    contentEncoding: out.ContentEncoding,
+    contentLanguage: out.ContentLanguage,
+    expires: out.ExpiresString ?? out.Expires?.toUTCString(),
+    userMetadata,
+  }
+}
+
+/**
+ * A pull-based web stream over the SDK body. The stall timer runs only while the stream waits on
+ * the backend, never while the client holds back-pressure. A stall or backend error errors the
+ * stream, which makes the server cut the connection (the client sees a truncated response, never a
+ * clean end). Cancelling (client gone, body unwanted) destroys the backend body and its socket.
+ */
+function watchedStream(body: Readable, idleMs: number): Pick<ObjectBody, 'stream' | 'bytesSent'> {
+  let sent = 0
+  let waiting = false
+  const timer = setTimeout(() => {
+    if (waiting) body.destroy(new ProxyError('ORIGIN_TIMEOUT', { reason: 'body_stalled' }))
+  }, idleMs)
+  timer.unref()
+  const chunks = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        waiting = true
+        timer.refresh()
+        let next: IteratorResult<Buffer>
+        try {
+          next = await chunks.next()
+        } catch (err) {
+          clearTimeout(timer)
+          throw err
+        } finally {
+          waiting = false
+        }
+        if (next.done === true) {
+          clearTimeout(timer)
+          controller.close()
+        } else {
+          sent += next.value.byteLength
+          controller.enqueue(next.value)
+        }
+      },
+      cancel() {
+        clearTimeout(timer)
+        body.destroy()
+      },
+    },
+    { highWaterMark: 0 }
+  )
+  return { stream, bytesSent: () => sent }
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'ETIMEDOUT',
+])
+
+function toProxyError(err: unknown, timedOut: boolean, clientGone: boolean): ProxyError {
+  if (err instanceof ProxyError) return err
+  if (timedOut) return new ProxyError('ORIGIN_TIMEOUT', { reason: 'no_response_headers', cause: err })
+  if (clientGone) return new ProxyError('ORIGIN_ABORTED', { cause: err })
+  const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } }
+  const status = e.$metadata?.httpStatusCode
+  const name = e.name ?? 'Error'
+  if (status === undefined || status === 0) {
+    if (name === 'TimeoutError') return new ProxyError('ORIGIN_TIMEOUT', { reason: 'connect_timeout', cause: err })
+    if (e.code !== undefined && NETWORK_CODES.has(e.code)) {
+      return new ProxyError('ORIGIN_UNREACHABLE', { reason: e.code, cause: err })
+    }
+    return new ProxyError('ORIGIN_ERROR', { reason: name, cause: err })
+  }
+  if (name === 'NoSuchBucket') return new ProxyError('ORIGIN_ERROR', { reason: name, cause: err })
+  if (status === 404 || name === 'NoSuchKey' || name === 'NotFound') {
+    return new ProxyError('ORIGIN_NOT_FOUND', { reason: name, cause: err })
+  }
+  if (status === 416 || name === 'InvalidRange') return new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'InvalidRange' })
+  if (status === 401 || status === 403) return new ProxyError('ORIGIN_AUTH_FAILED', { reason: name, cause: err })
+  if (status === 503) {
+    return new ProxyError('ORIGIN_UNAVAILABLE', { reason: name, headers: { 'retry-after': '1' }, cause: err })
+  }
+  if (status >= 500) return new ProxyError('ORIGIN_ERROR', { reason: `${status} ${name}`, cause: err })
+  return new ProxyError('ORIGIN_BAD_RESPONSE', { reason: `${status} ${name}`, cause: err })
+}

@@ -1,0 +1,57 @@
+// observe: first stage. Gives every request an id (the client's X-Request-ID when it is a safe
+// token, else a new UUID), stamps it and the always-on security header on the response, and writes
+// one access-log line when the response is finished (after the last byte, or when the connection
+// died), with the bytes actually sent. The path is logged without its query string, so a `?token=`
+// never reaches the logs.
+import { randomUUID } from 'node:crypto'
+import type { MiddlewareHandler } from 'hono'
+import { rawPathOf } from '../http/path.ts'
+import type { Logger } from '../telemetry/log.ts'
+import type { AppEnv } from '../types.ts'
+import { requestTarget } from './request-target.ts'
+
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+export interface ObserveOptions {
+  logger: Logger
+}
+
+export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
+  const { logger } = options
+  return async function observe(c, next) {
+    const started = performance.now()
+    const offered = c.req.header('x-request-id')
+    const requestId = offered !== undefined && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID()
+    c.set('requestId', requestId)
+
+    await next()
+
+    const res = c.res
+    res.headers.set('x-request-id', requestId)
+    res.headers.set('x-content-type-options', 'nosniff')
+
+    const outgoing = c.env?.outgoing
+    const write = () => {
+      const transfer = c.get('transfer')
+      const route = c.get('route')
+      const error = c.error as { code?: string; reason?: string } | undefined
+      logger.info(
+        {
+          request_id: requestId,
+          method: c.req.method,
+          path: rawPathOf(requestTarget(c)),
+          status: res.status,
+          bytes: transfer !== undefined ? transfer.bytesSent() : Number(res.headers.get('content-length') ?? 0),
+          complete: outgoing === undefined ? true : outgoing.writableFinished,
+          duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
+          bucket: route?.bucket.name,
+          error: error?.code,
+          reason: error?.reason,
+        },
+        'request'
+      )
+    }
+    if (outgoing !== undefined && !outgoing.writableFinished) outgoing.once('close', write)
+    else write()
+  }
+}

@@ -1,0 +1,11 @@
+// The raw request target as the client sent it. Node's URL parsing would already have resolved
+// `..` segments and decoded parts of the path; routing must see the original bytes.
+import type { Context } from 'hono'
+import type { AppEnv } from '../types.ts'
+
+export function requestTarget(c: Context<AppEnv>): string {
+  const raw = c.env?.incoming?.url
+  if (raw !== undefined) return raw
+  const url = c.req.url
+  return url.slice(url.indexOf('/', url.indexOf('//') + 2))
+}

@@ -1,0 +1,42 @@
+// route: longest path-prefix match on whole segments -> {bucket, key}. Each raw segment is
+// percent-decoded exactly once; the decoded key is what every later stage sees (auth, S3).
+// `/assets` matches `/assets/a.png`, never `/assets-private/a.png`; `%2F` inside a segment is part
+// of the key, never a prefix boundary.
+import type { MiddlewareHandler } from 'hono'
+import { ProxyError } from '../errors.ts'
+import { decodeSegments, isSafeKey, rawPathOf } from '../http/path.ts'
+import type { AppEnv, BucketRoute } from '../types.ts'
+import { requestTarget } from './request-target.ts'
+
+export interface RouteOptions {
+  buckets: readonly BucketRoute[]
+}
+
+/** Segments are joined with NUL for lookup: NUL cannot survive the safety check, `/` can. */
+const JOIN = '\0'
+
+export function route(options: RouteOptions): MiddlewareHandler<AppEnv> {
+  const byPrefix = new Map<string, BucketRoute>()
+  let maxDepth = 0
+  for (const bucket of options.buckets) {
+    const segments = bucket.prefix.slice(1).split('/')
+    byPrefix.set(segments.join(JOIN), bucket)
+    maxDepth = Math.max(maxDepth, segments.length)
+  }
+
+  return async function route(c, next) {
+    const segments = decodeSegments(rawPathOf(requestTarget(c)))
+    if (segments === undefined) throw new ProxyError('GUARD_BAD_PATH', { reason: 'bad_encoding' })
+    if (!isSafeKey(segments.join('/'))) throw new ProxyError('GUARD_BAD_PATH', { reason: 'traversal' })
+
+    for (let depth = Math.min(maxDepth, segments.length); depth >= 1; depth--) {
+      const bucket = byPrefix.get(depth === 1 ? (segments[0] as string) : segments.slice(0, depth).join(JOIN))
+      if (bucket === undefined) continue
+      const key = segments.slice(depth).join('/')
+      if (key === '') throw new ProxyError('ROUTE_NO_KEY')
+      c.set('route', { bucket, key })
+      return next()
+    }
+    throw new ProxyError('ROUTE_NOT_FOUND')
+  }
+}

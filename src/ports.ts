@@ -1,0 +1,44 @@
+// The interfaces the pipeline needs. Stages depend on these, never on the classes that implement
+// them; only runtime.ts knows the concrete adapters.
+import type { ByteRange, ObjectMeta, Principal, RangeSpec } from './types.ts'
+
+export interface ObjectBody {
+  meta: ObjectMeta
+  /** Present when the body is a part of the object; exactly the range asked for. */
+  range: ByteRange | undefined
+  /** The bytes, streamed: pulled from the backend only as fast as the client reads. */
+  stream: ReadableStream<Uint8Array>
+  /** How many body bytes the client has pulled so far. */
+  bytesSent(): number
+}
+
+export interface ReadOptions {
+  /** Aborts the backend request (client gone). */
+  signal: AbortSignal | undefined
+}
+
+export interface ObjectSource {
+  /** Metadata only (S3 HeadObject). Throws ProxyError (ORIGIN_NOT_FOUND, ORIGIN_*). */
+  head(key: string, options: ReadOptions): Promise<ObjectMeta>
+  /**
+   * The object, or exactly the requested range of it. Throws RANGE_NOT_SATISFIABLE with a
+   * `Content-Range: bytes * /size` header when the range cannot be served.
+   */
+  get(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<ObjectBody>
+  /** A cheap reachability check for readiness (S3 HeadBucket). Never throws. */
+  probe(): Promise<boolean>
+  /** Releases sockets; called when the runtime that owns the source is retired. */
+  close(): void
+}
+
+export interface TokenVerifier {
+  /** Finds and verifies the request's token. Throws ProxyError AUTH_* / AUTHZ_*. */
+  authenticate(request: TokenCarrier): Promise<Principal>
+}
+
+/** What a verifier may read from a request. */
+export interface TokenCarrier {
+  header(name: string): string | undefined
+  query(name: string): string | undefined
+  cookie(name: string): string | undefined
+}

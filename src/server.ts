@@ -1,0 +1,144 @@
+// The listening proxy: an HTTP server that hands each request to the current app generation,
+// swaps generations on reload (requests in flight finish on the one they started on), and drains
+// on shutdown. Used by main.ts, the demo, the tests and the bench alike.
+import http from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { getRequestListener } from '@hono/node-server'
+import type { Hono } from 'hono'
+import { createApp } from './app.ts'
+import { loadConfig } from './config/load.ts'
+import type { Config } from './config/schema.ts'
+import { ERROR_CATALOGUE, type ErrorCode } from './errors.ts'
+import { buildRuntime, type Runtime } from './runtime.ts'
+import type { Logger } from './telemetry/log.ts'
+import type { AppEnv } from './types.ts'
+
+interface Generation {
+  runtime: Runtime
+  app: Hono<AppEnv>
+  inFlight: number
+  retired: boolean
+}
+
+export interface ReloadResult {
+  ok: boolean
+  generation: number
+  error?: string
+}
+
+export interface Proxy {
+  readonly port: number
+  readonly url: string
+  readonly generation: number
+  /** Re-reads the config file; on any error the running generation keeps serving. */
+  reload(): Promise<ReloadResult>
+  /** Stops accepting, lets requests in flight finish (up to the timeout), closes everything. */
+  shutdown(timeoutMs?: number): Promise<void>
+}
+
+export async function startProxy(config: Config, logger: Logger): Promise<Proxy> {
+  const startedAt = Date.now()
+  let current = makeGeneration(buildRuntime(config, { logger, generation: 1, startedAt }))
+  let draining = false
+
+  const listener = getRequestListener(
+    (request, env) => {
+      const generation = current
+      generation.inFlight++
+      env.outgoing.once('close', () => release(generation))
+      if (draining) env.outgoing.setHeader('connection', 'close')
+      return generation.app.fetch(request, env)
+    },
+    { errorHandler: () => errorResponse('GUARD_BAD_REQUEST') }
+  )
+
+  const server = http.createServer(
+    {
+      maxHeaderSize: config.server.max_header_size,
+      headersTimeout: config.server.headers_timeout_seconds * 1000,
+      requestTimeout: config.server.headers_timeout_seconds * 1000,
+      keepAliveTimeout: config.server.keepalive_timeout_seconds * 1000,
+    },
+    listener
+  )
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (!socket.writable) return socket.destroy()
+    const code: ErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'GUARD_HEADERS_TOO_LARGE' : 'GUARD_BAD_REQUEST'
+    const { status, message } = ERROR_CATALOGUE[code]
+    const body = JSON.stringify({ error: { code, message, request_id: null } })
+    socket.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
+        `cache-control: no-store\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+    )
+  })
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(config.server.port, config.server.host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const port = (server.address() as AddressInfo).port
+  const host = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host
+
+  function release(generation: Generation): void {
+    generation.inFlight--
+    if (generation.retired && generation.inFlight === 0) generation.runtime.close()
+  }
+
+  return {
+    port,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    get generation() {
+      return current.runtime.generation
+    },
+
+    async reload() {
+      const previous = current
+      const next = previous.runtime.generation + 1
+      try {
+        const nextConfig = await loadConfig(previous.runtime.config.file)
+        current = makeGeneration(buildRuntime(nextConfig, { logger, generation: next, startedAt }))
+      } catch (err) {
+        const error = err instanceof Error ? err.message : String(err)
+        logger.error({ generation: previous.runtime.generation, error }, 'reload failed; keeping the running configuration')
+        return { ok: false, generation: previous.runtime.generation, error }
+      }
+      previous.retired = true
+      if (previous.inFlight === 0) previous.runtime.close()
+      logger.info({ generation: next }, 'configuration reloaded')
+      return { ok: true, generation: next }
+    },
+
+    async shutdown(timeoutMs = config.server.shutdown_timeout_seconds * 1000) {
+      draining = true
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeIdleConnections()
+      let timer: NodeJS.Timeout | undefined
+      const deadline = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), timeoutMs)
+      })
+      const outcome = await Promise.race([closed.then(() => 'drained' as const), deadline])
+      clearTimeout(timer)
+      if (outcome === 'timeout') {
+        logger.warn({ timeout_ms: timeoutMs }, 'shutdown timeout: closing the connections still open')
+        server.closeAllConnections()
+        await closed
+      }
+      current.runtime.close()
+    },
+  }
+}
+
+function makeGeneration(runtime: Runtime): Generation {
+  return { runtime, app: createApp(runtime), inFlight: 0, retired: false }
+}
+
+function errorResponse(code: ErrorCode): Response {
+  const { status, message } = ERROR_CATALOGUE[code]
+  return new Response(JSON.stringify({ error: { code, message, request_id: null } }), {
+    status,
+    headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
+  })
+}

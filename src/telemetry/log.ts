@@ -1,0 +1,14 @@
+// Structured logs with pino: JSON by default, human-readable text when `logging.format: text`.
+// Nothing that can carry a secret (headers, query strings, tokens) is ever passed to the logger.
+import { pino, type DestinationStream, type Logger } from 'pino'
+import pretty from 'pino-pretty'
+import type { Config } from '../config/schema.ts'
+
+export type { Logger }
+
+export function createLogger(config: Config['logging'], destination?: DestinationStream): Logger {
+  const options = { level: config.level, base: { service: 'yatagarasu' } }
+  if (destination !== undefined) return pino(options, destination)
+  if (config.format === 'text') return pino(options, pretty({ colorize: false, sync: true }))
+  return pino(options)
+}

@@ -1,0 +1,70 @@
+// Plain data shared by the stages, and the typed per-request variables (each has one writer).
+import type { CorsConfig } from './config/schema.ts'
+import type { ObjectSource, TokenVerifier } from './ports.ts'
+
+/** An inclusive byte range of an object, as in `Content-Range: bytes start-end/size`. */
+export interface ByteRange {
+  start: number
+  end: number
+}
+
+/** A single range as the client asked for it, before the object's size is known. */
+export type RangeSpec =
+  | { kind: 'bounded'; start: number; end: number }
+  | { kind: 'from'; start: number }
+  | { kind: 'suffix'; length: number }
+
+export interface ObjectMeta {
+  size: number
+  /** Quoted entity tag, e.g. `"abc"` or `W/"abc"`. */
+  etag: string | undefined
+  lastModified: Date | undefined
+  contentType: string | undefined
+  cacheControl: string | undefined
+  contentDisposition: string | undefined
+  contentEncoding: string | undefined
+  contentLanguage: string | undefined
+  expires: string | undefined
+  /** x-amz-meta-* user metadata, keys without the prefix, lower case. */
+  userMetadata: Record<string, string>
+}
+
+export interface Principal {
+  subject: string | undefined
+  claims: Readonly<Record<string, unknown>>
+  /** Where the token was found; a query token makes responses carry Referrer-Policy: no-referrer. */
+  tokenSource: 'bearer' | 'header' | 'query' | 'cookie'
+}
+
+/** A configured bucket as the pipeline sees it: its config slice plus its live adapters. */
+export interface BucketRoute {
+  name: string
+  prefix: string
+  source: ObjectSource
+  verifier: TokenVerifier | null
+  cors: CorsConfig | null
+}
+
+export interface RouteMatch {
+  bucket: BucketRoute
+  /** The object key: the rest of the path after the prefix, percent-decoded exactly once. */
+  key: string
+}
+
+/** Counts the body bytes a response has delivered; written by serve, read by observe. */
+export interface TransferMeter {
+  bytesSent(): number
+}
+
+export type AppVariables = {
+  requestId: string
+  route: RouteMatch
+  principal: Principal | null
+  transfer: TransferMeter
+}
+
+/** Hono environment of the app: node-server bindings (absent under `app.request()`) and variables. */
+export type AppEnv = {
+  Bindings: Partial<import('@hono/node-server').HttpBindings>
+  Variables: AppVariables
+}

@@ -1,0 +1,41 @@
+// A raw HTTP client for tests: sends the path exactly as given (fetch would resolve `..` and
+// re-encode), and returns status, headers and the whole body.
+import http from 'node:http'
+
+export interface RawResponse {
+  status: number
+  headers: http.IncomingHttpHeaders
+  body: Buffer
+  text: string
+  json<T = unknown>(): T
+}
+
+export function send(
+  base: string,
+  path: string,
+  options: { method?: string; headers?: Record<string, string> } = {}
+): Promise<RawResponse> {
+  const url = new URL(base)
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: url.hostname, port: url.port, path, method: options.method ?? 'GET', headers: options.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (chunk: Buffer) => chunks.push(chunk))
+        res.on('error', reject)
+        res.on('end', () => {
+          const body = Buffer.concat(chunks)
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body,
+            text: body.toString('utf8'),
+            json: <T>() => JSON.parse(body.toString('utf8')) as T,
+          })
+        })
+      }
+    )
+    req.on('error', reject)
+    req.end()
+  })
+}

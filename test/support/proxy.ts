@@ -1,0 +1,67 @@
+// Starts the real proxy (the same startProxy main.ts uses) on a free loopback port, from a YAML
+// config written to a temp file, with its logs captured as parsed JSON lines.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import { loadConfig, type Env } from '../../src/config/load.ts'
+import { startProxy, type Proxy } from '../../src/server.ts'
+
+export interface TestProxy {
+  url: string
+  proxy: Proxy
+  configFile: string
+  logs: Array<Record<string, unknown>>
+  /** Replaces the config file's contents (for reload tests). */
+  rewrite(yaml: string): Promise<void>
+  stop(): Promise<void>
+}
+
+export async function startTestProxy(yaml: string, env: Env = {}): Promise<TestProxy> {
+  const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-test-'))
+  const configFile = join(dir, 'config.yaml')
+  await writeFile(configFile, yaml)
+  const config = await loadConfig(configFile, env)
+  const logs: Array<Record<string, unknown>> = []
+  const logger = pino(
+    { level: 'debug' },
+    { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) }
+  )
+  const proxy = await startProxy(config, logger)
+  let stopped = false
+  return {
+    url: proxy.url,
+    proxy,
+    configFile,
+    logs,
+    rewrite: (next) => writeFile(configFile, next),
+    async stop() {
+      if (stopped) return
+      stopped = true
+      await proxy.shutdown(1000)
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** A bucket block for the test backend, indented for a `buckets:` list. */
+export function bucketYaml(options: {
+  name: string
+  prefix: string
+  bucket: string
+  endpoint: string
+  secret?: string
+  extra?: string
+}): string {
+  return `
+  - name: ${options.name}
+    path_prefix: ${options.prefix}
+    s3:
+      bucket: ${options.bucket}
+      region: us-east-1
+      endpoint: ${options.endpoint}
+      access_key: S3RVER
+      secret_key: ${JSON.stringify(options.secret ?? 'test/Secret+Key=with/special chars')}
+      timeout: 2
+${options.extra ?? ''}`
+}

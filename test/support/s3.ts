@@ -1,0 +1,170 @@
+// A real S3-compatible backend for tests: s3rver on a free loopback port, behind a layer that
+// verifies AWS SigV4 signatures (s3rver itself does not). The layer rebuilds each request, signs it
+// again with @smithy/signature-v4 and the expected secret, and answers 403 SignatureDoesNotMatch on
+// a mismatch, so a signing or key-encoding mistake in the proxy fails the tests. It also records
+// every request it forwards (method, raw URL, headers) for assertions.
+import { timingSafeEqual } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CreateBucketCommand, PutObjectCommand, S3Client, type PutObjectCommandInput } from '@aws-sdk/client-s3'
+import { Sha256 } from '@aws-crypto/sha256-js'
+import { HttpRequest } from '@smithy/protocol-http'
+import { SignatureV4 } from '@smithy/signature-v4'
+// @ts-expect-error s3rver ships no type declarations
+import S3rver from 's3rver'
+
+/** s3rver's built-in account id; the secret is ours, checked by the verifying layer. */
+export const ACCESS_KEY = 'S3RVER'
+export const SECRET_KEY = 'test/Secret+Key=with/special chars'
+export const REGION = 'us-east-1'
+
+export interface RecordedRequest {
+  method: string
+  url: string
+  headers: http.IncomingHttpHeaders
+}
+
+export interface TestS3 {
+  /** The signature-verifying endpoint the proxy should use. */
+  endpoint: string
+  /** A client signed with the right credentials, for seeding objects. */
+  client: S3Client
+  requests: RecordedRequest[]
+  createBucket(name: string): Promise<void>
+  put(bucket: string, key: string, body: PutObjectCommandInput['Body'], extra?: Partial<PutObjectCommandInput>): Promise<void>
+  /** Stops accepting connections at the endpoint (backend down); `resume()` brings it back. */
+  pause(): Promise<void>
+  resume(): Promise<void>
+  stop(): Promise<void>
+}
+
+export async function startS3(): Promise<TestS3> {
+  const directory = await mkdtemp(join(tmpdir(), 'yatagarasu-s3rver-'))
+  const s3rver = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory })
+  const backend = (await s3rver.run()) as AddressInfo
+  const requests: RecordedRequest[] = []
+  const signer = new SignatureV4({
+    credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY },
+    region: REGION,
+    service: 's3',
+    sha256: Sha256,
+    uriEscapePath: false,
+    applyChecksum: true,
+  })
+
+  const verifier = http.createServer((req, res) => {
+    void (async () => {
+      const problem = await verify(req, signer)
+      if (problem !== undefined) {
+        req.resume()
+        res.writeHead(403, { 'content-type': 'application/xml' })
+        res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${problem}</Code><Message>${problem}</Message></Error>`)
+        return
+      }
+      requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
+      const upstream = http.request(
+        { host: '127.0.0.1', port: backend.port, method: req.method, path: req.url, headers: req.headers },
+        (up) => {
+          res.writeHead(up.statusCode ?? 502, up.headers)
+          up.pipe(res)
+        }
+      )
+      upstream.on('error', () => res.destroy())
+      res.on('close', () => upstream.destroy())
+      req.pipe(upstream)
+    })()
+  })
+  let port = 0
+  const listen = () =>
+    new Promise<void>((resolve) => verifier.listen(port, '127.0.0.1', () => resolve()))
+  await listen()
+  port = (verifier.address() as AddressInfo).port
+  const endpoint = `http://127.0.0.1:${port}`
+
+  const client = new S3Client({
+    endpoint,
+    region: REGION,
+    forcePathStyle: true,
+    credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  })
+
+  const close = () =>
+    new Promise<void>((resolve) => {
+      verifier.close(() => resolve())
+      verifier.closeAllConnections()
+    })
+
+  return {
+    endpoint,
+    client,
+    requests,
+    async createBucket(name) {
+      await client.send(new CreateBucketCommand({ Bucket: name }))
+    },
+    async put(bucket, key, body, extra = {}) {
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ...extra }))
+    },
+    pause: close,
+    resume: listen,
+    async stop() {
+      client.destroy()
+      if (verifier.listening) await close()
+      await s3rver.close()
+      await rm(directory, { recursive: true, force: true })
+    },
+  }
+}
+
+const AUTHORIZATION =
+  /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([a-z0-9;-]+), ?Signature=([0-9a-f]{64})$/
+
+/** Undefined when the request is signed with the expected credentials; else the S3 error code. */
+async function verify(req: http.IncomingMessage, signer: SignatureV4): Promise<string | undefined> {
+  const match = AUTHORIZATION.exec(req.headers.authorization ?? '')
+  if (match === null) return 'AccessDenied'
+  const [, accessKey, , region, service, signedHeaders, signature] = match as unknown as string[]
+  if (accessKey !== ACCESS_KEY) return 'InvalidAccessKeyId'
+  const amzDate = String(req.headers['x-amz-date'] ?? '')
+  const date = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(amzDate)
+  if (date === null) return 'AccessDenied'
+  const signingDate = new Date(Date.UTC(+date[1]!, +date[2]! - 1, +date[3]!, +date[4]!, +date[5]!, +date[6]!))
+
+  const url = req.url ?? '/'
+  const q = url.indexOf('?')
+  const query: Record<string, string | string[]> = {}
+  if (q !== -1) {
+    for (const pair of url.slice(q + 1).split('&')) {
+      if (pair === '') continue
+      const eq = pair.indexOf('=')
+      const name = decodeURIComponent(eq === -1 ? pair : pair.slice(0, eq))
+      const value = eq === -1 ? '' : decodeURIComponent(pair.slice(eq + 1))
+      const existing = query[name]
+      query[name] = existing === undefined ? value : [existing, value].flat()
+    }
+  }
+  const headers: Record<string, string> = {}
+  for (const name of signedHeaders!.split(';')) {
+    const value = req.headers[name]
+    headers[name] = Array.isArray(value) ? value.join(',') : (value ?? '')
+  }
+  const [hostname, hostPort] = (req.headers.host ?? '').split(':')
+  const request = new HttpRequest({
+    method: req.method ?? 'GET',
+    protocol: 'http:',
+    hostname: hostname ?? '',
+    port: hostPort === undefined ? undefined : Number(hostPort),
+    path: q === -1 ? url : url.slice(0, q),
+    query,
+    headers,
+  })
+  const signed = await signer.sign(request, { signingDate, signingRegion: region, signingService: service })
+  const expected = /Signature=([0-9a-f]{64})/.exec(String(signed.headers.authorization))?.[1] ?? ''
+  const a = Buffer.from(expected)
+  const b = Buffer.from(signature!)
+  return a.length === b.length && timingSafeEqual(a, b) ? undefined : 'SignatureDoesNotMatch'
+}
