@@ -1,5 +1,6 @@
 // The interfaces the pipeline needs. Stages depend on these, never on the classes that implement
 // them; only runtime.ts knows the concrete adapters.
+import type { ProxyError } from './errors.ts'
 import type { ByteRange, ObjectMeta, Principal, RangeSpec } from './types.ts'
 
 export interface ObjectBody {
@@ -15,6 +16,12 @@ export interface ObjectBody {
 export interface ReadOptions {
   /** Aborts the backend request (client gone). */
   signal: AbortSignal | undefined
+  /**
+   * Called when the body fails after the response has started (backend stall or reset): the
+   * caller cuts the client connection so the client sees a truncated response, never a clean end.
+   * Without it, the body stream errors instead.
+   */
+  abortResponse?: ((error: ProxyError) => void) | undefined
 }
 
 export interface ObjectSource {

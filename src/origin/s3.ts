@@ -82,7 +82,7 @@ export class S3Source implements ObjectSource {
     const first = await this.#getObject(key, range, options.signal)
     if (range === undefined || first.$metadata.httpStatusCode !== 206) {
       // No range asked, or the backend ignored it: the whole object (allowed by RFC 9110).
-      return this.#body(first, metaOf(first, first.ContentLength ?? 0), undefined)
+      return this.#body(first, metaOf(first, first.ContentLength ?? 0), undefined, options)
     }
     const got = parseContentRange(first.ContentRange)
     if (got === undefined) {
@@ -94,7 +94,7 @@ export class S3Source implements ObjectSource {
       destroyBody(first)
       throw notSatisfiable(got.size)
     }
-    if (sameRange(got, wanted)) return this.#body(first, metaOf(first, got.size), wanted)
+    if (sameRange(got, wanted)) return this.#body(first, metaOf(first, got.size), wanted, options)
 
     // The backend answered a different range than asked: ask again, explicitly.
     destroyBody(first)
@@ -105,7 +105,7 @@ export class S3Source implements ObjectSource {
       destroyBody(second)
       throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'range_mismatch' })
     }
-    return this.#body(second, metaOf(second, again.size), wanted)
+    return this.#body(second, metaOf(second, again.size), wanted, options)
   }
 
   async probe(): Promise<boolean> {
@@ -171,8 +171,13 @@ export class S3Source implements ObjectSource {
     }
   }
 
-  #body(out: GetObjectCommandOutput, meta: ObjectMeta, range: ByteRange | undefined): ObjectBody {
-    const { stream, bytesSent } = watchedStream(out.Body as Readable, this.#timeoutMs)
+  #body(
+    out: GetObjectCommandOutput,
+    meta: ObjectMeta,
+    range: ByteRange | undefined,
+    options: ReadOptions
+  ): ObjectBody {
+    const { stream, bytesSent } = watchedStream(out.Body as Readable, this.#timeoutMs, options.abortResponse)
     return { meta, range, stream, bytesSent }
   }
 }
@@ -212,7 +217,11 @@ function metaOf(out: GetObjectCommandOutput | HeadObjectCommandOutput, size: num
  * stream, which makes the server cut the connection (the client sees a truncated response, never a
  * clean end). Cancelling (client gone, body unwanted) destroys the backend body and its socket.
  */
-function watchedStream(body: Readable, idleMs: number): Pick<ObjectBody, 'stream' | 'bytesSent'> {
+function watchedStream(
+  body: Readable,
+  idleMs: number,
+  abortResponse: ReadOptions['abortResponse']
+): Pick<ObjectBody, 'stream' | 'bytesSent'> {
   let sent = 0
   let waiting = false
   const timer = setTimeout(() => {
@@ -230,7 +239,11 @@ function watchedStream(body: Readable, idleMs: number): Pick<ObjectBody, 'stream
           next = await chunks.next()
         } catch (err) {
           clearTimeout(timer)
-          throw err
+          const error = err instanceof ProxyError ? err : new ProxyError('ORIGIN_ERROR', { reason: 'body_failed', cause: err })
+          if (abortResponse === undefined) throw error
+          // The caller cuts the connection, which cancels this stream; nothing more to pull.
+          abortResponse(error)
+          return new Promise<void>(() => {})
         } finally {
           waiting = false
         }

@@ -14,7 +14,7 @@ import {
 } from '../http/conditional.ts'
 import { notModifiedHeaders, objectHeaders } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { ObjectBody } from '../ports.ts'
+import type { ObjectBody, ReadOptions } from '../ports.ts'
 import type { AppEnv, ObjectMeta } from '../types.ts'
 
 export function serve(): Handler<AppEnv> {
@@ -29,7 +29,17 @@ export function serve(): Handler<AppEnv> {
     const parsed = parseRange(c.req.header('range'))
     const range = parsed === 'multiple' ? undefined : parsed
     const ifRange = c.req.header('if-range')
-    const options = { signal: c.req.raw.signal }
+    const outgoing = c.env?.outgoing
+    const options: ReadOptions = {
+      signal: c.req.raw.signal,
+      abortResponse:
+        outgoing === undefined
+          ? undefined
+          : (error) => {
+              c.error = error
+              outgoing.destroy()
+            },
+    }
 
     if (c.req.method === 'HEAD') {
       const meta = await bucket.source.head(key, options)

@@ -25,6 +25,10 @@ export interface RecordedRequest {
   method: string
   url: string
   headers: http.IncomingHttpHeaders
+  /** Body bytes the backend has sent so far. */
+  bytes: number
+  /** Settles when the backend's response ends: 'finished', or 'aborted' (the proxy hung up first). */
+  outcome: Promise<'finished' | 'aborted'>
 }
 
 export interface TestS3 {
@@ -35,6 +39,8 @@ export interface TestS3 {
   requests: RecordedRequest[]
   createBucket(name: string): Promise<void>
   put(bucket: string, key: string, body: PutObjectCommandInput['Body'], extra?: Partial<PutObjectCommandInput>): Promise<void>
+  /** The next GET sends its headers and `afterBytes` of body, then stalls (never ends). */
+  stallNextGet(afterBytes: number): void
   /** Stops accepting connections at the endpoint (backend down); `resume()` brings it back. */
   pause(): Promise<void>
   resume(): Promise<void>
@@ -46,6 +52,7 @@ export async function startS3(): Promise<TestS3> {
   const s3rver = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory })
   const backend = (await s3rver.run()) as AddressInfo
   const requests: RecordedRequest[] = []
+  let stallNext: number | undefined
   const signer = new SignatureV4({
     credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY },
     region: REGION,
@@ -64,12 +71,34 @@ export async function startS3(): Promise<TestS3> {
         res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${problem}</Code><Message>${problem}</Message></Error>`)
         return
       }
-      requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
+      const stallAfter = req.method === 'GET' ? stallNext : undefined
+      if (stallAfter !== undefined) stallNext = undefined
+      const record: RecordedRequest = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        bytes: 0,
+        outcome: new Promise((resolve) => {
+          res.once('close', () => resolve(res.writableFinished ? 'finished' : 'aborted'))
+        }),
+      }
+      requests.push(record)
       const upstream = http.request(
         { host: '127.0.0.1', port: backend.port, method: req.method, path: req.url, headers: req.headers },
         (up) => {
           res.writeHead(up.statusCode ?? 502, up.headers)
-          up.pipe(res)
+          up.on('data', (chunk: Buffer) => {
+            if (stallAfter !== undefined && record.bytes + chunk.length > stallAfter) {
+              up.pause()
+              return
+            }
+            record.bytes += chunk.length
+            if (!res.write(chunk)) {
+              up.pause()
+              res.once('drain', () => up.resume())
+            }
+          })
+          up.on('end', () => res.end())
         }
       )
       upstream.on('error', () => res.destroy())
@@ -108,6 +137,9 @@ export async function startS3(): Promise<TestS3> {
     },
     async put(bucket, key, body, extra = {}) {
       await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ...extra }))
+    },
+    stallNextGet(afterBytes) {
+      stallNext = afterBytes
     },
     pause: close,
     resume: listen,

@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { ConfigError, loadConfig, parseConfig, type Env } from './load.ts'
+
+const FIXTURES = join(import.meta.dirname, '../../test/support/fixtures/config')
+const fixture = (name: string) => join(FIXTURES, name)
+
+async function problemsOf(name: string, env: Env = {}): Promise<string> {
+  try {
+    await loadConfig(fixture(name), env)
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`)
+    assert.ok(err.message.startsWith(`invalid configuration in ${fixture(name)}:`), err.message)
+    return err.message
+  }
+  assert.fail(`${name} should not load`)
+}
+
+describe('loadConfig', () => {
+  it('loads Yatagarasu’s basic example and normalizes its bearer header spelling', async () => {
+    const config = await loadConfig(fixture('yatagarasu-basic.yaml'), {
+      AWS_ACCESS_KEY_PRODUCTS: 'AKIA1',
+      AWS_SECRET_KEY_PRODUCTS: 'secret1',
+      AWS_ACCESS_KEY_PRIVATE: 'AKIA2',
+      AWS_SECRET_KEY_PRIVATE: 'secret2',
+      JWT_SECRET: 'a-very-long-secret-of-at-least-32-bytes',
+    })
+    assert.equal(config.server.host, '0.0.0.0')
+    assert.equal(config.server.port, 8080)
+    assert.deepEqual(config.buckets.map((b) => b.path_prefix), ['/products', '/private'])
+    assert.equal(config.buckets[0]?.auth, null)
+    const auth = config.buckets[1]?.auth
+    assert.deepEqual(auth?.token_sources, [{ type: 'bearer' }])
+    assert.deepEqual(auth?.algorithms, ['HS256'])
+    assert.deepEqual(auth?.claims, [{ claim: 'role', operator: 'equals', value: 'admin' }])
+    assert.equal(config.buckets[1]?.s3.secret_key, 'secret2')
+    assert.ok(Object.isFrozen(config.buckets[1]))
+  })
+
+  it('substitutes ${VAR:-default}, coerces numbers and normalizes a trailing slash', async () => {
+    const config = await loadConfig(fixture('env-defaults.yaml'), {
+      SHUTDOWN_SECONDS: '7',
+      MEDIA_SECRET: 'pa:ss#word: {not yaml}',
+    })
+    assert.equal(config.server.host, '127.0.0.1')
+    assert.equal(config.server.port, 9000)
+    assert.equal(config.server.shutdown_timeout_seconds, 7)
+    assert.equal(config.buckets[0]?.s3.bucket, 'media-default')
+    assert.equal(config.buckets[0]?.s3.secret_key, 'pa:ss#word: {not yaml}')
+    assert.equal(config.buckets[0]?.path_prefix, '/media')
+  })
+
+  it('lets the global jwt block apply to a bucket without its own', async () => {
+    const config = await loadConfig(fixture('global-jwt.yaml'))
+    const auth = config.buckets[0]?.auth
+    assert.deepEqual(auth?.algorithms, ['HS384'])
+    assert.deepEqual(auth?.token_sources, [{ type: 'bearer' }, { type: 'query', name: 'token' }])
+    assert.equal(auth?.claims[0]?.operator, 'in')
+  })
+
+  it('names an unknown key with its full path', async () => {
+    assert.match(await problemsOf('unknown-key.yaml'), /buckets\[0\]\(media\)\.s3\.regoin: unknown key/)
+  })
+
+  it('names a missing environment variable and the key that needs it', async () => {
+    assert.match(
+      await problemsOf('missing-env.yaml'),
+      /buckets\[0\]\(media\)\.s3\.secret_key: environment variable MEDIA_SECRET_KEY is not set/
+    )
+  })
+
+  it('rejects a duplicate prefix, naming both buckets', async () => {
+    assert.match(
+      await problemsOf('duplicate-prefix.yaml'),
+      /buckets\[1\]\(two\)\.path_prefix: "\/media" is already used by buckets\[0\]/
+    )
+  })
+
+  it('rejects a prefix without a leading slash', async () => {
+    assert.match(await problemsOf('bad-prefix.yaml'), /path_prefix: "media" must start with "\/"/)
+  })
+
+  it('rejects a prefix that collides with the proxy’s own endpoints', async () => {
+    assert.match(await problemsOf('reserved-prefix.yaml'), /collides with the proxy's own endpoint \/health/)
+  })
+
+  it('rejects an HMAC secret shorter than 32 bytes', async () => {
+    assert.match(await problemsOf('short-hs-secret.yaml'), /auth\.jwt\.secret: must be at least 32 bytes/)
+  })
+
+  it('refuses auth.enabled without any verifier (never fails open)', async () => {
+    assert.match(await problemsOf('auth-without-verifier.yaml'), /buckets\[0\]\(private\)\.auth: auth\.enabled is true but/)
+  })
+
+  it('refuses a setting this version cannot enforce instead of ignoring it', async () => {
+    assert.match(await problemsOf('unsupported-feature.yaml'), /ip_filter: ip_filter is not supported by this version yet/)
+  })
+
+  it('rejects a document that is not a mapping', async () => {
+    assert.match(await problemsOf('not-a-mapping.yaml'), /the document must be a mapping/)
+  })
+
+  it('names the file when it cannot be read', async () => {
+    await assert.rejects(loadConfig(fixture('does-not-exist.yaml')), /cannot read the file \(no such file\)/)
+  })
+
+  it('reports YAML syntax errors', async () => {
+    await assert.rejects(parseConfig('buckets: [\n', 'broken.yaml'), /invalid configuration in broken\.yaml:\n  YAML:/)
+  })
+})
