@@ -142,13 +142,13 @@ describe('token sources', () => {
 
   it('accepts a query token, keeps it out of logs and S3, and sets Referrer-Policy', async () => {
     const token = await hs()
-    const res = await send(proxy.url, `/private/doc.txt?token=${token}`)
+    const res = await send(proxy.url, `/private/doc.txt?token=${token}`, { headers: { 'x-request-id': 'query-token' } })
     assert.equal(res.status, 200)
     assert.equal(res.headers['referrer-policy'], 'no-referrer')
     const forwarded = s3.requests.at(-1)
     assert.ok(forwarded !== undefined)
     assert.doesNotMatch(forwarded.url + JSON.stringify(forwarded.headers), new RegExp(token.slice(-20)))
-    await new Promise((resolve) => setImmediate(resolve))
+    await proxy.logged((l) => l.request_id === 'query-token')
     assert.doesNotMatch(JSON.stringify(proxy.logs), new RegExp(token.slice(-20)))
   })
 
@@ -189,9 +189,8 @@ describe('401 and 403', () => {
       assert.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"')
       assert.equal(codeOf(res), 'AUTH_TOKEN_INVALID')
       assert.equal(res.json<{ error: { message: string } }>().error.message, 'The token is invalid')
-      await new Promise((resolve) => setImmediate(resolve))
-      const line = proxy.logs.find((l) => l.request_id === requestId)
-      assert.equal(line?.reason, reason)
+      const line = await proxy.logged((l) => l.request_id === requestId)
+      assert.equal(line.reason, reason)
     })
   }
 
@@ -205,8 +204,7 @@ describe('401 and 403', () => {
     const res = await send(proxy.url, '/private/doc.txt', { headers: { ...bearer(await hs({ role: 'guest' })), 'x-request-id': 'claim-403' } })
     assert.equal(res.status, 403)
     assert.equal(codeOf(res), 'AUTHZ_DENIED')
-    await new Promise((resolve) => setImmediate(resolve))
-    assert.equal(proxy.logs.find((l) => l.request_id === 'claim-403')?.reason, 'claim:role')
+    assert.equal((await proxy.logged((l) => l.request_id === 'claim-403')).reason, 'claim:role')
   })
 
   it('lets a bucket’s own jwt block replace the global one (nested claim rule)', async () => {

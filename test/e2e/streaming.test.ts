@@ -118,7 +118,7 @@ describe('streaming', () => {
     const elapsed = Date.now() - started
     assert.ok(elapsed >= 900 && elapsed < 5000, `cut after ${elapsed} ms`)
     assert.equal(await s3.requests.at(-1)?.outcome, 'aborted')
-    const line = proxy.logs.findLast((l) => l.msg === 'request' && l.path === '/quick/big.bin')
+    const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/quick/big.bin' && l.error !== undefined)
     assert.equal(line?.error, 'ORIGIN_TIMEOUT')
     assert.equal(line?.reason, 'body_stalled')
     assert.equal(line?.complete, false)

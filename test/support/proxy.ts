@@ -12,6 +12,8 @@ export interface TestProxy {
   proxy: Proxy
   configFile: string
   logs: Array<Record<string, unknown>>
+  /** Resolves with the first log line (already written or still to come) that matches. */
+  logged(match: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>
   /** Replaces the config file's contents (for reload tests). */
   rewrite(yaml: string): Promise<void>
   stop(): Promise<void>
@@ -23,9 +25,20 @@ export async function startTestProxy(yaml: string, env: Env = {}): Promise<TestP
   await writeFile(configFile, yaml)
   const config = await loadConfig(configFile, env)
   const logs: Array<Record<string, unknown>> = []
+  const waiters = new Set<{ match: (line: Record<string, unknown>) => boolean; resolve: (line: Record<string, unknown>) => void }>()
   const logger = pino(
     { level: 'debug' },
-    { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) }
+    {
+      write(text: string) {
+        const line = JSON.parse(text) as Record<string, unknown>
+        logs.push(line)
+        for (const waiter of waiters) {
+          if (!waiter.match(line)) continue
+          waiters.delete(waiter)
+          waiter.resolve(line)
+        }
+      },
+    }
   )
   const proxy = await startProxy(config, logger)
   let stopped = false
@@ -34,6 +47,11 @@ export async function startTestProxy(yaml: string, env: Env = {}): Promise<TestP
     proxy,
     configFile,
     logs,
+    logged(match) {
+      const found = logs.find(match)
+      if (found !== undefined) return Promise.resolve(found)
+      return new Promise((resolve) => waiters.add({ match, resolve }))
+    },
     rewrite: (next) => writeFile(configFile, next),
     async stop() {
       if (stopped) return
