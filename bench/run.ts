@@ -1,0 +1,158 @@
+// `npm run bench`: the read path under load, on this machine. Not part of `npm test`.
+//   - 1 KiB GET: raw node:http answering the same bytes (the ceiling), straight from s3rver, and
+//     through the proxy (uncached: proxy + s3rver)
+//   - 50 MiB GET: MB/s straight from s3rver and through the proxy
+//   - the proxy's peak RSS (it runs in its own process, as in production)
+// Each measurement runs RUNS times; the table shows the median. Client, proxy and s3rver share the
+// machine's cores, so absolute numbers understate a deployment; ratios are what to compare.
+//   BENCH_DURATION (seconds per run, default 5), BENCH_CONNECTIONS (default 32), BENCH_RUNS (default 3)
+import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import autocannon from 'autocannon'
+// @ts-expect-error s3rver ships no type declarations
+import S3rver from 's3rver'
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+const DURATION = Number(process.env.BENCH_DURATION ?? 5)
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32)
+const RUNS = Number(process.env.BENCH_RUNS ?? 3)
+const SMALL = randomBytes(1024)
+const LARGE = randomBytes(50 * 1024 * 1024)
+const ROOT = join(import.meta.dirname, '..')
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0
+
+async function load(url: string) {
+  const result = await autocannon({ url, connections: CONNECTIONS, duration: DURATION, pipelining: 1 })
+  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors`)
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99 }
+}
+
+function download(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now()
+    http
+      .get(url, { agent: false }, (res) => {
+        let bytes = 0
+        res.on('data', (c: Buffer) => (bytes += c.length))
+        res.on('end', () => {
+          if (bytes !== LARGE.length) reject(new Error(`${url}: got ${bytes} bytes`))
+          resolve(bytes / 1e6 / ((performance.now() - started) / 1000))
+        })
+      })
+      .on('error', reject)
+  })
+}
+
+async function main() {
+  const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-bench-'))
+  const s3rver = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: join(dir, 's3') })
+  const { port: s3Port } = (await s3rver.run()) as AddressInfo
+  const s3Url = `http://127.0.0.1:${s3Port}`
+  const client = new S3Client({ endpoint: s3Url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } })
+  await client.send(new CreateBucketCommand({ Bucket: 'bench' }))
+  await client.send(new PutObjectCommand({ Bucket: 'bench', Key: 'small.bin', Body: SMALL }))
+  await client.send(new PutObjectCommand({ Bucket: 'bench', Key: 'large.bin', Body: LARGE }))
+  client.destroy()
+
+  const raw = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': SMALL.length })
+    res.end(SMALL)
+  })
+  await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve))
+  const rawUrl = `http://127.0.0.1:${(raw.address() as AddressInfo).port}/`
+
+  const proxyPort = await freePort()
+  const configFile = join(dir, 'config.yaml')
+  await writeFile(
+    configFile,
+    `server: { address: "127.0.0.1:${proxyPort}" }
+logging: { level: info }
+buckets:
+  - name: bench
+    path_prefix: /bench
+    s3: { bucket: bench, endpoint: "${s3Url}", access_key: S3RVER, secret_key: S3RVER }
+`
+  )
+  // The compiled proxy in its own process, as in production; access logs go to /dev/null.
+  await new Promise<void>((resolve, reject) =>
+    spawn('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' }).on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error('build failed'))
+    )
+  )
+  const proxy = spawn(process.execPath, [join(ROOT, 'dist/main.js'), '--config', configFile], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+  await waitForHealth(`http://127.0.0.1:${proxyPort}/health`)
+  const proxyUrl = `http://127.0.0.1:${proxyPort}`
+
+  const rows: Array<[string, { rps: number; p50: number; p99: number }]> = []
+  const targets: Array<[string, string]> = [
+    ['raw node:http, same 1 KiB', rawUrl],
+    ['s3rver direct, 1 KiB', `${s3Url}/bench/small.bin`],
+    ['proxy -> s3rver, 1 KiB (uncached)', `${proxyUrl}/bench/small.bin`],
+  ]
+  for (const [name, url] of targets) {
+    await load(url) // warm-up
+    const runs = []
+    for (let i = 0; i < RUNS; i++) runs.push(await load(url))
+    rows.push([name, { rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)) }])
+  }
+  const rssAfterSmall = await peakRssMiB(proxy.pid as number)
+  const throughput: Array<[string, number]> = []
+  for (const [name, url] of [['s3rver direct', `${s3Url}/bench/large.bin`], ['proxy -> s3rver', `${proxyUrl}/bench/large.bin`]] as const) {
+    await download(url)
+    const runs = []
+    for (let i = 0; i < RUNS; i++) runs.push(await download(url))
+    throughput.push([name, median(runs)])
+  }
+  const peakRss = await peakRssMiB(proxy.pid as number)
+
+  console.log(`\n1 KiB GET, ${CONNECTIONS} connections, ${DURATION}s x ${RUNS} runs (median)`)
+  console.log('| target | req/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: |')
+  for (const [name, r] of rows) console.log(`| ${name} | ${Math.round(r.rps)} | ${r.p50} | ${r.p99} |`)
+  console.log(`\n50 MiB GET, one at a time, ${RUNS} runs (median)`)
+  console.log('| path | MB/s |\n| --- | ---: |')
+  for (const [name, mbs] of throughput) console.log(`| ${name} | ${Math.round(mbs)} |`)
+  console.log(`\nproxy peak RSS: ${rssAfterSmall.toFixed(1)} MiB after the 1 KiB load, ${peakRss.toFixed(1)} MiB after the 50 MiB downloads`)
+
+  proxy.kill('SIGTERM')
+  await new Promise((resolve) => proxy.once('exit', resolve))
+  raw.close()
+  await s3rver.close()
+  await rm(dir, { recursive: true, force: true })
+}
+
+async function peakRssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = http.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+async function waitForHealth(url: string): Promise<void> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const ok = await new Promise<boolean>((resolve) =>
+      http.get(url, (res) => resolve(res.statusCode === 200)).on('error', () => resolve(false))
+    )
+    if (ok) return
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error('the proxy did not start')
+}
+
+await main()
