@@ -109,3 +109,15 @@ describe('loadConfig', () => {
     await assert.rejects(parseConfig('buckets: [\n', 'broken.yaml'), /invalid configuration in broken\.yaml:\n  YAML:/)
   })
 })
+
+describe('the shipped config.yaml', () => {
+  it('is valid once its environment variables are set', async () => {
+    const config = await loadConfig(join(import.meta.dirname, '../../config.yaml'), {
+      AWS_ACCESS_KEY_ID: 'AKIAEXAMPLE',
+      AWS_SECRET_ACCESS_KEY: 'secret',
+      JWT_SECRET: '0123456789abcdef0123456789abcdef',
+    })
+    assert.deepEqual(config.buckets.map((b) => b.path_prefix), ['/assets', '/private'])
+    assert.equal(config.server.port, 8080)
+  })
+})
