@@ -1,6 +1,7 @@
 // The listening proxy: an HTTP server that hands each request to the current app generation,
 // swaps generations on reload (requests in flight finish on the one they started on), and drains
 // on shutdown. Used by main.ts, the demo, the tests and the bench alike.
+import { randomUUID } from 'node:crypto'
 import http from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { getRequestListener } from '@hono/node-server'
@@ -65,10 +66,12 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
     if (!socket.writable) return socket.destroy()
     const code: ErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'GUARD_HEADERS_TOO_LARGE' : 'GUARD_BAD_REQUEST'
     const { status, message } = ERROR_CATALOGUE[code]
-    const body = JSON.stringify({ error: { code, message, request_id: null } })
+    const requestId = randomUUID()
+    const body = JSON.stringify({ error: { code, message, request_id: requestId } })
     socket.end(
-      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
-        `cache-control: no-store\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+        `cache-control: no-store\r\nx-request-id: ${requestId}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+        `connection: close\r\n\r\n${body}`
     )
   })
 
@@ -135,10 +138,16 @@ function makeGeneration(runtime: Runtime): Generation {
   return { runtime, app: createApp(runtime), inFlight: 0, retired: false }
 }
 
+/** Requests refused before the app sees them (unparseable target, bad Host). */
 function errorResponse(code: ErrorCode): Response {
   const { status, message } = ERROR_CATALOGUE[code]
-  return new Response(JSON.stringify({ error: { code, message, request_id: null } }), {
+  const requestId = randomUUID()
+  return new Response(JSON.stringify({ error: { code, message, request_id: requestId } }), {
     status,
-    headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
+    headers: {
+      'content-type': 'application/json; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-request-id': requestId,
+    },
   })
 }
