@@ -39,8 +39,11 @@ export interface ObjectSource {
 }
 
 export interface TokenVerifier {
-  /** Finds and verifies the request's token. Throws ProxyError AUTH_* / AUTHZ_*. */
-  authenticate(request: TokenCarrier): Promise<Principal>
+  /**
+   * Finds and verifies the request's token, for reading `key` (the decoded object key).
+   * Throws ProxyError AUTH_* (401) or AUTHZ_* (403).
+   */
+  authenticate(request: TokenCarrier, key: string): Promise<Principal>
 }
 
 /** What a verifier may read from a request. */

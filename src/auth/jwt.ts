@@ -3,13 +3,16 @@
 // an explicit algorithm allow-list (so `alg: none` and HS-vs-RS confusion never verify), checks
 // exp/nbf with clock skew, issuer, audience and required claims, then the claim rules.
 // 401 = no usable token (RFC 6750 WWW-Authenticate); 403 = a valid token that the rules refuse.
-import { createPublicKey, type KeyObject } from 'node:crypto'
-import { decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from 'jose'
-import type { JwtVerifierConfig, TokenSource } from '../config/schema.ts'
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto'
+import { decodeProtectedHeader, errors, jwtVerify, type JWSHeaderParameters, type JWTPayload } from 'jose'
+import { LRUCache } from 'lru-cache'
+import type { JwtAlgorithm, JwtVerifierConfig, TokenSource } from '../config/schema.ts'
 import { ProxyError } from '../errors.ts'
 import type { TokenCarrier, TokenVerifier } from '../ports.ts'
 import type { Principal } from '../types.ts'
 import { failedRule } from './claims.ts'
+import { JwksUnavailable, RemoteKeySet } from './jwks.ts'
+import { keyInScope } from './path-scope.ts'
 
 /** Tokens larger than this are refused unread (a JWT is a few hundred bytes to a few KiB). */
 export const MAX_TOKEN_LENGTH = 8192
@@ -50,16 +53,46 @@ export function findToken(request: TokenCarrier, sources: readonly TokenSource[]
   return undefined
 }
 
+type KeyResolver = Parameters<typeof jwtVerify>[1]
+
+interface VerifiedToken {
+  subject: string | undefined
+  claims: Readonly<Record<string, unknown>>
+  /** Epoch ms after which the cached verification must not be reused. */
+  until: number
+}
+
 export class JwtVerifier implements TokenVerifier {
   readonly #config: JwtVerifierConfig
-  readonly #key: Uint8Array | KeyObject
+  readonly #key: KeyResolver
+  readonly #keyIds: ReadonlyMap<string, JwtAlgorithm> | undefined
+  readonly #verified: LRUCache<string, VerifiedToken> | undefined
 
   constructor(config: JwtVerifierConfig) {
     this.#config = config
-    this.#key = config.key.kind === 'secret' ? config.key.secret : createPublicKey(config.key.pem)
+    const key = config.key
+    switch (key.kind) {
+      case 'secret':
+        this.#key = key.secret
+        break
+      case 'public_key':
+        this.#key = createPublicKey(key.pem)
+        break
+      case 'keys': {
+        const byId = new Map(key.keys.map((k) => [k.id, k.secret ?? createPublicKey(k.pem as string)]))
+        this.#keyIds = new Map(key.keys.map((k) => [k.id, k.algorithm]))
+        this.#key = (header: JWSHeaderParameters) => byId.get(header.kid as string) as Uint8Array | KeyObject
+        break
+      }
+      case 'jwks':
+        this.#key = new RemoteKeySet(key.jwks).getKey
+        break
+    }
+    this.#verified =
+      config.token_cache_size > 0 ? new LRUCache({ max: config.token_cache_size }) : undefined
   }
 
-  async authenticate(request: TokenCarrier): Promise<Principal> {
+  async authenticate(request: TokenCarrier, key: string): Promise<Principal> {
     const found = findToken(request, this.#config.token_sources)
     // A token in the URL must not leak to third parties through the Referer header.
     const extra: Record<string, string> = found?.source === 'query' ? { 'referrer-policy': 'no-referrer' } : {}
@@ -78,6 +111,32 @@ export class JwtVerifier implements TokenVerifier {
 
     const { token } = found
     if (token.length > MAX_TOKEN_LENGTH) throw invalid('oversized')
+    const cacheKey = this.#verified === undefined ? undefined : createHash('sha256').update(token).digest('base64url')
+    let verified = cacheKey === undefined ? undefined : this.#verified?.get(cacheKey)
+    if (verified !== undefined && verified.until <= Date.now()) {
+      this.#verified?.delete(cacheKey as string)
+      verified = undefined
+    }
+    if (verified === undefined) {
+      verified = await this.#verify(token, invalid, extra)
+      if (cacheKey !== undefined) this.#verified?.set(cacheKey, verified)
+    }
+
+    const scopeClaim = this.#config.path_scope_claim
+    if (scopeClaim !== undefined) {
+      const scope = verified.claims[scopeClaim]
+      if (scope === undefined) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope_missing', headers: extra })
+      if (!keyInScope(key, scope)) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope', headers: extra })
+    }
+    return { subject: verified.subject, claims: verified.claims, tokenSource: found.source }
+  }
+
+  /** Signature, registered claims and claim rules; the result is safe to cache until `until`. */
+  async #verify(
+    token: string,
+    invalid: (reason: string, cause?: unknown) => ProxyError,
+    extra: Record<string, string>
+  ): Promise<VerifiedToken> {
     if (!COMPACT_JWS.test(token)) throw invalid('malformed')
     let header: Record<string, unknown>
     try {
@@ -89,10 +148,15 @@ export class JwtVerifier implements TokenVerifier {
     if (typeof header.alg !== 'string' || !(this.#config.algorithms as string[]).includes(header.alg)) {
       throw invalid('alg_not_allowed')
     }
+    if (this.#keyIds !== undefined) {
+      const algorithm = typeof header.kid === 'string' ? this.#keyIds.get(header.kid) : undefined
+      if (algorithm === undefined) throw invalid('unknown_kid')
+      if (algorithm !== header.alg) throw invalid('alg_not_allowed')
+    }
 
     let payload: JWTPayload
     try {
-      const result = await jwtVerify(token, this.#key, {
+      const result = await jwtVerify(token, this.#key as Uint8Array, {
         algorithms: this.#config.algorithms,
         issuer: this.#config.issuer,
         audience: this.#config.audience,
@@ -106,19 +170,21 @@ export class JwtVerifier implements TokenVerifier {
       throw invalid(joseReason(err), err)
     }
 
+    const now = Date.now()
     const maxLifetime = this.#config.max_token_lifetime_seconds
     if (maxLifetime !== undefined) {
-      const now = Math.floor(Date.now() / 1000)
-      if (payload.exp === undefined || payload.exp - (payload.iat ?? now) > maxLifetime) {
+      const nowSeconds = Math.floor(now / 1000)
+      if (payload.exp === undefined || payload.exp - (payload.iat ?? nowSeconds) > maxLifetime) {
         throw invalid('lifetime_too_long')
       }
     }
 
     const failed = failedRule(this.#config.claims, payload)
-    if (failed !== undefined) {
-      throw new ProxyError('AUTHZ_DENIED', { reason: `claim:${failed.claim}`, headers: extra })
-    }
-    return { subject: payload.sub, claims: payload, tokenSource: found.source }
+    if (failed !== undefined) throw new ProxyError('AUTHZ_DENIED', { reason: `claim:${failed.claim}`, headers: extra })
+
+    const cacheLimit = now + this.#config.token_cache_ttl_seconds * 1000
+    const until = payload.exp === undefined ? cacheLimit : Math.min(cacheLimit, payload.exp * 1000)
+    return { subject: payload.sub, claims: payload, until }
   }
 }
 
@@ -132,6 +198,8 @@ function joseReason(err: unknown): string {
   }
   if (err instanceof errors.JWSSignatureVerificationFailed) return 'bad_signature'
   if (err instanceof errors.JOSEAlgNotAllowed) return 'alg_not_allowed'
+  if (err instanceof errors.JWKSNoMatchingKey) return 'unknown_kid'
+  if (err instanceof JwksUnavailable || err instanceof errors.JWKSTimeout) return 'jwks_unavailable'
   if (err instanceof errors.JOSEError) return 'malformed'
   return 'unverifiable'
 }

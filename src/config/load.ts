@@ -2,6 +2,7 @@
 // file -> YAML -> ${VAR} / ${VAR:-default} in string values -> validate (zod) -> normalize -> freeze.
 // Substitution happens after parsing, so a secret containing `:` or `#` cannot reshape the document.
 // Every problem names the file, the key path and the reason.
+import { createPublicKey } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { isAbsolute, dirname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
@@ -15,6 +16,7 @@ import {
   type JwtAlgorithm,
   type JwtBlock,
   type JwtVerifierConfig,
+  type NamedKey,
   type ServerConfig,
   type TokenSource,
   type VerificationKey,
@@ -269,48 +271,69 @@ async function normalizeJwt(
   source: string,
   report: Report
 ): Promise<JwtVerifierConfig | undefined> {
-  const keyPaths = (['public_key_path', 'rsa_public_key_path', 'ecdsa_public_key_path'] as const).filter(
+  const pemPaths = (['public_key_path', 'rsa_public_key_path', 'ecdsa_public_key_path'] as const).filter(
     (k) => block[k] !== undefined
   )
   const hasSecret = block.secret !== undefined && block.secret !== ''
-  if (keyPaths.length > 1 || (hasSecret && keyPaths.length > 0)) {
-    return void report(at, 'set exactly one of secret, public_key_path (rsa_public_key_path, ecdsa_public_key_path)')
+  const kinds = [hasSecret, pemPaths.length > 0, block.keys !== undefined, block.jwks_url !== undefined]
+  const count = kinds.filter(Boolean).length + Math.max(0, pemPaths.length - 1)
+  if (count !== 1) {
+    const message = count === 0 ? 'no verification key: set' : 'set exactly one of'
+    return void report(at, `${message} secret (HS*), public_key_path (RS*, PS*, ES*, EdDSA), keys, or jwks_url`)
   }
-  if (!hasSecret && keyPaths.length === 0) {
-    return void report(at, 'no verification key: set secret (HS*) or public_key_path (RS*, PS*, ES*, EdDSA)')
-  }
-  const algorithms = block.algorithms ?? [block.algorithm ?? (hasSecret ? 'HS256' : 'RS256')]
   if (block.algorithms !== undefined && block.algorithm !== undefined) {
     return void report([...at, 'algorithm'], 'use either algorithm or algorithms, not both')
   }
+  const configured = block.algorithms ?? (block.algorithm === undefined ? undefined : [block.algorithm])
 
   let key: VerificationKey
+  let algorithms: JwtAlgorithm[]
   if (hasSecret) {
-    const wrong = algorithms.filter((a) => !HMAC_ALGORITHMS.includes(a))
-    if (wrong.length > 0) {
-      return void report([...at, 'algorithm'], `${wrong.join(', ')} needs a public key, not a secret`)
-    }
-    const secret = new TextEncoder().encode(block.secret)
-    if (secret.byteLength < 32) {
-      return void report([...at, 'secret'], `must be at least 32 bytes for HMAC (got ${secret.byteLength})`)
-    }
+    algorithms = configured ?? ['HS256']
+    if (!checkFamily(algorithms, 'hmac', [...at, 'algorithm'], report)) return
+    const secret = hmacSecret(block.secret as string, [...at, 'secret'], report)
+    if (secret === undefined) return
     key = { kind: 'secret', secret }
-  } else {
-    const name = keyPaths[0] as (typeof keyPaths)[number]
-    const wrong = algorithms.filter((a) => HMAC_ALGORITHMS.includes(a))
-    if (wrong.length > 0) {
-      return void report([...at, 'algorithm'], `${wrong.join(', ')} needs a secret, not a public key`)
-    }
-    const configured = block[name] as string
-    const path = isAbsolute(configured) ? configured : resolve(dirname(source), configured)
-    try {
-      const pem = await readFile(path, 'utf8')
-      if (!pem.includes('-----BEGIN PUBLIC KEY-----')) {
-        return void report([...at, name], `${path} is not a PEM public key (expected "BEGIN PUBLIC KEY")`)
+  } else if (pemPaths.length > 0) {
+    algorithms = configured ?? ['RS256']
+    if (!checkFamily(algorithms, 'public', [...at, 'algorithm'], report)) return
+    const name = pemPaths[0] as (typeof pemPaths)[number]
+    const loaded = await readPem(block[name] as string, source, [...at, name], report)
+    if (loaded === undefined) return
+    key = { kind: 'public_key', ...loaded }
+  } else if (block.keys !== undefined) {
+    const keys: NamedKey[] = []
+    const ids = new Set<string>()
+    for (const [i, entry] of block.keys.entries()) {
+      const where = [...at, 'keys', i]
+      if (ids.has(entry.id)) return void report([...where, 'id'], `"${entry.id}" is used by another key`)
+      ids.add(entry.id)
+      const hmac = HMAC_ALGORITHMS.includes(entry.algorithm)
+      if ((entry.secret !== undefined) === (entry.path !== undefined)) {
+        return void report(where, 'set exactly one of secret (HS*) or path (a PEM public key)')
       }
-      key = { kind: 'public_key', pem, path }
-    } catch (err) {
-      return void report([...at, name], `cannot read ${path} (${describeIoError(err)})`)
+      if (hmac !== (entry.secret !== undefined)) {
+        return void report(where, `${entry.algorithm} needs ${hmac ? 'a secret' : 'a public key path'}`)
+      }
+      const secret = entry.secret === undefined ? undefined : hmacSecret(entry.secret, [...where, 'secret'], report)
+      const pem = entry.path === undefined ? undefined : await readPem(entry.path, source, [...where, 'path'], report)
+      if (secret === undefined && pem === undefined) return
+      keys.push({ id: entry.id, algorithm: entry.algorithm, secret, pem: pem?.pem })
+    }
+    algorithms = configured ?? [...new Set(keys.map((k) => k.algorithm))]
+    key = { kind: 'keys', keys }
+  } else {
+    algorithms = configured ?? ['RS256']
+    if (!checkFamily(algorithms, 'public', [...at, 'algorithm'], report)) return
+    key = {
+      kind: 'jwks',
+      jwks: {
+        url: block.jwks_url as string,
+        cache_seconds: block.jwks_cache_seconds,
+        stale_max_seconds: block.jwks_stale_max_seconds,
+        refetch_cooldown_seconds: block.jwks_refetch_cooldown_seconds,
+        timeout_ms: block.jwks_timeout_ms,
+      },
     }
   }
 
@@ -325,7 +348,45 @@ async function normalizeJwt(
     require_exp: block.require_exp,
     clock_skew_seconds: block.clock_skew_seconds,
     max_token_lifetime_seconds: block.max_token_lifetime_seconds,
+    path_scope_claim: block.path_scope_claim,
+    token_cache_size: block.token_cache_size,
+    token_cache_ttl_seconds: block.token_cache_ttl_seconds,
   }
+}
+
+/** HMAC keys must be symmetric-only, asymmetric keys public-only: no algorithm confusion. */
+function checkFamily(algorithms: JwtAlgorithm[], family: 'hmac' | 'public', at: KeyPath, report: Report): boolean {
+  const wrong = algorithms.filter((a) => HMAC_ALGORITHMS.includes(a) !== (family === 'hmac'))
+  if (wrong.length === 0) return true
+  report(at, `${wrong.join(', ')} needs ${family === 'hmac' ? 'a public key, not a secret' : 'a secret, not a public key'}`)
+  return false
+}
+
+function hmacSecret(value: string, at: KeyPath, report: Report): Uint8Array | undefined {
+  const secret = new TextEncoder().encode(value)
+  if (secret.byteLength >= 32) return secret
+  return void report(at, `must be at least 32 bytes for HMAC (got ${secret.byteLength})`)
+}
+
+async function readPem(
+  configured: string,
+  source: string,
+  at: KeyPath,
+  report: Report
+): Promise<{ pem: string; path: string } | undefined> {
+  const path = isAbsolute(configured) ? configured : resolve(dirname(source), configured)
+  let pem: string
+  try {
+    pem = await readFile(path, 'utf8')
+  } catch (err) {
+    return void report(at, `cannot read ${path} (${describeIoError(err)})`)
+  }
+  try {
+    createPublicKey(pem)
+  } catch {
+    return void report(at, `${path} is not a PEM public key (expected "BEGIN PUBLIC KEY")`)
+  }
+  return { pem, path }
 }
 
 /** Yatagarasu spells the bearer source as a header named Authorization with prefix "Bearer ". */

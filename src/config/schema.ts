@@ -113,9 +113,25 @@ const jwtSchema = z.strictObject({
   require_exp: bool.default(true),
   clock_skew_seconds: nonNegative.default(30),
   max_token_lifetime_seconds: positive.optional(),
-  jwks_url: planned('auth.jwt.jwks_url'),
-  keys: planned('auth.jwt.keys'),
-  path_scope_claim: planned('auth.jwt.path_scope_claim'),
+  keys: z
+    .array(
+      z.strictObject({
+        id: text,
+        algorithm: jwtAlgorithm,
+        secret: z.string().optional(),
+        path: text.optional(),
+      })
+    )
+    .min(1)
+    .optional(),
+  jwks_url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+  jwks_cache_seconds: positive.default(300),
+  jwks_stale_max_seconds: positive.default(86400),
+  jwks_refetch_cooldown_seconds: nonNegative.default(30),
+  jwks_timeout_ms: positive.default(2000),
+  path_scope_claim: text.optional(),
+  token_cache_size: num.pipe(z.number().int().min(0)).default(10000),
+  token_cache_ttl_seconds: positive.default(300),
 })
 export type JwtBlock = z.output<typeof jwtSchema>
 
@@ -237,9 +253,26 @@ export type ConfigFile = z.output<typeof fileSchema>
 
 export type S3Config = z.output<typeof s3Schema>
 
+export interface NamedKey {
+  id: string
+  algorithm: JwtAlgorithm
+  secret: Uint8Array | undefined
+  pem: string | undefined
+}
+
+export interface JwksConfig {
+  url: string
+  cache_seconds: number
+  stale_max_seconds: number
+  refetch_cooldown_seconds: number
+  timeout_ms: number
+}
+
 export type VerificationKey =
   | { kind: 'secret'; secret: Uint8Array }
   | { kind: 'public_key'; pem: string; path: string }
+  | { kind: 'keys'; keys: NamedKey[] }
+  | { kind: 'jwks'; jwks: JwksConfig }
 
 export interface JwtVerifierConfig {
   algorithms: JwtAlgorithm[]
@@ -252,6 +285,9 @@ export interface JwtVerifierConfig {
   require_exp: boolean
   clock_skew_seconds: number
   max_token_lifetime_seconds: number | undefined
+  path_scope_claim: string | undefined
+  token_cache_size: number
+  token_cache_ttl_seconds: number
 }
 
 export interface BucketConfig {

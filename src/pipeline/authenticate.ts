@@ -18,7 +18,7 @@ export function authenticate(): MiddlewareHandler<AppEnv> {
       query: (name) => c.req.query(name),
       cookie: (name) => getCookie(c, name),
     }
-    const principal = await verifier.authenticate(carrier)
+    const principal = await verifier.authenticate(carrier, c.var.route.key)
     c.set('principal', principal)
     await next()
     // A token in the URL must not leak to third parties through the Referer header.
