@@ -17,6 +17,7 @@ import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client
 import autocannon from 'autocannon'
 // @ts-expect-error s3rver ships no type declarations
 import S3rver from 's3rver'
+import { benchJwt } from './jwt.ts'
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 const DURATION = Number(process.env.BENCH_DURATION ?? 5)
@@ -122,6 +123,9 @@ buckets:
   console.log('| path | MB/s |\n| --- | ---: |')
   for (const [name, mbs] of throughput) console.log(`| ${name} | ${Math.round(mbs)} |`)
   console.log(`\nproxy peak RSS: ${rssAfterSmall.toFixed(1)} MiB after the 1 KiB load, ${peakRss.toFixed(1)} MiB after the 50 MiB downloads`)
+
+  const jwt = await benchJwt(RUNS)
+  console.log(`\nJWT verify (in-process, ${RUNS} runs, median): fresh HS256 ${jwt.freshUs.toFixed(1)} us, cached ${jwt.cachedUs.toFixed(2)} us`)
 
   proxy.kill('SIGTERM')
   await new Promise((resolve) => proxy.once('exit', resolve))

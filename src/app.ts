@@ -1,9 +1,10 @@
 // createApp: the only place the order of the request pipeline is written.
-//   observe -> guard -> route -> cors -> authenticate -> serve        (onError renders ProxyErrors)
+//   observe -> guard -> route -> cors -> authenticate -> authorize -> serve   (onError renders errors)
 // plus the proxy's own endpoints, which skip the pipeline after observe.
 import { Hono } from 'hono'
 import { isProxyError, ProxyError } from './errors.ts'
 import { authenticate } from './pipeline/authenticate.ts'
+import { authorize } from './pipeline/authorize.ts'
 import { cors } from './pipeline/cors.ts'
 import { guard } from './pipeline/guard.ts'
 import { observe } from './pipeline/observe.ts'
@@ -37,6 +38,7 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
   app.use(route({ buckets: runtime.buckets }))
   app.use(cors())
   app.use(authenticate())
+  app.use(authorize())
   app.all('*', serve())
 
   app.onError((err, c) => {

@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig } from './config/load.ts'
 import type { Config } from './config/schema.ts'
+import { buildRuntime } from './runtime.ts'
 import { startProxy } from './server.ts'
 import { createLogger } from './telemetry/log.ts'
 import { VERSION } from './version.ts'
@@ -45,6 +46,8 @@ async function main(): Promise<number> {
   let config: Config
   try {
     config = await loadConfig(file)
+    // --check builds the runtime too (policies load, keys parse), exactly as start-up does.
+    if (args.check) (await buildRuntime(config, { logger: createLogger({ level: 'silent', format: 'json' }), generation: 0, startedAt: Date.now() })).close()
   } catch (err) {
     console.error(err instanceof ConfigError ? err.message : `cannot load ${file}: ${String(err)}`)
     return 1

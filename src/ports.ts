@@ -52,3 +52,27 @@ export interface TokenCarrier {
   query(name: string): string | undefined
   cookie(name: string): string | undefined
 }
+
+/** The OPA input document (docs/authentication.md). */
+export interface AuthzInput {
+  jwt_claims: Readonly<Record<string, unknown>>
+  /** The configured bucket name. */
+  bucket: string
+  /** The full request path, decoded: the bucket prefix, `/`, and the key. */
+  path: string
+  /** The decoded object key, without a leading `/`. */
+  key: string
+  method: string
+  client_ip: string
+}
+
+export interface AuthzDecision {
+  allow: boolean
+  /** For logs: opa_allow, opa_deny, opa_error, opa_timeout, opa_fail_open. */
+  reason: string
+}
+
+export interface Authorizer {
+  /** Never throws: failures come back as a decision (deny, or allow under fail_mode open). */
+  authorize(input: AuthzInput): Promise<AuthzDecision>
+}

@@ -39,7 +39,7 @@ export interface Proxy {
 
 export async function startProxy(config: Config, logger: Logger): Promise<Proxy> {
   const startedAt = Date.now()
-  let current = makeGeneration(buildRuntime(config, { logger, generation: 1, startedAt }))
+  let current = makeGeneration(await buildRuntime(config, { logger, generation: 1, startedAt }))
   let draining = false
 
   const listener = getRequestListener(
@@ -102,7 +102,7 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
       const next = previous.runtime.generation + 1
       try {
         const nextConfig = await loadConfig(previous.runtime.config.file)
-        current = makeGeneration(buildRuntime(nextConfig, { logger, generation: next, startedAt }))
+        current = makeGeneration(await buildRuntime(nextConfig, { logger, generation: next, startedAt }))
       } catch (err) {
         const error = err instanceof Error ? err.message : String(err)
         logger.error({ generation: previous.runtime.generation, error }, 'reload failed; keeping the running configuration')

@@ -1,6 +1,6 @@
 // Plain data shared by the stages, and the typed per-request variables (each has one writer).
 import type { CorsConfig } from './config/schema.ts'
-import type { ObjectSource, TokenVerifier } from './ports.ts'
+import type { Authorizer, ObjectSource, TokenVerifier } from './ports.ts'
 
 /** An inclusive byte range of an object, as in `Content-Range: bytes start-end/size`. */
 export interface ByteRange {
@@ -42,6 +42,7 @@ export interface BucketRoute {
   prefix: string
   source: ObjectSource
   verifier: TokenVerifier | null
+  authorizer: Authorizer | null
   cors: CorsConfig | null
 }
 

@@ -28,9 +28,9 @@ export class RemoteKeySet {
   #attemptedAt = Number.NEGATIVE_INFINITY
   #pending: Promise<void> | undefined
 
+  /** Nothing is fetched until the first token needs a key (so `--check` stays offline). */
   constructor(config: JwksConfig) {
     this.#config = config
-    void this.#refresh().catch(() => {})
   }
 
   /** Resolves the key for a token header; the `getKey` function jose's jwtVerify takes. */

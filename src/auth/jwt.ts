@@ -3,7 +3,7 @@
 // an explicit algorithm allow-list (so `alg: none` and HS-vs-RS confusion never verify), checks
 // exp/nbf with clock skew, issuer, audience and required claims, then the claim rules.
 // 401 = no usable token (RFC 6750 WWW-Authenticate); 403 = a valid token that the rules refuse.
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto'
+import { createHash, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto'
 import { decodeProtectedHeader, errors, jwtVerify, type JWSHeaderParameters, type JWTPayload } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { JwtAlgorithm, JwtVerifierConfig, TokenSource } from '../config/schema.ts'
@@ -73,15 +73,17 @@ export class JwtVerifier implements TokenVerifier {
     const key = config.key
     switch (key.kind) {
       case 'secret':
-        this.#key = key.secret
+        this.#key = createSecretKey(key.secret)
         break
       case 'public_key':
         this.#key = createPublicKey(key.pem)
         break
       case 'keys': {
-        const byId = new Map(key.keys.map((k) => [k.id, k.secret ?? createPublicKey(k.pem as string)]))
+        const byId = new Map(
+          key.keys.map((k) => [k.id, k.secret === undefined ? createPublicKey(k.pem as string) : createSecretKey(k.secret)])
+        )
         this.#keyIds = new Map(key.keys.map((k) => [k.id, k.algorithm]))
-        this.#key = (header: JWSHeaderParameters) => byId.get(header.kid as string) as Uint8Array | KeyObject
+        this.#key = (header: JWSHeaderParameters) => byId.get(header.kid as string) as KeyObject
         break
       }
       case 'jwks':

@@ -9,6 +9,7 @@ import { parseDocument } from 'yaml'
 import type { z } from 'zod'
 import {
   fileSchema,
+  type AuthorizationConfig,
   RESERVED_PATHS,
   type BucketConfig,
   type Config,
@@ -213,6 +214,7 @@ async function normalize(
       path_prefix: prefix ?? bucket.path_prefix,
       s3: bucket.s3,
       auth,
+      authorization: normalizeAuthorization(bucket.authorization, source),
       cors: bucket.cors ?? null,
     })
   }
@@ -221,6 +223,27 @@ async function normalize(
 }
 
 type Report = (path: KeyPath, message: string) => void
+
+function normalizeAuthorization(
+  authz: ConfigFile['buckets'][number]['authorization'],
+  source: string
+): AuthorizationConfig | null {
+  if (authz === undefined) return null
+  const { cache_ttl_seconds, cache_size } = authz
+  if (authz.url !== undefined) {
+    const { url, policy_path, timeout_ms, fail_mode } = authz
+    return { kind: 'remote', url, policy_path, timeout_ms, fail_mode, cache_ttl_seconds, cache_size }
+  }
+  const near = (file: string) => (isAbsolute(file) ? file : resolve(dirname(source), file))
+  return {
+    kind: 'wasm',
+    policy_file: near(authz.policy_file as string),
+    entrypoint: authz.entrypoint,
+    data_file: authz.data_file === undefined ? undefined : near(authz.data_file),
+    cache_ttl_seconds,
+    cache_size,
+  }
+}
 
 function normalizeServer(server: ConfigFile['server'], report: Report): ServerConfig {
   const address = server.address

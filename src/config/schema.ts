@@ -186,6 +186,30 @@ const corsSchema = z
   })
 export type CorsConfig = z.output<typeof corsSchema>
 
+const authorizationSchema = z
+  .strictObject({
+    type: z.literal('opa'),
+    // In process: a policy compiled with `opa build -t wasm` (policy.wasm or bundle.tar.gz).
+    policy_file: text.optional(),
+    entrypoint: text.default('yatagarasu/authz/allow'),
+    data_file: text.optional(),
+    // Remote: an OPA server's Data API.
+    url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+    policy_path: text.default('yatagarasu/authz/allow'),
+    timeout_ms: positive.default(100),
+    fail_mode: z.enum(['closed', 'open']).default('closed'),
+    cache_ttl_seconds: nonNegative.default(60),
+    cache_size: num.pipe(z.number().int().min(0)).default(10000),
+  })
+  .superRefine((authz, ctx) => {
+    if ((authz.policy_file === undefined) === (authz.url === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'set exactly one of policy_file (in-process wasm) or url (OPA server)' })
+    }
+    if (authz.url !== undefined && authz.data_file !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['data_file'], message: 'only applies to an in-process policy_file' })
+    }
+  })
+
 const bucketSchema = z.strictObject({
   name: text,
   path_prefix: text,
@@ -198,7 +222,7 @@ const bucketSchema = z.strictObject({
     .prefault({}),
   cors: corsSchema.optional(),
   cache: planned('cache'),
-  authorization: planned('authorization (OPA)'),
+  authorization: authorizationSchema.optional(),
   ip_filter: planned('ip_filter'),
   rate_limit: planned('rate_limit'),
 })
@@ -290,12 +314,32 @@ export interface JwtVerifierConfig {
   token_cache_ttl_seconds: number
 }
 
+export type AuthorizationConfig =
+  | {
+      kind: 'wasm'
+      policy_file: string
+      entrypoint: string
+      data_file: string | undefined
+      cache_ttl_seconds: number
+      cache_size: number
+    }
+  | {
+      kind: 'remote'
+      url: string
+      policy_path: string
+      timeout_ms: number
+      fail_mode: 'closed' | 'open'
+      cache_ttl_seconds: number
+      cache_size: number
+    }
+
 export interface BucketConfig {
   name: string
   /** Normalized: leading slash, no trailing slash, decoded. */
   path_prefix: string
   s3: S3Config
   auth: JwtVerifierConfig | null
+  authorization: AuthorizationConfig | null
   cors: CorsConfig | null
 }
 

@@ -1,4 +1,4 @@
-// The raw request target as the client sent it. Node's URL parsing would already have resolved
+// Facts about the request as it arrived. The raw request target as the client sent it. Node's URL parsing would already have resolved
 // `..` segments and decoded parts of the path; routing must see the original bytes.
 import type { Context } from 'hono'
 import type { AppEnv } from '../types.ts'
@@ -8,4 +8,9 @@ export function requestTarget(c: Context<AppEnv>): string {
   if (raw !== undefined) return raw
   const url = c.req.url
   return url.slice(url.indexOf('/', url.indexOf('//') + 2))
+}
+
+/** The peer address of the connection (trusted-proxy handling will refine this). */
+export function clientIp(c: Context<AppEnv>): string {
+  return c.env?.incoming?.socket.remoteAddress ?? ''
 }

@@ -50,7 +50,21 @@ export async function startTestProxy(yaml: string, env: Env = {}): Promise<TestP
     logged(match) {
       const found = logs.find(match)
       if (found !== undefined) return Promise.resolve(found)
-      return new Promise((resolve) => waiters.add({ match, resolve }))
+      return new Promise((resolve, reject) => {
+        // A safety net so a missing line fails the test instead of hanging the run.
+        const timer = setTimeout(() => {
+          waiters.delete(waiter)
+          reject(new Error('no matching log line within 5 s'))
+        }, 5000)
+        const waiter = {
+          match,
+          resolve: (line: Record<string, unknown>) => {
+            clearTimeout(timer)
+            resolve(line)
+          },
+        }
+        waiters.add(waiter)
+      })
     },
     rewrite: (next) => writeFile(configFile, next),
     async stop() {

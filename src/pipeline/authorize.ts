@@ -1,0 +1,27 @@
+// authorize: for a bucket with an `authorization` policy, asks it whether this principal may read
+// this key (403 AUTHZ_DENIED otherwise). Runs after authenticate; buckets without a policy skip it.
+import type { MiddlewareHandler } from 'hono'
+import { ProxyError } from '../errors.ts'
+import type { AppEnv } from '../types.ts'
+import { clientIp } from './request-target.ts'
+
+export function authorize(): MiddlewareHandler<AppEnv> {
+  return async function authorize(c, next) {
+    const { bucket, key } = c.var.route
+    if (bucket.authorizer === null) return next()
+    const decision = await bucket.authorizer.authorize({
+      jwt_claims: c.var.principal?.claims ?? {},
+      bucket: bucket.name,
+      path: `${bucket.prefix}/${key}`,
+      key,
+      method: c.req.method,
+      client_ip: clientIp(c),
+    })
+    if (!decision.allow) {
+      const headers: Record<string, string> =
+        c.var.principal?.tokenSource === 'query' ? { 'referrer-policy': 'no-referrer' } : {}
+      throw new ProxyError('AUTHZ_DENIED', { reason: decision.reason, headers })
+    }
+    await next()
+  }
+}
