@@ -3,8 +3,16 @@
 // an explicit algorithm allow-list (so `alg: none` and HS-vs-RS confusion never verify), checks
 // exp/nbf with clock skew, issuer, audience and required claims, then the claim rules.
 // 401 = no usable token (RFC 6750 WWW-Authenticate); 403 = a valid token that the rules refuse.
-import { createHash, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto'
-import { decodeProtectedHeader, errors, jwtVerify, type JWSHeaderParameters, type JWTPayload } from 'jose'
+import { createHash, createHmac, createPublicKey, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto'
+import {
+  decodeProtectedHeader,
+  errors,
+  jwtVerify,
+  UnsecuredJWT,
+  type JWSHeaderParameters,
+  type JWTClaimVerificationOptions,
+  type JWTPayload,
+} from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { JwtAlgorithm, JwtVerifierConfig, TokenSource } from '../config/schema.ts'
 import { ProxyError } from '../errors.ts'
@@ -66,17 +74,23 @@ export class JwtVerifier implements TokenVerifier {
   readonly #config: JwtVerifierConfig
   readonly #key: KeyResolver
   readonly #keyIds: ReadonlyMap<string, JwtAlgorithm> | undefined
+  /** The HMAC key for a header, when the token is HS*: verified with node:crypto (see #verifyHmac). */
+  readonly #hmacKey: (header: Record<string, unknown>) => KeyObject | undefined
   readonly #verified: LRUCache<string, VerifiedToken> | undefined
 
   constructor(config: JwtVerifierConfig) {
     this.#config = config
     const key = config.key
     switch (key.kind) {
-      case 'secret':
-        this.#key = createSecretKey(key.secret)
+      case 'secret': {
+        const secret = createSecretKey(key.secret)
+        this.#key = secret
+        this.#hmacKey = () => secret
         break
+      }
       case 'public_key':
         this.#key = createPublicKey(key.pem)
+        this.#hmacKey = () => undefined
         break
       case 'keys': {
         const byId = new Map(
@@ -84,10 +98,15 @@ export class JwtVerifier implements TokenVerifier {
         )
         this.#keyIds = new Map(key.keys.map((k) => [k.id, k.algorithm]))
         this.#key = (header: JWSHeaderParameters) => byId.get(header.kid as string) as KeyObject
+        this.#hmacKey = (header) => {
+          const found = byId.get(header.kid as string)
+          return found?.type === 'secret' ? found : undefined
+        }
         break
       }
       case 'jwks':
         this.#key = new RemoteKeySet(key.jwks).getKey
+        this.#hmacKey = () => undefined
         break
     }
     this.#verified =
@@ -156,19 +175,22 @@ export class JwtVerifier implements TokenVerifier {
       if (algorithm !== header.alg) throw invalid('alg_not_allowed')
     }
 
+    const claimChecks = {
+      issuer: this.#config.issuer,
+      audience: this.#config.audience,
+      clockTolerance: this.#config.clock_skew_seconds,
+      requiredClaims: this.#config.require_exp ? ['exp', ...this.#config.required_claims] : this.#config.required_claims,
+    }
     let payload: JWTPayload
+    const hmacKey = HMAC_HASH[header.alg] === undefined ? undefined : this.#hmacKey(header)
     try {
-      const result = await jwtVerify(token, this.#key as Uint8Array, {
-        algorithms: this.#config.algorithms,
-        issuer: this.#config.issuer,
-        audience: this.#config.audience,
-        clockTolerance: this.#config.clock_skew_seconds,
-        requiredClaims: this.#config.require_exp
-          ? ['exp', ...this.#config.required_claims]
-          : this.#config.required_claims,
-      })
-      payload = result.payload
+      payload =
+        hmacKey !== undefined
+          ? verifyHmac(token, header, hmacKey, invalid, claimChecks)
+          : (await jwtVerify(token, this.#key as Uint8Array, { algorithms: this.#config.algorithms, ...claimChecks }))
+              .payload
     } catch (err) {
+      if (err instanceof ProxyError) throw err
       throw invalid(joseReason(err), err)
     }
 
@@ -188,6 +210,31 @@ export class JwtVerifier implements TokenVerifier {
     const until = payload.exp === undefined ? cacheLimit : Math.min(cacheLimit, payload.exp * 1000)
     return { subject: payload.sub, claims: payload, until }
   }
+}
+
+const HMAC_HASH: Readonly<Record<string, string>> = { HS256: 'sha256', HS384: 'sha384', HS512: 'sha512' }
+const UNSECURED_HEADER = Buffer.from('{"alg":"none"}').toString('base64url')
+
+/**
+ * HS* tokens: the MAC is checked with node:crypto (a few microseconds, where WebCrypto's async
+ * verify costs tens), compared in constant time; the claims set is then validated by jose's own
+ * validator (exp, nbf, iss, aud, required claims), reached through UnsecuredJWT.decode on the
+ * verified payload. The algorithm was already checked against the allow-list.
+ */
+function verifyHmac(
+  token: string,
+  header: Record<string, unknown>,
+  key: KeyObject,
+  invalid: (reason: string) => ProxyError,
+  claimChecks: JWTClaimVerificationOptions
+): JWTPayload {
+  if (header.crit !== undefined || header.b64 !== undefined) throw invalid('malformed')
+  const first = token.indexOf('.')
+  const last = token.lastIndexOf('.')
+  const expected = createHmac(HMAC_HASH[header.alg as string] as string, key).update(token.slice(0, last)).digest()
+  const given = Buffer.from(token.slice(last + 1), 'base64url')
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid('bad_signature')
+  return UnsecuredJWT.decode(`${UNSECURED_HEADER}.${token.slice(first + 1, last)}.`, claimChecks).payload
 }
 
 function joseReason(err: unknown): string {
