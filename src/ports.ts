@@ -76,3 +76,39 @@ export interface Authorizer {
   /** Never throws: failures come back as a decision (deny, or allow under fail_mode open). */
   authorize(input: AuthzInput): Promise<AuthzDecision>
 }
+
+/** An object as the cache keeps it: metadata, the whole body, and when it was (re)validated. */
+export interface CachedObject {
+  meta: ObjectMeta
+  body: Buffer
+  /** Epoch ms when the entry was stored or last revalidated (drives `Age`). */
+  storedAt: number
+  /** Epoch ms after which the entry is stale and must be revalidated before use. */
+  freshUntil: number
+}
+
+export interface CacheTierStats {
+  entries: number | null
+  bytes: number | null
+  hits: number
+  misses: number
+  hitBytes: number
+  evictions: number
+}
+
+/**
+ * One cache tier (memory, disk, Redis) or the tiered composition of them. Keys are
+ * `<bucket name>/<object key>`. Stores keep an entry until `freshUntil` plus the stale window they
+ * were built with, so a stale entry can still shield clients from an origin outage.
+ * A store never throws on get/set/delete: a failing tier is a miss.
+ */
+export interface CacheStore {
+  readonly name: string
+  get(key: string): Promise<CachedObject | undefined>
+  set(key: string, entry: CachedObject): Promise<void>
+  delete(key: string): Promise<void>
+  /** Deletes every key starting with `prefix` ('' = everything); returns how many it knew of. */
+  purge(prefix: string): Promise<number>
+  stats(): CacheTierStats
+  close(): Promise<void>
+}

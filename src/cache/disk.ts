@@ -1,0 +1,167 @@
+// Disk tier: one file per entry under `dir`, named by the SHA-256 of the cache key, holding the
+// metadata header and the body (codec.ts). Writes are atomic: a temp file is written, fsynced and
+// renamed over the target, so a crash never leaves a half-written entry under a real name. An
+// in-memory LRU index (bounded by bytes) tracks the files and deletes evicted ones; it is rebuilt
+// from the directory at start-up, oldest first, so the cache survives restarts. An entry whose
+// checksum does not match (truncated, corrupted) is deleted and treated as a miss.
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { LRUCache } from 'lru-cache'
+import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
+import { decodeEntry, decodeHeader, encodeEntry } from './codec.ts'
+
+export interface DiskCacheOptions {
+  dir: string
+  maxBytes: number
+  maxItemBytes: number
+  staleSeconds: number
+}
+
+interface IndexEntry {
+  file: string
+  size: number
+}
+
+const SUFFIX = '.entry'
+const HEADER_PROBE = 64 * 1024
+
+export class DiskCache implements CacheStore {
+  readonly name = 'disk'
+  readonly #dir: string
+  readonly #staleMs: number
+  readonly #maxItemBytes: number
+  readonly #index: LRUCache<string, IndexEntry>
+  #hits = 0
+  #misses = 0
+  #hitBytes = 0
+  #evictions = 0
+
+  private constructor(options: DiskCacheOptions) {
+    this.#dir = options.dir
+    this.#staleMs = options.staleSeconds * 1000
+    this.#maxItemBytes = options.maxItemBytes
+    this.#index = new LRUCache<string, IndexEntry>({
+      maxSize: options.maxBytes,
+      sizeCalculation: (entry) => Math.max(1, entry.size),
+      dispose: (entry, _key, reason) => {
+        if (reason === 'evict') this.#evictions++
+        if (reason !== 'set') void unlink(entry.file).catch(() => {})
+      },
+    })
+  }
+
+  /** Opens (creating) the directory and rebuilds the index from the files already there. */
+  static async open(options: DiskCacheOptions): Promise<DiskCache> {
+    await mkdir(options.dir, { recursive: true })
+    const cache = new DiskCache(options)
+    await cache.#rebuild()
+    return cache
+  }
+
+  async get(key: string): Promise<CachedObject | undefined> {
+    const indexed = this.#index.get(key)
+    if (indexed !== undefined) {
+      const bytes = await readFile(indexed.file).catch(() => undefined)
+      const entry = bytes === undefined ? undefined : decodeEntry(key, bytes)
+      if (entry !== undefined && entry.freshUntil + this.#staleMs > Date.now()) {
+        this.#hits++
+        this.#hitBytes += entry.body.length
+        return entry
+      }
+      // Gone, corrupt, truncated or past its stale window: never served, removed.
+      this.#index.delete(key)
+    }
+    this.#misses++
+    return undefined
+  }
+
+  async set(key: string, entry: CachedObject): Promise<void> {
+    if (entry.body.length > this.#maxItemBytes) return
+    const file = this.#fileOf(key)
+    const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`
+    try {
+      const bytes = encodeEntry(key, entry)
+      const handle = await open(temp, 'w')
+      try {
+        await handle.writeFile(bytes)
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+      await rename(temp, file)
+      this.#index.set(key, { file, size: bytes.length })
+    } catch {
+      await rm(temp, { force: true }).catch(() => {})
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    if (!this.#index.delete(key)) await unlink(this.#fileOf(key)).catch(() => {})
+  }
+
+  async purge(prefix: string): Promise<number> {
+    let count = 0
+    for (const key of [...this.#index.keys()]) {
+      if (key.startsWith(prefix) && this.#index.delete(key)) count++
+    }
+    return count
+  }
+
+  stats(): CacheTierStats {
+    return {
+      entries: this.#index.size,
+      bytes: this.#index.calculatedSize,
+      hits: this.#hits,
+      misses: this.#misses,
+      hitBytes: this.#hitBytes,
+      evictions: this.#evictions,
+    }
+  }
+
+  async close(): Promise<void> {
+    // Files stay on disk for the next start; only the in-memory index is released.
+  }
+
+  #fileOf(key: string): string {
+    return join(this.#dir, `${createHash('sha256').update(key).digest('hex')}${SUFFIX}`)
+  }
+
+  async #rebuild(): Promise<void> {
+    const found: Array<{ key: string; file: string; size: number; mtime: number }> = []
+    for (const name of await readdir(this.#dir)) {
+      const file = join(this.#dir, name)
+      if (name.endsWith('.tmp')) {
+        await rm(file, { force: true })
+        continue
+      }
+      if (!name.endsWith(SUFFIX)) continue
+      const info = await stat(file).catch(() => undefined)
+      const head = info === undefined ? undefined : await readHead(file)
+      const header = head === undefined ? undefined : decodeHeader(head)
+      if (info === undefined || header === undefined || file !== this.#fileOf(header.key)) {
+        await rm(file, { force: true })
+        continue
+      }
+      if (header.freshUntil + this.#staleMs <= Date.now()) {
+        await rm(file, { force: true })
+        continue
+      }
+      found.push({ key: header.key, file, size: info.size, mtime: info.mtimeMs })
+    }
+    found.sort((a, b) => a.mtime - b.mtime)
+    for (const entry of found) this.#index.set(entry.key, { file: entry.file, size: entry.size })
+  }
+}
+
+async function readHead(file: string): Promise<Buffer | undefined> {
+  const handle = await open(file, 'r').catch(() => undefined)
+  if (handle === undefined) return undefined
+  try {
+    const buffer = Buffer.alloc(HEADER_PROBE)
+    const { bytesRead } = await handle.read(buffer, 0, HEADER_PROBE, 0)
+    return buffer.subarray(0, bytesRead)
+  } finally {
+    await handle.close()
+  }
+}

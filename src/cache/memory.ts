@@ -1,0 +1,79 @@
+// Memory tier: an LRU bounded by bytes (lru-cache with size accounting), with a per-item limit and
+// a per-entry lifetime of freshness plus the stale window.
+import { LRUCache } from 'lru-cache'
+import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
+
+export interface MemoryCacheOptions {
+  maxBytes: number
+  maxItemBytes: number
+  /** How long past `freshUntil` an entry is kept for stale-if-error. */
+  staleSeconds: number
+}
+
+/** Rough per-entry overhead (metadata, map slots), so many tiny objects cannot exceed the budget. */
+const ENTRY_OVERHEAD = 512
+
+export class MemoryCache implements CacheStore {
+  readonly name = 'memory'
+  readonly #lru: LRUCache<string, CachedObject>
+  readonly #staleMs: number
+  #hits = 0
+  #misses = 0
+  #hitBytes = 0
+  #evictions = 0
+
+  constructor(options: MemoryCacheOptions) {
+    this.#staleMs = options.staleSeconds * 1000
+    this.#lru = new LRUCache<string, CachedObject>({
+      maxSize: options.maxBytes,
+      maxEntrySize: options.maxItemBytes + ENTRY_OVERHEAD,
+      sizeCalculation: (entry) => entry.body.length + ENTRY_OVERHEAD,
+      dispose: (_value, _key, reason) => {
+        if (reason === 'evict') this.#evictions++
+      },
+    })
+  }
+
+  async get(key: string): Promise<CachedObject | undefined> {
+    const entry = this.#lru.get(key)
+    if (entry === undefined) {
+      this.#misses++
+      return undefined
+    }
+    this.#hits++
+    this.#hitBytes += entry.body.length
+    return entry
+  }
+
+  async set(key: string, entry: CachedObject): Promise<void> {
+    const ttl = entry.freshUntil + this.#staleMs - Date.now()
+    if (ttl > 0) this.#lru.set(key, entry, { ttl })
+  }
+
+  async delete(key: string): Promise<void> {
+    this.#lru.delete(key)
+  }
+
+  async purge(prefix: string): Promise<number> {
+    let count = 0
+    for (const key of [...this.#lru.keys()]) {
+      if (key.startsWith(prefix) && this.#lru.delete(key)) count++
+    }
+    return count
+  }
+
+  stats(): CacheTierStats {
+    return {
+      entries: this.#lru.size,
+      bytes: this.#lru.calculatedSize,
+      hits: this.#hits,
+      misses: this.#misses,
+      hitBytes: this.#hitBytes,
+      evictions: this.#evictions,
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#lru.clear()
+  }
+}

@@ -1,0 +1,152 @@
+// Redis tier (ioredis; Redis Cluster through ioredis' cluster client when `cluster_nodes` is set):
+// entries in their binary form (codec.ts) under `<key_prefix><cache key>`, expiring with their
+// stale window. A dead or slow Redis must cost nothing:
+//   - every command has a short timeout and never waits in ioredis' offline queue;
+//   - a breaker skips Redis entirely after FAILURES_TO_OPEN consecutive failures, for OPEN_MS,
+//     then lets one call through to probe (Closed -> Open -> Half-open -> Closed or Open again);
+// a skipped or failed call is a miss (get) or a no-op (set, delete).
+// Purges are also broadcast on `<key_prefix>purge` so every instance drops its own memory and disk
+// copies (see onPurge).
+import { Cluster, Redis } from 'ioredis'
+import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
+import { decodeEntry, encodeEntry } from './codec.ts'
+
+export interface RedisCacheOptions {
+  url: string
+  clusterNodes: string[]
+  keyPrefix: string
+  timeoutMs: number
+  staleSeconds: number
+  maxItemBytes: number
+}
+
+const FAILURES_TO_OPEN = 3
+const OPEN_MS = 5000
+
+type Client = Redis | Cluster
+
+export class RedisCache implements CacheStore {
+  readonly name = 'redis'
+  readonly #options: RedisCacheOptions
+  readonly #client: Client
+  #subscriber: Client | undefined
+  #failures = 0
+  #openUntil = 0
+  #hits = 0
+  #misses = 0
+  #hitBytes = 0
+
+  constructor(options: RedisCacheOptions) {
+    this.#options = options
+    this.#client = connect(options)
+  }
+
+  async get(key: string): Promise<CachedObject | undefined> {
+    const bytes = await this.#call((c) => c.getBuffer(this.#options.keyPrefix + key))
+    const entry = bytes === undefined || bytes === null ? undefined : decodeEntry(key, bytes)
+    if (entry === undefined) {
+      this.#misses++
+      return undefined
+    }
+    this.#hits++
+    this.#hitBytes += entry.body.length
+    return entry
+  }
+
+  async set(key: string, entry: CachedObject): Promise<void> {
+    if (entry.body.length > this.#options.maxItemBytes) return
+    const ttl = Math.ceil(entry.freshUntil + this.#options.staleSeconds * 1000 - Date.now())
+    if (ttl <= 0) return
+    await this.#call((c) => c.set(this.#options.keyPrefix + key, encodeEntry(key, entry), 'PX', ttl))
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.#call((c) => c.del(this.#options.keyPrefix + key))
+  }
+
+  async purge(prefix: string): Promise<number> {
+    const pattern = `${escapeGlob(this.#options.keyPrefix + prefix)}*`
+    let count = 0
+    const nodes = this.#client instanceof Cluster ? this.#client.nodes('master') : [this.#client]
+    for (const node of nodes) {
+      let cursor = '0'
+      do {
+        const reply = await this.#call(() => node.scan(cursor, 'MATCH', pattern, 'COUNT', 500))
+        if (reply === undefined) return count
+        cursor = reply[0]
+        for (const key of reply[1]) {
+          if ((await this.#call(() => node.unlink(key))) === 1) count++
+        }
+      } while (cursor !== '0')
+    }
+    return count
+  }
+
+  /** Publishes a purge so that other instances drop their local copies. */
+  async broadcastPurge(prefix: string): Promise<void> {
+    await this.#call((c) => c.publish(`${this.#options.keyPrefix}purge`, prefix))
+  }
+
+  /** Calls `handler` with the prefix of every purge any instance broadcasts. */
+  onPurge(handler: (prefix: string) => void): void {
+    const subscriber = connect(this.#options, true)
+    this.#subscriber = subscriber
+    subscriber.on('message', (_channel: string, prefix: string) => handler(prefix))
+    void subscriber.subscribe(`${this.#options.keyPrefix}purge`).catch(() => {})
+  }
+
+  stats(): CacheTierStats {
+    return { entries: null, bytes: null, hits: this.#hits, misses: this.#misses, hitBytes: this.#hitBytes, evictions: 0 }
+  }
+
+  async close(): Promise<void> {
+    this.#client.disconnect()
+    this.#subscriber?.disconnect()
+  }
+
+  async #call<T>(command: (client: Client) => Promise<T>): Promise<T | undefined> {
+    const now = Date.now()
+    if (now < this.#openUntil) return undefined
+    if (this.#client.status !== 'ready') {
+      this.#fail(now)
+      return undefined
+    }
+    try {
+      const result = await command(this.#client)
+      this.#failures = 0
+      return result
+    } catch {
+      this.#fail(now)
+      return undefined
+    }
+  }
+
+  #fail(now: number): void {
+    this.#failures++
+    if (this.#failures >= FAILURES_TO_OPEN) {
+      this.#openUntil = now + OPEN_MS
+      this.#failures = FAILURES_TO_OPEN - 1 // after the open period, one failure re-opens it
+    }
+  }
+}
+
+function connect(options: RedisCacheOptions, subscriber = false): Client {
+  const common = {
+    enableOfflineQueue: subscriber,
+    commandTimeout: subscriber ? undefined : options.timeoutMs,
+    maxRetriesPerRequest: subscriber ? null : 0,
+    connectTimeout: Math.max(options.timeoutMs, 1000),
+    retryStrategy: (times: number) => Math.min(times * 200, 2000),
+  }
+  const client =
+    options.clusterNodes.length > 0
+      ? new Cluster(options.clusterNodes, { enableOfflineQueue: subscriber, redisOptions: common })
+      : new Redis(options.url, common)
+  // Connection errors are expected while Redis is down; the breaker and `status` handle them.
+  client.on('error', () => {})
+  return client
+}
+
+function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&')
+}

@@ -1,0 +1,59 @@
+// A real redis-server for tests, started on a free loopback port with persistence off.
+import { spawn, type ChildProcess } from 'node:child_process'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { createConnection } from 'node:net'
+
+export interface TestRedis {
+  url: string
+  port: number
+  /** Kills the server (Redis down). */
+  kill(): Promise<void>
+  /** Starts it again on the same port. */
+  restart(): Promise<void>
+  stop(): Promise<void>
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = http.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+function ping(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port }, () => socket.write('PING\r\n'))
+    socket.once('data', (data) => {
+      socket.destroy()
+      resolve(data.toString().startsWith('+PONG'))
+    })
+    socket.once('error', () => resolve(false))
+  })
+}
+
+export async function startRedis(): Promise<TestRedis> {
+  const port = await freePort()
+  let child: ChildProcess | undefined
+  const launch = async () => {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    })
+    for (let i = 0; i < 200; i++) {
+      if (await ping(port)) return
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+    throw new Error('redis-server did not start (is it installed? .ci/run installs it)')
+  }
+  const kill = async () => {
+    const running = child
+    if (running === undefined || running.exitCode !== null) return
+    const exited = new Promise((resolve) => running.once('exit', resolve))
+    running.kill('SIGKILL')
+    await exited
+  }
+  await launch()
+  return { url: `redis://127.0.0.1:${port}`, port, kill, restart: launch, stop: kill }
+}
