@@ -1,7 +1,8 @@
 // createApp: the only place the order of the request pipeline is written.
 //   observe -> guard -> route -> cors -> authenticate -> authorize -> serve   (onError renders errors)
-// plus the proxy's own endpoints, which skip the pipeline after observe.
+// plus the proxy's own endpoints (/health, /ready, /admin/*), which skip the pipeline after observe.
 import { Hono } from 'hono'
+import { adminRoutes } from './admin.ts'
 import { isProxyError, ProxyError } from './errors.ts'
 import { authenticate } from './pipeline/authenticate.ts'
 import { authorize } from './pipeline/authorize.ts'
@@ -33,6 +34,8 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
     c.header('cache-control', 'no-store')
     return c.json(report, report.status === 'ready' ? 200 : 503)
   })
+
+  app.route('/', adminRoutes(runtime))
 
   app.use(guard({ maxUriLength: runtime.config.server.max_uri_length }))
   app.use(route({ buckets: runtime.buckets }))

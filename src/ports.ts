@@ -32,6 +32,11 @@ export interface ObjectSource {
    * `Content-Range: bytes * /size` header when the range cannot be served.
    */
   get(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<ObjectBody>
+  /**
+   * A conditional GET (If-None-Match) to revalidate a cached copy: 'not-modified', or the current
+   * object when it changed.
+   */
+  revalidate(key: string, etag: string, options: ReadOptions): Promise<ObjectBody | 'not-modified'>
   /** A cheap reachability check for readiness (S3 HeadBucket). Never throws. */
   probe(): Promise<boolean>
   /** Releases sockets; called when the runtime that owns the source is retired. */
@@ -111,4 +116,10 @@ export interface CacheStore {
   purge(prefix: string): Promise<number>
   stats(): CacheTierStats
   close(): Promise<void>
+}
+
+/** The tiered cache as the serve stage uses it: a lookup also says which tier answered. */
+export interface TieredStore extends CacheStore {
+  readonly tiers: readonly CacheStore[]
+  lookup(key: string): Promise<{ entry: CachedObject; tier: string } | undefined>
 }

@@ -2,13 +2,32 @@
 // readiness checker). The only module that knows concrete adapter classes.
 import { JwtVerifier } from './auth/jwt.ts'
 import { loadWasmAuthorizer, PolicyLoadError, remoteAuthorizer } from './auth/opa.ts'
+import { constants } from 'node:fs'
+import { access, mkdir } from 'node:fs/promises'
+import { DiskCache } from './cache/disk.ts'
+import { MemoryCache } from './cache/memory.ts'
+import { RedisCache } from './cache/redis.ts'
+import { TieredCache } from './cache/tiered.ts'
 import { ConfigError } from './config/load.ts'
 import type { BucketConfig, Config } from './config/schema.ts'
-import type { Authorizer } from './ports.ts'
+import type { Authorizer, CachedObject, CacheStore, TokenVerifier } from './ports.ts'
 import { S3Source } from './origin/s3.ts'
 import { Readiness } from './readiness.ts'
 import type { Logger } from './telemetry/log.ts'
-import type { BucketRoute } from './types.ts'
+import type { BucketRoute, CacheCounters } from './types.ts'
+
+/** The cache shared by every bucket of a generation, handed on to the next when its config is unchanged. */
+export interface SharedCache {
+  readonly store: TieredCache
+  readonly redis: RedisCache | undefined
+  readonly flights: Map<string, Promise<CachedObject | undefined>>
+  /** Per-bucket counters for /admin/cache/stats. */
+  readonly counters: Map<string, CacheCounters>
+  /** The cache config it was built from (JSON), to decide reuse on reload. */
+  readonly built: string
+  /** Cleared when a newer generation takes the cache over. */
+  owned: boolean
+}
 
 export interface Runtime {
   readonly generation: number
@@ -17,6 +36,14 @@ export interface Runtime {
   readonly buckets: readonly BucketRoute[]
   readonly readiness: Readiness
   readonly startedAt: number
+  readonly cache: SharedCache | null
+  /** Verifies admin JWTs (the global jwt block), when admin claims are configured. */
+  readonly adminVerifier: TokenVerifier | null
+  /**
+   * Purges cache keys (`exact` key, or every key under `prefix`) on every tier of this instance
+   * and, through Redis pub/sub, of every instance sharing it.
+   */
+  purge(target: PurgeTarget): Promise<number>
   /** Releases backend connections; called once no request runs on this generation any more. */
   close(): void
 }
@@ -31,8 +58,9 @@ export interface RuntimeDeps {
  * Builds every live object the config describes. Throws ConfigError (naming the key) when an
  * adapter cannot be built from a valid-looking config, such as a policy file that is not a policy.
  */
-export async function buildRuntime(config: Config, deps: RuntimeDeps): Promise<Runtime> {
+export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?: Runtime): Promise<Runtime> {
   const authorizers = await Promise.all(config.buckets.map((bucket, i) => buildAuthorizer(config, bucket, i)))
+  const cache = await buildCache(config, deps.logger, previous?.cache ?? null)
   const buckets: BucketRoute[] = config.buckets.map((bucket, i) => ({
     name: bucket.name,
     prefix: bucket.path_prefix,
@@ -40,7 +68,23 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps): Promise<R
     verifier: bucket.auth === null ? null : new JwtVerifier(bucket.auth),
     authorizer: authorizers[i] ?? null,
     cors: bucket.cors,
+    cdnCacheControl: bucket.cdn_cache_control,
+    cache:
+      bucket.cache === null || cache === null
+        ? null
+        : {
+            store: cache.store,
+            flights: cache.flights,
+            ttlSeconds: bucket.cache.ttl_seconds,
+            maxItemBytes: bucket.cache.max_item_bytes,
+            staleIfErrorSeconds: bucket.cache.stale_if_error_seconds,
+            counters: countersOf(cache, bucket.name),
+          },
   }))
+  const adminVerifier =
+    config.admin?.jwt != null && config.admin.claims.length > 0
+      ? new JwtVerifier({ ...config.admin.jwt, claims: config.admin.claims, path_scope_claim: undefined })
+      : null
   return {
     generation: deps.generation,
     config,
@@ -48,10 +92,107 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps): Promise<R
     buckets,
     readiness: new Readiness(buckets),
     startedAt: deps.startedAt,
+    cache,
+    adminVerifier,
+    async purge(target) {
+      if (cache === null) return 0
+      const count = await purgeTiers(cache.store.tiers, target)
+      await cache.redis?.broadcastPurge(JSON.stringify(target))
+      return count
+    },
     close() {
       for (const bucket of buckets) bucket.source.close()
+      if (cache?.owned === true) void cache.store.close()
     },
   }
+}
+
+/**
+ * The tiers in configured order. Reuses the previous generation's cache (contents, files, Redis
+ * connections) when the cache config did not change. A disk directory that cannot be written is a
+ * configuration error; a Redis that is merely down is not (the tier misses until it is back).
+ */
+async function buildCache(config: Config, logger: Logger, previous: SharedCache | null): Promise<SharedCache | null> {
+  const settings = config.cache
+  if (settings === null) return null
+  const built = JSON.stringify(settings)
+  if (previous !== null && previous.built === built) {
+    previous.owned = false
+    return { ...previous, owned: true }
+  }
+  const stale = settings.stale_if_error_seconds
+  const tiers: CacheStore[] = []
+  let redis: RedisCache | undefined
+  for (const layer of settings.layers) {
+    if (layer === 'memory') {
+      tiers.push(new MemoryCache({ maxBytes: settings.memory.max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale }))
+    } else if (layer === 'disk' && settings.disk !== null) {
+      const { dir, max_bytes } = settings.disk
+      try {
+        await mkdir(dir, { recursive: true })
+        await access(dir, constants.W_OK)
+        tiers.push(await DiskCache.open({ dir, maxBytes: max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale }))
+      } catch (err) {
+        throw new ConfigError(config.file, [
+          { path: 'cache.disk.dir', message: `${dir} is not a writable directory (${(err as NodeJS.ErrnoException).code ?? String(err)})` },
+        ])
+      }
+    } else if (layer === 'redis' && settings.redis !== null) {
+      const r = settings.redis
+      redis = new RedisCache({
+        url: r.url,
+        clusterNodes: r.cluster_nodes,
+        keyPrefix: r.key_prefix,
+        timeoutMs: r.timeout_ms,
+        staleSeconds: stale,
+        maxItemBytes: settings.max_item_bytes,
+        maxTtlSeconds: r.ttl_seconds,
+      })
+      tiers.push(redis)
+    }
+  }
+  const store = new TieredCache(tiers)
+  const local = tiers.filter((tier) => tier !== redis)
+  redis?.onPurge((message) => {
+    const target = parsePurge(message)
+    if (target === undefined) return
+    void purgeTiers(local, target)
+    logger.info({ purge: target }, 'cache purge received from another instance')
+  })
+  return { store, redis, flights: new Map(), counters: previous?.counters ?? new Map(), built, owned: true }
+}
+
+export type PurgeTarget = { prefix: string } | { exact: string }
+
+async function purgeTiers(tiers: readonly CacheStore[], target: PurgeTarget): Promise<number> {
+  const counts = await Promise.all(
+    tiers.map(async (tier) => {
+      if ('prefix' in target) return tier.purge(target.prefix)
+      await tier.delete(target.exact)
+      return 1
+    })
+  )
+  return Math.max(0, ...counts)
+}
+
+function parsePurge(message: string): PurgeTarget | undefined {
+  try {
+    const value = JSON.parse(message) as Record<string, unknown>
+    if (typeof value.prefix === 'string') return { prefix: value.prefix }
+    if (typeof value.exact === 'string') return { exact: value.exact }
+  } catch {
+    // Not ours: ignore.
+  }
+  return undefined
+}
+
+function countersOf(cache: SharedCache, bucket: string): CacheCounters {
+  let counters = cache.counters.get(bucket)
+  if (counters === undefined) {
+    counters = { hits: 0, misses: 0, stale: 0, hitBytes: 0 }
+    cache.counters.set(bucket, counters)
+  }
+  return counters
 }
 
 async function buildAuthorizer(config: Config, bucket: BucketConfig, index: number): Promise<Authorizer | null> {

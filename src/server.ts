@@ -102,7 +102,7 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
       const next = previous.runtime.generation + 1
       try {
         const nextConfig = await loadConfig(previous.runtime.config.file)
-        current = makeGeneration(await buildRuntime(nextConfig, { logger, generation: next, startedAt }))
+        current = makeGeneration(await buildRuntime(nextConfig, { logger, generation: next, startedAt }, previous.runtime))
       } catch (err) {
         const error = err instanceof Error ? err.message : String(err)
         logger.error({ generation: previous.runtime.generation, error }, 'reload failed; keeping the running configuration')

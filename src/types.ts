@@ -1,6 +1,6 @@
 // Plain data shared by the stages, and the typed per-request variables (each has one writer).
 import type { CorsConfig } from './config/schema.ts'
-import type { Authorizer, ObjectSource, TokenVerifier } from './ports.ts'
+import type { Authorizer, CachedObject, ObjectSource, TieredStore, TokenVerifier } from './ports.ts'
 
 /** An inclusive byte range of an object, as in `Content-Range: bytes start-end/size`. */
 export interface ByteRange {
@@ -44,6 +44,28 @@ export interface BucketRoute {
   verifier: TokenVerifier | null
   authorizer: Authorizer | null
   cors: CorsConfig | null
+  /** Overrides the Cache-Control sent onward (see http/freshness.ts). */
+  cdnCacheControl: string | undefined
+  /** Null when this bucket does not cache. */
+  cache: BucketCache | null
+}
+
+export interface BucketCache {
+  store: TieredStore
+  /** Full-object fetches in flight, by cache key: concurrent misses wait for one origin GET. */
+  flights: Map<string, Promise<CachedObject | undefined>>
+  ttlSeconds: number
+  maxItemBytes: number
+  staleIfErrorSeconds: number
+  /** This bucket's counters, kept across reloads. */
+  counters: CacheCounters
+}
+
+export interface CacheCounters {
+  hits: number
+  misses: number
+  stale: number
+  hitBytes: number
 }
 
 export interface RouteMatch {

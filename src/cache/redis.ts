@@ -18,6 +18,8 @@ export interface RedisCacheOptions {
   timeoutMs: number
   staleSeconds: number
   maxItemBytes: number
+  /** Caps how long Redis keeps an entry, whatever its freshness and stale window. */
+  maxTtlSeconds?: number | undefined
 }
 
 const FAILURES_TO_OPEN = 3
@@ -55,7 +57,9 @@ export class RedisCache implements CacheStore {
 
   async set(key: string, entry: CachedObject): Promise<void> {
     if (entry.body.length > this.#options.maxItemBytes) return
-    const ttl = Math.ceil(entry.freshUntil + this.#options.staleSeconds * 1000 - Date.now())
+    const retention = Math.ceil(entry.freshUntil + this.#options.staleSeconds * 1000 - Date.now())
+    const cap = this.#options.maxTtlSeconds === undefined ? Infinity : this.#options.maxTtlSeconds * 1000
+    const ttl = Math.min(retention, cap)
     if (ttl <= 0) return
     await this.#call((c) => c.set(this.#options.keyPrefix + key, encodeEntry(key, entry), 'PX', ttl))
   }
@@ -82,16 +86,16 @@ export class RedisCache implements CacheStore {
     return count
   }
 
-  /** Publishes a purge so that other instances drop their local copies. */
-  async broadcastPurge(prefix: string): Promise<void> {
-    await this.#call((c) => c.publish(`${this.#options.keyPrefix}purge`, prefix))
+  /** Publishes a purge message so that other instances drop their local copies. */
+  async broadcastPurge(message: string): Promise<void> {
+    await this.#call((c) => c.publish(`${this.#options.keyPrefix}purge`, message))
   }
 
-  /** Calls `handler` with the prefix of every purge any instance broadcasts. */
-  onPurge(handler: (prefix: string) => void): void {
+  /** Calls `handler` with every purge message any instance broadcasts. */
+  onPurge(handler: (message: string) => void): void {
     const subscriber = connect(this.#options, true)
     this.#subscriber = subscriber
-    subscriber.on('message', (_channel: string, prefix: string) => handler(prefix))
+    subscriber.on('message', (_channel: string, message: string) => handler(message))
     void subscriber.subscribe(`${this.#options.keyPrefix}purge`).catch(() => {})
   }
 

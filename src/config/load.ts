@@ -10,6 +10,9 @@ import type { z } from 'zod'
 import {
   fileSchema,
   type AuthorizationConfig,
+  type BucketCacheConfig,
+  type CacheConfig,
+  type CacheLayer,
   RESERVED_PATHS,
   type BucketConfig,
   type Config,
@@ -216,10 +219,110 @@ async function normalize(
       auth,
       authorization: normalizeAuthorization(bucket.authorization, source),
       cors: bucket.cors ?? null,
+      cache: normalizeBucketCache(bucket.cache, file.cache, at('cache'), report),
+      cdn_cache_control: bucket.cdn_cache_control,
     })
   }
 
-  return { file: source, server, buckets, logging: file.logging, metrics: file.metrics }
+  const cache = normalizeCache(file.cache, buckets, source, report)
+  if (file.admin?.claims !== undefined && file.jwt === undefined) {
+    report(['admin', 'claims'], 'admin claims need the global jwt block to verify the admin token')
+  }
+  const adminJwt =
+    file.admin?.claims !== undefined && file.jwt !== undefined ? await normalizeJwt(file.jwt, ['jwt'], source, report) : undefined
+  const admin =
+    file.admin === undefined ? null : { token: file.admin.token, claims: file.admin.claims ?? [], jwt: adminJwt ?? null }
+  return { file: source, server, buckets, logging: file.logging, metrics: file.metrics, cache, admin }
+}
+
+const DEFAULT_TTL_SECONDS = 3600
+const DEFAULT_MAX_ITEM_BYTES = 10 * 1024 * 1024
+const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
+const DEFAULT_DISK_BYTES = 1024 * 1024 * 1024
+
+/** The first value given among alternative spellings; two spellings at once is an error. */
+function oneOf<T>(at: KeyPath, report: Report, spellings: Record<string, T | undefined>): T | undefined {
+  const given = Object.entries(spellings).filter(([, value]) => value !== undefined)
+  if (given.length > 1) report(at, `${given.map(([k]) => k).join(' and ')} mean the same; set one`)
+  return given[0]?.[1]
+}
+
+function normalizeBucketCache(
+  bucket: ConfigFile['buckets'][number]['cache'],
+  global: ConfigFile['cache'],
+  at: KeyPath,
+  report: Report
+): BucketCacheConfig | null {
+  if (!(bucket?.enabled ?? global?.enabled ?? false)) return null
+  const ttl =
+    oneOf(at, report, { ttl_seconds: bucket?.ttl_seconds, ttl: bucket?.ttl }) ??
+    oneOf(['cache'], report, { ttl_seconds: global?.ttl_seconds, ttl: global?.ttl })
+  const maxItem =
+    oneOf(at, report, { max_item_size: bucket?.max_item_size, max_item_size_mb: bucket?.max_item_size_mb }) ??
+    oneOf(['cache'], report, { max_item_size: global?.max_item_size, max_item_size_mb: global?.max_item_size_mb })
+  return {
+    ttl_seconds: ttl ?? DEFAULT_TTL_SECONDS,
+    max_item_bytes: maxItem ?? DEFAULT_MAX_ITEM_BYTES,
+    stale_if_error_seconds: bucket?.stale_if_error_seconds ?? global?.stale_if_error_seconds ?? 86400,
+  }
+}
+
+function normalizeCache(
+  global: ConfigFile['cache'],
+  buckets: BucketConfig[],
+  source: string,
+  report: Report
+): CacheConfig | null {
+  const caching = buckets.filter((b) => b.cache !== null)
+  if (caching.length === 0) return null
+  const disk = global?.disk
+  const redis = global?.redis
+  const layers: CacheLayer[] = global?.layers ?? [
+    'memory',
+    ...(disk === undefined ? [] : (['disk'] as const)),
+    ...(redis === undefined ? [] : (['redis'] as const)),
+  ]
+  const dir = disk === undefined ? undefined : oneOf(['cache', 'disk'], report, { dir: disk.dir, cache_dir: disk.cache_dir })
+  if (layers.includes('disk') && dir === undefined) report(['cache', 'disk', 'dir'], 'is required for the disk layer')
+  const url = redis === undefined ? undefined : oneOf(['cache', 'redis'], report, { url: redis.url, redis_url: redis.redis_url })
+  if (layers.includes('redis') && url === undefined && (redis?.cluster_nodes.length ?? 0) === 0) {
+    report(['cache', 'redis', 'url'], 'is required for the redis layer (or set cluster_nodes)')
+  }
+  const near = (path: string) => (isAbsolute(path) ? path : resolve(dirname(source), path))
+  return {
+    layers,
+    max_item_bytes: Math.max(...caching.map((b) => (b.cache as BucketCacheConfig).max_item_bytes)),
+    stale_if_error_seconds: Math.max(...caching.map((b) => (b.cache as BucketCacheConfig).stale_if_error_seconds)),
+    memory: {
+      max_bytes:
+        oneOf(['cache', 'memory'], report, {
+          max_size: global?.memory?.max_size,
+          max_cache_size_mb: global?.memory?.max_cache_size_mb,
+        }) ?? DEFAULT_MEMORY_BYTES,
+    },
+    disk:
+      layers.includes('disk') && dir !== undefined
+        ? {
+            dir: near(dir),
+            max_bytes:
+              oneOf(['cache', 'disk'], report, {
+                max_size: disk?.max_size,
+                max_cache_size_mb: disk?.max_cache_size_mb,
+                max_disk_cache_size_mb: disk?.max_disk_cache_size_mb,
+              }) ?? DEFAULT_DISK_BYTES,
+          }
+        : null,
+    redis:
+      layers.includes('redis') && redis !== undefined
+        ? {
+            url: url ?? '',
+            cluster_nodes: redis.cluster_nodes,
+            key_prefix: redis.key_prefix,
+            timeout_ms: redis.timeout_ms,
+            ttl_seconds: redis.ttl_seconds,
+          }
+        : null,
+  }
 }
 
 type Report = (path: KeyPath, message: string) => void

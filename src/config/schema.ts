@@ -21,6 +21,33 @@ const nonNegative = num.pipe(z.number().min(0, 'must not be negative'))
 const count = num.pipe(z.number().int('must be a whole number').positive('must be at least 1'))
 const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
 
+const SIZE_UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1024,
+  kib: 1024,
+  mb: 1024 ** 2,
+  mib: 1024 ** 2,
+  gb: 1024 ** 3,
+  gib: 1024 ** 3,
+  tb: 1024 ** 4,
+  tib: 1024 ** 4,
+}
+
+/** Human sizes: a byte count, or `512KB`, `10MB`, `1.5GB` (binary multiples: 1 KB = 1024 B). */
+const size = z.union([
+  count,
+  z.string().transform((text, ctx) => {
+    const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text)
+    const unit = SIZE_UNITS[(match?.[2] ?? '').toLowerCase() || 'b']
+    if (match === null || unit === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (use e.g. 512KB, 10MB, 1GB)` })
+      return z.NEVER
+    }
+    return Math.floor(Number(match[1]) * unit)
+  }),
+])
+const megabytes = positive.transform((mb) => Math.floor(mb * 1024 * 1024))
+
 function planned(what: string) {
   return z
     .unknown()
@@ -210,6 +237,69 @@ const authorizationSchema = z
     }
   })
 
+export const CACHE_LAYERS = ['memory', 'disk', 'redis'] as const
+export type CacheLayer = (typeof CACHE_LAYERS)[number]
+
+const redisUrl = z
+  .string()
+  .refine((value) => {
+    try {
+      return ['redis:', 'rediss:'].includes(new URL(value).protocol)
+    } catch {
+      return false
+    }
+  }, 'must be a redis:// or rediss:// URL')
+
+const cacheSchema = z.strictObject({
+  enabled: bool.default(false),
+  layers: z.array(z.enum(CACHE_LAYERS)).min(1).optional(),
+  ttl_seconds: positive.optional(),
+  ttl: positive.optional(),
+  max_item_size: size.optional(),
+  max_item_size_mb: megabytes.optional(),
+  stale_if_error_seconds: nonNegative.default(86400),
+  memory: z
+    .strictObject({ max_size: size.optional(), max_cache_size_mb: megabytes.optional() })
+    .optional(),
+  disk: z
+    .strictObject({
+      dir: text.optional(),
+      cache_dir: text.optional(),
+      max_size: size.optional(),
+      max_cache_size_mb: megabytes.optional(),
+      max_disk_cache_size_mb: megabytes.optional(),
+    })
+    .optional(),
+  redis: z
+    .strictObject({
+      url: redisUrl.optional(),
+      redis_url: redisUrl.optional(),
+      key_prefix: z.string().default('yatagarasu:'),
+      ttl_seconds: positive.optional(),
+      timeout_ms: positive.default(50),
+      cluster_nodes: z.array(text).default([]),
+    })
+    .optional(),
+})
+
+const bucketCacheSchema = z.strictObject({
+  enabled: bool.optional(),
+  ttl_seconds: positive.optional(),
+  ttl: positive.optional(),
+  max_item_size: size.optional(),
+  max_item_size_mb: megabytes.optional(),
+  stale_if_error_seconds: nonNegative.optional(),
+  max_size: z
+    .unknown()
+    .superRefine((_v, ctx) => {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'a per-bucket cache size is not supported: size limits belong to the tiers (cache.memory.max_size, cache.disk.max_size)',
+      })
+    })
+    .optional(),
+})
+
 const bucketSchema = z.strictObject({
   name: text,
   path_prefix: text,
@@ -221,7 +311,8 @@ const bucketSchema = z.strictObject({
     })
     .prefault({}),
   cors: corsSchema.optional(),
-  cache: planned('cache'),
+  cache: bucketCacheSchema.optional(),
+  cdn_cache_control: text.optional(),
   authorization: authorizationSchema.optional(),
   ip_filter: planned('ip_filter'),
   rate_limit: planned('rate_limit'),
@@ -265,8 +356,13 @@ export const fileSchema = z.strictObject({
   metrics: z
     .strictObject({ enabled: bool.default(false), port: count.default(9090) })
     .prefault({}),
-  cache: planned('cache'),
-  admin: planned('admin'),
+  cache: cacheSchema.optional(),
+  admin: z
+    .strictObject({
+      token: z.string().min(32, 'must be at least 32 characters').optional(),
+      claims: z.array(claimRuleSchema).min(1).optional(),
+    })
+    .optional(),
   audit_log: planned('audit_log'),
   observability: planned('observability'),
 })
@@ -333,6 +429,29 @@ export type AuthorizationConfig =
       cache_size: number
     }
 
+export interface CacheConfig {
+  layers: CacheLayer[]
+  /** The largest object any tier stores (the largest of the buckets' max_item_size). */
+  max_item_bytes: number
+  stale_if_error_seconds: number
+  memory: { max_bytes: number }
+  disk: { dir: string; max_bytes: number } | null
+  redis: { url: string; cluster_nodes: string[]; key_prefix: string; timeout_ms: number; ttl_seconds: number | undefined } | null
+}
+
+export interface BucketCacheConfig {
+  ttl_seconds: number
+  max_item_bytes: number
+  stale_if_error_seconds: number
+}
+
+export interface AdminConfig {
+  token: string | undefined
+  claims: ClaimRule[]
+  /** The global jwt block, which verifies admin JWTs when `claims` are set. */
+  jwt: JwtVerifierConfig | null
+}
+
 export interface BucketConfig {
   name: string
   /** Normalized: leading slash, no trailing slash, decoded. */
@@ -341,6 +460,10 @@ export interface BucketConfig {
   auth: JwtVerifierConfig | null
   authorization: AuthorizationConfig | null
   cors: CorsConfig | null
+  /** Null when this bucket does not cache. */
+  cache: BucketCacheConfig | null
+  /** Cache-Control sent to clients and CDNs instead of the object's own (or `private` for auth buckets). */
+  cdn_cache_control: string | undefined
 }
 
 export interface ServerConfig {
@@ -361,4 +484,7 @@ export interface Config {
   buckets: BucketConfig[]
   logging: ConfigFile['logging']
   metrics: ConfigFile['metrics']
+  /** Null when no bucket caches. */
+  cache: CacheConfig | null
+  admin: AdminConfig | null
 }

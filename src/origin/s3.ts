@@ -108,6 +108,20 @@ export class S3Source implements ObjectSource {
     return this.#body(second, metaOf(second, again.size), wanted, options)
   }
 
+  async revalidate(key: string, etag: string, options: ReadOptions): Promise<ObjectBody | 'not-modified'> {
+    try {
+      const out = await this.#send(
+        (abortSignal) =>
+          this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, IfNoneMatch: etag }), { abortSignal }),
+        options.signal
+      )
+      return this.#body(out, metaOf(out, out.ContentLength ?? 0), undefined, options)
+    } catch (err) {
+      if (err instanceof ProxyError && err.reason === 'not_modified') return 'not-modified'
+      throw err
+    }
+  }
+
   async probe(): Promise<boolean> {
     try {
       await this.#send(
@@ -290,6 +304,7 @@ function toProxyError(err: unknown, timedOut: boolean, clientGone: boolean): Pro
     }
     return new ProxyError('ORIGIN_ERROR', { reason: name, cause: err })
   }
+  if (status === 304) return new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'not_modified' })
   if (name === 'NoSuchBucket') return new ProxyError('ORIGIN_ERROR', { reason: name, cause: err })
   if (status === 404 || name === 'NoSuchKey' || name === 'NotFound') {
     return new ProxyError('ORIGIN_NOT_FOUND', { reason: name, cause: err })

@@ -1,36 +1,82 @@
-// serve: the object, by RFC 9110 rules the proxy owns whatever the backend does:
-// - HEAD asks the backend for metadata only (HeadObject) and answers with the headers a GET would;
-// - GET sends a single Range on to the backend in the same request (no extra round trip), and
-//   answers multi-range requests with the whole object;
-// - preconditions (If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since) are evaluated
-//   here against the object's validators; If-Range drops a Range whose validator no longer matches.
-// A GET whose answer is 304/412 cancels the backend body it no longer needs.
-import type { Handler } from 'hono'
+// serve: the object, by RFC 9110 rules the proxy owns whatever the backend does, from the cache
+// when it can (RFC 9111). Runs only after authenticate and authorize passed for this exact key, so
+// a cached private object is never served to a request that was not allowed to read it.
+//
+//   cache hit, fresh        answer from the cached bytes (Range, 304 and 412 included)
+//   cache hit, stale        conditional GET to the origin: 304 refreshes the entry; a changed
+//                           object replaces it; an origin failure serves the stale copy
+//                           (stale-if-error window) marked STALE
+//   miss, whole-object GET  one origin GET per key at a time (followers wait for it), streamed to
+//                           the client while it fills every tier in the background
+//   miss, Range or HEAD     straight to the origin, nothing stored (a 206 or a HEAD is never
+//                           stored as if it were the whole object)
+//
+// Without a cache: HEAD asks the backend for metadata only (HeadObject); GET sends a single Range on
+// in the same request; preconditions are evaluated here against the object's validators, and a
+// backend body that is not wanted (304, 412, stale If-Range) is cancelled at once.
+import type { Context, Handler } from 'hono'
 import { ProxyError } from '../errors.ts'
-import {
-  evaluatePreconditions,
-  ifRangeAllows,
-  type ConditionalHeaders,
-} from '../http/conditional.ts'
-import { notModifiedHeaders, objectHeaders } from '../http/headers.ts'
+import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '../http/conditional.ts'
+import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
+import { notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { ObjectBody, ReadOptions } from '../ports.ts'
-import type { AppEnv, ObjectMeta } from '../types.ts'
+import type { CachedObject, ObjectBody, ReadOptions } from '../ports.ts'
+import type { AppEnv, BucketCache, BucketRoute, ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
+
+interface ObjectRequest {
+  head: boolean
+  conditions: ConditionalHeaders
+  range: RangeSpec | undefined
+  ifRange: string | undefined
+  options: ReadOptions
+}
+
+/** X-Cache and Cache-Status (RFC 9211) of one response. */
+interface CacheOutcome {
+  xCache: 'HIT' | 'MISS' | 'STALE'
+  status: string
+  entry?: CachedObject
+}
+
+const EMPTY = new Uint8Array(0)
 
 export function serve(): Handler<AppEnv> {
   return async function serve(c) {
     const { bucket, key } = c.var.route
-    const conditions: ConditionalHeaders = {
+    const request = readRequest(c)
+    const cache = bucket.cache
+    if (cache === null) return fromOrigin(c, bucket, key, request, undefined)
+
+    const cacheKey = `${bucket.name}/${key}`
+    const hit = await cache.store.lookup(cacheKey)
+    if (hit !== undefined && hit.entry.freshUntil > Date.now()) {
+      cache.counters.hits++
+      cache.counters.hitBytes += hit.entry.body.length
+      return fromEntry(bucket, hit.entry, request, { xCache: 'HIT', status: `yatagarasu; hit; detail=${hit.tier}` })
+    }
+    cache.counters.misses++
+    if (hit !== undefined) return revalidate(c, bucket, cache, cacheKey, key, hit.entry, request)
+    if (request.head || request.range !== undefined) {
+      return fromOrigin(c, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+    }
+    return fetchAndFill(c, bucket, cache, cacheKey, key, request)
+  }
+}
+
+function readRequest(c: Context<AppEnv>): ObjectRequest {
+  const parsed = parseRange(c.req.header('range'))
+  const outgoing = c.env?.outgoing
+  return {
+    head: c.req.method === 'HEAD',
+    conditions: {
       ifMatch: c.req.header('if-match'),
       ifNoneMatch: c.req.header('if-none-match'),
       ifModifiedSince: c.req.header('if-modified-since'),
       ifUnmodifiedSince: c.req.header('if-unmodified-since'),
-    }
-    const parsed = parseRange(c.req.header('range'))
-    const range = parsed === 'multiple' ? undefined : parsed
-    const ifRange = c.req.header('if-range')
-    const outgoing = c.env?.outgoing
-    const options: ReadOptions = {
+    },
+    range: parsed === 'multiple' ? undefined : parsed,
+    ifRange: c.req.header('if-range'),
+    options: {
       signal: c.req.raw.signal,
       abortResponse:
         outgoing === undefined
@@ -39,48 +85,297 @@ export function serve(): Handler<AppEnv> {
               c.error = error
               outgoing.destroy()
             },
-    }
-
-    if (c.req.method === 'HEAD') {
-      const meta = await bucket.source.head(key, options)
-      const outcome = evaluatePreconditions(conditions, meta)
-      if (outcome !== 'proceed') return preconditionAnswer(outcome, meta)
-      if (range === undefined || !ifRangeAllows(ifRange, meta)) {
-        return new Response(null, { status: 200, headers: objectHeaders(meta, meta.size) })
-      }
-      const selected = resolveRange(range, meta.size)
-      if (selected === undefined) {
-        throw new ProxyError('RANGE_NOT_SATISFIABLE', {
-          headers: { 'content-range': unsatisfiedRange(meta.size) },
-        })
-      }
-      const headers = objectHeaders(meta, selected.end - selected.start + 1)
-      headers['content-range'] = contentRange(selected, meta.size)
-      return new Response(null, { status: 206, headers })
-    }
-
-    let body: ObjectBody = await bucket.source.get(key, range, options)
-    const outcome = evaluatePreconditions(conditions, body.meta)
-    if (outcome !== 'proceed') {
-      await body.stream.cancel()
-      return preconditionAnswer(outcome, body.meta)
-    }
-    if (body.range !== undefined && !ifRangeAllows(ifRange, body.meta)) {
-      await body.stream.cancel()
-      body = await bucket.source.get(key, undefined, options)
-    }
-    c.set('transfer', body)
-    const { meta } = body
-    if (body.range === undefined) {
-      return new Response(body.stream, { status: 200, headers: objectHeaders(meta, meta.size) })
-    }
-    const headers = objectHeaders(meta, body.range.end - body.range.start + 1)
-    headers['content-range'] = contentRange(body.range, meta.size)
-    return new Response(body.stream, { status: 206, headers })
+    },
   }
 }
 
-function preconditionAnswer(outcome: 'not-modified' | 'failed', meta: ObjectMeta): Response {
-  if (outcome === 'failed') throw new ProxyError('HTTP_PRECONDITION_FAILED')
-  return new Response(null, { status: 304, headers: notModifiedHeaders(meta) })
+// ---------------------------------------------------------------------------------------------
+// Origin only
+
+async function fromOrigin(
+  c: Context<AppEnv>,
+  bucket: BucketRoute,
+  key: string,
+  request: ObjectRequest,
+  outcome: CacheOutcome | undefined
+): Promise<Response> {
+  const { options } = request
+  if (request.head) {
+    const meta = await bucket.source.head(key, options)
+    const decided = decide(meta, request)
+    if (decided.kind !== 'body') return preconditionAnswer(bucket, decided.kind, meta, outcome)
+    return new Response(null, { status: decided.range ? 206 : 200, headers: bodyHeaders(bucket, meta, decided.range, outcome) })
+  }
+
+  let body: ObjectBody = await bucket.source.get(key, request.range, options)
+  const outcomeOfPreconditions = evaluatePreconditions(request.conditions, body.meta)
+  if (outcomeOfPreconditions !== 'proceed') {
+    await body.stream.cancel()
+    return preconditionAnswer(bucket, outcomeOfPreconditions, body.meta, outcome)
+  }
+  if (body.range !== undefined && !ifRangeAllows(request.ifRange, body.meta)) {
+    await body.stream.cancel()
+    body = await bucket.source.get(key, undefined, options)
+  }
+  return streamed(c, bucket, body, body.stream, outcome)
+}
+
+function streamed(
+  c: Context<AppEnv>,
+  bucket: BucketRoute,
+  body: ObjectBody,
+  stream: ReadableStream<Uint8Array>,
+  outcome: CacheOutcome | undefined
+): Response {
+  c.set('transfer', body)
+  const headers = bodyHeaders(bucket, body.meta, body.range, outcome)
+  return new Response(stream, { status: body.range === undefined ? 200 : 206, headers })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache
+
+/** Answers from a cached copy: the same status, headers and bytes a miss would get. */
+function fromEntry(bucket: BucketRoute, entry: CachedObject, request: ObjectRequest, outcome: CacheOutcome): Response {
+  const meta = entry.meta
+  const decided = decide(meta, request)
+  outcome.entry = entry
+  if (decided.kind !== 'body') return preconditionAnswer(bucket, decided.kind, meta, outcome)
+  const headers = bodyHeaders(bucket, meta, decided.range, outcome)
+  const status = decided.range === undefined ? 200 : 206
+  if (request.head) return new Response(null, { status, headers })
+  const { body } = entry
+  const start = decided.range?.start ?? 0
+  const length = decided.range === undefined ? body.length : decided.range.end - start + 1
+  // A view on the cached bytes, no copy.
+  const bytes = length === 0 ? EMPTY : new Uint8Array(body.buffer as ArrayBuffer, body.byteOffset + start, length)
+  return new Response(bytes, { status, headers })
+}
+
+async function revalidate(
+  c: Context<AppEnv>,
+  bucket: BucketRoute,
+  cache: BucketCache,
+  cacheKey: string,
+  key: string,
+  stale: CachedObject,
+  request: ObjectRequest
+): Promise<Response> {
+  let result: ObjectBody | 'not-modified'
+  try {
+    result =
+      stale.meta.etag === undefined
+        ? await bucket.source.get(key, undefined, request.options)
+        : await bucket.source.revalidate(key, stale.meta.etag, request.options)
+  } catch (err) {
+    const withinWindow = Date.now() < stale.freshUntil + cache.staleIfErrorSeconds * 1000
+    if (err instanceof ProxyError && err.source === 'upstream' && withinWindow) {
+      cache.counters.stale++
+      return fromEntry(bucket, stale, request, { xCache: 'STALE', status: `yatagarasu; fwd=stale; fwd-status=${err.status}; detail=stale-if-error` })
+    }
+    if (err instanceof ProxyError && err.code === 'ORIGIN_NOT_FOUND') void cache.store.delete(cacheKey)
+    throw err
+  }
+  if (result === 'not-modified') {
+    const now = Date.now()
+    const policy = storagePolicy(stale.meta.cacheControl, cache.ttlSeconds)
+    const refreshed: CachedObject = { ...stale, storedAt: now, freshUntil: now + policy.freshMs }
+    void cache.store.set(cacheKey, refreshed)
+    return fromEntry(bucket, refreshed, request, { xCache: 'HIT', status: 'yatagarasu; fwd=stale; fwd-status=304' })
+  }
+  return fill(c, bucket, cache, cacheKey, result, request, undefined)
+}
+
+async function fetchAndFill(
+  c: Context<AppEnv>,
+  bucket: BucketRoute,
+  cache: BucketCache,
+  cacheKey: string,
+  key: string,
+  request: ObjectRequest
+): Promise<Response> {
+  const inFlight = cache.flights.get(cacheKey)
+  if (inFlight !== undefined) {
+    // A failed or uncacheable leader leaves the follower to fetch on its own.
+    const shared = await inFlight.catch(() => undefined)
+    if (shared !== undefined) {
+      return fromEntry(bucket, shared, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' })
+    }
+    return fromOrigin(c, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+  }
+
+  let settle!: (entry: CachedObject | undefined) => void
+  let fail!: (error: unknown) => void
+  const flight = new Promise<CachedObject | undefined>((resolve, reject) => {
+    settle = resolve
+    fail = reject
+  })
+  flight.catch(() => {})
+  cache.flights.set(cacheKey, flight)
+  const done = { settle, fail: (error: unknown) => fail(error) }
+  let body: ObjectBody
+  try {
+    body = await bucket.source.get(key, undefined, request.options)
+  } catch (err) {
+    cache.flights.delete(cacheKey)
+    done.fail(err)
+    throw err
+  }
+  return fill(c, bucket, cache, cacheKey, body, request, done)
+}
+
+/**
+ * Streams a whole object from the origin to this client while collecting it, then stores it in
+ * every tier and hands it to the requests waiting on the same key.
+ */
+async function fill(
+  c: Context<AppEnv>,
+  bucket: BucketRoute,
+  cache: BucketCache,
+  cacheKey: string,
+  body: ObjectBody,
+  request: ObjectRequest,
+  flight: { settle(entry: CachedObject | undefined): void; fail(error: unknown): void } | undefined
+): Promise<Response> {
+  const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
+  const finish = (entry: CachedObject | undefined) => {
+    if (flight !== undefined) cache.flights.delete(cacheKey)
+    if (entry !== undefined) void cache.store.set(cacheKey, entry)
+    else if (!policy.store) void cache.store.delete(cacheKey)
+    flight?.settle(entry)
+  }
+  const abandon = (error: unknown) => {
+    if (flight !== undefined) cache.flights.delete(cacheKey)
+    flight?.fail(error)
+  }
+  const miss: CacheOutcome = { xCache: 'MISS', status: 'yatagarasu; fwd=miss' }
+  if (!policy.store || body.meta.size > cache.maxItemBytes) {
+    finish(undefined)
+    return answerFresh(c, bucket, body, request, miss)
+  }
+  miss.status = 'yatagarasu; fwd=miss; stored'
+
+  const entryOf = (bytes: Buffer): CachedObject => {
+    const now = Date.now()
+    return { meta: body.meta, body: bytes, storedAt: now, freshUntil: now + policy.freshMs }
+  }
+  const decided = decide(body.meta, request)
+  if (decided.kind !== 'body' || decided.range !== undefined || request.head) {
+    // This client wants no body, or only part of it: read the whole object for the cache first.
+    let entry: CachedObject
+    try {
+      entry = entryOf(await collect(body.stream))
+    } catch (err) {
+      abandon(err)
+      throw err
+    }
+    finish(entry)
+    return fromEntry(bucket, entry, request, miss)
+  }
+
+  const chunks: Uint8Array[] = []
+  let collected = 0
+  const reader = body.stream.getReader()
+  const tee = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        let next: ReadableStreamReadResult<Uint8Array>
+        try {
+          next = await reader.read()
+        } catch (err) {
+          abandon(err)
+          throw err
+        }
+        if (next.done) {
+          controller.close()
+          finish(entryOf(Buffer.concat(chunks, collected)))
+          return
+        }
+        chunks.push(next.value)
+        collected += next.value.length
+        controller.enqueue(next.value)
+      },
+      cancel(reason) {
+        abandon(new Error('the client went away before the object was complete'))
+        return reader.cancel(reason)
+      },
+    },
+    { highWaterMark: 0 }
+  )
+  return streamed(c, bucket, body, tee, miss)
+}
+
+/** Answers a whole-object origin body that is not cached (too large, or not storable). */
+async function answerFresh(
+  c: Context<AppEnv>,
+  bucket: BucketRoute,
+  body: ObjectBody,
+  request: ObjectRequest,
+  outcome: CacheOutcome
+): Promise<Response> {
+  const decided = decide(body.meta, request)
+  if (decided.kind !== 'body' || request.head) {
+    await body.stream.cancel()
+    if (decided.kind !== 'body') return preconditionAnswer(bucket, decided.kind, body.meta, outcome)
+    return new Response(null, { status: decided.range ? 206 : 200, headers: bodyHeaders(bucket, body.meta, decided.range, outcome) })
+  }
+  if (decided.range !== undefined) {
+    await body.stream.cancel()
+    return fromOrigin(c, bucket, c.var.route.key, request, outcome)
+  }
+  return streamed(c, bucket, body, body.stream, outcome)
+}
+
+async function collect(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
+  const chunks: Uint8Array[] = []
+  for await (const chunk of stream) chunks.push(chunk)
+  return Buffer.concat(chunks)
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 9110 decisions and headers
+
+type Decision = { kind: 'not-modified' | 'failed' } | { kind: 'body'; range: ByteRange | undefined }
+
+/** Preconditions first, then If-Range, then Range, against the object's metadata. */
+function decide(meta: ObjectMeta, request: ObjectRequest): Decision {
+  const outcome = evaluatePreconditions(request.conditions, meta)
+  if (outcome !== 'proceed') return { kind: outcome }
+  if (request.range === undefined || !ifRangeAllows(request.ifRange, meta)) return { kind: 'body', range: undefined }
+  const range = resolveRange(request.range, meta.size)
+  if (range === undefined) {
+    throw new ProxyError('RANGE_NOT_SATISFIABLE', { headers: { 'content-range': unsatisfiedRange(meta.size) } })
+  }
+  return { kind: 'body', range }
+}
+
+function preconditionAnswer(
+  bucket: BucketRoute,
+  kind: 'not-modified' | 'failed',
+  meta: ObjectMeta,
+  outcome: CacheOutcome | undefined
+): Response {
+  if (kind === 'failed') throw new ProxyError('HTTP_PRECONDITION_FAILED')
+  const headers = notModifiedHeaders(meta)
+  applyPolicyHeaders(headers, bucket, meta, outcome)
+  return new Response(null, { status: 304, headers })
+}
+
+function bodyHeaders(bucket: BucketRoute, meta: ObjectMeta, range: ByteRange | undefined, outcome: CacheOutcome | undefined): HeaderRecord {
+  const headers = objectHeaders(meta, range === undefined ? meta.size : range.end - range.start + 1)
+  if (range !== undefined) headers['content-range'] = contentRange(range, meta.size)
+  applyPolicyHeaders(headers, bucket, meta, outcome)
+  return headers
+}
+
+function applyPolicyHeaders(headers: HeaderRecord, bucket: BucketRoute, meta: ObjectMeta, outcome: CacheOutcome | undefined): void {
+  const cacheControl = outgoingCacheControl(meta.cacheControl, bucket.verifier !== null, bucket.cdnCacheControl)
+  if (cacheControl === undefined) delete headers['cache-control']
+  else headers['cache-control'] = cacheControl
+  if (outcome === undefined) return
+  headers['x-cache'] = outcome.xCache
+  headers['cache-status'] = outcome.status
+  if (outcome.entry !== undefined && outcome.xCache !== 'MISS') {
+    headers.age = String(Math.max(0, Math.floor((Date.now() - outcome.entry.storedAt) / 1000)))
+  }
 }

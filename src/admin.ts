@@ -1,0 +1,99 @@
+// The admin API under /admin (enabled by an `admin:` block). Every call needs
+// `Authorization: Bearer <admin.token>` (compared in constant time) or a JWT, verified by the global
+// jwt block, that passes the `admin.claims` rules.
+//   POST /admin/cache/purge                     everything
+//   POST /admin/cache/purge/<bucket>            one bucket
+//   POST /admin/cache/purge/<bucket>/<key>      one object; a key ending in `*` purges that prefix
+//   GET  /admin/cache/stats                     per tier and per bucket
+// Purges clear every tier here and are broadcast over Redis to every instance sharing it.
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { Hono, type MiddlewareHandler } from 'hono'
+import { ProxyError } from './errors.ts'
+import { decodeSegments, isSafeKey, rawPathOf } from './http/path.ts'
+import { requestTarget } from './pipeline/request-target.ts'
+import type { Runtime } from './runtime.ts'
+import type { AppEnv } from './types.ts'
+
+const digest = (text: string) => createHash('sha256').update(text).digest()
+
+export function adminRoutes(runtime: Runtime): Hono<AppEnv> {
+  const app = new Hono<AppEnv>()
+  const admin = runtime.config.admin
+  if (admin === null) return app
+
+  const tokenDigest = admin.token === undefined ? undefined : digest(admin.token)
+  const authorizeAdmin: MiddlewareHandler<AppEnv> = async (c, next) => {
+    const presented = /^bearer[ \t]+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1]
+    if (presented === undefined) {
+      throw new ProxyError('AUTH_TOKEN_MISSING', { reason: 'admin', headers: { 'www-authenticate': 'Bearer' } })
+    }
+    // Both sides are hashed first, so the comparison takes the same time whatever the lengths.
+    if (tokenDigest !== undefined && timingSafeEqual(digest(presented), tokenDigest)) return next()
+    if (runtime.adminVerifier !== null) {
+      await runtime.adminVerifier.authenticate(
+        { header: (name) => c.req.header(name), query: () => undefined, cookie: () => undefined },
+        ''
+      )
+      return next()
+    }
+    throw new ProxyError('AUTH_TOKEN_INVALID', { reason: 'admin', headers: { 'www-authenticate': 'Bearer error="invalid_token"' } })
+  }
+
+  app.use('/admin/*', authorizeAdmin)
+
+  app.post('/admin/cache/purge', async (c) => c.json({ purged: await runtime.purge({ prefix: '' }) }))
+
+  app.post('/admin/cache/purge/*', async (c) => {
+    const segments = decodeSegments(rawPathOf(requestTarget(c)))
+    if (segments === undefined || !isSafeKey(segments.join('/'))) throw new ProxyError('GUARD_BAD_PATH')
+    const [bucketName, ...keyParts] = segments.slice(3)
+    if (bucketName === undefined || !runtime.buckets.some((b) => b.name === bucketName)) {
+      throw new ProxyError('ROUTE_NOT_FOUND', { reason: 'unknown bucket' })
+    }
+    const key = keyParts.join('/')
+    const target =
+      key === '' || key === '*'
+        ? { prefix: `${bucketName}/` }
+        : key.endsWith('*')
+          ? { prefix: `${bucketName}/${key.slice(0, -1)}` }
+          : { exact: `${bucketName}/${key}` }
+    return c.json({ purged: await runtime.purge(target), target })
+  })
+
+  app.get('/admin/cache/stats', (c) => {
+    const cache = runtime.cache
+    const tiers: Record<string, unknown> = {}
+    for (const tier of cache?.store.tiers ?? []) {
+      const s = tier.stats()
+      tiers[tier.name] = {
+        entries: s.entries,
+        bytes: s.bytes,
+        hits: s.hits,
+        misses: s.misses,
+        hit_bytes: s.hitBytes,
+        evictions: s.evictions,
+        hit_ratio: ratio(s.hits, s.misses),
+      }
+    }
+    const buckets: Record<string, unknown> = {}
+    for (const bucket of runtime.buckets) {
+      const k = bucket.cache?.counters
+      if (k === undefined) continue
+      buckets[bucket.name] = {
+        hits: k.hits,
+        misses: k.misses,
+        stale: k.stale,
+        hit_bytes: k.hitBytes,
+        hit_ratio: ratio(k.hits, k.misses),
+      }
+    }
+    c.header('cache-control', 'no-store')
+    return c.json({ tiers, buckets })
+  })
+
+  return app
+}
+
+function ratio(hits: number, misses: number): number {
+  return hits + misses === 0 ? 0 : Math.round((hits / (hits + misses)) * 10_000) / 10_000
+}
