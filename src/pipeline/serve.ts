@@ -239,10 +239,17 @@ async function fill(
 ): Promise<Response> {
   const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
   const finish = (entry: CachedObject | undefined) => {
-    if (flight !== undefined) cache.flights.delete(cacheKey)
-    if (entry !== undefined) void cache.store.set(cacheKey, entry)
-    else if (!policy.store) void cache.store.delete(cacheKey)
     flight?.settle(entry)
+    if (entry === undefined) {
+      if (flight !== undefined) cache.flights.delete(cacheKey)
+      if (!policy.store) void cache.store.delete(cacheKey)
+      return
+    }
+    // The flight stays findable until every tier holds the entry, so a request whose lookup
+    // passed a tier just before it was written still joins instead of fetching again.
+    void cache.store.set(cacheKey, entry).finally(() => {
+      if (flight !== undefined) cache.flights.delete(cacheKey)
+    })
   }
   const abandon = (error: unknown) => {
     if (flight !== undefined) cache.flights.delete(cacheKey)
