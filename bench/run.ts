@@ -3,6 +3,8 @@
 //     through the proxy (uncached: proxy + s3rver)
 //   - 50 MiB GET: MB/s straight from s3rver and through the proxy
 //   - the proxy's peak RSS (it runs in its own process, as in production)
+//   - cached 1 KiB GET with a JWT (memory hit) against the same raw node:http ceiling
+//   - the memory tier's hit ratio on a Zipf(1.0) workload; JWT verify cost
 // Each measurement runs RUNS times; the table shows the median. Client, proxy and s3rver share the
 // machine's cores, so absolute numbers understate a deployment; ratios are what to compare.
 //   BENCH_DURATION (seconds per run, default 5), BENCH_CONNECTIONS (default 32), BENCH_RUNS (default 3)
@@ -17,20 +19,23 @@ import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client
 import autocannon from 'autocannon'
 // @ts-expect-error s3rver ships no type declarations
 import S3rver from 's3rver'
+import { SignJWT } from 'jose'
 import { benchJwt } from './jwt.ts'
+import { zipfHitRatio } from './zipf.ts'
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 const DURATION = Number(process.env.BENCH_DURATION ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32)
 const RUNS = Number(process.env.BENCH_RUNS ?? 3)
 const SMALL = randomBytes(1024)
+const JWT_SECRET = 'bench-secret-that-is-long-enough-for-hs256'
 const LARGE = randomBytes(50 * 1024 * 1024)
 const ROOT = join(import.meta.dirname, '..')
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0
 
-async function load(url: string) {
-  const result = await autocannon({ url, connections: CONNECTIONS, duration: DURATION, pipelining: 1 })
+async function load(url: string, headers: Record<string, string> = {}) {
+  const result = await autocannon({ url, headers, connections: CONNECTIONS, duration: DURATION, pipelining: 1 })
   if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors`)
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99 }
 }
@@ -75,10 +80,17 @@ async function main() {
     configFile,
     `server: { address: "127.0.0.1:${proxyPort}" }
 logging: { level: info }
+cache:
+  memory: { max_size: 64MB }
 buckets:
   - name: bench
     path_prefix: /bench
     s3: { bucket: bench, endpoint: "${s3Url}", access_key: S3RVER, secret_key: S3RVER }
+  - name: cached
+    path_prefix: /cached
+    s3: { bucket: bench, endpoint: "${s3Url}", access_key: S3RVER, secret_key: S3RVER }
+    cache: { enabled: true, ttl_seconds: 3600 }
+    auth: { enabled: true, jwt: { secret: "${JWT_SECRET}" } }
 `
   )
   // The compiled proxy in its own process, as in production; access logs go to /dev/null.
@@ -94,16 +106,18 @@ buckets:
   await waitForHealth(`http://127.0.0.1:${proxyPort}/health`)
   const proxyUrl = `http://127.0.0.1:${proxyPort}`
 
+  const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(new TextEncoder().encode(JWT_SECRET))
   const rows: Array<[string, { rps: number; p50: number; p99: number }]> = []
-  const targets: Array<[string, string]> = [
-    ['raw node:http, same 1 KiB', rawUrl],
-    ['s3rver direct, 1 KiB', `${s3Url}/bench/small.bin`],
-    ['proxy -> s3rver, 1 KiB (uncached)', `${proxyUrl}/bench/small.bin`],
+  const targets: Array<[string, string, Record<string, string>]> = [
+    ['raw node:http, same 1 KiB', rawUrl, {}],
+    ['proxy, cached 1 KiB with a JWT (memory hit)', `${proxyUrl}/cached/small.bin`, { authorization: `Bearer ${token}` }],
+    ['s3rver direct, 1 KiB', `${s3Url}/bench/small.bin`, {}],
+    ['proxy -> s3rver, 1 KiB (uncached)', `${proxyUrl}/bench/small.bin`, {}],
   ]
-  for (const [name, url] of targets) {
-    await load(url) // warm-up
+  for (const [name, url, headers] of targets) {
+    await load(url, headers) // warm-up
     const runs = []
-    for (let i = 0; i < RUNS; i++) runs.push(await load(url))
+    for (let i = 0; i < RUNS; i++) runs.push(await load(url, headers))
     rows.push([name, { rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)) }])
   }
   const rssAfterSmall = await peakRssMiB(proxy.pid as number)
@@ -118,12 +132,14 @@ buckets:
 
   console.log(`\n1 KiB GET, ${CONNECTIONS} connections, ${DURATION}s x ${RUNS} runs (median)`)
   console.log('| target | req/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: |')
-  for (const [name, r] of rows) console.log(`| ${name} | ${Math.round(r.rps)} | ${r.p50} | ${r.p99} |`)
+  const raw0 = rows[0]?.[1].rps ?? 1
+  for (const [name, r] of rows) console.log(`| ${name} | ${Math.round(r.rps)} (${Math.round((r.rps / raw0) * 100)}% of raw) | ${r.p50} | ${r.p99} |`)
   console.log(`\n50 MiB GET, one at a time, ${RUNS} runs (median)`)
   console.log('| path | MB/s |\n| --- | ---: |')
   for (const [name, mbs] of throughput) console.log(`| ${name} | ${Math.round(mbs)} |`)
   console.log(`\nproxy peak RSS: ${rssAfterSmall.toFixed(1)} MiB after the 1 KiB load, ${peakRss.toFixed(1)} MiB after the 50 MiB downloads`)
 
+  console.log(`\nmemory tier hit ratio, Zipf(1.0) over 10,000 objects, cache holding 10%: ${((await zipfHitRatio()) * 100).toFixed(1)}%`)
   const jwt = await benchJwt(RUNS)
   console.log(`\nJWT verify (in-process, ${RUNS} runs, median): fresh HS256 ${jwt.freshUs.toFixed(1)} us, cached ${jwt.cachedUs.toFixed(2)} us`)
 
