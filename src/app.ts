@@ -19,7 +19,14 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
   const { logger } = runtime
   const app = new Hono<AppEnv>()
 
-  app.use(observe({ logger }))
+  const queryTokenNames = [
+    ...new Set(
+      runtime.config.buckets.flatMap((b) =>
+        (b.auth?.token_sources ?? []).flatMap((source) => (source.type === 'query' ? [source.name] : []))
+      )
+    ),
+  ]
+  app.use(observe({ logger, queryTokenNames }))
 
   app.get('/health', (c) =>
     c.json({

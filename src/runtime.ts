@@ -78,6 +78,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
             ttlSeconds: bucket.cache.ttl_seconds,
             maxItemBytes: bucket.cache.max_item_bytes,
             staleIfErrorSeconds: bucket.cache.stale_if_error_seconds,
+            followerWaitMs: bucket.s3.timeout * 1000,
             counters: countersOf(cache, bucket.name),
           },
   }))

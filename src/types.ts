@@ -57,6 +57,8 @@ export interface BucketCache {
   ttlSeconds: number
   maxItemBytes: number
   staleIfErrorSeconds: number
+  /** The longest a request waits for another request's fetch of the same key before its own. */
+  followerWaitMs: number
   /** This bucket's counters, kept across reloads. */
   counters: CacheCounters
 }

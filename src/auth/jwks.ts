@@ -73,7 +73,10 @@ export class RemoteKeySet {
       headers: { accept: 'application/json' },
       redirect: 'error',
     })
-    if (!response.ok) throw new JwksUnavailable(`HTTP ${response.status}`)
+    if (!response.ok) {
+      await response.body?.cancel()
+      throw new JwksUnavailable(`HTTP ${response.status}`)
+    }
     const body = (await response.json()) as JSONWebKeySet
     this.#keys = createLocalJWKSet(body)
     this.#fetchedAt = Date.now()

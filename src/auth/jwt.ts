@@ -115,19 +115,14 @@ export class JwtVerifier implements TokenVerifier {
 
   async authenticate(request: TokenCarrier, key: string): Promise<Principal> {
     const found = findToken(request, this.#config.token_sources)
-    // A token in the URL must not leak to third parties through the Referer header.
-    const extra: Record<string, string> = found?.source === 'query' ? { 'referrer-policy': 'no-referrer' } : {}
     if (found === undefined) {
-      throw new ProxyError('AUTH_TOKEN_MISSING', {
-        reason: 'missing',
-        headers: { ...extra, 'www-authenticate': 'Bearer' },
-      })
+      throw new ProxyError('AUTH_TOKEN_MISSING', { reason: 'missing', headers: { 'www-authenticate': 'Bearer' } })
     }
     const invalid = (reason: string, cause?: unknown) =>
       new ProxyError('AUTH_TOKEN_INVALID', {
         reason,
         cause,
-        headers: { ...extra, 'www-authenticate': 'Bearer error="invalid_token"' },
+        headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
       })
 
     const { token } = found
@@ -139,25 +134,21 @@ export class JwtVerifier implements TokenVerifier {
       verified = undefined
     }
     if (verified === undefined) {
-      verified = await this.#verify(token, invalid, extra)
+      verified = await this.#verify(token, invalid)
       if (cacheKey !== undefined) this.#verified?.set(cacheKey, verified)
     }
 
     const scopeClaim = this.#config.path_scope_claim
     if (scopeClaim !== undefined) {
       const scope = verified.claims[scopeClaim]
-      if (scope === undefined) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope_missing', headers: extra })
-      if (!keyInScope(key, scope)) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope', headers: extra })
+      if (scope === undefined) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope_missing' })
+      if (!keyInScope(key, scope)) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope' })
     }
     return { subject: verified.subject, claims: verified.claims, tokenSource: found.source }
   }
 
   /** Signature, registered claims and claim rules; the result is safe to cache until `until`. */
-  async #verify(
-    token: string,
-    invalid: (reason: string, cause?: unknown) => ProxyError,
-    extra: Record<string, string>
-  ): Promise<VerifiedToken> {
+  async #verify(token: string, invalid: (reason: string, cause?: unknown) => ProxyError): Promise<VerifiedToken> {
     if (!COMPACT_JWS.test(token)) throw invalid('malformed')
     let header: Record<string, unknown>
     try {
@@ -197,14 +188,15 @@ export class JwtVerifier implements TokenVerifier {
     const now = Date.now()
     const maxLifetime = this.#config.max_token_lifetime_seconds
     if (maxLifetime !== undefined) {
+      // Measured from the earlier of iat and now: a token cannot shorten its lifetime by claiming
+      // to be issued in the future.
       const nowSeconds = Math.floor(now / 1000)
-      if (payload.exp === undefined || payload.exp - (payload.iat ?? nowSeconds) > maxLifetime) {
-        throw invalid('lifetime_too_long')
-      }
+      const issued = Math.min(payload.iat ?? nowSeconds, nowSeconds)
+      if (payload.exp === undefined || payload.exp - issued > maxLifetime) throw invalid('lifetime_too_long')
     }
 
     const failed = failedRule(this.#config.claims, payload)
-    if (failed !== undefined) throw new ProxyError('AUTHZ_DENIED', { reason: `claim:${failed.claim}`, headers: extra })
+    if (failed !== undefined) throw new ProxyError('AUTHZ_DENIED', { reason: `claim:${failed.claim}` })
 
     const cacheLimit = now + this.#config.token_cache_ttl_seconds * 1000
     const until = payload.exp === undefined ? cacheLimit : Math.min(cacheLimit, payload.exp * 1000)

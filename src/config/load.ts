@@ -451,6 +451,9 @@ async function normalizeJwt(
   } else {
     algorithms = configured ?? ['RS256']
     if (!checkFamily(algorithms, 'public', [...at, 'algorithm'], report)) return
+    if (block.jwks_cache_seconds >= block.jwks_stale_max_seconds) {
+      return void report([...at, 'jwks_stale_max_seconds'], 'must be longer than jwks_cache_seconds (it is how long a key set may outlive its freshness)')
+    }
     key = {
       kind: 'jwks',
       jwks: {

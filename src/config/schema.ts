@@ -154,7 +154,7 @@ const jwtSchema = z.strictObject({
   jwks_url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
   jwks_cache_seconds: positive.default(300),
   jwks_stale_max_seconds: positive.default(86400),
-  jwks_refetch_cooldown_seconds: nonNegative.default(30),
+  jwks_refetch_cooldown_seconds: positive.default(30),
   jwks_timeout_ms: positive.default(2000),
   path_scope_claim: text.optional(),
   token_cache_size: num.pipe(z.number().int().min(0)).default(10000),

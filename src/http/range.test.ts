@@ -14,6 +14,11 @@ describe('parseRange', () => {
   it('reports a valid multi-range set as multiple', () => {
     assert.equal(parseRange('bytes=0-1, 4-5'), 'multiple')
   })
+  it('never produces a number S3 cannot parse', () => {
+    assert.deepEqual(parseRange('bytes=0-99999999999999999999999'), { kind: 'from', start: 0 })
+    assert.equal(parseRange('bytes=99999999999999999999999-'), undefined)
+    assert.deepEqual(parseRange('bytes=-99999999999999999999999'), { kind: 'suffix', length: Number.MAX_SAFE_INTEGER })
+  })
   it('ignores invalid headers entirely', () => {
     for (const h of ['bytes=5-1', 'bytes=', 'items=0-1', 'bytes=a-b', 'bytes=0-1,x', 'bytes=--1']) {
       assert.equal(parseRange(h), undefined, h)

@@ -31,12 +31,18 @@ function parseOne(item: string): RangeSpec | undefined {
   const single = SINGLE.exec(item)
   if (single !== null) {
     const start = Number(single[1])
+    // No object is 2^53 bytes long: a start past that is ignored, an end past it means "to the end".
+    if (!Number.isSafeInteger(start)) return undefined
     if (single[2] === '') return { kind: 'from', start }
     const end = Number(single[2])
+    if (!Number.isSafeInteger(end)) return { kind: 'from', start }
     return end < start ? undefined : { kind: 'bounded', start, end }
   }
   const suffix = SUFFIX.exec(item)
-  if (suffix !== null) return { kind: 'suffix', length: Number(suffix[1]) }
+  if (suffix !== null) {
+    const length = Number(suffix[1])
+    return { kind: 'suffix', length: Number.isSafeInteger(length) ? length : Number.MAX_SAFE_INTEGER }
+  }
   return undefined
 }
 

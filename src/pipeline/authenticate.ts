@@ -21,7 +21,5 @@ export function authenticate(): MiddlewareHandler<AppEnv> {
     const principal = await verifier.authenticate(carrier, c.var.route.key)
     c.set('principal', principal)
     await next()
-    // A token in the URL must not leak to third parties through the Referer header.
-    if (principal.tokenSource === 'query') c.res.headers.set('referrer-policy', 'no-referrer')
   }
 }

@@ -17,11 +17,7 @@ export function authorize(): MiddlewareHandler<AppEnv> {
       method: c.req.method,
       client_ip: clientIp(c),
     })
-    if (!decision.allow) {
-      const headers: Record<string, string> =
-        c.var.principal?.tokenSource === 'query' ? { 'referrer-policy': 'no-referrer' } : {}
-      throw new ProxyError('AUTHZ_DENIED', { reason: decision.reason, headers })
-    }
+    if (!decision.allow) throw new ProxyError('AUTHZ_DENIED', { reason: decision.reason })
     await next()
   }
 }

@@ -14,23 +14,37 @@ const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 export interface ObserveOptions {
   logger: Logger
+  /** Query parameter names any bucket reads a token from. */
+  queryTokenNames: readonly string[]
 }
 
 export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
-  const { logger } = options
+  const { logger, queryTokenNames } = options
   return async function observe(c, next) {
     const started = performance.now()
     const offered = c.req.header('x-request-id')
     const requestId = offered !== undefined && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID()
     c.set('requestId', requestId)
 
+    const outgoing = c.env?.outgoing
+    // Set on the socket response before the app's headers are written (Node merges the two), so
+    // the app's response keeps its plain header object and the adapter's fast path.
+    outgoing?.setHeader('x-request-id', requestId)
+    outgoing?.setHeader('x-content-type-options', 'nosniff')
+    // A token in the URL must not leak to third parties through the Referer header, whatever the
+    // outcome of the request.
+    const tokenInUrl = queryTokenNames.length > 0 && carriesQueryToken(requestTarget(c), queryTokenNames)
+    if (tokenInUrl) outgoing?.setHeader('referrer-policy', 'no-referrer')
+
     await next()
 
     const res = c.res
-    res.headers.set('x-request-id', requestId)
-    res.headers.set('x-content-type-options', 'nosniff')
+    if (outgoing === undefined) {
+      res.headers.set('x-request-id', requestId)
+      res.headers.set('x-content-type-options', 'nosniff')
+      if (tokenInUrl) res.headers.set('referrer-policy', 'no-referrer')
+    }
 
-    const outgoing = c.env?.outgoing
     const write = () => {
       const transfer = c.get('transfer')
       const route = c.get('route')
@@ -54,4 +68,11 @@ export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
     if (outgoing !== undefined && !outgoing.writableFinished) outgoing.once('close', write)
     else write()
   }
+}
+
+function carriesQueryToken(target: string, names: readonly string[]): boolean {
+  const query = target.indexOf('?')
+  if (query === -1) return false
+  const params = new URLSearchParams(target.slice(query + 1))
+  return names.some((name) => params.has(name))
 }

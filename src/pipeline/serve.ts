@@ -39,6 +39,15 @@ interface CacheOutcome {
 }
 
 const EMPTY = new Uint8Array(0)
+const HIT_STATUS: Record<string, string> = {
+  memory: 'yatagarasu; hit; detail=memory',
+  disk: 'yatagarasu; hit; detail=disk',
+  redis: 'yatagarasu; hit; detail=redis',
+}
+
+/** Headers of a whole-object answer from a cache entry, built once per entry. */
+const entryHeaders = new WeakMap<CachedObject, { bucket: BucketRoute; headers: HeaderRecord }>()
+
 
 export function serve(): Handler<AppEnv> {
   return async function serve(c) {
@@ -52,7 +61,7 @@ export function serve(): Handler<AppEnv> {
     if (hit !== undefined && hit.entry.freshUntil > Date.now()) {
       cache.counters.hits++
       cache.counters.hitBytes += hit.entry.body.length
-      return fromEntry(bucket, hit.entry, request, { xCache: 'HIT', status: `yatagarasu; hit; detail=${hit.tier}` })
+      return fromEntry(c, bucket, hit.entry, request, { xCache: 'HIT', status: HIT_STATUS[hit.tier] ?? `yatagarasu; hit; detail=${hit.tier}` })
     }
     cache.counters.misses++
     if (hit !== undefined) return revalidate(c, bucket, cache, cacheKey, key, hit.entry, request)
@@ -77,7 +86,10 @@ function readRequest(c: Context<AppEnv>): ObjectRequest {
     range: parsed === 'multiple' ? undefined : parsed,
     ifRange: c.req.header('if-range'),
     options: {
-      signal: c.req.raw.signal,
+      // Created on first use: a cache hit never needs it.
+      get signal() {
+        return c.req.raw.signal
+      },
       abortResponse:
         outgoing === undefined
           ? undefined
@@ -107,7 +119,20 @@ async function fromOrigin(
     return new Response(null, { status: decided.range ? 206 : 200, headers: bodyHeaders(bucket, meta, decided.range, outcome) })
   }
 
-  let body: ObjectBody = await bucket.source.get(key, request.range, options)
+  let body: ObjectBody
+  try {
+    body = await bucket.source.get(key, request.range, options)
+  } catch (err) {
+    // The backend refused the range before the proxy saw the validators. Preconditions and
+    // If-Range come first (RFC 9110 §13.2.2): decide again on the metadata (a rare extra HEAD).
+    const conditional = Object.values(request.conditions).some((v) => v !== undefined) || request.ifRange !== undefined
+    if (!(err instanceof ProxyError && err.code === 'RANGE_NOT_SATISFIABLE' && conditional)) throw err
+    const meta = await bucket.source.head(key, options)
+    const decided = decide(meta, request)
+    if (decided.kind !== 'body') return preconditionAnswer(bucket, decided.kind, meta, outcome)
+    body = await bucket.source.get(key, undefined, options)
+    return streamed(c, bucket, body, body.stream, outcome)
+  }
   const outcomeOfPreconditions = evaluatePreconditions(request.conditions, body.meta)
   if (outcomeOfPreconditions !== 'proceed') {
     await body.stream.cancel()
@@ -136,12 +161,18 @@ function streamed(
 // Cache
 
 /** Answers from a cached copy: the same status, headers and bytes a miss would get. */
-function fromEntry(bucket: BucketRoute, entry: CachedObject, request: ObjectRequest, outcome: CacheOutcome): Response {
+function fromEntry(
+  c: Context<AppEnv>,
+  bucket: BucketRoute,
+  entry: CachedObject,
+  request: ObjectRequest,
+  outcome: CacheOutcome
+): Response {
   const meta = entry.meta
   const decided = decide(meta, request)
   outcome.entry = entry
   if (decided.kind !== 'body') return preconditionAnswer(bucket, decided.kind, meta, outcome)
-  const headers = bodyHeaders(bucket, meta, decided.range, outcome)
+  const headers = decided.range === undefined ? wholeEntryHeaders(bucket, entry, outcome) : bodyHeaders(bucket, meta, decided.range, outcome)
   const status = decided.range === undefined ? 200 : 206
   if (request.head) return new Response(null, { status, headers })
   const { body } = entry
@@ -149,7 +180,20 @@ function fromEntry(bucket: BucketRoute, entry: CachedObject, request: ObjectRequ
   const length = decided.range === undefined ? body.length : decided.range.end - start + 1
   // A view on the cached bytes, no copy.
   const bytes = length === 0 ? EMPTY : new Uint8Array(body.buffer as ArrayBuffer, body.byteOffset + start, length)
+  c.set('transfer', { bytesSent: () => length })
   return new Response(bytes, { status, headers })
+}
+
+function wholeEntryHeaders(bucket: BucketRoute, entry: CachedObject, outcome: CacheOutcome): HeaderRecord {
+  let base = entryHeaders.get(entry)
+  // A reload builds new bucket objects (their Cache-Control policy may differ): rebuild then.
+  if (base === undefined || base.bucket !== bucket) {
+    base = { bucket, headers: bodyHeaders(bucket, entry.meta, undefined, undefined) }
+    entryHeaders.set(entry, base)
+  }
+  const headers = { ...base.headers }
+  applyCacheHeaders(headers, outcome)
+  return headers
 }
 
 async function revalidate(
@@ -171,7 +215,7 @@ async function revalidate(
     const withinWindow = Date.now() < stale.freshUntil + cache.staleIfErrorSeconds * 1000
     if (err instanceof ProxyError && err.source === 'upstream' && withinWindow) {
       cache.counters.stale++
-      return fromEntry(bucket, stale, request, { xCache: 'STALE', status: `yatagarasu; fwd=stale; fwd-status=${err.status}; detail=stale-if-error` })
+      return fromEntry(c, bucket, stale, request, { xCache: 'STALE', status: `yatagarasu; fwd=stale; fwd-status=${err.status}; detail=stale-if-error` })
     }
     if (err instanceof ProxyError && err.code === 'ORIGIN_NOT_FOUND') void cache.store.delete(cacheKey)
     throw err
@@ -181,7 +225,7 @@ async function revalidate(
     const policy = storagePolicy(stale.meta.cacheControl, cache.ttlSeconds)
     const refreshed: CachedObject = { ...stale, storedAt: now, freshUntil: now + policy.freshMs }
     void cache.store.set(cacheKey, refreshed)
-    return fromEntry(bucket, refreshed, request, { xCache: 'HIT', status: 'yatagarasu; fwd=stale; fwd-status=304' })
+    return fromEntry(c, bucket, refreshed, request, { xCache: 'HIT', status: 'yatagarasu; fwd=stale; fwd-status=304' })
   }
   return fill(c, bucket, cache, cacheKey, result, request, undefined)
 }
@@ -196,10 +240,16 @@ async function fetchAndFill(
 ): Promise<Response> {
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
-    // A failed or uncacheable leader leaves the follower to fetch on its own.
-    const shared = await inFlight.catch(() => undefined)
+    // A failed, uncacheable or slow leader (its own client may read slowly) leaves the follower
+    // to fetch on its own after at most `followerWaitMs`.
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<undefined>((resolve) => {
+      timer = setTimeout(resolve, cache.followerWaitMs, undefined)
+    })
+    const shared = await Promise.race([inFlight.catch(() => undefined), deadline])
+    clearTimeout(timer)
     if (shared !== undefined) {
-      return fromEntry(bucket, shared, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' })
+      return fromEntry(c, bucket, shared, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' })
     }
     return fromOrigin(c, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
   }
@@ -277,7 +327,7 @@ async function fill(
       throw err
     }
     finish(entry)
-    return fromEntry(bucket, entry, request, miss)
+    return fromEntry(c, bucket, entry, request, miss)
   }
 
   const chunks: Uint8Array[] = []
@@ -342,27 +392,32 @@ async function collect(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
 // ---------------------------------------------------------------------------------------------
 // RFC 9110 decisions and headers
 
-type Decision = { kind: 'not-modified' | 'failed' } | { kind: 'body'; range: ByteRange | undefined }
+type Decision =
+  | { kind: 'not-modified' | 'failed' | 'unsatisfiable' }
+  | { kind: 'body'; range: ByteRange | undefined }
 
-/** Preconditions first, then If-Range, then Range, against the object's metadata. */
+/** Preconditions first, then If-Range, then Range (RFC 9110 §13.2.2), against the metadata. */
 function decide(meta: ObjectMeta, request: ObjectRequest): Decision {
   const outcome = evaluatePreconditions(request.conditions, meta)
   if (outcome !== 'proceed') return { kind: outcome }
   if (request.range === undefined || !ifRangeAllows(request.ifRange, meta)) return { kind: 'body', range: undefined }
   const range = resolveRange(request.range, meta.size)
-  if (range === undefined) {
-    throw new ProxyError('RANGE_NOT_SATISFIABLE', { headers: { 'content-range': unsatisfiedRange(meta.size) } })
-  }
-  return { kind: 'body', range }
+  return range === undefined ? { kind: 'unsatisfiable' } : { kind: 'body', range }
 }
 
+function unsatisfiable(meta: ObjectMeta): ProxyError {
+  return new ProxyError('RANGE_NOT_SATISFIABLE', { headers: { 'content-range': unsatisfiedRange(meta.size) } })
+}
+
+/** The answer without a body: 304, or the 412 / 416 error. */
 function preconditionAnswer(
   bucket: BucketRoute,
-  kind: 'not-modified' | 'failed',
+  kind: 'not-modified' | 'failed' | 'unsatisfiable',
   meta: ObjectMeta,
   outcome: CacheOutcome | undefined
 ): Response {
   if (kind === 'failed') throw new ProxyError('HTTP_PRECONDITION_FAILED')
+  if (kind === 'unsatisfiable') throw unsatisfiable(meta)
   const headers = notModifiedHeaders(meta)
   applyPolicyHeaders(headers, bucket, meta, outcome)
   return new Response(null, { status: 304, headers })
@@ -376,10 +431,14 @@ function bodyHeaders(bucket: BucketRoute, meta: ObjectMeta, range: ByteRange | u
 }
 
 function applyPolicyHeaders(headers: HeaderRecord, bucket: BucketRoute, meta: ObjectMeta, outcome: CacheOutcome | undefined): void {
-  const cacheControl = outgoingCacheControl(meta.cacheControl, bucket.verifier !== null, bucket.cdnCacheControl)
+  const restricted = bucket.verifier !== null || bucket.authorizer !== null
+  const cacheControl = outgoingCacheControl(meta.cacheControl, restricted, bucket.cdnCacheControl)
   if (cacheControl === undefined) delete headers['cache-control']
   else headers['cache-control'] = cacheControl
-  if (outcome === undefined) return
+  if (outcome !== undefined) applyCacheHeaders(headers, outcome)
+}
+
+function applyCacheHeaders(headers: HeaderRecord, outcome: CacheOutcome): void {
   headers['x-cache'] = outcome.xCache
   headers['cache-status'] = outcome.status
   if (outcome.entry !== undefined && outcome.xCache !== 'MISS') {

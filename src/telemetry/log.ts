@@ -10,5 +10,7 @@ export function createLogger(config: Config['logging'], destination?: Destinatio
   const options = { level: config.level, base: { service: 'yatagarasu' } }
   if (destination !== undefined) return pino(options, destination)
   if (config.format === 'text') return pino(options, pretty({ colorize: false, sync: true }))
-  return pino(options)
+  // Buffered: one write per ~4 KiB of log lines instead of one per request (the access log is on
+  // the hot path). main.ts flushes on shutdown.
+  return pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096 }))
 }

@@ -95,6 +95,7 @@ ${bucketYaml({
         jwks_url: ${jwks.url}
         algorithm: RS256
         jwks_refetch_cooldown_seconds: 0.2
+        jwks_cache_seconds: 0.2
         jwks_stale_max_seconds: 1.5
         token_cache_size: 0`,
 })}

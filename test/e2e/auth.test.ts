@@ -152,6 +152,16 @@ describe('token sources', () => {
     assert.doesNotMatch(JSON.stringify(proxy.logs), new RegExp(token.slice(-20)))
   })
 
+  it('sets Referrer-Policy on any response to a request that carried a query token', async () => {
+    const withBearerToo = await send(proxy.url, `/private/doc.txt?token=x`, { headers: bearer(await hs()) })
+    assert.equal(withBearerToo.status, 200)
+    assert.equal(withBearerToo.headers['referrer-policy'], 'no-referrer')
+    const notFound = await send(proxy.url, '/nowhere/doc.txt?token=x')
+    assert.equal(notFound.status, 404)
+    assert.equal(notFound.headers['referrer-policy'], 'no-referrer')
+    assert.equal((await send(proxy.url, '/nowhere/doc.txt')).headers['referrer-policy'], undefined)
+  })
+
   it('sets Referrer-Policy on a refused query token too', async () => {
     const res = await send(proxy.url, '/private/doc.txt?token=not.a.jwt')
     assert.equal(res.status, 401)

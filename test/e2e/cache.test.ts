@@ -161,6 +161,25 @@ describe('hits and misses', () => {
   })
 })
 
+describe('a slow leader', () => {
+  it('does not hold other requests for the same key longer than s3.timeout', async () => {
+    await s3.put('cached', 'slow-leader.bin', Buffer.alloc(40 * 1024 * 1024, 3))
+    const proxy = await start(config({ layers: '[memory]' }).replace('max_item_size: 8KB', 'max_item_size: 64MB').replace('memory: { max_size: 1MB }', 'memory: { max_size: 128MB }'))
+    const http = await import('node:http')
+    const url = new URL(proxy.url)
+    const leader = await new Promise<import('node:http').IncomingMessage>((resolve) =>
+      http.get({ host: url.hostname, port: url.port, path: '/c/slow-leader.bin', agent: false }, resolve)
+    )
+    leader.pause()
+    const started = Date.now()
+    const follower = await send(proxy.url, '/c/slow-leader.bin')
+    assert.equal(follower.status, 200)
+    assert.equal(follower.body.length, 40 * 1024 * 1024)
+    assert.ok(Date.now() - started < 6000, 'the follower fetched on its own after the wait')
+    leader.destroy()
+  })
+})
+
 describe('freshness and outages', () => {
   let proxy: TestProxy
   before(async () => {

@@ -235,6 +235,20 @@ describe('range requests', () => {
     }
   })
 
+  it('evaluates preconditions before an unsatisfiable Range (RFC 9110 13.2.2)', async () => {
+    const bin = await send(proxy.url, '/pub/bytes.bin')
+    const etagOf = String(bin.headers.etag)
+    const notModified = await send(proxy.url, '/pub/bytes.bin', { headers: { range: 'bytes=5000-', 'if-none-match': etagOf } })
+    assert.equal(notModified.status, 304)
+    const failed = await send(proxy.url, '/pub/bytes.bin', { headers: { range: 'bytes=5000-', 'if-match': '"other"' } })
+    assert.equal(failed.status, 412)
+    const staleIfRange = await send(proxy.url, '/pub/bytes.bin', { headers: { range: 'bytes=5000-', 'if-range': '"stale"' } })
+    assert.equal(staleIfRange.status, 200)
+    assert.deepEqual(staleIfRange.body, BYTES)
+    const head = await send(proxy.url, '/pub/bytes.bin', { method: 'HEAD', headers: { range: 'bytes=5000-', 'if-none-match': etagOf } })
+    assert.equal(head.status, 304)
+  })
+
   it('honours If-Range only while the ETag still matches', async () => {
     const bin = await send(proxy.url, '/pub/bytes.bin')
     const matching = await send(proxy.url, '/pub/bytes.bin', {
