@@ -69,10 +69,12 @@ async function main(): Promise<number> {
     { address: `${config.server.host}:${proxy.port}`, buckets: config.buckets.map((b) => b.path_prefix), version: VERSION },
     'yatagarasu listening'
   )
+  logger.flush()
 
   process.on('SIGHUP', () => void proxy.reload())
   const stop = (signal: string) => {
     logger.info({ signal }, 'shutting down: draining requests in flight')
+    logger.flush()
     void proxy.shutdown().then(() => {
       logger.info('shutdown complete')
       logger.flush()

@@ -11,6 +11,9 @@ export function createLogger(config: Config['logging'], destination?: Destinatio
   if (destination !== undefined) return pino(options, destination)
   if (config.format === 'text') return pino(options, pretty({ colorize: false, sync: true }))
   // Buffered: one write per ~4 KiB of log lines instead of one per request (the access log is on
-  // the hot path). main.ts flushes on shutdown.
-  return pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096 }))
+  // the hot path), flushed at least every 250 ms so a quiet instance's lines are not held back.
+  // main.ts flushes lifecycle lines at once and on shutdown.
+  const logger = pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096 }))
+  setInterval(() => logger.flush(), 250).unref()
+  return logger
 }
