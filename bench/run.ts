@@ -8,7 +8,7 @@
 // Each measurement runs RUNS times; the table shows the median. Client, proxy and s3rver share the
 // machine's cores, so absolute numbers understate a deployment; ratios are what to compare.
 //   BENCH_DURATION (seconds per run, default 5), BENCH_CONNECTIONS (default 32), BENCH_RUNS (default 3)
-import { spawn } from 'node:child_process'
+import { fork, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
@@ -67,12 +67,10 @@ async function main() {
   await client.send(new PutObjectCommand({ Bucket: 'bench', Key: 'large.bin', Body: LARGE }))
   client.destroy()
 
-  const raw = http.createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': SMALL.length })
-    res.end(SMALL)
-  })
-  await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve))
-  const rawUrl = `http://127.0.0.1:${(raw.address() as AddressInfo).port}/`
+  const rawPort = await freePort()
+  const raw = fork(join(ROOT, 'bench/raw-server.mjs'), [String(rawPort)], { stdio: 'ignore' })
+  await new Promise((resolve) => raw.once('message', resolve))
+  const rawUrl = `http://127.0.0.1:${rawPort}/`
 
   const proxyPort = await freePort()
   const configFile = join(dir, 'config.yaml')
@@ -145,7 +143,7 @@ buckets:
 
   proxy.kill('SIGTERM')
   await new Promise((resolve) => proxy.once('exit', resolve))
-  raw.close()
+  raw.kill()
   await s3rver.close()
   await rm(dir, { recursive: true, force: true })
 }

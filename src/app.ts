@@ -54,11 +54,11 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
   app.onError((err, c) => {
     const error = isProxyError(err) ? err : new ProxyError('INTERNAL_ERROR', { cause: err })
     if (error.source === 'internal') {
-      logger.error({ request_id: c.var.requestId, err }, 'unhandled error')
+      logger.error({ request_id: c.get('requestId'), err }, 'unhandled error')
     }
     c.error = error
     const body = JSON.stringify({
-      error: { code: error.code, message: error.message, request_id: c.var.requestId },
+      error: { code: error.code, message: error.message, request_id: c.get('requestId') },
     })
     return new Response(body, {
       status: error.status,

@@ -8,7 +8,7 @@ import type { AppEnv } from '../types.ts'
 
 export function authenticate(): MiddlewareHandler<AppEnv> {
   return async function authenticate(c, next) {
-    const verifier = c.var.route.bucket.verifier
+    const verifier = c.get('route').bucket.verifier
     if (verifier === null) {
       c.set('principal', null)
       return next()
@@ -18,7 +18,7 @@ export function authenticate(): MiddlewareHandler<AppEnv> {
       query: (name) => c.req.query(name),
       cookie: (name) => getCookie(c, name),
     }
-    const principal = await verifier.authenticate(carrier, c.var.route.key)
+    const principal = await verifier.authenticate(carrier, c.get('route').key)
     c.set('principal', principal)
     await next()
   }

@@ -7,10 +7,10 @@ import { clientIp } from './request-target.ts'
 
 export function authorize(): MiddlewareHandler<AppEnv> {
   return async function authorize(c, next) {
-    const { bucket, key } = c.var.route
+    const { bucket, key } = c.get('route')
     if (bucket.authorizer === null) return next()
     const decision = await bucket.authorizer.authorize({
-      jwt_claims: c.var.principal?.claims ?? {},
+      jwt_claims: c.get('principal')?.claims ?? {},
       bucket: bucket.name,
       path: `${bucket.prefix}/${key}`,
       key,

@@ -9,7 +9,7 @@ import type { AppEnv } from '../types.ts'
 
 export function cors(): MiddlewareHandler<AppEnv> {
   return async function cors(c, next) {
-    const policy = c.var.route.bucket.cors
+    const policy = c.get('route').bucket.cors
     const origin = c.req.header('origin')
     if (c.req.method === 'OPTIONS') {
       const requestMethod = c.req.header('access-control-request-method')

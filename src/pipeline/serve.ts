@@ -51,7 +51,7 @@ const entryHeaders = new WeakMap<CachedObject, { bucket: BucketRoute; headers: H
 
 export function serve(): Handler<AppEnv> {
   return async function serve(c) {
-    const { bucket, key } = c.var.route
+    const { bucket, key } = c.get('route')
     const request = readRequest(c)
     const cache = bucket.cache
     if (cache === null) return fromOrigin(c, bucket, key, request, undefined)
@@ -378,7 +378,7 @@ async function answerFresh(
   }
   if (decided.range !== undefined) {
     await body.stream.cancel()
-    return fromOrigin(c, bucket, c.var.route.key, request, outcome)
+    return fromOrigin(c, bucket, c.get('route').key, request, outcome)
   }
   return streamed(c, bucket, body, body.stream, outcome)
 }
