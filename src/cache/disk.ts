@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { LRUCache } from 'lru-cache'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
 import { decodeEntry, decodeHeader, encodeEntry } from './codec.ts'
+import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
 export interface DiskCacheOptions {
   dir: string
@@ -32,10 +33,7 @@ export class DiskCache implements CacheStore {
   readonly #staleMs: number
   readonly #maxItemBytes: number
   readonly #index: LRUCache<string, IndexEntry>
-  #hits = 0
-  #misses = 0
-  #hitBytes = 0
-  #evictions = 0
+  readonly #counters = new TierCounters()
 
   private constructor(options: DiskCacheOptions) {
     this.#dir = options.dir
@@ -45,7 +43,7 @@ export class DiskCache implements CacheStore {
       maxSize: options.maxBytes,
       sizeCalculation: (entry) => Math.max(1, entry.size),
       dispose: (entry, _key, reason) => {
-        if (reason === 'evict') this.#evictions++
+        if (reason === 'evict') this.#counters.evictions++
         if (reason !== 'set') void unlink(entry.file).catch(() => {})
       },
     })
@@ -64,16 +62,11 @@ export class DiskCache implements CacheStore {
     if (indexed !== undefined) {
       const bytes = await readFile(indexed.file).catch(() => undefined)
       const entry = bytes === undefined ? undefined : decodeEntry(key, bytes)
-      if (entry !== undefined && entry.freshUntil + this.#staleMs > Date.now()) {
-        this.#hits++
-        this.#hitBytes += entry.body.length
-        return entry
-      }
+      if (entry !== undefined && entry.freshUntil + this.#staleMs > Date.now()) return this.#counters.record(entry)
       // Gone, corrupt, truncated or past its stale window: never served, removed.
       this.#index.delete(key)
     }
-    this.#misses++
-    return undefined
+    return this.#counters.record(undefined)
   }
 
   async set(key: string, entry: CachedObject): Promise<void> {
@@ -101,22 +94,11 @@ export class DiskCache implements CacheStore {
   }
 
   async purge(prefix: string): Promise<number> {
-    let count = 0
-    for (const key of [...this.#index.keys()]) {
-      if (key.startsWith(prefix) && this.#index.delete(key)) count++
-    }
-    return count
+    return purgeByPrefix(this.#index, prefix)
   }
 
   stats(): CacheTierStats {
-    return {
-      entries: this.#index.size,
-      bytes: this.#index.calculatedSize,
-      hits: this.#hits,
-      misses: this.#misses,
-      hitBytes: this.#hitBytes,
-      evictions: this.#evictions,
-    }
+    return this.#counters.snapshot(this.#index.size, this.#index.calculatedSize)
   }
 
   async close(): Promise<void> {

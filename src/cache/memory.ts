@@ -2,6 +2,7 @@
 // a per-entry lifetime of freshness plus the stale window.
 import { LRUCache } from 'lru-cache'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
+import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
 export interface MemoryCacheOptions {
   maxBytes: number
@@ -17,10 +18,7 @@ export class MemoryCache implements CacheStore {
   readonly name = 'memory'
   readonly #lru: LRUCache<string, CachedObject>
   readonly #staleMs: number
-  #hits = 0
-  #misses = 0
-  #hitBytes = 0
-  #evictions = 0
+  readonly #counters = new TierCounters()
 
   constructor(options: MemoryCacheOptions) {
     this.#staleMs = options.staleSeconds * 1000
@@ -29,20 +27,13 @@ export class MemoryCache implements CacheStore {
       maxEntrySize: options.maxItemBytes + ENTRY_OVERHEAD,
       sizeCalculation: (entry) => entry.body.length + ENTRY_OVERHEAD,
       dispose: (_value, _key, reason) => {
-        if (reason === 'evict') this.#evictions++
+        if (reason === 'evict') this.#counters.evictions++
       },
     })
   }
 
   async get(key: string): Promise<CachedObject | undefined> {
-    const entry = this.#lru.get(key)
-    if (entry === undefined) {
-      this.#misses++
-      return undefined
-    }
-    this.#hits++
-    this.#hitBytes += entry.body.length
-    return entry
+    return this.#counters.record(this.#lru.get(key))
   }
 
   async set(key: string, entry: CachedObject): Promise<void> {
@@ -55,22 +46,11 @@ export class MemoryCache implements CacheStore {
   }
 
   async purge(prefix: string): Promise<number> {
-    let count = 0
-    for (const key of [...this.#lru.keys()]) {
-      if (key.startsWith(prefix) && this.#lru.delete(key)) count++
-    }
-    return count
+    return purgeByPrefix(this.#lru, prefix)
   }
 
   stats(): CacheTierStats {
-    return {
-      entries: this.#lru.size,
-      bytes: this.#lru.calculatedSize,
-      hits: this.#hits,
-      misses: this.#misses,
-      hitBytes: this.#hitBytes,
-      evictions: this.#evictions,
-    }
+    return this.#counters.snapshot(this.#lru.size, this.#lru.calculatedSize)
   }
 
   async close(): Promise<void> {

@@ -10,6 +10,7 @@
 import { Cluster, Redis } from 'ioredis'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
 import { decodeEntry, encodeEntry } from './codec.ts'
+import { TierCounters } from './tier-stats.ts'
 
 export interface RedisCacheOptions {
   url: string
@@ -34,9 +35,7 @@ export class RedisCache implements CacheStore {
   #subscriber: Client | undefined
   #failures = 0
   #openUntil = 0
-  #hits = 0
-  #misses = 0
-  #hitBytes = 0
+  readonly #counters = new TierCounters()
 
   constructor(options: RedisCacheOptions) {
     this.#options = options
@@ -45,14 +44,7 @@ export class RedisCache implements CacheStore {
 
   async get(key: string): Promise<CachedObject | undefined> {
     const bytes = await this.#call((c) => c.getBuffer(this.#options.keyPrefix + key))
-    const entry = bytes === undefined || bytes === null ? undefined : decodeEntry(key, bytes)
-    if (entry === undefined) {
-      this.#misses++
-      return undefined
-    }
-    this.#hits++
-    this.#hitBytes += entry.body.length
-    return entry
+    return this.#counters.record(bytes === undefined || bytes === null ? undefined : decodeEntry(key, bytes))
   }
 
   async set(key: string, entry: CachedObject): Promise<void> {
@@ -100,7 +92,7 @@ export class RedisCache implements CacheStore {
   }
 
   stats(): CacheTierStats {
-    return { entries: null, bytes: null, hits: this.#hits, misses: this.#misses, hitBytes: this.#hitBytes, evictions: 0 }
+    return this.#counters.snapshot(null, null)
   }
 
   async close(): Promise<void> {
