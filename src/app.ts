@@ -26,7 +26,8 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
       )
     ),
   ]
-  app.use(observe({ logger, queryTokenNames }))
+  const { metrics } = runtime
+  app.use(observe({ logger, queryTokenNames, metrics }))
 
   app.get('/health', (c) =>
     c.json({
@@ -47,8 +48,8 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
   app.use(guard({ maxUriLength: runtime.config.server.max_uri_length }))
   app.use(route({ buckets: runtime.buckets }))
   app.use(cors())
-  app.use(authenticate())
-  app.use(authorize())
+  app.use(authenticate({ metrics }))
+  app.use(authorize({ metrics }))
   app.all('*', serve())
 
   app.onError((err, c) => {

@@ -61,12 +61,14 @@ async function main(): Promise<number> {
   if (config.server.workers !== 1) {
     logger.warn({ workers: config.server.workers }, 'server.workers > 1 is not implemented yet; running one process')
   }
-  if (config.metrics.enabled) {
-    logger.warn({ port: config.metrics.port }, 'metrics are not served by this version yet')
-  }
   const proxy = await startProxy(config, logger)
   logger.info(
-    { address: `${config.server.host}:${proxy.port}`, buckets: config.buckets.map((b) => b.path_prefix), version: VERSION },
+    {
+      address: `${config.server.host}:${proxy.port}`,
+      metrics: proxy.metricsUrl,
+      buckets: config.buckets.map((b) => b.path_prefix),
+      version: VERSION,
+    },
     'yatagarasu listening'
   )
   logger.flush()

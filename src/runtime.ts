@@ -14,6 +14,7 @@ import type { Authorizer, CachedObject, CacheStore, TokenVerifier } from './port
 import { S3Source } from './origin/s3.ts'
 import { Readiness } from './readiness.ts'
 import type { Logger } from './telemetry/log.ts'
+import type { Metrics } from './telemetry/metrics.ts'
 import type { BucketRoute, CacheCounters } from './types.ts'
 
 /** The cache shared by every bucket of a generation, handed on to the next when its config is unchanged. */
@@ -37,6 +38,8 @@ export interface Runtime {
   readonly readiness: Readiness
   readonly startedAt: number
   readonly cache: SharedCache | null
+  /** Undefined when metrics are disabled. */
+  readonly metrics: Metrics | undefined
   /** Verifies admin JWTs (the global jwt block), when admin claims are configured. */
   readonly adminVerifier: TokenVerifier | null
   /**
@@ -50,6 +53,7 @@ export interface Runtime {
 
 export interface RuntimeDeps {
   logger: Logger
+  metrics?: Metrics | undefined
   generation: number
   startedAt: number
 }
@@ -64,7 +68,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
   const buckets: BucketRoute[] = config.buckets.map((bucket, i) => ({
     name: bucket.name,
     prefix: bucket.path_prefix,
-    source: new S3Source(bucket.s3),
+    source: new S3Source(bucket.s3, deps.metrics && { metrics: deps.metrics, bucket: bucket.name, replica: 'primary' }),
     verifier: bucket.auth === null ? null : new JwtVerifier(bucket.auth),
     authorizer: authorizers[i] ?? null,
     cors: bucket.cors,
@@ -94,6 +98,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     readiness: new Readiness(buckets),
     startedAt: deps.startedAt,
     cache,
+    metrics: deps.metrics,
     adminVerifier,
     async purge(target) {
       if (cache === null) return 0

@@ -12,6 +12,7 @@ import type { Config } from './config/schema.ts'
 import { ERROR_CATALOGUE, type ErrorCode } from './errors.ts'
 import { buildRuntime, type Runtime } from './runtime.ts'
 import type { Logger } from './telemetry/log.ts'
+import { Metrics } from './telemetry/metrics.ts'
 import type { AppEnv } from './types.ts'
 
 interface Generation {
@@ -30,6 +31,8 @@ export interface ReloadResult {
 export interface Proxy {
   readonly port: number
   readonly url: string
+  /** The Prometheus endpoint (`metrics.port`), when metrics are enabled. */
+  readonly metricsUrl: string | undefined
   readonly generation: number
   /** Re-reads the config file; on any error the running generation keeps serving. */
   reload(): Promise<ReloadResult>
@@ -39,7 +42,10 @@ export interface Proxy {
 
 export async function startProxy(config: Config, logger: Logger): Promise<Proxy> {
   const startedAt = Date.now()
-  let current = makeGeneration(await buildRuntime(config, { logger, generation: 1, startedAt }))
+  // Process-wide, kept across reloads (metrics.* changes need a restart).
+  const metrics = config.metrics.enabled ? new Metrics() : undefined
+  let current = makeGeneration(await buildRuntime(config, { logger, metrics, generation: 1, startedAt }))
+  metrics?.configGeneration.set(1)
   let draining = false
 
   const listener = getRequestListener(
@@ -84,6 +90,26 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
   })
   const port = (server.address() as AddressInfo).port
   const host = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host
+  const urlOf = (p: number) => `http://${host.includes(':') ? `[${host}]` : host}:${p}`
+
+  const metricsServer =
+    metrics === undefined
+      ? undefined
+      : await listen(
+          http.createServer((req, res) => {
+            if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+              res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
+              return
+            }
+            updateCacheGauges(metrics, current.runtime)
+            metrics.registry.metrics().then(
+              (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+              () => res.writeHead(500).end()
+            )
+          }),
+          config.metrics.port,
+          config.server.host
+        )
 
   function release(generation: Generation): void {
     generation.inFlight--
@@ -92,7 +118,8 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
 
   return {
     port,
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url: urlOf(port),
+    metricsUrl: metricsServer === undefined ? undefined : `${urlOf((metricsServer.address() as AddressInfo).port)}/metrics`,
     get generation() {
       return current.runtime.generation
     },
@@ -102,12 +129,15 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
       const next = previous.runtime.generation + 1
       try {
         const nextConfig = await loadConfig(previous.runtime.config.file)
-        current = makeGeneration(await buildRuntime(nextConfig, { logger, generation: next, startedAt }, previous.runtime))
+        current = makeGeneration(await buildRuntime(nextConfig, { logger, metrics, generation: next, startedAt }, previous.runtime))
       } catch (err) {
+        metrics?.configReloads.inc({ result: 'failure' })
         const error = err instanceof Error ? err.message : String(err)
         logger.error({ generation: previous.runtime.generation, error }, 'reload failed; keeping the running configuration')
         return { ok: false, generation: previous.runtime.generation, error }
       }
+      metrics?.configReloads.inc({ result: 'success' })
+      metrics?.configGeneration.set(next)
       previous.retired = true
       if (previous.inFlight === 0) previous.runtime.close()
       logger.info({ generation: next }, 'configuration reloaded')
@@ -130,7 +160,30 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
         await closed
       }
       current.runtime.close()
+      metricsServer?.closeAllConnections()
+      await new Promise((resolve) => (metricsServer === undefined ? resolve(undefined) : metricsServer.close(resolve)))
     },
+  }
+}
+
+async function listen(server: http.Server, port: number, host: string): Promise<http.Server> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  return server
+}
+
+/** Cache sizes are read from the tiers when Prometheus scrapes, not kept up to date per request. */
+function updateCacheGauges(metrics: Metrics, runtime: Runtime): void {
+  for (const tier of runtime.cache?.store.tiers ?? []) {
+    const stats = tier.stats()
+    if (stats.entries !== null) metrics.cacheEntries.set({ tier: tier.name }, stats.entries)
+    if (stats.bytes !== null) metrics.cacheBytes.set({ tier: tier.name }, stats.bytes)
+    metrics.cacheEvictions.set({ tier: tier.name }, stats.evictions)
   }
 }
 

@@ -81,11 +81,19 @@ export interface TransferMeter {
   bytesSent(): number
 }
 
+/** How the cache took part in a response; written by serve, read by observe for metrics. */
+export interface CacheUse {
+  result: 'hit' | 'miss' | 'stale'
+  /** The tier that answered a hit or stale answer. */
+  tier: string | undefined
+}
+
 export type AppVariables = {
   requestId: string
   route: RouteMatch
   principal: Principal | null
   transfer: TransferMeter
+  cacheUse: CacheUse
 }
 
 /** Hono environment of the app: node-server bindings (absent under `app.request()`) and variables. */

@@ -354,7 +354,7 @@ export const fileSchema = z.strictObject({
     })
     .prefault({}),
   metrics: z
-    .strictObject({ enabled: bool.default(false), port: count.default(9090) })
+    .strictObject({ enabled: bool.default(false), port: num.pipe(z.number().int().min(0).max(65535)).default(9090) })
     .prefault({}),
   cache: cacheSchema.optional(),
   admin: z

@@ -29,6 +29,7 @@ import {
   unsatisfiedRange,
 } from '../http/range.ts'
 import type { ObjectBody, ObjectSource, ReadOptions } from '../ports.ts'
+import type { Metrics } from '../telemetry/metrics.ts'
 import type { ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
 
 /** Readiness probes must answer quickly even when `s3.timeout` is long. */
@@ -39,7 +40,17 @@ export class S3Source implements ObjectSource {
   readonly #bucket: string
   readonly #timeoutMs: number
 
-  constructor(config: S3Config) {
+  readonly #observe: ((seconds: number, result: string) => void) | undefined
+
+  /** `metrics` (when enabled) records each request by bucket and replica. */
+  constructor(config: S3Config, telemetry?: { metrics: Metrics; bucket: string; replica: string }) {
+    if (telemetry !== undefined) {
+      const { metrics, bucket, replica } = telemetry
+      this.#observe = (seconds, result) => {
+        metrics.originRequests.inc({ bucket, replica, result })
+        metrics.originDuration.observe({ bucket, replica }, seconds)
+      }
+    }
     const agentOptions = { keepAlive: true, maxSockets: config.max_connections, scheduling: 'lifo' as const }
     this.#bucket = config.bucket
     this.#timeoutMs = config.timeout * 1000
@@ -175,10 +186,15 @@ export class S3Source implements ObjectSource {
     }, timeoutMs)
     const onClientGone = () => controller.abort()
     signal?.addEventListener('abort', onClientGone, { once: true })
+    const started = performance.now()
     try {
-      return await call(controller.signal)
+      const result = await call(controller.signal)
+      this.#observe?.((performance.now() - started) / 1000, 'ok')
+      return result
     } catch (err) {
-      throw toProxyError(err, timedOut, signal?.aborted === true)
+      const error = toProxyError(err, timedOut, signal?.aborted === true)
+      this.#observe?.((performance.now() - started) / 1000, error.reason === 'not_modified' ? 'not_modified' : error.code)
+      throw error
     } finally {
       clearTimeout(timer)
       signal?.removeEventListener('abort', onClientGone)

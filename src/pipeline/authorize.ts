@@ -2,13 +2,20 @@
 // this key (403 AUTHZ_DENIED otherwise). Runs after authenticate; buckets without a policy skip it.
 import type { MiddlewareHandler } from 'hono'
 import { ProxyError } from '../errors.ts'
+import type { Metrics } from '../telemetry/metrics.ts'
 import type { AppEnv } from '../types.ts'
 import { clientIp } from './request-target.ts'
 
-export function authorize(): MiddlewareHandler<AppEnv> {
+export interface AuthorizeOptions {
+  metrics: Metrics | undefined
+}
+
+export function authorize(options: AuthorizeOptions): MiddlewareHandler<AppEnv> {
+  const { metrics } = options
   return async function authorize(c, next) {
     const { bucket, key } = c.get('route')
     if (bucket.authorizer === null) return next()
+    const started = performance.now()
     const decision = await bucket.authorizer.authorize({
       jwt_claims: c.get('principal')?.claims ?? {},
       bucket: bucket.name,
@@ -17,6 +24,10 @@ export function authorize(): MiddlewareHandler<AppEnv> {
       method: c.req.method,
       client_ip: clientIp(c),
     })
+    if (metrics !== undefined) {
+      metrics.authzDecisions.inc({ bucket: bucket.name, reason: decision.reason })
+      metrics.authzDuration.observe({ bucket: bucket.name }, (performance.now() - started) / 1000)
+    }
     if (!decision.allow) throw new ProxyError('AUTHZ_DENIED', { reason: decision.reason })
     await next()
   }

@@ -7,21 +7,25 @@ import { randomUUID } from 'node:crypto'
 import type { MiddlewareHandler } from 'hono'
 import { rawPathOf } from '../http/path.ts'
 import type { Logger } from '../telemetry/log.ts'
-import type { AppEnv } from '../types.ts'
+import { statusClass, type Metrics } from '../telemetry/metrics.ts'
+import type { AppEnv, CacheUse } from '../types.ts'
 import { requestTarget } from './request-target.ts'
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 export interface ObserveOptions {
   logger: Logger
+  /** Undefined when metrics are off: no metric work at all then. */
+  metrics: Metrics | undefined
   /** Query parameter names any bucket reads a token from. */
   queryTokenNames: readonly string[]
 }
 
 export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
-  const { logger, queryTokenNames } = options
+  const { logger, queryTokenNames, metrics } = options
   return async function observe(c, next) {
     const started = performance.now()
+    metrics?.inFlight.inc()
     const offered = c.req.header('x-request-id')
     const requestId = offered !== undefined && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID()
     c.set('requestId', requestId)
@@ -49,15 +53,18 @@ export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
       const transfer = c.get('transfer')
       const route = c.get('route')
       const error = c.error as { code?: string; reason?: string } | undefined
+      const seconds = (performance.now() - started) / 1000
+      const bytes = transfer !== undefined ? transfer.bytesSent() : Number(res.headers.get('content-length') ?? 0)
+      if (metrics !== undefined) record(metrics, c.req.method, res.status, seconds, bytes, route?.bucket.name, c.get('cacheUse'))
       logger.info(
         {
           request_id: requestId,
           method: c.req.method,
           path: rawPathOf(requestTarget(c)),
           status: res.status,
-          bytes: transfer !== undefined ? transfer.bytesSent() : Number(res.headers.get('content-length') ?? 0),
+          bytes,
           complete: outgoing === undefined ? true : outgoing.writableFinished,
-          duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
+          duration_ms: Math.round(seconds * 1e6) / 1000,
           bucket: route?.bucket.name,
           error: error?.code,
           reason: error?.reason,
@@ -75,4 +82,22 @@ function carriesQueryToken(target: string, names: readonly string[]): boolean {
   if (query === -1) return false
   const params = new URLSearchParams(target.slice(query + 1))
   return names.some((name) => params.has(name))
+}
+
+function record(
+  metrics: Metrics,
+  method: string,
+  status: number,
+  seconds: number,
+  bytes: number,
+  bucket = '',
+  cacheUse: CacheUse | undefined
+): void {
+  metrics.inFlight.dec()
+  metrics.requests.inc({ bucket, method, status: String(status) })
+  metrics.requestDuration.observe({ bucket, method, status_class: statusClass(status) }, seconds)
+  metrics.bytesSent.inc({ bucket, tier: cacheUse?.tier ?? 'none' }, bytes)
+  if (cacheUse === undefined) return
+  metrics.cacheRequests.inc({ bucket, result: cacheUse.result })
+  if (cacheUse.result === 'hit' && cacheUse.tier !== undefined) metrics.cacheHitBytes.inc({ bucket, tier: cacheUse.tier }, bytes)
 }

@@ -35,6 +35,8 @@ interface ObjectRequest {
 interface CacheOutcome {
   xCache: 'HIT' | 'MISS' | 'STALE'
   status: string
+  /** The tier that answered, for metrics. */
+  tier?: string
   entry?: CachedObject
 }
 
@@ -61,9 +63,10 @@ export function serve(): Handler<AppEnv> {
     if (hit !== undefined && hit.entry.freshUntil > Date.now()) {
       cache.counters.hits++
       cache.counters.hitBytes += hit.entry.body.length
-      return fromEntry(c, bucket, hit.entry, request, { xCache: 'HIT', status: HIT_STATUS[hit.tier] ?? `yatagarasu; hit; detail=${hit.tier}` })
+      return fromEntry(c, bucket, hit.entry, request, { xCache: 'HIT', status: HIT_STATUS[hit.tier] ?? `yatagarasu; hit; detail=${hit.tier}`, tier: hit.tier })
     }
     cache.counters.misses++
+    c.set('cacheUse', { result: 'miss', tier: undefined })
     if (hit !== undefined) return revalidate(c, bucket, cache, cacheKey, key, hit.entry, request)
     if (request.head || request.range !== undefined) {
       return fromOrigin(c, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
@@ -168,6 +171,7 @@ function fromEntry(
   request: ObjectRequest,
   outcome: CacheOutcome
 ): Response {
+  c.set('cacheUse', { result: outcome.xCache === 'STALE' ? 'stale' : outcome.xCache === 'HIT' ? 'hit' : 'miss', tier: outcome.tier })
   const meta = entry.meta
   const decided = decide(meta, request)
   outcome.entry = entry
