@@ -145,12 +145,6 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     message: 'The client closed the request before the backend answered',
   },
-  SERVER_SHUTTING_DOWN: {
-    status: 503,
-    source: 'internal',
-    retryable: true,
-    message: 'The server is shutting down',
-  },
   INTERNAL_ERROR: {
     status: 500,
     source: 'internal',

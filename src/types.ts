@@ -32,7 +32,7 @@ export interface ObjectMeta {
 export interface Principal {
   subject: string | undefined
   claims: Readonly<Record<string, unknown>>
-  /** Where the token was found; a query token makes responses carry Referrer-Policy: no-referrer. */
+  /** Where the token was found (for logs and audit). */
   tokenSource: 'bearer' | 'header' | 'query' | 'cookie'
 }
 
