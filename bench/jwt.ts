@@ -30,10 +30,14 @@ const carrier = (token: string): TokenCarrier => {
   return { header: (name) => (name === 'authorization' ? authorization : undefined), query: () => undefined, cookie: () => undefined }
 }
 
-async function perOp(n: number, run: (i: number) => Promise<unknown>): Promise<number> {
+async function perOp(n: number, run: (i: number) => unknown): Promise<number> {
   for (let i = 0; i < Math.min(n, 2000); i++) await run(i) // warm-up
   const started = process.hrtime.bigint()
-  for (let i = 0; i < n; i++) await run(i)
+  for (let i = 0; i < n; i++) {
+    // A cached token is answered without a promise, as the pipeline sees it.
+    const result = run(i)
+    if (result instanceof Promise) await result
+  }
   return Number(process.hrtime.bigint() - started) / n / 1000
 }
 

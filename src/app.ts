@@ -1,18 +1,21 @@
 // createApp: the only place the order of the request pipeline is written.
-//   observe -> guard -> route -> cors -> authenticate -> authorize -> serve   (onError renders errors)
+//   observe -> guard -> route -> cors -> authenticate -> authorize -> serve   (errors rendered as JSON)
 // plus the proxy's own endpoints (/health, /ready, /admin/*), which skip the pipeline after observe.
-import { Hono } from 'hono'
+// observe wraps everything as Hono middleware; the object pipeline is plain stage calls in one
+// handler (no middleware chain, no promise for a stage that waits for nothing).
+import { Hono, type Context } from 'hono'
 import { adminRoutes } from './admin.ts'
 import { isProxyError, ProxyError } from './errors.ts'
 import { authenticate } from './pipeline/authenticate.ts'
 import { authorize } from './pipeline/authorize.ts'
-import { cors } from './pipeline/cors.ts'
+import { corsDecorate, corsPreflight } from './pipeline/cors.ts'
 import { guard } from './pipeline/guard.ts'
 import { observe } from './pipeline/observe.ts'
 import { route } from './pipeline/route.ts'
 import { serve } from './pipeline/serve.ts'
 import type { Runtime } from './runtime.ts'
 import type { AppEnv } from './types.ts'
+import type { Logger } from './telemetry/log.ts'
 import { VERSION } from './version.ts'
 
 export function createApp(runtime: Runtime): Hono<AppEnv> {
@@ -45,31 +48,55 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
 
   app.route('/', adminRoutes(runtime))
 
-  app.use(guard({ maxUriLength: runtime.config.server.max_uri_length }))
-  app.use(route({ buckets: runtime.buckets }))
-  app.use(cors())
-  app.use(authenticate({ metrics }))
-  app.use(authorize({ metrics }))
-  app.all('*', serve())
+  const guardRequest = guard({ maxUriLength: runtime.config.server.max_uri_length })
+  const routeRequest = route({ buckets: runtime.buckets })
+  const authenticateRequest = authenticate({ metrics })
+  const authorizeRequest = authorize({ metrics })
+  const serveRequest = serve()
 
-  app.onError((err, c) => {
-    const error = isProxyError(err) ? err : new ProxyError('INTERNAL_ERROR', { cause: err })
-    if (error.source === 'internal') {
-      logger.error({ request_id: c.get('requestId'), err }, 'unhandled error')
+  const pipeline = async (c: Context<AppEnv>): Promise<Response> => {
+    guardRequest(c)
+    routeRequest(c)
+    const preflight = corsPreflight(c)
+    if (preflight !== undefined) return preflight
+    const authenticated = authenticateRequest(c)
+    if (authenticated !== undefined) await authenticated
+    const authorized = authorizeRequest(c)
+    if (authorized !== undefined) await authorized
+    return serveRequest(c)
+  }
+
+  app.all('*', async (c) => {
+    let res: Response
+    try {
+      res = await pipeline(c)
+    } catch (err) {
+      res = errorResponse(c, err, logger)
     }
-    c.error = error
-    const body = JSON.stringify({
-      error: { code: error.code, message: error.message, request_id: c.get('requestId') },
-    })
-    return new Response(body, {
-      status: error.status,
-      headers: {
-        'content-type': 'application/json; charset=utf-8',
-        'cache-control': 'no-store',
-        ...error.headers,
-      },
-    })
+    corsDecorate(c, res)
+    return res
   })
+  app.onError((err, c) => errorResponse(c, err, logger))
 
   return app
+}
+
+/** The JSON error answer (with the request id); the error is kept on the context for the access log. */
+function errorResponse(c: Context<AppEnv>, err: unknown, logger: Logger): Response {
+  const error = isProxyError(err) ? err : new ProxyError('INTERNAL_ERROR', { cause: err })
+  if (error.source === 'internal') {
+    logger.error({ request_id: c.get('requestId'), err }, 'unhandled error')
+  }
+  c.error = error
+  const body = JSON.stringify({
+    error: { code: error.code, message: error.message, request_id: c.get('requestId') },
+  })
+  return new Response(body, {
+    status: error.status,
+    headers: {
+      'content-type': 'application/json; charset=utf-8',
+      'cache-control': 'no-store',
+      ...error.headers,
+    },
+  })
 }

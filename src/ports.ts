@@ -46,9 +46,10 @@ export interface ObjectSource {
 export interface TokenVerifier {
   /**
    * Finds and verifies the request's token, for reading `key` (the decoded object key).
-   * Throws ProxyError AUTH_* (401) or AUTHZ_* (403).
+   * Throws (or rejects with) ProxyError AUTH_* (401) or AUTHZ_* (403). Answers without a promise
+   * when it needs no I/O (a token it has already verified).
    */
-  authenticate(request: TokenCarrier, key: string): Promise<Principal>
+  authenticate(request: TokenCarrier, key: string): Principal | Promise<Principal>
 }
 
 /** What a verifier may read from a request. */
@@ -118,8 +119,18 @@ export interface CacheStore {
   close(): Promise<void>
 }
 
+/** A cache hit and the name of the tier that had it. */
+export interface TieredHit {
+  entry: CachedObject
+  tier: string
+}
+
 /** The tiered cache as the serve stage uses it: a lookup also says which tier answered. */
 export interface TieredStore extends CacheStore {
   readonly tiers: readonly CacheStore[]
-  lookup(key: string): Promise<{ entry: CachedObject; tier: string } | undefined>
+  readonly peekedTiers: 0 | 1
+  /** The memory tier's entry, without waiting (undefined when there is none). */
+  peek(key: string): TieredHit | undefined
+  /** Searches the tiers from `from` down; a hit is copied to the tiers above it. */
+  lookup(key: string, from?: number): Promise<TieredHit | undefined>
 }

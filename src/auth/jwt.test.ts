@@ -30,5 +30,5 @@ it('refuses a token valid for longer than max_token_lifetime_seconds, even with 
   assert.equal((await verifier.authenticate(carrier(ok), 'k')).tokenSource, 'bearer')
   const farFuture = now + 10 * 365 * 86400
   const sneaky = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setIssuedAt(farFuture - 60).setExpirationTime(farFuture).sign(secret)
-  await assert.rejects(verifier.authenticate(carrier(sneaky), 'k'), (err) => err instanceof ProxyError && err.reason === 'lifetime_too_long')
+  await assert.rejects(async () => verifier.authenticate(carrier(sneaky), 'k'), (err) => err instanceof ProxyError && err.reason === 'lifetime_too_long')
 })

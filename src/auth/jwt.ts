@@ -3,7 +3,7 @@
 // an explicit algorithm allow-list (so `alg: none` and HS-vs-RS confusion never verify), checks
 // exp/nbf with clock skew, issuer, audience and required claims, then the claim rules.
 // 401 = no usable token (RFC 6750 WWW-Authenticate); 403 = a valid token that the rules refuse.
-import { createHash, createHmac, createPublicKey, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto'
+import { createHmac, hash, createPublicKey, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto'
 import {
   decodeProtectedHeader,
   errors,
@@ -27,6 +27,14 @@ export const MAX_TOKEN_LENGTH = 8192
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
 const FORBIDDEN_HEADER_PARAMS = ['jwk', 'jku', 'x5u', 'x5c'] as const
 const BEARER = /^bearer[ \t]+(\S+)[ \t]*$/i
+
+function invalidToken(reason: string, cause?: unknown): ProxyError {
+  return new ProxyError('AUTH_TOKEN_INVALID', {
+    reason,
+    cause,
+    headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
+  })
+}
 
 export interface FoundToken {
   token: string
@@ -113,42 +121,38 @@ export class JwtVerifier implements TokenVerifier {
       config.token_cache_size > 0 ? new LRUCache({ max: config.token_cache_size }) : undefined
   }
 
-  async authenticate(request: TokenCarrier, key: string): Promise<Principal> {
+  authenticate(request: TokenCarrier, key: string): Principal | Promise<Principal> {
     const found = findToken(request, this.#config.token_sources)
     if (found === undefined) {
       throw new ProxyError('AUTH_TOKEN_MISSING', { reason: 'missing', headers: { 'www-authenticate': 'Bearer' } })
     }
-    const invalid = (reason: string, cause?: unknown) =>
-      new ProxyError('AUTH_TOKEN_INVALID', {
-        reason,
-        cause,
-        headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
-      })
-
     const { token } = found
-    if (token.length > MAX_TOKEN_LENGTH) throw invalid('oversized')
-    const cacheKey = this.#verified === undefined ? undefined : createHash('sha256').update(token).digest('base64url')
-    let verified = cacheKey === undefined ? undefined : this.#verified?.get(cacheKey)
-    if (verified !== undefined && verified.until <= Date.now()) {
-      this.#verified?.delete(cacheKey as string)
-      verified = undefined
-    }
-    if (verified === undefined) {
-      verified = await this.#verify(token, invalid)
+    if (token.length > MAX_TOKEN_LENGTH) throw invalidToken('oversized')
+    // Keyed by a digest: the cache never holds a usable token.
+    const cacheKey = this.#verified === undefined ? undefined : hash('sha256', token, 'base64url')
+    const cached = cacheKey === undefined ? undefined : this.#verified?.get(cacheKey)
+    if (cached !== undefined && cached.until > Date.now()) return this.#principal(cached, key, found.source)
+    if (cached !== undefined) this.#verified?.delete(cacheKey as string)
+    return this.#verify(token).then((verified) => {
       if (cacheKey !== undefined) this.#verified?.set(cacheKey, verified)
-    }
+      return this.#principal(verified, key, found.source)
+    })
+  }
 
+  /** The principal of a verified token, if its path scope covers `key`. */
+  #principal(verified: VerifiedToken, key: string, source: FoundToken['source']): Principal {
     const scopeClaim = this.#config.path_scope_claim
     if (scopeClaim !== undefined) {
       const scope = verified.claims[scopeClaim]
       if (scope === undefined) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope_missing' })
       if (!keyInScope(key, scope)) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope' })
     }
-    return { subject: verified.subject, claims: verified.claims, tokenSource: found.source }
+    return { subject: verified.subject, claims: verified.claims, tokenSource: source }
   }
 
   /** Signature, registered claims and claim rules; the result is safe to cache until `until`. */
-  async #verify(token: string, invalid: (reason: string, cause?: unknown) => ProxyError): Promise<VerifiedToken> {
+  async #verify(token: string): Promise<VerifiedToken> {
+    const invalid = invalidToken
     if (!COMPACT_JWS.test(token)) throw invalid('malformed')
     let header: Record<string, unknown>
     try {

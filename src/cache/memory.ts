@@ -33,6 +33,11 @@ export class MemoryCache implements CacheStore {
   }
 
   async get(key: string): Promise<CachedObject | undefined> {
+    return this.peek(key)
+  }
+
+  /** `get` without a promise: the memory tier never waits. */
+  peek(key: string): CachedObject | undefined {
     return this.#counters.record(this.#lru.get(key))
   }
 

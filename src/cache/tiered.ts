@@ -1,24 +1,34 @@
 // The tiered cache: memory -> disk -> Redis (in configured order), itself a CacheStore.
 // A hit in a lower tier is copied to the tiers above it in the background; a set writes every
 // tier without the caller waiting for the slower ones.
-import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
-
-export interface TieredHit {
-  entry: CachedObject
-  tier: string
-}
+import type { CachedObject, CacheStore, CacheTierStats, TieredHit } from '../ports.ts'
+import { MemoryCache } from './memory.ts'
 
 export class TieredCache implements CacheStore {
   readonly name = 'tiered'
   readonly tiers: readonly CacheStore[]
+  /** How many tiers `peek` reads: 1 when the first tier is memory, else 0. */
+  readonly peekedTiers: 0 | 1
+  readonly #memory: MemoryCache | undefined
 
   constructor(tiers: readonly CacheStore[]) {
     this.tiers = tiers
+    this.#memory = tiers[0] instanceof MemoryCache ? tiers[0] : undefined
+    this.peekedTiers = this.#memory === undefined ? 0 : 1
   }
 
-  /** The entry and the name of the tier that had it. */
-  async lookup(key: string): Promise<TieredHit | undefined> {
-    for (let i = 0; i < this.tiers.length; i++) {
+  /**
+   * The first tier's entry when that tier is memory, without a promise: a memory hit is answered
+   * in the same tick. Undefined when it is not there (then `lookup(key, peekedTiers)`).
+   */
+  peek(key: string): TieredHit | undefined {
+    const entry = this.#memory?.peek(key)
+    return entry === undefined ? undefined : { entry, tier: 'memory' }
+  }
+
+  /** The entry and the name of the tier that had it, searching from tier `from` down. */
+  async lookup(key: string, from = 0): Promise<TieredHit | undefined> {
+    for (let i = from; i < this.tiers.length; i++) {
       const tier = this.tiers[i] as CacheStore
       const entry = await tier.get(key)
       if (entry === undefined) continue

@@ -1,42 +1,64 @@
 // authenticate: for a bucket with auth, the request must carry a token its verifier accepts
 // (401 otherwise) that passes the bucket's claim rules (403). Public buckets skip this stage's work.
-// Sets `principal` (null for public buckets).
-import type { MiddlewareHandler } from 'hono'
+// Sets `principal` (null for public buckets). A token the verifier has already checked is accepted
+// without waiting on anything.
+import type { Context } from 'hono'
 import { getCookie } from 'hono/cookie'
 import { ProxyError } from '../errors.ts'
 import type { TokenCarrier } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
-import type { AppEnv } from '../types.ts'
+import type { AppEnv, Principal, Stage } from '../types.ts'
 
 export interface AuthenticateOptions {
   metrics: Metrics | undefined
 }
 
-export function authenticate(options: AuthenticateOptions): MiddlewareHandler<AppEnv> {
+/** The token sources of one request, read only when the verifier asks for them. */
+class RequestCarrier implements TokenCarrier {
+  readonly #c: Context<AppEnv>
+  constructor(c: Context<AppEnv>) {
+    this.#c = c
+  }
+  header(name: string): string | undefined {
+    return this.#c.req.header(name)
+  }
+  query(name: string): string | undefined {
+    return this.#c.req.query(name)
+  }
+  cookie(name: string): string | undefined {
+    return getCookie(this.#c, name)
+  }
+}
+
+export function authenticate(options: AuthenticateOptions): Stage {
   const { metrics } = options
-  return async function authenticate(c, next) {
-    const verifier = c.get('route').bucket.verifier
-    if (verifier === null) {
-      c.set('principal', null)
-      return next()
+  const refused = (bucket: string, err: unknown): never => {
+    if (metrics !== undefined && err instanceof ProxyError) {
+      metrics.authResults.inc({ bucket, result: err.status === 401 ? 'invalid' : 'denied', reason: err.reason ?? err.code })
     }
-    const carrier: TokenCarrier = {
-      header: (name) => c.req.header(name),
-      query: (name) => c.req.query(name),
-      cookie: (name) => getCookie(c, name),
-    }
-    const bucket = c.get('route').bucket.name
-    let principal
-    try {
-      principal = await verifier.authenticate(carrier, c.get('route').key)
-    } catch (err) {
-      if (metrics !== undefined && err instanceof ProxyError) {
-        metrics.authResults.inc({ bucket, result: err.status === 401 ? 'invalid' : 'denied', reason: err.reason ?? err.code })
-      }
-      throw err
-    }
+    throw err
+  }
+  const accepted = (c: Context<AppEnv>, bucket: string, principal: Principal): void => {
     metrics?.authResults.inc({ bucket, result: 'ok', reason: 'ok' })
     c.set('principal', principal)
-    await next()
+  }
+
+  return function authenticate(c) {
+    const { bucket, key } = c.get('route')
+    if (bucket.verifier === null) {
+      c.set('principal', null)
+      return
+    }
+    let outcome: Principal | Promise<Principal>
+    try {
+      outcome = bucket.verifier.authenticate(new RequestCarrier(c), key)
+    } catch (err) {
+      return refused(bucket.name, err)
+    }
+    if (!(outcome instanceof Promise)) return accepted(c, bucket.name, outcome)
+    return outcome.then(
+      (principal) => accepted(c, bucket.name, principal),
+      (err: unknown) => refused(bucket.name, err)
+    )
   }
 }

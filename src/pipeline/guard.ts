@@ -1,18 +1,17 @@
 // guard: request-level refusals before any routing work: methods other than GET/HEAD/OPTIONS
 // (read-only proxy), request targets over `max_uri_length`, and request bodies.
-import type { MiddlewareHandler } from 'hono'
 import { ProxyError } from '../errors.ts'
 import { ALLOWED_METHODS } from '../http/cors.ts'
-import type { AppEnv } from '../types.ts'
+import type { Stage } from '../types.ts'
 import { requestTarget } from './request-target.ts'
 
 export interface GuardOptions {
   maxUriLength: number
 }
 
-export function guard(options: GuardOptions): MiddlewareHandler<AppEnv> {
+export function guard(options: GuardOptions): Stage {
   const { maxUriLength } = options
-  return async function guard(c, next) {
+  return function guard(c) {
     const method = c.req.method
     if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') {
       throw new ProxyError('GUARD_METHOD_NOT_ALLOWED', { headers: { allow: ALLOWED_METHODS } })
@@ -22,6 +21,5 @@ export function guard(options: GuardOptions): MiddlewareHandler<AppEnv> {
     if ((length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined) {
       throw new ProxyError('GUARD_BODY_NOT_ALLOWED')
     }
-    await next()
   }
 }

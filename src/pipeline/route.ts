@@ -2,10 +2,9 @@
 // percent-decoded exactly once; the decoded key is what every later stage sees (auth, S3).
 // `/assets` matches `/assets/a.png`, never `/assets-private/a.png`; `%2F` inside a segment is part
 // of the key, never a prefix boundary.
-import type { MiddlewareHandler } from 'hono'
 import { ProxyError } from '../errors.ts'
 import { decodeSegments, isSafeKey, rawPathOf } from '../http/path.ts'
-import type { AppEnv, BucketRoute } from '../types.ts'
+import type { BucketRoute, Stage } from '../types.ts'
 import { requestTarget } from './request-target.ts'
 
 export interface RouteOptions {
@@ -15,7 +14,7 @@ export interface RouteOptions {
 /** Segments are joined with NUL for lookup: NUL cannot survive the safety check, `/` can. */
 const JOIN = '\0'
 
-export function route(options: RouteOptions): MiddlewareHandler<AppEnv> {
+export function route(options: RouteOptions): Stage {
   const byPrefix = new Map<string, BucketRoute>()
   let maxDepth = 0
   for (const bucket of options.buckets) {
@@ -24,7 +23,7 @@ export function route(options: RouteOptions): MiddlewareHandler<AppEnv> {
     maxDepth = Math.max(maxDepth, segments.length)
   }
 
-  return async function route(c, next) {
+  return function route(c) {
     const segments = decodeSegments(rawPathOf(requestTarget(c)))
     if (segments === undefined) throw new ProxyError('GUARD_BAD_PATH', { reason: 'bad_encoding' })
     if (!isSafeKey(segments.join('/'))) throw new ProxyError('GUARD_BAD_PATH', { reason: 'traversal' })
@@ -35,7 +34,7 @@ export function route(options: RouteOptions): MiddlewareHandler<AppEnv> {
       const key = segments.slice(depth).join('/')
       if (key === '') throw new ProxyError('ROUTE_NO_KEY')
       c.set('route', { bucket, key })
-      return next()
+      return
     }
     throw new ProxyError('ROUTE_NOT_FOUND')
   }

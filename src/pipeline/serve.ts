@@ -14,13 +14,13 @@
 // Without a cache: HEAD asks the backend for metadata only (HeadObject); GET sends a single Range on
 // in the same request; preconditions are evaluated here against the object's validators, and a
 // backend body that is not wanted (304, 412, stale If-Range) is cancelled at once.
-import type { Context, Handler } from 'hono'
+import type { Context } from 'hono'
 import { ProxyError } from '../errors.ts'
 import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '../http/conditional.ts'
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { CachedObject, ObjectBody, ReadOptions } from '../ports.ts'
+import type { CachedObject, ObjectBody, ReadOptions, TieredHit } from '../ports.ts'
 import type { AppEnv, BucketCache, BucketRoute, ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
 
 interface ObjectRequest {
@@ -47,37 +47,62 @@ const HIT_STATUS: Record<string, string> = {
   redis: 'yatagarasu; hit; detail=redis',
 }
 
-/** Headers of a whole-object answer from a cache entry, built once per entry. */
-const entryHeaders = new WeakMap<CachedObject, { bucket: BucketRoute; headers: HeaderRecord }>()
+/**
+ * Headers of whole-object answers from a cache entry: the entry's own headers built once, and the
+ * last complete answer (with X-Cache, Cache-Status, Age), reused while those three are unchanged
+ * (Age changes once a second). Nothing downstream mutates a response's header object.
+ */
+interface EntryHeaders {
+  bucket: BucketRoute
+  base: HeaderRecord
+  answer: HeaderRecord | undefined
+  answerStatus: string
+  answerAge: string
+}
+const entryHeaders = new WeakMap<CachedObject, EntryHeaders>()
 
-
-export function serve(): Handler<AppEnv> {
-  return async function serve(c) {
+export function serve(): (c: Context<AppEnv>) => Response | Promise<Response> {
+  return function serve(c) {
     const { bucket, key } = c.get('route')
     const request = readRequest(c)
     const cache = bucket.cache
     if (cache === null) return fromOrigin(c, bucket, key, request, undefined)
-
     const cacheKey = `${bucket.name}/${key}`
-    const hit = await cache.store.lookup(cacheKey)
-    if (hit !== undefined && hit.entry.freshUntil > Date.now()) {
-      cache.counters.hits++
-      cache.counters.hitBytes += hit.entry.body.length
-      return fromEntry(c, bucket, hit.entry, request, { xCache: 'HIT', status: HIT_STATUS[hit.tier] ?? `yatagarasu; hit; detail=${hit.tier}`, tier: hit.tier })
-    }
-    cache.counters.misses++
-    c.set('cacheUse', { result: 'miss', tier: undefined })
-    if (hit !== undefined) return revalidate(c, bucket, cache, cacheKey, key, hit.entry, request)
-    if (request.head || request.range !== undefined) {
-      return fromOrigin(c, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
-    }
-    return fetchAndFill(c, bucket, cache, cacheKey, key, request)
+    // A fresh memory hit is answered in this tick: no promise on the hottest path.
+    const peeked = cache.store.peek(cacheKey)
+    if (peeked !== undefined && peeked.entry.freshUntil > Date.now()) return fromHit(c, bucket, cache, peeked, request)
+    return fromCacheOrOrigin(c, bucket, cache, cacheKey, key, request, peeked)
   }
+}
+
+function fromHit(c: Context<AppEnv>, bucket: BucketRoute, cache: BucketCache, hit: TieredHit, request: ObjectRequest): Response {
+  cache.counters.hits++
+  cache.counters.hitBytes += hit.entry.body.length
+  return fromEntry(c, bucket, hit.entry, request, { xCache: 'HIT', status: HIT_STATUS[hit.tier] ?? `yatagarasu; hit; detail=${hit.tier}`, tier: hit.tier })
+}
+
+async function fromCacheOrOrigin(
+  c: Context<AppEnv>,
+  bucket: BucketRoute,
+  cache: BucketCache,
+  cacheKey: string,
+  key: string,
+  request: ObjectRequest,
+  peeked: TieredHit | undefined
+): Promise<Response> {
+  const hit = peeked ?? (await cache.store.lookup(cacheKey, cache.store.peekedTiers))
+  if (hit !== undefined && hit.entry.freshUntil > Date.now()) return fromHit(c, bucket, cache, hit, request)
+  cache.counters.misses++
+  c.set('cacheUse', { result: 'miss', tier: undefined })
+  if (hit !== undefined) return revalidate(c, bucket, cache, cacheKey, key, hit.entry, request)
+  if (request.head || request.range !== undefined) {
+    return fromOrigin(c, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+  }
+  return fetchAndFill(c, bucket, cache, cacheKey, key, request)
 }
 
 function readRequest(c: Context<AppEnv>): ObjectRequest {
   const parsed = parseRange(c.req.header('range'))
-  const outgoing = c.env?.outgoing
   return {
     head: c.req.method === 'HEAD',
     conditions: {
@@ -88,19 +113,28 @@ function readRequest(c: Context<AppEnv>): ObjectRequest {
     },
     range: parsed === 'multiple' ? undefined : parsed,
     ifRange: c.req.header('if-range'),
-    options: {
-      // Created on first use: a cache hit never needs it.
-      get signal() {
-        return c.req.raw.signal
-      },
-      abortResponse:
-        outgoing === undefined
-          ? undefined
-          : (error) => {
-              c.error = error
-              outgoing.destroy()
-            },
-    },
+    options: new OriginReadOptions(c),
+  }
+}
+
+/** How an origin read follows the client: built per request, its parts only on first use. */
+class OriginReadOptions implements ReadOptions {
+  readonly #c: Context<AppEnv>
+  constructor(c: Context<AppEnv>) {
+    this.#c = c
+  }
+  /** Aborts the origin request when the client goes away (a cache hit never creates it). */
+  get signal(): AbortSignal {
+    return this.#c.req.raw.signal
+  }
+  get abortResponse(): ((error: ProxyError) => void) | undefined {
+    const c = this.#c
+    const outgoing = c.env?.outgoing
+    if (outgoing === undefined) return undefined
+    return (error) => {
+      c.error = error
+      outgoing.destroy()
+    }
   }
 }
 
@@ -189,15 +223,25 @@ function fromEntry(
 }
 
 function wholeEntryHeaders(bucket: BucketRoute, entry: CachedObject, outcome: CacheOutcome): HeaderRecord {
-  let base = entryHeaders.get(entry)
+  let built = entryHeaders.get(entry)
   // A reload builds new bucket objects (their Cache-Control policy may differ): rebuild then.
-  if (base === undefined || base.bucket !== bucket) {
-    base = { bucket, headers: bodyHeaders(bucket, entry.meta, undefined, undefined) }
-    entryHeaders.set(entry, base)
+  if (built === undefined || built.bucket !== bucket) {
+    built = { bucket, base: bodyHeaders(bucket, entry.meta, undefined, undefined), answer: undefined, answerStatus: '', answerAge: '' }
+    entryHeaders.set(entry, built)
   }
-  const headers = { ...base.headers }
-  applyCacheHeaders(headers, outcome)
+  const age = ageOf(entry)
+  if (built.answer !== undefined && built.answerStatus === outcome.status && built.answerAge === age) return built.answer
+  const headers: HeaderRecord = { ...built.base, 'x-cache': outcome.xCache, 'cache-status': outcome.status }
+  if (outcome.xCache !== 'MISS') headers.age = age
+  built.answer = headers
+  built.answerStatus = outcome.status
+  built.answerAge = age
   return headers
+}
+
+/** Age (RFC 9111 §5.1) of a cached copy, in whole seconds. */
+function ageOf(entry: CachedObject): string {
+  return String(Math.max(0, Math.floor((Date.now() - entry.storedAt) / 1000)))
 }
 
 async function revalidate(
@@ -445,7 +489,5 @@ function applyPolicyHeaders(headers: HeaderRecord, bucket: BucketRoute, meta: Ob
 function applyCacheHeaders(headers: HeaderRecord, outcome: CacheOutcome): void {
   headers['x-cache'] = outcome.xCache
   headers['cache-status'] = outcome.status
-  if (outcome.entry !== undefined && outcome.xCache !== 'MISS') {
-    headers.age = String(Math.max(0, Math.floor((Date.now() - outcome.entry.storedAt) / 1000)))
-  }
+  if (outcome.entry !== undefined && outcome.xCache !== 'MISS') headers.age = ageOf(outcome.entry)
 }
