@@ -12,7 +12,7 @@ import { fork, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
@@ -144,8 +144,88 @@ buckets:
   proxy.kill('SIGTERM')
   await new Promise((resolve) => proxy.once('exit', resolve))
   raw.kill()
+
+  const failover = await primaryKillUnderLoad(dir, s3Port)
+  console.log(
+    `\nprimary killed under steady load (2 replicas, ${CONNECTIONS} connections, ${DURATION * 2}s, primary down at ${DURATION}s): ` +
+      `${failover.requests} requests, ${failover.failed} failed (non-2xx or errors), served by the backup after the kill: ${failover.backupShare}`
+  )
   await s3rver.close()
   await rm(dir, { recursive: true, force: true })
+}
+
+/**
+ * A bucket with two replicas (both the bench's s3rver, the primary behind a TCP relay that can be
+ * cut), uncached, under steady load; the relay is killed half-way (listener closed, every
+ * connection reset). Counts the requests that failed.
+ */
+async function primaryKillUnderLoad(dir: string, s3Port: number): Promise<{ requests: number; failed: number; backupShare: string }> {
+  const sockets = new Set<net.Socket>()
+  const relay = net.createServer((client) => {
+    const upstream = net.connect(s3Port, '127.0.0.1')
+    sockets.add(client).add(upstream)
+    client.pipe(upstream).pipe(client)
+    const drop = () => {
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on('error', drop).on('close', drop)
+    upstream.on('error', drop).on('close', drop)
+  })
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve))
+  const relayPort = (relay.address() as AddressInfo).port
+  const port = await freePort()
+  const configFile = join(dir, 'replicas.yaml')
+  await writeFile(
+    configFile,
+    `server: { address: "127.0.0.1:${port}", debug_headers: true }
+logging: { level: warn }
+buckets:
+  - name: ha
+    path_prefix: /ha
+    s3:
+      bucket: bench
+      access_key: S3RVER
+      secret_key: S3RVER
+      timeout: 10
+      replicas:
+        - { name: primary, priority: 1, endpoint: "http://127.0.0.1:${relayPort}", timeout: 2 }
+        - { name: backup, priority: 2, endpoint: "http://127.0.0.1:${s3Port}", timeout: 2 }
+      circuit_breaker: { failure_threshold: 3, timeout_seconds: 30 }
+`
+  )
+  const proxy = spawn(process.execPath, [join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+  await waitForHealth(`http://127.0.0.1:${port}/health`)
+  let servedByBackup = 0
+  let afterKill = 0
+  let killed = false
+  const run = autocannon({
+    url: `http://127.0.0.1:${port}/ha/small.bin`,
+    connections: CONNECTIONS,
+    duration: DURATION * 2,
+    // Reads X-Served-By from each response's headers (autocannon hands over the parser's raw list).
+    setupClient: (client) =>
+      client.on('headers', (info) => {
+        if (!killed) return
+        afterKill++
+        const raw = (info as unknown as { headers: string[] }).headers
+        const at = raw.findIndex((h, i) => i % 2 === 0 && h.toLowerCase() === 'x-served-by')
+        if (at >= 0 && raw[at + 1] === 'backup') servedByBackup++
+      }),
+  })
+  setTimeout(() => {
+    killed = true
+    relay.close()
+    for (const socket of sockets) socket.destroy()
+  }, DURATION * 1000)
+  const result = await run
+  proxy.kill('SIGTERM')
+  await new Promise((resolve) => proxy.once('exit', resolve))
+  return {
+    requests: result.requests.total,
+    failed: result.non2xx + result.errors,
+    backupShare: afterKill === 0 ? 'n/a' : `${Math.round((servedByBackup / afterKill) * 100)}%`,
+  }
 }
 
 async function peakRssMiB(pid: number): Promise<number> {

@@ -43,7 +43,7 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
   app.get('/ready', async (c) => {
     const report = await runtime.readiness.report()
     c.header('cache-control', 'no-store')
-    return c.json(report, report.status === 'ready' ? 200 : 503)
+    return c.json(report, report.status === 'unavailable' ? 503 : 200)
   })
 
   app.route('/', adminRoutes(runtime))
@@ -52,7 +52,7 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
   const routeRequest = route({ buckets: runtime.buckets })
   const authenticateRequest = authenticate({ metrics })
   const authorizeRequest = authorize({ metrics })
-  const serveRequest = serve()
+  const serveRequest = serve({ debugHeaders: runtime.config.server.debug_headers })
 
   const pipeline = async (c: Context<AppEnv>): Promise<Response> => {
     guardRequest(c)

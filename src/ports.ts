@@ -22,6 +22,10 @@ export interface ReadOptions {
    * Without it, the body stream errors instead.
    */
   abortResponse?: ((error: ProxyError) => void) | undefined
+  /** Epoch ms by which response headers must have arrived (a replica set's request deadline). */
+  deadlineAt?: number | undefined
+  /** Told which replica answered (for X-Served-By and the audit record). */
+  servedBy?: ((replica: string) => void) | undefined
 }
 
 export interface ObjectSource {
@@ -41,6 +45,15 @@ export interface ObjectSource {
   probe(): Promise<boolean>
   /** Releases sockets; called when the runtime that owns the source is retired. */
   close(): void
+}
+
+/** How a replica looks to /ready: takes traffic, does not, or admits trial requests. */
+export type ReplicaHealth = 'healthy' | 'unhealthy' | 'half-open'
+
+/** A bucket's backends as /ready sees them. */
+export interface ReplicaHealthSource {
+  /** Each replica's health, by name, in priority order. */
+  health(): Promise<Record<string, ReplicaHealth>>
 }
 
 export interface TokenVerifier {

@@ -1,51 +1,37 @@
-// Readiness (/ready): whether each bucket's backend answers, from a cheap check (S3 HeadBucket)
-// cached for a few seconds so a busy load balancer cannot turn probes into backend load.
-// 200 when every bucket is reachable; 503 names the buckets that are not.
-import type { ObjectSource } from './ports.ts'
+// Readiness (/ready): each bucket's replicas as their breakers and background probes see them
+// (replicas.ts), so a busy load balancer's probes never turn into backend load.
+//   ready        every replica of every bucket is healthy                       200
+//   degraded     every bucket has a healthy replica, some replica is not        200
+//   unavailable  some bucket has no healthy replica (named in `backends`)        503
+import type { ReplicaHealth, ReplicaHealthSource } from './ports.ts'
 
-export type BackendStatus = 'ready' | 'unavailable'
+export type BackendStatus = 'ready' | 'degraded' | 'unavailable'
 
 export interface ReadinessReport {
-  status: 'ready' | 'unavailable'
-  backends: Record<string, { status: BackendStatus; replicas: Record<string, 'healthy' | 'unhealthy'> }>
+  status: BackendStatus
+  backends: Record<string, { status: BackendStatus; replicas: Record<string, ReplicaHealth> }>
 }
 
 export class Readiness {
-  readonly #buckets: ReadonlyArray<{ name: string; source: ObjectSource }>
-  readonly #maxAgeMs: number
-  #last: { at: number; report: ReadinessReport } | undefined
-  #pending: Promise<ReadinessReport> | undefined
+  readonly #buckets: ReadonlyArray<{ name: string; replicas: ReplicaHealthSource }>
 
-  constructor(buckets: ReadonlyArray<{ name: string; source: ObjectSource }>, maxAgeMs = 2000) {
+  constructor(buckets: ReadonlyArray<{ name: string; replicas: ReplicaHealthSource }>) {
     this.#buckets = buckets
-    this.#maxAgeMs = maxAgeMs
   }
 
-  report(): Promise<ReadinessReport> {
-    if (this.#last !== undefined && Date.now() - this.#last.at < this.#maxAgeMs) {
-      return Promise.resolve(this.#last.report)
-    }
-    this.#pending ??= this.#probe().finally(() => {
-      this.#pending = undefined
-    })
-    return this.#pending
-  }
-
-  async #probe(): Promise<ReadinessReport> {
-    const results = await Promise.all(this.#buckets.map((b) => b.source.probe()))
+  async report(): Promise<ReadinessReport> {
+    const healths = await Promise.all(this.#buckets.map((b) => b.replicas.health()))
     const backends: ReadinessReport['backends'] = {}
+    const statuses: BackendStatus[] = []
     this.#buckets.forEach((bucket, i) => {
-      const ok = results[i] === true
-      backends[bucket.name] = {
-        status: ok ? 'ready' : 'unavailable',
-        replicas: { primary: ok ? 'healthy' : 'unhealthy' },
-      }
+      const replicas = healths[i] ?? {}
+      const states = Object.values(replicas)
+      const healthy = states.filter((s) => s === 'healthy').length
+      const status: BackendStatus = healthy === 0 ? 'unavailable' : healthy === states.length ? 'ready' : 'degraded'
+      statuses.push(status)
+      backends[bucket.name] = { status, replicas }
     })
-    const report: ReadinessReport = {
-      status: results.every((ok) => ok) ? 'ready' : 'unavailable',
-      backends,
-    }
-    this.#last = { at: Date.now(), report }
-    return report
+    const status: BackendStatus = statuses.includes('unavailable') ? 'unavailable' : statuses.includes('degraded') ? 'degraded' : 'ready'
+    return { status, backends }
   }
 }

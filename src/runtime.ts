@@ -11,6 +11,8 @@ import { TieredCache } from './cache/tiered.ts'
 import { ConfigError } from './config/load.ts'
 import type { BucketConfig, Config } from './config/schema.ts'
 import type { Authorizer, CachedObject, CacheStore, TokenVerifier } from './ports.ts'
+import { CircuitBreaker } from './origin/breaker.ts'
+import { ReplicaSet } from './origin/replicas.ts'
 import { S3Source } from './origin/s3.ts'
 import { Readiness } from './readiness.ts'
 import type { Logger } from './telemetry/log.ts'
@@ -36,6 +38,8 @@ export interface Runtime {
   readonly logger: Logger
   readonly buckets: readonly BucketRoute[]
   readonly readiness: Readiness
+  /** Circuit breakers by `bucket/replica`, handed on to the next generation when their config is unchanged. */
+  readonly breakers: ReadonlyMap<string, { built: string; breaker: CircuitBreaker }>
   readonly startedAt: number
   readonly cache: SharedCache | null
   /** Undefined when metrics are disabled. */
@@ -65,10 +69,12 @@ export interface RuntimeDeps {
 export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?: Runtime): Promise<Runtime> {
   const authorizers = await Promise.all(config.buckets.map((bucket, i) => buildAuthorizer(config, bucket, i)))
   const cache = await buildCache(config, deps.logger, previous?.cache ?? null)
+  const breakers = new Map<string, { built: string; breaker: CircuitBreaker }>()
+  const replicaSets = config.buckets.map((bucket) => buildReplicaSet(bucket, deps, previous?.breakers, breakers))
   const buckets: BucketRoute[] = config.buckets.map((bucket, i) => ({
     name: bucket.name,
     prefix: bucket.path_prefix,
-    source: new S3Source(bucket.s3, deps.metrics && { metrics: deps.metrics, bucket: bucket.name, replica: 'primary' }),
+    source: replicaSets[i] as ReplicaSet,
     verifier: bucket.auth === null ? null : new JwtVerifier(bucket.auth),
     authorizer: authorizers[i] ?? null,
     cors: bucket.cors,
@@ -82,7 +88,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
             ttlSeconds: bucket.cache.ttl_seconds,
             maxItemBytes: bucket.cache.max_item_bytes,
             staleIfErrorSeconds: bucket.cache.stale_if_error_seconds,
-            followerWaitMs: bucket.s3.timeout * 1000,
+            followerWaitMs: bucket.backend.deadline_seconds * 1000,
             counters: countersOf(cache, bucket.name),
           },
   }))
@@ -95,7 +101,8 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     config,
     logger: deps.logger,
     buckets,
-    readiness: new Readiness(buckets),
+    readiness: new Readiness(buckets.map((b, i) => ({ name: b.name, replicas: replicaSets[i] as ReplicaSet }))),
+    breakers,
     startedAt: deps.startedAt,
     cache,
     metrics: deps.metrics,
@@ -111,6 +118,51 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
       if (cache?.owned === true) void cache.store.close()
     },
   }
+}
+
+/**
+ * The bucket's replicas behind their breakers. A breaker whose config is unchanged is taken over
+ * from the previous generation, so a reload neither forgets an outage nor resets a recovery.
+ */
+function buildReplicaSet(
+  bucket: BucketConfig,
+  deps: RuntimeDeps,
+  previous: Runtime['breakers'] | undefined,
+  breakers: Map<string, { built: string; breaker: CircuitBreaker }>
+): ReplicaSet {
+  const { backend } = bucket
+  const settings = backend.circuit_breaker
+  const replicas = backend.replicas.map((connection) => {
+    let breaker: CircuitBreaker | undefined
+    if (settings !== null) {
+      const id = `${bucket.name}/${connection.name}`
+      const built = JSON.stringify(settings)
+      const kept = previous?.get(id)
+      breaker =
+        kept !== undefined && kept.built === built
+          ? kept.breaker
+          : new CircuitBreaker({
+              failureThreshold: settings.failure_threshold,
+              successThreshold: settings.success_threshold,
+              openMs: settings.timeout_seconds * 1000,
+              halfOpenMaxRequests: settings.half_open_max_requests,
+              onChange: (from, to) =>
+                deps.logger.warn({ bucket: bucket.name, replica: connection.name, from, to }, 'circuit breaker state change'),
+            })
+      breakers.set(id, { built, breaker })
+    }
+    const source = new S3Source(connection, { metrics: deps.metrics, bucket: bucket.name, probeKey: backend.health_check.key })
+    return { name: connection.name, source, breaker }
+  })
+  return new ReplicaSet({
+    bucket: bucket.name,
+    replicas,
+    deadlineMs: backend.deadline_seconds * 1000,
+    hedgeAfterMs: backend.hedge_after_ms,
+    probeIntervalMs: backend.health_check.interval_seconds * 1000,
+    metrics: deps.metrics,
+    logger: deps.logger,
+  })
 }
 
 /**

@@ -94,6 +94,8 @@ export type AppVariables = {
   principal: Principal | null
   transfer: TransferMeter
   cacheUse: CacheUse
+  /** The replica that answered from the origin (absent for cache hits). */
+  replica: string
 }
 
 /**

@@ -34,7 +34,7 @@ describe('loadConfig', () => {
     assert.deepEqual(auth?.token_sources, [{ type: 'bearer' }])
     assert.deepEqual(auth?.algorithms, ['HS256'])
     assert.deepEqual(auth?.claims, [{ claim: 'role', operator: 'equals', value: 'admin' }])
-    assert.equal(config.buckets[1]?.s3.secret_key, 'secret2')
+    assert.equal(config.buckets[1]?.backend.replicas[0]?.secret_key, 'secret2')
     assert.ok(Object.isFrozen(config.buckets[1]))
   })
 
@@ -46,8 +46,8 @@ describe('loadConfig', () => {
     assert.equal(config.server.host, '127.0.0.1')
     assert.equal(config.server.port, 9000)
     assert.equal(config.server.shutdown_timeout_seconds, 7)
-    assert.equal(config.buckets[0]?.s3.bucket, 'media-default')
-    assert.equal(config.buckets[0]?.s3.secret_key, 'pa:ss#word: {not yaml}')
+    assert.equal(config.buckets[0]?.backend.replicas[0]?.bucket, 'media-default')
+    assert.equal(config.buckets[0]?.backend.replicas[0]?.secret_key, 'pa:ss#word: {not yaml}')
     assert.equal(config.buckets[0]?.path_prefix, '/media')
   })
 
@@ -95,6 +95,72 @@ describe('loadConfig', () => {
 
   it('refuses a setting this version cannot enforce instead of ignoring it', async () => {
     assert.match(await problemsOf('unsupported-feature.yaml'), /ip_filter: ip_filter is not supported by this version yet/)
+  })
+
+  it('loads Yatagarasu’s High Availability example: replicas in priority order, breaker settings', async () => {
+    const env = Object.fromEntries(
+      ['AWS_ACCESS_KEY', 'AWS_SECRET_KEY', 'AWS_ACCESS_KEY_US_WEST', 'AWS_SECRET_KEY_US_WEST', 'AWS_ACCESS_KEY_EU', 'AWS_SECRET_KEY_EU', 'AWS_ACCESS_KEY_US_EAST', 'AWS_SECRET_KEY_US_EAST'].map((k) => [k, `v-${k}`])
+    )
+    const config = await loadConfig(fixture('yatagarasu-ha.yaml'), env)
+    const backend = config.buckets[0]?.backend
+    assert.deepEqual(backend?.replicas.map((r) => [r.name, r.bucket, r.region, r.timeout]), [
+      ['primary-us-west', 'products-us-west', 'us-west-2', 5],
+      ['backup-us-east', 'products-us-east', 'us-east-1', 5],
+      ['backup-eu-central', 'products-eu', 'eu-central-1', 10],
+    ])
+    assert.equal(backend?.replicas[1]?.secret_key, 'v-AWS_SECRET_KEY_US_EAST')
+    assert.deepEqual(backend?.circuit_breaker, { failure_threshold: 5, success_threshold: 2, timeout_seconds: 30, half_open_max_requests: 1 })
+    assert.equal(backend?.health_check.interval_seconds, 10)
+  })
+
+  it('fills a replica’s missing fields from the bucket’s s3 block, and a single backend is one replica', async () => {
+    const config = await parseConfig(
+      `buckets:
+  - name: a
+    path_prefix: /a
+    s3:
+      bucket: shared
+      region: eu-west-1
+      access_key: AK
+      secret_key: SK
+      timeout: 12
+      replicas:
+        - { name: one, priority: 1, endpoint: "http://one.test" }
+        - { name: two, priority: 2, bucket: other, access_key: AK2, secret_key: SK2 }
+  - name: b
+    path_prefix: /b
+    s3: { bucket: solo }
+`,
+      'inline.yaml'
+    )
+    const [one, two] = config.buckets[0]?.backend.replicas ?? []
+    assert.deepEqual([one?.bucket, one?.region, one?.access_key, one?.endpoint, one?.timeout, one?.max_attempts], ['shared', 'eu-west-1', 'AK', 'http://one.test', 12, 1])
+    assert.deepEqual([two?.bucket, two?.access_key, two?.secret_key, two?.endpoint], ['other', 'AK2', 'SK2', undefined])
+    assert.equal(config.buckets[0]?.backend.circuit_breaker?.failure_threshold, 5, 'a replica set always has breakers')
+    const solo = config.buckets[1]?.backend
+    assert.deepEqual(solo?.replicas.map((r) => r.name), ['primary'])
+    assert.equal(solo?.circuit_breaker, null, 'a single backend without circuit_breaker is always tried')
+  })
+
+  it('names the key of a bad replica set', async () => {
+    const problems = async (s3: string) => {
+      try {
+        await parseConfig(`buckets:\n  - name: a\n    path_prefix: /a\n    s3:\n${s3}`, 'inline.yaml')
+      } catch (err) {
+        return String((err as Error).message)
+      }
+      assert.fail('should not load')
+    }
+    assert.match(
+      await problems('      bucket: x\n      replicas:\n        - { name: r, priority: 1 }\n        - { name: r, priority: 2 }\n'),
+      /buckets\[0\]\(a\)\.s3\.replicas\[1\]\.name: "r" is already used by replicas\[0\]/
+    )
+    assert.match(
+      await problems('      bucket: x\n      replicas:\n        - { name: r1, priority: 1 }\n        - { name: r2, priority: 1 }\n'),
+      /buckets\[0\]\(a\)\.s3\.replicas\[1\]\.priority: 1 is already used by replicas\[0\]/
+    )
+    assert.match(await problems('      replicas:\n        - { name: r1, priority: 1 }\n'), /buckets\[0\]\(a\)\.s3\.replicas\[0\]\.bucket: is required/)
+    assert.match(await problems('      bucket: x\n      hedge_after_ms: 50\n'), /buckets\[0\]\(a\)\.s3\.hedge_after_ms: needs at least two replicas/)
   })
 
   it('rejects a document that is not a mapping', async () => {

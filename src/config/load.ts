@@ -10,6 +10,7 @@ import type { z } from 'zod'
 import {
   fileSchema,
   type AuthorizationConfig,
+  type BackendConfig,
   type BucketCacheConfig,
   type CacheConfig,
   type CacheLayer,
@@ -21,6 +22,8 @@ import {
   type JwtBlock,
   type JwtVerifierConfig,
   type NamedKey,
+  type S3Config,
+  type S3Connection,
   type ServerConfig,
   type TokenSource,
   type VerificationKey,
@@ -215,7 +218,7 @@ async function normalize(
     buckets.push({
       name: bucket.name,
       path_prefix: prefix ?? bucket.path_prefix,
-      s3: bucket.s3,
+      backend: normalizeBackend(bucket.s3),
       auth,
       authorization: normalizeAuthorization(bucket.authorization, source),
       cors: bucket.cors ?? null,
@@ -369,6 +372,7 @@ function normalizeServer(server: ConfigFile['server'], report: Report): ServerCo
     keepalive_timeout_seconds: server.keepalive_timeout_seconds,
     max_uri_length: server.security_limits.max_uri_length,
     max_header_size: server.security_limits.max_header_size,
+    debug_headers: server.debug_headers,
   }
 }
 
@@ -545,4 +549,53 @@ function deepFreeze<T>(value: T): T {
     for (const child of Object.values(value)) deepFreeze(child)
   }
   return value
+}
+
+/**
+ * The bucket's backends in priority order. A replica inherits every field it leaves out from the
+ * bucket's `s3` block (Yatagarasu's legacy fields). In a replica set the SDK does not retry on its
+ * own: the next replica is the retry.
+ */
+function normalizeBackend(s3: S3Config): BackendConfig {
+  const shared = {
+    region: s3.region,
+    endpoint: s3.endpoint,
+    access_key: s3.access_key,
+    secret_key: s3.secret_key,
+    session_token: s3.session_token,
+    force_path_style: s3.force_path_style,
+    timeout: s3.timeout,
+    connect_timeout: s3.connect_timeout,
+    max_connections: s3.max_connections,
+    max_attempts: s3.max_attempts,
+  }
+  const replicas: S3Connection[] =
+    s3.replicas === undefined
+      ? [{ ...shared, name: 'primary', bucket: s3.bucket as string }]
+      : [...s3.replicas]
+          .sort((a, b) => a.priority - b.priority)
+          .map((r) => {
+            const ownCredentials = r.access_key !== undefined
+            return {
+              ...shared,
+              name: r.name,
+              bucket: r.bucket ?? (s3.bucket as string),
+              region: r.region ?? s3.region,
+              endpoint: r.endpoint ?? s3.endpoint,
+              access_key: ownCredentials ? r.access_key : s3.access_key,
+              secret_key: ownCredentials ? r.secret_key : s3.secret_key,
+              session_token: ownCredentials ? r.session_token : s3.session_token,
+              force_path_style: r.force_path_style ?? s3.force_path_style,
+              timeout: r.timeout ?? s3.timeout,
+              max_attempts: (s3.replicas?.length ?? 1) > 1 ? 1 : s3.max_attempts,
+            }
+          })
+  const breakerDefaults = { failure_threshold: 5, success_threshold: 2, timeout_seconds: 30, half_open_max_requests: 1 }
+  return {
+    replicas,
+    circuit_breaker: s3.circuit_breaker ?? (s3.replicas === undefined ? null : breakerDefaults),
+    health_check: { key: s3.health_check.key, interval_seconds: s3.health_check.interval_seconds },
+    hedge_after_ms: s3.hedge_after_ms,
+    deadline_seconds: s3.timeout,
+  }
 }

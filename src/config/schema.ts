@@ -165,32 +165,97 @@ export type JwtBlock = z.output<typeof jwtSchema>
 // ---------------------------------------------------------------------------------------------
 // Buckets
 
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+
+/** One S3 backend of a replica set; fields left out are taken from the bucket's `s3` block. */
+const replicaSchema = z.strictObject({
+  name: text,
+  bucket: text.optional(),
+  region: text.optional(),
+  endpoint: httpUrl.optional(),
+  access_key: z.string().optional(),
+  secret_key: z.string().optional(),
+  session_token: z.string().optional(),
+  force_path_style: bool.optional(),
+  priority: count,
+  /** Seconds to wait for this replica's response headers (and the longest body stall). */
+  timeout: positive.optional(),
+})
+export type ReplicaFile = z.output<typeof replicaSchema>
+
+const circuitBreakerSchema = z.strictObject({
+  failure_threshold: count.default(5),
+  success_threshold: count.default(2),
+  timeout_seconds: positive.default(30),
+  half_open_max_requests: count.default(1),
+})
+export type CircuitBreakerConfig = z.output<typeof circuitBreakerSchema>
+
 const s3Schema = z
   .strictObject({
-    bucket: text,
+    /** Required unless every replica names its own bucket. */
+    bucket: text.optional(),
     region: text.default('us-east-1'),
-    endpoint: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+    endpoint: httpUrl.optional(),
     access_key: z.string().optional(),
     secret_key: z.string().optional(),
     session_token: z.string().optional(),
     force_path_style: bool.optional(),
-    /** Seconds to wait for response headers, and the longest a body may stall mid-transfer. */
+    /**
+     * Seconds to wait for response headers, and the longest a body may stall mid-transfer. With
+     * replicas: the whole request's deadline across failovers (each replica has its own `timeout`).
+     */
     timeout: positive.default(30),
     connect_timeout: positive.default(5),
     max_connections: count.default(256),
     max_attempts: count.default(2),
-    replicas: planned('s3.replicas'),
-    circuit_breaker: planned('s3.circuit_breaker'),
-    health_check: planned('s3.health_check'),
+    replicas: z.array(replicaSchema).min(1).optional(),
+    circuit_breaker: circuitBreakerSchema.optional(),
+    health_check: z
+      .strictObject({
+        key: text.optional(),
+        interval_seconds: positive.default(10),
+      })
+      .prefault({}),
+    hedge_after_ms: positive.optional(),
     rate_limit: planned('s3.rate_limit'),
   })
   .superRefine((s3, ctx) => {
-    if ((s3.access_key === undefined) !== (s3.secret_key === undefined)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: [s3.access_key === undefined ? 'access_key' : 'secret_key'],
-        message: 'access_key and secret_key must be set together (or both left out to use the AWS default credential chain)',
-      })
+    const pair = (where: { access_key?: string | undefined; secret_key?: string | undefined }, path: (string | number)[]) => {
+      if ((where.access_key === undefined) !== (where.secret_key === undefined)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [...path, where.access_key === undefined ? 'access_key' : 'secret_key'],
+          message: 'access_key and secret_key must be set together (or both left out to use the AWS default credential chain)',
+        })
+      }
+    }
+    pair(s3, [])
+    if (s3.replicas === undefined) {
+      if (s3.bucket === undefined) ctx.addIssue({ code: 'custom', path: ['bucket'], message: 'is required (or configure replicas)' })
+      if (s3.hedge_after_ms !== undefined) ctx.addIssue({ code: 'custom', path: ['hedge_after_ms'], message: 'needs at least two replicas' })
+      return
+    }
+    const names = new Map<string, number>()
+    const priorities = new Map<number, number>()
+    s3.replicas.forEach((replica, i) => {
+      pair(replica, ['replicas', i])
+      if (replica.bucket === undefined && s3.bucket === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['replicas', i, 'bucket'], message: 'is required (no s3.bucket to default to)' })
+      }
+      const sameName = names.get(replica.name)
+      if (sameName !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['replicas', i, 'name'], message: `"${replica.name}" is already used by replicas[${sameName}]` })
+      }
+      names.set(replica.name, i)
+      const samePriority = priorities.get(replica.priority)
+      if (samePriority !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['replicas', i, 'priority'], message: `${replica.priority} is already used by replicas[${samePriority}]` })
+      }
+      priorities.set(replica.priority, i)
+    })
+    if (s3.hedge_after_ms !== undefined && s3.replicas.length < 2) {
+      ctx.addIssue({ code: 'custom', path: ['hedge_after_ms'], message: 'needs at least two replicas' })
     }
   })
 
@@ -328,6 +393,8 @@ const serverSchema = z.strictObject({
   shutdown_timeout_seconds: nonNegative.default(30),
   headers_timeout_seconds: positive.default(10),
   keepalive_timeout_seconds: positive.default(5),
+  /** Adds X-Served-By (which replica answered) to responses. */
+  debug_headers: bool.default(false),
   security_limits: z
     .strictObject({
       max_uri_length: count.default(8192),
@@ -452,11 +519,39 @@ export interface AdminConfig {
   jwt: JwtVerifierConfig | null
 }
 
+/** Everything an S3 source needs to reach one backend. */
+export interface S3Connection {
+  /** The replica name (`primary` for a bucket without `replicas`). */
+  name: string
+  bucket: string
+  region: string
+  endpoint: string | undefined
+  access_key: string | undefined
+  secret_key: string | undefined
+  session_token: string | undefined
+  force_path_style: boolean | undefined
+  timeout: number
+  connect_timeout: number
+  max_connections: number
+  max_attempts: number
+}
+
+export interface BackendConfig {
+  /** In priority order. A bucket without `replicas` has one, named `primary`. */
+  replicas: S3Connection[]
+  /** Null for a single backend without a `circuit_breaker` block: it is always tried. */
+  circuit_breaker: CircuitBreakerConfig | null
+  health_check: { key: string | undefined; interval_seconds: number }
+  hedge_after_ms: number | undefined
+  /** Seconds one request may take across every replica it tries (`s3.timeout`). */
+  deadline_seconds: number
+}
+
 export interface BucketConfig {
   name: string
   /** Normalized: leading slash, no trailing slash, decoded. */
   path_prefix: string
-  s3: S3Config
+  backend: BackendConfig
   auth: JwtVerifierConfig | null
   authorization: AuthorizationConfig | null
   cors: CorsConfig | null
@@ -475,6 +570,7 @@ export interface ServerConfig {
   keepalive_timeout_seconds: number
   max_uri_length: number
   max_header_size: number
+  debug_headers: boolean
 }
 
 export interface Config {

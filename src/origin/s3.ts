@@ -19,7 +19,7 @@ import {
   type HeadObjectCommandOutput,
 } from '@aws-sdk/client-s3'
 import { NodeHttpHandler } from '@smithy/node-http-handler'
-import type { S3Config } from '../config/schema.ts'
+import type { S3Connection } from '../config/schema.ts'
 import { ProxyError } from '../errors.ts'
 import { quoteEtag } from '../http/conditional.ts'
 import {
@@ -42,13 +42,23 @@ export class S3Source implements ObjectSource {
 
   readonly #observe: ((seconds: number, result: string) => void) | undefined
 
-  /** `metrics` (when enabled) records each request by bucket and replica. */
-  constructor(config: S3Config, telemetry?: { metrics: Metrics; bucket: string; replica: string }) {
-    if (telemetry !== undefined) {
-      const { metrics, bucket, replica } = telemetry
+  readonly #probeKey: string | undefined
+
+  /**
+   * `metrics` (when enabled) records each request by bucket and replica. `probeKey`: the object
+   * HeadObject'ed by `probe` (HeadBucket when undefined).
+   */
+  constructor(config: S3Connection, telemetry?: { metrics: Metrics | undefined; bucket: string; probeKey?: string | undefined }) {
+    this.#probeKey = telemetry?.probeKey
+    const metrics = telemetry?.metrics
+    if (telemetry !== undefined && metrics !== undefined) {
+      const labels = { bucket: telemetry.bucket, replica: config.name }
+      const byResult = new Map<string, { bucket: string; replica: string; result: string }>()
       this.#observe = (seconds, result) => {
-        metrics.originRequests.inc({ bucket, replica, result })
-        metrics.originDuration.observe({ bucket, replica }, seconds)
+        let withResult = byResult.get(result)
+        if (withResult === undefined) byResult.set(result, (withResult = { ...labels, result }))
+        metrics.originRequests.inc(withResult)
+        metrics.originDuration.observe(labels, seconds)
       }
     }
     const agentOptions = { keepAlive: true, maxSockets: config.max_connections, scheduling: 'lifo' as const }
@@ -84,13 +94,13 @@ export class S3Source implements ObjectSource {
   async head(key: string, options: ReadOptions): Promise<ObjectMeta> {
     const out = await this.#send(
       (abortSignal) => this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), { abortSignal }),
-      options.signal
+      options
     )
     return metaOf(out, out.ContentLength ?? 0)
   }
 
   async get(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<ObjectBody> {
-    const first = await this.#getObject(key, range, options.signal)
+    const first = await this.#getObject(key, range, options)
     if (range === undefined || first.$metadata.httpStatusCode !== 206) {
       // No range asked, or the backend ignored it: the whole object (allowed by RFC 9110).
       return this.#body(first, metaOf(first, first.ContentLength ?? 0), undefined, options)
@@ -110,7 +120,7 @@ export class S3Source implements ObjectSource {
     // The backend answered a different range than asked: ask again, explicitly.
     destroyBody(first)
     const explicit: RangeSpec = { kind: 'bounded', start: wanted.start, end: wanted.end }
-    const second = await this.#getObject(key, explicit, options.signal)
+    const second = await this.#getObject(key, explicit, options)
     const again = parseContentRange(second.ContentRange)
     if (second.$metadata.httpStatusCode !== 206 || again === undefined || !sameRange(again, wanted)) {
       destroyBody(second)
@@ -124,7 +134,7 @@ export class S3Source implements ObjectSource {
       const out = await this.#send(
         (abortSignal) =>
           this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, IfNoneMatch: etag }), { abortSignal }),
-        options.signal
+        options
       )
       return this.#body(out, metaOf(out, out.ContentLength ?? 0), undefined, options)
     } catch (err) {
@@ -134,9 +144,13 @@ export class S3Source implements ObjectSource {
   }
 
   async probe(): Promise<boolean> {
+    const key = this.#probeKey
     try {
       await this.#send(
-        (abortSignal) => this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal }),
+        (abortSignal): Promise<unknown> =>
+          key === undefined
+            ? this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal })
+            : this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), { abortSignal }),
         undefined,
         Math.min(this.#timeoutMs, PROBE_TIMEOUT_MS)
       )
@@ -153,7 +167,7 @@ export class S3Source implements ObjectSource {
   async #getObject(
     key: string,
     range: RangeSpec | undefined,
-    signal: AbortSignal | undefined
+    options: ReadOptions
   ): Promise<GetObjectCommandOutput> {
     const command = new GetObjectCommand({
       Bucket: this.#bucket,
@@ -161,23 +175,30 @@ export class S3Source implements ObjectSource {
       Range: range === undefined ? undefined : formatRange(range),
     })
     try {
-      return await this.#send((abortSignal) => this.#client.send(command, { abortSignal }), signal)
+      return await this.#send((abortSignal) => this.#client.send(command, { abortSignal }), options)
     } catch (err) {
       if (range !== undefined && err instanceof ProxyError && err.reason === 'InvalidRange') {
-        const meta = await this.head(key, { signal })
+        const meta = await this.head(key, options)
         throw notSatisfiable(meta.size)
       }
       throw err
     }
   }
 
-  /** Sends a command, bounded by the header deadline and cancelled when the client goes away. */
+  /**
+   * Sends a command, bounded by the header deadline (this backend's timeout, or the request's
+   * deadline across replicas when that comes first) and cancelled when the client goes away.
+   */
   async #send<T>(
     call: (abortSignal: AbortSignal) => Promise<T>,
-    signal: AbortSignal | undefined,
-    timeoutMs = this.#timeoutMs
+    options: ReadOptions | undefined,
+    probeTimeoutMs?: number
   ): Promise<T> {
+    const signal = options?.signal
+    const deadlineAt = options?.deadlineAt
+    const timeoutMs = probeTimeoutMs ?? (deadlineAt === undefined ? this.#timeoutMs : Math.min(this.#timeoutMs, deadlineAt - Date.now()))
     if (signal?.aborted) throw new ProxyError('ORIGIN_ABORTED')
+    if (timeoutMs <= 0) throw new ProxyError('ORIGIN_TIMEOUT', { reason: 'deadline' })
     const controller = new AbortController()
     let timedOut = false
     const timer = setTimeout(() => {

@@ -66,6 +66,7 @@ export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
           complete: outgoing === undefined ? true : outgoing.writableFinished,
           duration_ms: Math.round(seconds * 1e6) / 1000,
           bucket: route?.bucket.name,
+          replica: c.get('replica'),
           error: error?.code,
           reason: error?.reason,
         },

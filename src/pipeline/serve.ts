@@ -61,10 +61,16 @@ interface EntryHeaders {
 }
 const entryHeaders = new WeakMap<CachedObject, EntryHeaders>()
 
-export function serve(): (c: Context<AppEnv>) => Response | Promise<Response> {
+export interface ServeOptions {
+  /** Adds X-Served-By (the replica that answered) to origin responses. */
+  debugHeaders: boolean
+}
+
+export function serve(options: ServeOptions): (c: Context<AppEnv>) => Response | Promise<Response> {
+  const { debugHeaders } = options
   return function serve(c) {
     const { bucket, key } = c.get('route')
-    const request = readRequest(c)
+    const request = readRequest(c, debugHeaders)
     const cache = bucket.cache
     if (cache === null) return fromOrigin(c, bucket, key, request, undefined)
     const cacheKey = `${bucket.name}/${key}`
@@ -101,7 +107,7 @@ async function fromCacheOrOrigin(
   return fetchAndFill(c, bucket, cache, cacheKey, key, request)
 }
 
-function readRequest(c: Context<AppEnv>): ObjectRequest {
+function readRequest(c: Context<AppEnv>, debugHeaders: boolean): ObjectRequest {
   const parsed = parseRange(c.req.header('range'))
   return {
     head: c.req.method === 'HEAD',
@@ -113,15 +119,21 @@ function readRequest(c: Context<AppEnv>): ObjectRequest {
     },
     range: parsed === 'multiple' ? undefined : parsed,
     ifRange: c.req.header('if-range'),
-    options: new OriginReadOptions(c),
+    options: new OriginReadOptions(c, debugHeaders),
   }
 }
 
 /** How an origin read follows the client: built per request, its parts only on first use. */
 class OriginReadOptions implements ReadOptions {
   readonly #c: Context<AppEnv>
-  constructor(c: Context<AppEnv>) {
+  readonly #debugHeaders: boolean
+  constructor(c: Context<AppEnv>, debugHeaders: boolean) {
     this.#c = c
+    this.#debugHeaders = debugHeaders
+  }
+  servedBy(replica: string): void {
+    this.#c.set('replica', replica)
+    if (this.#debugHeaders) this.#c.env?.outgoing?.setHeader('x-served-by', replica)
   }
   /** Aborts the origin request when the client goes away (a cache hit never creates it). */
   get signal(): AbortSignal {

@@ -35,25 +35,23 @@ type Output = ReturnType<typeof pino.destination>
  */
 class LineBatch implements DestinationStream {
   readonly #output: Output
-  #lines: string[] = []
-  #chars = 0
+  /** Pending lines, concatenated (V8 joins them lazily, once, when the text is written). */
+  #text = ''
 
   constructor(output: Output) {
     this.#output = output
   }
 
   write(line: string): void {
-    this.#lines.push(line)
-    this.#chars += line.length
-    if (this.#chars >= BATCH_CHARS) this.drain()
+    this.#text += line
+    if (this.#text.length >= BATCH_CHARS) this.drain()
   }
 
   /** Hands the gathered lines to the output now. */
   drain(): void {
-    if (this.#lines.length === 0) return
-    const text = this.#lines.join('')
-    this.#lines = []
-    this.#chars = 0
+    if (this.#text === '') return
+    const text = this.#text
+    this.#text = ''
     this.#output.write(text)
   }
 

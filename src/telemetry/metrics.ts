@@ -76,6 +76,30 @@ export class Metrics {
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   })
+  readonly replicaFailovers = new Counter({
+    name: 'replica_failovers_total',
+    help: 'Requests that moved from a failing replica to the next one, by bucket, from and to',
+    labelNames: ['bucket', 'from', 'to'] as const,
+    registers: [this.registry],
+  })
+  readonly replicaHedges = new Counter({
+    name: 'replica_hedged_requests_total',
+    help: 'Second requests sent to the next replica because the first was slow (hedge_after_ms), by bucket and replica',
+    labelNames: ['bucket', 'replica'] as const,
+    registers: [this.registry],
+  })
+  readonly replicaHealth = new Gauge({
+    name: 'replica_health',
+    help: 'Whether a replica takes traffic: 1 healthy (breaker closed, last probe answered), 0 otherwise, by bucket and replica',
+    labelNames: ['bucket', 'replica'] as const,
+    registers: [this.registry],
+  })
+  readonly breakerState = new Gauge({
+    name: 'circuit_breaker_state',
+    help: 'Circuit breaker state of a replica: 0 closed, 1 open, 2 half-open, by bucket and replica',
+    labelNames: ['bucket', 'replica'] as const,
+    registers: [this.registry],
+  })
   readonly authResults = new Counter({
     name: 'auth_results_total',
     help: 'Authentication outcomes on buckets that require a token, by bucket, result and reason',

@@ -44,6 +44,10 @@ export interface TestS3 {
   /** Stops accepting connections at the endpoint (backend down); `resume()` brings it back. */
   pause(): Promise<void>
   resume(): Promise<void>
+  /** Every request is answered with this status (an S3 XML error) until set back to undefined. */
+  failWith(status: number | undefined): void
+  /** Every request waits this long before it is forwarded (a slow backend); 0 turns it off. */
+  delay(ms: number): void
   stop(): Promise<void>
 }
 
@@ -53,6 +57,8 @@ export async function startS3(): Promise<TestS3> {
   const backend = (await s3rver.run()) as AddressInfo
   const requests: RecordedRequest[] = []
   let stallNext: number | undefined
+  let failStatus: number | undefined
+  let delayMs = 0
   const signer = new SignatureV4({
     credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY },
     region: REGION,
@@ -70,6 +76,21 @@ export async function startS3(): Promise<TestS3> {
         res.writeHead(403, { 'content-type': 'application/xml' })
         res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${problem}</Code><Message>${problem}</Message></Error>`)
         return
+      }
+      if (failStatus !== undefined) {
+        req.resume()
+        requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytes: 0, outcome: Promise.resolve('finished') })
+        res.writeHead(failStatus, { 'content-type': 'application/xml' })
+        res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected</Message></Error>')
+        return
+      }
+      if (delayMs > 0) {
+        await new Promise((resolve) => setTimeout(resolve, delayMs))
+        if (res.destroyed) {
+          // The caller gave up while the request was held back.
+          requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytes: 0, outcome: Promise.resolve('aborted') })
+          return
+        }
       }
       const stallAfter = req.method === 'GET' ? stallNext : undefined
       if (stallAfter !== undefined) stallNext = undefined
@@ -143,6 +164,12 @@ export async function startS3(): Promise<TestS3> {
     },
     pause: close,
     resume: listen,
+    failWith(status) {
+      failStatus = status
+    },
+    delay(ms) {
+      delayMs = ms
+    },
     async stop() {
       client.destroy()
       if (verifier.listening) await close()

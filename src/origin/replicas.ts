@@ -1,0 +1,264 @@
+// A bucket's backends as one ObjectSource: replicas tried in priority order, each behind its own
+// circuit breaker (breaker.ts), with a background health probe per replica.
+//
+// - A request goes to the first replica whose breaker admits it. A retryable failure (connection
+//   error, timeout, 5xx) before any byte reached the client moves it to the next replica, within
+//   the request's deadline (`s3.timeout`). Any answer from S3 (404, 403, 416 included) is final:
+//   a missing object is not an outage.
+// - Once a body is streaming there is no silent switch: a failing body aborts the response (and
+//   counts against the replica).
+// - `hedge_after_ms`: when the first replica has not answered headers in that time, the same
+//   read goes to the next admitted replica too; the first answer wins and the other is aborted.
+// - Every replica open or failed: 503 ORIGIN_UNAVAILABLE with Retry-After (serve() answers from a
+//   stale cache entry first when it has one: the cache is looked up before any of this).
+// - Health: a probe every `health_check.interval_seconds` (HeadBucket, or HeadObject on
+//   `health_check.key`) feeds the breaker like a request does; without a breaker the last probe
+//   decides. /ready reads `health()`.
+import { ProxyError } from '../errors.ts'
+import type { ObjectBody, ObjectSource, ReadOptions, ReplicaHealth, ReplicaHealthSource } from '../ports.ts'
+import type { Logger } from '../telemetry/log.ts'
+import type { Metrics } from '../telemetry/metrics.ts'
+import type { ObjectMeta, RangeSpec } from '../types.ts'
+import type { BreakerState, CircuitBreaker, Permit } from './breaker.ts'
+
+export interface Replica {
+  name: string
+  source: ObjectSource
+  /** Undefined for a single backend without `circuit_breaker`: it is always tried. */
+  breaker: CircuitBreaker | undefined
+}
+
+export interface ReplicaSetOptions {
+  bucket: string
+  /** In priority order. */
+  replicas: readonly Replica[]
+  deadlineMs: number
+  hedgeAfterMs: number | undefined
+  probeIntervalMs: number
+  metrics: Metrics | undefined
+  logger: Logger
+}
+
+/** Errors that say the replica is not working (as opposed to an answer about the object). */
+const REPLICA_FAILURES = new Set(['ORIGIN_TIMEOUT', 'ORIGIN_UNREACHABLE', 'ORIGIN_UNAVAILABLE', 'ORIGIN_ERROR'])
+
+export function isReplicaFailure(err: unknown): err is ProxyError {
+  return err instanceof ProxyError && REPLICA_FAILURES.has(err.code) && err.reason !== 'deadline'
+}
+
+const BREAKER_GAUGE: Record<BreakerState, number> = { closed: 0, open: 1, 'half-open': 2 }
+
+type Outcome<T> = { attempt: Attempt<T>; ok: true; value: T } | { attempt: Attempt<T>; ok: false; error: unknown }
+
+interface Attempt<T> {
+  replica: Replica
+  controller: AbortController
+  settled: Promise<Outcome<T>>
+}
+
+type Read<T> = (source: ObjectSource, options: ReadOptions) => Promise<T>
+
+export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
+  readonly #options: ReplicaSetOptions
+  readonly #replicas: readonly Replica[]
+  /** Last probe result per replica (undefined until the first probe answers). */
+  readonly #probed = new Map<string, boolean>()
+  readonly #firstProbes: Promise<void>
+  readonly #timer: NodeJS.Timeout
+
+  constructor(options: ReplicaSetOptions) {
+    this.#options = options
+    this.#replicas = options.replicas
+    this.#firstProbes = this.#probeAll()
+    this.#timer = setInterval(() => void this.#probeAll(), options.probeIntervalMs)
+    this.#timer.unref()
+  }
+
+  head(key: string, options: ReadOptions): Promise<ObjectMeta> {
+    return this.#read((source, o) => source.head(key, o), options, false)
+  }
+
+  get(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<ObjectBody> {
+    return this.#read((source, o) => source.get(key, range, o), options, true)
+  }
+
+  revalidate(key: string, etag: string, options: ReadOptions): Promise<ObjectBody | 'not-modified'> {
+    return this.#read((source, o) => source.revalidate(key, etag, o), options, true)
+  }
+
+  /** Whether any replica takes traffic (waits for the first probes at start-up). */
+  async probe(): Promise<boolean> {
+    const health = await this.health()
+    return Object.values(health).some((h) => h === 'healthy')
+  }
+
+  /** Each replica's health, by name, in priority order. */
+  async health(): Promise<Record<string, ReplicaHealth>> {
+    await this.#firstProbes
+    const health: Record<string, ReplicaHealth> = {}
+    for (const replica of this.#replicas) health[replica.name] = this.#healthOf(replica)
+    return health
+  }
+
+  close(): void {
+    clearInterval(this.#timer)
+    for (const replica of this.#replicas) replica.source.close()
+  }
+
+  #healthOf(replica: Replica): ReplicaHealth {
+    const state = replica.breaker?.state ?? 'closed'
+    if (state === 'open') return 'unhealthy'
+    if (state === 'half-open') return 'half-open'
+    return this.#probed.get(replica.name) === false ? 'unhealthy' : 'healthy'
+  }
+
+  async #probeAll(): Promise<void> {
+    await Promise.all(
+      this.#replicas.map(async (replica) => {
+        // A probe is a request like any other: it waits for an open breaker's timeout and then
+        // counts as one of the half-open trials.
+        const permit: Permit | undefined = replica.breaker === undefined ? 'normal' : replica.breaker.acquire()
+        if (permit === undefined) return
+        const ok = await replica.source.probe()
+        this.#probed.set(replica.name, ok)
+        if (ok) replica.breaker?.success(permit)
+        else replica.breaker?.failure(permit)
+        this.#publish(replica)
+      })
+    )
+  }
+
+  /** Gauges for one replica, after anything that may have changed its state. */
+  #publish(replica: Replica): void {
+    const metrics = this.#options.metrics
+    if (metrics === undefined) return
+    const labels = { bucket: this.#options.bucket, replica: replica.name }
+    metrics.replicaHealth.set(labels, this.#healthOf(replica) === 'healthy' ? 1 : 0)
+    metrics.breakerState.set(labels, BREAKER_GAUGE[replica.breaker?.state ?? 'closed'])
+  }
+
+  async #read<T>(read: Read<T>, options: ReadOptions, hedgeable: boolean): Promise<T> {
+    const deadlineAt = Date.now() + this.#options.deadlineMs
+    const queue = [...this.#replicas]
+    const running = new Set<Attempt<T>>()
+    let lastFailure: ProxyError | undefined
+    let failedFrom: string | undefined
+
+    const startNext = (): boolean => {
+      while (queue.length > 0 && Date.now() < deadlineAt) {
+        const replica = queue.shift() as Replica
+        const permit = replica.breaker === undefined ? 'normal' : replica.breaker.acquire()
+        if (permit === undefined) continue
+        running.add(this.#start(replica, permit, read, options, deadlineAt))
+        return true
+      }
+      return false
+    }
+
+    if (!startNext()) throw this.#unavailable('circuit_open')
+    const hedgeAfterMs = hedgeable ? this.#options.hedgeAfterMs : undefined
+    while (running.size > 0) {
+      let hedgeTimer: NodeJS.Timeout | undefined
+      const contenders: Array<Promise<Outcome<T> | 'hedge'>> = [...running].map((a) => a.settled)
+      if (hedgeAfterMs !== undefined && running.size === 1 && queue.length > 0) {
+        contenders.push(new Promise((resolve) => (hedgeTimer = setTimeout(resolve, hedgeAfterMs, 'hedge'))))
+      }
+      const first = await Promise.race(contenders)
+      clearTimeout(hedgeTimer)
+      if (first === 'hedge') {
+        const before = running.size
+        if (startNext() && running.size > before) {
+          const hedged = [...running].at(-1) as Attempt<T>
+          this.#options.metrics?.replicaHedges.inc({ bucket: this.#options.bucket, replica: hedged.replica.name })
+        }
+        continue
+      }
+      running.delete(first.attempt)
+      if (first.ok) {
+        this.#abandon(running)
+        const name = first.attempt.replica.name
+        if (failedFrom !== undefined && failedFrom !== name) {
+          this.#options.metrics?.replicaFailovers.inc({ bucket: this.#options.bucket, from: failedFrom, to: name })
+          this.#options.logger.warn({ bucket: this.#options.bucket, from: failedFrom, to: name, reason: lastFailure?.reason }, 'replica failover')
+        }
+        options.servedBy?.(name)
+        return first.value
+      }
+      if (!isReplicaFailure(first.error)) {
+        // An answer about the object (404, 403, 416...) or a client that went away: final.
+        this.#abandon(running)
+        throw first.error
+      }
+      lastFailure = first.error
+      failedFrom = first.attempt.replica.name
+      if (running.size === 0) startNext()
+    }
+    // A single backend keeps its own error (502, 504); a replica set says all of them failed.
+    if (this.#replicas.length === 1 && lastFailure !== undefined) throw lastFailure
+    throw this.#unavailable('all_replicas_failed', lastFailure)
+  }
+
+  #start<T>(replica: Replica, permit: Permit, read: Read<T>, options: ReadOptions, deadlineAt: number): Attempt<T> {
+    const controller = new AbortController()
+    const clientSignal = options.signal
+    const signal = clientSignal === undefined ? controller.signal : AbortSignal.any([clientSignal, controller.signal])
+    const breaker = replica.breaker
+    const clientAbort = options.abortResponse
+    const attemptOptions: ReadOptions = {
+      signal,
+      deadlineAt,
+      // A body that fails mid-transfer is this replica failing too.
+      abortResponse:
+        clientAbort === undefined
+          ? undefined
+          : (error) => {
+              if (breaker !== undefined && isReplicaFailure(error)) {
+                breaker.failure('normal')
+                this.#publish(replica)
+              }
+              clientAbort(error)
+            },
+    }
+    const attempt: Attempt<T> = {
+      replica,
+      controller,
+      settled: read(replica.source, attemptOptions).then(
+        (value): Outcome<T> => {
+          breaker?.success(permit)
+          this.#publish(replica)
+          return { attempt, ok: true, value }
+        },
+        (error: unknown): Outcome<T> => {
+          if (isReplicaFailure(error)) breaker?.failure(permit)
+          else if (error instanceof ProxyError && error.code === 'ORIGIN_ABORTED') breaker?.release(permit)
+          else breaker?.success(permit)
+          this.#publish(replica)
+          return { attempt, ok: false, error }
+        }
+      ),
+    }
+    return attempt
+  }
+
+  /** Aborts attempts that lost (hedging) and drops any body they still deliver. */
+  #abandon<T>(running: Set<Attempt<T>>): void {
+    for (const attempt of running) {
+      attempt.controller.abort()
+      void attempt.settled.then((outcome) => {
+        if (outcome.ok) void discard(outcome.value)
+      })
+    }
+    running.clear()
+  }
+
+  #unavailable(reason: string, cause?: unknown): ProxyError {
+    const waits = this.#replicas.map((r) => r.breaker?.retryAfterMs() ?? 0).filter((ms) => ms > 0)
+    const seconds = Math.max(1, Math.ceil((waits.length > 0 ? Math.min(...waits) : 1000) / 1000))
+    return new ProxyError('ORIGIN_UNAVAILABLE', { reason, cause, headers: { 'retry-after': String(seconds) } })
+  }
+}
+
+async function discard(value: unknown): Promise<void> {
+  const stream = (value as Partial<ObjectBody> | undefined)?.stream
+  await stream?.cancel().catch(() => undefined)
+}
