@@ -30,7 +30,7 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
     ),
   ]
   const { metrics } = runtime
-  app.use(observe({ logger, queryTokenNames, metrics }))
+  app.use(observe({ logger, queryTokenNames, metrics, audit: runtime.audit ?? undefined }))
 
   app.get('/health', (c) =>
     c.json({

@@ -1,7 +1,7 @@
 // The interfaces the pipeline needs. Stages depend on these, never on the classes that implement
 // them; only runtime.ts knows the concrete adapters.
 import type { ProxyError } from './errors.ts'
-import type { ByteRange, ObjectMeta, Principal, RangeSpec } from './types.ts'
+import type { AuditRecord, ByteRange, ObjectMeta, Principal, RangeSpec } from './types.ts'
 
 export interface ObjectBody {
   meta: ObjectMeta
@@ -146,4 +146,11 @@ export interface TieredStore extends CacheStore {
   peek(key: string): TieredHit | undefined
   /** Searches the tiers from `from` down; a hit is copied to the tiers above it. */
   lookup(key: string, from?: number): Promise<TieredHit | undefined>
+}
+
+/** Where audit records go (file, stdout, syslog, S3). `record` never blocks and never throws. */
+export interface AuditSink {
+  record(entry: AuditRecord): void
+  /** Writes what is buffered (S3 batch included); called when the runtime is retired. */
+  close(): Promise<void>
 }

@@ -8,9 +8,10 @@ import { DiskCache } from './cache/disk.ts'
 import { MemoryCache } from './cache/memory.ts'
 import { RedisCache } from './cache/redis.ts'
 import { TieredCache } from './cache/tiered.ts'
+import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
 import type { BucketConfig, Config } from './config/schema.ts'
-import type { Authorizer, CachedObject, CacheStore, TokenVerifier } from './ports.ts'
+import type { AuditSink, Authorizer, CachedObject, CacheStore, TokenVerifier } from './ports.ts'
 import { CircuitBreaker } from './origin/breaker.ts'
 import { ReplicaSet } from './origin/replicas.ts'
 import { S3Source } from './origin/s3.ts'
@@ -32,6 +33,11 @@ export interface SharedCache {
   owned: boolean
 }
 
+export interface SharedAudit extends AuditSink {
+  readonly built: string
+  owned: boolean
+}
+
 export interface Runtime {
   readonly generation: number
   readonly config: Config
@@ -42,6 +48,8 @@ export interface Runtime {
   readonly breakers: ReadonlyMap<string, { built: string; breaker: CircuitBreaker }>
   readonly startedAt: number
   readonly cache: SharedCache | null
+  /** Null when the audit log is off. Handed on to the next generation when its config is unchanged. */
+  readonly audit: SharedAudit | null
   /** Undefined when metrics are disabled. */
   readonly metrics: Metrics | undefined
   /** Verifies admin JWTs (the global jwt block), when admin claims are configured. */
@@ -69,6 +77,7 @@ export interface RuntimeDeps {
 export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?: Runtime): Promise<Runtime> {
   const authorizers = await Promise.all(config.buckets.map((bucket, i) => buildAuthorizer(config, bucket, i)))
   const cache = await buildCache(config, deps.logger, previous?.cache ?? null)
+  const audit = buildAudit(config, deps, previous?.audit ?? null)
   const breakers = new Map<string, { built: string; breaker: CircuitBreaker }>()
   const replicaSets = config.buckets.map((bucket) => buildReplicaSet(bucket, deps, previous?.breakers, breakers))
   const buckets: BucketRoute[] = config.buckets.map((bucket, i) => ({
@@ -105,6 +114,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     breakers,
     startedAt: deps.startedAt,
     cache,
+    audit,
     metrics: deps.metrics,
     adminVerifier,
     async purge(target) {
@@ -116,8 +126,20 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     close() {
       for (const bucket of buckets) bucket.source.close()
       if (cache?.owned === true) void cache.store.close()
+      if (audit?.owned === true) void audit.close()
     },
   }
+}
+
+/** The audit outputs; the previous generation's are taken over when the audit config is unchanged. */
+function buildAudit(config: Config, deps: RuntimeDeps, previous: SharedAudit | null): SharedAudit | null {
+  if (config.audit === null) return null
+  const built = JSON.stringify(config.audit)
+  if (previous !== null && previous.built === built) {
+    previous.owned = false
+    return { record: previous.record, close: previous.close, built, owned: true }
+  }
+  return { ...createAuditLog(config.audit, deps.logger, deps.metrics), built, owned: true }
 }
 
 /**

@@ -32,6 +32,8 @@ export interface ObjectMeta {
 export interface Principal {
   subject: string | undefined
   claims: Readonly<Record<string, unknown>>
+  /** The verifying key's `kid`, when the token named one (for audit). */
+  keyId: string | undefined
   /** Where the token was found (for logs and audit). */
   tokenSource: 'bearer' | 'header' | 'query' | 'cookie'
 }
@@ -96,6 +98,8 @@ export type AppVariables = {
   cacheUse: CacheUse
   /** The replica that answered from the origin (absent for cache hits). */
   replica: string
+  /** The reason of the OPA decision, when the bucket has a policy. */
+  authzReason: string
 }
 
 /**
@@ -109,4 +113,42 @@ export type Stage = (c: import('hono').Context<AppEnv>) => void | Promise<void>
 export type AppEnv = {
   Bindings: Partial<import('@hono/node-server').HttpBindings>
   Variables: AppVariables
+}
+
+/**
+ * The audit record: who read what, when, and why it was allowed or refused. One per request,
+ * built by the observe stage when the response has ended. Never a token, an Authorization or
+ * Cookie header, or a query string (a `?token=` would be in it).
+ */
+export interface AuditRecord {
+  timestamp: string
+  request_id: string
+  trace_id: string | undefined
+  client_ip: string
+  /** The token's `sub`. */
+  user: string | undefined
+  jti: string | undefined
+  kid: string | undefined
+  bucket: string | undefined
+  key: string | undefined
+  method: string
+  range: string | undefined
+  status: number
+  /** Body bytes actually sent (less than the object when the client went away). */
+  bytes: number
+  complete: boolean
+  duration_ms: number
+  /** hit, miss, stale; undefined when the bucket does not cache. */
+  cache: string | undefined
+  cache_tier: string | undefined
+  replica: string | undefined
+  /** allowed, denied, anonymous (public bucket) or undefined (refused before authentication). */
+  auth: 'allowed' | 'denied' | 'anonymous' | undefined
+  /** Why: the error reason for a refusal, the OPA decision reason when a policy ran. */
+  auth_reason: string | undefined
+  opa_decision: string | undefined
+  error: string | undefined
+  user_agent: string | undefined
+  /** Without its query string. */
+  referer: string | undefined
 }

@@ -74,6 +74,7 @@ type KeyResolver = Parameters<typeof jwtVerify>[1]
 interface VerifiedToken {
   subject: string | undefined
   claims: Readonly<Record<string, unknown>>
+  keyId: string | undefined
   /** Epoch ms after which the cached verification must not be reused. */
   until: number
 }
@@ -147,7 +148,7 @@ export class JwtVerifier implements TokenVerifier {
       if (scope === undefined) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope_missing' })
       if (!keyInScope(key, scope)) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope' })
     }
-    return { subject: verified.subject, claims: verified.claims, tokenSource: source }
+    return { subject: verified.subject, claims: verified.claims, keyId: verified.keyId, tokenSource: source }
   }
 
   /** Signature, registered claims and claim rules; the result is safe to cache until `until`. */
@@ -204,7 +205,7 @@ export class JwtVerifier implements TokenVerifier {
 
     const cacheLimit = now + this.#config.token_cache_ttl_seconds * 1000
     const until = payload.exp === undefined ? cacheLimit : Math.min(cacheLimit, payload.exp * 1000)
-    return { subject: payload.sub, claims: payload, until }
+    return { subject: payload.sub, claims: payload, keyId: typeof header.kid === 'string' ? header.kid : undefined, until }
   }
 }
 

@@ -235,7 +235,8 @@ async function normalize(
     file.admin?.claims !== undefined && file.jwt !== undefined ? await normalizeJwt(file.jwt, ['jwt'], source, report) : undefined
   const admin =
     file.admin === undefined ? null : { token: file.admin.token, claims: file.admin.claims ?? [], jwt: adminJwt ?? null }
-  return { file: source, server, buckets, logging: file.logging, metrics: file.metrics, cache, admin }
+  const audit = file.audit_log?.enabled === true ? { ...file.audit_log, file: resolveAuditPath(file.audit_log.file, source) } : null
+  return { file: source, server, buckets, logging: file.logging, metrics: file.metrics, cache, admin, audit }
 }
 
 const DEFAULT_TTL_SECONDS = 3600
@@ -598,4 +599,10 @@ function normalizeBackend(s3: S3Config): BackendConfig {
     hedge_after_ms: s3.hedge_after_ms,
     deadline_seconds: s3.timeout,
   }
+}
+
+/** A relative audit file path is relative to the config file, as policy files are. */
+function resolveAuditPath<T extends { path: string } | undefined>(file: T, source: string): T {
+  if (file === undefined || isAbsolute(file.path)) return file
+  return { ...file, path: resolve(dirname(source), file.path) }
 }

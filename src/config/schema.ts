@@ -408,6 +408,11 @@ const serverSchema = z.strictObject({
   max_concurrent_requests: planned('server.max_concurrent_requests'),
 })
 
+export const SYSLOG_FACILITIES = [
+  'kern', 'user', 'mail', 'daemon', 'auth', 'syslog', 'lpr', 'news', 'uucp', 'cron', 'authpriv', 'ftp',
+  'ntp', 'security', 'console', 'solaris-cron', 'local0', 'local1', 'local2', 'local3', 'local4', 'local5', 'local6', 'local7',
+] as const
+
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
 
 export const fileSchema = z.strictObject({
@@ -430,7 +435,48 @@ export const fileSchema = z.strictObject({
       claims: z.array(claimRuleSchema).min(1).optional(),
     })
     .optional(),
-  audit_log: planned('audit_log'),
+  audit_log: z
+    .strictObject({
+      enabled: bool.default(false),
+      outputs: z.array(z.enum(['file', 'stdout', 'syslog', 's3'])).min(1).default(['stdout']),
+      file: z
+        .strictObject({
+          path: text,
+          max_file_size_mb: positive.default(100),
+          max_backup_files: num.pipe(z.number().int().min(0)).default(5),
+        })
+        .optional(),
+      syslog: z
+        .strictObject({
+          address: text,
+          protocol: z.enum(['udp', 'tcp']).default('udp'),
+          facility: z.enum(SYSLOG_FACILITIES).default('local0'),
+        })
+        .optional(),
+      s3_export: z
+        .strictObject({
+          bucket: text,
+          region: text.default('us-east-1'),
+          endpoint: httpUrl.optional(),
+          access_key: z.string().optional(),
+          secret_key: z.string().optional(),
+          path_prefix: z.string().default('audit/'),
+          export_interval_seconds: positive.default(60),
+        })
+        .optional(),
+    })
+    .superRefine((audit, ctx) => {
+      const need = { file: audit.file, syslog: audit.syslog, s3: audit.s3_export } as const
+      for (const output of audit.outputs) {
+        if (output !== 'stdout' && need[output] === undefined) {
+          ctx.addIssue({ code: 'custom', path: [output === 's3' ? 's3_export' : output], message: `is required when outputs lists ${output}` })
+        }
+      }
+      if (audit.syslog !== undefined && !/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(audit.syslog.address)) {
+        ctx.addIssue({ code: 'custom', path: ['syslog', 'address'], message: 'must be host:port' })
+      }
+    })
+    .optional(),
   observability: planned('observability'),
 })
 export type ConfigFile = z.output<typeof fileSchema>
@@ -583,4 +629,8 @@ export interface Config {
   /** Null when no bucket caches. */
   cache: CacheConfig | null
   admin: AdminConfig | null
+  /** Null when the audit log is off. */
+  audit: AuditConfig | null
 }
+
+export type AuditConfig = NonNullable<ConfigFile['audit_log']>

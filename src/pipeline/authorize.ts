@@ -36,6 +36,7 @@ async function decide(
     method: c.req.method,
     client_ip: clientIp(c),
   })
+  c.set('authzReason', decision.reason)
   if (metrics !== undefined) {
     metrics.authzDecisions.inc({ bucket: bucket.name, reason: decision.reason })
     metrics.authzDuration.observe({ bucket: bucket.name }, (performance.now() - started) / 1000)

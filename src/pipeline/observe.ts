@@ -4,12 +4,13 @@
 // died), with the bytes actually sent. The path is logged without its query string, so a `?token=`
 // never reaches the logs.
 import { randomUUID } from 'node:crypto'
-import type { MiddlewareHandler } from 'hono'
+import type { Context, MiddlewareHandler } from 'hono'
 import { rawPathOf } from '../http/path.ts'
 import type { Logger } from '../telemetry/log.ts'
 import { statusClass, type Metrics } from '../telemetry/metrics.ts'
-import type { AppEnv, CacheUse } from '../types.ts'
-import { requestTarget } from './request-target.ts'
+import type { AuditSink } from '../ports.ts'
+import type { AppEnv, AuditRecord, CacheUse } from '../types.ts'
+import { clientIp, requestTarget } from './request-target.ts'
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
@@ -19,10 +20,12 @@ export interface ObserveOptions {
   metrics: Metrics | undefined
   /** Query parameter names any bucket reads a token from. */
   queryTokenNames: readonly string[]
+  /** Undefined when the audit log is off: no record is built then. */
+  audit: AuditSink | undefined
 }
 
 export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
-  const { logger, queryTokenNames, metrics } = options
+  const { logger, queryTokenNames, metrics, audit } = options
   return async function observe(c, next) {
     const started = performance.now()
     metrics?.inFlight.inc()
@@ -56,6 +59,8 @@ export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
       const seconds = (performance.now() - started) / 1000
       const bytes = transfer !== undefined ? transfer.bytesSent() : Number(res.headers.get('content-length') ?? 0)
       if (metrics !== undefined) record(metrics, c.req.method, res.status, seconds, bytes, route?.bucket.name, c.get('cacheUse'))
+      const complete = outgoing === undefined ? true : outgoing.writableFinished
+      if (audit !== undefined) audit.record(auditRecord(c, started, requestId, res.status, bytes, complete, seconds, error))
       logger.info(
         {
           request_id: requestId,
@@ -63,7 +68,7 @@ export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
           path: rawPathOf(requestTarget(c)),
           status: res.status,
           bytes,
-          complete: outgoing === undefined ? true : outgoing.writableFinished,
+          complete,
           duration_ms: Math.round(seconds * 1e6) / 1000,
           bucket: route?.bucket.name,
           replica: c.get('replica'),
@@ -101,4 +106,50 @@ function record(
   if (cacheUse === undefined) return
   metrics.cacheRequests.inc({ bucket, result: cacheUse.result })
   if (cacheUse.result === 'hit' && cacheUse.tier !== undefined) metrics.cacheHitBytes.inc({ bucket, tier: cacheUse.tier }, bytes)
+}
+
+/** The audit record of a finished request: identity, object, outcome; never a secret. */
+function auditRecord(
+  c: Context<AppEnv>,
+  started: number,
+  requestId: string,
+  status: number,
+  bytes: number,
+  complete: boolean,
+  seconds: number,
+  error: { code?: string; reason?: string } | undefined
+): AuditRecord {
+  const route = c.get('route')
+  const principal = c.get('principal')
+  const cacheUse = c.get('cacheUse')
+  const authzReason = c.get('authzReason')
+  const refusedByAuth = error?.code !== undefined && (error.code.startsWith('AUTH_') || error.code.startsWith('AUTHZ_'))
+  const referer = c.req.header('referer')
+  const jti = principal?.claims.jti
+  return {
+    timestamp: new Date(performance.timeOrigin + started).toISOString(),
+    request_id: requestId,
+    trace_id: undefined,
+    client_ip: clientIp(c),
+    user: principal?.subject,
+    jti: typeof jti === 'string' ? jti : undefined,
+    kid: principal?.keyId,
+    bucket: route?.bucket.name,
+    key: route?.key,
+    method: c.req.method,
+    range: c.req.header('range'),
+    status,
+    bytes,
+    complete,
+    duration_ms: Math.round(seconds * 1e6) / 1000,
+    cache: cacheUse?.result,
+    cache_tier: cacheUse?.tier,
+    replica: c.get('replica'),
+    auth: refusedByAuth ? 'denied' : principal === null ? 'anonymous' : principal !== undefined ? 'allowed' : undefined,
+    auth_reason: refusedByAuth ? (error?.reason ?? error?.code) : authzReason,
+    opa_decision: authzReason,
+    error: error?.code,
+    user_agent: c.req.header('user-agent'),
+    referer: referer === undefined ? undefined : referer.split(/[?#]/, 1)[0],
+  }
 }

@@ -25,7 +25,7 @@ export function createLogger(config: Config['logging'], destination?: Destinatio
   return pino(options, batched)
 }
 
-type Output = ReturnType<typeof pino.destination>
+export type Output = ReturnType<typeof pino.destination>
 
 /**
  * Gathers log lines into one string per ~16 KiB and hands that to sonic-boom, which does the
@@ -33,7 +33,7 @@ type Output = ReturnType<typeof pino.destination>
  * path: sonic-boom measures the byte length of its whole pending buffer on every write, which cost
  * ~5% of a cached request when it received one write per line.
  */
-class LineBatch implements DestinationStream {
+export class LineBatch implements DestinationStream {
   readonly #output: Output
   /** Pending lines, concatenated (V8 joins them lazily, once, when the text is written). */
   #text = ''

@@ -119,6 +119,12 @@ export class Metrics {
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   })
+  readonly auditDropped = new Counter({
+    name: 'audit_records_dropped_total',
+    help: 'Audit records an output could not write (unwritable file, syslog unreachable, S3 backlog full), by output',
+    labelNames: ['output'] as const,
+    registers: [this.registry],
+  })
   readonly configReloads = new Counter({
     name: 'config_reloads_total',
     help: 'Configuration reloads, by result (success, failure)',

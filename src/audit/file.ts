@@ -1,0 +1,102 @@
+// Audit file output: JSON lines appended asynchronously (sonic-boom), rotated by size:
+// audit.log -> audit.log.1 -> ... -> audit.log.<max_backup_files>, the oldest deleted.
+// A path that cannot be opened or written is reported once and its records are dropped (and
+// counted): the audit log never breaks serving.
+import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { pino } from 'pino'
+import { LineBatch, type Output } from '../telemetry/log.ts'
+
+export interface FileOutputOptions {
+  path: string
+  maxBytes: number
+  maxBackups: number
+  /** Called once when the file cannot be written; later records are dropped. */
+  onFailure: (err: Error) => void
+  onDrop: () => void
+}
+
+export class AuditFile {
+  readonly #options: FileOutputOptions
+  readonly #output: Output
+  readonly #batch: LineBatch
+  readonly #timer: NodeJS.Timeout
+  #bytes: number
+  #broken = false
+
+  constructor(options: FileOutputOptions) {
+    this.#options = options
+    this.#bytes = sizeOf(options.path)
+    try {
+      mkdirSync(dirname(options.path), { recursive: true })
+    } catch {
+      // Reported by the open below.
+    }
+    this.#output = pino.destination({ dest: options.path, sync: false, minLength: 0, append: true })
+    this.#output.on('error', (err: Error) => {
+      // pino flushes its destinations synchronously at exit, which throws for a file that never
+      // opened: there is nothing to flush (as pino itself does after EPIPE).
+      this.#output.flushSync = () => undefined
+      if (this.#broken) return
+      this.#broken = true
+      options.onFailure(err)
+    })
+    this.#batch = new LineBatch(this.#output)
+    this.#timer = setInterval(() => this.#batch.drain(), 250)
+    this.#timer.unref()
+  }
+
+  write(line: string): void {
+    if (this.#broken) return this.#options.onDrop()
+    if (this.#bytes > 0 && this.#bytes + line.length > this.#options.maxBytes) this.#rotate()
+    this.#bytes += line.length
+    this.#batch.write(line)
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer)
+    if (this.#broken) return
+    await new Promise<void>((resolve) => this.#batch.flush(() => resolve()))
+    await new Promise<void>((resolve) => {
+      this.#output.once('close', () => resolve())
+      this.#output.end()
+    })
+  }
+
+  #rotate(): void {
+    // Lines gathered so far belong to the file being rotated out.
+    this.#batch.drain()
+    const { path, maxBackups } = this.#options
+    try {
+      if (maxBackups === 0) rmSync(path, { force: true })
+      else {
+        rmSync(`${path}.${maxBackups}`, { force: true })
+        for (let i = maxBackups - 1; i >= 1; i--) renameIfExists(`${path}.${i}`, `${path}.${i + 1}`)
+        renameIfExists(path, `${path}.1`)
+      }
+    } catch (err) {
+      this.#broken = true
+      this.#options.onFailure(err as Error)
+      return
+    }
+    // sonic-boom finishes a write in progress on the old file, then opens a new one at `path`.
+    this.#output.reopen()
+    this.#bytes = 0
+  }
+}
+
+function sizeOf(path: string): number {
+  try {
+    return statSync(path).size
+  } catch {
+    return 0
+  }
+}
+
+function renameIfExists(from: string, to: string): void {
+  try {
+    renameSync(from, to)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+}

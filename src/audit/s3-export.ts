@@ -1,0 +1,87 @@
+// Audit S3 output: records gathered in memory and written every `export_interval_seconds` as one
+// JSON-lines object, `<path_prefix>YYYY/MM/DD/<time>-<host>-<pid>-<seq>.jsonl`, to a separate
+// audit bucket: the only write the proxy ever makes. A failed upload keeps its batch for the next
+// interval; past MAX_PENDING records the oldest are dropped (and counted).
+import { hostname } from 'node:os'
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+
+const MAX_PENDING = 100_000
+
+export interface S3ExportOptions {
+  bucket: string
+  region: string
+  endpoint: string | undefined
+  accessKey: string | undefined
+  secretKey: string | undefined
+  pathPrefix: string
+  intervalMs: number
+  onFailure: (err: Error) => void
+  onDrop: (count: number) => void
+}
+
+export class AuditS3Export {
+  readonly #options: S3ExportOptions
+  readonly #client: S3Client
+  readonly #timer: NodeJS.Timeout
+  readonly #source = `${hostname() || 'host'}-${process.pid}`
+  #pending: string[] = []
+  #sequence = 0
+  #uploading: Promise<void> | undefined
+
+  constructor(options: S3ExportOptions) {
+    this.#options = options
+    this.#client = new S3Client({
+      region: options.region,
+      endpoint: options.endpoint,
+      forcePathStyle: options.endpoint !== undefined,
+      credentials:
+        options.accessKey !== undefined && options.secretKey !== undefined
+          ? { accessKeyId: options.accessKey, secretAccessKey: options.secretKey }
+          : undefined,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+    })
+    this.#timer = setInterval(() => void this.flush(), options.intervalMs)
+    this.#timer.unref()
+  }
+
+  write(line: string): void {
+    this.#pending.push(line)
+    if (this.#pending.length > MAX_PENDING) {
+      const over = this.#pending.length - MAX_PENDING
+      this.#pending.splice(0, over)
+      this.#options.onDrop(over)
+    }
+  }
+
+  /** Uploads what is gathered as one object (one upload at a time). */
+  async flush(): Promise<void> {
+    if (this.#uploading !== undefined) return this.#uploading
+    if (this.#pending.length === 0) return
+    const batch = this.#pending
+    this.#pending = []
+    const now = new Date()
+    const day = now.toISOString().slice(0, 10).replaceAll('-', '/')
+    const key = `${this.#options.pathPrefix}${day}/${now.toISOString().replace(/[:.]/g, '-')}-${this.#source}-${this.#sequence++}.jsonl`
+    this.#uploading = this.#client
+      .send(new PutObjectCommand({ Bucket: this.#options.bucket, Key: key, Body: batch.join(''), ContentType: 'application/x-ndjson' }))
+      .then(
+        () => undefined,
+        (err: Error) => {
+          // Kept for the next interval, oldest first.
+          this.#pending = batch.concat(this.#pending)
+          this.#options.onFailure(err)
+        }
+      )
+      .finally(() => {
+        this.#uploading = undefined
+      })
+    return this.#uploading
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer)
+    await this.#uploading
+    await this.flush()
+    this.#client.destroy()
+  }
+}
