@@ -74,9 +74,7 @@ async function main() {
 
   const proxyPort = await freePort()
   const configFile = join(dir, 'config.yaml')
-  await writeFile(
-    configFile,
-    `server: { address: "127.0.0.1:${proxyPort}" }
+  const configText = `server: { address: "127.0.0.1:${proxyPort}" }
 logging: { level: info }
 cache:
   memory: { max_size: 64MB }
@@ -90,7 +88,7 @@ buckets:
     cache: { enabled: true, ttl_seconds: 3600 }
     auth: { enabled: true, jwt: { secret: "${JWT_SECRET}" } }
 `
-  )
+  await writeFile(configFile, configText)
   // The compiled proxy in its own process, as in production; access logs go to /dev/null.
   await new Promise<void>((resolve, reject) =>
     spawn('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' }).on('exit', (code) =>
@@ -119,6 +117,7 @@ buckets:
     rows.push([name, { rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)) }])
   }
   const rssAfterSmall = await peakRssMiB(proxy.pid as number)
+  rows.push(['proxy with tracing on (every request sampled, OTLP to a local sink), cached 1 KiB with a JWT', await tracedCachedLoad(dir, configText, token)])
   const throughput: Array<[string, number]> = []
   for (const [name, url] of [['s3rver direct', `${s3Url}/bench/large.bin`], ['proxy -> s3rver', `${proxyUrl}/bench/large.bin`]] as const) {
     await download(url)
@@ -152,6 +151,31 @@ buckets:
   )
   await s3rver.close()
   await rm(dir, { recursive: true, force: true })
+}
+
+/** The cached target again, through a second proxy with tracing on, exporting to a local OTLP sink. */
+async function tracedCachedLoad(dir: string, configText: string, token: string): Promise<{ rps: number; p50: number; p99: number }> {
+  const sink = http.createServer((req, res) => {
+    req.resume()
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'))
+  })
+  await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve))
+  const port = await freePort()
+  const configFile = join(dir, 'traced.yaml')
+  const traced = configText.replace(/127\.0\.0\.1:\d+" \}/, `127.0.0.1:${port}" }`) +
+    `observability:\n  tracing: { enabled: true, otlp_endpoint: "http://127.0.0.1:${(sink.address() as AddressInfo).port}", sampling_ratio: 1 }\n`
+  await writeFile(configFile, traced)
+  const proxy = spawn(process.execPath, [join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+  await waitForHealth(`http://127.0.0.1:${port}/health`)
+  const url = `http://127.0.0.1:${port}/cached/small.bin`
+  const headers = { authorization: `Bearer ${token}` }
+  await load(url, headers)
+  const runs = []
+  for (let i = 0; i < RUNS; i++) runs.push(await load(url, headers))
+  proxy.kill('SIGTERM')
+  await new Promise((resolve) => proxy.once('exit', resolve))
+  sink.close()
+  return { rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)) }
 }
 
 /**

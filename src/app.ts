@@ -30,7 +30,10 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
     ),
   ]
   const { metrics } = runtime
-  app.use(observe({ logger, queryTokenNames, metrics, audit: runtime.audit ?? undefined }))
+  const tracer = runtime.tracer ?? undefined
+  const tracing = tracer !== undefined
+  const slowRequestMs = runtime.config.observability.slow_request_ms
+  app.use(observe({ logger, queryTokenNames, metrics, audit: runtime.audit ?? undefined, tracer, slowRequestMs }))
 
   app.get('/health', (c) =>
     c.json({
@@ -50,9 +53,9 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
 
   const guardRequest = guard({ maxUriLength: runtime.config.server.max_uri_length })
   const routeRequest = route({ buckets: runtime.buckets })
-  const authenticateRequest = authenticate({ metrics })
-  const authorizeRequest = authorize({ metrics })
-  const serveRequest = serve({ debugHeaders: runtime.config.server.debug_headers })
+  const authenticateRequest = authenticate({ metrics, tracing })
+  const authorizeRequest = authorize({ metrics, tracing })
+  const serveRequest = serve({ debugHeaders: runtime.config.server.debug_headers, tracing })
 
   const pipeline = async (c: Context<AppEnv>): Promise<Response> => {
     guardRequest(c)
@@ -66,10 +69,28 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
     return serveRequest(c)
   }
 
+  // The same pipeline with a timestamp after each stage, for the slow-request log (only when on).
+  const timedPipeline = async (c: Context<AppEnv>): Promise<Response> => {
+    const marks = { start: performance.now(), authenticated: 0, authorized: 0, served: 0 }
+    c.set('marks', marks)
+    guardRequest(c)
+    routeRequest(c)
+    const preflight = corsPreflight(c)
+    if (preflight !== undefined) return preflight
+    await authenticateRequest(c)
+    marks.authenticated = performance.now()
+    await authorizeRequest(c)
+    marks.authorized = performance.now()
+    const res = await serveRequest(c)
+    marks.served = performance.now()
+    return res
+  }
+  const run = slowRequestMs > 0 ? timedPipeline : pipeline
+
   app.all('*', async (c) => {
     let res: Response
     try {
-      res = await pipeline(c)
+      res = await run(c)
     } catch (err) {
       res = errorResponse(c, err, logger)
     }

@@ -47,7 +47,7 @@ async function main(): Promise<number> {
   try {
     config = await loadConfig(file)
     // --check builds the runtime too (policies load, keys parse), exactly as start-up does.
-    if (args.check) (await buildRuntime(config, { logger: createLogger({ level: 'silent', format: 'json' }), generation: 0, startedAt: Date.now() })).close()
+    if (args.check) await (await buildRuntime(config, { logger: createLogger({ level: 'silent', format: 'json' }), generation: 0, startedAt: Date.now() })).close()
   } catch (err) {
     console.error(err instanceof ConfigError ? err.message : `cannot load ${file}: ${String(err)}`)
     return 1

@@ -26,6 +26,27 @@ export interface ReadOptions {
   deadlineAt?: number | undefined
   /** Told which replica answered (for X-Served-By and the audit record). */
   servedBy?: ((replica: string) => void) | undefined
+  /** The request's span when tracing is on: backend calls are recorded as its children. */
+  span?: TraceSpan | undefined
+}
+
+export type SpanAttributes = Record<string, string | number | boolean | undefined>
+
+/** A span being recorded (tracing on). With tracing off there are no spans at all. */
+export interface TraceSpan {
+  readonly traceId: string
+  child(name: string, attributes?: SpanAttributes): TraceSpan
+  set(attributes: SpanAttributes): void
+  /** Marks the span as failed with this error (its code, never its details). */
+  fail(error: unknown): void
+  end(): void
+}
+
+export interface Tracer {
+  /** The server span of a request, continuing the client's W3C `traceparent` when it sent one. */
+  startRequest(name: string, headers: Readonly<Record<string, string | string[] | undefined>>, attributes: SpanAttributes): TraceSpan
+  /** Exports what is buffered and stops. */
+  close(): Promise<void>
 }
 
 export interface ObjectSource {

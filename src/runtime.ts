@@ -11,7 +11,8 @@ import { TieredCache } from './cache/tiered.ts'
 import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
 import type { BucketConfig, Config } from './config/schema.ts'
-import type { AuditSink, Authorizer, CachedObject, CacheStore, TokenVerifier } from './ports.ts'
+import { createTracer } from './telemetry/tracing.ts'
+import type { AuditSink, Authorizer, CachedObject, CacheStore, TokenVerifier, Tracer } from './ports.ts'
 import { CircuitBreaker } from './origin/breaker.ts'
 import { ReplicaSet } from './origin/replicas.ts'
 import { S3Source } from './origin/s3.ts'
@@ -38,6 +39,11 @@ export interface SharedAudit extends AuditSink {
   owned: boolean
 }
 
+export interface SharedTracer extends Tracer {
+  readonly built: string
+  owned: boolean
+}
+
 export interface Runtime {
   readonly generation: number
   readonly config: Config
@@ -50,6 +56,8 @@ export interface Runtime {
   readonly cache: SharedCache | null
   /** Null when the audit log is off. Handed on to the next generation when its config is unchanged. */
   readonly audit: SharedAudit | null
+  /** Null when tracing is off. Handed on to the next generation when its config is unchanged. */
+  readonly tracer: SharedTracer | null
   /** Undefined when metrics are disabled. */
   readonly metrics: Metrics | undefined
   /** Verifies admin JWTs (the global jwt block), when admin claims are configured. */
@@ -59,8 +67,11 @@ export interface Runtime {
    * and, through Redis pub/sub, of every instance sharing it.
    */
   purge(target: PurgeTarget): Promise<number>
-  /** Releases backend connections; called once no request runs on this generation any more. */
-  close(): void
+  /**
+   * Releases backend connections and writes out what the audit log and tracer still hold; called
+   * once no request runs on this generation any more.
+   */
+  close(): Promise<void>
 }
 
 export interface RuntimeDeps {
@@ -78,6 +89,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
   const authorizers = await Promise.all(config.buckets.map((bucket, i) => buildAuthorizer(config, bucket, i)))
   const cache = await buildCache(config, deps.logger, previous?.cache ?? null)
   const audit = buildAudit(config, deps, previous?.audit ?? null)
+  const tracer = buildTracer(config, previous?.tracer ?? null)
   const breakers = new Map<string, { built: string; breaker: CircuitBreaker }>()
   const replicaSets = config.buckets.map((bucket) => buildReplicaSet(bucket, deps, previous?.breakers, breakers))
   const buckets: BucketRoute[] = config.buckets.map((bucket, i) => ({
@@ -115,6 +127,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     startedAt: deps.startedAt,
     cache,
     audit,
+    tracer,
     metrics: deps.metrics,
     adminVerifier,
     async purge(target) {
@@ -123,12 +136,24 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
       await cache.redis?.broadcastPurge(JSON.stringify(target))
       return count
     },
-    close() {
+    async close() {
       for (const bucket of buckets) bucket.source.close()
       if (cache?.owned === true) void cache.store.close()
-      if (audit?.owned === true) void audit.close()
+      await Promise.allSettled([audit?.owned === true ? audit.close() : undefined, tracer?.owned === true ? tracer.close() : undefined])
     },
   }
+}
+
+/** The tracer; the previous generation's is taken over when the tracing config is unchanged. */
+function buildTracer(config: Config, previous: SharedTracer | null): SharedTracer | null {
+  const settings = config.observability.tracing
+  if (!settings.enabled) return null
+  const built = JSON.stringify(settings)
+  if (previous !== null && previous.built === built) {
+    previous.owned = false
+    return { startRequest: previous.startRequest, close: previous.close, built, owned: true }
+  }
+  return { ...createTracer(settings), built, owned: true }
 }
 
 /** The audit outputs; the previous generation's are taken over when the audit config is unchanged. */

@@ -113,7 +113,7 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
 
   function release(generation: Generation): void {
     generation.inFlight--
-    if (generation.retired && generation.inFlight === 0) generation.runtime.close()
+    if (generation.retired && generation.inFlight === 0) void generation.runtime.close()
   }
 
   return {
@@ -139,7 +139,7 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
       metrics?.configReloads.inc({ result: 'success' })
       metrics?.configGeneration.set(next)
       previous.retired = true
-      if (previous.inFlight === 0) previous.runtime.close()
+      if (previous.inFlight === 0) void previous.runtime.close()
       logger.info({ generation: next }, 'configuration reloaded')
       return { ok: true, generation: next }
     },
@@ -159,7 +159,7 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
         server.closeAllConnections()
         await closed
       }
-      current.runtime.close()
+      await current.runtime.close()
       metricsServer?.closeAllConnections()
       await new Promise((resolve) => (metricsServer === undefined ? resolve(undefined) : metricsServer.close(resolve)))
     },

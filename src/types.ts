@@ -100,6 +100,18 @@ export type AppVariables = {
   replica: string
   /** The reason of the OPA decision, when the bucket has a policy. */
   authzReason: string
+  /** The request's server span, when tracing is on. */
+  span: import('./ports.ts').TraceSpan
+  /** performance.now() after each stage, when the slow-request log is on. */
+  marks: StageMarks
+}
+
+export interface StageMarks {
+  start: number
+  authenticated: number
+  authorized: number
+  /** The response headers were ready (cache lookup and backend call done). */
+  served: number
 }
 
 /**

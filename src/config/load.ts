@@ -236,7 +236,7 @@ async function normalize(
   const admin =
     file.admin === undefined ? null : { token: file.admin.token, claims: file.admin.claims ?? [], jwt: adminJwt ?? null }
   const audit = file.audit_log?.enabled === true ? { ...file.audit_log, file: resolveAuditPath(file.audit_log.file, source) } : null
-  return { file: source, server, buckets, logging: file.logging, metrics: file.metrics, cache, admin, audit }
+  return { file: source, server, buckets, logging: file.logging, metrics: file.metrics, cache, admin, audit, observability: file.observability }
 }
 
 const DEFAULT_TTL_SECONDS = 3600

@@ -477,7 +477,23 @@ export const fileSchema = z.strictObject({
       }
     })
     .optional(),
-  observability: planned('observability'),
+  observability: z
+    .strictObject({
+      tracing: z
+        .strictObject({
+          enabled: bool.default(false),
+          exporter: z.literal('otlp').default('otlp'),
+          /** Base URL; `/v1/traces` is appended. Default: the OTEL_EXPORTER_OTLP_* variables. */
+          otlp_endpoint: httpUrl.optional(),
+          protocol: z.enum(['http/protobuf', 'http/json']).default('http/protobuf'),
+          service_name: text.default(process.env.OTEL_SERVICE_NAME ?? 'yatagarasu'),
+          sampling_ratio: num.pipe(z.number().min(0).max(1, 'must be between 0 and 1')).default(1),
+        })
+        .prefault({}),
+      /** Requests slower than this are logged at warn with a per-stage breakdown (0: never). */
+      slow_request_ms: nonNegative.default(0),
+    })
+    .prefault({}),
 })
 export type ConfigFile = z.output<typeof fileSchema>
 
@@ -631,6 +647,8 @@ export interface Config {
   admin: AdminConfig | null
   /** Null when the audit log is off. */
   audit: AuditConfig | null
+  observability: ConfigFile['observability']
 }
 
 export type AuditConfig = NonNullable<ConfigFile['audit_log']>
+export type TracingConfig = ConfigFile['observability']['tracing']

@@ -75,15 +75,15 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
   }
 
   head(key: string, options: ReadOptions): Promise<ObjectMeta> {
-    return this.#read((source, o) => source.head(key, o), options, false)
+    return this.#read('s3.HeadObject', (source, o) => source.head(key, o), options, false)
   }
 
   get(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<ObjectBody> {
-    return this.#read((source, o) => source.get(key, range, o), options, true)
+    return this.#read('s3.GetObject', (source, o) => source.get(key, range, o), options, true)
   }
 
   revalidate(key: string, etag: string, options: ReadOptions): Promise<ObjectBody | 'not-modified'> {
-    return this.#read((source, o) => source.revalidate(key, etag, o), options, true)
+    return this.#read('s3.GetObject', (source, o) => source.revalidate(key, etag, o), options, true)
   }
 
   /** Whether any replica takes traffic (waits for the first probes at start-up). */
@@ -137,7 +137,7 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     metrics.breakerState.set(labels, BREAKER_GAUGE[replica.breaker?.state ?? 'closed'])
   }
 
-  async #read<T>(read: Read<T>, options: ReadOptions, hedgeable: boolean): Promise<T> {
+  async #read<T>(operation: string, read: Read<T>, options: ReadOptions, hedgeable: boolean): Promise<T> {
     const deadlineAt = Date.now() + this.#options.deadlineMs
     const queue = [...this.#replicas]
     const running = new Set<Attempt<T>>()
@@ -149,7 +149,7 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
         const replica = queue.shift() as Replica
         const permit = replica.breaker === undefined ? 'normal' : replica.breaker.acquire()
         if (permit === undefined) continue
-        running.add(this.#start(replica, permit, read, options, deadlineAt))
+        running.add(this.#start(operation, replica, permit, read, options, deadlineAt))
         return true
       }
       return false
@@ -198,7 +198,8 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     throw this.#unavailable('all_replicas_failed', lastFailure)
   }
 
-  #start<T>(replica: Replica, permit: Permit, read: Read<T>, options: ReadOptions, deadlineAt: number): Attempt<T> {
+  #start<T>(operation: string, replica: Replica, permit: Permit, read: Read<T>, options: ReadOptions, deadlineAt: number): Attempt<T> {
+    const span = options.span?.child(operation, { 'yatagarasu.bucket': this.#options.bucket, 'yatagarasu.replica': replica.name })
     const controller = new AbortController()
     const clientSignal = options.signal
     const signal = clientSignal === undefined ? controller.signal : AbortSignal.any([clientSignal, controller.signal])
@@ -224,11 +225,16 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
       controller,
       settled: read(replica.source, attemptOptions).then(
         (value): Outcome<T> => {
+          span?.end()
           breaker?.success(permit)
           this.#publish(replica)
           return { attempt, ok: true, value }
         },
         (error: unknown): Outcome<T> => {
+          if (span !== undefined) {
+            span.fail(error)
+            span.end()
+          }
           if (isReplicaFailure(error)) breaker?.failure(permit)
           else if (error instanceof ProxyError && error.code === 'ORIGIN_ABORTED') breaker?.release(permit)
           else breaker?.success(permit)

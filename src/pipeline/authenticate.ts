@@ -11,6 +11,8 @@ import type { AppEnv, Principal, Stage } from '../types.ts'
 
 export interface AuthenticateOptions {
   metrics: Metrics | undefined
+  /** Records token verification as a span (tracing on). */
+  tracing: boolean
 }
 
 /** The token sources of one request, read only when the verifier asks for them. */
@@ -31,7 +33,7 @@ class RequestCarrier implements TokenCarrier {
 }
 
 export function authenticate(options: AuthenticateOptions): Stage {
-  const { metrics } = options
+  const { metrics, tracing } = options
   const refused = (bucket: string, err: unknown): never => {
     if (metrics !== undefined && err instanceof ProxyError) {
       metrics.authResults.inc({ bucket, result: err.status === 401 ? 'invalid' : 'denied', reason: err.reason ?? err.code })
@@ -49,16 +51,32 @@ export function authenticate(options: AuthenticateOptions): Stage {
       c.set('principal', null)
       return
     }
+    const span = tracing ? c.get('span')?.child('jwt.verify', { 'yatagarasu.bucket': bucket.name }) : undefined
+    const done = (err?: unknown) => {
+      if (span === undefined) return
+      if (err !== undefined) span.fail(err)
+      span.end()
+    }
     let outcome: Principal | Promise<Principal>
     try {
       outcome = bucket.verifier.authenticate(new RequestCarrier(c), key)
     } catch (err) {
+      done(err)
       return refused(bucket.name, err)
     }
-    if (!(outcome instanceof Promise)) return accepted(c, bucket.name, outcome)
+    if (!(outcome instanceof Promise)) {
+      done()
+      return accepted(c, bucket.name, outcome)
+    }
     return outcome.then(
-      (principal) => accepted(c, bucket.name, principal),
-      (err: unknown) => refused(bucket.name, err)
+      (principal) => {
+        done()
+        accepted(c, bucket.name, principal)
+      },
+      (err: unknown) => {
+        done(err)
+        return refused(bucket.name, err)
+      }
     )
   }
 }

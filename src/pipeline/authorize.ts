@@ -9,14 +9,21 @@ import { clientIp } from './request-target.ts'
 
 export interface AuthorizeOptions {
   metrics: Metrics | undefined
+  /** Records the decision as a span (tracing on). */
+  tracing: boolean
 }
 
 export function authorize(options: AuthorizeOptions): Stage {
-  const { metrics } = options
+  const { metrics, tracing } = options
   return function authorize(c) {
     const { bucket, key } = c.get('route')
     if (bucket.authorizer === null) return
-    return decide(c, bucket, bucket.authorizer, key, metrics)
+    if (!tracing) return decide(c, bucket, bucket.authorizer, key, metrics)
+    const span = c.get('span')?.child('opa.decision', { 'yatagarasu.bucket': bucket.name })
+    return decide(c, bucket, bucket.authorizer, key, metrics).finally(() => {
+      span?.set({ 'yatagarasu.opa.reason': c.get('authzReason') })
+      span?.end()
+    })
   }
 }
 

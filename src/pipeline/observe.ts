@@ -8,7 +8,7 @@ import type { Context, MiddlewareHandler } from 'hono'
 import { rawPathOf } from '../http/path.ts'
 import type { Logger } from '../telemetry/log.ts'
 import { statusClass, type Metrics } from '../telemetry/metrics.ts'
-import type { AuditSink } from '../ports.ts'
+import type { AuditSink, Tracer, TraceSpan } from '../ports.ts'
 import type { AppEnv, AuditRecord, CacheUse } from '../types.ts'
 import { clientIp, requestTarget } from './request-target.ts'
 
@@ -22,16 +22,22 @@ export interface ObserveOptions {
   queryTokenNames: readonly string[]
   /** Undefined when the audit log is off: no record is built then. */
   audit: AuditSink | undefined
+  /** Undefined when tracing is off: no span is created then. */
+  tracer: Tracer | undefined
+  /** Requests slower than this are logged at warn with their stage timings; 0: never. */
+  slowRequestMs: number
 }
 
 export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
-  const { logger, queryTokenNames, metrics, audit } = options
+  const { logger, queryTokenNames, metrics, audit, tracer, slowRequestMs } = options
   return async function observe(c, next) {
     const started = performance.now()
     metrics?.inFlight.inc()
     const offered = c.req.header('x-request-id')
     const requestId = offered !== undefined && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID()
     c.set('requestId', requestId)
+    const span = tracer === undefined ? undefined : startServerSpan(tracer, c)
+    if (span !== undefined) c.set('span', span)
 
     const outgoing = c.env?.outgoing
     // Set on the socket response before the app's headers are written (Node merges the two), so
@@ -60,7 +66,9 @@ export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
       const bytes = transfer !== undefined ? transfer.bytesSent() : Number(res.headers.get('content-length') ?? 0)
       if (metrics !== undefined) record(metrics, c.req.method, res.status, seconds, bytes, route?.bucket.name, c.get('cacheUse'))
       const complete = outgoing === undefined ? true : outgoing.writableFinished
+      if (span !== undefined) endServerSpan(span, c, res.status, bytes, error)
       if (audit !== undefined) audit.record(auditRecord(c, started, requestId, res.status, bytes, complete, seconds, error))
+      if (slowRequestMs > 0 && seconds * 1000 >= slowRequestMs) logSlow(logger, c, requestId, started, seconds)
       logger.info(
         {
           request_id: requestId,
@@ -74,6 +82,7 @@ export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
           replica: c.get('replica'),
           error: error?.code,
           reason: error?.reason,
+          trace_id: span?.traceId,
         },
         'request'
       )
@@ -129,7 +138,7 @@ function auditRecord(
   return {
     timestamp: new Date(performance.timeOrigin + started).toISOString(),
     request_id: requestId,
-    trace_id: undefined,
+    trace_id: c.get('span')?.traceId,
     client_ip: clientIp(c),
     user: principal?.subject,
     jti: typeof jti === 'string' ? jti : undefined,
@@ -152,4 +161,56 @@ function auditRecord(
     user_agent: c.req.header('user-agent'),
     referer: referer === undefined ? undefined : referer.split(/[?#]/, 1)[0],
   }
+}
+
+/** The server span (HTTP semantic conventions); the route is filled in once it is known. */
+function startServerSpan(tracer: Tracer, c: Context<AppEnv>): TraceSpan {
+  const incoming = c.env?.incoming
+  return tracer.startRequest(c.req.method, incoming?.headers ?? {}, {
+    'http.request.method': c.req.method,
+    'network.protocol.version': incoming?.httpVersion,
+    'client.address': clientIp(c),
+    'user_agent.original': c.req.header('user-agent'),
+    'yatagarasu.request_id': c.get('requestId'),
+  })
+}
+
+function endServerSpan(span: TraceSpan, c: Context<AppEnv>, status: number, bytes: number, error: { code?: string } | undefined): void {
+  const route = c.get('route')
+  // The bucket prefix is the route template: the key never becomes a span name or attribute.
+  const template = route === undefined ? undefined : `${route.bucket.prefix}/*`
+  span.set({
+    'http.route': template,
+    'http.response.status_code': status,
+    'http.response.body.size': bytes,
+    'yatagarasu.bucket': route?.bucket.name,
+    'yatagarasu.cache.result': c.get('cacheUse')?.result,
+    'yatagarasu.replica': c.get('replica'),
+  })
+  if (status >= 500) span.fail(error ?? { code: String(status) })
+  span.end()
+}
+
+/** A warn line for a slow request, with where the time went. */
+function logSlow(logger: Logger, c: Context<AppEnv>, requestId: string, started: number, seconds: number): void {
+  const marks = c.get('marks')
+  const ms = (from: number, to: number) => (from > 0 && to > 0 ? Math.round((to - from) * 1000) / 1000 : undefined)
+  const end = started + seconds * 1000
+  logger.warn(
+    {
+      request_id: requestId,
+      bucket: c.get('route')?.bucket.name,
+      duration_ms: Math.round(seconds * 1e6) / 1000,
+      stages_ms: {
+        auth: ms(marks?.start ?? 0, marks?.authenticated ?? 0),
+        authz: ms(marks?.authenticated ?? 0, marks?.authorized ?? 0),
+        // Cache lookup plus, on a miss, the backend up to its response headers.
+        fetch: ms(marks?.authorized ?? 0, marks?.served ?? 0),
+        transfer: ms(marks?.served ?? 0, end),
+      },
+      cache: c.get('cacheUse')?.result,
+      replica: c.get('replica'),
+    },
+    'slow request'
+  )
 }

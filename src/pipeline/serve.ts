@@ -20,7 +20,7 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { CachedObject, ObjectBody, ReadOptions, TieredHit } from '../ports.ts'
+import type { CachedObject, ObjectBody, ReadOptions, TieredHit, TraceSpan } from '../ports.ts'
 import type { AppEnv, BucketCache, BucketRoute, ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
 
 interface ObjectRequest {
@@ -64,10 +64,12 @@ const entryHeaders = new WeakMap<CachedObject, EntryHeaders>()
 export interface ServeOptions {
   /** Adds X-Served-By (the replica that answered) to origin responses. */
   debugHeaders: boolean
+  /** Records cache lookups and backend calls as spans (tracing on). */
+  tracing: boolean
 }
 
 export function serve(options: ServeOptions): (c: Context<AppEnv>) => Response | Promise<Response> {
-  const { debugHeaders } = options
+  const { debugHeaders, tracing } = options
   return function serve(c) {
     const { bucket, key } = c.get('route')
     const request = readRequest(c, debugHeaders)
@@ -75,7 +77,12 @@ export function serve(options: ServeOptions): (c: Context<AppEnv>) => Response |
     if (cache === null) return fromOrigin(c, bucket, key, request, undefined)
     const cacheKey = `${bucket.name}/${key}`
     // A fresh memory hit is answered in this tick: no promise on the hottest path.
+    const span = tracing && cache.store.peekedTiers === 1 ? c.get('span')?.child('cache.lookup', { 'yatagarasu.cache.tier': 'memory' }) : undefined
     const peeked = cache.store.peek(cacheKey)
+    if (span !== undefined) {
+      span.set({ 'yatagarasu.cache.hit': peeked !== undefined })
+      span.end()
+    }
     if (peeked !== undefined && peeked.entry.freshUntil > Date.now()) return fromHit(c, bucket, cache, peeked, request)
     return fromCacheOrOrigin(c, bucket, cache, cacheKey, key, request, peeked)
   }
@@ -96,7 +103,13 @@ async function fromCacheOrOrigin(
   request: ObjectRequest,
   peeked: TieredHit | undefined
 ): Promise<Response> {
-  const hit = peeked ?? (await cache.store.lookup(cacheKey, cache.store.peekedTiers))
+  let hit = peeked
+  if (hit === undefined && cache.store.tiers.length > cache.store.peekedTiers) {
+    const span = request.options.span?.child('cache.lookup', { 'yatagarasu.cache.tier': cache.store.tiers.slice(cache.store.peekedTiers).map((t) => t.name).join(',') })
+    hit = await cache.store.lookup(cacheKey, cache.store.peekedTiers)
+    span?.set({ 'yatagarasu.cache.hit': hit !== undefined, 'yatagarasu.cache.hit_tier': hit?.tier })
+    span?.end()
+  }
   if (hit !== undefined && hit.entry.freshUntil > Date.now()) return fromHit(c, bucket, cache, hit, request)
   cache.counters.misses++
   c.set('cacheUse', { result: 'miss', tier: undefined })
@@ -130,6 +143,9 @@ class OriginReadOptions implements ReadOptions {
   constructor(c: Context<AppEnv>, debugHeaders: boolean) {
     this.#c = c
     this.#debugHeaders = debugHeaders
+  }
+  get span(): TraceSpan | undefined {
+    return this.#c.get('span')
   }
   servedBy(replica: string): void {
     this.#c.set('replica', replica)
