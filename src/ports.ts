@@ -17,11 +17,11 @@ export interface ReadOptions {
   /** Aborts the backend request (client gone). */
   signal: AbortSignal | undefined
   /**
-   * Called when the body fails after the response has started (backend stall or reset): the
-   * caller cuts the client connection so the client sees a truncated response, never a clean end.
-   * Without it, the body stream errors instead.
+   * Called when the body fails mid-transfer (backend stall or reset). Returns true when it cut
+   * the client connection because this body was streaming to it (the client sees a truncated
+   * response, never a clean end); otherwise, or without it, the body stream errors instead.
    */
-  abortResponse?: ((error: ProxyError) => void) | undefined
+  abortResponse?: ((error: ProxyError) => boolean) | undefined
   /** Epoch ms by which response headers must have arrived (a replica set's request deadline). */
   deadlineAt?: number | undefined
   /** Told which replica answered (for X-Served-By and the audit record). */

@@ -113,7 +113,9 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
 
   function release(generation: Generation): void {
     generation.inFlight--
-    if (generation.retired && generation.inFlight === 0) void generation.runtime.close()
+    // After the other 'close' listeners of this response (the access log and audit record of the
+    // generation's last request are written before its outputs close).
+    if (generation.retired && generation.inFlight === 0) setImmediate(() => void generation.runtime.close())
   }
 
   return {

@@ -1,7 +1,7 @@
 // Audit file output: JSON lines appended asynchronously (sonic-boom), rotated by size:
 // audit.log -> audit.log.1 -> ... -> audit.log.<max_backup_files>, the oldest deleted.
 // A path that cannot be opened or written is reported once and its records are dropped (and
-// counted): the audit log never breaks serving.
+// counted) until the next reload: the audit log never breaks serving.
 import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { pino } from 'pino'
@@ -48,14 +48,18 @@ export class AuditFile {
 
   write(line: string): void {
     if (this.#broken) return this.#options.onDrop()
-    if (this.#bytes > 0 && this.#bytes + line.length > this.#options.maxBytes) this.#rotate()
-    this.#bytes += line.length
+    const bytes = Buffer.byteLength(line)
+    if (this.#bytes > 0 && this.#bytes + bytes > this.#options.maxBytes) this.#rotate()
+    this.#bytes += bytes
     this.#batch.write(line)
   }
 
   async close(): Promise<void> {
     clearInterval(this.#timer)
-    if (this.#broken) return
+    if (this.#broken) {
+      this.#output.destroy()
+      return
+    }
     await new Promise<void>((resolve) => this.#batch.flush(() => resolve()))
     await new Promise<void>((resolve) => {
       this.#output.once('close', () => resolve())

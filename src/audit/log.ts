@@ -1,9 +1,8 @@
 // The audit log: one JSON record per request (see AuditRecord), fanned out to the configured
 // outputs. Serialized once, written asynchronously; no output can block or fail a request.
-import { pino } from 'pino'
 import type { AuditConfig } from '../config/schema.ts'
 import type { AuditSink } from '../ports.ts'
-import { LineBatch } from '../telemetry/log.ts'
+import { stdoutLines } from '../telemetry/log.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
 import type { AuditRecord } from '../types.ts'
@@ -14,22 +13,14 @@ import { AuditSyslog } from './syslog.ts'
 export function createAuditLog(config: AuditConfig, logger: Logger, metrics: Metrics | undefined): AuditSink {
   const dropped = (output: string, count = 1) => metrics?.auditDropped.inc({ output }, count)
   const failed = (output: string) => (err: Error) =>
-    logger.error({ output, err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'audit output failed; its records are dropped until it recovers')
+    logger.error({ output, err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'audit output failed; its records are dropped')
 
   const lineOutputs: Array<{ write(line: string): void; close(): Promise<void> }> = []
   let syslog: AuditSyslog | undefined
   for (const output of new Set(config.outputs)) {
     if (output === 'stdout') {
-      const batch = new LineBatch(pino.destination({ dest: 1, sync: false, minLength: 0 }))
-      const timer = setInterval(() => batch.drain(), 250)
-      timer.unref()
-      lineOutputs.push({
-        write: (line) => batch.write(line),
-        close: async () => {
-          clearInterval(timer)
-          batch.drain()
-        },
-      })
+      const lines = stdoutLines()
+      lineOutputs.push({ write: (line) => lines.write(line), close: async () => lines.drain() })
     } else if (output === 'file' && config.file !== undefined) {
       lineOutputs.push(
         new AuditFile({

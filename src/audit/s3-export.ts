@@ -4,8 +4,13 @@
 // interval; past MAX_PENDING records the oldest are dropped (and counted).
 import { hostname } from 'node:os'
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { NodeHttpHandler } from '@smithy/node-http-handler'
 
 const MAX_PENDING = 100_000
+/** An upload that hangs must not hold the batches behind it, or shutdown, for longer. */
+const UPLOAD_TIMEOUT_MS = 30_000
+/** How long shutdown waits for the last upload. */
+const CLOSE_TIMEOUT_MS = 10_000
 
 export interface S3ExportOptions {
   bucket: string
@@ -39,6 +44,7 @@ export class AuditS3Export {
           ? { accessKeyId: options.accessKey, secretAccessKey: options.secretKey }
           : undefined,
       requestChecksumCalculation: 'WHEN_REQUIRED',
+      requestHandler: new NodeHttpHandler({ connectionTimeout: 5000, requestTimeout: UPLOAD_TIMEOUT_MS }),
     })
     this.#timer = setInterval(() => void this.flush(), options.intervalMs)
     this.#timer.unref()
@@ -63,7 +69,9 @@ export class AuditS3Export {
     const day = now.toISOString().slice(0, 10).replaceAll('-', '/')
     const key = `${this.#options.pathPrefix}${day}/${now.toISOString().replace(/[:.]/g, '-')}-${this.#source}-${this.#sequence++}.jsonl`
     this.#uploading = this.#client
-      .send(new PutObjectCommand({ Bucket: this.#options.bucket, Key: key, Body: batch.join(''), ContentType: 'application/x-ndjson' }))
+      .send(new PutObjectCommand({ Bucket: this.#options.bucket, Key: key, Body: batch.join(''), ContentType: 'application/x-ndjson' }), {
+        abortSignal: AbortSignal.timeout(UPLOAD_TIMEOUT_MS),
+      })
       .then(
         () => undefined,
         (err: Error) => {
@@ -80,8 +88,16 @@ export class AuditS3Export {
 
   async close(): Promise<void> {
     clearInterval(this.#timer)
-    await this.#uploading
-    await this.flush()
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_TIMEOUT_MS)))
+    await Promise.race([(async () => {
+      await this.#uploading
+      await this.flush()
+    })(), deadline])
+    clearTimeout(timer)
+    // What could not be uploaded by now is lost: say so in the metric.
+    if (this.#pending.length > 0) this.#options.onDrop(this.#pending.length)
+    this.#pending = []
     this.#client.destroy()
   }
 }

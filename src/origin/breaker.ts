@@ -25,8 +25,15 @@ export interface BreakerOptions {
   onChange?: (from: BreakerState, to: BreakerState) => void
 }
 
-/** What `acquire` granted: a normal request, or one of the limited half-open trials. */
-export type Permit = 'normal' | 'trial'
+/**
+ * What `acquire` granted: a normal request, or one of the limited half-open trials, in the state
+ * period (`epoch`) it was granted in. An outcome from an earlier period (a request that started
+ * before the breaker last changed state) is ignored: it says nothing about the replica now.
+ */
+export interface Permit {
+  kind: 'normal' | 'trial'
+  epoch: number
+}
 
 export class CircuitBreaker {
   readonly #options: Required<Omit<BreakerOptions, 'onChange'>> & Pick<BreakerOptions, 'onChange'>
@@ -35,6 +42,7 @@ export class CircuitBreaker {
   #successes = 0
   #openedAt = 0
   #trialsInFlight = 0
+  #epoch = 0
 
   constructor(options: BreakerOptions) {
     this.#options = { now: Date.now, ...options }
@@ -55,24 +63,24 @@ export class CircuitBreaker {
   /** Whether a request may go to the replica now; the permit is handed back with the outcome. */
   acquire(): Permit | undefined {
     const state = this.state
-    if (state === 'closed') return 'normal'
+    if (state === 'closed') return { kind: 'normal', epoch: this.#epoch }
     if (state === 'open' || this.#trialsInFlight >= this.#options.halfOpenMaxRequests) return undefined
     this.#trialsInFlight++
-    return 'trial'
+    return { kind: 'trial', epoch: this.#epoch }
   }
 
   success(permit: Permit): void {
-    this.#settle(permit)
+    if (!this.#settle(permit)) return
     if (this.#state === 'closed') {
       this.#failures = 0
-    } else if (this.#state === 'half-open' && permit === 'trial') {
+    } else if (this.#state === 'half-open' && permit.kind === 'trial') {
       this.#successes++
       if (this.#successes >= this.#options.successThreshold) this.#to('closed')
     }
   }
 
   failure(permit: Permit): void {
-    this.#settle(permit)
+    if (!this.#settle(permit)) return
     if (this.#state === 'closed') {
       this.#failures++
       if (this.#failures >= this.#options.failureThreshold) this.#to('open')
@@ -86,18 +94,24 @@ export class CircuitBreaker {
     this.#settle(permit)
   }
 
-  #settle(permit: Permit): void {
-    if (permit === 'trial' && this.#trialsInFlight > 0) this.#trialsInFlight--
+  /** Frees the permit's trial slot; false when the permit is from an earlier state period. */
+  #settle(permit: Permit): boolean {
+    // Reading `state` first lets an expired open period turn half-open (a new epoch).
+    void this.state
+    if (permit.epoch !== this.#epoch) return false
+    if (permit.kind === 'trial' && this.#trialsInFlight > 0) this.#trialsInFlight--
+    return true
   }
 
   #to(next: BreakerState): void {
     const from = this.#state
     if (from === next) return
     this.#state = next
+    this.#epoch++
     this.#failures = 0
     this.#successes = 0
     if (next === 'open') this.#openedAt = this.#options.now()
-    if (next !== 'half-open') this.#trialsInFlight = 0
+    this.#trialsInFlight = 0
     this.#options.onChange?.(from, next)
   }
 }

@@ -46,6 +46,9 @@ export function isReplicaFailure(err: unknown): err is ProxyError {
   return err instanceof ProxyError && REPLICA_FAILURES.has(err.code) && err.reason !== 'deadline'
 }
 
+/** The permit of a replica without a breaker: never looked at. */
+const UNGUARDED: Permit = { kind: 'normal', epoch: 0 }
+
 const BREAKER_GAUGE: Record<BreakerState, number> = { closed: 0, open: 1, 'half-open': 2 }
 
 type Outcome<T> = { attempt: Attempt<T>; ok: true; value: T } | { attempt: Attempt<T>; ok: false; error: unknown }
@@ -65,12 +68,20 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
   readonly #probed = new Map<string, boolean>()
   readonly #firstProbes: Promise<void>
   readonly #timer: NodeJS.Timeout
+  #closed = false
 
   constructor(options: ReplicaSetOptions) {
     this.#options = options
     this.#replicas = options.replicas
     this.#firstProbes = this.#probeAll()
-    this.#timer = setInterval(() => void this.#probeAll(), options.probeIntervalMs)
+    let probing = true
+    void this.#firstProbes.finally(() => (probing = false))
+    this.#timer = setInterval(() => {
+      // A slow round (probes wait up to 5 s) is never overlapped by the next.
+      if (probing) return
+      probing = true
+      void this.#probeAll().finally(() => (probing = false))
+    }, options.probeIntervalMs)
     this.#timer.unref()
   }
 
@@ -101,6 +112,8 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
   }
 
   close(): void {
+    // A probe still in flight must not feed breakers the next generation has taken over.
+    this.#closed = true
     clearInterval(this.#timer)
     for (const replica of this.#replicas) replica.source.close()
   }
@@ -117,9 +130,10 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
       this.#replicas.map(async (replica) => {
         // A probe is a request like any other: it waits for an open breaker's timeout and then
         // counts as one of the half-open trials.
-        const permit: Permit | undefined = replica.breaker === undefined ? 'normal' : replica.breaker.acquire()
+        const permit = replica.breaker === undefined ? UNGUARDED : replica.breaker.acquire()
         if (permit === undefined) return
         const ok = await replica.source.probe()
+        if (this.#closed) return
         this.#probed.set(replica.name, ok)
         if (ok) replica.breaker?.success(permit)
         else replica.breaker?.failure(permit)
@@ -147,7 +161,7 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     const startNext = (): boolean => {
       while (queue.length > 0 && Date.now() < deadlineAt) {
         const replica = queue.shift() as Replica
-        const permit = replica.breaker === undefined ? 'normal' : replica.breaker.acquire()
+        const permit = replica.breaker === undefined ? UNGUARDED : replica.breaker.acquire()
         if (permit === undefined) continue
         running.add(this.#start(operation, replica, permit, read, options, deadlineAt))
         return true
@@ -214,10 +228,12 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
           ? undefined
           : (error) => {
               if (breaker !== undefined && isReplicaFailure(error)) {
-                breaker.failure('normal')
+                // The headers counted as a success; the body failing counts against the replica
+                // in the same state period (a trial's body failing re-opens the breaker).
+                breaker.failure({ kind: 'normal', epoch: permit.epoch })
                 this.#publish(replica)
               }
-              clientAbort(error)
+              return clientAbort(error)
             },
     }
     const attempt: Attempt<T> = {
@@ -236,7 +252,7 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
             span.end()
           }
           if (isReplicaFailure(error)) breaker?.failure(permit)
-          else if (error instanceof ProxyError && error.code === 'ORIGIN_ABORTED') breaker?.release(permit)
+          else if (error instanceof ProxyError && (error.code === 'ORIGIN_ABORTED' || error.reason === 'deadline')) breaker?.release(permit)
           else breaker?.success(permit)
           this.#publish(replica)
           return { attempt, ok: false, error }

@@ -196,7 +196,11 @@ export class S3Source implements ObjectSource {
   ): Promise<T> {
     const signal = options?.signal
     const deadlineAt = options?.deadlineAt
-    const timeoutMs = probeTimeoutMs ?? (deadlineAt === undefined ? this.#timeoutMs : Math.min(this.#timeoutMs, deadlineAt - Date.now()))
+    const left = deadlineAt === undefined ? Infinity : deadlineAt - Date.now()
+    // When the request's deadline, not this backend's own timeout, sets the limit, a timeout is
+    // reported as `deadline`: it says nothing about this backend's health.
+    const byDeadline = probeTimeoutMs === undefined && left < this.#timeoutMs
+    const timeoutMs = probeTimeoutMs ?? Math.min(this.#timeoutMs, left)
     if (signal?.aborted) throw new ProxyError('ORIGIN_ABORTED')
     if (timeoutMs <= 0) throw new ProxyError('ORIGIN_TIMEOUT', { reason: 'deadline' })
     const controller = new AbortController()
@@ -213,7 +217,10 @@ export class S3Source implements ObjectSource {
       this.#observe?.((performance.now() - started) / 1000, 'ok')
       return result
     } catch (err) {
-      const error = toProxyError(err, timedOut, signal?.aborted === true)
+      const error =
+        timedOut && byDeadline
+          ? new ProxyError('ORIGIN_TIMEOUT', { reason: 'deadline', cause: err })
+          : toProxyError(err, timedOut, signal?.aborted === true)
       this.#observe?.((performance.now() - started) / 1000, error.reason === 'not_modified' ? 'not_modified' : error.code)
       throw error
     } finally {
@@ -275,6 +282,8 @@ function watchedStream(
 ): Pick<ObjectBody, 'stream' | 'bytesSent'> {
   let sent = 0
   let waiting = false
+  /** The reader went away (client gone, body unwanted): a failure after that is nobody's news. */
+  let cancelled = false
   const timer = setTimeout(() => {
     if (waiting) body.destroy(new ProxyError('ORIGIN_TIMEOUT', { reason: 'body_stalled' }))
   }, idleMs)
@@ -290,10 +299,14 @@ function watchedStream(
           next = await chunks.next()
         } catch (err) {
           clearTimeout(timer)
+          // Destroying the body on cancel rejects the pending read (premature close): not a
+          // backend failure, so it is neither reported nor counted against the replica.
+          if (cancelled) return
           const error = err instanceof ProxyError ? err : new ProxyError('ORIGIN_ERROR', { reason: 'body_failed', cause: err })
-          if (abortResponse === undefined) throw error
-          // The caller cuts the connection, which cancels this stream; nothing more to pull.
-          abortResponse(error)
+          // A response already streaming to the client is cut (a truncated response, never a
+          // clean end), which cancels this stream: nothing more to pull. Any other reader (the
+          // cache collecting a body before answering) gets the error.
+          if (abortResponse?.(error) !== true) throw error
           return new Promise<void>(() => {})
         } finally {
           waiting = false
@@ -307,6 +320,7 @@ function watchedStream(
         }
       },
       cancel() {
+        cancelled = true
         clearTimeout(timer)
         body.destroy()
       },

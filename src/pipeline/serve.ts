@@ -155,13 +155,17 @@ class OriginReadOptions implements ReadOptions {
   get signal(): AbortSignal {
     return this.#c.req.raw.signal
   }
-  get abortResponse(): ((error: ProxyError) => void) | undefined {
+  get abortResponse(): ((error: ProxyError) => boolean) | undefined {
     const c = this.#c
     const outgoing = c.env?.outgoing
     if (outgoing === undefined) return undefined
     return (error) => {
+      // Before the headers went out, the body was not streaming to this client (the cache was
+      // collecting it): the error is answered normally instead.
+      if (!outgoing.headersSent) return false
       c.error = error
       outgoing.destroy()
+      return true
     }
   }
 }

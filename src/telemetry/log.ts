@@ -15,14 +15,25 @@ export function createLogger(config: Config['logging'], destination?: Destinatio
   const options = { level: config.level, base: { service: 'yatagarasu' } }
   if (destination !== undefined) return pino(options, destination)
   if (config.format === 'text') return pino(options, pretty({ colorize: false, sync: true }))
-  const output = pino.destination({ dest: 1, sync: false, minLength: 0, maxLength: MAX_PENDING_BYTES })
-  const batched = new LineBatch(output)
+  return pino(options, stdoutLines())
+}
+
+let stdout: LineBatch | undefined
+
+/**
+ * The process's one writer to standard output, shared by the logger and the audit log's stdout
+ * output: two writers on one pipe could interleave partial lines under back-pressure.
+ */
+export function stdoutLines(): LineBatch {
+  if (stdout !== undefined) return stdout
+  const batched = new LineBatch(pino.destination({ dest: 1, sync: false, minLength: 0, maxLength: MAX_PENDING_BYTES }))
   // A quiet instance's lines are not held back for more than 250 ms. main.ts flushes lifecycle
   // lines at once and on shutdown.
   setInterval(() => batched.drain(), 250).unref()
   // process.exit() skips timers: write what is gathered synchronously on the way out.
   process.once('exit', () => batched.flushSync())
-  return pino(options, batched)
+  stdout = batched
+  return batched
 }
 
 export type Output = ReturnType<typeof pino.destination>
