@@ -30,10 +30,10 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
     ),
   ]
   const { metrics } = runtime
-  const tracer = runtime.tracer ?? undefined
+  const tracer = runtime.tracer?.part
   const tracing = tracer !== undefined
   const slowRequestMs = runtime.config.observability.slow_request_ms
-  app.use(observe({ logger, queryTokenNames, metrics, audit: runtime.audit ?? undefined, tracer, slowRequestMs }))
+  app.use(observe({ logger, queryTokenNames, metrics, audit: runtime.audit?.part, tracer, slowRequestMs }))
 
   app.get('/health', (c) =>
     c.json({
@@ -57,40 +57,32 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
   const authorizeRequest = authorize({ metrics, tracing })
   const serveRequest = serve({ debugHeaders: runtime.config.server.debug_headers, tracing })
 
+  const timed = slowRequestMs > 0
   const pipeline = async (c: Context<AppEnv>): Promise<Response> => {
+    // Stage timestamps only for the slow-request log.
+    const marks = timed ? { start: performance.now(), authenticated: 0, authorized: 0, served: 0 } : undefined
+    if (marks !== undefined) c.set('marks', marks)
     guardRequest(c)
     routeRequest(c)
     const preflight = corsPreflight(c)
     if (preflight !== undefined) return preflight
     const authenticated = authenticateRequest(c)
     if (authenticated !== undefined) await authenticated
+    if (marks !== undefined) marks.authenticated = performance.now()
     const authorized = authorizeRequest(c)
     if (authorized !== undefined) await authorized
-    return serveRequest(c)
-  }
-
-  // The same pipeline with a timestamp after each stage, for the slow-request log (only when on).
-  const timedPipeline = async (c: Context<AppEnv>): Promise<Response> => {
-    const marks = { start: performance.now(), authenticated: 0, authorized: 0, served: 0 }
-    c.set('marks', marks)
-    guardRequest(c)
-    routeRequest(c)
-    const preflight = corsPreflight(c)
-    if (preflight !== undefined) return preflight
-    await authenticateRequest(c)
-    marks.authenticated = performance.now()
-    await authorizeRequest(c)
-    marks.authorized = performance.now()
-    const res = await serveRequest(c)
+    if (marks !== undefined) marks.authorized = performance.now()
+    const served = serveRequest(c)
+    if (marks === undefined) return served
+    const res = await served
     marks.served = performance.now()
     return res
   }
-  const run = slowRequestMs > 0 ? timedPipeline : pipeline
 
   app.all('*', async (c) => {
     let res: Response
     try {
-      res = await run(c)
+      res = await pipeline(c)
     } catch (err) {
       res = errorResponse(c, err, logger)
     }

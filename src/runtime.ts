@@ -34,14 +34,22 @@ export interface SharedCache {
   owned: boolean
 }
 
-export interface SharedAudit extends AuditSink {
+/** A part of a generation handed on to the next when the config it was built from is unchanged. */
+export interface HandedOver<T> {
+  readonly part: T
+  /** The config it was built from (JSON). */
   readonly built: string
+  /** Cleared when a newer generation takes the part over: only the owner closes it. */
   owned: boolean
 }
 
-export interface SharedTracer extends Tracer {
-  readonly built: string
-  owned: boolean
+function handOver<T>(previous: HandedOver<T> | null, settings: unknown, build: () => T): HandedOver<T> {
+  const built = JSON.stringify(settings)
+  if (previous !== null && previous.built === built) {
+    previous.owned = false
+    return { part: previous.part, built, owned: true }
+  }
+  return { part: build(), built, owned: true }
 }
 
 export interface Runtime {
@@ -55,9 +63,9 @@ export interface Runtime {
   readonly startedAt: number
   readonly cache: SharedCache | null
   /** Null when the audit log is off. Handed on to the next generation when its config is unchanged. */
-  readonly audit: SharedAudit | null
+  readonly audit: HandedOver<AuditSink> | null
   /** Null when tracing is off. Handed on to the next generation when its config is unchanged. */
-  readonly tracer: SharedTracer | null
+  readonly tracer: HandedOver<Tracer> | null
   /** Undefined when metrics are disabled. */
   readonly metrics: Metrics | undefined
   /** Verifies admin JWTs (the global jwt block), when admin claims are configured. */
@@ -67,6 +75,8 @@ export interface Runtime {
    * and, through Redis pub/sub, of every instance sharing it.
    */
   purge(target: PurgeTarget): Promise<number>
+  /** Starts background work (replica health probes); `--check` builds a runtime without it. */
+  start(): void
   /**
    * Releases backend connections and writes out what the audit log and tracer still hold; called
    * once no request runs on this generation any more.
@@ -88,8 +98,12 @@ export interface RuntimeDeps {
 export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?: Runtime): Promise<Runtime> {
   const authorizers = await Promise.all(config.buckets.map((bucket, i) => buildAuthorizer(config, bucket, i)))
   const cache = await buildCache(config, deps.logger, previous?.cache ?? null)
-  const audit = buildAudit(config, deps, previous?.audit ?? null)
-  const tracer = buildTracer(config, previous?.tracer ?? null)
+  const { audit: auditSettings, observability } = config
+  const audit =
+    auditSettings === null ? null : handOver(previous?.audit ?? null, auditSettings, () => createAuditLog(auditSettings, deps.logger, deps.metrics))
+  const tracer = observability.tracing.enabled
+    ? handOver(previous?.tracer ?? null, observability.tracing, () => createTracer(observability.tracing))
+    : null
   const breakers = new Map<string, { built: string; breaker: CircuitBreaker }>()
   const replicaSets = config.buckets.map((bucket) => buildReplicaSet(bucket, deps, previous?.breakers, breakers))
   const buckets: BucketRoute[] = config.buckets.map((bucket, i) => ({
@@ -136,35 +150,15 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
       await cache.redis?.broadcastPurge(JSON.stringify(target))
       return count
     },
+    start() {
+      for (const replicas of replicaSets) void replicas.startProbing()
+    },
     async close() {
       for (const bucket of buckets) bucket.source.close()
       if (cache?.owned === true) void cache.store.close()
-      await Promise.allSettled([audit?.owned === true ? audit.close() : undefined, tracer?.owned === true ? tracer.close() : undefined])
+      await Promise.allSettled([audit?.owned === true ? audit.part.close() : undefined, tracer?.owned === true ? tracer.part.close() : undefined])
     },
   }
-}
-
-/** The tracer; the previous generation's is taken over when the tracing config is unchanged. */
-function buildTracer(config: Config, previous: SharedTracer | null): SharedTracer | null {
-  const settings = config.observability.tracing
-  if (!settings.enabled) return null
-  const built = JSON.stringify(settings)
-  if (previous !== null && previous.built === built) {
-    previous.owned = false
-    return { startRequest: previous.startRequest, close: previous.close, built, owned: true }
-  }
-  return { ...createTracer(settings), built, owned: true }
-}
-
-/** The audit outputs; the previous generation's are taken over when the audit config is unchanged. */
-function buildAudit(config: Config, deps: RuntimeDeps, previous: SharedAudit | null): SharedAudit | null {
-  if (config.audit === null) return null
-  const built = JSON.stringify(config.audit)
-  if (previous !== null && previous.built === built) {
-    previous.owned = false
-    return { record: previous.record, close: previous.close, built, owned: true }
-  }
-  return { ...createAuditLog(config.audit, deps.logger, deps.metrics), built, owned: true }
 }
 
 /**

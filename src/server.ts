@@ -190,6 +190,7 @@ function updateCacheGauges(metrics: Metrics, runtime: Runtime): void {
 }
 
 function makeGeneration(runtime: Runtime): Generation {
+  runtime.start()
   return { runtime, app: createApp(runtime), inFlight: 0, retired: false }
 }
 

@@ -2,7 +2,8 @@
 // audit.log -> audit.log.1 -> ... -> audit.log.<max_backup_files>, the oldest deleted.
 // A path that cannot be opened or written is reported once and its records are dropped (and
 // counted) until the next reload: the audit log never breaks serving.
-import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs'
+import { mkdirSync, statSync } from 'node:fs'
+import { rename, rm } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { pino } from 'pino'
 import { LineBatch, type Output } from '../telemetry/log.ts'
@@ -20,9 +21,9 @@ export class AuditFile {
   readonly #options: FileOutputOptions
   readonly #output: Output
   readonly #batch: LineBatch
-  readonly #timer: NodeJS.Timeout
   #bytes: number
   #broken = false
+  #rotating = false
 
   constructor(options: FileOutputOptions) {
     this.#options = options
@@ -42,20 +43,18 @@ export class AuditFile {
       options.onFailure(err)
     })
     this.#batch = new LineBatch(this.#output)
-    this.#timer = setInterval(() => this.#batch.drain(), 250)
-    this.#timer.unref()
   }
 
   write(line: string): void {
     if (this.#broken) return this.#options.onDrop()
     const bytes = Buffer.byteLength(line)
-    if (this.#bytes > 0 && this.#bytes + bytes > this.#options.maxBytes) this.#rotate()
+    if (this.#bytes > 0 && this.#bytes + bytes > this.#options.maxBytes && !this.#rotating) this.#rotate()
     this.#bytes += bytes
     this.#batch.write(line)
   }
 
   async close(): Promise<void> {
-    clearInterval(this.#timer)
+    this.#batch.stop()
     if (this.#broken) {
       this.#output.destroy()
       return
@@ -67,25 +66,24 @@ export class AuditFile {
     })
   }
 
+  /**
+   * Shifts the backups (asynchronously: this runs on a request's path), then reopens `path`.
+   * Lines written meanwhile still go to the file being rotated out.
+   */
   #rotate(): void {
-    // Lines gathered so far belong to the file being rotated out.
     this.#batch.drain()
-    const { path, maxBackups } = this.#options
-    try {
-      if (maxBackups === 0) rmSync(path, { force: true })
-      else {
-        rmSync(`${path}.${maxBackups}`, { force: true })
-        for (let i = maxBackups - 1; i >= 1; i--) renameIfExists(`${path}.${i}`, `${path}.${i + 1}`)
-        renameIfExists(path, `${path}.1`)
-      }
-    } catch (err) {
-      this.#broken = true
-      this.#options.onFailure(err as Error)
-      return
-    }
-    // sonic-boom finishes a write in progress on the old file, then opens a new one at `path`.
-    this.#output.reopen()
     this.#bytes = 0
+    this.#rotating = true
+    void shiftBackups(this.#options.path, this.#options.maxBackups)
+      .then(
+        // sonic-boom finishes a write in progress on the old file, then opens a new one at `path`.
+        () => this.#output.reopen(),
+        (err: unknown) => {
+          this.#broken = true
+          this.#options.onFailure(err as Error)
+        }
+      )
+      .finally(() => (this.#rotating = false))
   }
 }
 
@@ -97,9 +95,17 @@ function sizeOf(path: string): number {
   }
 }
 
-function renameIfExists(from: string, to: string): void {
+/** audit.log -> audit.log.1 -> ... -> audit.log.<maxBackups>, the oldest deleted. */
+async function shiftBackups(path: string, maxBackups: number): Promise<void> {
+  if (maxBackups === 0) return rm(path, { force: true })
+  await rm(`${path}.${maxBackups}`, { force: true })
+  for (let i = maxBackups - 1; i >= 1; i--) await renameIfExists(`${path}.${i}`, `${path}.${i + 1}`)
+  await renameIfExists(path, `${path}.1`)
+}
+
+async function renameIfExists(from: string, to: string): Promise<void> {
   try {
-    renameSync(from, to)
+    await rename(from, to)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }

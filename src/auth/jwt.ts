@@ -153,22 +153,21 @@ export class JwtVerifier implements TokenVerifier {
 
   /** Signature, registered claims and claim rules; the result is safe to cache until `until`. */
   async #verify(token: string): Promise<VerifiedToken> {
-    const invalid = invalidToken
-    if (!COMPACT_JWS.test(token)) throw invalid('malformed')
+    if (!COMPACT_JWS.test(token)) throw invalidToken('malformed')
     let header: Record<string, unknown>
     try {
       header = decodeProtectedHeader(token) as Record<string, unknown>
     } catch (err) {
-      throw invalid('malformed', err)
+      throw invalidToken('malformed', err)
     }
-    if (FORBIDDEN_HEADER_PARAMS.some((p) => header[p] !== undefined)) throw invalid('embedded_key')
+    if (FORBIDDEN_HEADER_PARAMS.some((p) => header[p] !== undefined)) throw invalidToken('embedded_key')
     if (typeof header.alg !== 'string' || !(this.#config.algorithms as string[]).includes(header.alg)) {
-      throw invalid('alg_not_allowed')
+      throw invalidToken('alg_not_allowed')
     }
     if (this.#keyIds !== undefined) {
       const algorithm = typeof header.kid === 'string' ? this.#keyIds.get(header.kid) : undefined
-      if (algorithm === undefined) throw invalid('unknown_kid')
-      if (algorithm !== header.alg) throw invalid('alg_not_allowed')
+      if (algorithm === undefined) throw invalidToken('unknown_kid')
+      if (algorithm !== header.alg) throw invalidToken('alg_not_allowed')
     }
 
     const claimChecks = {
@@ -182,12 +181,12 @@ export class JwtVerifier implements TokenVerifier {
     try {
       payload =
         hmacKey !== undefined
-          ? verifyHmac(token, header, hmacKey, invalid, claimChecks)
+          ? verifyHmac(token, header, hmacKey, claimChecks)
           : (await jwtVerify(token, this.#key as Uint8Array, { algorithms: this.#config.algorithms, ...claimChecks }))
               .payload
     } catch (err) {
       if (err instanceof ProxyError) throw err
-      throw invalid(joseReason(err), err)
+      throw invalidToken(joseReason(err), err)
     }
 
     const now = Date.now()
@@ -197,7 +196,7 @@ export class JwtVerifier implements TokenVerifier {
       // to be issued in the future.
       const nowSeconds = Math.floor(now / 1000)
       const issued = Math.min(payload.iat ?? nowSeconds, nowSeconds)
-      if (payload.exp === undefined || payload.exp - issued > maxLifetime) throw invalid('lifetime_too_long')
+      if (payload.exp === undefined || payload.exp - issued > maxLifetime) throw invalidToken('lifetime_too_long')
     }
 
     const failed = failedRule(this.#config.claims, payload)
@@ -222,15 +221,14 @@ function verifyHmac(
   token: string,
   header: Record<string, unknown>,
   key: KeyObject,
-  invalid: (reason: string) => ProxyError,
   claimChecks: JWTClaimVerificationOptions
 ): JWTPayload {
-  if (header.crit !== undefined || header.b64 !== undefined) throw invalid('malformed')
+  if (header.crit !== undefined || header.b64 !== undefined) throw invalidToken('malformed')
   const first = token.indexOf('.')
   const last = token.lastIndexOf('.')
   const expected = createHmac(HMAC_HASH[header.alg as string] as string, key).update(token.slice(0, last)).digest()
   const given = Buffer.from(token.slice(last + 1), 'base64url')
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid('bad_signature')
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalidToken('bad_signature')
   return UnsecuredJWT.decode(`${UNSECURED_HEADER}.${token.slice(first + 1, last)}.`, claimChecks).payload
 }
 

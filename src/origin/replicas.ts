@@ -66,23 +66,31 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
   readonly #replicas: readonly Replica[]
   /** Last probe result per replica (undefined until the first probe answers). */
   readonly #probed = new Map<string, boolean>()
-  readonly #firstProbes: Promise<void>
-  readonly #timer: NodeJS.Timeout
+  #firstProbes: Promise<void> | undefined
+  #timer: NodeJS.Timeout | undefined
   #closed = false
 
   constructor(options: ReplicaSetOptions) {
     this.#options = options
     this.#replicas = options.replicas
-    this.#firstProbes = this.#probeAll()
+  }
+
+  /**
+   * Starts the background probes (once). Not done on construction: a runtime built only to check
+   * a configuration (`--check`) never touches the network.
+   */
+  startProbing(): Promise<void> {
+    if (this.#firstProbes !== undefined || this.#closed) return this.#firstProbes ?? Promise.resolve()
     let probing = true
-    void this.#firstProbes.finally(() => (probing = false))
+    this.#firstProbes = this.#probeAll().finally(() => (probing = false))
     this.#timer = setInterval(() => {
       // A slow round (probes wait up to 5 s) is never overlapped by the next.
       if (probing) return
       probing = true
       void this.#probeAll().finally(() => (probing = false))
-    }, options.probeIntervalMs)
+    }, this.#options.probeIntervalMs)
     this.#timer.unref()
+    return this.#firstProbes
   }
 
   head(key: string, options: ReadOptions): Promise<ObjectMeta> {
@@ -105,7 +113,7 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
 
   /** Each replica's health, by name, in priority order. */
   async health(): Promise<Record<string, ReplicaHealth>> {
-    await this.#firstProbes
+    await this.startProbing()
     const health: Record<string, ReplicaHealth> = {}
     for (const replica of this.#replicas) health[replica.name] = this.#healthOf(replica)
     return health
@@ -158,18 +166,20 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     let lastFailure: ProxyError | undefined
     let failedFrom: string | undefined
 
-    const startNext = (): boolean => {
+    /** Starts the next replica whose breaker admits a request, if any is left before the deadline. */
+    const startNext = (): Attempt<T> | undefined => {
       while (queue.length > 0 && Date.now() < deadlineAt) {
         const replica = queue.shift() as Replica
         const permit = replica.breaker === undefined ? UNGUARDED : replica.breaker.acquire()
         if (permit === undefined) continue
-        running.add(this.#start(operation, replica, permit, read, options, deadlineAt))
-        return true
+        const attempt = this.#start(operation, replica, permit, read, options, deadlineAt)
+        running.add(attempt)
+        return attempt
       }
-      return false
+      return undefined
     }
 
-    if (!startNext()) throw this.#unavailable('circuit_open')
+    if (startNext() === undefined) throw this.#unavailable('circuit_open')
     const hedgeAfterMs = hedgeable ? this.#options.hedgeAfterMs : undefined
     while (running.size > 0) {
       let hedgeTimer: NodeJS.Timeout | undefined
@@ -180,11 +190,8 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
       const first = await Promise.race(contenders)
       clearTimeout(hedgeTimer)
       if (first === 'hedge') {
-        const before = running.size
-        if (startNext() && running.size > before) {
-          const hedged = [...running].at(-1) as Attempt<T>
-          this.#options.metrics?.replicaHedges.inc({ bucket: this.#options.bucket, replica: hedged.replica.name })
-        }
+        const hedged = startNext()
+        if (hedged !== undefined) this.#options.metrics?.replicaHedges.inc({ bucket: this.#options.bucket, replica: hedged.replica.name })
         continue
       }
       running.delete(first.attempt)

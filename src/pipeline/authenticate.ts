@@ -5,7 +5,7 @@
 import type { Context } from 'hono'
 import { getCookie } from 'hono/cookie'
 import { ProxyError } from '../errors.ts'
-import type { TokenCarrier } from '../ports.ts'
+import type { TokenCarrier, TraceSpan } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
 import type { AppEnv, Principal, Stage } from '../types.ts'
 
@@ -52,31 +52,32 @@ export function authenticate(options: AuthenticateOptions): Stage {
       return
     }
     const span = tracing ? c.get('span')?.child('jwt.verify', { 'yatagarasu.bucket': bucket.name }) : undefined
-    const done = (err?: unknown) => {
-      if (span === undefined) return
-      if (err !== undefined) span.fail(err)
-      span.end()
-    }
     let outcome: Principal | Promise<Principal>
     try {
       outcome = bucket.verifier.authenticate(new RequestCarrier(c), key)
     } catch (err) {
-      done(err)
+      endSpan(span, err)
       return refused(bucket.name, err)
     }
     if (!(outcome instanceof Promise)) {
-      done()
+      endSpan(span)
       return accepted(c, bucket.name, outcome)
     }
     return outcome.then(
       (principal) => {
-        done()
+        endSpan(span)
         accepted(c, bucket.name, principal)
       },
       (err: unknown) => {
-        done(err)
+        endSpan(span, err)
         return refused(bucket.name, err)
       }
     )
   }
+}
+
+function endSpan(span: TraceSpan | undefined, err?: unknown): void {
+  if (span === undefined) return
+  if (err !== undefined) span.fail(err)
+  span.end()
 }

@@ -8,6 +8,7 @@ export type { Logger }
 
 /** Characters of log lines gathered before they are handed to the output in one write. */
 const BATCH_CHARS = 16 * 1024
+const DRAIN_EVERY_MS = 250
 /** A stalled stdout drops lines past this much pending output instead of growing without bound. */
 const MAX_PENDING_BYTES = 64 * 1024 * 1024
 
@@ -26,10 +27,8 @@ let stdout: LineBatch | undefined
  */
 export function stdoutLines(): LineBatch {
   if (stdout !== undefined) return stdout
+  // main.ts flushes lifecycle lines at once and on shutdown.
   const batched = new LineBatch(pino.destination({ dest: 1, sync: false, minLength: 0, maxLength: MAX_PENDING_BYTES }))
-  // A quiet instance's lines are not held back for more than 250 ms. main.ts flushes lifecycle
-  // lines at once and on shutdown.
-  setInterval(() => batched.drain(), 250).unref()
   // process.exit() skips timers: write what is gathered synchronously on the way out.
   process.once('exit', () => batched.flushSync())
   stdout = batched
@@ -42,15 +41,25 @@ export type Output = ReturnType<typeof pino.destination>
  * Gathers log lines into one string per ~16 KiB and hands that to sonic-boom, which does the
  * non-blocking writes (EAGAIN, partial writes, sync flush at exit). The access log is on the hot
  * path: sonic-boom measures the byte length of its whole pending buffer on every write, which cost
- * ~5% of a cached request when it received one write per line.
+ * ~5% of a cached request when it received one write per line. A quiet output's lines are not
+ * held back for more than DRAIN_EVERY_MS.
  */
 export class LineBatch implements DestinationStream {
   readonly #output: Output
+  readonly #timer: NodeJS.Timeout
   /** Pending lines, concatenated (V8 joins them lazily, once, when the text is written). */
   #text = ''
 
   constructor(output: Output) {
     this.#output = output
+    this.#timer = setInterval(() => this.drain(), DRAIN_EVERY_MS)
+    this.#timer.unref()
+  }
+
+  /** Hands over what is gathered and stops the periodic drain (the output stays open). */
+  stop(): void {
+    clearInterval(this.#timer)
+    this.drain()
   }
 
   write(line: string): void {

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { after, afterEach, before, describe, it } from 'node:test'
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3'
 import { SignJWT } from 'jose'
+import { eventually } from '../support/eventually.ts'
 import { send } from '../support/http.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { SECRET_KEY, startS3, type TestS3 } from '../support/s3.ts'
@@ -61,16 +62,6 @@ ${bucketYaml({
         token_sources: [{ type: bearer }, { type: query, name: token }]`,
 })}
 `
-}
-
-async function eventually<T>(read: () => Promise<T | undefined>, what: string): Promise<T> {
-  const deadline = Date.now() + 5000
-  while (Date.now() < deadline) {
-    const value = await read().catch(() => undefined)
-    if (value !== undefined) return value
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  assert.fail(`timed out waiting for ${what}`)
 }
 
 async function recordsIn(file: string, count: number): Promise<Array<Record<string, unknown>>> {

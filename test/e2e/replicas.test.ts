@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { after, afterEach, before, describe, it } from 'node:test'
+import { eventually } from '../support/eventually.ts'
 import { send, type RawResponse } from '../support/http.ts'
 import { startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { SECRET_KEY, startS3, type TestS3 } from '../support/s3.ts'
@@ -11,12 +12,11 @@ import { SECRET_KEY, startS3, type TestS3 } from '../support/s3.ts'
 const BODY = 'replicated object body'
 let primary: TestS3
 let backup: TestS3
-let third: TestS3
 let proxy: TestProxy | undefined
 
 before(async () => {
-  ;[primary, backup, third] = await Promise.all([startS3(), startS3(), startS3()])
-  for (const s3 of [primary, backup, third]) {
+  ;[primary, backup] = await Promise.all([startS3(), startS3()])
+  for (const s3 of [primary, backup]) {
     await s3.createBucket('data')
     await s3.put('data', 'doc.txt', BODY, { ContentType: 'text/plain' })
   }
@@ -31,7 +31,7 @@ afterEach(async () => {
 })
 
 after(async () => {
-  await Promise.all([primary, backup, third].map((s3) => s3.stop()))
+  await Promise.all([primary, backup].map((s3) => s3.stop()))
 })
 
 function replicaYaml(name: string, endpoint: string, priority: number, timeout = 2): string {
@@ -45,7 +45,10 @@ function replicaYaml(name: string, endpoint: string, priority: number, timeout =
           timeout: ${timeout}`
 }
 
-function configYaml(options: { replicas: string; breaker?: string; extra?: string }): string {
+/** The usual set: primary-a (priority 1) and backup-b (priority 2). */
+const primaryAndBackup = () => replicaYaml('primary-a', primary.endpoint, 1) + replicaYaml('backup-b', backup.endpoint, 2)
+
+function configYaml(options: { replicas: string; breaker?: string; hedgeAfterMs?: number }): string {
   return `
 server:
   address: "127.0.0.1:0"
@@ -56,11 +59,11 @@ buckets:
     path_prefix: /products
     s3:
       region: us-east-1
-      timeout: 5
+      timeout: 5${options.hedgeAfterMs === undefined ? '' : `\n      hedge_after_ms: ${options.hedgeAfterMs}`}
       replicas:${options.replicas}
       circuit_breaker: ${options.breaker ?? '{ failure_threshold: 3, success_threshold: 1, timeout_seconds: 1 }'}
       health_check: { interval_seconds: 0.2 }
-${options.extra ?? ''}`
+`
 }
 
 const get = (path = '/products/doc.txt') => send((proxy as TestProxy).url, path)
@@ -71,19 +74,13 @@ async function metricValue(line: string): Promise<number> {
   return found === undefined ? 0 : Number(found.slice(line.length).trim())
 }
 
-/** Polls until `check` passes (bounded), for state reached by background probes. */
-async function eventually(check: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 5000
-  while (Date.now() < deadline) {
-    if (await check()) return
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  assert.fail(`timed out waiting for ${what}: ${(await send((proxy as TestProxy).url, "/ready")).text}`)
-}
+/** Polls until `check` passes; a timeout shows /ready. */
+const until = (check: () => Promise<boolean>, what: string) =>
+  eventually(check, what, async () => (await send((proxy as TestProxy).url, '/ready')).text)
 
 describe('replica failover', () => {
   it('serves every request from the backup while the primary is down, then returns to the primary', async () => {
-    proxy = await startTestProxy(configYaml({ replicas: replicaYaml('primary-a', primary.endpoint, 1) + replicaYaml('backup-b', backup.endpoint, 2) }))
+    proxy = await startTestProxy(configYaml({ replicas: primaryAndBackup() }))
     const first = await get()
     assert.equal(first.headers['x-served-by'], 'primary-a')
 
@@ -96,7 +93,7 @@ describe('replica failover', () => {
     assert.equal(await metricValue('circuit_breaker_state{bucket="products",replica="primary-a"}'), 1)
 
     await primary.resume()
-    await eventually(async () => (await get()).headers['x-served-by'] === 'primary-a', 'traffic back on the primary')
+    await until(async () => (await get()).headers['x-served-by'] === 'primary-a', 'traffic back on the primary')
     assert.equal(await metricValue('circuit_breaker_state{bucket="products",replica="primary-a"}'), 0)
   })
 
@@ -121,7 +118,7 @@ describe('replica failover', () => {
   })
 
   it('fails over from a primary answering 500 and stops calling it once its breaker opens', async () => {
-    proxy = await startTestProxy(configYaml({ replicas: replicaYaml('primary-a', primary.endpoint, 1) + replicaYaml('backup-b', backup.endpoint, 2), breaker: '{ failure_threshold: 3, success_threshold: 1, timeout_seconds: 60 }' }))
+    proxy = await startTestProxy(configYaml({ replicas: primaryAndBackup(), breaker: '{ failure_threshold: 3, success_threshold: 1, timeout_seconds: 60 }' }))
     primary.failWith(500)
     const before = primary.requests.length
     for (let i = 0; i < 6; i++) {
@@ -139,7 +136,7 @@ describe('replica failover', () => {
   })
 
   it('does not fail over on a 404: a missing object is an answer, not an outage', async () => {
-    proxy = await startTestProxy(configYaml({ replicas: replicaYaml('primary-a', primary.endpoint, 1) + replicaYaml('backup-b', backup.endpoint, 2) }))
+    proxy = await startTestProxy(configYaml({ replicas: primaryAndBackup() }))
     const backupBefore = backup.requests.filter((r) => r.method === 'GET').length
     const res = await get('/products/only-on-backup.txt')
     assert.equal(res.status, 404)
@@ -162,7 +159,7 @@ describe('replica failover', () => {
 
 describe('readiness with replicas', () => {
   it('goes ready -> degraded -> unavailable -> ready as replicas fail and return', async () => {
-    proxy = await startTestProxy(configYaml({ replicas: replicaYaml('primary-a', primary.endpoint, 1) + replicaYaml('backup-b', backup.endpoint, 2) }))
+    proxy = await startTestProxy(configYaml({ replicas: primaryAndBackup() }))
     const ready = () => send((proxy as TestProxy).url, '/ready')
     const statusIs = (status: string, code: number) => async () => {
       const res = await ready()
@@ -173,23 +170,18 @@ describe('readiness with replicas', () => {
       backends: { products: { status: 'ready', replicas: { 'primary-a': 'healthy', 'backup-b': 'healthy' } } },
     })
     await primary.pause()
-    await eventually(statusIs('degraded', 200), '/ready degraded')
+    await until(statusIs('degraded', 200), '/ready degraded')
     await backup.pause()
-    await eventually(statusIs('unavailable', 503), '/ready unavailable')
+    await until(statusIs('unavailable', 503), '/ready unavailable')
     await primary.resume()
     await backup.resume()
-    await eventually(statusIs('ready', 200), '/ready ready again')
+    await until(statusIs('ready', 200), '/ready ready again')
   })
 })
 
 describe('hedging', () => {
   it('sends the read to the next replica when the first is slow, answers with the faster, aborts the slower', async () => {
-    proxy = await startTestProxy(
-      configYaml({ replicas: replicaYaml('primary-a', primary.endpoint, 1) + replicaYaml('backup-b', backup.endpoint, 2), extra: '' }).replace(
-        'timeout: 5\n',
-        'timeout: 5\n      hedge_after_ms: 100\n'
-      )
-    )
+    proxy = await startTestProxy(configYaml({ replicas: primaryAndBackup(), hedgeAfterMs: 100 }))
     primary.delay(1500)
     const before = primary.requests.length
     const started = performance.now()
@@ -200,7 +192,7 @@ describe('hedging', () => {
     assert.equal(res.headers['x-served-by'], 'backup-b')
     assert.ok(elapsed < 1000, `answered in ${elapsed} ms`)
     // The slow primary's request was abandoned: once it is forwarded, it ends aborted.
-    await eventually(async () => primary.requests.length > before, 'the primary request to be forwarded')
+    await until(async () => primary.requests.length > before, 'the primary request to be forwarded')
     assert.equal(await primary.requests.at(-1)?.outcome, 'aborted')
     assert.equal(await metricValue('replica_hedged_requests_total{bucket="products",replica="backup-b"}'), 1)
   })

@@ -6,6 +6,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { SignJWT } from 'jose'
+import { eventually } from '../support/eventually.ts'
 import { send } from '../support/http.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
@@ -93,13 +94,12 @@ const attr = (span: OtlpSpan | undefined, key: string) => {
 }
 
 async function spansOfTrace(traceId: string, count: number): Promise<OtlpSpan[]> {
-  const deadline = Date.now() + 5000
-  while (Date.now() < deadline) {
-    const found = spans.filter((s) => s.traceId === traceId)
-    if (found.length >= count) return found
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-  assert.fail(`expected ${count} spans of trace ${traceId}, got ${spans.filter((s) => s.traceId === traceId).map((s) => s.name).join(', ')}`)
+  const ofTrace = () => spans.filter((s) => s.traceId === traceId)
+  return eventually(
+    async () => ofTrace().length >= count && ofTrace(),
+    `${count} spans of trace ${traceId}`,
+    async () => `got ${ofTrace().map((s) => s.name).join(', ')}`
+  )
 }
 
 describe('tracing', () => {
