@@ -5,18 +5,25 @@
 //   POST /admin/cache/purge/<bucket>            one bucket
 //   POST /admin/cache/purge/<bucket>/<key>      one object; a key ending in `*` purges that prefix
 //   GET  /admin/cache/stats                     per tier and per bucket
+//   POST /admin/reload                          re-read the config file, as SIGHUP does; 400 with the
+//                                               exact reason when it does not load
 // Purges clear every tier here and are broadcast over Redis to every instance sharing it.
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { Hono, type MiddlewareHandler } from 'hono'
-import { ProxyError } from './errors.ts'
+import { ERROR_CATALOGUE, ProxyError } from './errors.ts'
 import { decodeSegments, isSafeKey, rawPathOf } from './http/path.ts'
 import { requestTarget } from './pipeline/request-target.ts'
 import type { Runtime } from './runtime.ts'
-import type { AppEnv } from './types.ts'
+import type { AppEnv, ReloadResult } from './types.ts'
+
+export interface AdminHooks {
+  /** Reloads the configuration (every worker, in cluster mode). */
+  reload(): Promise<ReloadResult>
+}
 
 const digest = (text: string) => createHash('sha256').update(text).digest()
 
-export function adminRoutes(runtime: Runtime): Hono<AppEnv> {
+export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
   const app = new Hono<AppEnv>()
   const admin = runtime.config.admin
   if (admin === null) return app
@@ -58,6 +65,16 @@ export function adminRoutes(runtime: Runtime): Hono<AppEnv> {
           ? { prefix: `${bucketName}/${key.slice(0, -1)}` }
           : { exact: `${bucketName}/${key}` }
     return c.json({ purged: await runtime.purge(target), target })
+  })
+
+  app.post('/admin/reload', async (c) => {
+    c.header('cache-control', 'no-store')
+    const result = await hooks.reload()
+    if (result.ok) return c.json({ generation: result.generation, buckets: result.buckets })
+    // The caller is an authenticated operator: the exact reason is what they need to fix the file.
+    const { message } = ERROR_CATALOGUE.ADMIN_CONFIG_INVALID
+    const error = { code: 'ADMIN_CONFIG_INVALID', message, reason: result.error, request_id: c.get('requestId') }
+    return c.json({ error, generation: result.generation }, 400)
   })
 
   app.get('/admin/cache/stats', (c) => {

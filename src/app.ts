@@ -1,11 +1,15 @@
 // createApp: the only place the order of the request pipeline is written.
-//   observe -> guard -> route -> cors -> authenticate -> authorize -> serve   (errors rendered as JSON)
+//   observe -> guard -> admitClient -> route -> admitBucket -> cors -> authenticate -> admitUser
+//     -> authorize -> serve                                                  (errors rendered as JSON)
 // plus the proxy's own endpoints (/health, /ready, /admin/*), which skip the pipeline after observe.
 // observe wraps everything as Hono middleware; the object pipeline is plain stage calls in one
 // handler (no middleware chain, no promise for a stage that waits for nothing).
 import { Hono, type Context } from 'hono'
-import { adminRoutes } from './admin.ts'
+import { adminRoutes, type AdminHooks } from './admin.ts'
 import { isProxyError, ProxyError } from './errors.ts'
+import { clientAddressResolver } from './http/client-address.ts'
+import { ipFilterOf } from './http/ip-filter.ts'
+import { admitBucket, admitClient, admitUser } from './pipeline/admit.ts'
 import { authenticate } from './pipeline/authenticate.ts'
 import { authorize } from './pipeline/authorize.ts'
 import { corsDecorate, corsPreflight } from './pipeline/cors.ts'
@@ -18,7 +22,7 @@ import type { AppEnv } from './types.ts'
 import type { Logger } from './telemetry/log.ts'
 import { VERSION } from './version.ts'
 
-export function createApp(runtime: Runtime): Hono<AppEnv> {
+export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
   const { logger } = runtime
   const app = new Hono<AppEnv>()
 
@@ -33,7 +37,9 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
   const tracer = runtime.tracer?.part
   const tracing = tracer !== undefined
   const slowRequestMs = runtime.config.observability.slow_request_ms
-  app.use(observe({ logger, queryTokenNames, metrics, audit: runtime.audit?.part, tracer, slowRequestMs }))
+  const { server } = runtime.config
+  const clientAddressOf = clientAddressResolver(server.trusted_proxies)
+  app.use(observe({ logger, queryTokenNames, metrics, audit: runtime.audit?.part, tracer, slowRequestMs, clientAddressOf }))
 
   app.get('/health', (c) =>
     c.json({
@@ -49,13 +55,22 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
     return c.json(report, report.status === 'unavailable' ? 503 : 200)
   })
 
-  app.route('/', adminRoutes(runtime))
+  app.route('/', adminRoutes(runtime, hooks))
 
-  const guardRequest = guard({ maxUriLength: runtime.config.server.max_uri_length })
+  const limits = runtime.limits?.part
+  const guardRequest = guard({ maxUriLength: server.max_uri_length })
+  const admitClientRequest = admitClient({
+    ipFilter: ipFilterOf(server.ip_filter),
+    global: limits?.global ?? null,
+    perIp: limits?.perIp ?? null,
+    metrics,
+  })
   const routeRequest = route({ buckets: runtime.buckets })
+  const admitBucketRequest = runtime.buckets.some((b) => b.ipFilter !== null || b.rateLimit !== null) ? admitBucket({ metrics }) : undefined
+  const admitUserRequest = admitUser({ perUser: limits?.perUser ?? null, metrics })
   const authenticateRequest = authenticate({ metrics, tracing })
   const authorizeRequest = authorize({ metrics, tracing })
-  const serveRequest = serve({ debugHeaders: runtime.config.server.debug_headers, tracing })
+  const serveRequest = serve({ debugHeaders: server.debug_headers, tracing })
 
   const timed = slowRequestMs > 0
   const pipeline = async (c: Context<AppEnv>): Promise<Response> => {
@@ -63,11 +78,14 @@ export function createApp(runtime: Runtime): Hono<AppEnv> {
     const marks = timed ? { start: performance.now(), authenticated: 0, authorized: 0, served: 0 } : undefined
     if (marks !== undefined) c.set('marks', marks)
     guardRequest(c)
+    if (admitClientRequest !== undefined) await admitClientRequest(c)
     routeRequest(c)
+    if (admitBucketRequest !== undefined) await admitBucketRequest(c)
     const preflight = corsPreflight(c)
     if (preflight !== undefined) return preflight
     const authenticated = authenticateRequest(c)
     if (authenticated !== undefined) await authenticated
+    if (admitUserRequest !== undefined) await admitUserRequest(c)
     if (marks !== undefined) marks.authenticated = performance.now()
     const authorized = authorizeRequest(c)
     if (authorized !== undefined) await authorized

@@ -67,6 +67,30 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     message: 'The CORS preflight request is not allowed for this origin, method or headers',
   },
+  GUARD_IP_DENIED: {
+    status: 403,
+    source: 'client',
+    retryable: false,
+    message: 'Requests from this address are not allowed',
+  },
+  GUARD_RATE_LIMITED: {
+    status: 429,
+    source: 'client',
+    retryable: false,
+    message: 'Too many requests; retry after the time in Retry-After',
+  },
+  GUARD_OVERLOADED: {
+    status: 503,
+    source: 'internal',
+    retryable: false,
+    message: 'The proxy is serving as many requests as it is allowed to; retry shortly',
+  },
+  ADMIN_CONFIG_INVALID: {
+    status: 400,
+    source: 'client',
+    retryable: false,
+    message: 'The configuration file is invalid; the running configuration is kept',
+  },
   AUTH_TOKEN_MISSING: {
     status: 401,
     source: 'client',

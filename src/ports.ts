@@ -175,3 +175,21 @@ export interface AuditSink {
   /** Writes what is buffered (S3 batch included); called when the runtime is retired. */
   close(): Promise<void>
 }
+
+/** Why a rate limit refused a request: enough for Retry-After and the RateLimit-* headers. */
+export interface RateLimitRefusal {
+  /** Requests admitted per window. */
+  limit: number
+  windowSeconds: number
+  /** Milliseconds until the window resets. */
+  retryAfterMs: number
+}
+
+/** One rate-limit scope (global, per IP, per user, one bucket). */
+export interface RateLimiter {
+  /**
+   * Counts one request against `key`; resolves the refusal when the limit is spent. Never rejects:
+   * a shared store that fails falls back to counting in this process.
+   */
+  take(key: string): Promise<RateLimitRefusal | undefined>
+}

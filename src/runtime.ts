@@ -6,13 +6,15 @@ import { constants } from 'node:fs'
 import { access, mkdir } from 'node:fs/promises'
 import { DiskCache } from './cache/disk.ts'
 import { MemoryCache } from './cache/memory.ts'
-import { RedisCache } from './cache/redis.ts'
+import { connectRedis, RedisCache } from './cache/redis.ts'
+import { ipFilterOf } from './http/ip-filter.ts'
+import { createRateLimiter } from './security/rate-limit.ts'
 import { TieredCache } from './cache/tiered.ts'
 import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
-import type { BucketConfig, Config } from './config/schema.ts'
+import type { BucketConfig, Config, RateLimitConfig } from './config/schema.ts'
 import { createTracer } from './telemetry/tracing.ts'
-import type { AuditSink, Authorizer, CachedObject, CacheStore, TokenVerifier, Tracer } from './ports.ts'
+import type { AuditSink, Authorizer, CachedObject, CacheStore, RateLimiter, TokenVerifier, Tracer } from './ports.ts'
 import { CircuitBreaker } from './origin/breaker.ts'
 import { ReplicaSet } from './origin/replicas.ts'
 import { S3Source } from './origin/s3.ts'
@@ -68,6 +70,8 @@ export interface Runtime {
   readonly tracer: HandedOver<Tracer> | null
   /** Undefined when metrics are disabled. */
   readonly metrics: Metrics | undefined
+  /** Null when no rate limit is configured. Handed on to the next generation when its config is unchanged. */
+  readonly limits: HandedOver<RateLimits> | null
   /** Verifies admin JWTs (the global jwt block), when admin claims are configured. */
   readonly adminVerifier: TokenVerifier | null
   /**
@@ -104,6 +108,8 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
   const tracer = observability.tracing.enabled
     ? handOver(previous?.tracer ?? null, observability.tracing, () => createTracer(observability.tracing))
     : null
+  const limitSettings = rateLimitSettings(config)
+  const limits = limitSettings === null ? null : handOver(previous?.limits ?? null, limitSettings, () => buildRateLimits(limitSettings))
   const breakers = new Map<string, { built: string; breaker: CircuitBreaker }>()
   const replicaSets = config.buckets.map((bucket) => buildReplicaSet(bucket, deps, previous?.breakers, breakers))
   const buckets: BucketRoute[] = config.buckets.map((bucket, i) => ({
@@ -114,6 +120,9 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     authorizer: authorizers[i] ?? null,
     cors: bucket.cors,
     cdnCacheControl: bucket.cdn_cache_control,
+    ipFilter: ipFilterOf(bucket.ip_filter),
+    rateLimit: limits?.part.buckets.get(bucket.name) ?? null,
+    forceDownload: bucket.force_download,
     cache:
       bucket.cache === null || cache === null
         ? null
@@ -143,6 +152,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     audit,
     tracer,
     metrics: deps.metrics,
+    limits,
     adminVerifier,
     async purge(target) {
       if (cache === null) return 0
@@ -156,8 +166,47 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     async close() {
       for (const bucket of buckets) bucket.source.close()
       if (cache?.owned === true) void cache.store.close()
+      if (limits?.owned === true) limits.part.close()
       await Promise.allSettled([audit?.owned === true ? audit.part.close() : undefined, tracer?.owned === true ? tracer.part.close() : undefined])
     },
+  }
+}
+
+export interface RateLimits {
+  global: RateLimiter | null
+  perIp: RateLimiter | null
+  perUser: RateLimiter | null
+  /** By bucket name, for buckets with their own limit. */
+  buckets: ReadonlyMap<string, RateLimiter>
+  close(): void
+}
+
+type RateLimitSettings = NonNullable<ReturnType<typeof rateLimitSettings>>
+
+/** Everything the limiters are built from; null when no limit is configured. */
+function rateLimitSettings(config: Config) {
+  const buckets = config.buckets.flatMap((b) => (b.rate_limit === null ? [] : [[b.name, b.rate_limit] as const]))
+  if (config.server.rate_limit === null && buckets.length === 0) return null
+  const redis = config.cache?.redis ?? null
+  return {
+    server: config.server.rate_limit,
+    buckets,
+    // Counters are shared through the cache's Redis when there is one.
+    redis: redis === null ? null : { url: redis.url, clusterNodes: redis.cluster_nodes, keyPrefix: redis.key_prefix, timeoutMs: redis.timeout_ms },
+  }
+}
+
+function buildRateLimits(settings: RateLimitSettings): RateLimits {
+  const client = settings.redis === null ? undefined : connectRedis(settings.redis)
+  const keyPrefix = settings.redis?.keyPrefix ?? ''
+  const limiter = (scope: string, limit: RateLimitConfig | null | undefined) =>
+    limit == null ? null : createRateLimiter(limit, { scope, keyPrefix, redis: client })
+  return {
+    global: limiter('global', settings.server?.global),
+    perIp: limiter('per_ip', settings.server?.per_ip),
+    perUser: limiter('per_user', settings.server?.per_user),
+    buckets: new Map(settings.buckets.map(([name, limit]) => [name, limiter(`bucket:${name}`, limit) as RateLimiter])),
+    close: () => client?.disconnect(),
   }
 }
 

@@ -3,17 +3,18 @@
 // on shutdown. Used by main.ts, the demo, the tests and the bench alike.
 import { randomUUID } from 'node:crypto'
 import http from 'node:http'
+import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { getRequestListener } from '@hono/node-server'
 import type { Hono } from 'hono'
 import { createApp } from './app.ts'
 import { loadConfig } from './config/load.ts'
-import type { Config } from './config/schema.ts'
+import type { BucketConfig, Config, TlsConfig } from './config/schema.ts'
 import { ERROR_CATALOGUE, type ErrorCode } from './errors.ts'
 import { buildRuntime, type Runtime } from './runtime.ts'
 import type { Logger } from './telemetry/log.ts'
 import { Metrics } from './telemetry/metrics.ts'
-import type { AppEnv } from './types.ts'
+import type { AppEnv, BucketChanges, ReloadResult } from './types.ts'
 
 interface Generation {
   runtime: Runtime
@@ -22,10 +23,11 @@ interface Generation {
   retired: boolean
 }
 
-export interface ReloadResult {
-  ok: boolean
-  generation: number
-  error?: string
+export interface StartOptions {
+  /** Serve Prometheus on `metrics.port` (false in a cluster worker: the primary serves the sum). */
+  metricsServer?: boolean
+  /** Called after `POST /admin/reload` reloaded this process (a worker tells its siblings). */
+  afterAdminReload?: (result: ReloadResult) => void
 }
 
 export interface Proxy {
@@ -34,24 +36,44 @@ export interface Proxy {
   /** The Prometheus endpoint (`metrics.port`), when metrics are enabled. */
   readonly metricsUrl: string | undefined
   readonly generation: number
-  /** Re-reads the config file; on any error the running generation keeps serving. */
+  /** Re-reads the config file; on any error the running generation keeps serving. One at a time. */
   reload(): Promise<ReloadResult>
   /** Stops accepting, lets requests in flight finish (up to the timeout), closes everything. */
   shutdown(timeoutMs?: number): Promise<void>
 }
 
-export async function startProxy(config: Config, logger: Logger): Promise<Proxy> {
+export async function startProxy(config: Config, logger: Logger, options: StartOptions = {}): Promise<Proxy> {
   const startedAt = Date.now()
   // Process-wide, kept across reloads (metrics.* changes need a restart).
   const metrics = config.metrics.enabled ? new Metrics() : undefined
+  const hooks = {
+    reload: async () => {
+      const result = await reload()
+      options.afterAdminReload?.(result)
+      return result
+    },
+  }
+  const makeGeneration = (runtime: Runtime): Generation => {
+    runtime.start()
+    return { runtime, app: createApp(runtime, hooks), inFlight: 0, retired: false }
+  }
   let current = makeGeneration(await buildRuntime(config, { logger, metrics, generation: 1, startedAt }))
   metrics?.configGeneration.set(1)
+  if (metrics !== undefined) metrics.onScrape = () => updateCacheGauges(metrics, current.runtime)
   let draining = false
+  // Process-wide, across generations: what `max_concurrent_requests` counts.
+  let active = 0
+  const maxActive = config.server.max_concurrent_requests ?? Infinity
 
   const listener = getRequestListener(
     (request, env) => {
+      if (active >= maxActive) {
+        metrics?.requestsRefused.inc({ reason: 'overloaded' })
+        return errorResponse('GUARD_OVERLOADED', { 'retry-after': '1' })
+      }
       const generation = current
       generation.inFlight++
+      active++
       env.outgoing.once('close', () => release(generation))
       if (draining) env.outgoing.setHeader('connection', 'close')
       return generation.app.fetch(request, env)
@@ -59,15 +81,20 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
     { errorHandler: () => errorResponse('GUARD_BAD_REQUEST') }
   )
 
-  const server = http.createServer(
-    {
-      maxHeaderSize: config.server.max_header_size,
-      headersTimeout: config.server.headers_timeout_seconds * 1000,
-      requestTimeout: config.server.headers_timeout_seconds * 1000,
-      keepAliveTimeout: config.server.keepalive_timeout_seconds * 1000,
-    },
-    listener
-  )
+  const serverOptions: http.ServerOptions = {
+    maxHeaderSize: config.server.max_header_size,
+    headersTimeout: config.server.headers_timeout_seconds * 1000,
+    requestTimeout: config.server.headers_timeout_seconds * 1000,
+    keepAliveTimeout: config.server.keepalive_timeout_seconds * 1000,
+  }
+  const tls = config.server.tls
+  let tlsBuilt = tls === null ? '' : tlsIdentity(tls)
+  const server =
+    tls === null
+      ? http.createServer(serverOptions, listener)
+      : https.createServer({ ...serverOptions, ...tlsOptions(tls) }, listener)
+  // Sockets with no bytes moving either way for this long are closed (slow readers, idle clients).
+  server.timeout = config.server.idle_timeout_seconds * 1000
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable) return socket.destroy()
     const code: ErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'GUARD_HEADERS_TOO_LARGE' : 'GUARD_BAD_REQUEST'
@@ -90,61 +117,65 @@ export async function startProxy(config: Config, logger: Logger): Promise<Proxy>
   })
   const port = (server.address() as AddressInfo).port
   const host = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host
-  const urlOf = (p: number) => `http://${host.includes(':') ? `[${host}]` : host}:${p}`
+  const urlOf = (p: number, scheme = 'http') => `${scheme}://${host.includes(':') ? `[${host}]` : host}:${p}`
 
   const metricsServer =
-    metrics === undefined
+    metrics === undefined || options.metricsServer === false
       ? undefined
-      : await listen(
-          http.createServer((req, res) => {
-            if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
-              res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
-              return
-            }
-            updateCacheGauges(metrics, current.runtime)
-            metrics.registry.metrics().then(
-              (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-              () => res.writeHead(500).end()
-            )
-          }),
-          config.metrics.port,
-          config.server.host
-        )
+      : await listen(metricsEndpoint(() => metrics.registry.metrics(), metrics.registry.contentType), config.metrics.port, config.server.host)
 
   function release(generation: Generation): void {
+    active--
     generation.inFlight--
     // After the other 'close' listeners of this response (the access log and audit record of the
     // generation's last request are written before its outputs close).
     if (generation.retired && generation.inFlight === 0) setImmediate(() => void generation.runtime.close())
   }
 
+  async function reloadNow(): Promise<ReloadResult> {
+    const previous = current
+    const next = previous.runtime.generation + 1
+    try {
+      const nextConfig = await loadConfig(previous.runtime.config.file)
+      const runtime = await buildRuntime(nextConfig, { logger, metrics, generation: next, startedAt }, previous.runtime)
+      if (nextConfig.server.tls !== null && tlsIdentity(nextConfig.server.tls) !== tlsBuilt) {
+        // New certificate and key for new connections; open ones keep theirs.
+        ;(server as https.Server).setSecureContext(tlsOptions(nextConfig.server.tls))
+        tlsBuilt = tlsIdentity(nextConfig.server.tls)
+      }
+      warnRestartOnly(previous.runtime.config, nextConfig, logger)
+      current = makeGeneration(runtime)
+    } catch (err) {
+      metrics?.configReloads.inc({ result: 'failure' })
+      const error = err instanceof Error ? err.message : String(err)
+      logger.error({ generation: previous.runtime.generation, error }, 'reload failed; keeping the running configuration')
+      return { ok: false, generation: previous.runtime.generation, error }
+    }
+    metrics?.configReloads.inc({ result: 'success' })
+    metrics?.configGeneration.set(next)
+    previous.retired = true
+    if (previous.inFlight === 0) void previous.runtime.close()
+    const buckets = bucketChanges(previous.runtime.config.buckets, current.runtime.config.buckets)
+    logger.info({ generation: next, buckets }, 'configuration reloaded')
+    return { ok: true, generation: next, buckets }
+  }
+
+  // Reloads run one after another: a SIGHUP during an admin reload waits for it.
+  let reloading: Promise<unknown> = Promise.resolve()
+  function reload(): Promise<ReloadResult> {
+    const result = reloading.then(reloadNow)
+    reloading = result
+    return result
+  }
+
   return {
     port,
-    url: urlOf(port),
+    url: urlOf(port, tls === null ? 'http' : 'https'),
     metricsUrl: metricsServer === undefined ? undefined : `${urlOf((metricsServer.address() as AddressInfo).port)}/metrics`,
     get generation() {
       return current.runtime.generation
     },
-
-    async reload() {
-      const previous = current
-      const next = previous.runtime.generation + 1
-      try {
-        const nextConfig = await loadConfig(previous.runtime.config.file)
-        current = makeGeneration(await buildRuntime(nextConfig, { logger, metrics, generation: next, startedAt }, previous.runtime))
-      } catch (err) {
-        metrics?.configReloads.inc({ result: 'failure' })
-        const error = err instanceof Error ? err.message : String(err)
-        logger.error({ generation: previous.runtime.generation, error }, 'reload failed; keeping the running configuration')
-        return { ok: false, generation: previous.runtime.generation, error }
-      }
-      metrics?.configReloads.inc({ result: 'success' })
-      metrics?.configGeneration.set(next)
-      previous.retired = true
-      if (previous.inFlight === 0) void previous.runtime.close()
-      logger.info({ generation: next }, 'configuration reloaded')
-      return { ok: true, generation: next }
-    },
+    reload,
 
     async shutdown(timeoutMs = config.server.shutdown_timeout_seconds * 1000) {
       draining = true
@@ -179,6 +210,59 @@ async function listen(server: http.Server, port: number, host: string): Promise<
   return server
 }
 
+/** The Prometheus endpoint: GET /metrics, everything else 404. */
+export function metricsEndpoint(render: () => Promise<string>, contentType: string): http.Server {
+  return http.createServer((req, res) => {
+    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
+      return
+    }
+    render().then(
+      (text) => res.writeHead(200, { 'content-type': contentType }).end(text),
+      () => res.writeHead(500).end()
+    )
+  })
+}
+
+export async function listenMetrics(server: http.Server, config: Config): Promise<http.Server> {
+  return listen(server, config.metrics.port, config.server.host)
+}
+
+function tlsOptions(tls: TlsConfig): https.ServerOptions {
+  return { cert: tls.cert, key: tls.key, minVersion: tls.min_version }
+}
+
+function tlsIdentity(tls: TlsConfig): string {
+  return `${tls.cert}\0${tls.key}\0${tls.min_version}`
+}
+
+/** Which buckets a reload added, removed or changed (any setting), by name. */
+function bucketChanges(before: readonly BucketConfig[], after: readonly BucketConfig[]): BucketChanges {
+  const old = new Map(before.map((b) => [b.name, JSON.stringify(b)]))
+  const now = new Map(after.map((b) => [b.name, JSON.stringify(b)]))
+  return {
+    added: [...now.keys()].filter((name) => !old.has(name)),
+    removed: [...old.keys()].filter((name) => !now.has(name)),
+    changed: [...now].filter(([name, built]) => old.has(name) && old.get(name) !== built).map(([name]) => name),
+  }
+}
+
+/** Settings read once at start: a reload cannot apply them, so say so rather than ignore them silently. */
+function warnRestartOnly(before: Config, after: Config, logger: Logger): void {
+  const restartOnly = {
+    'server.address': [`${before.server.host}:${before.server.port}`, `${after.server.host}:${after.server.port}`],
+    'server.workers': [before.server.workers, after.server.workers],
+    'server.https.enabled': [before.server.tls !== null, after.server.tls !== null],
+    'server.security_limits.max_header_size': [before.server.max_header_size, after.server.max_header_size],
+    'server.max_concurrent_requests': [before.server.max_concurrent_requests, after.server.max_concurrent_requests],
+    metrics: [JSON.stringify(before.metrics), JSON.stringify(after.metrics)],
+    logging: [JSON.stringify(before.logging), JSON.stringify(after.logging)],
+  }
+  for (const [key, [was, now]] of Object.entries(restartOnly)) {
+    if (was !== now) logger.warn({ key, running: was, file: now }, 'this setting changes only at restart; the running value is kept')
+  }
+}
+
 /** Cache sizes are read from the tiers when Prometheus scrapes, not kept up to date per request. */
 function updateCacheGauges(metrics: Metrics, runtime: Runtime): void {
   for (const tier of runtime.cache?.store.tiers ?? []) {
@@ -189,13 +273,8 @@ function updateCacheGauges(metrics: Metrics, runtime: Runtime): void {
   }
 }
 
-function makeGeneration(runtime: Runtime): Generation {
-  runtime.start()
-  return { runtime, app: createApp(runtime), inFlight: 0, retired: false }
-}
-
-/** Requests refused before the app sees them (unparseable target, bad Host). */
-function errorResponse(code: ErrorCode): Response {
+/** Requests refused before the app sees them (unparseable target, bad Host, overload). */
+function errorResponse(code: ErrorCode, headers: Record<string, string> = {}): Response {
   const { status, message } = ERROR_CATALOGUE[code]
   const requestId = randomUUID()
   return new Response(JSON.stringify({ error: { code, message, request_id: requestId } }), {
@@ -204,6 +283,8 @@ function errorResponse(code: ErrorCode): Response {
       'content-type': 'application/json; charset=utf-8',
       'cache-control': 'no-store',
       'x-request-id': requestId,
+      'x-content-type-options': 'nosniff',
+      ...headers,
     },
   })
 }

@@ -1,6 +1,6 @@
 // Plain data shared by the stages, and the typed per-request variables (each has one writer).
 import type { CorsConfig } from './config/schema.ts'
-import type { Authorizer, CachedObject, ObjectSource, TieredStore, TokenVerifier } from './ports.ts'
+import type { Authorizer, CachedObject, ObjectSource, RateLimiter, TieredStore, TokenVerifier } from './ports.ts'
 
 /** An inclusive byte range of an object, as in `Content-Range: bytes start-end/size`. */
 export interface ByteRange {
@@ -50,6 +50,17 @@ export interface BucketRoute {
   cdnCacheControl: string | undefined
   /** Null when this bucket does not cache. */
   cache: BucketCache | null
+  /** Null when neither `server.ip_filter` nor the bucket's own applies. */
+  ipFilter: IpFilter | null
+  /** The bucket's own limit (one counter for the whole bucket). */
+  rateLimit: RateLimiter | null
+  /** Adds `Content-Disposition: attachment`. */
+  forceDownload: boolean
+}
+
+/** An allow/deny decision on a client address (http/ip-filter.ts). */
+export interface IpFilter {
+  admits(address: string): boolean
 }
 
 export interface BucketCache {
@@ -92,6 +103,8 @@ export interface CacheUse {
 
 export type AppVariables = {
   requestId: string
+  /** The client's address: the socket peer, or what trusted proxies forwarded (observe sets it). */
+  clientIp: string
   route: RouteMatch
   principal: Principal | null
   transfer: TransferMeter
@@ -163,4 +176,15 @@ export interface AuditRecord {
   user_agent: string | undefined
   /** Without its query string. */
   referer: string | undefined
+}
+
+/** What a reload did: the new generation and the buckets it added, removed or changed. */
+export type ReloadResult =
+  | { ok: true; generation: number; buckets: BucketChanges }
+  | { ok: false; generation: number; error: string }
+
+export interface BucketChanges {
+  added: string[]
+  removed: string[]
+  changed: string[]
 }

@@ -39,7 +39,7 @@ export class RedisCache implements CacheStore {
 
   constructor(options: RedisCacheOptions) {
     this.#options = options
-    this.#client = connect(options)
+    this.#client = connectRedis(options)
   }
 
   async get(key: string): Promise<CachedObject | undefined> {
@@ -85,7 +85,7 @@ export class RedisCache implements CacheStore {
 
   /** Calls `handler` with every purge message any instance broadcasts. */
   onPurge(handler: (message: string) => void): void {
-    const subscriber = connect(this.#options, true)
+    const subscriber = connectRedis(this.#options, true)
     this.#subscriber = subscriber
     subscriber.on('message', (_channel: string, message: string) => handler(message))
     void subscriber.subscribe(`${this.#options.keyPrefix}purge`).catch(() => {})
@@ -126,7 +126,11 @@ export class RedisCache implements CacheStore {
   }
 }
 
-function connect(options: RedisCacheOptions, subscriber = false): Client {
+/**
+ * A client that never queues: while Redis is down every command fails at once (callers treat that
+ * as a miss, or fall back), except for a subscriber, which must resubscribe when Redis returns.
+ */
+export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNodes' | 'timeoutMs'>, subscriber = false): Client {
   const common = {
     enableOfflineQueue: subscriber,
     commandTimeout: subscriber ? undefined : options.timeoutMs,

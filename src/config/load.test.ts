@@ -17,6 +17,16 @@ async function problemsOf(name: string, env: Env = {}): Promise<string> {
   assert.fail(`${name} should not load`)
 }
 
+async function problemsFromText(yaml: string): Promise<string> {
+  try {
+    await parseConfig(yaml, '/etc/yatagarasu/config.yaml', {})
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`)
+    return err.message
+  }
+  assert.fail('the configuration should not load')
+}
+
 describe('loadConfig', () => {
   it('loads Yatagarasu’s basic example and normalizes its bearer header spelling', async () => {
     const config = await loadConfig(fixture('yatagarasu-basic.yaml'), {
@@ -93,8 +103,32 @@ describe('loadConfig', () => {
     assert.match(await problemsOf('auth-without-verifier.yaml'), /buckets\[0\]\(private\)\.auth: auth\.enabled is true but/)
   })
 
-  it('refuses a setting this version cannot enforce instead of ignoring it', async () => {
-    assert.match(await problemsOf('unsupported-feature.yaml'), /ip_filter: ip_filter is not supported by this version yet/)
+  it('names every malformed address in trusted_proxies and ip_filter lists', async () => {
+    const problems = await problemsOf('bad-cidr.yaml')
+    assert.match(problems, /server\.trusted_proxies\[1\]: "not-an-ip" is not an IP address or CIDR range/)
+    assert.match(problems, /ip_filter\.allowlist\[0\]: "10\.0\.0\.0\/33" is not an IP address or CIDR range/)
+  })
+
+  it('loads the traffic limits in Yatagarasu’s spelling (s3.rate_limit, burst defaulting to the rate)', async () => {
+    const config = await loadConfig(fixture('operations.yaml'))
+    assert.deepEqual(config.server.rate_limit, {
+      global: { requests_per_second: 1000, burst: 1000 },
+      per_ip: { requests_per_second: 10, burst: 20 },
+      per_user: { requests_per_second: 5, burst: 5 },
+    })
+    assert.deepEqual(config.server.trusted_proxies, ['10.0.0.0/8', 'fd00::/8'])
+    assert.equal(config.server.max_concurrent_requests, 500)
+    assert.deepEqual(config.server.ip_filter, { allowlist: [], blocklist: ['192.0.2.0/24'] })
+    const bucket = config.buckets[0]
+    assert.deepEqual(bucket?.rate_limit, { requests_per_second: 500, burst: 500 })
+    assert.deepEqual(bucket?.ip_filter, { allowlist: ['2001:db8::/32', '203.0.113.7'], blocklist: [] })
+    assert.equal(bucket?.force_download, true)
+  })
+
+  it('refuses https without readable certificate files, naming the key', async () => {
+    const problems = await problemsFromText(`server:\n  https: { enabled: true, cert_path: /nonexistent/cert.pem }\nbuckets:\n  - { name: a, path_prefix: /a, s3: { bucket: a } }\n`)
+    assert.match(problems, /server\.https\.cert_path: cannot read \/nonexistent\/cert\.pem \(no such file\)/)
+    assert.match(problems, /server\.https\.key_path: is required when https\.enabled is true/)
   })
 
   it('loads Yatagarasu’s High Availability example: replicas in priority order, breaker settings', async () => {

@@ -4,6 +4,7 @@
 // Every problem names the file, the key path and the reason.
 import { createPublicKey } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
+import { createSecureContext } from 'node:tls'
 import { isAbsolute, dirname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
 import type { z } from 'zod'
@@ -14,6 +15,9 @@ import {
   type BucketCacheConfig,
   type CacheConfig,
   type CacheLayer,
+  type IpFilterConfig,
+  type RateLimitConfig,
+  type TlsConfig,
   RESERVED_PATHS,
   type BucketConfig,
   type Config,
@@ -28,6 +32,10 @@ import {
   type TokenSource,
   type VerificationKey,
 } from './schema.ts'
+import { parseRange } from '../http/ip-range.ts'
+
+type IpFilterFile = NonNullable<ConfigFile['server']['ip_filter']>
+type RateLimitFile = NonNullable<ConfigFile['buckets'][number]['rate_limit']>
 
 type KeyPath = ReadonlyArray<PropertyKey>
 
@@ -178,7 +186,7 @@ async function normalize(
   const report = (path: KeyPath, message: string) =>
     problems.push({ path: formatPath(path, root), message })
 
-  const server = normalizeServer(file.server, report)
+  const server = await normalizeServer(file.server, source, report)
   const seenPrefixes = new Map<string, number>()
   const seenNames = new Map<string, number>()
   const buckets: BucketConfig[] = []
@@ -224,6 +232,11 @@ async function normalize(
       cors: bucket.cors ?? null,
       cache: normalizeBucketCache(bucket.cache, file.cache, at('cache'), report),
       cdn_cache_control: bucket.cdn_cache_control,
+      ip_filter: normalizeIpFilter(bucket.ip_filter, at('ip_filter'), report),
+      rate_limit: normalizeRateLimit(
+        oneOf(at('rate_limit'), report, { rate_limit: bucket.rate_limit, 's3.rate_limit': bucket.s3.rate_limit })
+      ),
+      force_download: bucket.force_download,
     })
   }
 
@@ -352,7 +365,7 @@ function normalizeAuthorization(
   }
 }
 
-function normalizeServer(server: ConfigFile['server'], report: Report): ServerConfig {
+async function normalizeServer(server: ConfigFile['server'], source: string, report: Report): Promise<ServerConfig> {
   const address = server.address
   const colon = address.lastIndexOf(':')
   let host = colon === -1 ? '' : address.slice(0, colon)
@@ -364,6 +377,15 @@ function normalizeServer(server: ConfigFile['server'], report: Report): ServerCo
   if (server.workers !== undefined && server.threads !== undefined) {
     report(['server', 'threads'], 'use either server.workers or server.threads (an alias), not both')
   }
+  const limits = server.rate_limit
+  const rateLimit =
+    limits === undefined || !limits.enabled
+      ? null
+      : {
+          global: normalizeRateLimit(limits.global),
+          per_ip: normalizeRateLimit(limits.per_ip),
+          per_user: normalizeRateLimit(limits.per_user),
+        }
   return {
     host,
     port,
@@ -371,10 +393,60 @@ function normalizeServer(server: ConfigFile['server'], report: Report): ServerCo
     shutdown_timeout_seconds: server.shutdown_timeout_seconds,
     headers_timeout_seconds: server.headers_timeout_seconds,
     keepalive_timeout_seconds: server.keepalive_timeout_seconds,
+    idle_timeout_seconds: server.idle_timeout_seconds,
     max_uri_length: server.security_limits.max_uri_length,
     max_header_size: server.security_limits.max_header_size,
     debug_headers: server.debug_headers,
+    tls: await normalizeTls(server.https, source, report),
+    trusted_proxies: checkedRanges(server.trusted_proxies, ['server', 'trusted_proxies'], report),
+    ip_filter: normalizeIpFilter(server.ip_filter, ['server', 'ip_filter'], report),
+    rate_limit: rateLimit === null || Object.values(rateLimit).every((l) => l === null) ? null : rateLimit,
+    max_concurrent_requests: server.max_concurrent_requests ?? null,
   }
+}
+
+/** Reads the certificate and key (at start and at every reload) and checks they make a TLS context. */
+async function normalizeTls(https: ConfigFile['server']['https'], source: string, report: Report): Promise<TlsConfig | null> {
+  if (https === undefined || !https.enabled) return null
+  const read = async (key: 'cert_path' | 'key_path'): Promise<{ path: string; pem: string } | undefined> => {
+    const configured = https[key]
+    if (configured === undefined) return void report(['server', 'https', key], 'is required when https.enabled is true')
+    const path = isAbsolute(configured) ? configured : resolve(dirname(source), configured)
+    try {
+      return { path, pem: await readFile(path, 'utf8') }
+    } catch (err) {
+      return void report(['server', 'https', key], `cannot read ${path} (${describeIoError(err)})`)
+    }
+  }
+  const [cert, key] = [await read('cert_path'), await read('key_path')]
+  if (cert === undefined || key === undefined) return null
+  try {
+    createSecureContext({ cert: cert.pem, key: key.pem, minVersion: https.min_version })
+  } catch (err) {
+    report(['server', 'https'], `${cert.path} and ${key.path} are not a usable PEM certificate and key (${(err as Error).message})`)
+    return null
+  }
+  return { cert_path: cert.path, key_path: key.path, cert: cert.pem, key: key.pem, min_version: https.min_version }
+}
+
+/** The entries unchanged; each malformed one is reported with its index. */
+function checkedRanges(list: string[], at: KeyPath, report: Report): string[] {
+  list.forEach((entry, i) => {
+    if (parseRange(entry) === undefined) report([...at, i], `"${entry}" is not an IP address or CIDR range (e.g. 10.0.0.0/8, 2001:db8::/32)`)
+  })
+  return list
+}
+
+function normalizeIpFilter(filter: IpFilterFile | undefined, at: KeyPath, report: Report): IpFilterConfig | null {
+  if (filter === undefined || !filter.enabled) return null
+  const allowlist = checkedRanges(filter.allowlist, [...at, 'allowlist'], report)
+  const blocklist = checkedRanges(filter.blocklist, [...at, 'blocklist'], report)
+  return allowlist.length === 0 && blocklist.length === 0 ? null : { allowlist, blocklist }
+}
+
+function normalizeRateLimit(limit: RateLimitFile | undefined): RateLimitConfig | null {
+  if (limit === undefined) return null
+  return { requests_per_second: limit.requests_per_second, burst: limit.burst ?? Math.max(1, Math.ceil(limit.requests_per_second)) }
 }
 
 /** Returns the normalized prefix, or undefined after reporting why it is unusable. */

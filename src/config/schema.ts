@@ -48,17 +48,25 @@ const size = z.union([
 ])
 const megabytes = positive.transform((mb) => Math.floor(mb * 1024 * 1024))
 
-function planned(what: string) {
-  return z
-    .unknown()
-    .superRefine((_value, ctx) => {
-      ctx.addIssue({
-        code: 'custom',
-        message: `${what} is not supported by this version yet; remove the key (see plan.md)`,
-      })
-    })
-    .optional()
-}
+// ---------------------------------------------------------------------------------------------
+// Traffic limits and access control (shared by server and buckets)
+
+/** CIDRs or single addresses, IPv4 or IPv6; parsed (and refused when malformed) by config/load.ts. */
+const addressList = z.array(text).default([])
+
+export const ipFilterSchema = z.strictObject({
+  enabled: bool.default(true),
+  /** When not empty, only these ranges are admitted. */
+  allowlist: addressList,
+  /** Always denied, even when also allowlisted. */
+  blocklist: addressList,
+})
+
+export const rateLimitSchema = z.strictObject({
+  requests_per_second: positive,
+  /** Requests a client may send at once before the average rate applies (default: requests_per_second). */
+  burst: count.optional(),
+})
 
 // ---------------------------------------------------------------------------------------------
 // JWT
@@ -218,7 +226,8 @@ const s3Schema = z
       })
       .prefault({}),
     hedge_after_ms: positive.optional(),
-    rate_limit: planned('s3.rate_limit'),
+    /** Yatagarasu's spelling of `buckets[].rate_limit`. */
+    rate_limit: rateLimitSchema.optional(),
   })
   .superRefine((s3, ctx) => {
     const pair = (where: { access_key?: string | undefined; secret_key?: string | undefined }, path: (string | number)[]) => {
@@ -379,8 +388,11 @@ const bucketSchema = z.strictObject({
   cache: bucketCacheSchema.optional(),
   cdn_cache_control: text.optional(),
   authorization: authorizationSchema.optional(),
-  ip_filter: planned('ip_filter'),
-  rate_limit: planned('rate_limit'),
+  ip_filter: ipFilterSchema.optional(),
+  /** One limit for the whole bucket, whoever asks. */
+  rate_limit: rateLimitSchema.optional(),
+  /** Adds `Content-Disposition: attachment`: objects are downloaded, never rendered on the proxy's origin. */
+  force_download: bool.default(false),
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -401,11 +413,29 @@ const serverSchema = z.strictObject({
       max_header_size: count.default(65536),
     })
     .prefault({}),
-  https: planned('server.https'),
-  trusted_proxies: planned('server.trusted_proxies'),
-  ip_filter: planned('server.ip_filter'),
-  rate_limit: planned('server.rate_limit'),
-  max_concurrent_requests: planned('server.max_concurrent_requests'),
+  /** Closes a connection with no bytes moving either way for this long (slow readers, idle sockets). */
+  idle_timeout_seconds: positive.default(60),
+  https: z
+    .strictObject({
+      enabled: bool.default(false),
+      cert_path: text.optional(),
+      key_path: text.optional(),
+      min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+    })
+    .optional(),
+  /** Peers whose X-Forwarded-For is believed (CIDRs or addresses). */
+  trusted_proxies: addressList,
+  ip_filter: ipFilterSchema.optional(),
+  rate_limit: z
+    .strictObject({
+      enabled: bool.default(true),
+      global: rateLimitSchema.optional(),
+      per_ip: rateLimitSchema.optional(),
+      per_user: rateLimitSchema.optional(),
+    })
+    .optional(),
+  /** Requests served at once by one process; more get 503 with Retry-After. Unset: no limit. */
+  max_concurrent_requests: count.optional(),
 })
 
 export const SYSLOG_FACILITIES = [
@@ -621,6 +651,36 @@ export interface BucketConfig {
   cache: BucketCacheConfig | null
   /** Cache-Control sent to clients and CDNs instead of the object's own (or `private` for auth buckets). */
   cdn_cache_control: string | undefined
+  /** Null when no filter applies to this bucket. */
+  ip_filter: IpFilterConfig | null
+  /** Null when the bucket has no limit of its own. */
+  rate_limit: RateLimitConfig | null
+  force_download: boolean
+}
+
+export interface IpFilterConfig {
+  allowlist: string[]
+  blocklist: string[]
+}
+
+export interface RateLimitConfig {
+  requests_per_second: number
+  burst: number
+}
+
+export interface RateLimitsConfig {
+  global: RateLimitConfig | null
+  per_ip: RateLimitConfig | null
+  per_user: RateLimitConfig | null
+}
+
+export interface TlsConfig {
+  cert_path: string
+  key_path: string
+  /** PEM text read at load (and at every reload). */
+  cert: string
+  key: string
+  min_version: 'TLSv1.2' | 'TLSv1.3'
 }
 
 export interface ServerConfig {
@@ -632,7 +692,17 @@ export interface ServerConfig {
   keepalive_timeout_seconds: number
   max_uri_length: number
   max_header_size: number
+  idle_timeout_seconds: number
   debug_headers: boolean
+  /** Null: plain HTTP. */
+  tls: TlsConfig | null
+  /** Normalized CIDRs; empty: the socket peer is the client. */
+  trusted_proxies: string[]
+  ip_filter: IpFilterConfig | null
+  /** Null when rate limiting is off or no scope is set. */
+  rate_limit: RateLimitsConfig | null
+  /** Null: unlimited. */
+  max_concurrent_requests: number | null
 }
 
 export interface Config {

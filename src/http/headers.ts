@@ -32,3 +32,13 @@ function addValidators(h: HeaderRecord, meta: ObjectMeta): void {
   if (meta.cacheControl !== undefined) h['cache-control'] = meta.cacheControl
   if (meta.expires !== undefined) h.expires = meta.expires
 }
+
+/**
+ * `force_download`: the object's Content-Disposition turned into `attachment`, keeping its
+ * parameters (the filename), so a browser saves it instead of rendering it on the proxy's origin.
+ */
+export function asAttachment(disposition: string | undefined): string {
+  if (disposition === undefined) return 'attachment'
+  const semicolon = disposition.indexOf(';')
+  return semicolon === -1 ? 'attachment' : `attachment${disposition.slice(semicolon)}`
+}

@@ -5,6 +5,7 @@
 // never reaches the logs.
 import { randomUUID } from 'node:crypto'
 import type { Context, MiddlewareHandler } from 'hono'
+import type { ClientAddressOf } from '../http/client-address.ts'
 import { rawPathOf } from '../http/path.ts'
 import type { Logger } from '../telemetry/log.ts'
 import { statusClass, type Metrics } from '../telemetry/metrics.ts'
@@ -26,16 +27,20 @@ export interface ObserveOptions {
   tracer: Tracer | undefined
   /** Requests slower than this are logged at warn with their stage timings; 0: never. */
   slowRequestMs: number
+  /** The client's address from the socket peer and, from trusted proxies, X-Forwarded-For. */
+  clientAddressOf: ClientAddressOf
 }
 
 export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
-  const { logger, queryTokenNames, metrics, audit, tracer, slowRequestMs } = options
+  const { logger, queryTokenNames, metrics, audit, tracer, slowRequestMs, clientAddressOf } = options
   return async function observe(c, next) {
     const started = performance.now()
     metrics?.inFlight.inc()
     const offered = c.req.header('x-request-id')
     const requestId = offered !== undefined && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID()
     c.set('requestId', requestId)
+    const incoming = c.env?.incoming
+    c.set('clientIp', clientAddressOf(incoming?.socket.remoteAddress, incoming?.headers))
     const span = tracer === undefined ? undefined : startServerSpan(tracer, c)
     if (span !== undefined) c.set('span', span)
 

@@ -10,7 +10,7 @@ export function requestTarget(c: Context<AppEnv>): string {
   return url.slice(url.indexOf('/', url.indexOf('//') + 2))
 }
 
-/** The peer address of the connection (trusted-proxy handling will refine this). */
+/** The client's address as observe resolved it (see http/client-address.ts). */
 export function clientIp(c: Context<AppEnv>): string {
-  return c.env?.incoming?.socket.remoteAddress ?? ''
+  return c.get('clientIp') ?? ''
 }

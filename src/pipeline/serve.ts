@@ -18,7 +18,7 @@ import type { Context } from 'hono'
 import { ProxyError } from '../errors.ts'
 import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '../http/conditional.ts'
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
-import { notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
+import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
 import type { CachedObject, ObjectBody, ReadOptions, TieredHit, TraceSpan } from '../ports.ts'
 import type { AppEnv, BucketCache, BucketRoute, ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
@@ -506,6 +506,7 @@ function preconditionAnswer(
 function bodyHeaders(bucket: BucketRoute, meta: ObjectMeta, range: ByteRange | undefined, outcome: CacheOutcome | undefined): HeaderRecord {
   const headers = objectHeaders(meta, range === undefined ? meta.size : range.end - range.start + 1)
   if (range !== undefined) headers['content-range'] = contentRange(range, meta.size)
+  if (bucket.forceDownload) headers['content-disposition'] = asAttachment(meta.contentDisposition)
   applyPolicyHeaders(headers, bucket, meta, outcome)
   return headers
 }

@@ -45,11 +45,16 @@ export class Metrics {
     labelNames: ['bucket', 'tier'] as const,
     registers: [this.registry],
   })
+  /** Reads the cache sizes from the tiers; set by the server, called once per scrape. */
+  onScrape: (() => void) | undefined
   readonly cacheEntries = new Gauge({
     name: 'cache_entries',
     help: 'Entries held, by tier (memory, disk)',
     labelNames: ['tier'] as const,
     registers: [this.registry],
+    // The first of the cache gauges to be collected: it fills in the others too (sizes are read
+    // when Prometheus asks, not kept up to date per request). Also runs in a cluster worker.
+    collect: () => this.onScrape?.(),
   })
   readonly cacheBytes = new Gauge({
     name: 'cache_size_bytes',
@@ -125,6 +130,12 @@ export class Metrics {
     labelNames: ['output'] as const,
     registers: [this.registry],
   })
+  readonly requestsRefused = new Counter({
+    name: 'requests_refused_total',
+    help: 'Requests refused before any object work, by reason (ip_filter, rate_limit_global, rate_limit_per_ip, rate_limit_per_user, rate_limit_bucket, overloaded)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  })
   readonly configReloads = new Counter({
     name: 'config_reloads_total',
     help: 'Configuration reloads, by result (success, failure)',
@@ -134,6 +145,8 @@ export class Metrics {
   readonly configGeneration = new Gauge({
     name: 'config_generation',
     help: 'The generation of the configuration being served (1 at start, +1 per successful reload)',
+    // Every worker of a cluster serves the same generation: the newest, not their sum.
+    aggregator: 'max',
     registers: [this.registry],
   })
 

@@ -48,6 +48,8 @@ export interface TestS3 {
   failWith(status: number | undefined): void
   /** Every request waits this long before it is forwarded (a slow backend); 0 turns it off. */
   delay(ms: number): void
+  /** From now on only requests signed with this secret are accepted (credential rotation). */
+  rotateSecret(secret: string): void
   stop(): Promise<void>
 }
 
@@ -59,14 +61,16 @@ export async function startS3(): Promise<TestS3> {
   let stallNext: number | undefined
   let failStatus: number | undefined
   let delayMs = 0
-  const signer = new SignatureV4({
-    credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY },
-    region: REGION,
-    service: 's3',
-    sha256: Sha256,
-    uriEscapePath: false,
-    applyChecksum: true,
-  })
+  const signerFor = (secretAccessKey: string) =>
+    new SignatureV4({
+      credentials: { accessKeyId: ACCESS_KEY, secretAccessKey },
+      region: REGION,
+      service: 's3',
+      sha256: Sha256,
+      uriEscapePath: false,
+      applyChecksum: true,
+    })
+  let signer = signerFor(SECRET_KEY)
 
   const verifier = http.createServer((req, res) => {
     void (async () => {
@@ -169,6 +173,9 @@ export async function startS3(): Promise<TestS3> {
     },
     delay(ms) {
       delayMs = ms
+    },
+    rotateSecret(secret) {
+      signer = signerFor(secret)
     },
     async stop() {
       client.destroy()
