@@ -187,11 +187,11 @@ type RateLimitSettings = NonNullable<ReturnType<typeof rateLimitSettings>>
 function rateLimitSettings(config: Config) {
   const buckets = config.buckets.flatMap((b) => (b.rate_limit === null ? [] : [[b.name, b.rate_limit] as const]))
   if (config.server.rate_limit === null && buckets.length === 0) return null
-  const redis = config.cache?.redis ?? null
+  const { redis } = config
   return {
     server: config.server.rate_limit,
     buckets,
-    // Counters are shared through the cache's Redis when there is one.
+    // Counters are shared through Redis when one is configured.
     redis: redis === null ? null : { url: redis.url, clusterNodes: redis.cluster_nodes, keyPrefix: redis.key_prefix, timeoutMs: redis.timeout_ms },
   }
 }

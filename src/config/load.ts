@@ -249,7 +249,24 @@ async function normalize(
   const admin =
     file.admin === undefined ? null : { token: file.admin.token, claims: file.admin.claims ?? [], jwt: adminJwt ?? null }
   const audit = file.audit_log?.enabled === true ? { ...file.audit_log, file: resolveAuditPath(file.audit_log.file, source) } : null
-  return { file: source, server, buckets, logging: file.logging, metrics: file.metrics, cache, admin, audit, observability: file.observability }
+  const redisBlock = file.cache?.redis
+  const redisUrl = redisBlock?.url ?? redisBlock?.redis_url
+  const redis =
+    redisBlock === undefined || (redisUrl === undefined && redisBlock.cluster_nodes.length === 0)
+      ? null
+      : { url: redisUrl ?? '', cluster_nodes: redisBlock.cluster_nodes, key_prefix: redisBlock.key_prefix, timeout_ms: redisBlock.timeout_ms }
+  return {
+    file: source,
+    server,
+    buckets,
+    logging: file.logging,
+    metrics: file.metrics,
+    cache,
+    admin,
+    audit,
+    redis,
+    observability: file.observability,
+  }
 }
 
 const DEFAULT_TTL_SECONDS = 3600

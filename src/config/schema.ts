@@ -717,7 +717,19 @@ export interface Config {
   admin: AdminConfig | null
   /** Null when the audit log is off. */
   audit: AuditConfig | null
+  /**
+   * The Redis of `cache.redis` (its url or cluster nodes), null when none is configured. Rate-limit
+   * counters are shared through it, whether or not the cache uses it as a tier.
+   */
+  redis: RedisConnection | null
   observability: ConfigFile['observability']
+}
+
+export interface RedisConnection {
+  url: string
+  cluster_nodes: string[]
+  key_prefix: string
+  timeout_ms: number
 }
 
 export type AuditConfig = NonNullable<ConfigFile['audit_log']>

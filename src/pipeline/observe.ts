@@ -77,6 +77,7 @@ export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
       logger.info(
         {
           request_id: requestId,
+          client_ip: c.get('clientIp'),
           method: c.req.method,
           path: rawPathOf(requestTarget(c)),
           status: res.status,
