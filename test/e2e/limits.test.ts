@@ -1,6 +1,8 @@
-// Request limits: oversized targets (414) and headers (431), request bodies (413), and requests
-// the HTTP layer cannot parse (400), each answered with the JSON error shape.
+// Request limits: oversized targets (414) and headers (431), request bodies (413), requests the HTTP
+// layer cannot parse (400), concurrency over max_concurrent_requests (503), each answered with the
+// JSON error shape; and idle connections closed after idle_timeout_seconds.
 import assert from 'node:assert/strict'
+import http from 'node:http'
 import net from 'node:net'
 import { after, before, it } from 'node:test'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
@@ -9,11 +11,22 @@ import { startS3, type TestS3 } from '../support/s3.ts'
 
 let s3: TestS3
 let proxy: TestProxy
+/** max_concurrent_requests: 2, idle_timeout_seconds: 1 */
+let small: TestProxy
 
 before(async () => {
   s3 = await startS3()
   await s3.createBucket('limits')
   await s3.put('limits', 'a.txt', 'ok')
+  await s3.put('limits', 'big.bin', Buffer.alloc(256 * 1024, 7))
+  small = await startTestProxy(`
+server:
+  address: "127.0.0.1:0"
+  max_concurrent_requests: 2
+  idle_timeout_seconds: 1
+buckets:
+${bucketYaml({ name: 'limits', prefix: '/limits', bucket: 'limits', endpoint: s3.endpoint })}
+`)
   proxy = await startTestProxy(`
 server:
   address: "127.0.0.1:0"
@@ -26,6 +39,7 @@ ${bucketYaml({ name: 'limits', prefix: '/limits', bucket: 'limits', endpoint: s3
 })
 
 after(async () => {
+  await small?.stop()
   await proxy?.stop()
   await s3?.stop()
 })
@@ -64,4 +78,41 @@ it('answers an unparseable request target with a JSON 400', async () => {
   const res = await send(proxy.url, '/limits/a\\b.txt')
   assert.equal(res.status, 400)
   assert.equal(codeOf(res).code, 'GUARD_BAD_REQUEST')
+})
+
+it('answers requests beyond max_concurrent_requests with 503 and Retry-After, and recovers', async () => {
+  // Two downloads whose backend stalls mid-body stay in flight until the client hangs up.
+  const inFlight: http.ClientRequest[] = []
+  for (let i = 0; i < 2; i++) {
+    s3.stallNextGet(64 * 1024)
+    await new Promise<void>((resolve, reject) => {
+      const req = http.get(`${small.url}/limits/big.bin`, { agent: false }, (res) => {
+        // Errors after the headers are the hang-up this test causes itself.
+        req.removeListener('error', reject).on('error', () => {})
+        res.on('error', () => {})
+        resolve()
+      })
+      req.once('error', reject)
+      inFlight.push(req)
+    })
+  }
+  const refused = await send(small.url, '/limits/a.txt')
+  assert.equal(refused.status, 503)
+  assert.equal(refused.headers['retry-after'], '1')
+  assert.equal(codeOf(refused).code, 'GUARD_OVERLOADED')
+  assert.equal(refused.headers['x-request-id'], codeOf(refused).request_id)
+  for (const req of inFlight) req.destroy()
+  let status = 0
+  for (let i = 0; i < 100 && status !== 200; i++) status = (await send(small.url, '/limits/a.txt')).status
+  assert.equal(status, 200)
+})
+
+it('closes a connection on which nothing moves for idle_timeout_seconds', async () => {
+  const socket = net.connect(Number(new URL(small.url).port), '127.0.0.1')
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+  socket.on('error', () => {})
+  const started = Date.now()
+  await closed
+  // Closed by the idle timeout (1 s), long before the headers timeout (10 s) would have.
+  assert.ok(Date.now() - started < 5000, `closed after ${Date.now() - started} ms`)
 })
