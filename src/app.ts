@@ -4,6 +4,7 @@
 // plus the proxy's own endpoints (/health, /ready, /admin/*), which skip the pipeline after observe.
 // observe wraps everything as Hono middleware; the object pipeline is plain stage calls in one
 // handler (no middleware chain, no promise for a stage that waits for nothing).
+import cluster from 'node:cluster'
 import { Hono, type Context } from 'hono'
 import { adminRoutes, type AdminHooks } from './admin.ts'
 import { isProxyError, ProxyError } from './errors.ts'
@@ -47,6 +48,8 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
       uptime_seconds: Math.floor((Date.now() - runtime.startedAt) / 1000),
       version: VERSION,
       config_generation: runtime.generation,
+      // Which cluster worker answered (absent with one process).
+      worker: cluster.worker?.id,
     })
   )
   app.get('/ready', async (c) => {

@@ -3,7 +3,13 @@
 //   yatagarasu --config config.yaml          run the proxy
 //   yatagarasu --check --config config.yaml  validate the config and exit 0 (valid) or 1 (invalid)
 // SIGHUP reloads the config (a bad one keeps the running config); SIGTERM/SIGINT drain and exit 0.
+// With `server.workers` > 1 this process becomes the cluster primary (cluster.ts) and each worker
+// runs the code below the fork.
+import cluster from 'node:cluster'
+import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
+import { AggregatorRegistry } from 'prom-client'
+import { RELOAD_OTHERS, runPrimary } from './cluster.ts'
 import { ConfigError, loadConfig } from './config/load.ts'
 import type { Config } from './config/schema.ts'
 import { buildRuntime } from './runtime.ts'
@@ -58,15 +64,26 @@ async function main(): Promise<number> {
   }
 
   const logger = createLogger(config.logging)
-  if (config.server.workers !== 1) {
-    logger.warn({ workers: config.server.workers }, 'server.workers > 1 is not implemented yet; running one process')
+  const workers = config.server.workers === 'auto' ? availableParallelism() : config.server.workers
+  if (workers > 1 && cluster.isPrimary) {
+    await runPrimary(config, workers, logger)
+    return -1
   }
-  const proxy = await startProxy(config, logger)
+  const proxy = await startProxy(
+    config,
+    logger,
+    cluster.isWorker
+      ? { metricsServer: false, afterAdminReload: (result) => result.ok && process.send?.(RELOAD_OTHERS) }
+      : {}
+  )
+  // The primary asks each worker for its metrics and serves the sum.
+  if (cluster.isWorker && proxy.metricsRegistry !== undefined) AggregatorRegistry.setRegistries([proxy.metricsRegistry])
   logger.info(
     {
       address: `${config.server.host}:${proxy.port}`,
       metrics: proxy.metricsUrl,
       buckets: config.buckets.map((b) => b.path_prefix),
+      worker: cluster.worker?.id,
       version: VERSION,
     },
     'yatagarasu listening'
@@ -74,7 +91,11 @@ async function main(): Promise<number> {
   logger.flush()
 
   process.on('SIGHUP', () => void proxy.reload())
+  let stopping = false
   const stop = (signal: string) => {
+    // Ctrl-C reaches a cluster's workers twice (from the terminal and from the primary).
+    if (stopping) return
+    stopping = true
     logger.info({ signal }, 'shutting down: draining requests in flight')
     logger.flush()
     void proxy.shutdown().then(() => {
@@ -83,8 +104,8 @@ async function main(): Promise<number> {
       process.exit(0)
     })
   }
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
   return -1
 }
 

@@ -7,6 +7,7 @@ import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { getRequestListener } from '@hono/node-server'
 import type { Hono } from 'hono'
+import type { Registry } from 'prom-client'
 import { createApp } from './app.ts'
 import { loadConfig } from './config/load.ts'
 import type { BucketConfig, Config, TlsConfig } from './config/schema.ts'
@@ -33,8 +34,10 @@ export interface StartOptions {
 export interface Proxy {
   readonly port: number
   readonly url: string
-  /** The Prometheus endpoint (`metrics.port`), when metrics are enabled. */
+  /** The Prometheus endpoint (`metrics.port`), when metrics are enabled and served here. */
   readonly metricsUrl: string | undefined
+  /** The metrics registry, when metrics are enabled (a cluster worker hands it to the primary). */
+  readonly metricsRegistry: Registry | undefined
   readonly generation: number
   /** Re-reads the config file; on any error the running generation keeps serving. One at a time. */
   reload(): Promise<ReloadResult>
@@ -172,6 +175,7 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
     port,
     url: urlOf(port, tls === null ? 'http' : 'https'),
     metricsUrl: metricsServer === undefined ? undefined : `${urlOf((metricsServer.address() as AddressInfo).port)}/metrics`,
+    metricsRegistry: metrics?.registry,
     get generation() {
       return current.runtime.generation
     },

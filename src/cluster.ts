@@ -1,0 +1,83 @@
+// Cluster mode (`server.workers` > 1): the primary process forks the workers (node:cluster; they
+// share the listening socket), and
+//   - passes SIGHUP on to every worker (each reloads its own configuration);
+//   - on SIGTERM/SIGINT passes the signal on, waits for every worker to drain and exit, then exits 0;
+//   - restarts a worker that dies any other way (after a pause when it keeps dying at start);
+//   - serves /metrics on `metrics.port`, summed over the workers (prom-client's AggregatorRegistry);
+//   - when a worker reloads through POST /admin/reload, sends SIGHUP to the other workers.
+// The primary serves no requests and builds no runtime.
+import cluster, { type Worker } from 'node:cluster'
+import type { AddressInfo } from 'node:net'
+import { AggregatorRegistry } from 'prom-client'
+import type { Config } from './config/schema.ts'
+import { listenMetrics, metricsEndpoint } from './server.ts'
+import type { Logger } from './telemetry/log.ts'
+
+export const RELOAD_OTHERS = 'yatagarasu:reload-others'
+
+/** A worker that dies this soon after it started is crash-looping: wait before the next one. */
+const CRASH_LOOP_MS = 2000
+const RESTART_PAUSE_MS = 1000
+
+export async function runPrimary(config: Config, workers: number, logger: Logger): Promise<void> {
+  const registry = config.metrics.enabled ? new AggregatorRegistry() : undefined
+  const metricsServer =
+    registry === undefined ? undefined : await listenMetrics(metricsEndpoint(() => registry.clusterMetrics(), registry.contentType), config)
+  const startedAt = new Map<Worker, number>()
+  let stopping = false
+
+  const fork = () => {
+    const worker = cluster.fork()
+    startedAt.set(worker, Date.now())
+    worker.on('message', (message: unknown) => {
+      if (message !== RELOAD_OTHERS) return
+      for (const other of Object.values(cluster.workers ?? {})) if (other !== undefined && other !== worker) other.process.kill('SIGHUP')
+    })
+    worker.once('online', () => logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker started'))
+  }
+
+  cluster.on('exit', (worker, code, signal) => {
+    const lived = Date.now() - (startedAt.get(worker) ?? 0)
+    startedAt.delete(worker)
+    if (stopping) return
+    logger.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker died; starting a new one')
+    if (lived < CRASH_LOOP_MS) setTimeout(fork, RESTART_PAUSE_MS).unref()
+    else fork()
+  })
+
+  for (let i = 0; i < workers; i++) fork()
+  const metricsPort = (metricsServer?.address() as AddressInfo | null | undefined)?.port
+  logger.info(
+    { workers, address: `${config.server.host}:${config.server.port}`, metrics_port: metricsPort },
+    'yatagarasu primary started'
+  )
+  logger.flush()
+
+  process.on('SIGHUP', () => {
+    logger.info('SIGHUP: reloading every worker')
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP')
+  })
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return
+    stopping = true
+    logger.info({ signal }, 'shutting down: draining every worker')
+    logger.flush()
+    const running = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+    let left = running.length
+    const done = () => {
+      metricsServer?.close()
+      logger.info('shutdown complete')
+      logger.flush()
+      process.exit(0)
+    }
+    if (left === 0) return done()
+    for (const worker of running) {
+      worker.once('exit', () => {
+        if (--left === 0) done()
+      })
+      worker.process.kill(signal)
+    }
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
+}
