@@ -8,7 +8,7 @@
 // The primary serves no requests and builds no runtime.
 import cluster, { type Worker } from 'node:cluster'
 import type { AddressInfo } from 'node:net'
-import { AggregatorRegistry } from 'prom-client'
+import { AggregatorRegistry, type Registry } from 'prom-client'
 import type { Config } from './config/schema.ts'
 import { listenMetrics, metricsEndpoint } from './server.ts'
 import type { Logger } from './telemetry/log.ts'
@@ -80,4 +80,11 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
   }
   process.once('SIGTERM', () => stop('SIGTERM'))
   process.once('SIGINT', () => stop('SIGINT'))
+}
+
+/** In a worker: answer the primary's metric requests with this registry. */
+export function shareMetricsWithPrimary(registry: Registry): void {
+  // Constructing one installs prom-client's worker-side message listener.
+  new AggregatorRegistry()
+  AggregatorRegistry.setRegistries([registry])
 }

@@ -8,8 +8,7 @@
 import cluster from 'node:cluster'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
-import { AggregatorRegistry } from 'prom-client'
-import { RELOAD_OTHERS, runPrimary } from './cluster.ts'
+import { RELOAD_OTHERS, runPrimary, shareMetricsWithPrimary } from './cluster.ts'
 import { ConfigError, loadConfig } from './config/load.ts'
 import type { Config } from './config/schema.ts'
 import { buildRuntime } from './runtime.ts'
@@ -77,7 +76,7 @@ async function main(): Promise<number> {
       : {}
   )
   // The primary asks each worker for its metrics and serves the sum.
-  if (cluster.isWorker && proxy.metricsRegistry !== undefined) AggregatorRegistry.setRegistries([proxy.metricsRegistry])
+  if (cluster.isWorker && proxy.metricsRegistry !== undefined) shareMetricsWithPrimary(proxy.metricsRegistry)
   logger.info(
     {
       address: `${config.server.host}:${proxy.port}`,
