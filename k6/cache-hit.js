@@ -1,6 +1,6 @@
 // Cache-hit throughput: one small object, warmed in setup(), then requested at a fixed arrival rate.
 // Needs a proxy with the cache on (see README.md: the plain `npm run demo` has none).
-//   k6 run -e BASE_URL=http://127.0.0.1:8081 k6/cache-hit.js
+//   k6 run k6/cache-hit.js                      (against npm run demo)
 //
 // Env: OBJECT (/public/hello.txt), RATE (200 req/s), DURATION (30s), P95_MS (25), P99_MS (50),
 //      TOKEN (sent as bearer when set: for an OBJECT in a private bucket),

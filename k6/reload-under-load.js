@@ -4,7 +4,7 @@
 // lose its cache entry, since a reload keeps the cache when the `cache` block did not change.
 // Needs a proxy with an `admin` block and POST /admin/reload (see README.md: the plain
 // `npm run demo` has neither).
-//   k6 run -e BASE_URL=http://127.0.0.1:8081 -e ADMIN_TOKEN=... k6/reload-under-load.js
+//   k6 run -e ADMIN_TOKEN=... k6/reload-under-load.js   (the demo prints its admin token)
 //
 // Env: ADMIN_TOKEN (required), OBJECT (/public/hello.txt), RATE (100 req/s), DURATION (60s),
 //      RELOAD_EVERY (5s), P95_MS (50), P99_MS (250), TOKEN (sent as bearer when set, for an OBJECT

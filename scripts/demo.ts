@@ -44,6 +44,7 @@ await put('demo-private', 'report.txt', 'Quarterly numbers: for readers only.\n'
 client.destroy()
 
 const secret = randomBytes(32).toString('hex')
+const adminToken = randomBytes(24).toString('hex')
 const configFile = join(dir, 'config.yaml')
 await writeFile(
   configFile,
@@ -54,6 +55,12 @@ server:
 logging:
   level: info
   format: text
+admin:
+  token: "${adminToken}"
+cache:
+  enabled: true
+  layers: [memory]
+  memory: { max_size: 256MB }
 buckets:
   - name: public
     path_prefix: /public
@@ -91,7 +98,10 @@ console.log(`
 yatagarasu demo is running at ${url}
   /public  -> s3://demo-public   (no auth)      hello.txt, logo.png, big.bin (50 MiB)
   /private -> s3://demo-private  (JWT, HS256)   report.txt
+  cache: memory (objects up to 10 MiB)
   config: ${configFile}
+  token (role reader, 12 h): ${token}
+  admin token: ${adminToken}
 
 Try:
   curl -i ${url}/public/hello.txt
@@ -102,6 +112,12 @@ Try:
   curl -i -H 'Authorization: Bearer ${token}' ${url}/private/report.txt
   curl -i '${url}/private/report.txt?token=${token}'
   curl -s ${url}/ready
+  curl -s -X POST -H 'Authorization: Bearer ${adminToken}' ${url}/admin/reload      # after editing the config
+  curl -s -H 'Authorization: Bearer ${adminToken}' ${url}/admin/cache/stats
+
+k6 (see k6/README.md):
+  k6 run -e BASE_URL=${url} -e TOKEN=${token} k6/smoke.js
+  k6 run -e BASE_URL=${url} -e TOKEN=${token} -e ADMIN_TOKEN=${adminToken} k6/reload-under-load.js
 
 Ctrl-C stops the proxy and the S3 server.
 `)

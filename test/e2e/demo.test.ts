@@ -35,6 +35,12 @@ it('serves the sample objects and accepts the printed token, then stops on Ctrl-
   const report = await send(url, '/private/report.txt', { headers: { authorization: `Bearer ${token}` } })
   assert.equal(report.status, 200)
   assert.equal((await send(url, `/private/report.txt?token=${token}`)).status, 200)
+  // The demo caches, and its printed admin token reloads it (what the k6 reload scenario needs).
+  assert.equal((await send(url, '/public/hello.txt')).headers['x-cache'], 'HIT')
+  const admin = /admin token: (\w+)/.exec(out)?.[1]
+  const reload = await send(url, '/admin/reload', { method: 'POST', headers: { authorization: `Bearer ${admin}` } })
+  assert.equal(reload.status, 200)
+  assert.equal(reload.json<{ generation: number }>().generation, 2)
 
   child.kill('SIGINT')
   assert.equal(await exited, 0)
