@@ -1,5 +1,5 @@
 // Cache-hit throughput: one small object, warmed in setup(), then requested at a fixed arrival rate.
-// Needs a proxy with the cache on (see README.md: the plain `npm run demo` has none).
+// Needs a proxy with the cache on (`npm run demo` caches in memory).
 //   k6 run k6/cache-hit.js                      (against npm run demo)
 //
 // Env: OBJECT (/public/hello.txt), RATE (200 req/s), DURATION (30s), P95_MS (25), P99_MS (50),

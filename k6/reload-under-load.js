@@ -2,8 +2,7 @@
 // scenario calls `POST /admin/reload` every RELOAD_EVERY. A reload swaps generations under
 // requests in flight; not one object request may fail, be cut short, or (when the cache is on)
 // lose its cache entry, since a reload keeps the cache when the `cache` block did not change.
-// Needs a proxy with an `admin` block and POST /admin/reload (see README.md: the plain
-// `npm run demo` has neither).
+// Needs a proxy with an `admin` block (`npm run demo` has one and prints its token).
 //   k6 run -e ADMIN_TOKEN=... k6/reload-under-load.js   (the demo prints its admin token)
 //
 // Env: ADMIN_TOKEN (required), OBJECT (/public/hello.txt), RATE (100 req/s), DURATION (60s),
