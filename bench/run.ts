@@ -3,7 +3,8 @@
 //     through the proxy (uncached: proxy + s3rver)
 //   - 50 MiB GET: MB/s straight from s3rver and through the proxy
 //   - the proxy's peak RSS (it runs in its own process, as in production)
-//   - cached 1 KiB GET with a JWT (memory hit) against the same raw node:http ceiling
+//   - cached 1 KiB GET with a JWT (memory hit) against the same raw node:http ceiling, with one
+//     process and with `workers: auto` (one worker per CPU)
 //   - the memory tier's hit ratio on a Zipf(1.0) workload; JWT verify cost
 // Each measurement runs RUNS times; the table shows the median. Client, proxy and s3rver share the
 // machine's cores, so absolute numbers understate a deployment; ratios are what to compare.
@@ -13,7 +14,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import autocannon from 'autocannon'
@@ -118,6 +119,7 @@ buckets:
   }
   const rssAfterSmall = await peakRssMiB(proxy.pid as number)
   rows.push(['proxy with tracing on (every request sampled, OTLP to a local sink), cached 1 KiB with a JWT', await tracedCachedLoad(dir, configText, token)])
+  rows.push([`proxy with workers: auto (${availableParallelism()} workers), cached 1 KiB with a JWT`, await clusterCachedLoad(dir, configText, token)])
   const throughput: Array<[string, number]> = []
   for (const [name, url] of [['s3rver direct', `${s3Url}/bench/large.bin`], ['proxy -> s3rver', `${proxyUrl}/bench/large.bin`]] as const) {
     await download(url)
@@ -160,11 +162,22 @@ async function tracedCachedLoad(dir: string, configText: string, token: string):
     req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'))
   })
   await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve))
+  const tracing = `observability:\n  tracing: { enabled: true, otlp_endpoint: "http://127.0.0.1:${(sink.address() as AddressInfo).port}", sampling_ratio: 1 }\n`
+  const result = await cachedLoadWith(dir, 'traced.yaml', (port) => configText.replace(/127\.0\.0\.1:\d+" \}/, `127.0.0.1:${port}" }`) + tracing, token)
+  sink.close()
+  return result
+}
+
+/** The cached target again, through a proxy in cluster mode with one worker per CPU. */
+function clusterCachedLoad(dir: string, configText: string, token: string): Promise<{ rps: number; p50: number; p99: number }> {
+  return cachedLoadWith(dir, 'cluster.yaml', (port) => configText.replace(/127\.0\.0\.1:\d+" \}/, `127.0.0.1:${port}", workers: auto }`), token)
+}
+
+/** Starts the compiled proxy on `config(port)` and measures the cached JWT target through it. */
+async function cachedLoadWith(dir: string, name: string, config: (port: number) => string, token: string): Promise<{ rps: number; p50: number; p99: number }> {
   const port = await freePort()
-  const configFile = join(dir, 'traced.yaml')
-  const traced = configText.replace(/127\.0\.0\.1:\d+" \}/, `127.0.0.1:${port}" }`) +
-    `observability:\n  tracing: { enabled: true, otlp_endpoint: "http://127.0.0.1:${(sink.address() as AddressInfo).port}", sampling_ratio: 1 }\n`
-  await writeFile(configFile, traced)
+  const configFile = join(dir, name)
+  await writeFile(configFile, config(port))
   const proxy = spawn(process.execPath, [join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
   await waitForHealth(`http://127.0.0.1:${port}/health`)
   const url = `http://127.0.0.1:${port}/cached/small.bin`
@@ -174,7 +187,6 @@ async function tracedCachedLoad(dir: string, configText: string, token: string):
   for (let i = 0; i < RUNS; i++) runs.push(await load(url, headers))
   proxy.kill('SIGTERM')
   await new Promise((resolve) => proxy.once('exit', resolve))
-  sink.close()
   return { rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)) }
 }
 
