@@ -81,14 +81,19 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
     const marks = timed ? { start: performance.now(), authenticated: 0, authorized: 0, served: 0 } : undefined
     if (marks !== undefined) c.set('marks', marks)
     guardRequest(c)
-    if (admitClientRequest !== undefined) await admitClientRequest(c)
+    // A stage returns a promise only when it has to wait (a rate limit); awaiting nothing would
+    // still cost a turn of the microtask queue.
+    const clientAdmitted = admitClientRequest?.(c)
+    if (clientAdmitted !== undefined) await clientAdmitted
     routeRequest(c)
-    if (admitBucketRequest !== undefined) await admitBucketRequest(c)
+    const bucketAdmitted = admitBucketRequest?.(c)
+    if (bucketAdmitted !== undefined) await bucketAdmitted
     const preflight = corsPreflight(c)
     if (preflight !== undefined) return preflight
     const authenticated = authenticateRequest(c)
     if (authenticated !== undefined) await authenticated
-    if (admitUserRequest !== undefined) await admitUserRequest(c)
+    const userAdmitted = admitUserRequest?.(c)
+    if (userAdmitted !== undefined) await userAdmitted
     if (marks !== undefined) marks.authenticated = performance.now()
     const authorized = authorizeRequest(c)
     if (authorized !== undefined) await authorized

@@ -41,8 +41,10 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
     startedAt.delete(worker)
     if (stopping) return
     logger.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker died; starting a new one')
-    if (lived < CRASH_LOOP_MS) setTimeout(fork, RESTART_PAUSE_MS).unref()
-    else fork()
+    if (lived >= CRASH_LOOP_MS) return fork()
+    setTimeout(() => {
+      if (!stopping) fork()
+    }, RESTART_PAUSE_MS).unref()
   })
 
   for (let i = 0; i < workers; i++) fork()
@@ -78,8 +80,9 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
       worker.process.kill(signal)
     }
   }
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
+  // `on`, not `once`: a second signal must not kill the primary (its workers would die mid-drain).
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
 }
 
 /** In a worker: answer the primary's metric requests with this registry. */

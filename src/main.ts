@@ -68,6 +68,11 @@ async function main(): Promise<number> {
     await runPrimary(config, workers, logger)
     return -1
   }
+  // Installed before the proxy starts: SIGHUP's default action would kill a worker still starting
+  // (the primary forwards it to every worker). A reload asked for meanwhile runs once it is up.
+  let reloadOnStart = false
+  let reloadNow: (() => void) | undefined
+  process.on('SIGHUP', () => (reloadNow === undefined ? (reloadOnStart = true) : reloadNow()))
   const proxy = await startProxy(
     config,
     logger,
@@ -89,7 +94,8 @@ async function main(): Promise<number> {
   )
   logger.flush()
 
-  process.on('SIGHUP', () => void proxy.reload())
+  reloadNow = () => void proxy.reload()
+  if (reloadOnStart) reloadNow()
   let stopping = false
   const stop = (signal: string) => {
     // Ctrl-C reaches a cluster's workers twice (from the terminal and from the primary).

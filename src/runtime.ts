@@ -32,8 +32,10 @@ export interface SharedCache {
   readonly counters: Map<string, CacheCounters>
   /** The cache config it was built from (JSON), to decide reuse on reload. */
   readonly built: string
-  /** Cleared when a newer generation takes the cache over. */
+  /** Whether this generation closes it: set when built, or when the reusing generation commits. */
   owned: boolean
+  /** The previous generation's handle, until this generation commits (see Runtime.commit). */
+  from?: { owned: boolean } | undefined
 }
 
 /** A part of a generation handed on to the next when the config it was built from is unchanged. */
@@ -41,17 +43,27 @@ export interface HandedOver<T> {
   readonly part: T
   /** The config it was built from (JSON). */
   readonly built: string
-  /** Cleared when a newer generation takes the part over: only the owner closes it. */
+  /** Only the owner closes it: the generation that built it, or the one that took it over on commit. */
   owned: boolean
+  /** The previous generation's handle, until this generation commits (see Runtime.commit). */
+  from?: { owned: boolean } | undefined
 }
 
+/**
+ * Reuses the previous generation's part when its settings are unchanged. Ownership moves only when
+ * the new generation commits, so a reload that fails half-way leaves the running one intact.
+ */
 function handOver<T>(previous: HandedOver<T> | null, settings: unknown, build: () => T): HandedOver<T> {
   const built = JSON.stringify(settings)
-  if (previous !== null && previous.built === built) {
-    previous.owned = false
-    return { part: previous.part, built, owned: true }
-  }
+  if (previous !== null && previous.built === built) return { part: previous.part, built, owned: false, from: previous }
   return { part: build(), built, owned: true }
+}
+
+function takeOver(handle: { owned: boolean; from?: { owned: boolean } | undefined } | null): void {
+  if (handle?.from === undefined) return
+  handle.from.owned = false
+  handle.owned = true
+  handle.from = undefined
 }
 
 export interface Runtime {
@@ -79,6 +91,8 @@ export interface Runtime {
    * and, through Redis pub/sub, of every instance sharing it.
    */
   purge(target: PurgeTarget): Promise<number>
+  /** Takes over the parts reused from the previous generation; called when this one is swapped in. */
+  commit(): void
   /** Starts background work (replica health probes); `--check` builds a runtime without it. */
   start(): void
   /**
@@ -159,6 +173,9 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
       const count = await purgeTiers(cache.store.tiers, target)
       await cache.redis?.broadcastPurge(JSON.stringify(target))
       return count
+    },
+    commit() {
+      for (const handle of [cache, audit, tracer, limits]) takeOver(handle)
     },
     start() {
       for (const replicas of replicaSets) void replicas.startProbing()
@@ -265,8 +282,7 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
   if (settings === null) return null
   const built = JSON.stringify(settings)
   if (previous !== null && previous.built === built) {
-    previous.owned = false
-    return { ...previous, owned: true }
+    return { ...previous, owned: false, from: previous }
   }
   const stale = settings.stale_if_error_seconds
   const tiers: CacheStore[] = []

@@ -77,7 +77,16 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
       const generation = current
       generation.inFlight++
       active++
-      env.outgoing.once('close', () => release(generation))
+      // Once, on whichever comes first: a pipelined request whose response never started gets no
+      // 'close' of its own when the connection dies, only the socket's.
+      const socket = env.incoming.socket
+      const done = () => {
+        env.outgoing.off('close', done)
+        socket.off('close', done)
+        release(generation)
+      }
+      env.outgoing.once('close', done)
+      socket.once('close', done)
       if (draining) env.outgoing.setHeader('connection', 'close')
       return generation.app.fetch(request, env)
     },
@@ -138,27 +147,32 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   async function reloadNow(): Promise<ReloadResult> {
     const previous = current
     const next = previous.runtime.generation + 1
+    let runtime: Runtime | undefined
     try {
       const nextConfig = await loadConfig(previous.runtime.config.file)
-      const runtime = await buildRuntime(nextConfig, { logger, metrics, generation: next, startedAt }, previous.runtime)
-      if (nextConfig.server.tls !== null && tlsIdentity(nextConfig.server.tls) !== tlsBuilt) {
+      runtime = await buildRuntime(nextConfig, { logger, metrics, generation: next, startedAt }, previous.runtime)
+      const nextTls = nextConfig.server.tls
+      if (tls !== null && nextTls !== null && tlsIdentity(nextTls) !== tlsBuilt) {
         // New certificate and key for new connections; open ones keep theirs.
-        ;(server as https.Server).setSecureContext(tlsOptions(nextConfig.server.tls))
-        tlsBuilt = tlsIdentity(nextConfig.server.tls)
+        ;(server as https.Server).setSecureContext(tlsOptions(nextTls))
+        tlsBuilt = tlsIdentity(nextTls)
       }
-      warnRestartOnly(previous.runtime.config, nextConfig, logger)
-      current = makeGeneration(runtime)
     } catch (err) {
+      // Nothing was committed: the new runtime closes only what it built itself.
+      if (runtime !== undefined) void runtime.close()
       metrics?.configReloads.inc({ result: 'failure' })
       const error = err instanceof Error ? err.message : String(err)
       logger.error({ generation: previous.runtime.generation, error }, 'reload failed; keeping the running configuration')
       return { ok: false, generation: previous.runtime.generation, error }
     }
+    warnRestartOnly(previous.runtime.config, runtime.config, logger)
+    runtime.commit()
+    current = makeGeneration(runtime)
     metrics?.configReloads.inc({ result: 'success' })
     metrics?.configGeneration.set(next)
     previous.retired = true
     if (previous.inFlight === 0) void previous.runtime.close()
-    const buckets = bucketChanges(previous.runtime.config.buckets, current.runtime.config.buckets)
+    const buckets = bucketChanges(previous.runtime.config.buckets, runtime.config.buckets)
     logger.info({ generation: next, buckets }, 'configuration reloaded')
     return { ok: true, generation: next, buckets }
   }
@@ -167,7 +181,7 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   let reloading: Promise<unknown> = Promise.resolve()
   function reload(): Promise<ReloadResult> {
     const result = reloading.then(reloadNow)
-    reloading = result
+    reloading = result.catch(() => undefined)
     return result
   }
 

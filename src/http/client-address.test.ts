@@ -44,6 +44,15 @@ describe('ip filter', () => {
     assert.equal(filter?.admits('not-an-address'), false, 'fails closed')
   })
 
+  it('never reads shorthand or octal IPv4 (10/8 would be 0.0.0.0/8, 010.0.0.1 would be 8.0.0.1)', async () => {
+    const { parseRange } = await import('./ip-range.ts')
+    for (const text of ['10/8', '192.168.1/24', '010.0.0.1', '10.0.0.1/33', '10.0.0.1/x', '1.2.3']) assert.equal(parseRange(text), undefined, text)
+    assert.notEqual(parseRange('10.0.0.0/8'), undefined)
+    assert.notEqual(parseRange('::ffff:10.0.0.0/104'), undefined)
+    const of = clientAddressResolver(['127.0.0.1'])
+    assert.equal(of('127.0.0.1', xff('010.0.0.1')), '127.0.0.1', 'a malformed hop is not believed')
+  })
+
   it('admits everyone but the blocklist when no allowlist is set', () => {
     const filter = ipFilterOf({ allowlist: [], blocklist: ['2001:db8::/32', '192.0.2.7'] })
     assert.equal(filter?.admits('192.0.2.8'), true)

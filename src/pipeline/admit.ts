@@ -1,10 +1,11 @@
 // admit: who may send requests at all, before any token or object work. IP allow/deny lists (403)
 // and rate limits (429 with Retry-After and RateLimit-* headers), checked where their key is known:
-//   admitClient  before routing: server.ip_filter, global and per-IP limits
+//   admitClient  before routing: server.ip_filter, per-IP (IPv6 by /64) and global limits
 //   admitBucket  after routing:  the bucket's ip_filter and its own limit
 //   admitUser    after authentication: the per-user limit, keyed by the token's `sub`
 // Each is built only when something is configured: no work per request otherwise.
 import { ProxyError } from '../errors.ts'
+import { parseAddress } from '../http/ip-range.ts'
 import type { RateLimiter, RateLimitRefusal } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
 import type { IpFilter, Stage } from '../types.ts'
@@ -24,8 +25,9 @@ export function admitClient(options: ClientLimits): Stage | undefined {
     if (ipFilter !== null && !ipFilter.admits(ip)) refuseAddress(metrics)
     if (global === null && perIp === null) return
     return (async () => {
+      // Per client first: a client over its own limit must not spend everyone's global budget.
+      if (perIp !== null) refuseWhenSpent(await perIp.take(rateKeyOf(ip)), 'per_ip', metrics)
       if (global !== null) refuseWhenSpent(await global.take('all'), 'global', metrics)
-      if (perIp !== null) refuseWhenSpent(await perIp.take(ip), 'per_ip', metrics)
     })()
   }
 }
@@ -50,6 +52,17 @@ export function admitUser(options: { perUser: RateLimiter | null; metrics: Metri
     if (subject === undefined) return
     return perUser.take(subject).then((refusal) => refuseWhenSpent(refusal, 'per_user', metrics))
   }
+}
+
+/**
+ * An IPv6 client is counted by its /64: one host usually holds a whole /64 and could otherwise
+ * rotate addresses to get a fresh budget per request.
+ */
+export function rateKeyOf(ip: string): string {
+  if (!ip.includes(':')) return ip
+  const address = parseAddress(ip)
+  if (address === undefined || address.kind() === 'ipv4') return address?.toString() ?? ip
+  return `${address.toNormalizedString().split(':').slice(0, 4).join(':')}::/64`
 }
 
 function refuseAddress(metrics: Metrics | undefined): never {

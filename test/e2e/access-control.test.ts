@@ -24,7 +24,7 @@ const buckets = () =>
       blocklist: [203.0.113.66]`,
   }) +
   bucketYaml({ name: 'public', prefix: '/public', bucket: 'acl', endpoint: s3.endpoint }) +
-  bucketYaml({ name: 'uploads', prefix: '/uploads', bucket: 'acl', endpoint: s3.endpoint, extra: '    force_download: true' })
+  bucketYaml({ name: 'uploads', prefix: '/uploads', bucket: 'acl', endpoint: s3.endpoint, extra: '    force_download: true\n    cache: { enabled: true }' })
 
 before(async () => {
   s3 = await startS3()
@@ -105,6 +105,9 @@ describe('force_download', () => {
     assert.equal(html.status, 200)
     assert.equal(html.headers['content-disposition'], 'attachment')
     assert.equal(html.headers['x-content-type-options'], 'nosniff')
+    const cached = await send(behindProxy.url, '/uploads/page.html')
+    assert.equal(cached.headers['x-cache'], 'HIT')
+    assert.equal(cached.headers['content-disposition'], 'attachment')
     const pdf = await send(behindProxy.url, '/uploads/report.pdf', { headers: { range: 'bytes=0-1' } })
     assert.equal(pdf.status, 206)
     assert.equal(pdf.headers['content-disposition'], 'attachment; filename="q3.pdf"')

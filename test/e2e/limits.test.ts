@@ -7,12 +7,15 @@ import net from 'node:net'
 import { after, before, it } from 'node:test'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { send } from '../support/http.ts'
+import { eventually } from '../support/eventually.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
 let s3: TestS3
 let proxy: TestProxy
-/** max_concurrent_requests: 2, idle_timeout_seconds: 1 */
+/** max_concurrent_requests: 2 */
 let small: TestProxy
+/** idle_timeout_seconds: 1 */
+let impatient: TestProxy
 
 before(async () => {
   s3 = await startS3()
@@ -23,6 +26,12 @@ before(async () => {
 server:
   address: "127.0.0.1:0"
   max_concurrent_requests: 2
+buckets:
+${bucketYaml({ name: 'limits', prefix: '/limits', bucket: 'limits', endpoint: s3.endpoint })}
+`)
+  impatient = await startTestProxy(`
+server:
+  address: "127.0.0.1:0"
   idle_timeout_seconds: 1
 buckets:
 ${bucketYaml({ name: 'limits', prefix: '/limits', bucket: 'limits', endpoint: s3.endpoint })}
@@ -40,6 +49,7 @@ ${bucketYaml({ name: 'limits', prefix: '/limits', bucket: 'limits', endpoint: s3
 
 after(async () => {
   await small?.stop()
+  await impatient?.stop()
   await proxy?.stop()
   await s3?.stop()
 })
@@ -102,13 +112,27 @@ it('answers requests beyond max_concurrent_requests with 503 and Retry-After, an
   assert.equal(codeOf(refused).code, 'GUARD_OVERLOADED')
   assert.equal(refused.headers['x-request-id'], codeOf(refused).request_id)
   for (const req of inFlight) req.destroy()
-  let status = 0
-  for (let i = 0; i < 100 && status !== 200; i++) status = (await send(small.url, '/limits/a.txt')).status
-  assert.equal(status, 200)
+  await eventually(async () => (await send(small.url, '/limits/a.txt')).status === 200, 'a slot freed by the hang-ups')
+})
+
+it('frees the slots of pipelined requests whose connection died before they were answered', async () => {
+  // One connection: a download that stalls, then two requests queued behind it; then it dies.
+  s3.stallNextGet(64 * 1024)
+  const socket = net.connect(Number(new URL(small.url).port), '127.0.0.1')
+  socket.on('error', () => {})
+  const firstBytes = new Promise((resolve) => socket.once('data', resolve))
+  socket.write('GET /limits/big.bin HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n')
+  await firstBytes
+  socket.destroy()
+  // Both slots free again: two concurrent requests are served.
+  await eventually(async () => {
+    const answers = await Promise.all([send(small.url, '/limits/a.txt'), send(small.url, '/limits/a.txt')])
+    return answers.every((a) => a.status === 200)
+  }, 'both slots free')
 })
 
 it('closes a connection on which nothing moves for idle_timeout_seconds', async () => {
-  const socket = net.connect(Number(new URL(small.url).port), '127.0.0.1')
+  const socket = net.connect(Number(new URL(impatient.url).port), '127.0.0.1')
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
   socket.on('error', () => {})
   const started = Date.now()

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { after, before, it } from 'node:test'
 import { generate } from 'selfsigned'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
+import { send } from '../support/http.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
 let s3: TestS3
@@ -97,4 +98,33 @@ it('picks up a rotated certificate on reload, and keeps it when the next files a
   const still = await get('/secure/a.txt', second.cert)
   assert.equal(still.status, 200)
   assert.equal(still.fingerprint, second.fingerprint.toUpperCase())
+})
+
+it('a plain-HTTP proxy reloads a file that turns https on: the rest applies, TLS waits for a restart', async () => {
+  const plain = await startTestProxy(`
+server:
+  address: "127.0.0.1:0"
+buckets:
+${bucketYaml({ name: 'secure', prefix: '/secure', bucket: 'secure', endpoint: s3.endpoint })}
+`)
+  try {
+    // The previous test left a broken certificate behind.
+    await writeFile(certFile, first.cert)
+    await writeFile(keyFile, first.private)
+    await plain.rewrite(`
+server:
+  address: "127.0.0.1:0"
+  https: { enabled: true, cert_path: "${certFile}", key_path: "${keyFile}" }
+buckets:
+${bucketYaml({ name: 'renamed', prefix: '/renamed', bucket: 'secure', endpoint: s3.endpoint })}
+`)
+    const result = await plain.proxy.reload()
+    assert.equal(result.ok, true)
+    const warned = await plain.logged((l) => l.msg === 'this setting changes only at restart; the running value is kept' && l.key === 'server.https.enabled')
+    assert.equal(warned.running, false)
+    const res = await send(plain.url, '/renamed/a.txt')
+    assert.equal(res.text, 'over tls')
+  } finally {
+    await plain.stop()
+  }
 })
