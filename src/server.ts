@@ -134,7 +134,7 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   const metricsServer =
     metrics === undefined || options.metricsServer === false
       ? undefined
-      : await listen(metricsEndpoint(() => metrics.registry.metrics(), metrics.registry.contentType), config.metrics.port, config.server.host)
+      : await listenMetrics(metricsEndpoint(() => metrics.registry.metrics(), metrics.registry.contentType), config)
 
   function release(generation: Generation): void {
     active--

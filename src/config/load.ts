@@ -322,7 +322,7 @@ function normalizeCache(
   if (layers.includes('redis') && url === undefined && (redis?.cluster_nodes.length ?? 0) === 0) {
     report(['cache', 'redis', 'url'], 'is required for the redis layer (or set cluster_nodes)')
   }
-  const near = (path: string) => (isAbsolute(path) ? path : resolve(dirname(source), path))
+  const near = (path: string) => nearConfig(path, source)
   return {
     layers,
     max_item_bytes: Math.max(...caching.map((b) => (b.cache as BucketCacheConfig).max_item_bytes)),
@@ -371,7 +371,7 @@ function normalizeAuthorization(
     const { url, policy_path, timeout_ms, fail_mode } = authz
     return { kind: 'remote', url, policy_path, timeout_ms, fail_mode, cache_ttl_seconds, cache_size }
   }
-  const near = (file: string) => (isAbsolute(file) ? file : resolve(dirname(source), file))
+  const near = (file: string) => nearConfig(file, source)
   return {
     kind: 'wasm',
     policy_file: near(authz.policy_file as string),
@@ -428,7 +428,7 @@ async function normalizeTls(https: ConfigFile['server']['https'], source: string
   const read = async (key: 'cert_path' | 'key_path'): Promise<{ path: string; pem: string } | undefined> => {
     const configured = https[key]
     if (configured === undefined) return void report(['server', 'https', key], 'is required when https.enabled is true')
-    const path = isAbsolute(configured) ? configured : resolve(dirname(source), configured)
+    const path = nearConfig(configured, source)
     try {
       return { path, pem: await readFile(path, 'utf8') }
     } catch (err) {
@@ -597,7 +597,7 @@ async function readPem(
   at: KeyPath,
   report: Report
 ): Promise<{ pem: string; path: string } | undefined> {
-  const path = isAbsolute(configured) ? configured : resolve(dirname(source), configured)
+  const path = nearConfig(configured, source)
   let pem: string
   try {
     pem = await readFile(path, 'utf8')
@@ -693,5 +693,10 @@ function normalizeBackend(s3: S3Config): BackendConfig {
 /** A relative audit file path is relative to the config file, as policy files are. */
 function resolveAuditPath<T extends { path: string } | undefined>(file: T, source: string): T {
   if (file === undefined || isAbsolute(file.path)) return file
-  return { ...file, path: resolve(dirname(source), file.path) }
+  return { ...file, path: nearConfig(file.path, source) }
+}
+
+/** Paths in the config (keys, certificates, policies, cache and audit files) are relative to it. */
+function nearConfig(path: string, source: string): string {
+  return isAbsolute(path) ? path : resolve(dirname(source), path)
 }

@@ -3,9 +3,9 @@
 // after: an address must pass both.
 import type { IpFilterConfig } from '../config/schema.ts'
 import type { IpFilter } from '../types.ts'
-import { AddressRanges, parseAddress, type IpAddress } from './ip-range.ts'
+import { AddressRanges, parseAddress } from './ip-range.ts'
 
-class Lists {
+class Lists implements IpFilter {
   readonly #allow: AddressRanges
   readonly #block: AddressRanges
 
@@ -14,21 +14,15 @@ class Lists {
     this.#block = new AddressRanges(config.blocklist)
   }
 
-  admits(address: IpAddress): boolean {
-    if (this.#block.contains(address)) return false
+  admits(text: string): boolean {
+    // An address that does not parse (a Unix socket peer, say) is denied: fail closed.
+    const address = parseAddress(text)
+    if (address === undefined || this.#block.contains(address)) return false
     return this.#allow.empty || this.#allow.contains(address)
   }
 }
 
 /** Null when no filter is configured (no work per request then). */
 export function ipFilterOf(config: IpFilterConfig | null): IpFilter | null {
-  if (config === null) return null
-  const lists = new Lists(config)
-  return {
-    admits(text) {
-      // An address that does not parse (a Unix socket peer, say) is denied: fail closed.
-      const address = parseAddress(text)
-      return address !== undefined && lists.admits(address)
-    },
-  }
+  return config === null ? null : new Lists(config)
 }

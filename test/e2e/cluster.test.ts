@@ -4,14 +4,12 @@
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { after, before, it } from 'node:test'
 import { eventually } from '../support/eventually.ts'
-import { send } from '../support/http.ts'
+import { freePort, send } from '../support/http.ts'
 import { bucketYaml } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
@@ -25,14 +23,6 @@ let port: number
 let metricsPort: number
 const lines: Array<Record<string, unknown>> = []
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = http.createServer().listen(0, '127.0.0.1', () => {
-      const { port: free } = server.address() as AddressInfo
-      server.close(() => resolve(free))
-    })
-  })
-}
 
 const config = (extraBuckets = '') => `
 server:

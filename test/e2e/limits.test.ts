@@ -22,29 +22,18 @@ before(async () => {
   await s3.createBucket('limits')
   await s3.put('limits', 'a.txt', 'ok')
   await s3.put('limits', 'big.bin', Buffer.alloc(256 * 1024, 7))
-  small = await startTestProxy(`
+  /** A proxy for the one bucket, with these `server` settings. */
+  const withServer = (settings: string) =>
+    startTestProxy(`
 server:
   address: "127.0.0.1:0"
-  max_concurrent_requests: 2
+${settings}
 buckets:
 ${bucketYaml({ name: 'limits', prefix: '/limits', bucket: 'limits', endpoint: s3.endpoint })}
 `)
-  impatient = await startTestProxy(`
-server:
-  address: "127.0.0.1:0"
-  idle_timeout_seconds: 1
-buckets:
-${bucketYaml({ name: 'limits', prefix: '/limits', bucket: 'limits', endpoint: s3.endpoint })}
-`)
-  proxy = await startTestProxy(`
-server:
-  address: "127.0.0.1:0"
-  security_limits:
-    max_uri_length: 200
-    max_header_size: 4096
-buckets:
-${bucketYaml({ name: 'limits', prefix: '/limits', bucket: 'limits', endpoint: s3.endpoint })}
-`)
+  small = await withServer('  max_concurrent_requests: 2')
+  impatient = await withServer('  idle_timeout_seconds: 1')
+  proxy = await withServer('  security_limits:\n    max_uri_length: 200\n    max_header_size: 4096')
 })
 
 after(async () => {

@@ -1,6 +1,17 @@
 // A raw HTTP client for tests: sends the path exactly as given (fetch would resolve `..` and
 // re-encode), and returns status, headers and the whole body.
 import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+/** A loopback port nothing listens on right now (for servers that must be told their port). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = http.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
 
 export interface RawResponse {
   status: number

@@ -1,8 +1,7 @@
 // A real redis-server for tests, started on a free loopback port with persistence off.
 import { spawn, type ChildProcess } from 'node:child_process'
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { createConnection } from 'node:net'
+import { freePort } from './http.ts'
 
 export interface TestRedis {
   url: string
@@ -14,14 +13,6 @@ export interface TestRedis {
   stop(): Promise<void>
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = http.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 function ping(port: number): Promise<boolean> {
   return new Promise((resolve) => {
