@@ -2,8 +2,9 @@
 //   observe -> guard -> admitClient -> route -> admitBucket -> cors -> authenticate -> admitUser
 //     -> authorize -> serve                                                  (errors rendered as JSON)
 // plus the proxy's own endpoints (/health, /ready, /admin/*), which skip the pipeline after observe.
-// observe wraps everything as Hono middleware; the object pipeline is plain stage calls in one
-// handler (no middleware chain, no promise for a stage that waits for nothing).
+// The own endpoints are observed by a Hono middleware; an object request matches one handler only
+// (observe around a plain list of stage calls), so Hono answers it without a middleware chain and a
+// cached object is answered in the tick its request arrived in.
 import cluster from 'node:cluster'
 import { Hono, type Context } from 'hono'
 import { adminRoutes, type AdminHooks } from './admin.ts'
@@ -22,6 +23,7 @@ import type { Runtime } from './runtime.ts'
 import type { AppEnv } from './types.ts'
 import type { Logger } from './telemetry/log.ts'
 import { VERSION } from './version.ts'
+import { accessLogOf } from './telemetry/access-log.ts'
 
 export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
   const { logger } = runtime
@@ -40,7 +42,17 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
   const slowRequestMs = runtime.config.observability.slow_request_ms
   const { server } = runtime.config
   const clientAddressOf = clientAddressResolver(server.trusted_proxies)
-  app.use(observe({ logger, queryTokenNames, metrics, audit: runtime.audit?.part, tracer, slowRequestMs, clientAddressOf }))
+  const observer = observe({
+    logger,
+    accessLog: accessLogOf(logger),
+    queryTokenNames,
+    metrics,
+    audit: runtime.audit?.part,
+    tracer,
+    slowRequestMs,
+    clientAddressOf,
+  })
+  for (const path of OWN_PATHS) app.use(path, observer.middleware)
 
   app.get('/health', (c) =>
     c.json({
@@ -75,49 +87,72 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
   const authorizeRequest = authorize({ metrics, tracing })
   const serveRequest = serve({ debugHeaders: server.debug_headers, tracing })
 
+  // The object pipeline as a list of steps, only those configured. A step returns a promise only
+  // when it has to wait (a token to verify, a rate limit in Redis): a cached object with a cached
+  // token is answered in the same tick, without a single promise.
   const timed = slowRequestMs > 0
-  const pipeline = async (c: Context<AppEnv>): Promise<Response> => {
-    // Stage timestamps only for the slow-request log.
-    const marks = timed ? { start: performance.now(), authenticated: 0, authorized: 0, served: 0 } : undefined
-    if (marks !== undefined) c.set('marks', marks)
-    guardRequest(c)
-    // A stage returns a promise only when it has to wait (a rate limit); awaiting nothing would
-    // still cost a turn of the microtask queue.
-    const clientAdmitted = admitClientRequest?.(c)
-    if (clientAdmitted !== undefined) await clientAdmitted
-    routeRequest(c)
-    const bucketAdmitted = admitBucketRequest?.(c)
-    if (bucketAdmitted !== undefined) await bucketAdmitted
-    const preflight = corsPreflight(c)
-    if (preflight !== undefined) return preflight
-    const authenticated = authenticateRequest(c)
-    if (authenticated !== undefined) await authenticated
-    const userAdmitted = admitUserRequest?.(c)
-    if (userAdmitted !== undefined) await userAdmitted
-    if (marks !== undefined) marks.authenticated = performance.now()
-    const authorized = authorizeRequest(c)
-    if (authorized !== undefined) await authorized
-    if (marks !== undefined) marks.authorized = performance.now()
-    const served = serveRequest(c)
-    if (marks === undefined) return served
-    const res = await served
-    marks.served = performance.now()
-    return res
-  }
+  const steps: Step[] = []
+  if (timed) steps.push((c) => void c.set('marks', { start: performance.now(), authenticated: 0, authorized: 0, served: 0 }))
+  steps.push(guardRequest)
+  if (admitClientRequest !== undefined) steps.push(admitClientRequest)
+  steps.push(routeRequest)
+  if (admitBucketRequest !== undefined) steps.push(admitBucketRequest)
+  steps.push(corsPreflight, authenticateRequest)
+  if (admitUserRequest !== undefined) steps.push(admitUserRequest)
+  if (timed) steps.push((c) => void (c.get('marks').authenticated = performance.now()))
+  steps.push(authorizeRequest)
+  if (timed) steps.push((c) => void (c.get('marks').authorized = performance.now()))
+  const finalStep: (c: Context<AppEnv>) => Response | Promise<Response> = timed
+    ? async (c) => {
+        const res = await serveRequest(c)
+        c.get('marks').served = performance.now()
+        return res
+      }
+    : serveRequest
 
-  app.all('*', async (c) => {
-    let res: Response
-    try {
-      res = await pipeline(c)
-    } catch (err) {
-      res = errorResponse(c, err, logger)
-    }
+  const answer = (c: Context<AppEnv>, res: Response): Response => {
     corsDecorate(c, res)
     return res
-  })
+  }
+  const refuse = (c: Context<AppEnv>, err: unknown): Response => answer(c, errorResponse(c, err, logger))
+  app.all(
+    '*',
+    observer.around((c) => {
+      let res: Response | Promise<Response>
+      try {
+        res = runSteps(c, steps, 0, finalStep)
+      } catch (err) {
+        return refuse(c, err)
+      }
+      if (res instanceof Promise) return res.then((r) => answer(c, r), (err: unknown) => refuse(c, err))
+      return answer(c, res)
+    })
+  )
   app.onError((err, c) => errorResponse(c, err, logger))
 
   return app
+}
+
+/** The proxy's own endpoints, observed by the middleware (everything else by the object handler). */
+const OWN_PATHS = ['/health', '/ready', '/admin', '/admin/*'] as const
+
+/** A pipeline step: nothing to go on, a Response to answer now, or a promise of either. */
+type Step = (c: Context<AppEnv>) => void | Response | Promise<void>
+
+/** Runs steps from `from` on, synchronously until one has to wait. */
+function runSteps(
+  c: Context<AppEnv>,
+  steps: readonly Step[],
+  from: number,
+  last: (c: Context<AppEnv>) => Response | Promise<Response>
+): Response | Promise<Response> {
+  for (let i = from; i < steps.length; i++) {
+    const out = (steps[i] as Step)(c)
+    if (out === undefined) continue
+    if (out instanceof Promise) return out.then(() => runSteps(c, steps, i + 1, last))
+    return out
+  }
+  return last(c)
 }
 
 /** The JSON error answer (with the request id); the error is kept on the context for the access log. */

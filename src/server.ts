@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import http from 'node:http'
 import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
-import { getRequestListener } from '@hono/node-server'
+import { getRequestListener, type HttpBindings } from '@hono/node-server'
 import type { Hono } from 'hono'
 import type { Registry } from 'prom-client'
 import { createApp } from './app.ts'
@@ -15,7 +15,7 @@ import { ERROR_CATALOGUE, type ErrorCode } from './errors.ts'
 import { buildRuntime, type Runtime } from './runtime.ts'
 import type { Logger } from './telemetry/log.ts'
 import { Metrics } from './telemetry/metrics.ts'
-import type { AppEnv, BucketChanges, ReloadResult } from './types.ts'
+import type { AppEnv, BucketChanges, ReloadResult, RequestBindings } from './types.ts'
 
 interface Generation {
   runtime: Runtime
@@ -66,6 +66,20 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   let draining = false
   // Process-wide, across generations: what `max_concurrent_requests` counts.
   let active = 0
+  /** Per connection, the ends of its requests not yet over; one 'close' listener per connection. */
+  const openOn = new WeakMap<Socket, Set<() => void>>()
+  const openRequestsOn = (socket: Socket): Set<() => void> => {
+    let requests = openOn.get(socket)
+    if (requests === undefined) {
+      const ends = new Set<() => void>()
+      socket.once('close', () => {
+        for (const end of ends) end()
+      })
+      openOn.set(socket, ends)
+      requests = ends
+    }
+    return requests
+  }
   const maxActive = config.server.max_concurrent_requests ?? Infinity
 
   const listener = getRequestListener(
@@ -77,18 +91,21 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
       const generation = current
       generation.inFlight++
       active++
-      // Once, on whichever comes first: a pipelined request whose response never started gets no
-      // 'close' of its own when the connection dies, only the socket's.
-      const socket = env.incoming.socket
-      const done = () => {
-        env.outgoing.off('close', done)
-        socket.off('close', done)
+      // http and https only (never http2): node's IncomingMessage and ServerResponse.
+      const { incoming, outgoing } = env as HttpBindings
+      const bindings: RequestBindings = { incoming, outgoing, responseEnded: null }
+      // Once, on whichever comes first: the response's 'close', or its connection's (a pipelined
+      // request whose response never started gets no 'close' of its own when the connection dies).
+      const requests = openRequestsOn(incoming.socket)
+      const end = () => {
+        if (!requests.delete(end)) return
+        bindings.responseEnded?.()
         release(generation)
       }
-      env.outgoing.once('close', done)
-      socket.once('close', done)
-      if (draining) env.outgoing.setHeader('connection', 'close')
-      return generation.app.fetch(request, env)
+      requests.add(end)
+      outgoing.on('close', end)
+      if (draining) outgoing.setHeader('connection', 'close')
+      return generation.app.fetch(request, bindings)
     },
     { errorHandler: () => errorResponse('GUARD_BAD_REQUEST') }
   )

@@ -1,4 +1,5 @@
 // Plain data shared by the stages, and the typed per-request variables (each has one writer).
+import type { HttpBindings } from '@hono/node-server'
 import type { CorsConfig } from './config/schema.ts'
 import type { Authorizer, CachedObject, ObjectSource, RateLimiter, TieredStore, TokenVerifier } from './ports.ts'
 
@@ -136,8 +137,17 @@ export type Stage = (c: import('hono').Context<AppEnv>) => void | Promise<void>
 
 /** Hono environment of the app: node-server bindings (absent under `app.request()`) and variables. */
 export type AppEnv = {
-  Bindings: Partial<import('@hono/node-server').HttpBindings>
+  Bindings: Partial<RequestBindings>
   Variables: AppVariables
+}
+
+/** What server.ts hands the app with each request. */
+export interface RequestBindings extends HttpBindings {
+  /**
+   * Called once when the response is over (its 'close', or its connection's for a pipelined
+   * request that never started). server.ts sets null; observe puts the access log here.
+   */
+  responseEnded: (() => void) | null
 }
 
 /**

@@ -1,12 +1,18 @@
-// observe: first stage. Gives every request an id (the client's X-Request-ID when it is a safe
-// token, else a new UUID), stamps it and the always-on security header on the response, and writes
-// one access-log line when the response is finished (after the last byte, or when the connection
+// observe: first and last stage. Gives every request an id (the client's X-Request-ID when it is
+// a safe token, else a new UUID), stamps it and the always-on security header on the response, and
+// writes one access-log line when the response is over (after the last byte, or when the connection
 // died), with the bytes actually sent. The path is logged without its query string, so a `?token=`
 // never reaches the logs.
+//
+// Object requests are observed by `around`, which keeps a synchronous answer (a cached object)
+// synchronous: no middleware chain, no promise, no extra tick. The proxy's own endpoints use the
+// Hono middleware. Either way the end of the response is signalled once by server.ts (one 'close'
+// listener per request, which also frees the request's concurrency slot).
 import { randomUUID } from 'node:crypto'
-import type { Context, MiddlewareHandler } from 'hono'
+import type { Context, Handler, MiddlewareHandler } from 'hono'
 import type { ClientAddressOf } from '../http/client-address.ts'
 import { rawPathOf } from '../http/path.ts'
+import type { AccessLog } from '../telemetry/access-log.ts'
 import type { Logger } from '../telemetry/log.ts'
 import { statusClass, type Metrics } from '../telemetry/metrics.ts'
 import type { AuditSink, Tracer, TraceSpan } from '../ports.ts'
@@ -17,6 +23,8 @@ const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 export interface ObserveOptions {
   logger: Logger
+  /** Undefined when `info` lines are not logged: no line is built then. */
+  accessLog: AccessLog | undefined
   /** Undefined when metrics are off: no metric work at all then. */
   metrics: Metrics | undefined
   /** Query parameter names any bucket reads a token from. */
@@ -31,20 +39,32 @@ export interface ObserveOptions {
   clientAddressOf: ClientAddressOf
 }
 
-export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
-  const { logger, queryTokenNames, metrics, audit, tracer, slowRequestMs, clientAddressOf } = options
-  return async function observe(c, next) {
+export type ObjectHandler = (c: Context<AppEnv>) => Response | Promise<Response>
+
+export interface Observer {
+  /** For the proxy's own endpoints (/health, /ready, /admin/*). */
+  middleware: MiddlewareHandler<AppEnv>
+  /** Wraps the object handler; a request the middleware already observes is not observed twice. */
+  around(handler: ObjectHandler): Handler<AppEnv>
+}
+
+export function observe(options: ObserveOptions): Observer {
+  const { logger, accessLog, queryTokenNames, metrics, audit, tracer, slowRequestMs, clientAddressOf } = options
+
+  /** Starts observing a request; the returned function finishes it with its response. */
+  const begin = (c: Context<AppEnv>): ((res: Response) => void) => {
     const started = performance.now()
     metrics?.inFlight.inc()
     const offered = c.req.header('x-request-id')
     const requestId = offered !== undefined && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID()
     c.set('requestId', requestId)
-    const incoming = c.env?.incoming
+    const env = c.env
+    const incoming = env?.incoming
     c.set('clientIp', clientAddressOf(incoming?.socket.remoteAddress, incoming?.headers))
     const span = tracer === undefined ? undefined : startServerSpan(tracer, c)
     if (span !== undefined) c.set('span', span)
 
-    const outgoing = c.env?.outgoing
+    const outgoing = env?.outgoing
     // Set on the socket response before the app's headers are written (Node merges the two), so
     // the app's response keeps its plain header object and the adapter's fast path.
     outgoing?.setHeader('x-request-id', requestId)
@@ -54,30 +74,26 @@ export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
     const tokenInUrl = queryTokenNames.length > 0 && carriesQueryToken(requestTarget(c), queryTokenNames)
     if (tokenInUrl) outgoing?.setHeader('referrer-policy', 'no-referrer')
 
-    await next()
-
-    const res = c.res
-    if (outgoing === undefined) {
-      res.headers.set('x-request-id', requestId)
-      res.headers.set('x-content-type-options', 'nosniff')
-      if (tokenInUrl) res.headers.set('referrer-policy', 'no-referrer')
-    }
-
-    const write = () => {
-      const transfer = c.get('transfer')
-      const route = c.get('route')
-      const error = c.error as { code?: string; reason?: string } | undefined
-      const seconds = (performance.now() - started) / 1000
-      const bytes = transfer !== undefined ? transfer.bytesSent() : Number(res.headers.get('content-length') ?? 0)
-      if (metrics !== undefined) record(metrics, c.req.method, res.status, seconds, bytes, route?.bucket.name, c.get('cacheUse'))
-      const complete = outgoing === undefined ? true : outgoing.writableFinished
-      if (span !== undefined) endServerSpan(span, c, res.status, bytes, error)
-      if (audit !== undefined) audit.record(auditRecord(c, started, requestId, res.status, bytes, complete, seconds, error))
-      if (slowRequestMs > 0 && seconds * 1000 >= slowRequestMs) logSlow(logger, c, requestId, started, seconds)
-      logger.info(
-        {
+    return (res) => {
+      if (outgoing === undefined) {
+        res.headers.set('x-request-id', requestId)
+        res.headers.set('x-content-type-options', 'nosniff')
+        if (tokenInUrl) res.headers.set('referrer-policy', 'no-referrer')
+      }
+      const ended = () => {
+        const transfer = c.get('transfer')
+        const route = c.get('route')
+        const error = c.error as { code?: string; reason?: string } | undefined
+        const seconds = (performance.now() - started) / 1000
+        const bytes = transfer !== undefined ? transfer.bytesSent() : Number(res.headers.get('content-length') ?? 0)
+        if (metrics !== undefined) record(metrics, c.req.method, res.status, seconds, bytes, route?.bucket.name, c.get('cacheUse'))
+        const complete = outgoing === undefined ? true : outgoing.writableFinished
+        if (span !== undefined) endServerSpan(span, c, res.status, bytes, error)
+        if (audit !== undefined) audit.record(auditRecord(c, started, requestId, res.status, bytes, complete, seconds, error))
+        if (slowRequestMs > 0 && seconds * 1000 >= slowRequestMs) logSlow(logger, c, requestId, started, seconds)
+        accessLog?.({
           request_id: requestId,
-          client_ip: c.get('clientIp'),
+          client_ip: clientIp(c),
           method: c.req.method,
           path: rawPathOf(requestTarget(c)),
           status: res.status,
@@ -89,12 +105,35 @@ export function observe(options: ObserveOptions): MiddlewareHandler<AppEnv> {
           error: error?.code,
           reason: error?.reason,
           trace_id: span?.traceId,
-        },
-        'request'
-      )
+        })
+      }
+      // Under server.ts the end is signalled once the response is over; under `app.request()`
+      // (no socket) it is over now.
+      if (env?.responseEnded === null) env.responseEnded = ended
+      else ended()
     }
-    if (outgoing !== undefined && !outgoing.writableFinished) outgoing.once('close', write)
-    else write()
+  }
+
+  return {
+    middleware: async (c, next) => {
+      const finish = begin(c)
+      await next()
+      finish(c.res)
+    },
+    around: (handler) => (c) => {
+      // An own path that fell through to the object handler (e.g. an unknown /admin/x).
+      if (c.get('requestId') !== undefined) return handler(c)
+      const finish = begin(c)
+      const res = handler(c)
+      if (res instanceof Promise) {
+        return res.then((answer) => {
+          finish(answer)
+          return answer
+        })
+      }
+      finish(res)
+      return res
+    },
   }
 }
 
