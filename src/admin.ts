@@ -12,7 +12,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { Hono, type MiddlewareHandler } from 'hono'
 import { ERROR_CATALOGUE, ProxyError } from './errors.ts'
 import { decodeSegments, isSafeKey, rawPathOf } from './http/path.ts'
-import { requestTarget } from './pipeline/request-target.ts'
+import { requestHeader, requestTarget } from './pipeline/request-target.ts'
 import type { Runtime } from './runtime.ts'
 import type { AppEnv, ReloadResult } from './types.ts'
 
@@ -30,7 +30,7 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
 
   const tokenDigest = admin.token === undefined ? undefined : digest(admin.token)
   const authorizeAdmin: MiddlewareHandler<AppEnv> = async (c, next) => {
-    const presented = /^bearer[ \t]+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1]
+    const presented = /^bearer[ \t]+(\S+)$/i.exec(requestHeader(c, 'authorization') ?? '')?.[1]
     if (presented === undefined) {
       throw new ProxyError('AUTH_TOKEN_MISSING', { reason: 'admin', headers: { 'www-authenticate': 'Bearer' } })
     }
@@ -38,7 +38,7 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
     if (tokenDigest !== undefined && timingSafeEqual(digest(presented), tokenDigest)) return next()
     if (runtime.adminVerifier !== null) {
       await runtime.adminVerifier.authenticate(
-        { header: (name) => c.req.header(name), query: () => undefined, cookie: () => undefined },
+        { header: (name) => requestHeader(c, name.toLowerCase()), query: () => undefined, cookie: () => undefined },
         ''
       )
       return next()

@@ -5,8 +5,7 @@
 import { mkdirSync, statSync } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { pino } from 'pino'
-import { LineBatch, type Output } from '../telemetry/log.ts'
+import { LineBatch, lineOutput, type Output } from '../telemetry/log.ts'
 
 export interface FileOutputOptions {
   path: string
@@ -33,7 +32,7 @@ export class AuditFile {
     } catch {
       // Reported by the open below.
     }
-    this.#output = pino.destination({ dest: options.path, sync: false, minLength: 0, append: true })
+    this.#output = lineOutput({ dest: options.path, append: true })
     this.#output.on('error', (err: Error) => {
       // pino flushes its destinations synchronously at exit, which throws for a file that never
       // opened: there is nothing to flush (as pino itself does after EPIPE).

@@ -8,6 +8,7 @@ import { ProxyError } from '../errors.ts'
 import type { TokenCarrier, TraceSpan } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
 import type { AppEnv, Principal, Stage } from '../types.ts'
+import { requestHeader } from './request-target.ts'
 
 export interface AuthenticateOptions {
   metrics: Metrics | undefined
@@ -22,7 +23,8 @@ class RequestCarrier implements TokenCarrier {
     this.#c = c
   }
   header(name: string): string | undefined {
-    return this.#c.req.header(name)
+    // Configured names may have any case; Node's are lower case.
+    return requestHeader(this.#c, name.toLowerCase())
   }
   query(name: string): string | undefined {
     return this.#c.req.query(name)

@@ -6,16 +6,17 @@ import type { Context } from 'hono'
 import { ProxyError } from '../errors.ts'
 import { ALLOWED_METHODS, corsResponseHeaders, preflightHeaders } from '../http/cors.ts'
 import type { AppEnv } from '../types.ts'
+import { requestHeader } from './request-target.ts'
 
 /** The answer to an OPTIONS request, or undefined for any other method. */
 export function corsPreflight(c: Context<AppEnv>): Response | undefined {
   if (c.req.method !== 'OPTIONS') return undefined
   const policy = c.get('route').bucket.cors
-  const origin = c.req.header('origin')
-  const requestMethod = c.req.header('access-control-request-method')
+  const origin = requestHeader(c, 'origin')
+  const requestMethod = requestHeader(c, 'access-control-request-method')
   if (origin !== undefined && requestMethod !== undefined) {
     const headers =
-      policy === null ? undefined : preflightHeaders(policy, origin, requestMethod, c.req.header('access-control-request-headers'))
+      policy === null ? undefined : preflightHeaders(policy, origin, requestMethod, requestHeader(c, 'access-control-request-headers'))
     if (headers === undefined) throw new ProxyError('GUARD_CORS_REJECTED')
     return new Response(null, { status: 204, headers })
   }
@@ -28,7 +29,7 @@ export function corsPreflight(c: Context<AppEnv>): Response | undefined {
 export function corsDecorate(c: Context<AppEnv>, res: Response): void {
   const policy = c.get('route')?.bucket.cors
   if (policy === null || policy === undefined) return
-  const origin = c.req.header('origin')
+  const origin = requestHeader(c, 'origin')
   if (origin === undefined) return
   const headers = corsResponseHeaders(policy, origin)
   if (headers === undefined) return

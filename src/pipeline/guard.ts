@@ -3,7 +3,7 @@
 import { ProxyError } from '../errors.ts'
 import { ALLOWED_METHODS } from '../http/cors.ts'
 import type { Stage } from '../types.ts'
-import { requestTarget } from './request-target.ts'
+import { requestHeader, requestTarget } from './request-target.ts'
 
 export interface GuardOptions {
   maxUriLength: number
@@ -17,8 +17,8 @@ export function guard(options: GuardOptions): Stage {
       throw new ProxyError('GUARD_METHOD_NOT_ALLOWED', { headers: { allow: ALLOWED_METHODS } })
     }
     if (requestTarget(c).length > maxUriLength) throw new ProxyError('GUARD_URI_TOO_LONG')
-    const length = c.req.header('content-length')
-    if ((length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined) {
+    const length = requestHeader(c, 'content-length')
+    if ((length !== undefined && length !== '0') || requestHeader(c, 'transfer-encoding') !== undefined) {
       throw new ProxyError('GUARD_BODY_NOT_ALLOWED')
     }
   }

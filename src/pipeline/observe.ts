@@ -17,7 +17,7 @@ import type { Logger } from '../telemetry/log.ts'
 import { statusClass, type Metrics } from '../telemetry/metrics.ts'
 import type { AuditSink, Tracer, TraceSpan } from '../ports.ts'
 import type { AppEnv, AuditRecord, CacheUse } from '../types.ts'
-import { clientIp, requestTarget } from './request-target.ts'
+import { clientIp, requestHeader, requestTarget } from './request-target.ts'
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
@@ -55,7 +55,7 @@ export function observe(options: ObserveOptions): Observer {
   const begin = (c: Context<AppEnv>): ((res: Response) => void) => {
     const started = performance.now()
     metrics?.inFlight.inc()
-    const offered = c.req.header('x-request-id')
+    const offered = requestHeader(c, 'x-request-id')
     const requestId = offered !== undefined && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID()
     c.set('requestId', requestId)
     const env = c.env
@@ -178,7 +178,7 @@ function auditRecord(
   const cacheUse = c.get('cacheUse')
   const authzReason = c.get('authzReason')
   const refusedByAuth = error?.code !== undefined && (error.code.startsWith('AUTH_') || error.code.startsWith('AUTHZ_'))
-  const referer = c.req.header('referer')
+  const referer = requestHeader(c, 'referer')
   const jti = principal?.claims.jti
   return {
     timestamp: new Date(performance.timeOrigin + started).toISOString(),
@@ -191,7 +191,7 @@ function auditRecord(
     bucket: route?.bucket.name,
     key: route?.key,
     method: c.req.method,
-    range: c.req.header('range'),
+    range: requestHeader(c, 'range'),
     status,
     bytes,
     complete,
@@ -203,7 +203,7 @@ function auditRecord(
     auth_reason: refusedByAuth ? (error?.reason ?? error?.code) : authzReason,
     opa_decision: authzReason,
     error: error?.code,
-    user_agent: c.req.header('user-agent'),
+    user_agent: requestHeader(c, 'user-agent'),
     referer: referer === undefined ? undefined : referer.split(/[?#]/, 1)[0],
   }
 }
@@ -215,7 +215,7 @@ function startServerSpan(tracer: Tracer, c: Context<AppEnv>): TraceSpan {
     'http.request.method': c.req.method,
     'network.protocol.version': incoming?.httpVersion,
     'client.address': clientIp(c),
-    'user_agent.original': c.req.header('user-agent'),
+    'user_agent.original': requestHeader(c, 'user-agent'),
     'yatagarasu.request_id': c.get('requestId'),
   })
 }

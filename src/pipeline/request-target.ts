@@ -14,3 +14,16 @@ export function requestTarget(c: Context<AppEnv>): string {
 export function clientIp(c: Context<AppEnv>): string {
   return c.get('clientIp') ?? ''
 }
+
+/**
+ * A request header, read from the headers Node already parsed (lower-case name; a repeated header
+ * joined with commas, or its first value for single-valued ones such as Authorization). Hono's
+ * `c.req.header()` validates and looks up the name again on every call. Under `app.request()`
+ * (no socket) it reads the Request's headers.
+ */
+export function requestHeader(c: Context<AppEnv>, lowerCaseName: string): string | undefined {
+  const headers = c.env?.incoming?.headers
+  if (headers === undefined) return c.req.header(lowerCaseName)
+  const value = headers[lowerCaseName]
+  return typeof value === 'string' ? value : undefined
+}

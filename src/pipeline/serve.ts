@@ -22,6 +22,7 @@ import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } fr
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
 import type { CachedObject, ObjectBody, ReadOptions, TieredHit, TraceSpan } from '../ports.ts'
 import type { AppEnv, BucketCache, BucketRoute, ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
+import { requestHeader } from './request-target.ts'
 
 interface ObjectRequest {
   head: boolean
@@ -121,17 +122,17 @@ async function fromCacheOrOrigin(
 }
 
 function readRequest(c: Context<AppEnv>, debugHeaders: boolean): ObjectRequest {
-  const parsed = parseRange(c.req.header('range'))
+  const parsed = parseRange(requestHeader(c, 'range'))
   return {
     head: c.req.method === 'HEAD',
     conditions: {
-      ifMatch: c.req.header('if-match'),
-      ifNoneMatch: c.req.header('if-none-match'),
-      ifModifiedSince: c.req.header('if-modified-since'),
-      ifUnmodifiedSince: c.req.header('if-unmodified-since'),
+      ifMatch: requestHeader(c, 'if-match'),
+      ifNoneMatch: requestHeader(c, 'if-none-match'),
+      ifModifiedSince: requestHeader(c, 'if-modified-since'),
+      ifUnmodifiedSince: requestHeader(c, 'if-unmodified-since'),
     },
     range: parsed === 'multiple' ? undefined : parsed,
-    ifRange: c.req.header('if-range'),
+    ifRange: requestHeader(c, 'if-range'),
     options: new OriginReadOptions(c, debugHeaders),
   }
 }

@@ -28,7 +28,7 @@ let stdout: LineBatch | undefined
 export function stdoutLines(): LineBatch {
   if (stdout !== undefined) return stdout
   // main.ts flushes lifecycle lines at once and on shutdown.
-  const batched = new LineBatch(pino.destination({ dest: 1, sync: false, minLength: 0, maxLength: MAX_PENDING_BYTES }))
+  const batched = new LineBatch(lineOutput({ dest: 1, maxLength: MAX_PENDING_BYTES }))
   // process.exit() skips timers: write what is gathered synchronously on the way out.
   process.once('exit', () => batched.flushSync())
   stdout = batched
@@ -38,7 +38,15 @@ export function stdoutLines(): LineBatch {
 export type Output = ReturnType<typeof pino.destination>
 
 /**
- * Gathers log lines into one string per ~16 KiB and hands that to sonic-boom, which does the
+ * A non-blocking output (sonic-boom) for a LineBatch: takes bytes, not strings, so each batch is
+ * encoded once (a string output measures the byte length of its pending text on every write).
+ */
+export function lineOutput(options: { dest: number | string; maxLength?: number; append?: boolean }): Output {
+  return pino.destination({ ...options, sync: false, minLength: 0, contentMode: 'buffer' })
+}
+
+/**
+ * Gathers log lines into one string per ~16 KiB and hands its bytes to a `lineOutput` (sonic-boom), which does the
  * non-blocking writes (EAGAIN, partial writes, sync flush at exit). The access log is on the hot
  * path: sonic-boom measures the byte length of its whole pending buffer on every write, which cost
  * ~5% of a cached request when it received one write per line. A quiet output's lines are not
@@ -72,7 +80,8 @@ export class LineBatch implements DestinationStream {
     if (this.#text === '') return
     const text = this.#text
     this.#text = ''
-    this.#output.write(text)
+    // sonic-boom's types know only strings; a 'buffer' output takes bytes.
+    this.#output.write(Buffer.from(text) as unknown as string)
   }
 
   /** pino's `logger.flush(cb)`: everything gathered so far reaches the file descriptor, then `cb`. */
