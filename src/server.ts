@@ -2,16 +2,17 @@
 // swaps generations on reload (requests in flight finish on the one they started on), and drains
 // on shutdown. Used by main.ts, the demo, the tests and the bench alike.
 import { randomUUID } from 'node:crypto'
-import http from 'node:http'
+import http, { type IncomingMessage } from 'node:http'
 import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
-import { getRequestListener, type HttpBindings } from '@hono/node-server'
+import { getRequestListener } from '@hono/node-server'
 import type { Hono } from 'hono'
 import type { Registry } from 'prom-client'
 import { createApp } from './app.ts'
 import { loadConfig } from './config/load.ts'
 import type { BucketConfig, Config, TlsConfig } from './config/schema.ts'
 import { ERROR_CATALOGUE, type ErrorCode } from './errors.ts'
+import { StampedResponse } from './http/stamped-response.ts'
 import { buildRuntime, type Runtime } from './runtime.ts'
 import type { Logger } from './telemetry/log.ts'
 import { Metrics } from './telemetry/metrics.ts'
@@ -91,8 +92,8 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
       const generation = current
       generation.inFlight++
       active++
-      // http and https only (never http2): node's IncomingMessage and ServerResponse.
-      const { incoming, outgoing } = env as HttpBindings
+      // http and https only (never http2), created with StampedResponse below.
+      const { incoming, outgoing } = env as { incoming: IncomingMessage; outgoing: StampedResponse }
       const bindings: RequestBindings = { incoming, outgoing, responseEnded: null }
       // Once, on whichever comes first: the response's 'close', or its connection's (a pipelined
       // request whose response never started gets no 'close' of its own when the connection dies).
@@ -110,7 +111,8 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
     { errorHandler: () => errorResponse('GUARD_BAD_REQUEST') }
   )
 
-  const serverOptions: http.ServerOptions = {
+  const serverOptions: http.ServerOptions<typeof IncomingMessage, typeof StampedResponse> = {
+    ServerResponse: StampedResponse,
     maxHeaderSize: config.server.max_header_size,
     headersTimeout: config.server.headers_timeout_seconds * 1000,
     requestTimeout: config.server.headers_timeout_seconds * 1000,

@@ -1,5 +1,6 @@
 // Plain data shared by the stages, and the typed per-request variables (each has one writer).
-import type { HttpBindings } from '@hono/node-server'
+import type { IncomingMessage } from 'node:http'
+import type { StampedResponse } from './http/stamped-response.ts'
 import type { CorsConfig } from './config/schema.ts'
 import type { Authorizer, CachedObject, ObjectSource, RateLimiter, TieredStore, TokenVerifier } from './ports.ts'
 
@@ -142,7 +143,9 @@ export type AppEnv = {
 }
 
 /** What server.ts hands the app with each request. */
-export interface RequestBindings extends HttpBindings {
+export interface RequestBindings {
+  incoming: IncomingMessage
+  outgoing: StampedResponse
   /**
    * Called once when the response is over (its 'close', or its connection's for a pipelined
    * request that never started). server.ts sets null; observe puts the access log here.

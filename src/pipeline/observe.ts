@@ -65,21 +65,17 @@ export function observe(options: ObserveOptions): Observer {
     if (span !== undefined) c.set('span', span)
 
     const outgoing = env?.outgoing
-    // Set on the socket response before the app's headers are written (Node merges the two), so
-    // the app's response keeps its plain header object and the adapter's fast path.
-    outgoing?.setHeader('x-request-id', requestId)
-    outgoing?.setHeader('x-content-type-options', 'nosniff')
     // A token in the URL must not leak to third parties through the Referer header, whatever the
     // outcome of the request.
     const tokenInUrl = queryTokenNames.length > 0 && carriesQueryToken(requestTarget(c), queryTokenNames)
-    if (tokenInUrl) outgoing?.setHeader('referrer-policy', 'no-referrer')
+    const stamp: Record<string, string> = tokenInUrl
+      ? { 'x-request-id': requestId, 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer' }
+      : { 'x-request-id': requestId, 'x-content-type-options': 'nosniff' }
+    // Written with whatever the app answers (see http/stamped-response.ts).
+    if (outgoing !== undefined) outgoing.stamp = stamp
 
     return (res) => {
-      if (outgoing === undefined) {
-        res.headers.set('x-request-id', requestId)
-        res.headers.set('x-content-type-options', 'nosniff')
-        if (tokenInUrl) res.headers.set('referrer-policy', 'no-referrer')
-      }
+      if (outgoing === undefined) for (const name in stamp) res.headers.set(name, stamp[name] as string)
       const ended = () => {
         const transfer = c.get('transfer')
         const route = c.get('route')
