@@ -17,7 +17,9 @@ describe('request paths', () => {
     assert.equal(decodeSegments('pub'), undefined)
   })
   it('judges keys by their decoded segments', () => {
-    assert.equal(isSafeKey('a/b..c/.d'), true)
-    for (const key of ['../x', 'a/../b', './x', 'a/.', 'a\\b', 'a\0b']) assert.equal(isSafeKey(key), false, key)
+    for (const key of ['a/b..c/.d', '...', '.a', 'a.', 'a//b', '', 'a/', '..a/b', 'a/..b']) assert.equal(isSafeKey(key), true, key)
+    for (const key of ['../x', 'a/../b', './x', 'a/.', '.', '..', 'a/..', '../', 'a/./b', 'a\\b', 'a\0b']) {
+      assert.equal(isSafeKey(key), false, key)
+    }
   })
 })

@@ -34,8 +34,14 @@ export function decodeSegments(rawPath: string): string[] | undefined {
 /** True when a decoded key stays inside its bucket: no `.`/`..` segment, backslash or NUL. */
 export function isSafeKey(key: string): boolean {
   if (key.includes('\\') || key.includes('\0')) return false
-  for (const segment of key.split('/')) {
-    if (segment === '.' || segment === '..') return false
+  // Segment by segment, without splitting (this runs on every request).
+  let start = 0
+  for (;;) {
+    const slash = key.indexOf('/', start)
+    const end = slash === -1 ? key.length : slash
+    const length = end - start
+    if (key.charCodeAt(start) === 46 /* . */ && (length === 1 || (length === 2 && key.charCodeAt(start + 1) === 46))) return false
+    if (slash === -1) return true
+    start = slash + 1
   }
-  return true
 }

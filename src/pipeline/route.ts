@@ -4,7 +4,8 @@
 // of the key, never a prefix boundary.
 import { ProxyError } from '../errors.ts'
 import { decodeSegments, isSafeKey, rawPathOf } from '../http/path.ts'
-import type { BucketRoute, Stage } from '../types.ts'
+import type { Context } from 'hono'
+import type { AppEnv, BucketRoute, Stage } from '../types.ts'
 import { requestTarget } from './request-target.ts'
 
 export interface RouteOptions {
@@ -16,15 +17,45 @@ const JOIN = '\0'
 
 export function route(options: RouteOptions): Stage {
   const byPrefix = new Map<string, BucketRoute>()
+  // The same prefixes as written (`a/b`), for paths with nothing percent-encoded.
+  const byPlainPrefix = new Map<string, BucketRoute>()
   let maxDepth = 0
   for (const bucket of options.buckets) {
     const segments = bucket.prefix.slice(1).split('/')
     byPrefix.set(segments.join(JOIN), bucket)
+    byPlainPrefix.set(bucket.prefix.slice(1), bucket)
     maxDepth = Math.max(maxDepth, segments.length)
   }
 
+  /** A path with no `%` (most requests): raw and decoded are the same text, nothing to split. */
+  const routePlain = (c: Context<AppEnv>, rawPath: string): void => {
+    if (rawPath.charCodeAt(0) !== 47 /* / */) throw new ProxyError('GUARD_BAD_PATH', { reason: 'bad_encoding' })
+    const path = rawPath.slice(1)
+    if (!isSafeKey(path)) throw new ProxyError('GUARD_BAD_PATH', { reason: 'traversal' })
+    // Every prefix depth, shallow to deep: the deepest match wins.
+    let bucket: BucketRoute | undefined
+    let prefixEnd = -1
+    let slash = path.indexOf('/')
+    for (let depth = 1; depth <= maxDepth; depth++) {
+      const end = slash === -1 ? path.length : slash
+      const match = byPlainPrefix.get(path.slice(0, end))
+      if (match !== undefined) {
+        bucket = match
+        prefixEnd = end
+      }
+      if (slash === -1) break
+      slash = path.indexOf('/', slash + 1)
+    }
+    if (bucket === undefined) throw new ProxyError('ROUTE_NOT_FOUND')
+    const key = path.slice(prefixEnd + 1)
+    if (key === '') throw new ProxyError('ROUTE_NO_KEY')
+    c.set('route', { bucket, key })
+  }
+
   return function route(c) {
-    const segments = decodeSegments(rawPathOf(requestTarget(c)))
+    const rawPath = rawPathOf(requestTarget(c))
+    if (rawPath.indexOf('%') === -1) return routePlain(c, rawPath)
+    const segments = decodeSegments(rawPath)
     if (segments === undefined) throw new ProxyError('GUARD_BAD_PATH', { reason: 'bad_encoding' })
     if (!isSafeKey(segments.join('/'))) throw new ProxyError('GUARD_BAD_PATH', { reason: 'traversal' })
 

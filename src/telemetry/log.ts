@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.ts'
 export type { Logger }
 
 /** Characters of log lines gathered before they are handed to the output in one write. */
-const BATCH_CHARS = 16 * 1024
+const BATCH_CHARS = 64 * 1024
 const DRAIN_EVERY_MS = 250
 /** A stalled stdout drops lines past this much pending output instead of growing without bound. */
 const MAX_PENDING_BYTES = 64 * 1024 * 1024
@@ -46,11 +46,11 @@ export function lineOutput(options: { dest: number | string; maxLength?: number;
 }
 
 /**
- * Gathers log lines into one string per ~16 KiB and hands its bytes to a `lineOutput` (sonic-boom), which does the
- * non-blocking writes (EAGAIN, partial writes, sync flush at exit). The access log is on the hot
- * path: sonic-boom measures the byte length of its whole pending buffer on every write, which cost
- * ~5% of a cached request when it received one write per line. A quiet output's lines are not
- * held back for more than DRAIN_EVERY_MS.
+ * Gathers log lines into one string per ~64 KiB and hands its bytes to a `lineOutput` (sonic-boom),
+ * which does the non-blocking writes (EAGAIN, partial writes, sync flush at exit). The access log
+ * is on the hot path: each write is a hand-off to libuv's thread pool (~60 µs on the bench VM), so
+ * batches are large (64 KiB measured ~4% faster than 16 KiB on a cached 1 KiB GET). A quiet
+ * output's lines are not held back for more than DRAIN_EVERY_MS.
  */
 export class LineBatch implements DestinationStream {
   readonly #output: Output
