@@ -6,10 +6,13 @@
 //   - cached 1 KiB GET with a JWT (memory hit) against the same raw node:http ceiling, with one
 //     process and with `workers: auto` (one worker per CPU)
 //   - the memory tier's hit ratio on a Zipf(1.0) workload; JWT verify cost
-// Each measurement runs RUNS times; the table shows the median. Client, proxy and s3rver share the
-// machine's cores, so absolute numbers understate a deployment; ratios are what to compare.
+// Each measurement runs RUNS times; the table shows the median. Where `taskset` works (Linux, 2+
+// CPUs), this process (autocannon and s3rver) runs on CPU 0 and each server under test on the
+// others, so the load generator and the server do not take turns on one core; `workers: auto`
+// gets every CPU (and shares CPU 0 with the load generator). Raw node:http and the cached proxy get
+// the same request, JWT header included.
 //   BENCH_DURATION (seconds per run, default 5), BENCH_CONNECTIONS (default 32), BENCH_RUNS (default 3)
-import { fork, spawn } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
@@ -32,6 +35,16 @@ const SMALL = randomBytes(1024)
 const JWT_SECRET = 'bench-secret-that-is-long-enough-for-hs256'
 const LARGE = randomBytes(50 * 1024 * 1024)
 const ROOT = join(import.meta.dirname, '..')
+
+const CPUS = availableParallelism()
+const PINNED = CPUS >= 2 && spawnSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' }).status === 0
+const ALL_CPUS = `0-${CPUS - 1}`
+const SERVER_CPUS = CPUS >= 2 ? `1-${CPUS - 1}` : ALL_CPUS
+
+/** A node process for a server under test, on the server CPUs (or `cpus`) when pinning works. */
+function nodeServer(args: string[], options: SpawnOptions, cpus = SERVER_CPUS): ChildProcess {
+  return PINNED ? spawn('taskset', ['-c', cpus, process.execPath, ...args], options) : spawn(process.execPath, args, options)
+}
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0
 
@@ -69,7 +82,7 @@ async function main() {
   client.destroy()
 
   const rawPort = await freePort()
-  const raw = fork(join(ROOT, 'bench/raw-server.mjs'), [String(rawPort)], { stdio: 'ignore' })
+  const raw = nodeServer([join(ROOT, 'bench/raw-server.mjs'), String(rawPort)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
   await new Promise((resolve) => raw.once('message', resolve))
   const rawUrl = `http://127.0.0.1:${rawPort}/`
 
@@ -96,18 +109,16 @@ buckets:
       code === 0 ? resolve() : reject(new Error('build failed'))
     )
   )
-  const proxy = spawn(process.execPath, [join(ROOT, 'dist/main.js'), '--config', configFile], {
-    cwd: ROOT,
-    stdio: ['ignore', 'ignore', 'inherit'],
-  })
+  const proxy = nodeServer([join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
   await waitForHealth(`http://127.0.0.1:${proxyPort}/health`)
   const proxyUrl = `http://127.0.0.1:${proxyPort}`
 
   const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(new TextEncoder().encode(JWT_SECRET))
   const rows: Array<[string, { rps: number; p50: number; p99: number }]> = []
+  const withJwt = { authorization: `Bearer ${token}` }
   const targets: Array<[string, string, Record<string, string>]> = [
-    ['raw node:http, same 1 KiB', rawUrl, {}],
-    ['proxy, cached 1 KiB with a JWT (memory hit)', `${proxyUrl}/cached/small.bin`, { authorization: `Bearer ${token}` }],
+    ['raw node:http, same 1 KiB, same request', rawUrl, withJwt],
+    ['proxy, cached 1 KiB with a JWT (memory hit)', `${proxyUrl}/cached/small.bin`, withJwt],
     ['s3rver direct, 1 KiB', `${s3Url}/bench/small.bin`, {}],
     ['proxy -> s3rver, 1 KiB (uncached)', `${proxyUrl}/bench/small.bin`, {}],
   ]
@@ -129,7 +140,7 @@ buckets:
   }
   const peakRss = await peakRssMiB(proxy.pid as number)
 
-  console.log(`\n1 KiB GET, ${CONNECTIONS} connections, ${DURATION}s x ${RUNS} runs (median)`)
+  console.log(`\n1 KiB GET, ${CONNECTIONS} connections, ${DURATION}s x ${RUNS} runs (median), ${PINNED ? `load generator on CPU 0, servers on CPUs ${SERVER_CPUS}` : 'not pinned'}`)
   console.log('| target | req/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: |')
   const raw0 = rows[0]?.[1].rps ?? 1
   for (const [name, r] of rows) console.log(`| ${name} | ${Math.round(r.rps)} (${Math.round((r.rps / raw0) * 100)}% of raw) | ${r.p50} | ${r.p99} |`)
@@ -170,15 +181,21 @@ async function tracedCachedLoad(dir: string, configText: string, token: string):
 
 /** The cached target again, through a proxy in cluster mode with one worker per CPU. */
 function clusterCachedLoad(dir: string, configText: string, token: string): Promise<{ rps: number; p50: number; p99: number }> {
-  return cachedLoadWith(dir, 'cluster.yaml', (port) => configText.replace(/127\.0\.0\.1:\d+" \}/, `127.0.0.1:${port}", workers: auto }`), token)
+  return cachedLoadWith(dir, 'cluster.yaml', (port) => configText.replace(/127\.0\.0\.1:\d+" \}/, `127.0.0.1:${port}", workers: auto }`), token, ALL_CPUS)
 }
 
 /** Starts the compiled proxy on `config(port)` and measures the cached JWT target through it. */
-async function cachedLoadWith(dir: string, name: string, config: (port: number) => string, token: string): Promise<{ rps: number; p50: number; p99: number }> {
+async function cachedLoadWith(
+  dir: string,
+  name: string,
+  config: (port: number) => string,
+  token: string,
+  cpus = SERVER_CPUS
+): Promise<{ rps: number; p50: number; p99: number }> {
   const port = await freePort()
   const configFile = join(dir, name)
   await writeFile(configFile, config(port))
-  const proxy = spawn(process.execPath, [join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+  const proxy = nodeServer([join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }, cpus)
   await waitForHealth(`http://127.0.0.1:${port}/health`)
   const url = `http://127.0.0.1:${port}/cached/small.bin`
   const headers = { authorization: `Bearer ${token}` }
@@ -230,7 +247,7 @@ buckets:
       circuit_breaker: { failure_threshold: 3, timeout_seconds: 30 }
 `
   )
-  const proxy = spawn(process.execPath, [join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+  const proxy = nodeServer([join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
   await waitForHealth(`http://127.0.0.1:${port}/health`)
   let servedByBackup = 0
   let afterKill = 0

@@ -249,8 +249,9 @@ function fromEntry(
   const { body } = entry
   const start = decided.range?.start ?? 0
   const length = decided.range === undefined ? body.length : decided.range.end - start + 1
-  // A view on the cached bytes, no copy.
-  const bytes = length === 0 ? EMPTY : new Uint8Array(body.buffer as ArrayBuffer, body.byteOffset + start, length)
+  // The cached bytes themselves, or a view on them (no copy).
+  const bytes =
+    length === body.length ? (body as Uint8Array<ArrayBuffer>) : length === 0 ? EMPTY : new Uint8Array(body.buffer as ArrayBuffer, body.byteOffset + start, length)
   c.set('transfer', { bytesSent: () => length })
   return new Response(bytes, { status, headers })
 }
