@@ -130,7 +130,7 @@ buckets:
   }
   const rssAfterSmall = await peakRssMiB(proxy.pid as number)
   rows.push(['proxy with tracing on (every request sampled, OTLP to a local sink), cached 1 KiB with a JWT', await tracedCachedLoad(dir, configText, token)])
-  rows.push([`proxy with workers: auto (${availableParallelism()} workers), cached 1 KiB with a JWT`, await clusterCachedLoad(dir, configText, token)])
+  rows.push([`proxy with workers: auto (${CPUS} workers, all CPUs), cached 1 KiB with a JWT`, await clusterCachedLoad(dir, configText, token)])
   const throughput: Array<[string, number]> = []
   for (const [name, url] of [['s3rver direct', `${s3Url}/bench/large.bin`], ['proxy -> s3rver', `${proxyUrl}/bench/large.bin`]] as const) {
     await download(url)
