@@ -118,15 +118,9 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
   app.all(
     '*',
     observer.around((c) => {
-      let res: Response | Promise<Response>
-      try {
-        res = runSteps(c, steps, 0, finalStep)
-      } catch (err) {
-        return refuse(c, err)
-      }
-      if (res instanceof Promise) return res.then((r) => answer(c, r), (err: unknown) => refuse(c, err))
-      return answer(c, res)
-    })
+      const res = runSteps(c, steps, 0, finalStep)
+      return res instanceof Promise ? res.then((r) => answer(c, r)) : answer(c, res)
+    }, refuse)
   )
   app.onError((err, c) => errorResponse(c, err, logger))
 
@@ -134,7 +128,8 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
 }
 
 /** The proxy's own endpoints, observed by the middleware (everything else by the object handler). */
-const OWN_PATHS = ['/health', '/ready', '/admin', '/admin/*'] as const
+// Hono's '/admin/*' matches '/admin' too.
+const OWN_PATHS = ['/health', '/ready', '/admin/*'] as const
 
 /** A pipeline step: nothing to go on, a Response to answer now, or a promise of either. */
 type Step = (c: Context<AppEnv>) => void | Response | Promise<void>

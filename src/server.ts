@@ -94,14 +94,18 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
       active++
       // http and https only (never http2), created with StampedResponse below.
       const { incoming, outgoing } = env as { incoming: IncomingMessage; outgoing: StampedResponse }
-      const bindings: RequestBindings = { incoming, outgoing, responseEnded: null }
+      const bindings: RequestBindings = { incoming, outgoing, responseEnded: null, ended: false }
       // Once, on whichever comes first: the response's 'close', or its connection's (a pipelined
       // request whose response never started gets no 'close' of its own when the connection dies).
       const requests = openRequestsOn(incoming.socket)
       const end = () => {
         if (!requests.delete(end)) return
-        bindings.responseEnded?.()
-        release(generation)
+        bindings.ended = true
+        try {
+          bindings.responseEnded?.()
+        } finally {
+          release(generation)
+        }
       }
       requests.add(end)
       outgoing.on('close', end)

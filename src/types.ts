@@ -151,6 +151,8 @@ export interface RequestBindings {
    * request that never started). server.ts sets null; observe puts the access log here.
    */
   responseEnded: (() => void) | null
+  /** The response is over (server.ts sets it before calling `responseEnded`). */
+  ended: boolean
 }
 
 /**

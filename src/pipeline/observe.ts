@@ -44,8 +44,11 @@ export type ObjectHandler = (c: Context<AppEnv>) => Response | Promise<Response>
 export interface Observer {
   /** For the proxy's own endpoints (/health, /ready, /admin/*). */
   middleware: MiddlewareHandler<AppEnv>
-  /** Wraps the object handler; a request the middleware already observes is not observed twice. */
-  around(handler: ObjectHandler): Handler<AppEnv>
+  /**
+   * Wraps the object handler (`refuse` answers what it throws or rejects with); a request the
+   * middleware already observes is not observed twice.
+   */
+  around(handler: ObjectHandler, refuse: (c: Context<AppEnv>, err: unknown) => Response): Handler<AppEnv>
 }
 
 export function observe(options: ObserveOptions): Observer {
@@ -103,32 +106,37 @@ export function observe(options: ObserveOptions): Observer {
           trace_id: span?.traceId,
         })
       }
-      // Under server.ts the end is signalled once the response is over; under `app.request()`
-      // (no socket) it is over now.
-      if (env?.responseEnded === null) env.responseEnded = ended
+      // Under server.ts the end is signalled once the response is over (unless it already was:
+      // the client left before the answer was ready); under `app.request()` it is over now.
+      if (env !== undefined && env.ended === false) env.responseEnded = ended
       else ended()
     }
   }
 
   return {
     middleware: async (c, next) => {
+      // Already observed (an own path under two patterns): once is enough.
+      if (c.get('requestId') !== undefined) return next()
       const finish = begin(c)
       await next()
       finish(c.res)
     },
-    around: (handler) => (c) => {
+    around: (handler, refuse) => (c) => {
       // An own path that fell through to the object handler (e.g. an unknown /admin/x).
       if (c.get('requestId') !== undefined) return handler(c)
       const finish = begin(c)
-      const res = handler(c)
-      if (res instanceof Promise) {
-        return res.then((answer) => {
-          finish(answer)
-          return answer
-        })
+      const finished = (res: Response): Response => {
+        finish(res)
+        return res
       }
-      finish(res)
-      return res
+      let res: Response | Promise<Response>
+      try {
+        res = handler(c)
+      } catch (err) {
+        return finished(refuse(c, err))
+      }
+      if (res instanceof Promise) return res.then(finished, (err: unknown) => finished(refuse(c, err)))
+      return finished(res)
     },
   }
 }

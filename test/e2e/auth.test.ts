@@ -130,6 +130,11 @@ describe('token sources', () => {
     }
   })
 
+  it('refuses two Authorization headers, even when the first carries a valid token', async () => {
+    const res = await send(proxy.url, '/private/doc.txt', { headers: { authorization: [`Bearer ${await hs()}`, 'Bearer junk'] } })
+    assert.equal(res.status, 401)
+  })
+
   it('accepts a custom header with its prefix', async () => {
     const res = await send(proxy.url, '/private/doc.txt', { headers: { 'x-auth-token': `Token ${await hs()}` } })
     assert.equal(res.status, 200)

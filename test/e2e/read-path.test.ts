@@ -340,6 +340,13 @@ describe('request identity and logs', () => {
     assert.equal(res.headers['x-request-id'], 'client-id-42')
   })
 
+  it('writes one access-log line for a request to /admin (an own path under two patterns)', async () => {
+    await send(proxy.url, '/admin', { headers: { 'x-request-id': 'admin-once' } })
+    await send(proxy.url, '/pub/hello.txt', { headers: { 'x-request-id': 'after-admin' } })
+    await proxy.logged((l) => l.request_id === 'after-admin')
+    assert.equal(proxy.logs.filter((l) => l.request_id === 'admin-once').length, 1)
+  })
+
   it('writes one access-log line per request without the query string', async () => {
     await send(proxy.url, '/pub/hello.txt?token=very-secret', { headers: { 'x-request-id': 'log-check-1' } })
     const line = await proxy.logged((l) => l.request_id === 'log-check-1')

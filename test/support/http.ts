@@ -24,7 +24,7 @@ export interface RawResponse {
 export function send(
   base: string,
   path: string,
-  options: { method?: string; headers?: Record<string, string> } = {}
+  options: { method?: string; headers?: Record<string, string | string[]> } = {}
 ): Promise<RawResponse> {
   const url = new URL(base)
   return new Promise((resolve, reject) => {
