@@ -38,7 +38,7 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
     if (tokenDigest !== undefined && timingSafeEqual(digest(presented), tokenDigest)) return next()
     if (runtime.adminVerifier !== null) {
       await runtime.adminVerifier.authenticate(
-        { header: (name) => requestHeader(c, name.toLowerCase()), query: () => undefined, cookie: () => undefined },
+        { header: (name) => requestHeader(c, name), query: () => undefined, cookie: () => undefined },
         ''
       )
       return next()

@@ -16,7 +16,7 @@ import { authenticate } from './pipeline/authenticate.ts'
 import { authorize } from './pipeline/authorize.ts'
 import { corsDecorate, corsPreflight } from './pipeline/cors.ts'
 import { guard } from './pipeline/guard.ts'
-import { observe } from './pipeline/observe.ts'
+import { observe, type ObjectHandler } from './pipeline/observe.ts'
 import { route } from './pipeline/route.ts'
 import { serve } from './pipeline/serve.ts'
 import type { Runtime } from './runtime.ts'
@@ -102,7 +102,7 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
   if (timed) steps.push((c) => void (c.get('marks').authenticated = performance.now()))
   steps.push(authorizeRequest)
   if (timed) steps.push((c) => void (c.get('marks').authorized = performance.now()))
-  const finalStep: (c: Context<AppEnv>) => Response | Promise<Response> = timed
+  const finalStep: ObjectHandler = timed
     ? async (c) => {
         const res = await serveRequest(c)
         c.get('marks').served = performance.now()
@@ -139,7 +139,7 @@ function runSteps(
   c: Context<AppEnv>,
   steps: readonly Step[],
   from: number,
-  last: (c: Context<AppEnv>) => Response | Promise<Response>
+  last: ObjectHandler
 ): Response | Promise<Response> {
   for (let i = from; i < steps.length; i++) {
     const out = (steps[i] as Step)(c)

@@ -88,6 +88,7 @@ export interface TokenVerifier {
 
 /** What a verifier may read from a request. */
 export interface TokenCarrier {
+  /** `name` in lower case (the config keeps header names so). */
   header(name: string): string | undefined
   query(name: string): string | undefined
   cookie(name: string): string | undefined

@@ -162,9 +162,9 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   function release(generation: Generation): void {
     active--
     generation.inFlight--
-    // After the other 'close' listeners of this response (the access log and audit record of the
-    // generation's last request are written before its outputs close).
-    if (generation.retired && generation.inFlight === 0) setImmediate(() => void generation.runtime.close())
+    // Called after the request's access log and audit record were written (see `end`), so the
+    // retired generation's outputs close after its last line.
+    if (generation.retired && generation.inFlight === 0) void generation.runtime.close()
   }
 
   async function reloadNow(): Promise<ReloadResult> {

@@ -91,7 +91,8 @@ const jwtAlgorithm = z.enum(JWT_ALGORITHMS)
 
 const tokenSourceSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('bearer') }),
-  z.strictObject({ type: z.literal('header'), name: text, prefix: z.string().optional() }),
+  // Header names are case-insensitive: kept in lower case, as Node parses request headers.
+  z.strictObject({ type: z.literal('header'), name: text.transform((name) => name.toLowerCase()), prefix: z.string().optional() }),
   z.strictObject({ type: z.literal('query'), name: text }),
   z.strictObject({ type: z.literal('cookie'), name: text }),
 ])

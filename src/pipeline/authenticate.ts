@@ -23,8 +23,7 @@ class RequestCarrier implements TokenCarrier {
     this.#c = c
   }
   header(name: string): string | undefined {
-    // Configured names may have any case; Node's are lower case.
-    return requestHeader(this.#c, name.toLowerCase())
+    return requestHeader(this.#c, name)
   }
   query(name: string): string | undefined {
     return this.#c.req.query(name)
