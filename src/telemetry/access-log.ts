@@ -24,8 +24,13 @@ export interface AccessLogLine {
 
 export type AccessLog = (line: AccessLogLine) => void
 
+/** Printable ASCII without `"` and `\`: JSON needs no escape in such a string. */
+const NEEDS_NO_ESCAPE = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/
+
 interface LineOutput {
   write(line: string): unknown
+  /** For a line known to be ASCII only (LineBatch copies it without a UTF-8 pass). */
+  writeAscii?(line: string): unknown
 }
 
 /** The access log of a logger, or undefined when its level hides `info` lines (no work then). */
@@ -34,19 +39,30 @@ export function accessLogOf(logger: Logger): AccessLog | undefined {
   const output = (logger as unknown as Record<symbol, LineOutput>)[pino.symbols.streamSym] as LineOutput
   const head = `{"level":${logger.levels.values.info},"time":`
   const bindings = (logger as unknown as Record<symbol, string>)[pino.symbols.chindingsSym] ?? ''
+  const bindingsAscii = /^[\x00-\x7f]*$/.test(bindings)
+  const writeAscii = output.writeAscii?.bind(output)
+  /** Whether the line being built is ASCII so far. */
+  let ascii = true
+  /** A JSON string literal: the usual value (an id, an IP, a plain path) needs no JSON.stringify. */
+  const quoted = (value: string): string => {
+    if (NEEDS_NO_ESCAPE.test(value)) return '"' + value + '"'
+    ascii = false
+    return JSON.stringify(value)
+  }
   return (line) => {
+    ascii = bindingsAscii
     let text =
       head +
       Date.now() +
       bindings +
       ',"request_id":' +
-      JSON.stringify(line.request_id) +
+      quoted(line.request_id) +
       ',"client_ip":' +
-      JSON.stringify(line.client_ip) +
+      quoted(line.client_ip) +
       ',"method":' +
-      JSON.stringify(line.method) +
+      quoted(line.method) +
       ',"path":' +
-      JSON.stringify(line.path) +
+      quoted(line.path) +
       ',"status":' +
       line.status +
       ',"bytes":' +
@@ -55,11 +71,13 @@ export function accessLogOf(logger: Logger): AccessLog | undefined {
       line.complete +
       ',"duration_ms":' +
       line.duration_ms
-    if (line.bucket !== undefined) text += ',"bucket":' + JSON.stringify(line.bucket)
-    if (line.replica !== undefined) text += ',"replica":' + JSON.stringify(line.replica)
-    if (line.error !== undefined) text += ',"error":' + JSON.stringify(line.error)
-    if (line.reason !== undefined) text += ',"reason":' + JSON.stringify(line.reason)
-    if (line.trace_id !== undefined) text += ',"trace_id":' + JSON.stringify(line.trace_id)
-    output.write(text + ',"msg":"request"}\n')
+    if (line.bucket !== undefined) text += ',"bucket":' + quoted(line.bucket)
+    if (line.replica !== undefined) text += ',"replica":' + quoted(line.replica)
+    if (line.error !== undefined) text += ',"error":' + quoted(line.error)
+    if (line.reason !== undefined) text += ',"reason":' + quoted(line.reason)
+    if (line.trace_id !== undefined) text += ',"trace_id":' + quoted(line.trace_id)
+    text += ',"msg":"request"}\n'
+    if (ascii && writeAscii !== undefined) writeAscii(text)
+    else output.write(text)
   }
 }
