@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net'
 import { AggregatorRegistry, type Registry } from 'prom-client'
 import type { Config } from './config/schema.ts'
 import { listenMetrics, metricsEndpoint } from './server.ts'
-import type { Logger } from './telemetry/log.ts'
+import { exitAfterFlush, type Logger } from './telemetry/log.ts'
 
 export const RELOAD_OTHERS = 'yatagarasu:reload-others'
 
@@ -69,8 +69,7 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
     const done = () => {
       metricsServer?.close()
       logger.info('shutdown complete')
-      logger.flush()
-      process.exit(0)
+      exitAfterFlush(logger, 0)
     }
     if (left === 0) return done()
     for (const worker of running) {

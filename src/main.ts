@@ -13,7 +13,7 @@ import { ConfigError, loadConfig } from './config/load.ts'
 import type { Config } from './config/schema.ts'
 import { buildRuntime } from './runtime.ts'
 import { startProxy } from './server.ts'
-import { createLogger } from './telemetry/log.ts'
+import { createLogger, exitAfterFlush } from './telemetry/log.ts'
 import { VERSION } from './version.ts'
 
 const USAGE = `usage: yatagarasu [--config FILE] [--check]
@@ -105,8 +105,7 @@ async function main(): Promise<number> {
     logger.flush()
     void proxy.shutdown().then(() => {
       logger.info('shutdown complete')
-      logger.flush()
-      process.exit(0)
+      exitAfterFlush(logger, 0)
     })
   }
   process.on('SIGTERM', () => stop('SIGTERM'))

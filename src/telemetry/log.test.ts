@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { closeSync, constants, open, openSync, readFileSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -10,9 +12,9 @@ const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-log-'))
 after(() => rm(dir, { recursive: true, force: true }))
 
 /** A LineBatch writing to a real file, and a way to read what reached the file. */
-function fileBatch(name: string): { batch: LineBatch; written: () => Promise<string> } {
+function fileBatch(name: string, maxLength?: number): { batch: LineBatch; written: () => Promise<string>; path: string; output: ReturnType<typeof lineOutput> } {
   const path = join(dir, name)
-  const output = lineOutput({ dest: path })
+  const output = lineOutput({ dest: path, maxLength })
   const batch = new LineBatch(output)
   const written = async () => {
     await new Promise<void>((resolve, reject) => batch.flush((err) => (err ? reject(err) : resolve())))
@@ -22,7 +24,7 @@ function fileBatch(name: string): { batch: LineBatch; written: () => Promise<str
     batch.stop()
     output.end()
   })
-  return { batch, written }
+  return { batch, written, path, output }
 }
 
 const line = (path: string): AccessLogLine => ({
@@ -62,6 +64,40 @@ describe('LineBatch', () => {
     batch.write(large)
     batch.writeAscii('{"last":1}\n')
     assert.equal(await written(), '{"first":1}\n' + large + '{"last":1}\n')
+  })
+
+  it('calls flush back even when the output drops a line over its maxLength', async () => {
+    const { batch, written, output } = fileBatch('drop.log', 4096)
+    let dropped = 0
+    output.on('drop', () => dropped++)
+    batch.writeAscii('{"before":1}\n')
+    assert.equal(await written(), '{"before":1}\n')
+    // A batch larger than maxLength is dropped whole by sonic-boom: the flush still answers.
+    batch.writeAscii(`{"big":"${'x'.repeat(5000)}"}\n`)
+    assert.equal(await written(), '{"before":1}\n')
+    assert.equal(dropped, 1)
+    batch.writeAscii('{"after":1}\n')
+    assert.equal(await written(), '{"before":1}\n{"after":1}\n')
+  })
+
+  it('writes the gathered lines at exit even when the thread pool is busy', async () => {
+    const { batch, path, output } = fileBatch('exit.log')
+    await new Promise((resolve) => output.once('ready', resolve))
+    // Every libuv pool thread blocked (opening FIFOs nobody writes to), as a busy disk tier would.
+    const fifos = [0, 1, 2, 3].map((i) => join(dir, `busy-${i}.fifo`))
+    const opened = fifos.map((fifo) => {
+      execFileSync('mkfifo', [fifo])
+      return new Promise<number>((resolve, reject) => open(fifo, 'r', (err, fd) => (err ? reject(err) : resolve(fd))))
+    })
+    try {
+      batch.writeAscii('{"msg":"shutdown complete"}\n')
+      batch.flushSync()
+      // What process.exit() would leave behind: only what was written synchronously.
+      assert.equal(readFileSync(path, 'utf8'), '{"msg":"shutdown complete"}\n')
+    } finally {
+      for (const fifo of fifos) closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK))
+      for (const fd of await Promise.all(opened)) closeSync(fd)
+    }
   })
 
   it('carries the access log: plain lines and lines that need escaping read back as pino writes them', async () => {

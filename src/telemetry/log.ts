@@ -1,5 +1,6 @@
 // Structured logs with pino: JSON by default, human-readable text when `logging.format: text`.
 // Nothing that can carry a secret (headers, query strings, tokens) is ever passed to the logger.
+import { writeSync } from 'node:fs'
 import { pino, type DestinationStream, type Logger } from 'pino'
 import pretty from 'pino-pretty'
 import type { Config } from '../config/schema.ts'
@@ -9,6 +10,9 @@ export type { Logger }
 /** Bytes of log lines gathered before they are handed to the output in one write. */
 const BATCH_BYTES = 64 * 1024
 const DRAIN_EVERY_MS = 250
+/** At exit, a full pipe is waited on for at most this many 10 ms pauses before lines are given up. */
+const EXIT_WRITE_WAITS = 100
+const EXIT_WAIT = new Int32Array(new SharedArrayBuffer(4))
 /** A stalled stdout drops lines past this much pending output instead of growing without bound. */
 const MAX_PENDING_BYTES = 64 * 1024 * 1024
 
@@ -20,6 +24,15 @@ export function createLogger(config: Config['logging'], destination?: Destinatio
 }
 
 let stdout: LineBatch | undefined
+
+/** How long an exit waits for the last log lines to reach a slow output. */
+const EXIT_FLUSH_MS = 2000
+
+/** Exits once the lines logged so far are written (or EXIT_FLUSH_MS passed: a stalled reader). */
+export function exitAfterFlush(logger: Logger, code: number): void {
+  setTimeout(() => process.exit(code), EXIT_FLUSH_MS)
+  logger.flush(() => process.exit(code))
+}
 
 /**
  * The process's one writer to standard output, shared by the logger and the audit log's stdout
@@ -66,11 +79,10 @@ export class LineBatch implements DestinationStream {
 
   constructor(output: Output) {
     this.#output = output
-    // sonic-boom's own flush(cb) does not wait for writes in flight when minLength is 0.
-    output.on('write', (n: number) => {
-      this.#unwritten -= n
-      if (this.#unwritten <= 0) this.#settle()
-    })
+    // sonic-boom's own flush(cb) does not wait for writes in flight when minLength is 0: count
+    // what it wrote, and what it dropped (over maxLength), against what it was handed.
+    output.on('write', (n: number) => this.#done(n))
+    output.on('drop', (bytes: Buffer) => this.#done(bytes.length))
     this.#timer = setInterval(() => this.drain(), DRAIN_EVERY_MS)
     this.#timer.unref()
   }
@@ -96,11 +108,19 @@ export class LineBatch implements DestinationStream {
 
   /** Hands the gathered lines to the output now. */
   drain(): void {
-    if (this.#used === 0) return
-    const bytes = this.#bytes.subarray(0, this.#used)
-    this.#bytes = Buffer.allocUnsafeSlow(BATCH_BYTES)
+    const used = this.#used
+    if (used === 0) return
     this.#used = 0
-    this.#hand(bytes)
+    // The output keeps what it is handed until written. A batch at least half full is handed over
+    // as it is; a smaller one (a timer drain on a quiet output) is copied out, so a stalled output
+    // does not pin 64 KiB per few lines.
+    if (used >= BATCH_BYTES / 2) {
+      const bytes = this.#bytes.subarray(0, used)
+      this.#bytes = Buffer.allocUnsafeSlow(BATCH_BYTES)
+      this.#hand(bytes)
+    } else {
+      this.#hand(Buffer.from(this.#bytes.subarray(0, used)))
+    }
   }
 
   /** pino's `logger.flush(cb)`: everything gathered so far reaches the file descriptor, then `cb`. */
@@ -113,15 +133,24 @@ export class LineBatch implements DestinationStream {
     this.#waiting.push(cb)
   }
 
+  /**
+   * Writes everything synchronously (at exit). The gathered lines are written here directly: handed
+   * to the output they would start an asynchronous write, which sonic-boom's flushSync leaves to the
+   * thread pool, and the process would exit before it ran.
+   */
   flushSync(): void {
-    this.drain()
+    const output = this.#output
     try {
-      this.#output.flushSync()
-      this.#unwritten = 0
-      this.#settle()
+      output.flushSync()
+      // sonic-boom sets `fd` once open; its type declarations leave it out.
+      const fd = (output as unknown as { fd: number }).fd
+      if (this.#used > 0 && fd >= 0) writeAllSync(fd, this.#bytes.subarray(0, this.#used))
     } catch {
-      // Not open yet or already closed: nothing more can be written.
+      // Not open yet, already closed or broken: nothing more can be written.
     }
+    this.#used = 0
+    this.#unwritten = 0
+    this.#settle()
   }
 
   /** Whether `size` more bytes fit in a batch, draining the current one when they do not fit in it. */
@@ -133,9 +162,15 @@ export class LineBatch implements DestinationStream {
 
   /** Hands bytes (a batch, or one line larger than a batch) to the output. */
   #hand(bytes: Buffer): void {
-    this.#unwritten += bytes.length
-    // sonic-boom's types know only strings; a 'buffer' output takes bytes.
-    this.#output.write(bytes as unknown as string)
+    // sonic-boom's types know only strings; a 'buffer' output takes bytes. After a broken pipe
+    // pino's guard makes `write` a no-op that returns nothing: those bytes will never be written.
+    const accepted = this.#output.write(bytes as unknown as string) as boolean | undefined
+    if (accepted !== undefined) this.#unwritten += bytes.length
+  }
+
+  #done(bytes: number): void {
+    this.#unwritten -= bytes
+    if (this.#unwritten <= 0) this.#settle()
   }
 
   readonly #settle = (err?: Error): void => {
@@ -143,6 +178,20 @@ export class LineBatch implements DestinationStream {
     const waiting = this.#waiting
     this.#waiting = []
     this.#output.off('error', this.#settle)
-    for (const cb of waiting) cb(err)
+    for (const cb of waiting) process.nextTick(cb, err)
+  }
+}
+
+/** Writes all of `bytes` to `fd` now, waiting out a full non-blocking pipe (exit path only). */
+function writeAllSync(fd: number, bytes: Buffer): void {
+  let offset = 0
+  let waits = 0
+  while (offset < bytes.length) {
+    try {
+      offset += writeSync(fd, bytes, offset)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || ++waits > EXIT_WRITE_WAITS) throw err
+      Atomics.wait(EXIT_WAIT, 0, 0, 10)
+    }
   }
 }
