@@ -88,8 +88,11 @@ ${bucketYaml({ name: 'media', prefix: '/media', bucket: 'cli-media', endpoint: s
     const nextLog = (msg: string) => new Promise<{ address?: string }>((resolve) => logged.set(msg, resolve))
     const listening = nextLog('yatagarasu listening')
     const draining = nextLog('shutting down: draining requests in flight')
+    const seen: string[] = []
+    const stdoutClosed = new Promise((resolve) => child.stdout.once('close', resolve))
     createInterface({ input: child.stdout }).on('line', (line) => {
       const entry = JSON.parse(line) as { msg: string; address?: string }
+      seen.push(entry.msg)
       logged.get(entry.msg)?.(entry)
     })
     const port = Number((await listening).address?.split(':').at(-1))
@@ -111,5 +114,10 @@ ${bucketYaml({ name: 'media', prefix: '/media', bucket: 'cli-media', endpoint: s
     const received = await body
     assert.equal(createHash('sha256').update(received).digest('hex'), createHash('sha256').update(payload).digest('hex'))
     assert.equal(await exited, 0)
+    // The last lines, written just before the exit, reached stdout: the drained download's access
+    // line, then "shutdown complete".
+    await stdoutClosed
+    assert.ok(seen.includes('request'), `no access line in ${seen.join(', ')}`)
+    assert.equal(seen.at(-1), 'shutdown complete')
   })
 })
