@@ -10,6 +10,8 @@ export type { Logger }
 /** Bytes of log lines gathered before they are handed to the output in one write. */
 const BATCH_BYTES = 64 * 1024
 const DRAIN_EVERY_MS = 250
+/** How long a shutdown waits for its last log lines to reach a slow reader before exiting. */
+const EXIT_FLUSH_MS = 2000
 /** At exit, a full pipe is waited on for at most this many 10 ms pauses before lines are given up. */
 const EXIT_WRITE_WAITS = 100
 const EXIT_WAIT = new Int32Array(new SharedArrayBuffer(4))
@@ -24,9 +26,6 @@ export function createLogger(config: Config['logging'], destination?: Destinatio
 }
 
 let stdout: LineBatch | undefined
-
-/** How long an exit waits for the last log lines to reach a slow output. */
-const EXIT_FLUSH_MS = 2000
 
 /** Exits once the lines logged so far are written (or EXIT_FLUSH_MS passed: a stalled reader). */
 export function exitAfterFlush(logger: Logger, code: number): void {
