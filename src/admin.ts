@@ -12,9 +12,9 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { Hono, type MiddlewareHandler } from 'hono'
 import { ERROR_CATALOGUE, ProxyError } from './errors.ts'
 import { decodeSegments, isSafeKey, rawPathOf } from './http/path.ts'
-import { requestHeader, requestTarget } from './pipeline/request-target.ts'
+import type { HonoEnv } from './pipeline/exchange.ts'
 import type { Runtime } from './runtime.ts'
-import type { AppEnv, ReloadResult } from './types.ts'
+import type { ReloadResult } from './types.ts'
 
 export interface AdminHooks {
   /** Reloads the configuration (every worker, in cluster mode). */
@@ -23,14 +23,14 @@ export interface AdminHooks {
 
 const digest = (text: string) => createHash('sha256').update(text).digest()
 
-export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
-  const app = new Hono<AppEnv>()
+export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> {
+  const app = new Hono<HonoEnv>()
   const admin = runtime.config.admin
   if (admin === null) return app
 
   const tokenDigest = admin.token === undefined ? undefined : digest(admin.token)
-  const authorizeAdmin: MiddlewareHandler<AppEnv> = async (c, next) => {
-    const presented = /^bearer[ \t]+(\S+)$/i.exec(requestHeader(c, 'authorization') ?? '')?.[1]
+  const authorizeAdmin: MiddlewareHandler<HonoEnv> = async (c, next) => {
+    const presented = /^bearer[ \t]+(\S+)$/i.exec(c.env.header('authorization') ?? '')?.[1]
     if (presented === undefined) {
       throw new ProxyError('AUTH_TOKEN_MISSING', { reason: 'admin', headers: { 'www-authenticate': 'Bearer' } })
     }
@@ -38,7 +38,7 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
     if (tokenDigest !== undefined && timingSafeEqual(digest(presented), tokenDigest)) return next()
     if (runtime.adminVerifier !== null) {
       await runtime.adminVerifier.authenticate(
-        { header: (name) => requestHeader(c, name), query: () => undefined, cookie: () => undefined },
+        { header: (name) => c.env.header(name), query: () => undefined, cookie: () => undefined },
         ''
       )
       return next()
@@ -51,7 +51,7 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
   app.post('/admin/cache/purge', async (c) => c.json({ purged: await runtime.purge({ prefix: '' }) }))
 
   app.post('/admin/cache/purge/*', async (c) => {
-    const segments = decodeSegments(rawPathOf(requestTarget(c)))
+    const segments = decodeSegments(rawPathOf(c.env.target))
     if (segments === undefined || !isSafeKey(segments.join('/'))) throw new ProxyError('GUARD_BAD_PATH')
     const [bucketName, ...keyParts] = segments.slice(3)
     if (bucketName === undefined || !runtime.buckets.some((b) => b.name === bucketName)) {
@@ -73,7 +73,7 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
     if (result.ok) return c.json({ generation: result.generation, buckets: result.buckets })
     // The caller is an authenticated operator: the exact reason is what they need to fix the file.
     const { message } = ERROR_CATALOGUE.ADMIN_CONFIG_INVALID
-    const error = { code: 'ADMIN_CONFIG_INVALID', message, reason: result.error, request_id: c.get('requestId') }
+    const error = { code: 'ADMIN_CONFIG_INVALID', message, reason: result.error, request_id: c.env.requestId }
     return c.json({ error, generation: result.generation }, 400)
   })
 

@@ -1,12 +1,12 @@
 // createApp: the only place the order of the request pipeline is written.
 //   observe -> guard -> admitClient -> route -> admitBucket -> cors -> authenticate -> admitUser
 //     -> authorize -> serve                                                  (errors rendered as JSON)
-// plus the proxy's own endpoints (/health, /ready, /admin/*), which skip the pipeline after observe.
-// The own endpoints are observed by a Hono middleware; an object request matches one handler only
-// (observe around a plain list of stage calls), so Hono answers it without a middleware chain and a
-// cached object is answered in the tick its request arrived in.
+// Object requests run the stage list on an Exchange and answer straight to Node's response: no web
+// Request or Response, no Hono Context, and a cached object is answered in the tick its request
+// arrived in. The proxy's own endpoints (/health, /ready, /admin/*) are a Hono app; server.ts
+// dispatches by path (`isOwnPath`).
 import cluster from 'node:cluster'
-import { Hono, type Context } from 'hono'
+import { Hono } from 'hono'
 import { adminRoutes, type AdminHooks } from './admin.ts'
 import { isProxyError, ProxyError } from './errors.ts'
 import { clientAddressResolver } from './http/client-address.ts'
@@ -15,19 +15,36 @@ import { admitBucket, admitClient, admitUser } from './pipeline/admit.ts'
 import { authenticate } from './pipeline/authenticate.ts'
 import { authorize } from './pipeline/authorize.ts'
 import { corsDecorate, corsPreflight } from './pipeline/cors.ts'
+import type { Exchange, HonoEnv, Stage } from './pipeline/exchange.ts'
 import { guard } from './pipeline/guard.ts'
-import { observe, type ObjectHandler } from './pipeline/observe.ts'
+import { observe } from './pipeline/observe.ts'
 import { route } from './pipeline/route.ts'
 import { serve } from './pipeline/serve.ts'
 import type { Runtime } from './runtime.ts'
-import type { AppEnv } from './types.ts'
+import type { Answer } from './types.ts'
 import type { Logger } from './telemetry/log.ts'
 import { VERSION } from './version.ts'
 import { accessLogOf } from './telemetry/access-log.ts'
 
-export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
+/** One configuration generation's request handling. */
+export interface App {
+  /** Answers an object request (anything that is not an own path). */
+  handle(x: Exchange): void
+  /** The proxy's own endpoints. */
+  own: Hono<HonoEnv>
+}
+
+/** The paths of the proxy's own endpoints, from the raw request target: /health, /ready, /admin[/...]. */
+export function isOwnPath(target: string, admin: boolean): boolean {
+  const query = target.indexOf('?')
+  const path = query === -1 ? target : target.slice(0, query)
+  if (path === '/health' || path === '/ready') return true
+  return admin && (path === '/admin' || path.startsWith('/admin/'))
+}
+
+export function createApp(runtime: Runtime, hooks: AdminHooks): App {
   const { logger } = runtime
-  const app = new Hono<AppEnv>()
+  const app = new Hono<HonoEnv>()
 
   const queryTokenNames = [
     ...new Set(
@@ -52,7 +69,7 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
     slowRequestMs,
     clientAddressOf,
   })
-  for (const path of OWN_PATHS) app.use(path, observer.middleware)
+  app.use('*', observer.middleware)
 
   app.get('/health', (c) =>
     c.json({
@@ -71,6 +88,12 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
   })
 
   app.route('/', adminRoutes(runtime, hooks))
+  const ownError = (x: Exchange, err: unknown): Response => {
+    const { status, headers, body } = errorAnswer(x, err, logger)
+    return new Response(body as string, { status, headers })
+  }
+  app.notFound((c) => ownError(c.env, new ProxyError('ROUTE_NOT_FOUND')))
+  app.onError((err, c) => ownError(c.env, err))
 
   const limits = runtime.limits?.part
   const guardRequest = guard({ maxUriLength: server.max_uri_length })
@@ -92,80 +115,94 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): Hono<AppEnv> {
   // token is answered in the same tick, without a single promise.
   const timed = slowRequestMs > 0
   const steps: Step[] = []
-  if (timed) steps.push((c) => void c.set('marks', { start: performance.now(), authenticated: 0, authorized: 0, served: 0 }))
+  if (timed) steps.push((x) => void (x.marks = { start: performance.now(), authenticated: 0, authorized: 0, served: 0 }))
   steps.push(guardRequest)
   if (admitClientRequest !== undefined) steps.push(admitClientRequest)
   steps.push(routeRequest)
   if (admitBucketRequest !== undefined) steps.push(admitBucketRequest)
   steps.push(corsPreflight, authenticateRequest)
   if (admitUserRequest !== undefined) steps.push(admitUserRequest)
-  if (timed) steps.push((c) => void (c.get('marks').authenticated = performance.now()))
+  if (timed) steps.push(mark('authenticated'))
   steps.push(authorizeRequest)
-  if (timed) steps.push((c) => void (c.get('marks').authorized = performance.now()))
-  const finalStep: ObjectHandler = timed
-    ? async (c) => {
-        const res = await serveRequest(c)
-        c.get('marks').served = performance.now()
-        return res
+  if (timed) steps.push(mark('authorized'))
+  const finalStep: FinalStep = timed
+    ? async (x) => {
+        const answer = await serveRequest(x)
+        mark('served')(x)
+        return answer
       }
     : serveRequest
 
-  const answer = (c: Context<AppEnv>, res: Response): Response => {
-    corsDecorate(c, res)
-    return res
+  /** Hands the answer to the response (errors as JSON, CORS headers added), then to observe. */
+  const respond = (x: Exchange, answer: Answer, finish: () => void): void => {
+    try {
+      x.respond(corsDecorate(x, answer))
+    } catch (err) {
+      // The answer could not be written (a header value Node refuses): an error instead, if the
+      // headers did not go out yet.
+      if (x.outgoing.headersSent) x.outgoing.destroy()
+      else x.respond(corsDecorate(x, errorAnswer(x, err, logger)))
+    }
+    finish()
   }
-  const refuse = (c: Context<AppEnv>, err: unknown): Response => answer(c, errorResponse(c, err, logger))
-  app.all(
-    '*',
-    observer.around((c) => {
-      const res = runSteps(c, steps, 0, finalStep)
-      return res instanceof Promise ? res.then((r) => answer(c, r)) : answer(c, res)
-    }, refuse)
-  )
-  app.onError((err, c) => errorResponse(c, err, logger))
+  const handle = (x: Exchange): void => {
+    const finish = observer.begin(x)
+    let answer: Answer | Promise<Answer>
+    try {
+      answer = runSteps(x, steps, 0, finalStep)
+    } catch (err) {
+      return respond(x, errorAnswer(x, err, logger), finish)
+    }
+    if (answer instanceof Promise) {
+      answer.then(
+        (ready) => respond(x, ready, finish),
+        (err: unknown) => respond(x, errorAnswer(x, err, logger), finish)
+      )
+    } else {
+      respond(x, answer, finish)
+    }
+  }
 
-  return app
+  return { handle, own: app }
 }
 
-/** The proxy's own endpoints, observed by the middleware (everything else by the object handler). */
-// Hono's '/admin/*' matches '/admin' too.
-const OWN_PATHS = ['/health', '/ready', '/admin/*'] as const
+/** A pipeline step that answers early (a preflight) or goes on; see `Stage`. */
+type Step = (x: Exchange) => ReturnType<Stage> | Answer | undefined
+type FinalStep = (x: Exchange) => Answer | Promise<Answer>
 
-/** A pipeline step: nothing to go on, a Response to answer now, or a promise of either. */
-type Step = (c: Context<AppEnv>) => void | Response | Promise<void>
+function mark(stage: 'authenticated' | 'authorized' | 'served'): Step {
+  return (x) => {
+    if (x.marks !== undefined) x.marks[stage] = performance.now()
+  }
+}
 
 /** Runs steps from `from` on, synchronously until one has to wait. */
-function runSteps(
-  c: Context<AppEnv>,
-  steps: readonly Step[],
-  from: number,
-  last: ObjectHandler
-): Response | Promise<Response> {
+function runSteps(x: Exchange, steps: readonly Step[], from: number, last: FinalStep): Answer | Promise<Answer> {
   for (let i = from; i < steps.length; i++) {
-    const out = (steps[i] as Step)(c)
+    const out = (steps[i] as Step)(x)
     if (out === undefined) continue
-    if (out instanceof Promise) return out.then(() => runSteps(c, steps, i + 1, last))
+    if (out instanceof Promise) return out.then(() => runSteps(x, steps, i + 1, last))
     return out
   }
-  return last(c)
+  return last(x)
 }
 
-/** The JSON error answer (with the request id); the error is kept on the context for the access log. */
-function errorResponse(c: Context<AppEnv>, err: unknown, logger: Logger): Response {
+/** The JSON error answer (with the request id); the error is kept on the exchange for the logs. */
+function errorAnswer(x: Exchange, err: unknown, logger: Logger): Answer {
   const error = isProxyError(err) ? err : new ProxyError('INTERNAL_ERROR', { cause: err })
   if (error.source === 'internal') {
-    logger.error({ request_id: c.get('requestId'), err }, 'unhandled error')
+    logger.error({ request_id: x.requestId, err }, 'unhandled error')
   }
-  c.error = error
-  const body = JSON.stringify({
-    error: { code: error.code, message: error.message, request_id: c.get('requestId') },
-  })
-  return new Response(body, {
+  x.error = error
+  const body = JSON.stringify({ error: { code: error.code, message: error.message, request_id: x.requestId } })
+  return {
     status: error.status,
     headers: {
       'content-type': 'application/json; charset=utf-8',
+      'content-length': String(Buffer.byteLength(body)),
       'cache-control': 'no-store',
       ...error.headers,
     },
-  })
+    body,
+  }
 }

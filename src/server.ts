@@ -1,26 +1,30 @@
 // The listening proxy: an HTTP server that hands each request to the current app generation,
 // swaps generations on reload (requests in flight finish on the one they started on), and drains
-// on shutdown. Used by main.ts, the demo, the tests and the bench alike.
+// on shutdown. Object requests go straight to the generation's pipeline; the proxy's own endpoints
+// (/health, /ready, /admin/*) go through @hono/node-server to its Hono app. Used by main.ts, the
+// demo, the tests and the bench alike.
 import { randomUUID } from 'node:crypto'
 import http, { type IncomingMessage } from 'node:http'
 import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { getRequestListener } from '@hono/node-server'
-import type { Hono } from 'hono'
 import type { Registry } from 'prom-client'
-import { createApp } from './app.ts'
+import { createApp, isOwnPath, type App } from './app.ts'
 import { loadConfig } from './config/load.ts'
 import type { BucketConfig, Config, TlsConfig } from './config/schema.ts'
 import { ERROR_CATALOGUE, type ErrorCode } from './errors.ts'
 import { StampedResponse } from './http/stamped-response.ts'
+import { Exchange } from './pipeline/exchange.ts'
 import { buildRuntime, type Runtime } from './runtime.ts'
 import type { Logger } from './telemetry/log.ts'
 import { Metrics } from './telemetry/metrics.ts'
-import type { AppEnv, BucketChanges, ReloadResult, RequestBindings } from './types.ts'
+import type { BucketChanges, ReloadResult } from './types.ts'
 
 interface Generation {
   runtime: Runtime
-  app: Hono<AppEnv>
+  app: App
+  /** Whether /admin/* is the admin API (an `admin:` block) rather than object paths. */
+  admin: boolean
   inFlight: number
   retired: boolean
 }
@@ -59,7 +63,7 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   }
   const makeGeneration = (runtime: Runtime): Generation => {
     runtime.start()
-    return { runtime, app: createApp(runtime, hooks), inFlight: 0, retired: false }
+    return { runtime, app: createApp(runtime, hooks), admin: runtime.config.admin !== null, inFlight: 0, retired: false }
   }
   let current = makeGeneration(await buildRuntime(config, { logger, metrics, generation: 1, startedAt }))
   metrics?.configGeneration.set(1)
@@ -83,37 +87,48 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   }
   const maxActive = config.server.max_concurrent_requests ?? Infinity
 
-  const listener = getRequestListener(
+  // The exchange of an own-path request, from the listener to the Hono app (a synchronous hand-off).
+  const ownExchanges = new WeakMap<IncomingMessage, { exchange: Exchange; app: App }>()
+  const ownListener = getRequestListener(
     (request, env) => {
-      if (active >= maxActive) {
-        metrics?.requestsRefused.inc({ reason: 'overloaded' })
-        return errorResponse('GUARD_OVERLOADED', { 'retry-after': '1' })
-      }
-      const generation = current
-      generation.inFlight++
-      active++
-      // http and https only (never http2), created with StampedResponse below.
-      const { incoming, outgoing } = env as { incoming: IncomingMessage; outgoing: StampedResponse }
-      const bindings: RequestBindings = { incoming, outgoing, responseEnded: null, ended: false }
-      // Once, on whichever comes first: the response's 'close', or its connection's (a pipelined
-      // request whose response never started gets no 'close' of its own when the connection dies).
-      const requests = openRequestsOn(incoming.socket)
-      const end = () => {
-        if (!requests.delete(end)) return
-        bindings.ended = true
-        try {
-          bindings.responseEnded?.()
-        } finally {
-          release(generation)
-        }
-      }
-      requests.add(end)
-      outgoing.on('close', end)
-      if (draining) outgoing.setHeader('connection', 'close')
-      return generation.app.fetch(request, bindings)
+      const { exchange, app } = ownExchanges.get((env as { incoming: IncomingMessage }).incoming) ?? {}
+      if (exchange === undefined || app === undefined) return refusal('GUARD_BAD_REQUEST')
+      return app.own.fetch(request, exchange)
     },
-    { errorHandler: () => errorResponse('GUARD_BAD_REQUEST') }
+    { errorHandler: () => refusal('GUARD_BAD_REQUEST') }
   )
+
+  const listener = (incoming: IncomingMessage, response: http.ServerResponse): void => {
+    // http and https only (never http2), created with StampedResponse below.
+    const outgoing = response as StampedResponse
+    if (active >= maxActive) {
+      metrics?.requestsRefused.inc({ reason: 'overloaded' })
+      refuse(outgoing, 'GUARD_OVERLOADED', { 'retry-after': '1' })
+      return
+    }
+    const generation = current
+    generation.inFlight++
+    active++
+    const exchange = new Exchange(incoming, outgoing)
+    // Once, on whichever comes first: the response's 'close', or its connection's (a pipelined
+    // request whose response never started gets no 'close' of its own when the connection dies).
+    const requests = openRequestsOn(incoming.socket)
+    const end = () => {
+      if (!requests.delete(end)) return
+      exchange.close()
+      try {
+        exchange.responseEnded?.()
+      } finally {
+        release(generation)
+      }
+    }
+    requests.add(end)
+    outgoing.on('close', end)
+    if (draining) outgoing.setHeader('connection', 'close')
+    if (!isOwnPath(exchange.target, generation.admin)) return generation.app.handle(exchange)
+    ownExchanges.set(incoming, { exchange, app: generation.app })
+    void ownListener(incoming, outgoing)
+  }
 
   const serverOptions: http.ServerOptions<typeof IncomingMessage, typeof StampedResponse> = {
     ServerResponse: StampedResponse,
@@ -314,18 +329,28 @@ function updateCacheGauges(metrics: Metrics, runtime: Runtime): void {
   }
 }
 
-/** Requests refused before the app sees them (unparseable target, bad Host, overload). */
-function errorResponse(code: ErrorCode, headers: Record<string, string> = {}): Response {
+/** The answer to a request refused before the app sees it (overload, an own path's bad Host). */
+function refusalAnswer(code: ErrorCode, extra: Record<string, string>): { status: number; headers: Record<string, string>; body: string } {
   const { status, message } = ERROR_CATALOGUE[code]
   const requestId = randomUUID()
-  return new Response(JSON.stringify({ error: { code, message, request_id: requestId } }), {
-    status,
-    headers: {
-      'content-type': 'application/json; charset=utf-8',
-      'cache-control': 'no-store',
-      'x-request-id': requestId,
-      'x-content-type-options': 'nosniff',
-      ...headers,
-    },
-  })
+  const body = JSON.stringify({ error: { code, message, request_id: requestId } })
+  const headers = {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': String(Buffer.byteLength(body)),
+    'cache-control': 'no-store',
+    'x-request-id': requestId,
+    'x-content-type-options': 'nosniff',
+    ...extra,
+  }
+  return { status, headers, body }
+}
+
+function refusal(code: ErrorCode, extra: Record<string, string> = {}): Response {
+  const { status, headers, body } = refusalAnswer(code, extra)
+  return new Response(body, { status, headers })
+}
+
+function refuse(outgoing: StampedResponse, code: ErrorCode, extra: Record<string, string> = {}): void {
+  const { status, headers, body } = refusalAnswer(code, extra)
+  outgoing.writeHead(status, headers).end(body)
 }

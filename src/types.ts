@@ -1,6 +1,5 @@
-// Plain data shared by the stages, and the typed per-request variables (each has one writer).
-import type { IncomingMessage } from 'node:http'
-import type { StampedResponse } from './http/stamped-response.ts'
+// Plain data shared by the stages (the per-request facts they hand each other are in
+// pipeline/exchange.ts).
 import type { CorsConfig } from './config/schema.ts'
 import type { Authorizer, CachedObject, ObjectSource, RateLimiter, TieredStore, TokenVerifier } from './ports.ts'
 
@@ -103,24 +102,6 @@ export interface CacheUse {
   tier: string | undefined
 }
 
-export type AppVariables = {
-  requestId: string
-  /** The client's address: the socket peer, or what trusted proxies forwarded (observe sets it). */
-  clientIp: string
-  route: RouteMatch
-  principal: Principal | null
-  transfer: TransferMeter
-  cacheUse: CacheUse
-  /** The replica that answered from the origin (absent for cache hits). */
-  replica: string
-  /** The reason of the OPA decision, when the bucket has a policy. */
-  authzReason: string
-  /** The request's server span, when tracing is on. */
-  span: import('./ports.ts').TraceSpan
-  /** performance.now() after each stage, when the slow-request log is on. */
-  marks: StageMarks
-}
-
 export interface StageMarks {
   start: number
   authenticated: number
@@ -130,29 +111,14 @@ export interface StageMarks {
 }
 
 /**
- * One step of the request pipeline (app.ts runs them in order). Returns nothing to let the request
- * go on, or throws a ProxyError. A promise only when the step really waits for something, so a
- * request that needs no I/O (a cached object, a cached token) runs without extra ticks.
+ * What the object pipeline answers: status, headers and the body, as bytes (their length is in the
+ * headers), text, a stream, or nothing (HEAD, 304, 204). Header objects may be shared between
+ * answers (cached objects reuse theirs): nothing downstream mutates one.
  */
-export type Stage = (c: import('hono').Context<AppEnv>) => void | Promise<void>
-
-/** Hono environment of the app: node-server bindings (absent under `app.request()`) and variables. */
-export type AppEnv = {
-  Bindings: Partial<RequestBindings>
-  Variables: AppVariables
-}
-
-/** What server.ts hands the app with each request. */
-export interface RequestBindings {
-  incoming: IncomingMessage
-  outgoing: StampedResponse
-  /**
-   * Called once when the response is over (its 'close', or its connection's for a pipelined
-   * request that never started). server.ts sets null; observe puts the access log here.
-   */
-  responseEnded: (() => void) | null
-  /** The response is over (server.ts sets it before calling `responseEnded`). */
-  ended: boolean
+export interface Answer {
+  status: number
+  headers: Readonly<Record<string, string>>
+  body: Uint8Array | string | ReadableStream<Uint8Array> | null
 }
 
 /**

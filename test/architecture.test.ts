@@ -30,7 +30,7 @@ function forbidden(from: string, to: string): string | undefined {
     return isLeaf(to) || to.startsWith(capability) ? undefined : 'a capability imports only leaves and itself'
   }
   if (from.startsWith('pipeline/')) {
-    if (isLeaf(to) || to === 'pipeline/request-target.ts') return undefined
+    if (isLeaf(to) || to === 'pipeline/exchange.ts') return undefined
     return 'a stage imports leaves and port types only'
   }
   if (capabilityOf(to) !== undefined && !['runtime.ts'].includes(from)) return 'only runtime.ts knows concrete adapters'

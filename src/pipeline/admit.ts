@@ -8,7 +8,8 @@ import { ProxyError } from '../errors.ts'
 import { parseAddress } from '../http/ip-range.ts'
 import type { RateLimiter, RateLimitRefusal } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
-import type { IpFilter, Stage } from '../types.ts'
+import type { IpFilter } from '../types.ts'
+import type { Stage } from './exchange.ts'
 
 export interface ClientLimits {
   ipFilter: IpFilter | null
@@ -20,8 +21,8 @@ export interface ClientLimits {
 export function admitClient(options: ClientLimits): Stage | undefined {
   const { ipFilter, global, perIp, metrics } = options
   if (ipFilter === null && global === null && perIp === null) return undefined
-  return function admitClient(c) {
-    const ip = c.get('clientIp')
+  return function admitClient(x) {
+    const ip = x.clientIp
     if (ipFilter !== null && !ipFilter.admits(ip)) refuseAddress(metrics)
     if (global === null && perIp === null) return
     return (async () => {
@@ -34,9 +35,9 @@ export function admitClient(options: ClientLimits): Stage | undefined {
 
 export function admitBucket(options: { metrics: Metrics | undefined }): Stage {
   const { metrics } = options
-  return function admitBucket(c) {
-    const { bucket } = c.get('route')
-    if (bucket.ipFilter !== null && !bucket.ipFilter.admits(c.get('clientIp'))) refuseAddress(metrics)
+  return function admitBucket(x) {
+    const { bucket } = x.matched
+    if (bucket.ipFilter !== null && !bucket.ipFilter.admits(x.clientIp)) refuseAddress(metrics)
     const limit = bucket.rateLimit
     if (limit === null) return
     return limit.take('all').then((refusal) => refuseWhenSpent(refusal, 'bucket', metrics))
@@ -47,8 +48,8 @@ export function admitBucket(options: { metrics: Metrics | undefined }): Stage {
 export function admitUser(options: { perUser: RateLimiter | null; metrics: Metrics | undefined }): Stage | undefined {
   const { perUser, metrics } = options
   if (perUser === null) return undefined
-  return function admitUser(c) {
-    const subject = c.get('principal')?.subject
+  return function admitUser(x) {
+    const subject = x.principal?.subject
     if (subject === undefined) return
     return perUser.take(subject).then((refusal) => refuseWhenSpent(refusal, 'per_user', metrics))
   }

@@ -1,9 +1,9 @@
 // guard: request-level refusals before any routing work: methods other than GET/HEAD/OPTIONS
-// (read-only proxy), request targets over `max_uri_length`, and request bodies.
+// (read-only proxy), request targets that are not a path (absolute form, `*`) or have a backslash
+// in the path, targets over `max_uri_length`, and request bodies.
 import { ProxyError } from '../errors.ts'
 import { ALLOWED_METHODS } from '../http/cors.ts'
-import type { Stage } from '../types.ts'
-import { requestHeader, requestTarget } from './request-target.ts'
+import type { Stage } from './exchange.ts'
 
 export interface GuardOptions {
   maxUriLength: number
@@ -11,15 +11,25 @@ export interface GuardOptions {
 
 export function guard(options: GuardOptions): Stage {
   const { maxUriLength } = options
-  return function guard(c) {
-    const method = c.req.method
+  return function guard(x) {
+    const method = x.method
     if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') {
       throw new ProxyError('GUARD_METHOD_NOT_ALLOWED', { headers: { allow: ALLOWED_METHODS } })
     }
-    if (requestTarget(c).length > maxUriLength) throw new ProxyError('GUARD_URI_TOO_LONG')
-    const length = requestHeader(c, 'content-length')
-    if ((length !== undefined && length !== '0') || requestHeader(c, 'transfer-encoding') !== undefined) {
+    const target = x.target
+    if (target.charCodeAt(0) !== 47 /* / */ || backslashInPath(target)) throw new ProxyError('GUARD_BAD_REQUEST', { reason: 'bad_target' })
+    if (target.length > maxUriLength) throw new ProxyError('GUARD_URI_TOO_LONG')
+    const length = x.header('content-length')
+    if ((length !== undefined && length !== '0') || x.header('transfer-encoding') !== undefined) {
       throw new ProxyError('GUARD_BODY_NOT_ALLOWED')
     }
   }
+}
+
+/** A backslash before the query: some servers read it as `/`, so it is refused rather than guessed. */
+function backslashInPath(target: string): boolean {
+  const backslash = target.indexOf('\\')
+  if (backslash === -1) return false
+  const query = target.indexOf('?')
+  return query === -1 || backslash < query
 }

@@ -4,9 +4,8 @@
 // of the key, never a prefix boundary.
 import { ProxyError } from '../errors.ts'
 import { decodeSegments, isSafeKey, rawPathOf } from '../http/path.ts'
-import type { Context } from 'hono'
-import type { AppEnv, BucketRoute, Stage } from '../types.ts'
-import { requestTarget } from './request-target.ts'
+import type { BucketRoute } from '../types.ts'
+import type { Exchange, Stage } from './exchange.ts'
 
 export interface RouteOptions {
   buckets: readonly BucketRoute[]
@@ -28,7 +27,7 @@ export function route(options: RouteOptions): Stage {
   }
 
   /** A path with no `%` (most requests): raw and decoded are the same text, nothing to split. */
-  const routePlain = (c: Context<AppEnv>, rawPath: string): void => {
+  const routePlain = (x: Exchange, rawPath: string): void => {
     if (rawPath.charCodeAt(0) !== 47 /* / */) throw new ProxyError('GUARD_BAD_PATH', { reason: 'bad_encoding' })
     const path = rawPath.slice(1)
     if (!isSafeKey(path)) throw new ProxyError('GUARD_BAD_PATH', { reason: 'traversal' })
@@ -49,12 +48,12 @@ export function route(options: RouteOptions): Stage {
     if (bucket === undefined) throw new ProxyError('ROUTE_NOT_FOUND')
     const key = path.slice(prefixEnd + 1)
     if (key === '') throw new ProxyError('ROUTE_NO_KEY')
-    c.set('route', { bucket, key })
+    x.route = { bucket, key }
   }
 
-  return function route(c) {
-    const rawPath = rawPathOf(requestTarget(c))
-    if (rawPath.indexOf('%') === -1) return routePlain(c, rawPath)
+  return function route(x) {
+    const rawPath = rawPathOf(x.target)
+    if (rawPath.indexOf('%') === -1) return routePlain(x, rawPath)
     const segments = decodeSegments(rawPath)
     if (segments === undefined) throw new ProxyError('GUARD_BAD_PATH', { reason: 'bad_encoding' })
     if (!isSafeKey(segments.join('/'))) throw new ProxyError('GUARD_BAD_PATH', { reason: 'traversal' })
@@ -64,7 +63,7 @@ export function route(options: RouteOptions): Stage {
       if (bucket === undefined) continue
       const key = segments.slice(depth).join('/')
       if (key === '') throw new ProxyError('ROUTE_NO_KEY')
-      c.set('route', { bucket, key })
+      x.route = { bucket, key }
       return
     }
     throw new ProxyError('ROUTE_NOT_FOUND')

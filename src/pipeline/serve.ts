@@ -14,15 +14,14 @@
 // Without a cache: HEAD asks the backend for metadata only (HeadObject); GET sends a single Range on
 // in the same request; preconditions are evaluated here against the object's validators, and a
 // backend body that is not wanted (304, 412, stale If-Range) is cancelled at once.
-import type { Context } from 'hono'
 import { ProxyError } from '../errors.ts'
 import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '../http/conditional.ts'
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
 import type { CachedObject, ObjectBody, ReadOptions, TieredHit, TraceSpan } from '../ports.ts'
-import type { AppEnv, BucketCache, BucketRoute, ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
-import { requestHeader } from './request-target.ts'
+import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
+import type { Exchange } from './exchange.ts'
 
 interface ObjectRequest {
   head: boolean
@@ -69,41 +68,41 @@ export interface ServeOptions {
   tracing: boolean
 }
 
-export function serve(options: ServeOptions): (c: Context<AppEnv>) => Response | Promise<Response> {
+export function serve(options: ServeOptions): (x: Exchange) => Answer | Promise<Answer> {
   const { debugHeaders, tracing } = options
-  return function serve(c) {
-    const { bucket, key } = c.get('route')
-    const request = readRequest(c, debugHeaders)
+  return function serve(x) {
+    const { bucket, key } = x.matched
+    const request = readRequest(x, debugHeaders)
     const cache = bucket.cache
-    if (cache === null) return fromOrigin(c, bucket, key, request, undefined)
+    if (cache === null) return fromOrigin(x, bucket, key, request, undefined)
     const cacheKey = `${bucket.name}/${key}`
     // A fresh memory hit is answered in this tick: no promise on the hottest path.
-    const span = tracing && cache.store.peekedTiers === 1 ? c.get('span')?.child('cache.lookup', { 'yatagarasu.cache.tier': 'memory' }) : undefined
+    const span = tracing && cache.store.peekedTiers === 1 ? x.span?.child('cache.lookup', { 'yatagarasu.cache.tier': 'memory' }) : undefined
     const peeked = cache.store.peek(cacheKey)
     if (span !== undefined) {
       span.set({ 'yatagarasu.cache.hit': peeked !== undefined })
       span.end()
     }
-    if (peeked !== undefined && peeked.entry.freshUntil > Date.now()) return fromHit(c, bucket, cache, peeked, request)
-    return fromCacheOrOrigin(c, bucket, cache, cacheKey, key, request, peeked)
+    if (peeked !== undefined && peeked.entry.freshUntil > Date.now()) return fromHit(x, bucket, cache, peeked, request)
+    return fromCacheOrOrigin(x, bucket, cache, cacheKey, key, request, peeked)
   }
 }
 
-function fromHit(c: Context<AppEnv>, bucket: BucketRoute, cache: BucketCache, hit: TieredHit, request: ObjectRequest): Response {
+function fromHit(x: Exchange, bucket: BucketRoute, cache: BucketCache, hit: TieredHit, request: ObjectRequest): Answer {
   cache.counters.hits++
   cache.counters.hitBytes += hit.entry.body.length
-  return fromEntry(c, bucket, hit.entry, request, { xCache: 'HIT', status: HIT_STATUS[hit.tier] ?? `yatagarasu; hit; detail=${hit.tier}`, tier: hit.tier })
+  return fromEntry(x, bucket, hit.entry, request, { xCache: 'HIT', status: HIT_STATUS[hit.tier] ?? `yatagarasu; hit; detail=${hit.tier}`, tier: hit.tier })
 }
 
 async function fromCacheOrOrigin(
-  c: Context<AppEnv>,
+  x: Exchange,
   bucket: BucketRoute,
   cache: BucketCache,
   cacheKey: string,
   key: string,
   request: ObjectRequest,
   peeked: TieredHit | undefined
-): Promise<Response> {
+): Promise<Answer> {
   let hit = peeked
   if (hit === undefined && cache.store.tiers.length > cache.store.peekedTiers) {
     const span = request.options.span?.child('cache.lookup', { 'yatagarasu.cache.tier': cache.store.tiers.slice(cache.store.peekedTiers).map((t) => t.name).join(',') })
@@ -111,61 +110,59 @@ async function fromCacheOrOrigin(
     span?.set({ 'yatagarasu.cache.hit': hit !== undefined, 'yatagarasu.cache.hit_tier': hit?.tier })
     span?.end()
   }
-  if (hit !== undefined && hit.entry.freshUntil > Date.now()) return fromHit(c, bucket, cache, hit, request)
+  if (hit !== undefined && hit.entry.freshUntil > Date.now()) return fromHit(x, bucket, cache, hit, request)
   cache.counters.misses++
-  c.set('cacheUse', { result: 'miss', tier: undefined })
-  if (hit !== undefined) return revalidate(c, bucket, cache, cacheKey, key, hit.entry, request)
+  x.cacheUse = { result: 'miss', tier: undefined }
+  if (hit !== undefined) return revalidate(x, bucket, cache, cacheKey, key, hit.entry, request)
   if (request.head || request.range !== undefined) {
-    return fromOrigin(c, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+    return fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
   }
-  return fetchAndFill(c, bucket, cache, cacheKey, key, request)
+  return fetchAndFill(x, bucket, cache, cacheKey, key, request)
 }
 
-function readRequest(c: Context<AppEnv>, debugHeaders: boolean): ObjectRequest {
-  const parsed = parseRange(requestHeader(c, 'range'))
+function readRequest(x: Exchange, debugHeaders: boolean): ObjectRequest {
+  const parsed = parseRange(x.header('range'))
   return {
-    head: c.req.method === 'HEAD',
+    head: x.method === 'HEAD',
     conditions: {
-      ifMatch: requestHeader(c, 'if-match'),
-      ifNoneMatch: requestHeader(c, 'if-none-match'),
-      ifModifiedSince: requestHeader(c, 'if-modified-since'),
-      ifUnmodifiedSince: requestHeader(c, 'if-unmodified-since'),
+      ifMatch: x.header('if-match'),
+      ifNoneMatch: x.header('if-none-match'),
+      ifModifiedSince: x.header('if-modified-since'),
+      ifUnmodifiedSince: x.header('if-unmodified-since'),
     },
     range: parsed === 'multiple' ? undefined : parsed,
-    ifRange: requestHeader(c, 'if-range'),
-    options: new OriginReadOptions(c, debugHeaders),
+    ifRange: x.header('if-range'),
+    options: new OriginReadOptions(x, debugHeaders),
   }
 }
 
 /** How an origin read follows the client: built per request, its parts only on first use. */
 class OriginReadOptions implements ReadOptions {
-  readonly #c: Context<AppEnv>
+  readonly #x: Exchange
   readonly #debugHeaders: boolean
-  constructor(c: Context<AppEnv>, debugHeaders: boolean) {
-    this.#c = c
+  constructor(x: Exchange, debugHeaders: boolean) {
+    this.#x = x
     this.#debugHeaders = debugHeaders
   }
   get span(): TraceSpan | undefined {
-    return this.#c.get('span')
+    return this.#x.span
   }
   servedBy(replica: string): void {
-    this.#c.set('replica', replica)
-    if (this.#debugHeaders) this.#c.env?.outgoing?.setHeader('x-served-by', replica)
+    this.#x.replica = replica
+    if (this.#debugHeaders) this.#x.outgoing.setHeader('x-served-by', replica)
   }
   /** Aborts the origin request when the client goes away (a cache hit never creates it). */
   get signal(): AbortSignal {
-    return this.#c.req.raw.signal
+    return this.#x.signal
   }
-  get abortResponse(): ((error: ProxyError) => boolean) | undefined {
-    const c = this.#c
-    const outgoing = c.env?.outgoing
-    if (outgoing === undefined) return undefined
+  get abortResponse(): (error: ProxyError) => boolean {
+    const x = this.#x
     return (error) => {
       // Before the headers went out, the body was not streaming to this client (the cache was
       // collecting it): the error is answered normally instead.
-      if (!outgoing.headersSent) return false
-      c.error = error
-      outgoing.destroy()
+      if (!x.outgoing.headersSent) return false
+      x.error = error
+      x.outgoing.destroy()
       return true
     }
   }
@@ -175,18 +172,18 @@ class OriginReadOptions implements ReadOptions {
 // Origin only
 
 async function fromOrigin(
-  c: Context<AppEnv>,
+  x: Exchange,
   bucket: BucketRoute,
   key: string,
   request: ObjectRequest,
   outcome: CacheOutcome | undefined
-): Promise<Response> {
+): Promise<Answer> {
   const { options } = request
   if (request.head) {
     const meta = await bucket.source.head(key, options)
     const decided = decide(meta, request)
     if (decided.kind !== 'body') return preconditionAnswer(bucket, decided.kind, meta, outcome)
-    return new Response(null, { status: decided.range ? 206 : 200, headers: bodyHeaders(bucket, meta, decided.range, outcome) })
+    return { status: decided.range ? 206 : 200, headers: bodyHeaders(bucket, meta, decided.range, outcome), body: null }
   }
 
   let body: ObjectBody
@@ -201,7 +198,7 @@ async function fromOrigin(
     const decided = decide(meta, request)
     if (decided.kind !== 'body') return preconditionAnswer(bucket, decided.kind, meta, outcome)
     body = await bucket.source.get(key, undefined, options)
-    return streamed(c, bucket, body, body.stream, outcome)
+    return streamed(x, bucket, body, body.stream, outcome)
   }
   const outcomeOfPreconditions = evaluatePreconditions(request.conditions, body.meta)
   if (outcomeOfPreconditions !== 'proceed') {
@@ -212,19 +209,19 @@ async function fromOrigin(
     await body.stream.cancel()
     body = await bucket.source.get(key, undefined, options)
   }
-  return streamed(c, bucket, body, body.stream, outcome)
+  return streamed(x, bucket, body, body.stream, outcome)
 }
 
 function streamed(
-  c: Context<AppEnv>,
+  x: Exchange,
   bucket: BucketRoute,
   body: ObjectBody,
   stream: ReadableStream<Uint8Array>,
   outcome: CacheOutcome | undefined
-): Response {
-  c.set('transfer', body)
+): Answer {
+  x.transfer = body
   const headers = bodyHeaders(bucket, body.meta, body.range, outcome)
-  return new Response(stream, { status: body.range === undefined ? 200 : 206, headers })
+  return { status: body.range === undefined ? 200 : 206, headers, body: stream }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,28 +229,28 @@ function streamed(
 
 /** Answers from a cached copy: the same status, headers and bytes a miss would get. */
 function fromEntry(
-  c: Context<AppEnv>,
+  x: Exchange,
   bucket: BucketRoute,
   entry: CachedObject,
   request: ObjectRequest,
   outcome: CacheOutcome
-): Response {
-  c.set('cacheUse', { result: outcome.xCache === 'STALE' ? 'stale' : outcome.xCache === 'HIT' ? 'hit' : 'miss', tier: outcome.tier })
+): Answer {
+  x.cacheUse = { result: outcome.xCache === 'STALE' ? 'stale' : outcome.xCache === 'HIT' ? 'hit' : 'miss', tier: outcome.tier }
   const meta = entry.meta
   const decided = decide(meta, request)
   outcome.entry = entry
   if (decided.kind !== 'body') return preconditionAnswer(bucket, decided.kind, meta, outcome)
   const headers = decided.range === undefined ? wholeEntryHeaders(bucket, entry, outcome) : bodyHeaders(bucket, meta, decided.range, outcome)
   const status = decided.range === undefined ? 200 : 206
-  if (request.head) return new Response(null, { status, headers })
+  if (request.head) return { status, headers, body: null }
   const { body } = entry
   const start = decided.range?.start ?? 0
   const length = decided.range === undefined ? body.length : decided.range.end - start + 1
   // The cached bytes themselves, or a view on them (no copy).
   const bytes =
     length === body.length ? (body as Uint8Array<ArrayBuffer>) : length === 0 ? EMPTY : new Uint8Array(body.buffer as ArrayBuffer, body.byteOffset + start, length)
-  c.set('transfer', { bytesSent: () => length })
-  return new Response(bytes, { status, headers })
+  x.transfer = { bytesSent: () => length }
+  return { status, headers, body: bytes }
 }
 
 function wholeEntryHeaders(bucket: BucketRoute, entry: CachedObject, outcome: CacheOutcome): HeaderRecord {
@@ -279,14 +276,14 @@ function ageOf(entry: CachedObject): string {
 }
 
 async function revalidate(
-  c: Context<AppEnv>,
+  x: Exchange,
   bucket: BucketRoute,
   cache: BucketCache,
   cacheKey: string,
   key: string,
   stale: CachedObject,
   request: ObjectRequest
-): Promise<Response> {
+): Promise<Answer> {
   let result: ObjectBody | 'not-modified'
   try {
     result =
@@ -297,7 +294,7 @@ async function revalidate(
     const withinWindow = Date.now() < stale.freshUntil + cache.staleIfErrorSeconds * 1000
     if (err instanceof ProxyError && err.source === 'upstream' && withinWindow) {
       cache.counters.stale++
-      return fromEntry(c, bucket, stale, request, { xCache: 'STALE', status: `yatagarasu; fwd=stale; fwd-status=${err.status}; detail=stale-if-error` })
+      return fromEntry(x, bucket, stale, request, { xCache: 'STALE', status: `yatagarasu; fwd=stale; fwd-status=${err.status}; detail=stale-if-error` })
     }
     if (err instanceof ProxyError && err.code === 'ORIGIN_NOT_FOUND') void cache.store.delete(cacheKey)
     throw err
@@ -307,19 +304,19 @@ async function revalidate(
     const policy = storagePolicy(stale.meta.cacheControl, cache.ttlSeconds)
     const refreshed: CachedObject = { ...stale, storedAt: now, freshUntil: now + policy.freshMs }
     void cache.store.set(cacheKey, refreshed)
-    return fromEntry(c, bucket, refreshed, request, { xCache: 'HIT', status: 'yatagarasu; fwd=stale; fwd-status=304' })
+    return fromEntry(x, bucket, refreshed, request, { xCache: 'HIT', status: 'yatagarasu; fwd=stale; fwd-status=304' })
   }
-  return fill(c, bucket, cache, cacheKey, result, request, undefined)
+  return fill(x, bucket, cache, cacheKey, result, request, undefined)
 }
 
 async function fetchAndFill(
-  c: Context<AppEnv>,
+  x: Exchange,
   bucket: BucketRoute,
   cache: BucketCache,
   cacheKey: string,
   key: string,
   request: ObjectRequest
-): Promise<Response> {
+): Promise<Answer> {
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
     // A failed, uncacheable or slow leader (its own client may read slowly) leaves the follower
@@ -331,9 +328,9 @@ async function fetchAndFill(
     const shared = await Promise.race([inFlight.catch(() => undefined), deadline])
     clearTimeout(timer)
     if (shared !== undefined) {
-      return fromEntry(c, bucket, shared, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' })
+      return fromEntry(x, bucket, shared, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' })
     }
-    return fromOrigin(c, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+    return fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
   }
 
   let settle!: (entry: CachedObject | undefined) => void
@@ -353,7 +350,7 @@ async function fetchAndFill(
     done.fail(err)
     throw err
   }
-  return fill(c, bucket, cache, cacheKey, body, request, done)
+  return fill(x, bucket, cache, cacheKey, body, request, done)
 }
 
 /**
@@ -361,14 +358,14 @@ async function fetchAndFill(
  * every tier and hands it to the requests waiting on the same key.
  */
 async function fill(
-  c: Context<AppEnv>,
+  x: Exchange,
   bucket: BucketRoute,
   cache: BucketCache,
   cacheKey: string,
   body: ObjectBody,
   request: ObjectRequest,
   flight: { settle(entry: CachedObject | undefined): void; fail(error: unknown): void } | undefined
-): Promise<Response> {
+): Promise<Answer> {
   const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
   const finish = (entry: CachedObject | undefined) => {
     flight?.settle(entry)
@@ -390,7 +387,7 @@ async function fill(
   const miss: CacheOutcome = { xCache: 'MISS', status: 'yatagarasu; fwd=miss' }
   if (!policy.store || body.meta.size > cache.maxItemBytes) {
     finish(undefined)
-    return answerFresh(c, bucket, body, request, miss)
+    return answerFresh(x, bucket, body, request, miss)
   }
   miss.status = 'yatagarasu; fwd=miss; stored'
 
@@ -409,7 +406,7 @@ async function fill(
       throw err
     }
     finish(entry)
-    return fromEntry(c, bucket, entry, request, miss)
+    return fromEntry(x, bucket, entry, request, miss)
   }
 
   const chunks: Uint8Array[] = []
@@ -441,28 +438,28 @@ async function fill(
     },
     { highWaterMark: 0 }
   )
-  return streamed(c, bucket, body, tee, miss)
+  return streamed(x, bucket, body, tee, miss)
 }
 
 /** Answers a whole-object origin body that is not cached (too large, or not storable). */
 async function answerFresh(
-  c: Context<AppEnv>,
+  x: Exchange,
   bucket: BucketRoute,
   body: ObjectBody,
   request: ObjectRequest,
   outcome: CacheOutcome
-): Promise<Response> {
+): Promise<Answer> {
   const decided = decide(body.meta, request)
   if (decided.kind !== 'body' || request.head) {
     await body.stream.cancel()
     if (decided.kind !== 'body') return preconditionAnswer(bucket, decided.kind, body.meta, outcome)
-    return new Response(null, { status: decided.range ? 206 : 200, headers: bodyHeaders(bucket, body.meta, decided.range, outcome) })
+    return { status: decided.range ? 206 : 200, headers: bodyHeaders(bucket, body.meta, decided.range, outcome), body: null }
   }
   if (decided.range !== undefined) {
     await body.stream.cancel()
-    return fromOrigin(c, bucket, c.get('route').key, request, outcome)
+    return fromOrigin(x, bucket, x.matched.key, request, outcome)
   }
-  return streamed(c, bucket, body, body.stream, outcome)
+  return streamed(x, bucket, body, body.stream, outcome)
 }
 
 async function collect(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
@@ -497,12 +494,12 @@ function preconditionAnswer(
   kind: 'not-modified' | 'failed' | 'unsatisfiable',
   meta: ObjectMeta,
   outcome: CacheOutcome | undefined
-): Response {
+): Answer {
   if (kind === 'failed') throw new ProxyError('HTTP_PRECONDITION_FAILED')
   if (kind === 'unsatisfiable') throw unsatisfiable(meta)
   const headers = notModifiedHeaders(meta)
   applyPolicyHeaders(headers, bucket, meta, outcome)
-  return new Response(null, { status: 304, headers })
+  return { status: 304, headers, body: null }
 }
 
 function bodyHeaders(bucket: BucketRoute, meta: ObjectMeta, range: ByteRange | undefined, outcome: CacheOutcome | undefined): HeaderRecord {
