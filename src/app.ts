@@ -34,12 +34,14 @@ export interface App {
   own: Hono<HonoEnv>
 }
 
-/** The paths of the proxy's own endpoints, from the raw request target: /health, /ready, /admin[/...]. */
-export function isOwnPath(target: string, admin: boolean): boolean {
+/**
+ * The paths of the proxy's own endpoints, from the raw request target: /health, /ready and
+ * /admin[/...] (no bucket may be mounted there: config/load.ts refuses such a prefix).
+ */
+export function isOwnPath(target: string): boolean {
   const query = target.indexOf('?')
   const path = query === -1 ? target : target.slice(0, query)
-  if (path === '/health' || path === '/ready') return true
-  return admin && (path === '/admin' || path.startsWith('/admin/'))
+  return path === '/health' || path === '/ready' || path === '/admin' || path.startsWith('/admin/')
 }
 
 export function createApp(runtime: Runtime, hooks: AdminHooks): App {
@@ -138,10 +140,14 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
     try {
       x.respond(corsDecorate(x, answer))
     } catch (err) {
-      // The answer could not be written (a header value Node refuses): an error instead, if the
-      // headers did not go out yet.
-      if (x.outgoing.headersSent) x.outgoing.destroy()
-      else x.respond(corsDecorate(x, errorAnswer(x, err, logger)))
+      // The answer could not be written (a header value Node refuses): a plain error instead, if
+      // the headers did not go out yet; a cut connection otherwise.
+      try {
+        if (x.outgoing.headersSent) throw err
+        x.respond(errorAnswer(x, err, logger))
+      } catch {
+        x.outgoing.destroy()
+      }
     }
     finish()
   }

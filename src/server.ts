@@ -23,8 +23,6 @@ import type { BucketChanges, ReloadResult } from './types.ts'
 interface Generation {
   runtime: Runtime
   app: App
-  /** Whether /admin/* is the admin API (an `admin:` block) rather than object paths. */
-  admin: boolean
   inFlight: number
   retired: boolean
 }
@@ -63,7 +61,7 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   }
   const makeGeneration = (runtime: Runtime): Generation => {
     runtime.start()
-    return { runtime, app: createApp(runtime, hooks), admin: runtime.config.admin !== null, inFlight: 0, retired: false }
+    return { runtime, app: createApp(runtime, hooks), inFlight: 0, retired: false }
   }
   let current = makeGeneration(await buildRuntime(config, { logger, metrics, generation: 1, startedAt }))
   metrics?.configGeneration.set(1)
@@ -125,9 +123,18 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
     requests.add(end)
     outgoing.on('close', end)
     if (draining) outgoing.setHeader('connection', 'close')
-    if (!isOwnPath(exchange.target, generation.admin)) return generation.app.handle(exchange)
-    ownExchanges.set(incoming, { exchange, app: generation.app })
-    void ownListener(incoming, outgoing)
+    if (isOwnPath(exchange.target)) {
+      ownExchanges.set(incoming, { exchange, app: generation.app })
+      void ownListener(incoming, outgoing)
+      return
+    }
+    try {
+      generation.app.handle(exchange)
+    } catch (err) {
+      // handle() answers every error itself; this is a bug, and it must not take the process down.
+      logger.error({ request_id: exchange.requestId, err }, 'unhandled error')
+      outgoing.destroy()
+    }
   }
 
   const serverOptions: http.ServerOptions<typeof IncomingMessage, typeof StampedResponse> = {

@@ -107,6 +107,13 @@ describe('probes', () => {
     assert.match(body.version, /^\d+\.\d+\.\d+/)
   })
 
+  it('answers a method the probes do not take with a JSON 404 carrying the request id', async () => {
+    const res = await send(proxy.url, '/health', { method: 'DELETE', headers: { 'x-request-id': 'probe-1' } })
+    assert.equal(res.status, 404)
+    assert.equal(res.headers['x-request-id'], 'probe-1')
+    assert.deepEqual(res.json(), { error: { code: 'ROUTE_NOT_FOUND', message: res.json<{ error: { message: string } }>().error.message, request_id: 'probe-1' } })
+  })
+
   it('reports 503 on /ready while a bucket has no reachable backend, naming it', async () => {
     const res = await send(proxy.url, '/ready')
     assert.equal(res.status, 503)
