@@ -142,6 +142,7 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
     } catch (err) {
       // The answer could not be written (a header value Node refuses): a plain error instead, if
       // the headers did not go out yet; a cut connection otherwise.
+      x.transfer = undefined
       try {
         if (x.outgoing.headersSent) throw err
         x.respond(errorAnswer(x, err, logger))
@@ -152,18 +153,25 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
     finish()
   }
   const handle = (x: Exchange): void => {
-    const finish = observer.begin(x)
+    let finish = ignore
     let answer: Answer | Promise<Answer>
     try {
+      finish = observer.begin(x)
       answer = runSteps(x, steps, 0, finalStep)
     } catch (err) {
       return respond(x, errorAnswer(x, err, logger), finish)
     }
     if (answer instanceof Promise) {
-      answer.then(
-        (ready) => respond(x, ready, finish),
-        (err: unknown) => respond(x, errorAnswer(x, err, logger), finish)
-      )
+      answer
+        .then(
+          (ready) => respond(x, ready, finish),
+          (err: unknown) => respond(x, errorAnswer(x, err, logger), finish)
+        )
+        .catch((err: unknown) => {
+          // A bug in writing the answer or in its logs: never an unhandled rejection.
+          logger.error({ request_id: x.requestId, err }, 'unhandled error')
+          x.outgoing.destroy()
+        })
     } else {
       respond(x, answer, finish)
     }
@@ -171,6 +179,8 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
 
   return { handle, own: app }
 }
+
+const ignore = () => {}
 
 /** A pipeline step that answers early (a preflight) or goes on; see `Stage`. */
 type Step = (x: Exchange) => ReturnType<Stage> | Answer | undefined

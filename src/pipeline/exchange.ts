@@ -55,6 +55,8 @@ export class Exchange {
   ended = false
 
   #abort: AbortController | undefined = undefined
+  /** Cancels the body being streamed, if any. */
+  #stopBody: (() => void) | undefined = undefined
   #query: URLSearchParams | undefined = undefined
 
   constructor(incoming: IncomingMessage, outgoing: StampedResponse) {
@@ -105,23 +107,39 @@ export class Exchange {
     return this.#abort.signal
   }
 
-  /** server.ts, when the response is over: an unfinished one aborts what still works for it. */
+  /**
+   * server.ts, when the response is over: an unfinished one stops what still works for it (the
+   * origin read, the body being streamed). Its connection may be gone without the response ever
+   * closing (a pipelined request that never started), so this does not wait for the response.
+   */
   close(): void {
     this.ended = true
-    if (this.#abort !== undefined && !this.outgoing.writableFinished) this.#abort.abort()
+    if (this.outgoing.writableFinished) return
+    this.#abort?.abort()
+    this.#stopBody?.()
   }
 
-  /** Writes the answer: headers, then the bytes or the stream (with back-pressure). */
+  /**
+   * Writes the answer: headers, then the bytes or the stream (with back-pressure). When Node refuses
+   * the head (a header value it does not accept), it throws with nothing sent, the body cancelled and
+   * the headers set for this answer removed, so an error can be answered instead.
+   */
   respond(answer: Answer): void {
     const { outgoing } = this
     const { body } = answer
     this.status = answer.status
-    if (outgoing.destroyed) {
+    if (outgoing.destroyed || this.ended) {
       // The client left before the answer was ready.
-      if (body instanceof ReadableStream) body.cancel().catch(ignore)
+      cancel(body)
       return
     }
-    outgoing.writeHead(answer.status, answer.headers)
+    try {
+      outgoing.writeHead(answer.status, answer.headers)
+    } catch (err) {
+      cancel(body)
+      for (const name of outgoing.getHeaderNames()) if (name !== 'connection') outgoing.removeHeader(name)
+      throw err
+    }
     if (body === null) {
       outgoing.end()
     } else if (typeof body === 'string') {
@@ -131,7 +149,7 @@ export class Exchange {
       this.bodyBytes = body.length
       outgoing.end(body)
     } else {
-      pipeTo(body, outgoing)
+      this.#stopBody = pipeTo(body, outgoing)
     }
   }
 }
@@ -152,35 +170,47 @@ function allValues(rawHeaders: readonly string[], lowerCaseName: string): string
 
 const ignore = () => {}
 
+function cancel(body: Answer['body']): void {
+  if (body instanceof ReadableStream) body.cancel().catch(ignore)
+}
+
 /**
  * Streams a body to the client at the client's pace: the next chunk is read only once the last one
- * was taken (or drained). The body is cancelled when the response closes early; a body that fails
- * mid-way destroys the response (the client sees a cut connection, never a short "complete" body).
+ * was taken (or drained). The body is cancelled when the response closes early (or by the returned
+ * function); a body that fails mid-way destroys the response (the client sees a cut connection,
+ * never a short "complete" body).
  */
-function pipeTo(body: ReadableStream<Uint8Array>, outgoing: StampedResponse): void {
+function pipeTo(body: ReadableStream<Uint8Array>, outgoing: StampedResponse): () => void {
   const reader = body.getReader()
-  const cancel = () => {
+  const stop = () => {
     reader.cancel().catch(ignore)
   }
   const fail = (err: unknown) => {
+    stop()
     outgoing.destroy(err instanceof Error ? err : undefined)
   }
   const next = () => {
     reader.read().then(flow, fail)
   }
   const flow = (chunk: ReadableStreamReadResult<Uint8Array>) => {
-    if (outgoing.destroyed) return cancel()
-    if (chunk.done) {
-      outgoing.off('close', cancel)
-      outgoing.end()
-    } else if (outgoing.write(chunk.value)) {
-      next()
-    } else {
-      outgoing.once('drain', next)
+    try {
+      if (outgoing.destroyed) {
+        stop()
+      } else if (chunk.done) {
+        outgoing.off('close', stop)
+        outgoing.end()
+      } else if (outgoing.write(chunk.value)) {
+        next()
+      } else {
+        outgoing.once('drain', next)
+      }
+    } catch (err) {
+      fail(err)
     }
   }
-  outgoing.once('close', cancel)
+  outgoing.once('close', stop)
   next()
+  return stop
 }
 
 /** The Hono environment of the proxy's own endpoints: the exchange is their binding. */

@@ -9,19 +9,22 @@ export interface GuardOptions {
   maxUriLength: number
 }
 
+/** A refused request may still be sending a body: the connection closes rather than read it. */
+const CLOSE = { connection: 'close' }
+
 export function guard(options: GuardOptions): Stage {
   const { maxUriLength } = options
   return function guard(x) {
     const method = x.method
     if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') {
-      throw new ProxyError('GUARD_METHOD_NOT_ALLOWED', { headers: { allow: ALLOWED_METHODS } })
+      throw new ProxyError('GUARD_METHOD_NOT_ALLOWED', { headers: { allow: ALLOWED_METHODS, ...CLOSE } })
     }
     const target = x.target
     if (target.charCodeAt(0) !== 47 /* / */ || backslashInPath(target)) throw new ProxyError('GUARD_BAD_REQUEST', { reason: 'bad_target' })
     if (target.length > maxUriLength) throw new ProxyError('GUARD_URI_TOO_LONG')
     const length = x.header('content-length')
     if ((length !== undefined && length !== '0') || x.header('transfer-encoding') !== undefined) {
-      throw new ProxyError('GUARD_BODY_NOT_ALLOWED')
+      throw new ProxyError('GUARD_BODY_NOT_ALLOWED', { headers: CLOSE })
     }
   }
 }
