@@ -8,7 +8,7 @@
 import cluster from 'node:cluster'
 import { Hono } from 'hono'
 import { adminRoutes, type AdminHooks } from './admin.ts'
-import { isProxyError, ProxyError } from './errors.ts'
+import { errorAnswer, isProxyError, ProxyError } from './errors.ts'
 import { clientAddressResolver } from './http/client-address.ts'
 import { ipFilterOf } from './http/ip-filter.ts'
 import { admitBucket, admitClient, admitUser } from './pipeline/admit.ts'
@@ -91,8 +91,8 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
 
   app.route('/', adminRoutes(runtime, hooks))
   const ownError = (x: Exchange, err: unknown): Response => {
-    const { status, headers, body } = errorAnswer(x, err, logger)
-    return new Response(body as string, { status, headers })
+    const { status, headers, body } = failed(x, err, logger)
+    return new Response(body, { status, headers })
   }
   app.notFound((c) => ownError(c.env, new ProxyError('ROUTE_NOT_FOUND')))
   app.onError((err, c) => ownError(c.env, err))
@@ -127,10 +127,11 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
   if (timed) steps.push(mark('authenticated'))
   steps.push(authorizeRequest)
   if (timed) steps.push(mark('authorized'))
+  const markServed = mark('served')
   const finalStep: FinalStep = timed
     ? async (x) => {
         const answer = await serveRequest(x)
-        mark('served')(x)
+        markServed(x)
         return answer
       }
     : serveRequest
@@ -145,7 +146,7 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
       x.transfer = undefined
       try {
         if (x.outgoing.headersSent) throw err
-        x.respond(errorAnswer(x, err, logger))
+        x.respond(failed(x, err, logger))
       } catch {
         x.outgoing.destroy()
       }
@@ -159,13 +160,13 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
       finish = observer.begin(x)
       answer = runSteps(x, steps, 0, finalStep)
     } catch (err) {
-      return respond(x, errorAnswer(x, err, logger), finish)
+      return respond(x, failed(x, err, logger), finish)
     }
     if (answer instanceof Promise) {
       answer
         .then(
           (ready) => respond(x, ready, finish),
-          (err: unknown) => respond(x, errorAnswer(x, err, logger), finish)
+          (err: unknown) => respond(x, failed(x, err, logger), finish)
         )
         .catch((err: unknown) => {
           // A bug in writing the answer or in its logs: never an unhandled rejection.
@@ -203,22 +204,12 @@ function runSteps(x: Exchange, steps: readonly Step[], from: number, last: Final
   return last(x)
 }
 
-/** The JSON error answer (with the request id); the error is kept on the exchange for the logs. */
-function errorAnswer(x: Exchange, err: unknown, logger: Logger): Answer {
+/** The error's JSON answer; the error is kept on the exchange for the logs. */
+function failed(x: Exchange, err: unknown, logger: Logger): Answer & { body: string } {
   const error = isProxyError(err) ? err : new ProxyError('INTERNAL_ERROR', { cause: err })
   if (error.source === 'internal') {
     logger.error({ request_id: x.requestId, err }, 'unhandled error')
   }
   x.error = error
-  const body = JSON.stringify({ error: { code: error.code, message: error.message, request_id: x.requestId } })
-  return {
-    status: error.status,
-    headers: {
-      'content-type': 'application/json; charset=utf-8',
-      'content-length': String(Buffer.byteLength(body)),
-      'cache-control': 'no-store',
-      ...error.headers,
-    },
-    body,
-  }
+  return errorAnswer(error, x.requestId)
 }

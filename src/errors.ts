@@ -1,7 +1,8 @@
 // The one error type of the proxy and its catalogue. Every failure a client can see has a stable
-// code here; `app.onError` is the only place a ProxyError becomes a response. `retryable` is what a
+// code here; `errorAnswer` below is its only rendering as a response. `retryable` is what a
 // replica set reads to decide whether another backend may succeed where this one failed.
 // docs/errors.md lists every code; test/e2e/errors-doc.test.ts keeps the two in step.
+import type { Answer } from './types.ts'
 
 export type ErrorSource = 'client' | 'upstream' | 'internal'
 
@@ -210,4 +211,22 @@ export class ProxyError extends Error {
 
 export function isProxyError(value: unknown): value is ProxyError {
   return value instanceof ProxyError
+}
+
+/**
+ * The one JSON rendering of an error: `{"error":{"code","message","request_id"}}`, never stored
+ * by a cache, plus the error's own headers (Allow, Retry-After, ...).
+ */
+export function errorAnswer(error: ProxyError, requestId: string): Answer & { body: string } {
+  const body = JSON.stringify({ error: { code: error.code, message: error.message, request_id: requestId } })
+  return {
+    status: error.status,
+    headers: {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': String(Buffer.byteLength(body)),
+      'cache-control': 'no-store',
+      ...error.headers,
+    },
+    body,
+  }
 }

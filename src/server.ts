@@ -12,13 +12,13 @@ import type { Registry } from 'prom-client'
 import { createApp, isOwnPath, type App } from './app.ts'
 import { loadConfig } from './config/load.ts'
 import type { BucketConfig, Config, TlsConfig } from './config/schema.ts'
-import { ERROR_CATALOGUE, type ErrorCode } from './errors.ts'
+import { errorAnswer, ProxyError, type ErrorCode } from './errors.ts'
 import { StampedResponse } from './http/stamped-response.ts'
 import { Exchange } from './pipeline/exchange.ts'
 import { buildRuntime, type Runtime } from './runtime.ts'
 import type { Logger } from './telemetry/log.ts'
 import { Metrics } from './telemetry/metrics.ts'
-import type { BucketChanges, ReloadResult } from './types.ts'
+import type { Answer, BucketChanges, ReloadResult } from './types.ts'
 
 interface Generation {
   runtime: Runtime
@@ -154,15 +154,10 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   server.timeout = config.server.idle_timeout_seconds * 1000
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable) return socket.destroy()
-    const code: ErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'GUARD_HEADERS_TOO_LARGE' : 'GUARD_BAD_REQUEST'
-    const { status, message } = ERROR_CATALOGUE[code]
-    const requestId = randomUUID()
-    const body = JSON.stringify({ error: { code, message, request_id: requestId } })
-    socket.end(
-      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-        `cache-control: no-store\r\nx-request-id: ${requestId}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-        `connection: close\r\n\r\n${body}`
-    )
+    // The parser gave up on the request: the answer is written to the socket by hand.
+    const { status, headers, body } = refusalAnswer(err.code === 'HPE_HEADER_OVERFLOW' ? 'GUARD_HEADERS_TOO_LARGE' : 'GUARD_BAD_REQUEST')
+    const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${head}connection: close\r\n\r\n${body}`)
   })
 
   await new Promise<void>((resolve, reject) => {
@@ -337,27 +332,18 @@ function updateCacheGauges(metrics: Metrics, runtime: Runtime): void {
 }
 
 /** The answer to a request refused before the app sees it (overload, an own path's bad Host). */
-function refusalAnswer(code: ErrorCode, extra: Record<string, string>): { status: number; headers: Record<string, string>; body: string } {
-  const { status, message } = ERROR_CATALOGUE[code]
+function refusalAnswer(code: ErrorCode, headers?: Record<string, string>): Answer & { body: string } {
   const requestId = randomUUID()
-  const body = JSON.stringify({ error: { code, message, request_id: requestId } })
-  const headers = {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': String(Buffer.byteLength(body)),
-    'cache-control': 'no-store',
-    'x-request-id': requestId,
-    'x-content-type-options': 'nosniff',
-    ...extra,
-  }
-  return { status, headers, body }
+  const answer = errorAnswer(new ProxyError(code, { headers }), requestId)
+  return { ...answer, headers: { ...answer.headers, 'x-request-id': requestId, 'x-content-type-options': 'nosniff' } }
 }
 
-function refusal(code: ErrorCode, extra: Record<string, string> = {}): Response {
-  const { status, headers, body } = refusalAnswer(code, extra)
+function refusal(code: ErrorCode): Response {
+  const { status, headers, body } = refusalAnswer(code)
   return new Response(body, { status, headers })
 }
 
-function refuse(outgoing: StampedResponse, code: ErrorCode, extra: Record<string, string> = {}): void {
-  const { status, headers, body } = refusalAnswer(code, extra)
-  outgoing.writeHead(status, headers).end(body)
+function refuse(outgoing: StampedResponse, code: ErrorCode, headers?: Record<string, string>): void {
+  const { status, headers: all, body } = refusalAnswer(code, headers)
+  outgoing.writeHead(status, all).end(body)
 }

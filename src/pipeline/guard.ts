@@ -3,6 +3,7 @@
 // in the path, targets over `max_uri_length`, and request bodies.
 import { ProxyError } from '../errors.ts'
 import { ALLOWED_METHODS } from '../http/cors.ts'
+import { rawPathOf } from '../http/path.ts'
 import type { Stage } from './exchange.ts'
 
 export interface GuardOptions {
@@ -20,7 +21,7 @@ export function guard(options: GuardOptions): Stage {
       throw new ProxyError('GUARD_METHOD_NOT_ALLOWED', { headers: { allow: ALLOWED_METHODS, ...CLOSE } })
     }
     const target = x.target
-    if (target.charCodeAt(0) !== 47 /* / */ || backslashInPath(target)) throw new ProxyError('GUARD_BAD_REQUEST', { reason: 'bad_target' })
+    if (target.charCodeAt(0) !== 47 /* / */ || rawPathOf(target).includes('\\')) throw new ProxyError('GUARD_BAD_REQUEST', { reason: 'bad_target' })
     if (target.length > maxUriLength) throw new ProxyError('GUARD_URI_TOO_LONG')
     const length = x.header('content-length')
     if ((length !== undefined && length !== '0') || x.header('transfer-encoding') !== undefined) {
@@ -29,10 +30,3 @@ export function guard(options: GuardOptions): Stage {
   }
 }
 
-/** A backslash before the query: some servers read it as `/`, so it is refused rather than guessed. */
-function backslashInPath(target: string): boolean {
-  const backslash = target.indexOf('\\')
-  if (backslash === -1) return false
-  const query = target.indexOf('?')
-  return query === -1 || backslash < query
-}
