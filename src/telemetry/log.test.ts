@@ -95,8 +95,12 @@ describe('LineBatch', () => {
       // What process.exit() would leave behind: only what was written synchronously.
       assert.equal(readFileSync(path, 'utf8'), '{"msg":"shutdown complete"}\n')
     } finally {
-      for (const fifo of fifos) closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK))
+      // O_RDWR never blocks on Linux and gives each FIFO a writer, so a reader's open() returns
+      // whether its pool thread got there already or only gets there later (a write-only
+      // O_NONBLOCK open fails with ENXIO when it has not, and leaves that thread blocked forever).
+      const writers = fifos.map((fifo) => openSync(fifo, constants.O_RDWR))
       for (const fd of await Promise.all(opened)) closeSync(fd)
+      for (const fd of writers) closeSync(fd)
     }
   })
 
