@@ -1,15 +1,26 @@
 // Redis tier (ioredis; Redis Cluster through ioredis' cluster client when `cluster_nodes` is set):
 // entries in their binary form (codec.ts) under `<key_prefix><cache key>`, expiring with their
-// stale window. A dead or slow Redis must cost nothing:
-//   - every command has a short timeout and never waits in ioredis' offline queue;
-//   - a breaker skips Redis entirely after FAILURES_TO_OPEN consecutive failures, for OPEN_MS,
-//     then lets one call through to probe (Closed -> Open -> Half-open -> Closed or Open again);
-// a skipped or failed call is a miss (get) or a no-op (set, delete).
+// stale window. A dead, hung or unreachable Redis node must cost nothing:
+//   - every command has a short timeout and never waits in an offline queue, and ioredis does not
+//     retry it (no retry on a closed connection, CLUSTERDOWN or TRYAGAIN): a failed call is a miss
+//     (get) or a no-op (set, delete);
+//   - a breaker per node (node-breaker.ts: Closed -> Open -> Half-open with a single probe) skips
+//     a node after 3 consecutive timeouts or connection errors, for 5 s. On a Cluster the node is
+//     the master that ioredis' slot table routes the key to (same CRC16 slot, `cluster.slots`), so
+//     one dead master never slows the keys of the others; a single Redis has one breaker.
+//     An error reply (CLUSTERDOWN while the cluster has lost a master, MOVED loops aside) is a miss
+//     but not a failure: the node answered at once, skipping it would save nothing.
+//   - on a Cluster the slot table is refreshed every SLOTS_REFRESH_MS, so when the cluster promotes
+//     a replica in place of a master that hangs (SIGSTOP: no closed connection, no MOVED), keys are
+//     routed to the new master, which has its own (closed) breaker.
 // Purges are also broadcast on `<key_prefix>purge` so every instance drops its own memory and disk
-// copies (see onPurge).
-import { Cluster, Redis } from 'ioredis'
+// copies (see onPurge); on a Cluster, PUBLISH to any master reaches every node's subscribers.
+import { Cluster, Redis, ReplyError } from 'ioredis'
+// @ts-expect-error cluster-key-slot (ioredis' own slot hash) ships no type declarations
+import calculateSlot from 'cluster-key-slot'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
 import { decodeEntry, encodeEntry } from './codec.ts'
+import { NodeBreaker } from './node-breaker.ts'
 import { TierCounters } from './tier-stats.ts'
 
 export interface RedisCacheOptions {
@@ -23,18 +34,23 @@ export interface RedisCacheOptions {
   maxTtlSeconds?: number | undefined
 }
 
-const FAILURES_TO_OPEN = 3
-const OPEN_MS = 5000
+/**
+ * How often a Cluster client re-reads the slot table (a new connection and CLUSTER SLOTS to one
+ * node). Bounds how long keys stay routed to a master that hangs after its replica took over.
+ */
+const SLOTS_REFRESH_MS = 1000
 
 type Client = Redis | Cluster
+
+const slotOf = calculateSlot as (key: string) => number
 
 export class RedisCache implements CacheStore {
   readonly name = 'redis'
   readonly #options: RedisCacheOptions
   readonly #client: Client
   #subscriber: Client | undefined
-  #failures = 0
-  #openUntil = 0
+  /** By node (`host:port`) on a Cluster; one entry, '', for a single Redis. */
+  readonly #breakers = new Map<string, NodeBreaker>()
   readonly #counters = new TierCounters()
 
   constructor(options: RedisCacheOptions) {
@@ -43,7 +59,8 @@ export class RedisCache implements CacheStore {
   }
 
   async get(key: string): Promise<CachedObject | undefined> {
-    const bytes = await this.#call((c) => c.getBuffer(this.#options.keyPrefix + key))
+    const id = this.#options.keyPrefix + key
+    const bytes = await this.#call(this.#nodeOf(id), () => this.#client.getBuffer(id))
     return this.#counters.record(bytes === undefined || bytes === null ? undefined : decodeEntry(key, bytes))
   }
 
@@ -53,25 +70,27 @@ export class RedisCache implements CacheStore {
     const cap = this.#options.maxTtlSeconds === undefined ? Infinity : this.#options.maxTtlSeconds * 1000
     const ttl = Math.min(retention, cap)
     if (ttl <= 0) return
-    await this.#call((c) => c.set(this.#options.keyPrefix + key, encodeEntry(key, entry), 'PX', ttl))
+    const id = this.#options.keyPrefix + key
+    await this.#call(this.#nodeOf(id), () => this.#client.set(id, encodeEntry(key, entry), 'PX', ttl))
   }
 
   async delete(key: string): Promise<void> {
-    await this.#call((c) => c.del(this.#options.keyPrefix + key))
+    const id = this.#options.keyPrefix + key
+    await this.#call(this.#nodeOf(id), () => this.#client.del(id))
   }
 
+  /** SCANs every master; a master that is down or skipped is left out (its keys expire). */
   async purge(prefix: string): Promise<number> {
     const pattern = `${escapeGlob(this.#options.keyPrefix + prefix)}*`
     let count = 0
-    const nodes = this.#client instanceof Cluster ? this.#client.nodes('master') : [this.#client]
-    for (const node of nodes) {
+    for (const [id, node] of this.#masters()) {
       let cursor = '0'
       do {
-        const reply = await this.#call(() => node.scan(cursor, 'MATCH', pattern, 'COUNT', 500))
-        if (reply === undefined) return count
+        const reply = await this.#call(id, () => node.scan(cursor, 'MATCH', pattern, 'COUNT', 500))
+        if (reply === undefined) break
         cursor = reply[0]
         for (const key of reply[1]) {
-          if ((await this.#call(() => node.unlink(key))) === 1) count++
+          if ((await this.#call(id, () => node.unlink(key))) === 1) count++
         }
       } while (cursor !== '0')
     }
@@ -80,7 +99,11 @@ export class RedisCache implements CacheStore {
 
   /** Publishes a purge message so that other instances drop their local copies. */
   async broadcastPurge(message: string): Promise<void> {
-    await this.#call((c) => c.publish(`${this.#options.keyPrefix}purge`, message))
+    const channel = `${this.#options.keyPrefix}purge`
+    // Any one master relays it to the whole cluster: try them until one takes it.
+    for (const [id, node] of this.#masters()) {
+      if ((await this.#call(id, () => node.publish(channel, message))) !== undefined) return
+    }
   }
 
   /** Calls `handler` with every purge message any instance broadcasts. */
@@ -100,28 +123,34 @@ export class RedisCache implements CacheStore {
     this.#subscriber?.disconnect()
   }
 
-  async #call<T>(command: (client: Client) => Promise<T>): Promise<T | undefined> {
-    const now = Date.now()
-    if (now < this.#openUntil) return undefined
-    if (this.#client.status !== 'ready') {
-      this.#fail(now)
-      return undefined
-    }
-    try {
-      const result = await command(this.#client)
-      this.#failures = 0
-      return result
-    } catch {
-      this.#fail(now)
-      return undefined
-    }
+  /** The node a key's command goes to, as ioredis routes it ('' for a single Redis). */
+  #nodeOf(id: string): string {
+    if (!(this.#client instanceof Cluster)) return ''
+    return this.#client.slots[slotOf(id)]?.[0] ?? 'unmapped'
   }
 
-  #fail(now: number): void {
-    this.#failures++
-    if (this.#failures >= FAILURES_TO_OPEN) {
-      this.#openUntil = now + OPEN_MS
-      this.#failures = FAILURES_TO_OPEN - 1 // after the open period, one failure re-opens it
+  /** The masters by node id; the single Redis is its own master. */
+  #masters(): Array<[string, Redis]> {
+    if (!(this.#client instanceof Cluster)) return [['', this.#client]]
+    return this.#client.nodes('master').map((node) => [`${node.options.host}:${node.options.port}`, node])
+  }
+
+  async #call<T>(node: string, command: () => Promise<T>): Promise<T | undefined> {
+    if (this.#client.status !== 'ready') return undefined
+    let breaker = this.#breakers.get(node)
+    if (breaker === undefined) {
+      breaker = new NodeBreaker()
+      this.#breakers.set(node, breaker)
+    }
+    const permit = breaker.acquire()
+    if (permit === undefined) return undefined
+    try {
+      const result = await command()
+      breaker.report(permit, true)
+      return result
+    } catch (err) {
+      breaker.report(permit, err instanceof ReplyError)
+      return undefined
     }
   }
 }
@@ -129,21 +158,33 @@ export class RedisCache implements CacheStore {
 /**
  * A client that never queues: while Redis is down every command fails at once (callers treat that
  * as a miss, or fall back), except for a subscriber, which must resubscribe when Redis returns.
+ * Also the rate limiters' client (runtime.ts).
  */
 export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNodes' | 'timeoutMs'>, subscriber = false): Client {
   const common = {
-    enableOfflineQueue: subscriber,
     commandTimeout: subscriber ? undefined : options.timeoutMs,
     maxRetriesPerRequest: subscriber ? null : 0,
     connectTimeout: Math.max(options.timeoutMs, 1000),
-    retryStrategy: (times: number) => Math.min(times * 200, 2000),
   }
   const client =
     options.clusterNodes.length > 0
-      ? new Cluster(options.clusterNodes, { enableOfflineQueue: subscriber, redisOptions: common })
-      : new Redis(options.url, common)
-  // Connection errors are expected while Redis is down; the breaker and `status` handle them.
+      ? new Cluster(options.clusterNodes, {
+          enableOfflineQueue: subscriber,
+          // Reads go to masters: a replica may still hold an entry a purge just deleted.
+          scaleReads: 'master',
+          // A failed command is a miss, not something to wait for: no retries after a closed
+          // connection, CLUSTERDOWN or TRYAGAIN. MOVED/ASK are still followed (at once), a few times.
+          retryDelayOnFailover: 0,
+          retryDelayOnClusterDown: 0,
+          retryDelayOnTryAgain: 0,
+          maxRedirections: 4,
+          slotsRefreshInterval: SLOTS_REFRESH_MS,
+          redisOptions: common,
+        })
+      : new Redis(options.url, { ...common, enableOfflineQueue: subscriber, retryStrategy: (times: number) => Math.min(times * 200, 2000) })
+  // Connection errors are expected while Redis is down; the breakers and `status` handle them.
   client.on('error', () => {})
+  if (client instanceof Cluster) client.on('node error', () => {})
   return client
 }
 
