@@ -14,6 +14,9 @@
 // ratio is the median of the per-pair ratios.
 //   BENCH_DURATION (seconds per run, default 5), BENCH_CONNECTIONS (default 32), BENCH_RUNS (default 3),
 //   BENCH_PAIRS (default 5)
+//   BENCH_COMPARE_NODE=/path/to/other/node: also runs the proxy (cached hit and uncached miss) and
+//   raw node:http on that Node.js binary and on this one, in alternating pairs, and prints them
+//   side by side (e.g. Node 20 vs 24 in one run)
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -45,8 +48,8 @@ const ALL_CPUS = `0-${CPUS - 1}`
 const SERVER_CPUS = CPUS >= 2 ? `1-${CPUS - 1}` : ALL_CPUS
 
 /** A node process for a server under test, on the server CPUs (or `cpus`) when pinning works. */
-function nodeServer(args: string[], options: SpawnOptions, cpus = SERVER_CPUS): ChildProcess {
-  return PINNED ? spawn('taskset', ['-c', cpus, process.execPath, ...args], options) : spawn(process.execPath, args, options)
+function nodeServer(args: string[], options: SpawnOptions, cpus = SERVER_CPUS, node = process.execPath): ChildProcess {
+  return PINNED ? spawn('taskset', ['-c', cpus, node, ...args], options) : spawn(node, args, options)
 }
 
 function median(values: number[]): number {
@@ -190,6 +193,9 @@ buckets:
   await new Promise((resolve) => proxy.once('exit', resolve))
   raw.kill()
 
+  const otherNode = process.env.BENCH_COMPARE_NODE
+  if (otherNode !== undefined && otherNode !== '') await compareRuntimes(dir, configText, token, otherNode)
+
   const failover = await primaryKillUnderLoad(dir, s3Port)
   console.log(
     `\nprimary killed under steady load (2 replicas, ${CONNECTIONS} connections, ${DURATION * 2}s, primary down at ${DURATION}s): ` +
@@ -197,6 +203,58 @@ buckets:
   )
   await s3rver.close()
   await rm(dir, { recursive: true, force: true })
+}
+
+/**
+ * The same proxy and the same raw node:http server on two Node.js binaries, in alternating pairs
+ * (the VM's slow and fast phases hit both alike): cached hit, uncached miss, raw.
+ */
+async function compareRuntimes(dir: string, configText: string, token: string, otherNode: string): Promise<void> {
+  const nodes = [otherNode, process.execPath]
+  const versions = nodes.map((node) => spawnSync(node, ['--version'], { encoding: 'utf8' }).stdout.trim())
+  type Row = { raw: number[]; cached: number[]; miss: number[] }
+  const rows: Row[] = nodes.map(() => ({ raw: [], cached: [], miss: [] }))
+  const started = await Promise.all(
+    nodes.map(async (node, n) => {
+      const port = await freePort()
+      const configFile = join(dir, `runtime-${n}.yaml`)
+      await writeFile(configFile, configText.replace(/127\.0\.0\.1:\d+" \}/, `127.0.0.1:${port}" }`))
+      const proxy = nodeServer([join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }, SERVER_CPUS, node)
+      const rawPort = await freePort()
+      const raw = nodeServer([join(ROOT, 'bench/raw-server.mjs'), String(rawPort)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }, SERVER_CPUS, node)
+      await new Promise((resolve) => raw.once('message', resolve))
+      await waitForHealth(`http://127.0.0.1:${port}/health`)
+      return { proxy, raw, proxyUrl: `http://127.0.0.1:${port}`, rawUrl: `http://127.0.0.1:${rawPort}/` }
+    })
+  )
+  const headers = { authorization: `Bearer ${token}` }
+  for (const s of started) {
+    await load(s.rawUrl, headers)
+    await load(`${s.proxyUrl}/cached/small.bin`, headers)
+    await load(`${s.proxyUrl}/bench/small.bin`)
+  }
+  for (let i = 0; i < PAIRS; i++) {
+    const order = i % 2 === 0 ? [0, 1] : [1, 0]
+    for (const n of order) {
+      const s = started[n]!
+      const row = rows[n]!
+      row.raw.push((await load(s.rawUrl, headers)).rps)
+      row.cached.push((await load(`${s.proxyUrl}/cached/small.bin`, headers)).rps)
+      row.miss.push((await load(`${s.proxyUrl}/bench/small.bin`)).rps)
+    }
+  }
+  for (const s of started) {
+    s.raw.kill()
+    s.proxy.kill('SIGTERM')
+    await new Promise((resolve) => s.proxy.once('exit', resolve))
+  }
+  console.log(`\nNode.js side by side (${PAIRS} alternating rounds, median req/s, 1 KiB, ${CONNECTIONS} connections)`)
+  console.log(`| | ${versions.join(' | ')} |\n| --- | ${versions.map(() => '---:').join(' | ')} |`)
+  const line = (name: string, pick: (r: Row) => number[]) => console.log(`| ${name} | ${rows.map((r) => Math.round(median(pick(r)))).join(' | ')} |`)
+  line('raw node:http, same request', (r) => r.raw)
+  line('proxy, cached 1 KiB with a JWT', (r) => r.cached)
+  line('proxy -> s3rver, 1 KiB uncached', (r) => r.miss)
+  console.log(`| cached / raw | ${rows.map((r) => `${Math.round((median(r.cached) / median(r.raw)) * 100)}%`).join(' | ')} |`)
 }
 
 /** The cached target again, through a second proxy with tracing on, exporting to a local OTLP sink. */
