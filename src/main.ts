@@ -58,6 +58,7 @@ async function main(): Promise<number> {
     return 1
   }
   if (args.check) {
+    for (const warning of config.warnings) console.error(`warning in ${file}: ${warning.path}: ${warning.message}`)
     console.log(`configuration ${file} is valid: ${config.buckets.length} bucket(s)`)
     return 0
   }

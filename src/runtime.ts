@@ -176,8 +176,11 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     },
     commit() {
       for (const handle of [cache, audit, tracer, limits]) takeOver(handle)
+      // A reused cache takes this config's per-bucket budgets when it goes live.
+      if (cache !== null) cache.store.setBudgets(config.cache?.budgets ?? {})
     },
     start() {
+      for (const warning of config.warnings) deps.logger.warn({ key: warning.path }, `config: ${warning.message}`)
       for (const replicas of replicaSets) void replicas.startProbing()
     },
     async close() {
@@ -280,7 +283,9 @@ function buildReplicaSet(
 async function buildCache(config: Config, logger: Logger, previous: SharedCache | null): Promise<SharedCache | null> {
   const settings = config.cache
   if (settings === null) return null
-  const built = JSON.stringify(settings)
+  // Budgets are applied to a reused cache on commit: a changed budget keeps the cache's contents.
+  const { budgets, ...tierSettings } = settings
+  const built = JSON.stringify(tierSettings)
   if (previous !== null && previous.built === built) {
     return { ...previous, owned: false, from: previous }
   }
@@ -289,13 +294,13 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
   let redis: RedisCache | undefined
   for (const layer of settings.layers) {
     if (layer === 'memory') {
-      tiers.push(new MemoryCache({ maxBytes: settings.memory.max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale }))
+      tiers.push(new MemoryCache({ maxBytes: settings.memory.max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale, budgets }))
     } else if (layer === 'disk' && settings.disk !== null) {
       const { dir, max_bytes } = settings.disk
       try {
         await mkdir(dir, { recursive: true })
         await access(dir, constants.W_OK)
-        tiers.push(await DiskCache.open({ dir, maxBytes: max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale }))
+        tiers.push(await DiskCache.open({ dir, maxBytes: max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale, budgets }))
       } catch (err) {
         throw new ConfigError(config.file, [
           { path: 'cache.disk.dir', message: `${dir} is not a writable directory (${(err as NodeJS.ErrnoException).code ?? String(err)})` },

@@ -1,7 +1,9 @@
-// Memory tier: an LRU bounded by bytes (lru-cache with size accounting), with a per-item limit and
-// a per-entry lifetime of freshness plus the stale window.
+// Memory tier: an LRU bounded by bytes (lru-cache with size accounting), with a per-item limit, a
+// per-entry lifetime of freshness plus the stale window, and optional per-bucket budgets
+// (bucket-budgets.ts) inside the tier's size.
 import { LRUCache } from 'lru-cache'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
+import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
 export interface MemoryCacheOptions {
@@ -9,27 +11,39 @@ export interface MemoryCacheOptions {
   maxItemBytes: number
   /** How long past `freshUntil` an entry is kept for stale-if-error. */
   staleSeconds: number
+  /** Bytes per bucket name; buckets left out share what these leave of `maxBytes`. */
+  budgets?: BucketBudgetMap | undefined
 }
 
 /** Rough per-entry overhead (metadata, map slots), so many tiny objects cannot exceed the budget. */
 const ENTRY_OVERHEAD = 512
 
+const sizeOf = (entry: CachedObject) => entry.body.length + ENTRY_OVERHEAD
+
 export class MemoryCache implements CacheStore {
   readonly name = 'memory'
   readonly #lru: LRUCache<string, CachedObject>
+  readonly #maxBytes: number
+  readonly #maxEntryBytes: number
   readonly #staleMs: number
   readonly #counters = new TierCounters()
+  #budgets: BucketBudgets | undefined
+  #budgetsBuilt = '{}'
 
   constructor(options: MemoryCacheOptions) {
     this.#staleMs = options.staleSeconds * 1000
+    this.#maxBytes = options.maxBytes
+    this.#maxEntryBytes = Math.min(options.maxItemBytes + ENTRY_OVERHEAD, options.maxBytes)
     this.#lru = new LRUCache<string, CachedObject>({
       maxSize: options.maxBytes,
-      maxEntrySize: options.maxItemBytes + ENTRY_OVERHEAD,
-      sizeCalculation: (entry) => entry.body.length + ENTRY_OVERHEAD,
-      dispose: (_value, _key, reason) => {
+      maxEntrySize: this.#maxEntryBytes,
+      sizeCalculation: sizeOf,
+      dispose: (_value, key, reason) => {
         if (reason === 'evict') this.#counters.evictions++
+        if (reason !== 'set') this.#budgets?.forget(key)
       },
     })
+    this.setBudgets(options.budgets ?? {})
   }
 
   async get(key: string): Promise<CachedObject | undefined> {
@@ -38,12 +52,22 @@ export class MemoryCache implements CacheStore {
 
   /** `get` without a promise: the memory tier never waits. */
   peek(key: string): CachedObject | undefined {
-    return this.#counters.record(this.#lru.get(key))
+    const entry = this.#lru.get(key)
+    if (entry !== undefined) this.#budgets?.touch(key)
+    return this.#counters.record(entry)
   }
 
   async set(key: string, entry: CachedObject): Promise<void> {
     const ttl = entry.freshUntil + this.#staleMs - Date.now()
-    if (ttl > 0) this.#lru.set(key, entry, { ttl })
+    const size = sizeOf(entry)
+    // The bucket's budget is applied first, so a bucket over it evicts its own entries before the
+    // tier's LRU would evict anyone else's. An entry that cannot be stored also drops the key's
+    // older copy: an outdated object is never left behind.
+    if (ttl <= 0 || size > this.#maxEntryBytes || this.#budgets?.track(key, size) === false) {
+      this.#lru.delete(key)
+      return
+    }
+    this.#lru.set(key, entry, { ttl })
   }
 
   async delete(key: string): Promise<void> {
@@ -54,11 +78,34 @@ export class MemoryCache implements CacheStore {
     return purgeByPrefix(this.#lru, prefix)
   }
 
+  /**
+   * Applies new per-bucket budgets to the entries already held (on reload): each bucket keeps its
+   * most recently used entries within its new budget.
+   */
+  setBudgets(budgets: BucketBudgetMap): void {
+    const built = JSON.stringify(budgets)
+    if (built === this.#budgetsBuilt) return
+    this.#budgetsBuilt = built
+    const next = BucketBudgets.create(this.#maxBytes, budgets, (key) => this.#evictForBudget(key))
+    this.#budgets = next
+    if (next === undefined) return
+    // Oldest first, so each bucket ends up with its most recently used entries.
+    const held: Array<[string, CachedObject]> = []
+    this.#lru.rforEach((entry, key) => held.push([key, entry]))
+    for (const [key, entry] of held) {
+      if (!next.track(key, sizeOf(entry))) this.#evictForBudget(key)
+    }
+  }
+
   stats(): CacheTierStats {
     return this.#counters.snapshot(this.#lru.size, this.#lru.calculatedSize)
   }
 
   async close(): Promise<void> {
     this.#lru.clear()
+  }
+
+  #evictForBudget(key: string): void {
+    if (this.#lru.delete(key)) this.#counters.evictions++
   }
 }

@@ -2,6 +2,8 @@
 // A hit in a lower tier is copied to the tiers above it in the background; a set writes every
 // tier without the caller waiting for the slower ones.
 import type { CachedObject, CacheStore, CacheTierStats, TieredHit } from '../ports.ts'
+import type { BucketBudgetMap } from './bucket-budgets.ts'
+import { DiskCache } from './disk.ts'
 import { MemoryCache } from './memory.ts'
 
 export class TieredCache implements CacheStore {
@@ -53,6 +55,16 @@ export class TieredCache implements CacheStore {
   async purge(prefix: string): Promise<number> {
     const counts = await Promise.all(this.tiers.map((tier) => tier.purge(prefix)))
     return Math.max(0, ...counts)
+  }
+
+  /**
+   * New per-bucket budgets for the memory and disk tiers, applied to what they hold (on reload).
+   * Redis has none: its size is Redis's own `maxmemory`.
+   */
+  setBudgets(budgets: BucketBudgetMap): void {
+    for (const tier of this.tiers) {
+      if (tier instanceof MemoryCache || tier instanceof DiskCache) tier.setBudgets(budgets)
+    }
   }
 
   stats(): CacheTierStats {

@@ -210,6 +210,74 @@ describe('loadConfig', () => {
   })
 })
 
+describe('per-bucket cache budgets (buckets[].cache.max_size)', () => {
+  const yaml = (buckets: string, cache = 'cache: { enabled: true, memory: { max_size: 64MB }, disk: { dir: /var/cache/y, max_size: 1GB } }') =>
+    `${cache}\nbuckets:\n${buckets}`
+  const bucket = (name: string, cache = '') =>
+    `  - name: ${name}\n    path_prefix: /${name.replace(/\//g, '-')}\n    s3: { bucket: ${name.replace(/\//g, '-')} }\n${cache === '' ? '' : `    cache: ${cache}\n`}`
+  const load = (text: string) => parseConfig(text, '/etc/yatagarasu/config.yaml', {})
+
+  it('reads a human size into the bucket and the cache budgets, with no warning when it fits', async () => {
+    const config = await load(yaml(bucket('media', '{ max_size: 16MB }') + bucket('docs')))
+    assert.equal(config.buckets[0]?.cache?.max_bytes, 16 * 1024 ** 2)
+    assert.equal(config.buckets[1]?.cache?.max_bytes, null)
+    assert.deepEqual(config.cache?.budgets, { media: 16 * 1024 ** 2 })
+    assert.deepEqual(config.warnings, [])
+  })
+
+  it('warns when a budget is not below a tier, and names the buckets left without room', async () => {
+    const config = await load(yaml(bucket('media', '{ max_size: "1GB" }') + bucket('docs')))
+    assert.deepEqual(config.warnings, [
+      {
+        path: 'buckets[0](media).cache.max_size',
+        message: '1 GiB is not less than cache.memory.max_size (64 MiB): in the memory tier this bucket may take all of it',
+      },
+      {
+        path: 'cache.memory.max_size',
+        message: "the buckets' cache.max_size budgets take all of it; docs (without a budget) get no room in the memory tier",
+      },
+      {
+        path: 'buckets[0](media).cache.max_size',
+        message: '1 GiB is not less than cache.disk.max_size (1 GiB): in the disk tier this bucket may take all of it',
+      },
+      {
+        path: 'cache.disk.max_size',
+        message: "the buckets' cache.max_size budgets take all of it; docs (without a budget) get no room in the disk tier",
+      },
+    ])
+  })
+
+  it('warns when the budgets add up to more than a tier (budgeted buckets then evict each other)', async () => {
+    const config = await load(yaml(bucket('media', '{ max_size: 40MB }') + bucket('docs', '{ max_size: 30MB }')))
+    assert.deepEqual(config.warnings, [
+      {
+        path: 'cache.memory.max_size',
+        message: "the buckets' cache.max_size budgets add up to 70 MiB, more than 64 MiB: budgeted buckets can evict each other's entries in the memory tier",
+      },
+    ])
+  })
+
+  it('warns when a budget cannot apply: the bucket does not cache, or there is only a Redis tier', async () => {
+    const off = await load(yaml(bucket('media', '{ enabled: false, max_size: 1MB }') + bucket('docs')))
+    assert.deepEqual(off.warnings, [
+      { path: 'buckets[0](media).cache.max_size', message: 'has no effect: this bucket does not cache (cache.enabled is not true)' },
+    ])
+    const redisOnly = await load(yaml(bucket('media', '{ max_size: 1MB }'), 'cache: { enabled: true, layers: [redis], redis: { url: "redis://127.0.0.1:6379" } }'))
+    assert.match(redisOnly.warnings[0]?.message ?? '', /has no effect: the cache has no memory or disk tier \(a Redis tier is bounded by Redis's own maxmemory\)/)
+  })
+
+  it('refuses a budget that is not a positive size', async () => {
+    const problems = (value: string) => problemsFromText(yaml(bucket('media', `{ max_size: ${value} }`)))
+    assert.match(await problems('"lots"'), /buckets\[0\]\(media\)\.cache\.max_size: "lots" is not a size/)
+    assert.match(await problems('"0MB"'), /buckets\[0\]\(media\)\.cache\.max_size: must be greater than 0/)
+  })
+
+  it('refuses bucket names whose cache keys a budget could not tell apart', async () => {
+    const message = await problemsFromText(yaml(bucket('media', '{ max_size: 1MB }') + bucket('media/thumbs')))
+    assert.match(message, /buckets\[1\]\(media\/thumbs\)\.name: "media\/thumbs" starts with "media\/" \(buckets\[0\]\)/)
+  })
+})
+
 describe('the shipped config.yaml', () => {
   it('is valid once its environment variables are set', async () => {
     const config = await loadConfig(join(import.meta.dirname, '../../config.yaml'), {

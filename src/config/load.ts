@@ -15,6 +15,7 @@ import {
   type BucketCacheConfig,
   type CacheConfig,
   type CacheLayer,
+  type ConfigWarning,
   type IpFilterConfig,
   type RateLimitConfig,
   type TlsConfig,
@@ -185,6 +186,8 @@ async function normalize(
 ): Promise<Config> {
   const report = (path: KeyPath, message: string) =>
     problems.push({ path: formatPath(path, root), message })
+  const warnings: ConfigWarning[] = []
+  const warn = (path: KeyPath, message: string) => warnings.push({ path: formatPath(path, root), message })
 
   const server = await normalizeServer(file.server, source, report)
   const seenPrefixes = new Map<string, number>()
@@ -230,7 +233,7 @@ async function normalize(
       auth,
       authorization: normalizeAuthorization(bucket.authorization, source),
       cors: bucket.cors ?? null,
-      cache: normalizeBucketCache(bucket.cache, file.cache, at('cache'), report),
+      cache: normalizeBucketCache(bucket.cache, file.cache, at('cache'), report, warn),
       cdn_cache_control: bucket.cdn_cache_control,
       ip_filter: normalizeIpFilter(bucket.ip_filter, at('ip_filter'), report),
       rate_limit: normalizeRateLimit(
@@ -241,6 +244,7 @@ async function normalize(
   }
 
   const cache = normalizeCache(file.cache, buckets, source, report)
+  if (cache !== null) checkBudgets(cache, buckets, report, warn)
   if (file.admin?.claims !== undefined && file.jwt === undefined) {
     report(['admin', 'claims'], 'admin claims need the global jwt block to verify the admin token')
   }
@@ -266,6 +270,7 @@ async function normalize(
     audit,
     redis,
     observability: file.observability,
+    warnings,
   }
 }
 
@@ -285,9 +290,13 @@ function normalizeBucketCache(
   bucket: ConfigFile['buckets'][number]['cache'],
   global: ConfigFile['cache'],
   at: KeyPath,
-  report: Report
+  report: Report,
+  warn: Report
 ): BucketCacheConfig | null {
-  if (!(bucket?.enabled ?? global?.enabled ?? false)) return null
+  if (!(bucket?.enabled ?? global?.enabled ?? false)) {
+    if (bucket?.max_size !== undefined) warn([...at, 'max_size'], 'has no effect: this bucket does not cache (cache.enabled is not true)')
+    return null
+  }
   const ttl =
     oneOf(at, report, { ttl_seconds: bucket?.ttl_seconds, ttl: bucket?.ttl }) ??
     oneOf(['cache'], report, { ttl_seconds: global?.ttl_seconds, ttl: global?.ttl })
@@ -298,6 +307,7 @@ function normalizeBucketCache(
     ttl_seconds: ttl ?? DEFAULT_TTL_SECONDS,
     max_item_bytes: maxItem ?? DEFAULT_MAX_ITEM_BYTES,
     stale_if_error_seconds: bucket?.stale_if_error_seconds ?? global?.stale_if_error_seconds ?? 86400,
+    max_bytes: bucket?.max_size ?? null,
   }
 }
 
@@ -325,6 +335,7 @@ function normalizeCache(
   const near = (path: string) => nearConfig(path, source)
   return {
     layers,
+    budgets: Object.fromEntries(caching.flatMap((b) => (b.cache?.max_bytes == null ? [] : [[b.name, b.cache.max_bytes]]))),
     max_item_bytes: Math.max(...caching.map((b) => (b.cache as BucketCacheConfig).max_item_bytes)),
     stale_if_error_seconds: Math.max(...caching.map((b) => (b.cache as BucketCacheConfig).stale_if_error_seconds)),
     memory: {
@@ -360,6 +371,65 @@ function normalizeCache(
 }
 
 type Report = (path: KeyPath, message: string) => void
+
+/**
+ * Per-bucket budgets: a key's bucket must be unambiguous (keys are `<bucket>/<key>`), and budgets
+ * that leave a tier no room for others, or do not fit in it, are worth a warning.
+ */
+function checkBudgets(cache: CacheConfig, buckets: BucketConfig[], report: Report, warn: Report): void {
+  const budgeted = Object.keys(cache.budgets)
+  if (budgeted.length === 0) return
+  const caching = buckets.flatMap((b, index) => (b.cache === null ? [] : [{ name: b.name, index, budget: b.cache.max_bytes }]))
+  for (const bucket of caching) {
+    const shadowing = caching.find((other) => bucket.name.startsWith(`${other.name}/`))
+    if (shadowing !== undefined) {
+      report(
+        ['buckets', bucket.index, 'name'],
+        `"${bucket.name}" starts with "${shadowing.name}/" (buckets[${shadowing.index}]): with cache.max_size set, their cache keys (<bucket>/<key>) cannot be told apart; rename one`
+      )
+    }
+  }
+  const tiers = [
+    ...(cache.layers.includes('memory') ? [{ name: 'memory', bytes: cache.memory.max_bytes }] : []),
+    ...(cache.disk === null ? [] : [{ name: 'disk', bytes: cache.disk.max_bytes }]),
+  ]
+  if (tiers.length === 0) {
+    for (const b of caching) {
+      if (b.budget !== null) warn(['buckets', b.index, 'cache', 'max_size'], 'has no effect: the cache has no memory or disk tier (a Redis tier is bounded by Redis\'s own maxmemory)')
+    }
+    return
+  }
+  for (const tier of tiers) {
+    let reserved = 0
+    for (const b of caching) {
+      if (b.budget === null) continue
+      reserved += Math.min(b.budget, tier.bytes)
+      if (b.budget >= tier.bytes) {
+        warn(
+          ['buckets', b.index, 'cache', 'max_size'],
+          `${formatBytes(b.budget)} is not less than cache.${tier.name}.max_size (${formatBytes(tier.bytes)}): in the ${tier.name} tier this bucket may take all of it`
+        )
+      }
+    }
+    const unbudgeted = caching.filter((b) => b.budget === null).map((b) => b.name)
+    const over = reserved > tier.bytes
+    const starved = reserved >= tier.bytes && unbudgeted.length > 0
+    if (over || starved) {
+      const budgets = over
+        ? `the buckets' cache.max_size budgets add up to ${formatBytes(reserved)}, more than ${formatBytes(tier.bytes)}: budgeted buckets can evict each other's entries in the ${tier.name} tier`
+        : "the buckets' cache.max_size budgets take all of it"
+      const rest = starved ? `; ${unbudgeted.join(', ')} (without a budget) get no room in the ${tier.name} tier` : ''
+      warn(['cache', tier.name, 'max_size'], `${budgets}${rest}`)
+    }
+  }
+}
+
+function formatBytes(bytes: number): string {
+  for (const [unit, size] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+    if (bytes >= size) return `${Number((bytes / size).toFixed(2))} ${unit}`
+  }
+  return `${bytes} bytes`
+}
 
 function normalizeAuthorization(
   authz: ConfigFile['buckets'][number]['authorization'],

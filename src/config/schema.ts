@@ -1,7 +1,8 @@
 // The one definition of the configuration file. Accepts Yatagarasu's config.yaml format (and the
 // alternative spellings its README shows), rejects unknown keys, and normalizes to `Config`.
-// Keys of capabilities this version does not implement yet are rejected with a clear message rather
-// than ignored: a setting the user relies on (say, an IP allowlist) must never silently do nothing.
+// A key is implemented or refused, never silently ignored: a setting the user relies on (say, an IP
+// allowlist) must never do nothing. Settings that work but may not do what the user expects (a
+// cache budget larger than its tier) are accepted with a warning (Config.warnings, config/load.ts).
 import { z } from 'zod'
 
 export const RESERVED_PATHS = ['/health', '/ready', '/metrics', '/admin'] as const
@@ -35,7 +36,8 @@ const SIZE_UNITS: Record<string, number> = {
 
 /** Human sizes: a byte count, or `512KB`, `10MB`, `1.5GB` (binary multiples: 1 KB = 1024 B). */
 const size = z.union([
-  count,
+  // A string (from `${VAR}` too) is read by the branch below, so a bad one is named by its message.
+  z.number().int('must be a whole number').positive('must be at least 1'),
   z.string().transform((text, ctx) => {
     const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text)
     const unit = SIZE_UNITS[(match?.[2] ?? '').toLowerCase() || 'b']
@@ -364,15 +366,11 @@ const bucketCacheSchema = z.strictObject({
   max_item_size: size.optional(),
   max_item_size_mb: megabytes.optional(),
   stale_if_error_seconds: nonNegative.optional(),
-  max_size: z
-    .unknown()
-    .superRefine((_v, ctx) => {
-      ctx.addIssue({
-        code: 'custom',
-        message: 'a per-bucket cache size is not supported: size limits belong to the tiers (cache.memory.max_size, cache.disk.max_size)',
-      })
-    })
-    .optional(),
+  /**
+   * This bucket's budget in each of the memory and disk tiers: over it, the bucket evicts its own
+   * least recently used entries there (cache/bucket-budgets.ts).
+   */
+  max_size: size.pipe(z.number().positive('must be greater than 0')).optional(),
 })
 
 const bucketSchema = z.strictObject({
@@ -591,6 +589,11 @@ export type AuthorizationConfig =
 
 export interface CacheConfig {
   layers: CacheLayer[]
+  /**
+   * Per-bucket budgets (`buckets[].cache.max_size`) by bucket name, each applied in the memory and
+   * disk tiers; the buckets left out share what the budgets leave of each tier.
+   */
+  budgets: Record<string, number>
   /** The largest object any tier stores (the largest of the buckets' max_item_size). */
   max_item_bytes: number
   stale_if_error_seconds: number
@@ -603,6 +606,8 @@ export interface BucketCacheConfig {
   ttl_seconds: number
   max_item_bytes: number
   stale_if_error_seconds: number
+  /** The bucket's budget in each of the memory and disk tiers; null: it shares what is left. */
+  max_bytes: number | null
 }
 
 export interface AdminConfig {
@@ -724,6 +729,14 @@ export interface Config {
    */
   redis: RedisConnection | null
   observability: ConfigFile['observability']
+  /** Settings accepted but worth a look (printed by --check, logged when the config goes live). */
+  warnings: ConfigWarning[]
+}
+
+export interface ConfigWarning {
+  /** The key path, as in errors: `buckets[0](media).cache.max_size`. */
+  path: string
+  message: string
 }
 
 export interface RedisConnection {
