@@ -44,6 +44,18 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     message: 'The request is malformed',
   },
+  GUARD_BAD_HOST: {
+    status: 400,
+    source: 'client',
+    retryable: false,
+    message: 'The Host header is missing, repeated or malformed',
+  },
+  GUARD_REQUEST_TIMEOUT: {
+    status: 408,
+    source: 'client',
+    retryable: false,
+    message: 'The request headers did not arrive in time',
+  },
   GUARD_URI_TOO_LONG: {
     status: 414,
     source: 'client',

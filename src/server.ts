@@ -3,6 +3,13 @@
 // on shutdown. Object requests go straight to the generation's pipeline; the proxy's own endpoints
 // (/health, /ready, /admin/*) go through @hono/node-server to its Hono app. Used by main.ts, the
 // demo, the tests and the bench alike.
+//
+// Slow and stuck clients (docs/operations.md, "Request limits and slow clients"):
+//   headers_timeout_seconds  Node's headersTimeout/requestTimeout, checked every
+//                            `connectionsCheckingInterval`; the request gets 408
+//   idle_timeout_seconds     the socket timeout (`server.timeout`) for reads and idle sockets; a
+//                            response the client stopped reading is cut by `watchStalledWrites`
+//   keepalive_timeout_seconds  Node's keepAliveTimeout, between requests
 import { randomUUID } from 'node:crypto'
 import http, { type IncomingMessage } from 'node:http'
 import https from 'node:https'
@@ -13,9 +20,11 @@ import { createApp, isOwnPath, type App } from './app.ts'
 import { loadConfig } from './config/load.ts'
 import type { BucketConfig, Config, TlsConfig } from './config/schema.ts'
 import { errorAnswer, ProxyError, type ErrorCode } from './errors.ts'
+import { hostProblemOf } from './http/host.ts'
 import { StampedResponse } from './http/stamped-response.ts'
 import { Exchange } from './pipeline/exchange.ts'
 import { buildRuntime, type Runtime } from './runtime.ts'
+import { accessLogOf, type AccessLog } from './telemetry/access-log.ts'
 import type { Logger } from './telemetry/log.ts'
 import { Metrics } from './telemetry/metrics.ts'
 import type { Answer, BucketChanges, ReloadResult } from './types.ts'
@@ -69,13 +78,17 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   let draining = false
   // Process-wide, across generations: what `max_concurrent_requests` counts.
   let active = 0
-  /** Per connection, the ends of its requests not yet over; one 'close' listener per connection. */
-  const openOn = new WeakMap<Socket, Set<() => void>>()
+  /**
+   * Per connection that has had a request, the ends of its requests not yet over; one 'close'
+   * listener per connection. Iterable: the stalled-write watch walks it.
+   */
+  const openOn = new Map<Socket, Set<() => void>>()
   const openRequestsOn = (socket: Socket): Set<() => void> => {
     let requests = openOn.get(socket)
     if (requests === undefined) {
       const ends = new Set<() => void>()
       socket.once('close', () => {
+        openOn.delete(socket)
         for (const end of ends) end()
       })
       openOn.set(socket, ends)
@@ -93,7 +106,8 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
       if (exchange === undefined || app === undefined) return refusal('GUARD_BAD_REQUEST')
       return app.own.fetch(request, exchange)
     },
-    { errorHandler: () => refusal('GUARD_BAD_REQUEST') }
+    // An HTTP/1.0 request may come without a Host; the adapter needs one to build its URL.
+    { hostname: 'localhost', errorHandler: () => refusal('GUARD_BAD_REQUEST') }
   )
 
   const listener = (incoming: IncomingMessage, response: http.ServerResponse): void => {
@@ -123,7 +137,9 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
     requests.add(end)
     outgoing.on('close', end)
     if (draining) outgoing.setHeader('connection', 'close')
-    if (isOwnPath(exchange.target)) {
+    // An own path with a bad Host is left to the object pipeline, whose guard refuses it (a JSON
+    // 400, access-logged) before anything else runs.
+    if (isOwnPath(exchange.target) && hostProblemOf(incoming) === undefined) {
       ownExchanges.set(incoming, { exchange, app: generation.app })
       void ownListener(incoming, outgoing)
       return
@@ -137,12 +153,19 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
     }
   }
 
+  const headersTimeoutMs = config.server.headers_timeout_seconds * 1000
+  const idleTimeoutMs = config.server.idle_timeout_seconds * 1000
   const serverOptions: http.ServerOptions<typeof IncomingMessage, typeof StampedResponse> = {
     ServerResponse: StampedResponse,
     maxHeaderSize: config.server.max_header_size,
-    headersTimeout: config.server.headers_timeout_seconds * 1000,
-    requestTimeout: config.server.headers_timeout_seconds * 1000,
+    headersTimeout: headersTimeoutMs,
+    requestTimeout: headersTimeoutMs,
+    // Node checks the two timeouts above on this interval (30 s by default, which let a slowloris
+    // client hold a connection for 30 s whatever the setting): they hold within 1 s.
+    connectionsCheckingInterval: checkEvery(headersTimeoutMs),
     keepAliveTimeout: config.server.keepalive_timeout_seconds * 1000,
+    // guard refuses a missing Host itself (JSON, access-logged); Node's own 400 is neither.
+    requireHostHeader: false,
   }
   const tls = config.server.tls
   let tlsBuilt = tls === null ? '' : tlsIdentity(tls)
@@ -151,14 +174,10 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
       ? http.createServer(serverOptions, listener)
       : https.createServer({ ...serverOptions, ...tlsOptions(tls) }, listener)
   // Sockets with no bytes moving either way for this long are closed (slow readers, idle clients).
-  server.timeout = config.server.idle_timeout_seconds * 1000
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (!socket.writable) return socket.destroy()
-    // The parser gave up on the request: the answer is written to the socket by hand.
-    const { status, headers, body } = refusalAnswer(err.code === 'HPE_HEADER_OVERFLOW' ? 'GUARD_HEADERS_TOO_LARGE' : 'GUARD_BAD_REQUEST')
-    const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${head}connection: close\r\n\r\n${body}`)
-  })
+  server.timeout = idleTimeoutMs
+  const stopWatching = watchStalledWrites(openOn.keys.bind(openOn), idleTimeoutMs)
+  const accessLog = accessLogOf(logger)
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseUnparsed(err, socket, accessLog))
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -250,6 +269,7 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
         server.closeAllConnections()
         await closed
       }
+      stopWatching()
       await current.runtime.close()
       metricsServer?.closeAllConnections()
       await new Promise((resolve) => (metricsServer === undefined ? resolve(undefined) : metricsServer.close(resolve)))
@@ -331,7 +351,107 @@ function updateCacheGauges(metrics: Metrics, runtime: Runtime): void {
   }
 }
 
-/** The answer to a request refused before the app sees it (overload, an own path's bad Host). */
+/** How often a timeout is checked: every second, or every eighth of a short one (at least 100 ms). */
+function checkEvery(timeoutMs: number): number {
+  return Math.round(Math.max(100, Math.min(1000, timeoutMs / 8)))
+}
+
+/** The answer to a parser refusal, by Node's error code (as Node's own answers: 431, 408, 413, 400). */
+function unparsedCode(code: string | undefined): ErrorCode {
+  if (code === 'HPE_HEADER_OVERFLOW') return 'GUARD_HEADERS_TOO_LARGE'
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 'GUARD_REQUEST_TIMEOUT'
+  // Chunk extensions come only with a chunked body, which guard would refuse anyway.
+  if (code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW') return 'GUARD_BODY_NOT_ALLOWED'
+  return 'GUARD_BAD_REQUEST'
+}
+
+/**
+ * A request Node's parser refused (a malformed request line or header, headers too large, headers
+ * not complete within the headers timeout): no request object exists, so the JSON error is written
+ * to the socket by hand and the connection closes once it is out. The access log gets the usual
+ * line with what is known: the socket peer, no method or path, the parser's code as the reason.
+ */
+function refuseUnparsed(err: NodeJS.ErrnoException, socket: Socket, accessLog: AccessLog | undefined): void {
+  // A connection reset, a second refusal on a connection already answered, or a response to an
+  // earlier request already under way (its bytes must not be cut into): nothing to say.
+  const inFlight = (socket as unknown as { _httpMessage?: { headersSent: boolean } | null })._httpMessage
+  if (!socket.writable || err.code === 'ECONNRESET' || inFlight?.headersSent === true) {
+    socket.destroy()
+    return
+  }
+  const code = unparsedCode(err.code)
+  const { status, headers, body } = refusalAnswer(code)
+  const requestId = headers['x-request-id'] as string
+  let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n`
+  for (const name in headers) head += `${name}: ${headers[name]}\r\n`
+  const clientIp = socket.remoteAddress ?? ''
+  socket.end(`${head}connection: close\r\n\r\n${body}`)
+  // Closed once the answer is out (Node's own refusal closes at once): a client still sending
+  // must not have its bytes parsed as a next request on a connection that was refused.
+  socket.destroySoon()
+  if (accessLog === undefined) return
+  socket.once('close', () => {
+    accessLog({
+      request_id: requestId,
+      client_ip: clientIp,
+      method: undefined,
+      path: undefined,
+      status,
+      bytes: Buffer.byteLength(body),
+      complete: socket.writableFinished,
+      // Unknown: the parser does not say when the request began.
+      duration_ms: undefined,
+      bucket: undefined,
+      replica: undefined,
+      error: code,
+      reason: code === 'GUARD_BAD_REQUEST' ? err.code : undefined,
+      trace_id: undefined,
+    })
+  })
+}
+
+/**
+ * Closes connections whose response the client stopped reading for `idleMs`. The socket timeout
+ * alone cuts them only after about twice that: when it fires while a write is still queued and
+ * the queue shrank since that write began (the kernel took part of it at once), net.Socket takes it
+ * for progress and starts the timeout over. So every eighth of the timeout (at most every second)
+ * the connections with queued bytes are sampled (bytes read, writes completed, bytes still queued
+ * in libuv), and one whose sample has not changed for `idleMs` is destroyed. Returns the stop.
+ */
+function watchStalledWrites(connections: () => Iterable<Socket>, idleMs: number): () => void {
+  const stalled = new Map<Socket, { read: number; done: number; queued: number; since: number }>()
+  const timer = setInterval(() => {
+    const now = performance.now()
+    for (const [socket] of stalled) if (socket.destroyed) stalled.delete(socket)
+    for (const socket of connections()) {
+      const pending = socket.writableLength
+      if (pending === 0 || socket.destroyed) {
+        stalled.delete(socket)
+        continue
+      }
+      const read = socket.bytesRead
+      const done = socket.bytesWritten - pending
+      // What libuv still holds of the write in progress (net.Socket's own timeout reads it too).
+      const queued = (socket as unknown as { _handle?: { writeQueueSize?: number } })._handle?.writeQueueSize ?? 0
+      const seen = stalled.get(socket)
+      if (seen === undefined) {
+        stalled.set(socket, { read, done, queued, since: now })
+      } else if (seen.read !== read || seen.done !== done || seen.queued !== queued) {
+        seen.read = read
+        seen.done = done
+        seen.queued = queued
+        seen.since = now
+      } else if (now - seen.since >= idleMs) {
+        stalled.delete(socket)
+        socket.destroy()
+      }
+    }
+  }, checkEvery(idleMs))
+  timer.unref()
+  return () => clearInterval(timer)
+}
+
+/** The answer to a request refused before the app sees it (overload, the parser, the own-path adapter). */
 function refusalAnswer(code: ErrorCode, headers?: Record<string, string>): Answer & { body: string } {
   const requestId = randomUUID()
   const answer = errorAnswer(new ProxyError(code, { headers }), requestId)

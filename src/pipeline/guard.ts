@@ -1,8 +1,10 @@
-// guard: request-level refusals before any routing work: methods other than GET/HEAD/OPTIONS
-// (read-only proxy), request targets that are not a path (absolute form, `*`) or have a backslash
-// in the path, targets over `max_uri_length`, and request bodies.
+// guard: request-level refusals before any routing work: a missing, repeated or malformed Host
+// (RFC 9112 §3.2), methods other than GET/HEAD/OPTIONS (read-only proxy), request targets that are
+// not a path (absolute form, `*`) or have a backslash in the path, targets over `max_uri_length`,
+// and request bodies.
 import { ProxyError } from '../errors.ts'
 import { ALLOWED_METHODS } from '../http/cors.ts'
+import { hostProblemOf } from '../http/host.ts'
 import { rawPathOf } from '../http/path.ts'
 import type { Stage } from './exchange.ts'
 
@@ -16,6 +18,8 @@ const CLOSE = { connection: 'close' }
 export function guard(options: GuardOptions): Stage {
   const { maxUriLength } = options
   return function guard(x) {
+    const host = hostProblemOf(x.incoming)
+    if (host !== undefined) throw new ProxyError('GUARD_BAD_HOST', { reason: host, headers: CLOSE })
     const method = x.method
     if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') {
       throw new ProxyError('GUARD_METHOD_NOT_ALLOWED', { headers: { allow: ALLOWED_METHODS, ...CLOSE } })

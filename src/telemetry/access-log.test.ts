@@ -43,6 +43,32 @@ describe('access log', () => {
     assert.equal('replica' in JSON.parse(lines[0] as string), false)
   })
 
+  it('leaves out the method, path and duration of a request the parser refused, as pino does', () => {
+    const { lines, logger } = capture('info')
+    const log = accessLogOf(logger)
+    assert.ok(log)
+    const line: AccessLogLine = {
+      request_id: 'r-2',
+      client_ip: '127.0.0.1',
+      method: undefined,
+      path: undefined,
+      status: 400,
+      bytes: 97,
+      complete: true,
+      duration_ms: undefined,
+      bucket: undefined,
+      replica: undefined,
+      error: 'GUARD_BAD_REQUEST',
+      reason: 'HPE_INVALID_METHOD',
+      trace_id: undefined,
+    }
+    log(line)
+    logger.info(line, 'request')
+    assert.deepEqual(withoutTime(lines[0] as string), withoutTime(lines[1] as string))
+    assert.deepEqual(Object.keys(JSON.parse(lines[0] as string)), Object.keys(JSON.parse(lines[1] as string)))
+    assert.equal('method' in JSON.parse(lines[0] as string), false)
+  })
+
   it('does nothing at all when info lines are not logged', () => {
     const { logger } = capture('warn')
     assert.equal(accessLogOf(logger), undefined)

@@ -5,16 +5,19 @@
 import { pino } from 'pino'
 import type { Logger } from './log.ts'
 
-/** One finished request. Undefined fields are left out, as pino does. */
+/**
+ * One finished request. Undefined fields are left out, as pino does: a request the HTTP parser
+ * refused has no method, path or duration (its start is unknown).
+ */
 export interface AccessLogLine {
   request_id: string
   client_ip: string
-  method: string
-  path: string
+  method: string | undefined
+  path: string | undefined
   status: number
   bytes: number
   complete: boolean
-  duration_ms: number
+  duration_ms: number | undefined
   bucket: string | undefined
   replica: string | undefined
   error: string | undefined
@@ -58,19 +61,11 @@ export function accessLogOf(logger: Logger): AccessLog | undefined {
       ',"request_id":' +
       quoted(line.request_id) +
       ',"client_ip":' +
-      quoted(line.client_ip) +
-      ',"method":' +
-      quoted(line.method) +
-      ',"path":' +
-      quoted(line.path) +
-      ',"status":' +
-      line.status +
-      ',"bytes":' +
-      line.bytes +
-      ',"complete":' +
-      line.complete +
-      ',"duration_ms":' +
-      line.duration_ms
+      quoted(line.client_ip)
+    if (line.method !== undefined) text += ',"method":' + quoted(line.method)
+    if (line.path !== undefined) text += ',"path":' + quoted(line.path)
+    text += ',"status":' + line.status + ',"bytes":' + line.bytes + ',"complete":' + line.complete
+    if (line.duration_ms !== undefined) text += ',"duration_ms":' + line.duration_ms
     if (line.bucket !== undefined) text += ',"bucket":' + quoted(line.bucket)
     if (line.replica !== undefined) text += ',"replica":' + quoted(line.replica)
     if (line.error !== undefined) text += ',"error":' + quoted(line.error)
