@@ -118,10 +118,43 @@ export interface Authorizer {
   authorize(input: AuthzInput): Promise<AuthzDecision>
 }
 
+/**
+ * A cached body that stays where its tier keeps it (a file on disk) and is read lazily, by range,
+ * at the reader's pace. The building block for serving large entries in constant memory: a whole
+ * object made of several entries (slices) is streamed as one `stream(range)` after another.
+ *
+ * - `stream(range)` reads only the tier's blocks that overlap `range`, one block per pull of the
+ *   returned stream (nothing is read ahead: a consumer that stops pulling stops the reads), and
+ *   opens nothing before the first pull. Memory per open stream: about one block (256 KiB on disk).
+ * - Every chunk it yields has passed the tier's check (a checksum per block) before it is handed
+ *   on. When a block fails its check, or the storage fails, the stream errors instead and the
+ *   tier has dropped the entry: a consumer never sees a corrupt byte, and must never turn an error
+ *   into a clean end (serve.ts answers from the origin when the error comes before the first
+ *   chunk, and cuts the connection after it).
+ * - Cancelling the stream closes what it opened. Streams are independent: any number may be open
+ *   on one body, also after the tier replaced or evicted the entry (they keep reading the bytes
+ *   that were there when the body was handed out, or error).
+ */
+export interface StoredBody {
+  /** Size in bytes; named like a Buffer's, so `entry.body.length` is the size whatever the kind. */
+  readonly length: number
+  /** The bytes of `range` (inclusive; the whole body when undefined), verified block by block. */
+  stream(range?: ByteRange): ReadableStream<Uint8Array>
+  /**
+   * The whole body in one read, verified: for copying into a tier that keeps bytes (memory,
+   * Redis). Only for bodies small enough for that tier. Rejects as `stream` errors.
+   */
+  bytes(): Promise<Buffer>
+}
+
+/** A cached body: the bytes themselves (memory, Redis, small disk entries) or a StoredBody. */
+export type CachedBody = Buffer | StoredBody
+
 /** An object as the cache keeps it: metadata, the whole body, and when it was (re)validated. */
 export interface CachedObject {
   meta: ObjectMeta
-  body: Buffer
+  /** `body instanceof Uint8Array`: bytes in memory; otherwise a StoredBody, read lazily. */
+  body: CachedBody
   /** Epoch ms when the entry was stored or last revalidated (drives `Age`). */
   storedAt: number
   /** Epoch ms after which the entry is stale and must be revalidated before use. */
@@ -142,6 +175,10 @@ export interface CacheTierStats {
  * `<bucket name>/<object key>`. Stores keep an entry until `freshUntil` plus the stale window they
  * were built with, so a stale entry can still shield clients from an origin outage.
  * A store never throws on get/set/delete: a failing tier is a miss.
+ * Bodies: `get` may hand back a StoredBody (the disk tier does for entries over 64 KiB). The
+ * memory and disk tiers' `set` take either kind (memory reads a StoredBody whole, once, and only
+ * when the entry fits it; disk copies it block by block); TieredCache reads a StoredBody into
+ * bytes before it hands it to any other tier (Redis: codec.ts encodes bytes).
  */
 export interface CacheStore {
   readonly name: string

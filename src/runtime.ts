@@ -13,7 +13,7 @@ import { TieredCache } from './cache/tiered.ts'
 import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
 import type { BucketConfig, Config, RateLimitConfig } from './config/schema.ts'
-import { createTracer } from './telemetry/tracing.ts'
+import { loadTracing } from './telemetry/tracing.ts'
 import type { AuditSink, Authorizer, CachedObject, CacheStore, RateLimiter, TokenVerifier, Tracer } from './ports.ts'
 import { CircuitBreaker } from './origin/breaker.ts'
 import { ReplicaSet } from './origin/replicas.ts'
@@ -119,9 +119,9 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
   const { audit: auditSettings, observability } = config
   const audit =
     auditSettings === null ? null : handOver(previous?.audit ?? null, auditSettings, () => createAuditLog(auditSettings, deps.logger, deps.metrics))
-  const tracer = observability.tracing.enabled
-    ? handOver(previous?.tracer ?? null, observability.tracing, () => createTracer(observability.tracing))
-    : null
+  // The tracing SDK is loaded only when tracing is on (telemetry/tracing.ts).
+  const createTracer = observability.tracing.enabled ? await loadTracing(observability.tracing) : undefined
+  const tracer = createTracer === undefined ? null : handOver(previous?.tracer ?? null, observability.tracing, createTracer)
   const limitSettings = rateLimitSettings(config)
   const limits = limitSettings === null ? null : handOver(previous?.limits ?? null, limitSettings, () => buildRateLimits(limitSettings))
   const breakers = new Map<string, { built: string; breaker: CircuitBreaker }>()

@@ -1,17 +1,23 @@
-// Disk tier: one file per entry under `dir`, named by the SHA-256 of the cache key, holding the
-// metadata header and the body (codec.ts). Writes are atomic: a temp file is written, fsynced and
-// renamed over the target, so a crash never leaves a half-written entry under a real name. An
-// in-memory LRU index (bounded by bytes) tracks the files and deletes evicted ones; it is rebuilt
-// from the directory at start-up, oldest first, so the cache survives restarts. An entry whose
-// checksum does not match (truncated, corrupted) is deleted and treated as a miss. Per-bucket
-// budgets (bucket-budgets.ts) bound each bucket's files inside the tier's size.
+// Disk tier: one file per entry under `dir`, named by the SHA-256 of the cache key, holding a
+// header (key, metadata, timestamps, a CRC-32 per 256 KiB body block) and the body
+// (disk-format.ts). A hit never reads a large body whole: an entry over SMALL_BODY bytes comes back
+// as a DiskBody (disk-body.ts) that streams checked blocks at the client's pace, and a Range reads
+// only the blocks it needs; a small entry is read whole, in one read, and checked at once.
+// Writes are atomic: a temp file is written, fsynced and renamed over the target, so a crash never
+// leaves a half-written entry under a real name. An in-memory LRU index (bounded by bytes) tracks
+// the files and deletes evicted ones; it is rebuilt from the directory at start-up, oldest first,
+// so the cache survives restarts (files of another format, damaged headers and temp files are
+// deleted then). An entry whose header or a block fails its check is deleted and never served.
+// Per-bucket budgets (bucket-budgets.ts) bound each bucket's files inside the tier's size.
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
+import { crc32 } from 'node:zlib'
 import { LRUCache } from 'lru-cache'
-import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
+import type { CachedObject, CacheStore, CacheTierStats, StoredBody } from '../ports.ts'
 import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
-import { decodeEntry, decodeHeader, encodeEntry } from './codec.ts'
+import { DiskBody } from './disk-body.ts'
+import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
 export interface DiskCacheOptions {
@@ -25,12 +31,18 @@ export interface DiskCacheOptions {
 
 interface IndexEntry {
   file: string
+  /** File bytes: header and body. */
   size: number
+  /** Where the body starts (the header's length). */
+  bodyOffset: number
 }
 
+/** Bodies up to this size are read whole with their header, in one read; larger ones stream. */
+export const SMALL_BODY = 64 * 1024
 const SUFFIX = '.entry'
 const sizeOf = (entry: IndexEntry) => Math.max(1, entry.size)
-const HEADER_PROBE = 64 * 1024
+/** The first read of a file at start-up: the whole header in all but extreme cases. */
+const HEADER_PROBE = 16 * 1024
 
 export class DiskCache implements CacheStore {
   readonly name = 'disk'
@@ -73,35 +85,44 @@ export class DiskCache implements CacheStore {
   async get(key: string): Promise<CachedObject | undefined> {
     const indexed = this.#index.get(key)
     if (indexed !== undefined) {
-      const bytes = await readFile(indexed.file).catch(() => undefined)
-      const entry = bytes === undefined ? undefined : decodeEntry(key, bytes)
+      const entry = await this.#read(key, indexed).catch(() => undefined)
       if (entry !== undefined && entry.freshUntil + this.#staleMs > Date.now()) {
         this.#budgets?.touch(key)
         return this.#counters.record(entry)
       }
-      // Gone, corrupt, truncated or past its stale window: never served, removed.
-      this.#index.delete(key)
+      // Gone, damaged, truncated or past its stale window: never served, removed.
+      this.#drop(key, indexed)
     }
     return this.#counters.record(undefined)
   }
 
   async set(key: string, entry: CachedObject): Promise<void> {
-    if (entry.body.length > this.#maxItemBytes) return
+    const { body } = entry
+    if (body.length > this.#maxItemBytes) return
     const file = this.#fileOf(key)
     const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`
     try {
-      const bytes = encodeEntry(key, entry)
+      // A body in memory is checksummed up front; a StoredBody as it is copied (the header's length
+      // does not depend on the checksums, so the body's place in the file is known before).
+      const head = encodeHead(key, entry, body.length, body instanceof Uint8Array ? blockTable(body) : Buffer.alloc(4 * Math.ceil(body.length / BLOCK_SIZE)))
+      const bodyOffset = head.length
+      const size = bodyOffset + body.length
       // Over its bucket's budget on its own: not stored, and the key's older copy goes too.
-      if (this.#budgets?.fits(key, bytes.length) === false) return await this.delete(key)
+      if (this.#budgets?.fits(key, size) === false) return await this.delete(key)
       const handle = await open(temp, 'w')
       try {
-        await handle.writeFile(bytes)
+        if (body instanceof Uint8Array) {
+          await writeAll(handle, [head, body], 0)
+        } else {
+          const crcs = await copyBody(handle, body, bodyOffset)
+          await writeAll(handle, [encodeHead(key, entry, body.length, crcs)], 0)
+        }
         await handle.sync()
       } finally {
         await handle.close()
       }
       await rename(temp, file)
-      const index = { file, size: bytes.length }
+      const index = { file, size, bodyOffset }
       // The bucket's budget first: a bucket over it evicts its own files before the tier's LRU
       // would evict anyone else's. (Budgets may have changed while the file was written.)
       if (this.#budgets?.track(key, sizeOf(index)) === false) return await this.delete(key)
@@ -146,6 +167,48 @@ export class DiskCache implements CacheStore {
     // Files stay on disk for the next start; only the in-memory index is released.
   }
 
+  /**
+   * The entry of `indexed`: a small body read whole with its header and checked; a larger one as
+   * a DiskBody, after reading only the header. Undefined when the file is gone or damaged.
+   */
+  async #read(key: string, indexed: IndexEntry): Promise<CachedObject | undefined> {
+    const whole = indexed.size - indexed.bodyOffset <= SMALL_BODY
+    let bytes = await readAt(indexed.file, 0, whole ? indexed.size : indexed.bodyOffset)
+    let head = bytes === undefined ? undefined : parseHead(bytes)
+    if (head !== undefined && 'need' in head) {
+      // The file was replaced by one with a longer header since it was indexed.
+      bytes = await readAt(indexed.file, 0, head.need)
+      head = bytes === undefined ? undefined : parseHead(bytes)
+    }
+    if (bytes === undefined || head === undefined || 'need' in head || head.key !== key) return undefined
+    const entry = { meta: head.meta, storedAt: head.storedAt, freshUntil: head.freshUntil }
+    if (head.size <= SMALL_BODY && bytes.length === head.bodyOffset + head.size) {
+      const body = bytes.subarray(head.bodyOffset)
+      for (let i = 0, at = 0; at < body.length; i++, at += head.blockSize) {
+        if (!blockIntact(head.crcs, i, body.subarray(at, at + head.blockSize))) return undefined
+      }
+      return { ...entry, body }
+    }
+    if (head.size <= SMALL_BODY) return undefined // truncated
+    return { ...entry, body: this.#bodyOf(key, indexed, head) }
+  }
+
+  #bodyOf(key: string, indexed: IndexEntry, head: EntryHead): DiskBody {
+    return new DiskBody({
+      file: indexed.file,
+      bodyOffset: head.bodyOffset,
+      length: head.size,
+      blockSize: head.blockSize,
+      crcs: head.crcs,
+      onDamage: () => this.#drop(key, indexed),
+    })
+  }
+
+  /** Removes `key`, unless its index entry is no longer `indexed` (replaced since: keep the new one). */
+  #drop(key: string, indexed: IndexEntry): void {
+    if (this.#index.peek(key) === indexed) this.#index.delete(key)
+  }
+
   #evictForBudget(key: string): void {
     if (this.#index.delete(key)) this.#counters.evictions++
   }
@@ -155,7 +218,7 @@ export class DiskCache implements CacheStore {
   }
 
   async #rebuild(): Promise<void> {
-    const found: Array<{ key: string; file: string; size: number; mtime: number }> = []
+    const found: Array<{ key: string; index: IndexEntry; mtime: number }> = []
     for (const name of await readdir(this.#dir)) {
       const file = join(this.#dir, name)
       if (name.endsWith('.tmp')) {
@@ -164,36 +227,85 @@ export class DiskCache implements CacheStore {
       }
       if (!name.endsWith(SUFFIX)) continue
       const info = await stat(file).catch(() => undefined)
-      const head = info === undefined ? undefined : await readHead(file)
-      const header = head === undefined ? undefined : decodeHeader(head)
-      if (info === undefined || header === undefined || file !== this.#fileOf(header.key)) {
+      const head = info === undefined ? undefined : await readHead(file, info.size)
+      // Another format (format 1 included), a damaged header, a wrong name or a truncated body.
+      if (info === undefined || head === undefined || file !== this.#fileOf(head.key) || info.size !== head.bodyOffset + head.size) {
         await rm(file, { force: true })
         continue
       }
-      if (header.freshUntil + this.#staleMs <= Date.now()) {
+      if (head.freshUntil + this.#staleMs <= Date.now()) {
         await rm(file, { force: true })
         continue
       }
-      found.push({ key: header.key, file, size: info.size, mtime: info.mtimeMs })
+      found.push({ key: head.key, index: { file, size: info.size, bodyOffset: head.bodyOffset }, mtime: info.mtimeMs })
     }
     found.sort((a, b) => a.mtime - b.mtime)
-    for (const entry of found) {
-      const index = { file: entry.file, size: entry.size }
+    for (const { key, index } of found) {
       // Budgets that shrank since the files were written keep each bucket's newest files.
-      if (this.#budgets?.track(entry.key, sizeOf(index)) === false) await rm(entry.file, { force: true })
-      else this.#index.set(entry.key, index)
+      if (this.#budgets?.track(key, sizeOf(index)) === false) await rm(index.file, { force: true })
+      else this.#index.set(key, index)
     }
   }
 }
 
-async function readHead(file: string): Promise<Buffer | undefined> {
-  const handle = await open(file, 'r').catch(() => undefined)
-  if (handle === undefined) return undefined
+/** `length` bytes of `file` from `position`; fewer when the file is shorter; undefined when it cannot be read. */
+async function readAt(file: string, position: number, length: number): Promise<Buffer | undefined> {
+  let handle: FileHandle
   try {
-    const buffer = Buffer.alloc(HEADER_PROBE)
-    const { bytesRead } = await handle.read(buffer, 0, HEADER_PROBE, 0)
-    return buffer.subarray(0, bytesRead)
-  } finally {
-    await handle.close()
+    handle = await open(file, 'r')
+  } catch {
+    return undefined
   }
+  try {
+    // Its own memory: a small body may be kept by the memory tier, and must not pin a pool slab.
+    const buffer = Buffer.allocUnsafeSlow(length)
+    const { bytesRead } = await handle.read(buffer, 0, length, position)
+    return bytesRead === length ? buffer : buffer.subarray(0, bytesRead)
+  } catch {
+    return undefined
+  } finally {
+    await handle.close().catch(() => {})
+  }
+}
+
+/** The checked header of `file` (size `fileSize`), or undefined for anything else. */
+async function readHead(file: string, fileSize: number): Promise<EntryHead | undefined> {
+  let bytes = await readAt(file, 0, Math.min(HEADER_PROBE, fileSize))
+  let head = bytes === undefined ? undefined : parseHead(bytes)
+  if (head !== undefined && 'need' in head && head.need <= fileSize && bytes !== undefined && head.need > bytes.length) {
+    bytes = await readAt(file, 0, head.need)
+    head = bytes === undefined ? undefined : parseHead(bytes)
+  }
+  return head === undefined || 'need' in head ? undefined : head
+}
+
+async function writeAll(handle: FileHandle, buffers: Uint8Array[], position: number): Promise<void> {
+  const total = buffers.reduce((sum, b) => sum + b.length, 0)
+  const { bytesWritten } = await handle.writev(buffers, position)
+  if (bytesWritten !== total) throw new Error('short write')
+}
+
+/**
+ * Copies a StoredBody (another entry's, when a revalidated entry is rewritten with new timestamps)
+ * into the file at `bodyOffset`, one chunk at a time; returns its block table.
+ */
+async function copyBody(handle: FileHandle, body: StoredBody, bodyOffset: number): Promise<Buffer> {
+  const table = Buffer.allocUnsafe(4 * Math.ceil(body.length / BLOCK_SIZE))
+  let written = 0
+  let crc = 0
+  for await (const chunk of body.stream()) {
+    for (let at = 0; at < chunk.length; ) {
+      const part = chunk.subarray(at, at + BLOCK_SIZE - (written % BLOCK_SIZE))
+      crc = crc32(part, crc)
+      at += part.length
+      written += part.length
+      if (written % BLOCK_SIZE === 0 || written === body.length) {
+        table.writeUInt32BE(crc, 4 * Math.floor((written - 1) / BLOCK_SIZE))
+        crc = 0
+      }
+    }
+    await writeAll(handle, [chunk], bodyOffset + written - chunk.length)
+  }
+  if (written !== body.length) throw new Error('the body ended early')
+  return table
 }

@@ -1,6 +1,7 @@
 // Memory tier: an LRU bounded by bytes (lru-cache with size accounting), with a per-item limit, a
 // per-entry lifetime of freshness plus the stale window, and optional per-bucket budgets
-// (bucket-budgets.ts) inside the tier's size.
+// (bucket-budgets.ts) inside the tier's size. It keeps bytes only: a StoredBody handed to `set` (a
+// disk hit copied up) is read whole, in one read, and only when the entry would be kept.
 import { LRUCache } from 'lru-cache'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
 import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
@@ -27,6 +28,8 @@ export class MemoryCache implements CacheStore {
   readonly #maxEntryBytes: number
   readonly #staleMs: number
   readonly #counters = new TierCounters()
+  /** Keys whose StoredBody is being read for a `set`, and which call it is. */
+  readonly #reading = new Map<string, symbol>()
   #budgets: BucketBudgets | undefined
   #budgetsBuilt = '{}'
 
@@ -58,6 +61,22 @@ export class MemoryCache implements CacheStore {
   }
 
   async set(key: string, entry: CachedObject): Promise<void> {
+    const { body } = entry
+    if (!(body instanceof Uint8Array)) {
+      // A StoredBody (a disk hit copied up): read whole, once, and only when it would be kept.
+      const wanted = Symbol(key)
+      this.#reading.set(key, wanted)
+      const bytes = this.#fits(key, entry) ? await body.bytes().catch(() => undefined) : undefined
+      // A later set or delete of the key while this one read wins.
+      if (this.#reading.get(key) !== wanted) return
+      this.#reading.delete(key)
+      if (bytes === undefined) {
+        this.#drop(key)
+        return
+      }
+      return this.set(key, { ...entry, body: bytes })
+    }
+    this.#reading.delete(key)
     const ttl = entry.freshUntil + this.#staleMs - Date.now()
     const size = sizeOf(entry)
     // The bucket's budget is applied first, so a bucket over it evicts its own entries before the
@@ -71,10 +90,11 @@ export class MemoryCache implements CacheStore {
   }
 
   async delete(key: string): Promise<void> {
-    this.#lru.delete(key)
+    this.#drop(key)
   }
 
   async purge(prefix: string): Promise<number> {
+    for (const key of [...this.#reading.keys()]) if (key.startsWith(prefix)) this.#reading.delete(key)
     return purgeByPrefix(this.#lru, prefix)
   }
 
@@ -102,7 +122,19 @@ export class MemoryCache implements CacheStore {
   }
 
   async close(): Promise<void> {
+    this.#reading.clear()
     this.#lru.clear()
+  }
+
+  /** Whether `set` would keep the entry (before reading a StoredBody for it). */
+  #fits(key: string, entry: CachedObject): boolean {
+    const size = sizeOf(entry)
+    return entry.freshUntil + this.#staleMs > Date.now() && size <= this.#maxEntryBytes && this.#budgets?.fits(key, size) !== false
+  }
+
+  #drop(key: string): void {
+    this.#reading.delete(key)
+    this.#lru.delete(key)
   }
 
   #evictForBudget(key: string): void {

@@ -1,6 +1,7 @@
 // The tiered cache: memory -> disk -> Redis (in configured order), itself a CacheStore.
 // A hit in a lower tier is copied to the tiers above it in the background; a set writes every
-// tier without the caller waiting for the slower ones.
+// tier without the caller waiting for the slower ones. A large disk hit's body is a StoredBody
+// (ports.ts): copied up only into tiers that keep it (memory reads it whole only when it fits).
 import type { CachedObject, CacheStore, CacheTierStats, TieredHit } from '../ports.ts'
 import type { BucketBudgetMap } from './bucket-budgets.ts'
 import { DiskCache } from './disk.ts'
@@ -34,7 +35,7 @@ export class TieredCache implements CacheStore {
       const tier = this.tiers[i] as CacheStore
       const entry = await tier.get(key)
       if (entry === undefined) continue
-      for (let j = 0; j < i; j++) void (this.tiers[j] as CacheStore).set(key, entry)
+      if (i > 0) void this.#write(this.tiers.slice(0, i), key, entry)
       return { entry, tier: tier.name }
     }
     return undefined
@@ -45,7 +46,7 @@ export class TieredCache implements CacheStore {
   }
 
   async set(key: string, entry: CachedObject): Promise<void> {
-    await Promise.all(this.tiers.map((tier) => tier.set(key, entry)))
+    await this.#write(this.tiers, key, entry)
   }
 
   async delete(key: string): Promise<void> {
@@ -83,5 +84,32 @@ export class TieredCache implements CacheStore {
 
   async close(): Promise<void> {
     await Promise.all(this.tiers.map((tier) => tier.close()))
+  }
+
+  /**
+   * Writes the entry to `tiers`. A StoredBody goes as it is to the tiers that take one (memory
+   * reads it only when it keeps it, disk copies it block by block); the others (Redis) get bytes,
+   * read once for all of them.
+   */
+  async #write(tiers: readonly CacheStore[], key: string, entry: CachedObject): Promise<void> {
+    const { body } = entry
+    if (body instanceof Uint8Array) {
+      await Promise.all(tiers.map((tier) => tier.set(key, entry)))
+      return
+    }
+    let bytes: Promise<CachedObject | undefined> | undefined
+    const asBytes = () =>
+      (bytes ??= body.bytes().then(
+        (read) => ({ ...entry, body: read }),
+        () => undefined
+      ))
+    await Promise.all(
+      tiers.map(async (tier) => {
+        if (tier instanceof MemoryCache || tier instanceof DiskCache) return tier.set(key, entry)
+        const read = await asBytes()
+        // An unreadable (damaged) body: no older copy is left behind either.
+        await (read === undefined ? tier.delete(key) : tier.set(key, read))
+      })
+    )
   }
 }

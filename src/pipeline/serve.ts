@@ -2,7 +2,9 @@
 // when it can (RFC 9111). Runs only after authenticate and authorize passed for this exact key, so
 // a cached private object is never served to a request that was not allowed to read it.
 //
-//   cache hit, fresh        answer from the cached bytes (Range, 304 and 412 included)
+//   cache hit, fresh        answer from the cached bytes (Range, 304 and 412 included); a body
+//                           the tier keeps out of memory (a large disk entry) is streamed by range
+//                           at the client's pace, never opened for HEAD, 304, 412 or 416
 //   cache hit, stale        conditional GET to the origin: 304 refreshes the entry; a changed
 //                           object replaces it; an origin failure serves the stale copy
 //                           (stale-if-error window) marked STALE
@@ -19,7 +21,7 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { CachedObject, ObjectBody, ReadOptions, TieredHit, TraceSpan } from '../ports.ts'
+import type { CachedObject, ObjectBody, ReadOptions, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
 import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
 import type { Exchange } from './exchange.ts'
 
@@ -83,15 +85,32 @@ export function serve(options: ServeOptions): (x: Exchange) => Answer | Promise<
       span.set({ 'yatagarasu.cache.hit': peeked !== undefined })
       span.end()
     }
-    if (peeked !== undefined && peeked.entry.freshUntil > Date.now()) return fromHit(x, bucket, cache, peeked, request)
+    if (peeked !== undefined && peeked.entry.freshUntil > Date.now()) return fromHit(x, bucket, cache, cacheKey, peeked, request)
     return fromCacheOrOrigin(x, bucket, cache, cacheKey, key, request, peeked)
   }
 }
 
-function fromHit(x: Exchange, bucket: BucketRoute, cache: BucketCache, hit: TieredHit, request: ObjectRequest): Answer {
-  cache.counters.hits++
-  cache.counters.hitBytes += hit.entry.body.length
-  return fromEntry(x, bucket, hit.entry, request, { xCache: 'HIT', status: HIT_STATUS[hit.tier] ?? `yatagarasu; hit; detail=${hit.tier}`, tier: hit.tier })
+function fromHit(x: Exchange, bucket: BucketRoute, cache: BucketCache, cacheKey: string, hit: TieredHit, request: ObjectRequest): Answer | Promise<Answer> {
+  const { counters } = cache
+  const size = hit.entry.body.length
+  counters.hits++
+  counters.hitBytes += size
+  const outcome: CacheOutcome = { xCache: 'HIT', status: HIT_STATUS[hit.tier] ?? `yatagarasu; hit; detail=${hit.tier}`, tier: hit.tier }
+  return fromEntry(x, bucket, hit.entry, request, outcome, () => {
+    // The entry's body failed its check before a byte was sent (the tier dropped it): a miss.
+    counters.hits--
+    counters.hitBytes -= size
+    counters.misses++
+    return originInstead(x, bucket, cache, cacheKey, request)
+  })
+}
+
+/** A miss after all (the cached body could not be read): what a miss would have answered. */
+function originInstead(x: Exchange, bucket: BucketRoute, cache: BucketCache, cacheKey: string, request: ObjectRequest): Promise<Answer> {
+  x.cacheUse = { result: 'miss', tier: undefined }
+  const { key } = x.matched
+  if (request.head || request.range !== undefined) return fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+  return fetchAndFill(x, bucket, cache, cacheKey, key, request)
 }
 
 async function fromCacheOrOrigin(
@@ -110,7 +129,7 @@ async function fromCacheOrOrigin(
     span?.set({ 'yatagarasu.cache.hit': hit !== undefined, 'yatagarasu.cache.hit_tier': hit?.tier })
     span?.end()
   }
-  if (hit !== undefined && hit.entry.freshUntil > Date.now()) return fromHit(x, bucket, cache, hit, request)
+  if (hit !== undefined && hit.entry.freshUntil > Date.now()) return fromHit(x, bucket, cache, cacheKey, hit, request)
   cache.counters.misses++
   x.cacheUse = { result: 'miss', tier: undefined }
   if (hit !== undefined) return revalidate(x, bucket, cache, cacheKey, key, hit.entry, request)
@@ -227,14 +246,18 @@ function streamed(
 // ---------------------------------------------------------------------------------------------
 // Cache
 
-/** Answers from a cached copy: the same status, headers and bytes a miss would get. */
+/**
+ * Answers from a cached copy: the same status, headers and bytes a miss would get. `unreadable`
+ * answers instead when the entry's StoredBody fails before its first byte (else an internal error).
+ */
 function fromEntry(
   x: Exchange,
   bucket: BucketRoute,
   entry: CachedObject,
   request: ObjectRequest,
-  outcome: CacheOutcome
-): Answer {
+  outcome: CacheOutcome,
+  unreadable?: () => Answer | Promise<Answer>
+): Answer | Promise<Answer> {
   x.cacheUse = { result: outcome.xCache === 'STALE' ? 'stale' : outcome.xCache === 'HIT' ? 'hit' : 'miss', tier: outcome.tier }
   const meta = entry.meta
   const decided = decide(meta, request)
@@ -244,6 +267,7 @@ function fromEntry(
   const status = decided.range === undefined ? 200 : 206
   if (request.head) return { status, headers, body: null }
   const { body } = entry
+  if (!(body instanceof Uint8Array)) return fromStoredBody(x, { status, headers, body: null }, body, decided.range, unreadable)
   const start = decided.range?.start ?? 0
   const length = decided.range === undefined ? body.length : decided.range.end - start + 1
   // The cached bytes themselves, or a view on them (no copy).
@@ -251,6 +275,56 @@ function fromEntry(
     length === body.length ? (body as Uint8Array<ArrayBuffer>) : length === 0 ? EMPTY : new Uint8Array(body.buffer as ArrayBuffer, body.byteOffset + start, length)
   x.transfer = { bytesSent: () => length }
   return { status, headers, body: bytes }
+}
+
+/**
+ * Streams a StoredBody (or the range of it the answer is for) at the client's pace. Its first chunk
+ * is read before the answer is given: until then nothing is sent, so a body that fails its check
+ * there is answered by `unreadable` (from the origin). A later failure errors the stream, and
+ * Exchange.respond cuts the connection: the client sees a truncated response, never a clean end.
+ */
+async function fromStoredBody(
+  x: Exchange,
+  head: Answer,
+  body: StoredBody,
+  range: ByteRange | undefined,
+  unreadable: (() => Answer | Promise<Answer>) | undefined
+): Promise<Answer> {
+  const reader = body.stream(range).getReader()
+  let pending: ReadableStreamReadResult<Uint8Array> | undefined
+  try {
+    pending = await reader.read()
+  } catch (err) {
+    if (unreadable !== undefined) return unreadable()
+    throw new ProxyError('INTERNAL_ERROR', { reason: `cached body unreadable: ${(err as Error).message}`, cause: err })
+  }
+  let sent = 0
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        let next = pending
+        pending = undefined
+        try {
+          next ??= await reader.read()
+        } catch (err) {
+          x.error = new ProxyError('INTERNAL_ERROR', { reason: `cached body failed mid-transfer: ${(err as Error).message}`, cause: err })
+          throw err
+        }
+        if (next.done) {
+          controller.close()
+        } else {
+          sent += next.value.length
+          controller.enqueue(next.value)
+        }
+      },
+      cancel(reason) {
+        return reader.cancel(reason)
+      },
+    },
+    { highWaterMark: 0 }
+  )
+  x.transfer = { bytesSent: () => sent }
+  return { ...head, body: stream }
 }
 
 function wholeEntryHeaders(bucket: BucketRoute, entry: CachedObject, outcome: CacheOutcome): HeaderRecord {
@@ -294,7 +368,10 @@ async function revalidate(
     const withinWindow = Date.now() < stale.freshUntil + cache.staleIfErrorSeconds * 1000
     if (err instanceof ProxyError && err.source === 'upstream' && withinWindow) {
       cache.counters.stale++
-      return fromEntry(x, bucket, stale, request, { xCache: 'STALE', status: `yatagarasu; fwd=stale; fwd-status=${err.status}; detail=stale-if-error` })
+      // The stale copy failing its check too: the origin's error is the answer.
+      return fromEntry(x, bucket, stale, request, { xCache: 'STALE', status: `yatagarasu; fwd=stale; fwd-status=${err.status}; detail=stale-if-error` }, () => {
+        throw err
+      })
     }
     if (err instanceof ProxyError && err.code === 'ORIGIN_NOT_FOUND') void cache.store.delete(cacheKey)
     throw err
@@ -304,7 +381,9 @@ async function revalidate(
     const policy = storagePolicy(stale.meta.cacheControl, cache.ttlSeconds)
     const refreshed: CachedObject = { ...stale, storedAt: now, freshUntil: now + policy.freshMs }
     void cache.store.set(cacheKey, refreshed)
-    return fromEntry(x, bucket, refreshed, request, { xCache: 'HIT', status: 'yatagarasu; fwd=stale; fwd-status=304' })
+    return fromEntry(x, bucket, refreshed, request, { xCache: 'HIT', status: 'yatagarasu; fwd=stale; fwd-status=304' }, () =>
+      originInstead(x, bucket, cache, cacheKey, request)
+    )
   }
   return fill(x, bucket, cache, cacheKey, result, request, undefined)
 }
@@ -328,7 +407,9 @@ async function fetchAndFill(
     const shared = await Promise.race([inFlight.catch(() => undefined), deadline])
     clearTimeout(timer)
     if (shared !== undefined) {
-      return fromEntry(x, bucket, shared, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' })
+      return fromEntry(x, bucket, shared, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' }, () =>
+        fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+      )
     }
     return fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
   }

@@ -1,19 +1,33 @@
 // The CacheStore contract, run against every implementation: memory, disk, Redis (a real
-// redis-server) and the tiered composition of all three.
+// redis-server) and the tiered composition of all three. Bodies come back as bytes or, from the
+// disk tier for large entries, as a StoredBody read by range; both must give the same bytes.
 import assert from 'node:assert/strict'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, open as openFile, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { DiskCache } from '../../src/cache/disk.ts'
+import { BLOCK_SIZE, parseHead } from '../../src/cache/disk-format.ts'
 import { MemoryCache } from '../../src/cache/memory.ts'
 import { RedisCache } from '../../src/cache/redis.ts'
 import { TieredCache } from '../../src/cache/tiered.ts'
-import type { CachedObject, CacheStore } from '../../src/ports.ts'
+import type { CachedBody, CachedObject, CacheStore } from '../../src/ports.ts'
+import type { ByteRange } from '../../src/types.ts'
 import { startRedis, type TestRedis } from '../support/redis.ts'
 
 const STALE_SECONDS = 60
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+/** Over the disk tier's 64 KiB read-whole limit and over one 256 KiB block: streamed by block. */
+const LARGE = randomBytes(BLOCK_SIZE + 44_000)
+
+/** The body's bytes (or those of `range`), whichever kind of body it is. */
+async function bytesOf(body: CachedBody, range?: ByteRange): Promise<Buffer> {
+  if (body instanceof Uint8Array) return Buffer.from(range === undefined ? body : body.subarray(range.start, range.end + 1))
+  const chunks: Uint8Array[] = []
+  for await (const chunk of body.stream(range)) chunks.push(chunk)
+  return Buffer.concat(chunks)
+}
 
 export function entry(body: Buffer | string, freshForMs = 60_000, overrides: Partial<CachedObject['meta']> = {}): CachedObject {
   const bytes = typeof body === 'string' ? Buffer.from(body) : body
@@ -99,10 +113,22 @@ for (const [name, make] of Object.entries(factories)) {
       await store.set('bucket/all-bytes.bin', stored)
       const got = await store.get('bucket/all-bytes.bin')
       assert.ok(got !== undefined)
-      assert.deepEqual(Buffer.from(got.body), ALL_BYTES)
+      assert.deepEqual(await bytesOf(got.body), ALL_BYTES)
       assert.deepEqual(got.meta, stored.meta)
       assert.equal(got.storedAt, stored.storedAt)
       assert.equal(got.freshUntil, stored.freshUntil)
+    })
+
+    it('returns a large body whole and by range, with the same bytes', async () => {
+      await store.set('bucket/large.bin', entry(LARGE))
+      const got = await store.get('bucket/large.bin')
+      assert.ok(got !== undefined)
+      assert.equal(got.body.length, LARGE.length)
+      assert.deepEqual(await bytesOf(got.body), LARGE)
+      const across = { start: BLOCK_SIZE - 10, end: BLOCK_SIZE + 9 }
+      assert.deepEqual(await bytesOf(got.body, across), LARGE.subarray(across.start, across.end + 1))
+      const last = { start: LARGE.length - 1, end: LARGE.length - 1 }
+      assert.deepEqual(await bytesOf(got.body, last), LARGE.subarray(LARGE.length - 1))
     })
 
     it('keeps a stale entry within the stale window, for stale-if-error', async () => {
@@ -145,6 +171,162 @@ for (const [name, make] of Object.entries(factories)) {
     })
   })
 }
+
+/** A large entry as the disk tier hands it back: its body a StoredBody on a file. */
+async function storedEntry(): Promise<{ disk: DiskCache; got: CachedObject }> {
+  const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-disk-'))
+  dirs.push(dir)
+  const disk = await DiskCache.open({ dir, maxBytes: 1 << 22, maxItemBytes: 1 << 21, staleSeconds: 60 })
+  await disk.set('source/large.bin', entry(LARGE))
+  const got = await disk.get('source/large.bin')
+  assert.ok(got !== undefined && !(got.body instanceof Uint8Array), 'a StoredBody')
+  return { disk, got }
+}
+
+for (const name of ['memory', 'disk', 'tiered'] as const) {
+  describe(`CacheStore contract: ${name} takes a StoredBody`, () => {
+    it('stores the bytes a StoredBody from another tier reads', async () => {
+      const store = await factories[name]!()
+      opened.push(store)
+      const { got } = await storedEntry()
+      const refreshed = { ...got, storedAt: got.storedAt + 1000, freshUntil: got.freshUntil + 1000 }
+      await store.set('bucket/copied.bin', refreshed)
+      const copy = await store.get('bucket/copied.bin')
+      assert.ok(copy !== undefined)
+      assert.deepEqual(await bytesOf(copy.body), LARGE)
+      assert.equal(copy.storedAt, refreshed.storedAt)
+      assert.deepEqual(copy.meta, got.meta)
+    })
+  })
+}
+
+/** The disk tier's file for `key`, and where its body starts. */
+async function fileOf(dir: string, key: string): Promise<{ file: string; bodyOffset: number }> {
+  const { createHash } = await import('node:crypto')
+  const file = join(dir, `${createHash('sha256').update(key).digest('hex')}.entry`)
+  const head = parseHead(await readFile(file))
+  assert.ok(head !== undefined && !('need' in head))
+  return { file, bodyOffset: head.bodyOffset }
+}
+
+/** Flips one byte of a file in place (the same inode: streams already open see it). */
+async function flipByte(file: string, offset: number): Promise<void> {
+  const handle = await openFile(file, 'r+')
+  try {
+    const one = Buffer.alloc(1)
+    await handle.read(one, 0, 1, offset)
+    one[0] = (one[0] ?? 0) ^ 0xff
+    await handle.write(one, 0, 1, offset)
+  } finally {
+    await handle.close()
+  }
+}
+
+const gone = async (file: string) => {
+  for (let i = 0; i < 200; i++) {
+    if (!(await readdir(join(file, '..'))).includes(file.split('/').at(-1) as string)) return true
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  return false
+}
+
+describe('disk tier: large entries', () => {
+  const open = async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-disk-'))
+    dirs.push(dir)
+    return { dir, store: await DiskCache.open({ dir, maxBytes: 1 << 22, maxItemBytes: 1 << 21, staleSeconds: 60 }) }
+  }
+
+  it('hands back a large entry without reading its body: a damaged body is found only when read', async () => {
+    const { dir, store } = await open()
+    await store.set('b/large.bin', entry(LARGE))
+    const { file, bodyOffset } = await fileOf(dir, 'b/large.bin')
+    await flipByte(file, bodyOffset + 5)
+    const got = await store.get('b/large.bin')
+    assert.ok(got !== undefined, 'the header is intact: metadata is served (HEAD, 304)')
+    assert.equal(got.body.length, LARGE.length)
+    await assert.rejects(bytesOf(got.body), /block 0 fails its checksum/)
+    assert.ok(await gone(file), 'the damaged entry is deleted')
+    assert.equal(await store.get('b/large.bin'), undefined)
+  })
+
+  it('reads only the blocks a range needs: damage elsewhere leaves the entry', async () => {
+    const { dir, store } = await open()
+    await store.set('b/large.bin', entry(LARGE))
+    const { file, bodyOffset } = await fileOf(dir, 'b/large.bin')
+    await flipByte(file, bodyOffset + BLOCK_SIZE + 7)
+    const got = await store.get('b/large.bin')
+    assert.ok(got !== undefined)
+    assert.deepEqual(await bytesOf(got.body, { start: 100, end: 199 }), LARGE.subarray(100, 200))
+    assert.ok((await readdir(dir)).length === 1, 'still there')
+    assert.ok((await store.get('b/large.bin')) !== undefined)
+  })
+
+  it('yields the blocks before a damaged one, then errors (never a clean end) and deletes the entry', async () => {
+    const { dir, store } = await open()
+    await store.set('b/large.bin', entry(LARGE))
+    const { file, bodyOffset } = await fileOf(dir, 'b/large.bin')
+    await flipByte(file, bodyOffset + BLOCK_SIZE + 7)
+    const got = await store.get('b/large.bin')
+    const body = got?.body
+    assert.ok(body !== undefined && !(body instanceof Uint8Array))
+    const received: Uint8Array[] = []
+    await assert.rejects(async () => {
+      for await (const chunk of body.stream()) received.push(chunk)
+    }, /block 1 fails its checksum/)
+    assert.deepEqual(Buffer.concat(received), LARGE.subarray(0, BLOCK_SIZE))
+    assert.ok(await gone(file))
+  })
+
+  it('keeps large entries across a restart', async () => {
+    const { dir, store } = await open()
+    await store.set('b/large.bin', entry(LARGE))
+    const reopened = await DiskCache.open({ dir, maxBytes: 1 << 22, maxItemBytes: 1 << 21, staleSeconds: 60 })
+    const got = await reopened.get('b/large.bin')
+    assert.ok(got !== undefined)
+    assert.deepEqual(await bytesOf(got.body), LARGE)
+    void store
+  })
+
+  it('deletes files of the old format (and damaged headers) at start-up', async () => {
+    const { dir, store } = await open()
+    await store.set('b/kept.bin', entry('kept'))
+    // Format 1: [u32 header length][JSON with a sha256][body].
+    const json = Buffer.from(JSON.stringify({ key: 'b/old.bin', size: 3, sha256: 'x', storedAt: Date.now(), freshUntil: Date.now() + 60_000 }))
+    const prefix = Buffer.alloc(4)
+    prefix.writeUInt32BE(json.length)
+    const { createHash } = await import('node:crypto')
+    const oldFile = join(dir, `${createHash('sha256').update('b/old.bin').digest('hex')}.entry`)
+    await writeFile(oldFile, Buffer.concat([prefix, json, Buffer.from('old')]))
+    const { file: kept } = await fileOf(dir, 'b/kept.bin')
+    const reopened = await DiskCache.open({ dir, maxBytes: 1 << 22, maxItemBytes: 1 << 21, staleSeconds: 60 })
+    assert.deepEqual(await readdir(dir), [kept.split('/').at(-1)])
+    assert.equal(await reopened.get('b/old.bin'), undefined)
+  })
+
+  it('is copied up into memory only when memory would keep it, and then read once', async () => {
+    const { dir, store } = await open()
+    await store.set('b/large.bin', entry(LARGE))
+    const { file, bodyOffset } = await fileOf(dir, 'b/large.bin')
+    const small = new MemoryCache({ maxBytes: 1 << 20, maxItemBytes: 64 * 1024, staleSeconds: 60 })
+    // Damage the body: had the memory tier read it, the disk tier would have dropped the entry.
+    await flipByte(file, bodyOffset + 1)
+    const got = await store.get('b/large.bin')
+    assert.ok(got !== undefined)
+    await small.set('b/large.bin', got)
+    assert.equal(small.peek('b/large.bin'), undefined)
+    assert.equal((await readdir(dir)).length, 1, 'the body was never read')
+    // Repaired, through the tiered cache: a memory tier that keeps it reads it (in the background).
+    await flipByte(file, bodyOffset + 1)
+    const roomy = new MemoryCache({ maxBytes: 1 << 22, maxItemBytes: 1 << 21, staleSeconds: 60 })
+    const withRoom = new TieredCache([roomy, store])
+    assert.equal((await withRoom.lookup('b/large.bin'))?.tier, 'disk')
+    for (let i = 0; i < 200 && roomy.peek('b/large.bin') === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 5))
+    const copied = roomy.peek('b/large.bin')
+    assert.ok(copied !== undefined && copied.body instanceof Uint8Array)
+    assert.deepEqual(copied.body, LARGE)
+  })
+})
 
 describe('memory tier', () => {
   it('stays under max_size by evicting the least recently used', async () => {
