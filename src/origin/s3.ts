@@ -1,44 +1,54 @@
-// ObjectSource over @aws-sdk/client-s3: one client per bucket, built once, with a keep-alive
-// connection pool. Owns the backend's quirks so the pipeline sees one contract:
+// ObjectSource over S3: one per bucket replica, built once. GET and HEAD go out as SigV4-signed
+// requests over a keep-alive pool (signed-request.ts); @aws-sdk/client-s3 is kept for what it does
+// well: the credential chain (environment, shared config, SSO, instance and task roles, with
+// caching and refresh) and the endpoint rules that decide where the bucket lives. Owns the
+// backend's quirks so the pipeline sees one contract:
 // - a ranged GET returns exactly the range asked for (a 206 covering anything else is re-requested
 //   once with an explicit range; s3rver, for one, answers `bytes=-5` as `0-5`);
-// - a 416 always carries the object size (fetched with HeadObject on that rare path);
+// - a 416 always carries the object size (fetched with HEAD on that rare path);
 // - `s3.timeout` bounds the wait for response headers and any stall of the body mid-transfer, but
 //   never the time a slow client takes to read (back-pressure stops reading; it is not a stall);
 // - bodies are pulled only as fast as the client reads, and destroyed when the client goes away or
-//   the body is not wanted, so no socket is left holding an unread body.
-import http from 'node:http'
-import https from 'node:https'
-import type { Readable } from 'node:stream'
-import {
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  S3Client,
-  type GetObjectCommandOutput,
-  type HeadObjectCommandOutput,
-} from '@aws-sdk/client-s3'
-import { NodeHttpHandler } from '@smithy/node-http-handler'
+//   the body is not wanted, so no socket is left holding an unread body;
+// - `s3.max_attempts`: a failure that says "try again" (no connection, reset, connect timeout, 5xx,
+//   429) is retried before any byte is sent, with the SDK's jittered backoff and retry quota, within
+//   the header deadline; a request S3 refused for a skewed clock is re-signed with S3's time.
+import type { IncomingMessage } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { S3Client } from '@aws-sdk/client-s3'
 import type { S3Connection } from '../config/schema.ts'
 import { ProxyError } from '../errors.ts'
 import { quoteEtag } from '../http/conditional.ts'
-import {
-  formatRange,
-  parseContentRange,
-  resolveRange,
-  unsatisfiedRange,
-} from '../http/range.ts'
+import { formatRange, parseContentRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
 import type { ObjectBody, ObjectSource, ReadOptions } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
 import type { ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
+import { watchedStream } from './body-stream.ts'
+import { resolveTarget } from './s3-endpoint.ts'
+import { answerError, CLOCK_SKEW_CODES, errorCodeOf, isTransientStatus, transportError } from './s3-errors.ts'
+import { SignedRequests, type Method } from './signed-request.ts'
 
 /** Readiness probes must answer quickly even when `s3.timeout` is long. */
 const PROBE_TIMEOUT_MS = 5000
 
+/** The SDK's retry quota: a retry spends tokens, a success earns one back (or refunds its retry). */
+const RETRY_TOKENS = 500
+const RETRY_COST = 5
+/** The SDK's backoff: a random delay up to base * 2^attempt, capped. */
+const RETRY_BASE_MS = 100
+const THROTTLED_RETRY_BASE_MS = 500
+const RETRY_MAX_DELAY_MS = 20_000
+/** S3 refuses a request signed more than 15 minutes off; the SDK corrects from 5 minutes. */
+const CLOCK_SKEW_MS = 300_000
+/** S3 error bodies are a few hundred bytes; more is not an S3 error. */
+const ERROR_BODY_LIMIT = 16 * 1024
+
 export class S3Source implements ObjectSource {
   readonly #client: S3Client
-  readonly #bucket: string
+  readonly #requests: SignedRequests
   readonly #timeoutMs: number
+  readonly #maxAttempts: number
+  #retryTokens = RETRY_TOKENS
 
   readonly #observe: ((seconds: number, result: string) => void) | undefined
 
@@ -46,7 +56,7 @@ export class S3Source implements ObjectSource {
 
   /**
    * `metrics` (when enabled) records each request by bucket and replica. `probeKey`: the object
-   * HeadObject'ed by `probe` (HeadBucket when undefined).
+   * HEAD'ed by `probe` (the bucket itself when undefined).
    */
   constructor(config: S3Connection, telemetry?: { metrics: Metrics | undefined; bucket: string; probeKey?: string | undefined }) {
     this.#probeKey = telemetry?.probeKey
@@ -61,13 +71,15 @@ export class S3Source implements ObjectSource {
         metrics.originDuration.observe(labels, seconds)
       }
     }
-    const agentOptions = { keepAlive: true, maxSockets: config.max_connections, scheduling: 'lifo' as const }
-    this.#bucket = config.bucket
     this.#timeoutMs = config.timeout * 1000
-    this.#client = new S3Client({
+    this.#maxAttempts = Math.max(1, config.max_attempts)
+    const forcePathStyle = config.force_path_style ?? config.endpoint !== undefined
+    // Sends nothing itself: it resolves credentials (static, or the default chain with caching
+    // and refresh) and the bucket's endpoint.
+    const client = new S3Client({
       region: config.region,
       endpoint: config.endpoint,
-      forcePathStyle: config.force_path_style ?? config.endpoint !== undefined,
+      forcePathStyle,
       credentials:
         config.access_key !== undefined && config.secret_key !== undefined
           ? {
@@ -76,84 +88,66 @@ export class S3Source implements ObjectSource {
               sessionToken: config.session_token,
             }
           : undefined,
-      maxAttempts: config.max_attempts,
-      // Checksum validation wraps every body in a hashing stream; the proxy passes bytes through.
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: new NodeHttpHandler({
-        httpAgent: new http.Agent(agentOptions),
-        httpsAgent: new https.Agent(agentOptions),
-        connectionTimeout: config.connect_timeout * 1000,
-        // No socket idle timeout: it would also fire while a slow client holds back-pressure.
-        // Header deadline and body stalls are enforced here instead.
-        requestTimeout: 0,
-      }),
+    })
+    this.#client = client
+    const params = { bucket: config.bucket, region: config.region, endpoint: config.endpoint, forcePathStyle }
+    this.#requests = new SignedRequests({
+      target: () => resolveTarget(client, params),
+      credentials: client.config.credentials,
+      sha256: client.config.sha256,
+      connectTimeoutMs: config.connect_timeout * 1000,
+      maxSockets: config.max_connections,
     })
   }
 
   async head(key: string, options: ReadOptions): Promise<ObjectMeta> {
-    const out = await this.#send(
-      (abortSignal) => this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), { abortSignal }),
-      options
-    )
-    return metaOf(out, out.ContentLength ?? 0)
+    const res = await this.#send('HEAD', key, undefined, options)
+    return metaOf(res, contentLength(res))
   }
 
   async get(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<ObjectBody> {
     const first = await this.#getObject(key, range, options)
-    if (range === undefined || first.$metadata.httpStatusCode !== 206) {
+    if (range === undefined || first.statusCode !== 206) {
       // No range asked, or the backend ignored it: the whole object (allowed by RFC 9110).
-      return this.#body(first, metaOf(first, first.ContentLength ?? 0), undefined, options)
+      return this.#body(first, metaOf(first, contentLength(first)), undefined, options)
     }
-    const got = parseContentRange(first.ContentRange)
+    const got = parseContentRange(first.headers['content-range'])
     if (got === undefined) {
-      destroyBody(first)
+      first.destroy()
       throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'missing_content_range' })
     }
     const wanted = resolveRange(range, got.size)
     if (wanted === undefined) {
-      destroyBody(first)
+      first.destroy()
       throw notSatisfiable(got.size)
     }
     if (sameRange(got, wanted)) return this.#body(first, metaOf(first, got.size), wanted, options)
 
     // The backend answered a different range than asked: ask again, explicitly.
-    destroyBody(first)
+    first.destroy()
     const explicit: RangeSpec = { kind: 'bounded', start: wanted.start, end: wanted.end }
     const second = await this.#getObject(key, explicit, options)
-    const again = parseContentRange(second.ContentRange)
-    if (second.$metadata.httpStatusCode !== 206 || again === undefined || !sameRange(again, wanted)) {
-      destroyBody(second)
+    const again = parseContentRange(second.headers['content-range'])
+    if (second.statusCode !== 206 || again === undefined || !sameRange(again, wanted)) {
+      second.destroy()
       throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'range_mismatch' })
     }
     return this.#body(second, metaOf(second, again.size), wanted, options)
   }
 
   async revalidate(key: string, etag: string, options: ReadOptions): Promise<ObjectBody | 'not-modified'> {
-    try {
-      const out = await this.#send(
-        (abortSignal) =>
-          this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, IfNoneMatch: etag }), { abortSignal }),
-        options
-      )
-      return this.#body(out, metaOf(out, out.ContentLength ?? 0), undefined, options)
-    } catch (err) {
-      if (err instanceof ProxyError && err.reason === 'not_modified') return 'not-modified'
-      throw err
+    const res = await this.#send('GET', key, { 'if-none-match': etag }, options, true)
+    if (res.statusCode === 304) {
+      res.resume()
+      return 'not-modified'
     }
+    return this.#body(res, metaOf(res, contentLength(res)), undefined, options)
   }
 
   async probe(): Promise<boolean> {
-    const key = this.#probeKey
     try {
-      await this.#send(
-        (abortSignal): Promise<unknown> =>
-          key === undefined
-            ? this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal })
-            : this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), { abortSignal }),
-        undefined,
-        Math.min(this.#timeoutMs, PROBE_TIMEOUT_MS)
-      )
+      const res = await this.#send('HEAD', this.#probeKey ?? '', undefined, undefined, false, Math.min(this.#timeoutMs, PROBE_TIMEOUT_MS))
+      res.resume()
       return true
     } catch {
       return false
@@ -161,21 +155,13 @@ export class S3Source implements ObjectSource {
   }
 
   close(): void {
+    this.#requests.close()
     this.#client.destroy()
   }
 
-  async #getObject(
-    key: string,
-    range: RangeSpec | undefined,
-    options: ReadOptions
-  ): Promise<GetObjectCommandOutput> {
-    const command = new GetObjectCommand({
-      Bucket: this.#bucket,
-      Key: key,
-      Range: range === undefined ? undefined : formatRange(range),
-    })
+  async #getObject(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<IncomingMessage> {
     try {
-      return await this.#send((abortSignal) => this.#client.send(command, { abortSignal }), options)
+      return await this.#send('GET', key, range === undefined ? undefined : { range: formatRange(range) }, options)
     } catch (err) {
       if (range !== undefined && err instanceof ProxyError && err.reason === 'InvalidRange') {
         const meta = await this.head(key, options)
@@ -186,14 +172,19 @@ export class S3Source implements ObjectSource {
   }
 
   /**
-   * Sends a command, bounded by the header deadline (this backend's timeout, or the request's
-   * deadline across replicas when that comes first) and cancelled when the client goes away.
+   * Sends a request and resolves with a 2xx response (or a 304 when `notModified` is an answer),
+   * bounded by the header deadline (this backend's timeout, or the request's deadline across
+   * replicas when that comes first) and cancelled when the client goes away. One observation per
+   * call, retries included.
    */
-  async #send<T>(
-    call: (abortSignal: AbortSignal) => Promise<T>,
+  async #send(
+    method: Method,
+    key: string,
+    headers: Readonly<Record<string, string>> | undefined,
     options: ReadOptions | undefined,
+    notModified = false,
     probeTimeoutMs?: number
-  ): Promise<T> {
+  ): Promise<IncomingMessage> {
     const signal = options?.signal
     const deadlineAt = options?.deadlineAt
     const left = deadlineAt === undefined ? Infinity : deadlineAt - Date.now()
@@ -213,15 +204,19 @@ export class S3Source implements ObjectSource {
     signal?.addEventListener('abort', onClientGone, { once: true })
     const started = performance.now()
     try {
-      const result = await call(controller.signal)
-      this.#observe?.((performance.now() - started) / 1000, 'ok')
-      return result
+      const res = await this.#attempts(method, key, headers, controller.signal, notModified)
+      this.#observe?.((performance.now() - started) / 1000, res.statusCode === 304 ? 'not_modified' : 'ok')
+      return res
     } catch (err) {
-      const error =
-        timedOut && byDeadline
-          ? new ProxyError('ORIGIN_TIMEOUT', { reason: 'deadline', cause: err })
-          : toProxyError(err, timedOut, signal?.aborted === true)
-      this.#observe?.((performance.now() - started) / 1000, error.reason === 'not_modified' ? 'not_modified' : error.code)
+      let error: ProxyError
+      if (timedOut) {
+        error = new ProxyError('ORIGIN_TIMEOUT', { reason: byDeadline ? 'deadline' : 'no_response_headers', cause: err })
+      } else if (signal?.aborted === true) {
+        error = new ProxyError('ORIGIN_ABORTED', { cause: err })
+      } else {
+        error = transportError(err)
+      }
+      this.#observe?.((performance.now() - started) / 1000, error.code)
       throw error
     } finally {
       clearTimeout(timer)
@@ -229,15 +224,74 @@ export class S3Source implements ObjectSource {
     }
   }
 
-  #body(
-    out: GetObjectCommandOutput,
-    meta: ObjectMeta,
-    range: ByteRange | undefined,
-    options: ReadOptions
-  ): ObjectBody {
-    const { stream, bytesSent } = watchedStream(out.Body as Readable, this.#timeoutMs, options.abortResponse)
+  /** Up to `s3.max_attempts` tries; throws the last failure as a ProxyError (or the abort). */
+  async #attempts(
+    method: Method,
+    key: string,
+    headers: Readonly<Record<string, string>> | undefined,
+    signal: AbortSignal,
+    notModified: boolean
+  ): Promise<IncomingMessage> {
+    let spent = 0
+    for (let attempt = 1; ; attempt++) {
+      let failure: ProxyError
+      let again: boolean
+      let throttled = false
+      try {
+        const res = await this.#requests.send(method, key, headers, signal)
+        const status = res.statusCode ?? 0
+        if ((status >= 200 && status < 300) || (status === 304 && notModified)) {
+          this.#retryTokens = Math.min(RETRY_TOKENS, this.#retryTokens + (spent > 0 ? spent : 1))
+          return res
+        }
+        const code = await errorCodeOfBody(method, res)
+        failure = answerError(status, code)
+        throttled = status === 429 || code === 'SlowDown' || code === 'Throttling'
+        again = isTransientStatus(status) || (code !== undefined && CLOCK_SKEW_CODES.has(code) && this.#correctClock(res))
+      } catch (err) {
+        if (signal.aborted) throw err
+        failure = transportError(err)
+        // No answer at all (refused, reset, connect timeout): worth another try.
+        again = failure.code === 'ORIGIN_UNREACHABLE' || failure.code === 'ORIGIN_TIMEOUT'
+      }
+      if (!again || attempt >= this.#maxAttempts || this.#retryTokens < RETRY_COST) throw failure
+      this.#retryTokens -= RETRY_COST
+      spent += RETRY_COST
+      const base = throttled ? THROTTLED_RETRY_BASE_MS : RETRY_BASE_MS
+      await sleep(Math.floor(Math.min(RETRY_MAX_DELAY_MS, Math.random() * 2 ** attempt * base)), undefined, { signal })
+    }
+  }
+
+  /** Adopts S3's clock when it is off by more than S3 tolerates; true when the retry can help. */
+  #correctClock(res: IncomingMessage): boolean {
+    const serverTime = Date.parse(res.headers.date ?? '')
+    if (Number.isNaN(serverTime)) return false
+    if (Math.abs(Date.now() + this.#requests.clockOffsetMs - serverTime) < CLOCK_SKEW_MS) return false
+    this.#requests.clockOffsetMs = serverTime - Date.now()
+    return true
+  }
+
+  #body(res: IncomingMessage, meta: ObjectMeta, range: ByteRange | undefined, options: ReadOptions): ObjectBody {
+    const { stream, bytesSent } = watchedStream(res, this.#timeoutMs, options.abortResponse)
     return { meta, range, stream, bytesSent }
   }
+}
+
+/** The `<Code>` of an error answer's XML body (HEAD answers have none). */
+async function errorCodeOfBody(method: Method, res: IncomingMessage): Promise<string | undefined> {
+  if (method === 'HEAD') {
+    res.resume()
+    return undefined
+  }
+  let text = ''
+  for await (const chunk of res as AsyncIterable<Buffer>) {
+    text += chunk.toString('utf8')
+    if (text.length > ERROR_BODY_LIMIT) {
+      res.destroy()
+      break
+    }
+  }
+  return errorCodeOf(text)
 }
 
 function sameRange(a: ByteRange, b: ByteRange): boolean {
@@ -248,123 +302,31 @@ function notSatisfiable(size: number): ProxyError {
   return new ProxyError('RANGE_NOT_SATISFIABLE', { headers: { 'content-range': unsatisfiedRange(size) } })
 }
 
-function destroyBody(out: GetObjectCommandOutput): void {
-  ;(out.Body as Readable | undefined)?.destroy()
+function contentLength(res: IncomingMessage): number {
+  const value = res.headers['content-length']
+  return value === undefined ? 0 : Number(value)
 }
 
-function metaOf(out: GetObjectCommandOutput | HeadObjectCommandOutput, size: number): ObjectMeta {
+function metaOf(res: IncomingMessage, size: number): ObjectMeta {
+  const headers = res.headers
   const userMetadata: Record<string, string> = {}
-  for (const [k, v] of Object.entries(out.Metadata ?? {})) userMetadata[k.toLowerCase()] = v
+  for (const name in headers) {
+    if (!name.startsWith('x-amz-meta-')) continue
+    const value = headers[name]
+    userMetadata[name.slice(11)] = Array.isArray(value) ? value.join(', ') : (value ?? '')
+  }
+  const lastModified = headers['last-modified']
+  const modifiedAt = lastModified === undefined ? NaN : Date.parse(lastModified)
   return {
     size,
-    etag: quoteEtag(out.ETag),
-    lastModified: out.LastModified,
-    contentType: out.ContentType,
-    cacheControl: out.CacheControl,
-    contentDisposition: out.ContentDisposition,
-    contentEncoding: out.ContentEncoding,
-    contentLanguage: out.ContentLanguage,
-    expires: out.ExpiresString ?? out.Expires?.toUTCString(),
+    etag: quoteEtag(headers.etag),
+    lastModified: Number.isNaN(modifiedAt) ? undefined : new Date(modifiedAt),
+    contentType: headers['content-type'],
+    cacheControl: headers['cache-control'],
+    contentDisposition: headers['content-disposition'],
+    contentEncoding: headers['content-encoding'],
+    contentLanguage: headers['content-language'],
+    expires: headers.expires,
     userMetadata,
   }
-}
-
-/**
- * A pull-based web stream over the SDK body. The stall timer runs only while the stream waits on
- * the backend, never while the client holds back-pressure. A stall or backend error errors the
- * stream, which makes the server cut the connection (the client sees a truncated response, never a
- * clean end). Cancelling (client gone, body unwanted) destroys the backend body and its socket.
- */
-function watchedStream(
-  body: Readable,
-  idleMs: number,
-  abortResponse: ReadOptions['abortResponse']
-): Pick<ObjectBody, 'stream' | 'bytesSent'> {
-  let sent = 0
-  let waiting = false
-  /** The reader went away (client gone, body unwanted): a failure after that is nobody's news. */
-  let cancelled = false
-  const timer = setTimeout(() => {
-    if (waiting) body.destroy(new ProxyError('ORIGIN_TIMEOUT', { reason: 'body_stalled' }))
-  }, idleMs)
-  timer.unref()
-  const chunks = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
-  const stream = new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        waiting = true
-        timer.refresh()
-        let next: IteratorResult<Buffer>
-        try {
-          next = await chunks.next()
-        } catch (err) {
-          clearTimeout(timer)
-          // Destroying the body on cancel rejects the pending read (premature close): not a
-          // backend failure, so it is neither reported nor counted against the replica.
-          if (cancelled) return
-          const error = err instanceof ProxyError ? err : new ProxyError('ORIGIN_ERROR', { reason: 'body_failed', cause: err })
-          // A response already streaming to the client is cut (a truncated response, never a
-          // clean end), which cancels this stream: nothing more to pull. Any other reader (the
-          // cache collecting a body before answering) gets the error.
-          if (abortResponse?.(error) !== true) throw error
-          return new Promise<void>(() => {})
-        } finally {
-          waiting = false
-        }
-        if (next.done === true) {
-          clearTimeout(timer)
-          controller.close()
-        } else {
-          sent += next.value.byteLength
-          controller.enqueue(next.value)
-        }
-      },
-      cancel() {
-        cancelled = true
-        clearTimeout(timer)
-        body.destroy()
-      },
-    },
-    { highWaterMark: 0 }
-  )
-  return { stream, bytesSent: () => sent }
-}
-
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPIPE',
-  'ETIMEDOUT',
-])
-
-function toProxyError(err: unknown, timedOut: boolean, clientGone: boolean): ProxyError {
-  if (err instanceof ProxyError) return err
-  if (timedOut) return new ProxyError('ORIGIN_TIMEOUT', { reason: 'no_response_headers', cause: err })
-  if (clientGone) return new ProxyError('ORIGIN_ABORTED', { cause: err })
-  const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } }
-  const status = e.$metadata?.httpStatusCode
-  const name = e.name ?? 'Error'
-  if (status === undefined || status === 0) {
-    if (name === 'TimeoutError') return new ProxyError('ORIGIN_TIMEOUT', { reason: 'connect_timeout', cause: err })
-    if (e.code !== undefined && NETWORK_CODES.has(e.code)) {
-      return new ProxyError('ORIGIN_UNREACHABLE', { reason: e.code, cause: err })
-    }
-    return new ProxyError('ORIGIN_ERROR', { reason: name, cause: err })
-  }
-  if (status === 304) return new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'not_modified' })
-  if (name === 'NoSuchBucket') return new ProxyError('ORIGIN_ERROR', { reason: name, cause: err })
-  if (status === 404 || name === 'NoSuchKey' || name === 'NotFound') {
-    return new ProxyError('ORIGIN_NOT_FOUND', { reason: name, cause: err })
-  }
-  if (status === 416 || name === 'InvalidRange') return new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'InvalidRange' })
-  if (status === 401 || status === 403) return new ProxyError('ORIGIN_AUTH_FAILED', { reason: name, cause: err })
-  if (status === 503) {
-    return new ProxyError('ORIGIN_UNAVAILABLE', { reason: name, headers: { 'retry-after': '1' }, cause: err })
-  }
-  if (status >= 500) return new ProxyError('ORIGIN_ERROR', { reason: `${status} ${name}`, cause: err })
-  return new ProxyError('ORIGIN_BAD_RESPONSE', { reason: `${status} ${name}`, cause: err })
 }

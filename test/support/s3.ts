@@ -50,6 +50,11 @@ export interface TestS3 {
   delay(ms: number): void
   /** From now on only requests signed with this secret are accepted (credential rotation). */
   rotateSecret(secret: string): void
+  /**
+   * From now on every request must carry this session token in a signed `x-amz-security-token`
+   * header (403 InvalidToken otherwise); undefined stops requiring one.
+   */
+  requireSessionToken(token: string | undefined): void
   stop(): Promise<void>
 }
 
@@ -61,6 +66,7 @@ export async function startS3(): Promise<TestS3> {
   let stallNext: number | undefined
   let failStatus: number | undefined
   let delayMs = 0
+  let sessionToken: string | undefined
   const signerFor = (secretAccessKey: string) =>
     new SignatureV4({
       credentials: { accessKeyId: ACCESS_KEY, secretAccessKey },
@@ -74,7 +80,7 @@ export async function startS3(): Promise<TestS3> {
 
   const verifier = http.createServer((req, res) => {
     void (async () => {
-      const problem = await verify(req, signer)
+      const problem = (await verify(req, signer)) ?? tokenProblem(req, sessionToken)
       if (problem !== undefined) {
         req.resume()
         res.writeHead(403, { 'content-type': 'application/xml' })
@@ -177,6 +183,9 @@ export async function startS3(): Promise<TestS3> {
     rotateSecret(secret) {
       signer = signerFor(secret)
     },
+    requireSessionToken(token) {
+      sessionToken = token
+    },
     async stop() {
       client.destroy()
       if (verifier.listening) await close()
@@ -184,6 +193,15 @@ export async function startS3(): Promise<TestS3> {
       await rm(directory, { recursive: true, force: true })
     },
   }
+}
+
+/** Undefined when no token is required or the request carries it, signed; else the S3 error code. */
+function tokenProblem(req: http.IncomingMessage, token: string | undefined): string | undefined {
+  if (token === undefined) return undefined
+  const sent = req.headers['x-amz-security-token']
+  if (sent !== token) return 'InvalidToken'
+  const signed = /SignedHeaders=([a-z0-9;-]+)/.exec(req.headers.authorization ?? '')?.[1]?.split(';') ?? []
+  return signed.includes('x-amz-security-token') ? undefined : 'AccessDenied'
 }
 
 const AUTHORIZATION =
