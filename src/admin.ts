@@ -7,7 +7,9 @@
 //   GET  /admin/cache/stats                     per tier and per bucket
 //   POST /admin/reload                          re-read the config file, as SIGHUP does; 400 with the
 //                                               exact reason when it does not load
-// Purges clear every tier here and are broadcast over Redis to every instance sharing it.
+// Purges clear every tier here and are broadcast over Redis to every instance sharing it; in cluster
+// mode without Redis they reach every worker of this instance (through the primary) before the
+// answer. `purged` counts the entries this worker purged.
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { Hono, type MiddlewareHandler } from 'hono'
 import { ERROR_CATALOGUE, ProxyError } from './errors.ts'

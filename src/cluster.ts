@@ -4,12 +4,16 @@
 //   - on SIGTERM/SIGINT passes the signal on, waits for every worker to drain and exit, then exits 0;
 //   - restarts a worker that dies any other way (after a pause when it keeps dying at start);
 //   - serves /metrics on `metrics.port`, summed over the workers (prom-client's AggregatorRegistry);
-//   - when a worker reloads through POST /admin/reload, sends SIGHUP to the other workers.
+//   - when a worker reloads through POST /admin/reload, sends SIGHUP to the other workers;
+//   - without Redis: keeps the rate-limit counters every worker spends (security/rate-limit.ts), and
+//     passes a purge one worker received on to the others (cluster-purge.ts).
 // The primary serves no requests and builds no runtime.
 import cluster, { type Worker } from 'node:cluster'
 import type { AddressInfo } from 'node:net'
 import { AggregatorRegistry, type Registry } from 'prom-client'
+import { relayPurges } from './cluster-purge.ts'
 import type { Config } from './config/schema.ts'
+import { serveRateLimits } from './runtime.ts'
 import { listenMetrics, metricsEndpoint } from './server.ts'
 import { exitAfterFlush, type Logger } from './telemetry/log.ts'
 
@@ -25,6 +29,9 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
     registry === undefined ? undefined : await listenMetrics(metricsEndpoint(() => registry.clusterMetrics(), registry.contentType), config)
   const startedAt = new Map<Worker, number>()
   let stopping = false
+  // Always, whatever the config says now: a reload may add a limit.
+  serveRateLimits()
+  relayPurges()
 
   const fork = () => {
     const worker = cluster.fork()

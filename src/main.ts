@@ -63,7 +63,9 @@ async function main(): Promise<number> {
     return 0
   }
 
-  const logger = createLogger(config.logging)
+  const root = createLogger(config.logging)
+  // In cluster mode every line a worker writes (access lines too) names the worker.
+  const logger = cluster.isWorker ? root.child({ worker: cluster.worker?.id }) : root
   const workers = config.server.workers === 'auto' ? availableParallelism() : config.server.workers
   if (workers > 1 && cluster.isPrimary) {
     await runPrimary(config, workers, logger)
@@ -88,7 +90,6 @@ async function main(): Promise<number> {
       address: `${config.server.host}:${proxy.port}`,
       metrics: proxy.metricsUrl,
       buckets: config.buckets.map((b) => b.path_prefix),
-      worker: cluster.worker?.id,
       version: VERSION,
     },
     'yatagarasu listening'

@@ -1,5 +1,6 @@
 // buildRuntime: turns a validated Config into live objects (S3 clients, token verifiers, the
 // readiness checker). The only module that knows concrete adapter classes.
+import cluster from 'node:cluster'
 import { JwtVerifier } from './auth/jwt.ts'
 import { loadWasmAuthorizer, PolicyLoadError, remoteAuthorizer } from './auth/opa.ts'
 import { constants } from 'node:fs'
@@ -9,6 +10,7 @@ import { MemoryCache } from './cache/memory.ts'
 import { connectRedis, RedisCache } from './cache/redis.ts'
 import { ipFilterOf } from './http/ip-filter.ts'
 import { createRateLimiter } from './security/rate-limit.ts'
+import { onPurgeFromOtherWorkers, purgeOtherWorkers } from './cluster-purge.ts'
 import { TieredCache } from './cache/tiered.ts'
 import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
@@ -36,6 +38,8 @@ export interface SharedCache {
   owned: boolean
   /** The previous generation's handle, until this generation commits (see Runtime.commit). */
   from?: { owned: boolean } | undefined
+  /** Stops purging on other workers' purges (cluster mode without Redis); called when it closes. */
+  readonly stopPurges?: (() => void) | undefined
 }
 
 /** A part of a generation handed on to the next when the config it was built from is unchanged. */
@@ -87,8 +91,9 @@ export interface Runtime {
   /** Verifies admin JWTs (the global jwt block), when admin claims are configured. */
   readonly adminVerifier: TokenVerifier | null
   /**
-   * Purges cache keys (`exact` key, or every key under `prefix`) on every tier of this instance
-   * and, through Redis pub/sub, of every instance sharing it.
+   * Purges cache keys (`exact` key, or every key under `prefix`) on every tier of this process
+   * and, through Redis pub/sub, of every instance sharing it; without Redis, in cluster mode, of
+   * every other worker (through the primary, waiting for them). Resolves with the count here.
    */
   purge(target: PurgeTarget): Promise<number>
   /** Takes over the parts reused from the previous generation; called when this one is swapped in. */
@@ -171,7 +176,10 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     async purge(target) {
       if (cache === null) return 0
       const count = await purgeTiers(cache.store.tiers, target)
-      await cache.redis?.broadcastPurge(JSON.stringify(target))
+      if (cache.redis !== undefined) await cache.redis.broadcastPurge(JSON.stringify(target))
+      else if (inOwnCluster(config) && !(await purgeOtherWorkers(target))) {
+        deps.logger.warn({ purge: target }, 'cache purge: not every other worker confirmed it in time')
+      }
       return count
     },
     commit() {
@@ -185,7 +193,10 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     },
     async close() {
       for (const bucket of buckets) bucket.source.close()
-      if (cache?.owned === true) void cache.store.close()
+      if (cache?.owned === true) {
+        cache.stopPurges?.()
+        void cache.store.close()
+      }
       if (limits?.owned === true) limits.part.close()
       await Promise.allSettled([audit?.owned === true ? audit.part.close() : undefined, tracer?.owned === true ? tracer.part.close() : undefined])
     },
@@ -211,8 +222,9 @@ function rateLimitSettings(config: Config) {
   return {
     server: config.server.rate_limit,
     buckets,
-    // Counters are shared through Redis when one is configured.
+    // Counters are shared through Redis when one is configured, else through the cluster primary.
     redis: redis === null ? null : { url: redis.url, clusterNodes: redis.cluster_nodes, keyPrefix: redis.key_prefix, timeoutMs: redis.timeout_ms },
+    viaPrimary: redis === null && inOwnCluster(config),
   }
 }
 
@@ -220,7 +232,7 @@ function buildRateLimits(settings: RateLimitSettings): RateLimits {
   const client = settings.redis === null ? undefined : connectRedis(settings.redis)
   const keyPrefix = settings.redis?.keyPrefix ?? ''
   const limiter = (scope: string, limit: RateLimitConfig | null | undefined) =>
-    limit == null ? null : createRateLimiter(limit, { scope, keyPrefix, redis: client })
+    limit == null ? null : createRateLimiter(limit, { scope, keyPrefix, redis: client, viaPrimary: settings.viaPrimary })
   return {
     global: limiter('global', settings.server?.global),
     perIp: limiter('per_ip', settings.server?.per_ip),
@@ -328,8 +340,26 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
     void purgeTiers(local, target)
     logger.info({ purge: target }, 'cache purge received from another instance')
   })
-  return { store, redis, flights: new Map(), counters: previous?.counters ?? new Map(), built, owned: true }
+  const stopPurges =
+    redis === undefined && inOwnCluster(config)
+      ? onPurgeFromOtherWorkers(async (target) => {
+          await purgeTiers(local, target)
+          logger.info({ purge: target }, 'cache purge received from another worker')
+        })
+      : undefined
+  return { store, redis, flights: new Map(), counters: previous?.counters ?? new Map(), built, owned: true, stopPurges }
 }
+
+/**
+ * A worker of yatagarasu's own cluster (main.ts forks only when `server.workers` > 1): its siblings
+ * are reached through the primary. A process forked by another cluster manager is on its own.
+ */
+function inOwnCluster(config: Config): boolean {
+  return cluster.isWorker && config.server.workers !== 1
+}
+
+/** The cluster primary keeps the workers' shared rate-limit counters (see security/rate-limit.ts). */
+export { serveRateLimits } from './security/rate-limit.ts'
 
 export type PurgeTarget = { prefix: string } | { exact: string }
 
