@@ -10,7 +10,7 @@
 //     one dead master never slows the keys of the others; a single Redis has one breaker.
 //     An error reply (CLUSTERDOWN while the cluster has lost a master, MOVED loops aside) is a miss
 //     but not a failure: the node answered at once, skipping it would save nothing.
-//   - on a Cluster the slot table is refreshed every SLOTS_REFRESH_MS, so when the cluster promotes
+//   - on a Cluster the slot table is re-read every SLOTS_REFRESH_MS, so when the cluster promotes
 //     a replica in place of a master that hangs (SIGSTOP: no closed connection, no MOVED), keys are
 //     routed to the new master, which has its own (closed) breaker.
 // Purges are also broadcast on `<key_prefix>purge` so every instance drops its own memory and disk
@@ -168,7 +168,7 @@ export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNo
   }
   const client =
     options.clusterNodes.length > 0
-      ? new Cluster(options.clusterNodes, {
+      ? new RefreshingCluster(options.clusterNodes, {
           enableOfflineQueue: subscriber,
           // Reads go to masters: a replica may still hold an entry a purge just deleted.
           scaleReads: 'master',
@@ -178,7 +178,6 @@ export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNo
           retryDelayOnClusterDown: 0,
           retryDelayOnTryAgain: 0,
           maxRedirections: 4,
-          slotsRefreshInterval: SLOTS_REFRESH_MS,
           redisOptions: common,
         })
       : new Redis(options.url, { ...common, enableOfflineQueue: subscriber, retryStrategy: (times: number) => Math.min(times * 200, 2000) })
@@ -186,6 +185,23 @@ export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNo
   client.on('error', () => {})
   if (client instanceof Cluster) client.on('node error', () => {})
   return client
+}
+
+/**
+ * ioredis' Cluster with its slot table re-read every SLOTS_REFRESH_MS by a timer of our own rather
+ * than its `slotsRefreshInterval`: that one re-arms itself when disconnect() lands while a refresh
+ * is in flight, and then keeps refreshing (and the process alive) forever.
+ */
+class RefreshingCluster extends Cluster {
+  readonly #timer = setInterval(() => {
+    if (this.status === 'ready') this.refreshSlotsCache()
+  }, SLOTS_REFRESH_MS).unref()
+
+  override disconnect(reconnect = false): void {
+    // ioredis itself calls disconnect(true) to reconnect: keep refreshing then.
+    if (!reconnect) clearInterval(this.#timer)
+    super.disconnect(reconnect)
+  }
 }
 
 function escapeGlob(text: string): string {

@@ -41,6 +41,8 @@ export interface TestRedisCluster {
   masters(): Promise<ClusterNode[]>
   /** The master serving `key`'s slot now. */
   masterOf(key: string): Promise<ClusterNode>
+  /** Sends one command to `node` (undefined when it fails or does not answer within 1 s). */
+  command(node: ClusterNode, ...args: string[]): Promise<unknown>
   /** `cluster_state` as `node` sees it (`undefined` when it does not answer in time). */
   state(node: ClusterNode): Promise<string | undefined>
   /** SIGKILL (a crash). */
@@ -107,16 +109,21 @@ async function freeNodePort(taken: Set<number>): Promise<number> {
 }
 
 /** One command on a fresh connection, bounded by `timeoutMs` (a paused node never answers). */
-async function ask(port: number, args: string[], timeoutMs = 1000): Promise<string | undefined> {
+async function call(port: number, args: string[], timeoutMs = 1000): Promise<unknown> {
   const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, commandTimeout: timeoutMs, connectTimeout: timeoutMs, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true })
   client.on('error', () => {})
   try {
-    return String(await client.call(args[0] as string, ...args.slice(1)))
+    return await client.call(args[0] as string, ...args.slice(1))
   } catch {
     return undefined
   } finally {
     client.disconnect()
   }
+}
+
+async function ask(port: number, args: string[], timeoutMs = 1000): Promise<string | undefined> {
+  const reply = await call(port, args, timeoutMs)
+  return reply === undefined ? undefined : String(reply)
 }
 
 function parseNodes(text: string): NodeView[] {
@@ -153,8 +160,10 @@ async function until<T>(read: () => Promise<T | undefined>, what: string, deadli
   throw new Error(`redis cluster: timed out waiting for ${what}`)
 }
 
-function waitListening(node: ClusterNode): Promise<void> {
+function waitListening(node: ClusterNode, spawnError: () => Error | undefined): Promise<void> {
   return until(async () => {
+    const error = spawnError()
+    if (error !== undefined) throw new Error(`redis-server did not start (is it installed? .ci/run installs it): ${error.message}`)
     if (node.process.exitCode !== null) throw new Error(`redis-server on ${node.port} exited (code ${node.process.exitCode})`)
     return (await ask(node.port, ['PING'], 500)) === 'PONG' ? true : undefined
   }, `redis-server on ${node.port} to answer`).then(() => undefined)
@@ -177,14 +186,18 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
   const taken = new Set<number>()
   const nodes: ClusterNode[] = []
   const paused = new Set<ClusterNode>()
+  let spawnError: Error | undefined
+  /** One connection per node for state(), which tests poll often. */
+  const watchers = new Map<ClusterNode, Redis>()
   const stop = async () => {
+    for (const watcher of watchers.values()) watcher.disconnect()
     await Promise.all(nodes.map((node) => kill(node)))
     await rm(dir, { recursive: true, force: true })
   }
   const kill = async (node: ClusterNode) => {
     const child = node.process
     paused.delete(node)
-    if (child.exitCode !== null || child.signalCode !== null) return
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return
     const exited = new Promise((resolve) => child.once('exit', resolve))
     child.kill('SIGCONT')
     child.kill('SIGKILL')
@@ -206,9 +219,13 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
       )
       running.add(child)
       child.once('exit', () => running.delete(child))
+      child.once('error', (err) => {
+        running.delete(child)
+        spawnError = err
+      })
       nodes.push({ port, address: `127.0.0.1:${port}`, process: child })
     }
-    await Promise.all(nodes.map(waitListening))
+    await Promise.all(nodes.map((node) => waitListening(node, () => spawnError)))
     await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => n.address), '--cluster-replicas', '1', '--cluster-yes'])
   } catch (err) {
     await stop()
@@ -229,7 +246,13 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     throw new Error('no cluster node answers')
   }
   const state = async (node: ClusterNode) => {
-    const info = await ask(node.port, ['CLUSTER', 'INFO'], 500)
+    let watcher = watchers.get(node)
+    if (watcher === undefined) {
+      watcher = new Redis({ port: node.port, host: '127.0.0.1', commandTimeout: 500, maxRetriesPerRequest: 0, retryStrategy: () => null })
+      watcher.on('error', () => {})
+      watchers.set(node, watcher)
+    }
+    const info = await watcher.cluster('INFO').catch(() => undefined)
     return info?.match(/cluster_state:(\w+)/)?.[1]
   }
   /** ok on every live node, all slots covered, and every live replica's link to its master up. */
@@ -281,6 +304,7 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
       if (owner === undefined) throw new Error(`no master serves slot ${slot}`)
       return byAddress(owner.address)
     },
+    command: (node, ...args) => call(node.port, args),
     state,
     async kill(node) {
       await remember(node)
