@@ -27,6 +27,7 @@ import {
   type JwtBlock,
   type JwtVerifierConfig,
   type NamedKey,
+  type S3ApiConfig,
   type S3Config,
   type S3Connection,
   type ServerConfig,
@@ -270,8 +271,65 @@ async function normalize(
     audit,
     redis,
     observability: file.observability,
+    s3_api: normalizeS3Api(file.s3_api, server, buckets, report),
     warnings,
   }
+}
+
+/**
+ * The S3 listener, validated even when off (a bad block fails closed): its address, credentials
+ * with unique key ids naming configured buckets, and bucket names usable in S3 requests.
+ */
+function normalizeS3Api(block: ConfigFile['s3_api'], server: ServerConfig, buckets: BucketConfig[], report: Report): S3ApiConfig | null {
+  if (block === undefined) return null
+  const address = parseAddress(block.address)
+  if (address === undefined) report(['s3_api', 'address'], `"${block.address}" must be host:port, e.g. "0.0.0.0:9000"`)
+  else if (address.port !== 0 && address.port === server.port) report(['s3_api', 'address'], `port ${address.port} is already server.address's`)
+  if (block.domain !== undefined && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(block.domain)) {
+    report(['s3_api', 'domain'], `"${block.domain}" must be a DNS name such as s3.example.com`)
+  }
+  if (block.enabled && block.credentials.length === 0 && buckets.every((b) => b.auth !== null)) {
+    report(['s3_api', 'credentials'], 'is empty and every bucket requires authentication: no S3 request could read anything')
+  }
+  const names = new Set(buckets.map((b) => b.name))
+  const seen = new Map<string, number>()
+  for (const [index, credential] of block.credentials.entries()) {
+    const at = (...rest: KeyPath) => ['s3_api', 'credentials', index, ...rest]
+    const previous = seen.get(credential.access_key_id)
+    if (previous !== undefined) report(at('access_key_id'), `"${credential.access_key_id}" is already used by s3_api.credentials[${previous}]`)
+    seen.set(credential.access_key_id, index)
+    for (const [i, name] of credential.buckets.entries()) {
+      if (!names.has(name)) report(at('buckets', i), `"${name}" is not the name of a configured bucket`)
+      else if (!S3_BUCKET_NAME.test(name)) report(at('buckets', i), `"${name}" cannot be an S3 bucket name (3-63 lower-case letters, digits, "." and "-")`)
+    }
+  }
+  if (!block.enabled || address === undefined) return null
+  return {
+    host: address.host,
+    port: address.port,
+    domain: block.domain?.toLowerCase(),
+    region: block.region,
+    credentials: block.credentials.map((c) => ({
+      access_key_id: c.access_key_id,
+      secret_access_key: c.secret_access_key,
+      buckets: c.buckets,
+      prefixes: c.prefixes ?? [],
+      claims: c.claims ?? {},
+    })),
+    list_cache_seconds: block.list_cache_seconds,
+  }
+}
+
+/** S3's bucket naming rules (what clients accept in a path or a host name). */
+const S3_BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/
+
+function parseAddress(address: string): { host: string; port: number } | undefined {
+  const colon = address.lastIndexOf(':')
+  let host = colon === -1 ? '' : address.slice(0, colon)
+  const port = Number(colon === -1 ? address : address.slice(colon + 1))
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1)
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || host === '') return undefined
+  return { host, port }
 }
 
 const DEFAULT_TTL_SECONDS = 3600

@@ -437,6 +437,31 @@ const serverSchema = z.strictObject({
   max_concurrent_requests: count.optional(),
 })
 
+/** Credentials the S3 listener accepts; each reads only its buckets (and prefixes in them). */
+const s3ApiCredentialSchema = z.strictObject({
+  access_key_id: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{3,128}$/, 'must be 3-128 letters, digits, ".", "_" or "-"'),
+  secret_access_key: z.string().min(40, 'must be at least 40 characters'),
+  /** The proxy's bucket names (buckets[].name) this key may read. */
+  buckets: z.array(text).min(1, 'must name at least one bucket'),
+  /** Key prefixes the key may read, in every bucket it names; unset: the whole bucket. */
+  prefixes: z.array(z.string()).min(1, 'must not be empty; leave it out for whole buckets').optional(),
+  /** Claims the key carries, for claim rules and OPA (as a verified token's claims would). */
+  claims: z.record(z.string(), z.unknown()).optional(),
+})
+
+const s3ApiSchema = z.strictObject({
+  enabled: bool.default(false),
+  address: text.default('0.0.0.0:9000'),
+  /** Virtual-host addressing: `<bucket>.<domain>`. Path style (`/<bucket>/<key>`) always works. */
+  domain: text.optional(),
+  region: text.default('us-east-1'),
+  credentials: z.array(s3ApiCredentialSchema).default([]),
+  /** How long a listing page from the backend is reused (0: never). */
+  list_cache_seconds: nonNegative.default(0),
+})
+
 export const SYSLOG_FACILITIES = [
   'kern', 'user', 'mail', 'daemon', 'auth', 'syslog', 'lpr', 'news', 'uucp', 'cron', 'authpriv', 'ftp',
   'ntp', 'security', 'console', 'solaris-cron', 'local0', 'local1', 'local2', 'local3', 'local4', 'local5', 'local6', 'local7',
@@ -458,6 +483,7 @@ export const fileSchema = z.strictObject({
     .strictObject({ enabled: bool.default(false), port: num.pipe(z.number().int().min(0).max(65535)).default(9090) })
     .prefault({}),
   cache: cacheSchema.optional(),
+  s3_api: s3ApiSchema.optional(),
   admin: z
     .strictObject({
       token: z.string().min(32, 'must be at least 32 characters').optional(),
@@ -729,8 +755,29 @@ export interface Config {
    */
   redis: RedisConnection | null
   observability: ConfigFile['observability']
+  /** Null when the S3 listener is off. */
+  s3_api: S3ApiConfig | null
   /** Settings accepted but worth a look (printed by --check, logged when the config goes live). */
   warnings: ConfigWarning[]
+}
+
+/** The S3-compatible listener (`s3_api`); null in Config when it is off. */
+export interface S3ApiConfig {
+  host: string
+  port: number
+  domain: string | undefined
+  region: string
+  credentials: S3ApiCredential[]
+  list_cache_seconds: number
+}
+
+export interface S3ApiCredential {
+  access_key_id: string
+  secret_access_key: string
+  buckets: string[]
+  /** Empty: every key of the buckets. */
+  prefixes: string[]
+  claims: Record<string, unknown>
 }
 
 export interface ConfigWarning {
