@@ -104,3 +104,14 @@ describe('s3_api configuration', () => {
     assert.match(await problems(`${onlyPrivate}s3_api: { enabled: true }\n`), /s3_api\.credentials: is empty and every bucket requires authentication/)
   })
 })
+
+describe('s3_api while the listener is not served', () => {
+  it('warns, naming the key, that nothing listens on the address', async () => {
+    const config = await parseConfig(`${BUCKETS}s3_api: { enabled: true, address: "127.0.0.1:9100" }\n`, FILE, {})
+    assert.deepEqual(
+      config.warnings.filter((w) => w.path.startsWith('s3_api')),
+      [{ path: 's3_api.enabled', message: 'the S3 listener is not served by this version yet: nothing listens on 127.0.0.1:9100' }]
+    )
+    assert.deepEqual((await parseConfig(BUCKETS, FILE, {})).warnings, [])
+  })
+})
