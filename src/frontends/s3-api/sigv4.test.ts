@@ -4,7 +4,7 @@
 // `%`, unicode, `//` and S3's reserved characters check the canonical request is built from the raw
 // path exactly as each client encoded it.
 import assert from 'node:assert/strict'
-import { execFile, execFileSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -15,6 +15,7 @@ import { HttpRequest } from '@smithy/protocol-http'
 import { SignatureV4 } from '@smithy/signature-v4'
 import { createHash, createHmac } from 'node:crypto'
 import { EMPTY_SHA256, hasAwsAuth, SigningKeyCache, SigV4Error, verifySigV4, type SignedRequest, type VerifyOptions } from './sigv4.ts'
+import { PYTHON, requireBoto3 } from '../../../test/support/python.ts'
 
 const AKID = 'YTGAKIDEXAMPLE000001'
 const SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY+x'
@@ -267,15 +268,6 @@ describe('Date-based signatures (no x-amz-date)', () => {
   })
 })
 
-function hasBotocore(): boolean {
-  try {
-    execFileSync('python3', ['-c', 'import boto3'], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
-
 // boto3 sends each request to the recording server and prints the presigned URLs it makes.
 const BOTO = `
 import json, sys, boto3
@@ -293,11 +285,12 @@ except Exception: pass
 print(json.dumps(urls))
 `
 
-describe('requests signed by botocore (boto3)', { skip: hasBotocore() ? false : 'python3-boto3 is not installed' }, () => {
+describe('requests signed by botocore (boto3)', () => {
   it('verifies get_object, list_objects_v2 and presigned URLs for every special key', async () => {
+    requireBoto3()
     const start = recorded.length
     // Asynchronously: the recording server in this process answers boto3's requests meanwhile.
-    const { stdout: out } = await promisify(execFile)('python3', ['-c', BOTO, JSON.stringify({ endpoint, region: REGION, akid: AKID, secret: SECRET, keys: KEYS })], { encoding: 'utf8' })
+    const { stdout: out } = await promisify(execFile)(PYTHON, ['-c', BOTO, JSON.stringify({ endpoint, region: REGION, akid: AKID, secret: SECRET, keys: KEYS })], { encoding: 'utf8' })
     const sentByBoto = recorded.slice(start)
     assert.equal(sentByBoto.length, KEYS.length + 1)
     for (const req of sentByBoto) assert.equal(verifySigV4(req, options(req.at)).accessKeyId, AKID, req.target)
