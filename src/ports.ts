@@ -123,9 +123,10 @@ export interface Authorizer {
  * at the reader's pace. The building block for serving large entries in constant memory: a whole
  * object made of several entries (slices) is streamed as one `stream(range)` after another.
  *
- * - `stream(range)` reads only the tier's blocks that overlap `range`, one block per pull of the
- *   returned stream (nothing is read ahead: a consumer that stops pulling stops the reads), and
- *   opens nothing before the first pull. Memory per open stream: about one block (256 KiB on disk).
+ * - `stream(range)` reads only the tier's blocks that overlap `range`, a few at a time, one read
+ *   per pull of the returned stream (nothing is read ahead: a consumer that stops pulling stops
+ *   the reads), and opens nothing before the first pull. Memory per open stream: one read's worth
+ *   (at most 1 MiB on disk; with `reuseChunks`, one buffer for the whole stream).
  * - Every chunk it yields has passed the tier's check (a checksum per block) before it is handed
  *   on. When a block fails its check, or the storage fails, the stream errors instead and the
  *   tier has dropped the entry: a consumer never sees a corrupt byte, and must never turn an error
@@ -139,12 +140,22 @@ export interface StoredBody {
   /** Size in bytes; named like a Buffer's, so `entry.body.length` is the size whatever the kind. */
   readonly length: number
   /** The bytes of `range` (inclusive; the whole body when undefined), verified block by block. */
-  stream(range?: ByteRange): ReadableStream<Uint8Array>
+  stream(range?: ByteRange, options?: StoredBodyStreamOptions): ReadableStream<Uint8Array>
   /**
    * The whole body in one read, verified: for copying into a tier that keeps bytes (memory,
    * Redis). Only for bodies small enough for that tier. Rejects as `stream` errors.
    */
   bytes(): Promise<Buffer>
+}
+
+export interface StoredBodyStreamOptions {
+  /**
+   * One buffer for every chunk of the stream: a chunk's bytes are valid only until the next chunk
+   * is asked for. For a consumer that is done with a chunk before it reads the next, as
+   * Exchange.respond is (it reads on once the socket has taken the last chunk); saves an
+   * allocation per chunk (fresh memory: page faults, then garbage collection).
+   */
+  reuseChunks?: boolean
 }
 
 /** A cached body: the bytes themselves (memory, Redis, small disk entries) or a StoredBody. */

@@ -1,16 +1,20 @@
-// A disk entry's body as a StoredBody (ports.ts): read from its file lazily, one checked block per
-// pull, only the blocks a range overlaps. The file is opened at the first pull (a HEAD or a 304
-// never opens it) and closed at the end, on cancel or on an error. Each stream has its own file
-// descriptor, so an entry replaced, evicted or purged while it streams keeps streaming the bytes
-// it started with (POSIX keeps an unlinked file readable while it is open).
+// A disk entry's body as a StoredBody (ports.ts): read from its file lazily, up to four checked
+// blocks per pull, only the blocks a range overlaps. The file is opened at the first pull (a HEAD
+// or a 304 never opens it) and closed at the end, on cancel or on an error. Each stream has its
+// own file descriptor, so an entry replaced, evicted or purged while it streams keeps streaming
+// the bytes it started with (POSIX keeps an unlinked file readable while it is open).
 //
 // Every block is checked against the table read with the entry's header before any of its bytes
 // are handed on. A block that fails (flipped bits, a truncated file, or a file replaced since the
-// header was read) errors the stream and tells the tier, which drops the entry.
+// header was read) errors the stream and tells the tier, which drops the entry; the good blocks
+// read before it in the same read are handed on first.
 import { open, type FileHandle } from 'node:fs/promises'
-import type { StoredBody } from '../ports.ts'
+import type { StoredBody, StoredBodyStreamOptions } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
 import { blockIntact } from './disk-format.ts'
+
+/** Blocks read at a time (1 MiB of 256 KiB blocks): fewer, larger reads; at most this much held. */
+const READ_BLOCKS = 4
 
 export class DamagedEntryError extends Error {
   override readonly name = 'DamagedEntryError'
@@ -45,10 +49,15 @@ export class DiskBody implements StoredBody {
     this.#onDamage = options.onDamage
   }
 
-  stream(range?: ByteRange): ReadableStream<Uint8Array> {
+  stream(range?: ByteRange, options: StoredBodyStreamOptions = {}): ReadableStream<Uint8Array> {
+    const { blockSize } = this
     const end = range?.end ?? this.length - 1
     let next = range?.start ?? 0
     let handle: FileHandle | undefined
+    /** The one buffer of a `reuseChunks` stream. */
+    let reused: Buffer | undefined
+    /** A damaged block found after good ones in the same read: the next pull fails with it. */
+    let failure: Error | undefined
     const close = async () => {
       const open = handle
       handle = undefined
@@ -57,19 +66,36 @@ export class DiskBody implements StoredBody {
     return new ReadableStream<Uint8Array>(
       {
         pull: async (controller) => {
-          if (next > end) {
-            controller.close()
-            return
-          }
           try {
+            if (failure !== undefined) throw failure
+            if (next > end) {
+              await close()
+              controller.close()
+              return
+            }
             handle ??= await open(this.#file, 'r')
-            const index = Math.floor(next / this.blockSize)
-            const blockStart = index * this.blockSize
-            const block = await this.#readBlock(handle, index)
-            const from = next - blockStart
-            const to = Math.min(end + 1 - blockStart, block.length)
-            next = blockStart + to
-            controller.enqueue(from === 0 && to === block.length ? block : block.subarray(from, to))
+            // The blocks from `next` on, at most READ_BLOCKS of them, none past the range.
+            const first = Math.floor(next / blockSize)
+            const last = Math.min(Math.floor(end / blockSize), first + READ_BLOCKS - 1)
+            const start = first * blockSize
+            const size = Math.min((last + 1) * blockSize, this.length) - start
+            let bytes: Buffer
+            if (options.reuseChunks === true) {
+              reused ??= Buffer.allocUnsafeSlow(Math.min(READ_BLOCKS * blockSize, Math.min((Math.floor(end / blockSize) + 1) * blockSize, this.length) - start))
+              bytes = reused.subarray(0, size)
+            } else {
+              // Its own memory, not a slice of Node's shared pool.
+              bytes = Buffer.allocUnsafeSlow(size)
+            }
+            const { bytesRead } = await handle.read(bytes, 0, size, this.#bodyOffset + start)
+            const intact = this.#intactPrefix(bytes, bytesRead, first)
+            if (intact.failure !== undefined) failure = intact.failure
+            const from = next - start
+            const to = Math.min(end + 1 - start, intact.bytes)
+            // Nothing good to hand on: fail now; else the good blocks go first, the failure next.
+            if (to <= from) throw failure ?? new DamagedEntryError('disk cache entry: nothing to read')
+            next = start + to
+            controller.enqueue(bytes.subarray(from, to))
             if (next > end) {
               await close()
               controller.close()
@@ -82,9 +108,23 @@ export class DiskBody implements StoredBody {
         },
         cancel: close,
       },
-      // No read-ahead: the next block is read when the consumer asks for it.
+      // No read-ahead: the next blocks are read when the consumer asks for them.
       { highWaterMark: 0 }
     )
+  }
+
+  /**
+   * How many of `bytes` (blocks `first`, `first + 1`, ... read from the file, `bytesRead` of them
+   * there) are whole blocks that pass their checks, in order; and the failure that stopped it.
+   */
+  #intactPrefix(bytes: Buffer, bytesRead: number, first: number): { bytes: number; failure: Error | undefined } {
+    const { blockSize } = this
+    for (let at = 0, index = first; at < bytes.length; at += blockSize, index++) {
+      const wanted = Math.min(blockSize, bytes.length - at)
+      if (bytesRead < at + wanted) return { bytes: at, failure: this.#damaged('the file is shorter than its header says') }
+      if (!blockIntact(this.crcs, index, bytes.subarray(at, at + wanted))) return { bytes: at, failure: this.#damaged(`block ${index} fails its checksum`) }
+    }
+    return { bytes: bytes.length, failure: undefined }
   }
 
   async bytes(): Promise<Buffer> {
@@ -101,17 +141,6 @@ export class DiskBody implements StoredBody {
     } finally {
       await handle.close().catch(() => {})
     }
-  }
-
-  async #readBlock(handle: FileHandle, index: number): Promise<Buffer> {
-    const position = index * this.blockSize
-    const size = Math.min(this.blockSize, this.length - position)
-    // Its own memory, not a slice of Node's shared pool: it is written to a socket and dropped.
-    const block = Buffer.allocUnsafeSlow(size)
-    const { bytesRead } = await handle.read(block, 0, size, this.#bodyOffset + position)
-    if (bytesRead !== size) throw this.#damaged('the file is shorter than its header says')
-    if (!blockIntact(this.crcs, index, block)) throw this.#damaged(`block ${index} fails its checksum`)
-    return block
   }
 
   #damaged(why: string): DamagedEntryError {

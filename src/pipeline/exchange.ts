@@ -176,7 +176,9 @@ function cancel(body: Answer['body']): void {
 
 /**
  * Streams a body to the client at the client's pace: the next chunk is read only once the last one
- * was taken (or drained). The body is cancelled when the response closes early (or by the returned
+ * was written out (its write callback) and the response's buffer has room (or drained). A producer
+ * may therefore reuse a chunk's memory once the next chunk is asked for (see StoredBody's
+ * `reuseChunks`). The body is cancelled when the response closes early (or by the returned
  * function); a body that fails mid-way destroys the response (the client sees a cut connection,
  * never a short "complete" body).
  */
@@ -199,10 +201,14 @@ function pipeTo(body: ReadableStream<Uint8Array>, outgoing: StampedResponse): ()
       } else if (chunk.done) {
         outgoing.off('close', stop)
         outgoing.end()
-      } else if (outgoing.write(chunk.value)) {
-        next()
       } else {
-        outgoing.once('drain', next)
+        // Two things to wait for: the chunk written out, and room in the buffer.
+        let waiting = 2
+        const step = () => {
+          if (--waiting === 0) next()
+        }
+        if (outgoing.write(chunk.value, step)) step()
+        else outgoing.once('drain', step)
       }
     } catch (err) {
       fail(err)

@@ -290,7 +290,8 @@ async function fromStoredBody(
   range: ByteRange | undefined,
   unreadable: (() => Answer | Promise<Answer>) | undefined
 ): Promise<Answer> {
-  const reader = body.stream(range).getReader()
+  // Exchange.respond writes each chunk out before it reads the next: one buffer per response.
+  const reader = body.stream(range, { reuseChunks: true }).getReader()
   let pending: ReadableStreamReadResult<Uint8Array> | undefined
   try {
     pending = await reader.read()

@@ -278,6 +278,25 @@ describe('disk tier: large entries', () => {
     assert.ok(await gone(file))
   })
 
+  it('gives the same bytes through one reused buffer, for a consumer done with each chunk first', async () => {
+    const { store } = await open()
+    const big = randomBytes(5 * BLOCK_SIZE + 123)
+    await store.set('b/reused.bin', entry(big))
+    const got = await store.get('b/reused.bin')
+    const body = got?.body
+    assert.ok(body !== undefined && !(body instanceof Uint8Array))
+    for (const range of [undefined, { start: 3, end: big.length - 2 }, { start: BLOCK_SIZE + 1, end: 4 * BLOCK_SIZE + 7 }]) {
+      const copies: Buffer[] = []
+      const seen = new Set<ArrayBufferLike>()
+      for await (const chunk of body.stream(range, { reuseChunks: true })) {
+        copies.push(Buffer.from(chunk))
+        seen.add(chunk.buffer)
+      }
+      assert.deepEqual(Buffer.concat(copies), range === undefined ? big : big.subarray(range.start, range.end + 1))
+      assert.equal(seen.size, 1, 'one buffer for the whole stream')
+    }
+  })
+
   it('keeps large entries across a restart', async () => {
     const { dir, store } = await open()
     await store.set('b/large.bin', entry(LARGE))
