@@ -13,9 +13,11 @@
 // - `s3.max_attempts`: a failure that says "try again" (no connection, reset, connect timeout, 5xx,
 //   429) is retried before any byte is sent, with the SDK's jittered backoff and retry quota, within
 //   the header deadline; a request S3 refused for a skewed clock is re-signed with S3's time.
-import type { IncomingMessage } from 'node:http'
+import http, { type IncomingMessage } from 'node:http'
+import https from 'node:https'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { S3Client } from '@aws-sdk/client-s3'
+import { NodeHttpHandler } from '@smithy/node-http-handler'
 import type { S3Connection } from '../config/schema.ts'
 import { ProxyError } from '../errors.ts'
 import { quoteEtag } from '../http/conditional.ts'
@@ -74,8 +76,9 @@ export class S3Source implements ObjectSource {
     this.#timeoutMs = config.timeout * 1000
     this.#maxAttempts = Math.max(1, config.max_attempts)
     const forcePathStyle = config.force_path_style ?? config.endpoint !== undefined
-    // Sends nothing itself: it resolves credentials (static, or the default chain with caching
-    // and refresh) and the bucket's endpoint.
+    // Resolves credentials (static, or the default chain with caching and refresh) and the
+    // bucket's endpoint for the signed requests; sends only what is rare (listings).
+    const agentOptions = { keepAlive: true, maxSockets: config.max_connections, scheduling: 'lifo' as const }
     const client = new S3Client({
       region: config.region,
       endpoint: config.endpoint,
@@ -88,6 +91,17 @@ export class S3Source implements ObjectSource {
               sessionToken: config.session_token,
             }
           : undefined,
+      maxAttempts: config.max_attempts,
+      // Checksum validation wraps every body in a hashing stream; the proxy passes bytes through.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: new NodeHttpHandler({
+        httpAgent: new http.Agent(agentOptions),
+        httpsAgent: new https.Agent(agentOptions),
+        connectionTimeout: config.connect_timeout * 1000,
+        // Deadlines are the caller's (an abort signal), as for the signed requests.
+        requestTimeout: 0,
+      }),
     })
     this.#client = client
     const params = { bucket: config.bucket, region: config.region, endpoint: config.endpoint, forcePathStyle }
@@ -137,17 +151,13 @@ export class S3Source implements ObjectSource {
 
   async revalidate(key: string, etag: string, options: ReadOptions): Promise<ObjectBody | 'not-modified'> {
     const res = await this.#send('GET', key, { 'if-none-match': etag }, options, true)
-    if (res.statusCode === 304) {
-      res.resume()
-      return 'not-modified'
-    }
+    if (res.statusCode === 304) return 'not-modified'
     return this.#body(res, metaOf(res, contentLength(res)), undefined, options)
   }
 
   async probe(): Promise<boolean> {
     try {
-      const res = await this.#send('HEAD', this.#probeKey ?? '', undefined, undefined, false, Math.min(this.#timeoutMs, PROBE_TIMEOUT_MS))
-      res.resume()
+      await this.#send('HEAD', this.#probeKey ?? '', undefined, undefined, false, Math.min(this.#timeoutMs, PROBE_TIMEOUT_MS))
       return true
     } catch {
       return false
@@ -242,6 +252,8 @@ export class S3Source implements ObjectSource {
         const status = res.statusCode ?? 0
         if ((status >= 200 && status < 300) || (status === 304 && notModified)) {
           this.#retryTokens = Math.min(RETRY_TOKENS, this.#retryTokens + (spent > 0 ? spent : 1))
+          // A bodiless answer still has to be read to its end before its socket goes back to the pool.
+          if (method === 'HEAD' || status === 304) res.resume()
           return res
         }
         const code = await errorCodeOfBody(method, res)

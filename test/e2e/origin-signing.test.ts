@@ -46,6 +46,7 @@ ${bucketYaml({ name: 'signed', prefix: '/signed', bucket: 'signing', endpoint: s
 ${bucketYaml({ name: 'wrong-secret', prefix: '/wrong', bucket: 'signing', endpoint: s3.endpoint, secret: 'not-the-secret' })}
 ${bucketYaml({ name: 'with-token', prefix: '/token', bucket: 'signing', endpoint: s3.endpoint, extra: '      session_token: "session/token+with=chars"' })}
 ${bucketYaml({ name: 'cached', prefix: '/cached', bucket: 'signing', endpoint: s3.endpoint, extra: '    cache: { enabled: true, ttl_seconds: 1 }' })}
+${bucketYaml({ name: 'small-pool', prefix: '/pool', bucket: 'signing', endpoint: s3.endpoint, extra: '      max_connections: 2' })}
 cache:
   layers: [memory]
 `)
@@ -87,6 +88,20 @@ describe('object keys', () => {
     assert.equal(res.status, 404)
     assert.equal(res.json<{ error: { code: string } }>().error.code, 'ORIGIN_NOT_FOUND')
     assert.deepEqual(s3.requests.slice(before).filter(notProbe).map((r) => r.url), ['/signing/a//b.txt?x-id=GetObject'])
+  })
+})
+
+describe('connections', () => {
+  it('returns every socket to the pool: more requests than s3.max_connections all get answers', async () => {
+    // Each answer that held on to its socket would leave one fewer of the two; the third request
+    // would then wait for a socket until s3.timeout (504).
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await send(proxy.url, '/pool/plain.txt', { method: 'HEAD' })).status, 200)
+      assert.equal((await send(proxy.url, '/pool/plain.txt')).status, 200)
+      assert.equal((await send(proxy.url, '/pool/missing.txt', { method: 'HEAD' })).status, 404)
+      assert.equal((await send(proxy.url, '/pool/missing.txt')).status, 404)
+      assert.equal((await send(proxy.url, '/pool/plain.txt', { headers: { range: 'bytes=0-3' } })).status, 206)
+    }
   })
 })
 
