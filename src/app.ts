@@ -1,6 +1,9 @@
 // createApp: the only place the order of the request pipeline is written.
 //   observe -> guard -> admitClient -> route -> admitBucket -> cors -> authenticate -> admitUser
 //     -> authorize -> serve                                                  (errors rendered as JSON)
+// The S3 API listener (frontends/s3-api) runs the same stages with its own edge:
+//   observe -> s3Classify -> guard -> admitClient -> s3Admit -> admitBucket -> admitUser
+//     -> authorize -> serve (objects) | s3Operations (buckets, listings)     (errors rendered as S3 XML)
 // Object requests run the stage list on an Exchange and answer straight to Node's response: no web
 // Request or Response, no Hono Context, and a cached object is answered in the tick its request
 // arrived in. The proxy's own endpoints (/health, /ready, /admin/*) are a Hono app; server.ts
@@ -25,11 +28,17 @@ import type { Answer } from './types.ts'
 import type { Logger } from './telemetry/log.ts'
 import { VERSION } from './version.ts'
 import { accessLogOf } from './telemetry/access-log.ts'
+import type { S3Exchange } from './frontends/s3-api/exchange.ts'
+import { s3Operations } from './frontends/s3-api/operations.ts'
+import { S3Error } from './frontends/s3-api/errors.ts'
+import { s3Admit, s3Classify, s3Failed, s3ObjectAnswer, s3Stamp } from './frontends/s3-api/stage.ts'
 
 /** One configuration generation's request handling. */
 export interface App {
   /** Answers an object request (anything that is not an own path). */
   handle(x: Exchange): void
+  /** Answers a request to the S3 API listener (an S3Exchange), in S3's format. */
+  handleS3(x: S3Exchange): void
   /** The proxy's own endpoints. */
   own: Hono<HonoEnv>
 }
@@ -153,20 +162,22 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
     }
     finish()
   }
-  const handle = (x: Exchange): void => {
+  /** Runs `run` observed, hands its answer (or its error, rendered by `fail`) to the response. */
+  const answerWith = (x: Exchange, run: (x: Exchange) => Answer | Promise<Answer>, fail: (x: Exchange, err: unknown) => Answer, write: typeof respond, begun?: () => void): void => {
     let finish = ignore
     let answer: Answer | Promise<Answer>
     try {
       finish = observer.begin(x)
-      answer = runSteps(x, steps, 0, finalStep)
+      begun?.()
+      answer = run(x)
     } catch (err) {
-      return respond(x, failed(x, err, logger), finish)
+      return write(x, fail(x, err), finish)
     }
     if (answer instanceof Promise) {
       answer
         .then(
-          (ready) => respond(x, ready, finish),
-          (err: unknown) => respond(x, failed(x, err, logger), finish)
+          (ready) => write(x, ready, finish),
+          (err: unknown) => write(x, fail(x, err), finish)
         )
         .catch((err: unknown) => {
           // A bug in writing the answer or in its logs: never an unhandled rejection.
@@ -174,11 +185,58 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
           x.outgoing.destroy()
         })
     } else {
-      respond(x, answer, finish)
+      write(x, answer, finish)
     }
   }
+  const failJson = (x: Exchange, err: unknown) => failed(x, err, logger)
+  const runObject = (x: Exchange) => runSteps(x, steps, 0, finalStep)
+  const handle = (x: Exchange): void => answerWith(x, runObject, failJson, respond)
 
-  return { handle, own: app }
+  // The S3 API listener: the same stages between its own edge steps; no CORS (S3 clients are not
+  // browsers), answers and errors in S3's format.
+  const s3 = runtime.s3Api
+  const failS3 = (x: Exchange, err: unknown) => s3Failed(x, err, (e) => logger.error({ request_id: x.requestId, err: e }, 'unhandled error'))
+  const respondS3 = (x: Exchange, answer: Answer, finish: () => void): void => {
+    try {
+      x.respond(answer)
+    } catch (err) {
+      x.transfer = undefined
+      try {
+        if (x.outgoing.headersSent) throw err
+        x.respond(failS3(x, err))
+      } catch {
+        x.outgoing.destroy()
+      }
+    }
+    finish()
+  }
+  let runS3: (x: Exchange) => Answer | Promise<Answer>
+  if (s3 === null) {
+    runS3 = () => {
+      throw new S3Error('ServiceUnavailable', 503, 'The S3 API is turned off in the running configuration.', 's3_api_off')
+    }
+  } else {
+    const s3Steps: Step[] = [s3Classify({ domain: s3.domain }), guardRequest]
+    if (admitClientRequest !== undefined) s3Steps.push(admitClientRequest)
+    s3Steps.push(s3Admit({ s3, buckets: runtime.buckets }))
+    // Past this point the request names a bucket, except ListBuckets (no bucket stage applies).
+    const ifBucket = (step: Step): Step => (x) => (x.route === undefined ? undefined : step(x))
+    if (admitBucketRequest !== undefined) s3Steps.push(ifBucket(admitBucketRequest))
+    if (admitUserRequest !== undefined) s3Steps.push(admitUserRequest)
+    s3Steps.push(ifBucket(authorize({ metrics, tracing, s3Operation: (x) => (x as S3Exchange).operation ?? '' })))
+    const operations = s3Operations({ region: s3.region, buckets: runtime.buckets, pages: s3.pages, created: new Date(runtime.startedAt) })
+    const s3Final: FinalStep = (exchange) => {
+      const x = exchange as S3Exchange
+      const operation = x.operation
+      if (operation !== 'GetObject' && operation !== 'HeadObject') return operations(x)
+      const answer = serveRequest(x)
+      return answer instanceof Promise ? answer.then((ready) => s3ObjectAnswer(x, ready)) : s3ObjectAnswer(x, answer)
+    }
+    runS3 = (x) => runSteps(x, s3Steps, 0, s3Final)
+  }
+  const handleS3 = (x: S3Exchange): void => answerWith(x, runS3, failS3, respondS3, () => s3Stamp(x))
+
+  return { handle, handleS3, own: app }
 }
 
 const ignore = () => {}

@@ -62,10 +62,38 @@ export interface ObjectSource {
    * object when it changed.
    */
   revalidate(key: string, etag: string, options: ReadOptions): Promise<ObjectBody | 'not-modified'>
+  /**
+   * One page of the backend's listing: keys under `prefix` strictly after `after`, in order, at most
+   * `maxKeys` (no delimiter: grouping, scoping and paging tokens are the S3 front end's job).
+   * Throws ProxyError (ORIGIN_*).
+   */
+  list(page: ListPageRequest, options: ReadOptions): Promise<ListPage>
   /** A cheap reachability check for readiness (S3 HeadBucket). Never throws. */
   probe(): Promise<boolean>
   /** Releases sockets; called when the runtime that owns the source is retired. */
   close(): void
+}
+
+export interface ListPageRequest {
+  prefix: string
+  /** Exclusive lower bound ('' from the start). */
+  after: string
+  maxKeys: number
+}
+
+export interface ListedObject {
+  key: string
+  size: number
+  /** Quoted, as S3 lists it. */
+  etag: string | undefined
+  lastModified: Date | undefined
+  storageClass: string | undefined
+}
+
+export interface ListPage {
+  objects: ListedObject[]
+  /** More keys follow the last one. */
+  truncated: boolean
 }
 
 /** How a replica looks to /ready: takes traffic, does not, or admits trial requests. */
@@ -84,6 +112,12 @@ export interface TokenVerifier {
    * when it needs no I/O (a token it has already verified).
    */
   authenticate(request: TokenCarrier, key: string): Principal | Promise<Principal>
+  /**
+   * Claims verified elsewhere (an S3 API credential's) checked against the same rules as a token's:
+   * the claim rules, and the path scope for `key` (undefined for a bucket-level request such as a
+   * listing: no path scope applies). Throws ProxyError AUTHZ_DENIED.
+   */
+  admitClaims(claims: Readonly<Record<string, unknown>>, key: string | undefined): void
 }
 
 /** What a verifier may read from a request. */
@@ -105,6 +139,10 @@ export interface AuthzInput {
   key: string
   method: string
   client_ip: string
+  /** 's3' for a request to the S3 API listener (absent on the HTTP path). */
+  api?: 's3'
+  /** The S3 operation (GetObject, ListObjectsV2...), on the S3 API only. */
+  operation?: string
 }
 
 export interface AuthzDecision {

@@ -2,12 +2,11 @@
 // readiness checker). The only module that knows concrete adapter classes.
 import cluster from 'node:cluster'
 import { JwtVerifier } from './auth/jwt.ts'
-import { loadWasmAuthorizer, PolicyLoadError, remoteAuthorizer } from './auth/opa.ts'
 import { constants } from 'node:fs'
 import { access, mkdir } from 'node:fs/promises'
 import { DiskCache } from './cache/disk.ts'
 import { MemoryCache } from './cache/memory.ts'
-import { connectRedis, RedisCache } from './cache/redis.ts'
+import type { connectRedis, RedisCache } from './cache/redis.ts'
 import { ipFilterOf } from './http/ip-filter.ts'
 import { createRateLimiter } from './security/rate-limit.ts'
 import { onPurgeFromOtherWorkers, purgeOtherWorkers } from './cluster-purge.ts'
@@ -21,6 +20,10 @@ import { CircuitBreaker } from './origin/breaker.ts'
 import { ReplicaSet } from './origin/replicas.ts'
 import { S3Source } from './origin/s3.ts'
 import { Readiness } from './readiness.ts'
+import { CredentialTable } from './frontends/s3-api/credentials.ts'
+import { ListPageCache } from './frontends/s3-api/list.ts'
+import { SigningKeyCache } from './frontends/s3-api/sigv4.ts'
+import type { S3ApiRuntime } from './frontends/s3-api/stage.ts'
 import type { Logger } from './telemetry/log.ts'
 import type { Metrics } from './telemetry/metrics.ts'
 import type { BucketRoute, CacheCounters } from './types.ts'
@@ -90,6 +93,8 @@ export interface Runtime {
   readonly limits: HandedOver<RateLimits> | null
   /** Verifies admin JWTs (the global jwt block), when admin claims are configured. */
   readonly adminVerifier: TokenVerifier | null
+  /** The S3 API listener's credentials and caches; null when `s3_api` is off. */
+  readonly s3Api: S3ApiRuntime | null
   /**
    * Purges cache keys (`exact` key, or every key under `prefix`) on every tier of this process
    * and, through Redis pub/sub, of every instance sharing it; without Redis, in cluster mode, of
@@ -128,7 +133,9 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
   const createTracer = observability.tracing.enabled ? await loadTracing(observability.tracing) : undefined
   const tracer = createTracer === undefined ? null : handOver(previous?.tracer ?? null, observability.tracing, createTracer)
   const limitSettings = rateLimitSettings(config)
-  const limits = limitSettings === null ? null : handOver(previous?.limits ?? null, limitSettings, () => buildRateLimits(limitSettings))
+  // ioredis (like OPA's wasm runtime and the tracing SDK) is loaded only when the config uses it.
+  const connect = limitSettings?.redis == null ? undefined : (await import('./cache/redis.ts')).connectRedis
+  const limits = limitSettings === null ? null : handOver(previous?.limits ?? null, limitSettings, () => buildRateLimits(limitSettings, connect))
   const breakers = new Map<string, { built: string; breaker: CircuitBreaker }>()
   const replicaSets = config.buckets.map((bucket) => buildReplicaSet(bucket, deps, previous?.breakers, breakers))
   const buckets: BucketRoute[] = config.buckets.map((bucket, i) => ({
@@ -159,6 +166,17 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     config.admin?.jwt != null && config.admin.claims.length > 0
       ? new JwtVerifier({ ...config.admin.jwt, claims: config.admin.claims, path_scope_claim: undefined })
       : null
+  const s3Settings = config.s3_api
+  const s3Api: S3ApiRuntime | null =
+    s3Settings === null
+      ? null
+      : {
+          region: s3Settings.region,
+          domain: s3Settings.domain,
+          credentials: new CredentialTable(s3Settings.credentials),
+          keys: new SigningKeyCache(),
+          pages: new ListPageCache(s3Settings.list_cache_seconds),
+        }
   return {
     generation: deps.generation,
     config,
@@ -173,6 +191,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     metrics: deps.metrics,
     limits,
     adminVerifier,
+    s3Api,
     async purge(target) {
       if (cache === null) return 0
       const count = await purgeTiers(cache.store.tiers, target)
@@ -228,8 +247,8 @@ function rateLimitSettings(config: Config) {
   }
 }
 
-function buildRateLimits(settings: RateLimitSettings): RateLimits {
-  const client = settings.redis === null ? undefined : connectRedis(settings.redis)
+function buildRateLimits(settings: RateLimitSettings, connect: typeof connectRedis | undefined): RateLimits {
+  const client = settings.redis === null ? undefined : connect?.(settings.redis)
   const keyPrefix = settings.redis?.keyPrefix ?? ''
   const limiter = (scope: string, limit: RateLimitConfig | null | undefined) =>
     limit == null ? null : createRateLimiter(limit, { scope, keyPrefix, redis: client, viaPrimary: settings.viaPrimary })
@@ -320,7 +339,8 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
       }
     } else if (layer === 'redis' && settings.redis !== null) {
       const r = settings.redis
-      redis = new RedisCache({
+      const { RedisCache: Redis } = await import('./cache/redis.ts')
+      redis = new Redis({
         url: r.url,
         clusterNodes: r.cluster_nodes,
         keyPrefix: r.key_prefix,
@@ -397,6 +417,7 @@ function countersOf(cache: SharedCache, bucket: string): CacheCounters {
 async function buildAuthorizer(config: Config, bucket: BucketConfig, index: number): Promise<Authorizer | null> {
   const authz = bucket.authorization
   if (authz === null) return null
+  const { loadWasmAuthorizer, PolicyLoadError, remoteAuthorizer } = await import('./auth/opa.ts')
   if (authz.kind === 'remote') return remoteAuthorizer(authz)
   try {
     return await loadWasmAuthorizer(authz)

@@ -1,6 +1,7 @@
 // The listening proxy: an HTTP server that hands each request to the current app generation,
 // swaps generations on reload (requests in flight finish on the one they started on), and drains
-// on shutdown. Object requests go straight to the generation's pipeline; the proxy's own endpoints
+// on shutdown. With `s3_api` on, a second listener speaks the S3 API to the same generations
+// (app.handleS3), with the same limits, TLS certificate, drain and slow-client rules. Object requests go straight to the generation's pipeline; the proxy's own endpoints
 // (/health, /ready, /admin/*) go through @hono/node-server to its Hono app. Used by main.ts, the
 // demo, the tests and the bench alike.
 //
@@ -23,6 +24,8 @@ import { errorAnswer, ProxyError, type ErrorCode } from './errors.ts'
 import { hostProblemOf } from './http/host.ts'
 import { StampedResponse } from './http/stamped-response.ts'
 import { Exchange } from './pipeline/exchange.ts'
+import { S3Exchange } from './frontends/s3-api/exchange.ts'
+import { s3ErrorAnswer } from './frontends/s3-api/errors.ts'
 import { buildRuntime, type Runtime } from './runtime.ts'
 import { accessLogOf, type AccessLog } from './telemetry/access-log.ts'
 import type { Logger } from './telemetry/log.ts'
@@ -46,6 +49,8 @@ export interface StartOptions {
 export interface Proxy {
   readonly port: number
   readonly url: string
+  /** The S3 API listener's URL, when `s3_api` is enabled. */
+  readonly s3Url: string | undefined
   /** The Prometheus endpoint (`metrics.port`), when metrics are enabled and served here. */
   readonly metricsUrl: string | undefined
   /** The metrics registry, when metrics are enabled (a cluster worker hands it to the primary). */
@@ -110,18 +115,19 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
     { hostname: 'localhost', errorHandler: () => refusal('GUARD_BAD_REQUEST') }
   )
 
-  const listener = (incoming: IncomingMessage, response: http.ServerResponse): void => {
+  const listenerFor = (s3: boolean) => (incoming: IncomingMessage, response: http.ServerResponse): void => {
     // http and https only (never http2), created with StampedResponse below.
     const outgoing = response as StampedResponse
     if (active >= maxActive) {
       metrics?.requestsRefused.inc({ reason: 'overloaded' })
-      refuse(outgoing, 'GUARD_OVERLOADED', { 'retry-after': '1' })
+      if (s3) refuseS3(outgoing, incoming.method === 'HEAD')
+      else refuse(outgoing, 'GUARD_OVERLOADED', { 'retry-after': '1' })
       return
     }
     const generation = current
     generation.inFlight++
     active++
-    const exchange = new Exchange(incoming, outgoing)
+    const exchange = s3 ? new S3Exchange(incoming, outgoing) : new Exchange(incoming, outgoing)
     // Once, on whichever comes first: the response's 'close', or its connection's (a pipelined
     // request whose response never started gets no 'close' of its own when the connection dies).
     const requests = openRequestsOn(incoming.socket)
@@ -137,6 +143,15 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
     requests.add(end)
     outgoing.on('close', end)
     if (draining) outgoing.setHeader('connection', 'close')
+    if (exchange instanceof S3Exchange) {
+      try {
+        generation.app.handleS3(exchange)
+      } catch (err) {
+        logger.error({ request_id: exchange.requestId, err }, 'unhandled error')
+        outgoing.destroy()
+      }
+      return
+    }
     // An own path with a bad Host is left to the object pipeline, whose guard refuses it (a JSON
     // 400, access-logged) before anything else runs.
     if (isOwnPath(exchange.target) && hostProblemOf(incoming) === undefined) {
@@ -169,23 +184,34 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   }
   const tls = config.server.tls
   let tlsBuilt = tls === null ? '' : tlsIdentity(tls)
-  const server =
-    tls === null
-      ? http.createServer(serverOptions, listener)
-      : https.createServer({ ...serverOptions, ...tlsOptions(tls) }, listener)
-  // Sockets with no bytes moving either way for this long are closed (slow readers, idle clients).
-  server.timeout = idleTimeoutMs
-  const stopWatching = watchStalledWrites(openOn.keys.bind(openOn), idleTimeoutMs)
   const accessLog = accessLogOf(logger)
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseUnparsed(err, socket, accessLog))
+  const createServer = (s3: boolean): http.Server => {
+    const created =
+      tls === null
+        ? http.createServer(serverOptions, listenerFor(s3))
+        : https.createServer({ ...serverOptions, ...tlsOptions(tls) }, listenerFor(s3))
+    // Sockets with no bytes moving either way for this long are closed (slow readers, idle clients).
+    created.timeout = idleTimeoutMs
+    created.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseUnparsed(err, socket, accessLog))
+    return created
+  }
+  const server = createServer(false)
+  // Read once at start, like server.address (a reload that changes it warns).
+  const s3Settings = config.s3_api
+  const s3Server = s3Settings === null ? undefined : createServer(true)
+  const servers = s3Server === undefined ? [server] : [server, s3Server]
+  const stopWatching = watchStalledWrites(openOn.keys.bind(openOn), idleTimeoutMs)
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(config.server.port, config.server.host, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
+  await listen(server, config.server.port, config.server.host)
+  if (s3Server !== undefined && s3Settings !== null) {
+    try {
+      await listen(s3Server, s3Settings.port, s3Settings.host)
+    } catch (err) {
+      server.close()
+      stopWatching()
+      throw err
+    }
+  }
   const port = (server.address() as AddressInfo).port
   const host = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host
   const urlOf = (p: number, scheme = 'http') => `${scheme}://${host.includes(':') ? `[${host}]` : host}:${p}`
@@ -213,7 +239,7 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
       const nextTls = nextConfig.server.tls
       if (tls !== null && nextTls !== null && tlsIdentity(nextTls) !== tlsBuilt) {
         // New certificate and key for new connections; open ones keep theirs.
-        ;(server as https.Server).setSecureContext(tlsOptions(nextTls))
+        for (const each of servers) (each as https.Server).setSecureContext(tlsOptions(nextTls))
         tlsBuilt = tlsIdentity(nextTls)
       }
     } catch (err) {
@@ -247,6 +273,10 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
   return {
     port,
     url: urlOf(port, tls === null ? 'http' : 'https'),
+    s3Url:
+      s3Server === undefined || s3Settings === null
+        ? undefined
+        : `${tls === null ? 'http' : 'https'}://${s3Settings.host === '0.0.0.0' || s3Settings.host === '::' ? '127.0.0.1' : s3Settings.host.includes(':') ? `[${s3Settings.host}]` : s3Settings.host}:${(s3Server.address() as AddressInfo).port}`,
     metricsUrl: metricsServer === undefined ? undefined : `${urlOf((metricsServer.address() as AddressInfo).port)}/metrics`,
     metricsRegistry: metrics?.registry,
     get generation() {
@@ -256,8 +286,8 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
 
     async shutdown(timeoutMs = config.server.shutdown_timeout_seconds * 1000) {
       draining = true
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-      server.closeIdleConnections()
+      const closed = Promise.all(servers.map((each) => new Promise<void>((resolve) => each.close(() => resolve()))))
+      for (const each of servers) each.closeIdleConnections()
       let timer: NodeJS.Timeout | undefined
       const deadline = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), timeoutMs)
@@ -266,7 +296,7 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
       clearTimeout(timer)
       if (outcome === 'timeout') {
         logger.warn({ timeout_ms: timeoutMs }, 'shutdown timeout: closing the connections still open')
-        server.closeAllConnections()
+        for (const each of servers) each.closeAllConnections()
         await closed
       }
       stopWatching()
@@ -333,12 +363,18 @@ function warnRestartOnly(before: Config, after: Config, logger: Logger): void {
     'server.https.enabled': [before.server.tls !== null, after.server.tls !== null],
     'server.security_limits.max_header_size': [before.server.max_header_size, after.server.max_header_size],
     'server.max_concurrent_requests': [before.server.max_concurrent_requests, after.server.max_concurrent_requests],
+    's3_api.address': [s3Address(before), s3Address(after)],
     metrics: [JSON.stringify(before.metrics), JSON.stringify(after.metrics)],
     logging: [JSON.stringify(before.logging), JSON.stringify(after.logging)],
   }
   for (const [key, [was, now]] of Object.entries(restartOnly)) {
     if (was !== now) logger.warn({ key, running: was, file: now }, 'this setting changes only at restart; the running value is kept')
   }
+}
+
+/** Where the S3 listener listens, or 'off'. */
+function s3Address(config: Config): string {
+  return config.s3_api === null ? 'off' : `${config.s3_api.host}:${config.s3_api.port}`
 }
 
 /** Cache sizes are read from the tiers when Prometheus scrapes, not kept up to date per request. */
@@ -461,6 +497,13 @@ function refusalAnswer(code: ErrorCode, headers?: Record<string, string>): Answe
 function refusal(code: ErrorCode): Response {
   const { status, headers, body } = refusalAnswer(code)
   return new Response(body, { status, headers })
+}
+
+/** Overload on the S3 listener: S3's SlowDown, which every S3 client retries with backoff. */
+function refuseS3(outgoing: StampedResponse, head: boolean): void {
+  const requestId = randomUUID()
+  const { status, headers, body } = s3ErrorAnswer(new ProxyError('GUARD_OVERLOADED', { headers: { 'retry-after': '1' } }), '/', requestId, head)
+  outgoing.writeHead(status, { ...headers, 'x-request-id': requestId }).end(body ?? undefined)
 }
 
 function refuse(outgoing: StampedResponse, code: ErrorCode, headers?: Record<string, string>): void {

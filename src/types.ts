@@ -35,8 +35,8 @@ export interface Principal {
   claims: Readonly<Record<string, unknown>>
   /** The verifying key's `kid`, when the token named one (for audit). */
   keyId: string | undefined
-  /** Where the token was found (for logs and audit). */
-  tokenSource: 'bearer' | 'header' | 'query' | 'cookie'
+  /** Where the token was found (for logs and audit); 's3' for an S3 API credential (SigV4). */
+  tokenSource: 'bearer' | 'header' | 'query' | 'cookie' | 's3'
 }
 
 /** A configured bucket as the pipeline sees it: its config slice plus its live adapters. */

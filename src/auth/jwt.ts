@@ -140,14 +140,24 @@ export class JwtVerifier implements TokenVerifier {
     })
   }
 
+  /** An S3 API credential's claims, held to this bucket's claim rules and path scope. */
+  admitClaims(claims: Readonly<Record<string, unknown>>, key: string | undefined): void {
+    const failed = failedRule(this.#config.claims, claims)
+    if (failed !== undefined) throw new ProxyError('AUTHZ_DENIED', { reason: `claim:${failed.claim}` })
+    if (key !== undefined) this.#inScope(claims, key)
+  }
+
+  #inScope(claims: Readonly<Record<string, unknown>>, key: string): void {
+    const scopeClaim = this.#config.path_scope_claim
+    if (scopeClaim === undefined) return
+    const scope = claims[scopeClaim]
+    if (scope === undefined) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope_missing' })
+    if (!keyInScope(key, scope)) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope' })
+  }
+
   /** The principal of a verified token, if its path scope covers `key`. */
   #principal(verified: VerifiedToken, key: string, source: FoundToken['source']): Principal {
-    const scopeClaim = this.#config.path_scope_claim
-    if (scopeClaim !== undefined) {
-      const scope = verified.claims[scopeClaim]
-      if (scope === undefined) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope_missing' })
-      if (!keyInScope(key, scope)) throw new ProxyError('AUTHZ_DENIED', { reason: 'path_scope' })
-    }
+    this.#inScope(verified.claims, key)
     return { subject: verified.subject, claims: verified.claims, keyId: verified.keyId, tokenSource: source }
   }
 

@@ -52,7 +52,8 @@ function cacheKey(input: AuthzInput): string {
   for (const name of Object.keys(input.jwt_claims).sort()) {
     if (!TIME_CLAIMS.has(name)) claims[name] = input.jwt_claims[name]
   }
-  return JSON.stringify([claims, input.bucket, input.path, input.key, input.method, input.client_ip])
+  // The S3 API's operation is part of the question: a GetObject decision says nothing of a listing.
+  return JSON.stringify([claims, input.bucket, input.path, input.key, input.method, input.client_ip, input.api, input.operation])
 }
 
 function decide(result: unknown): AuthzDecision {

@@ -271,7 +271,7 @@ async function normalize(
     audit,
     redis,
     observability: file.observability,
-    s3_api: normalizeS3Api(file.s3_api, server, buckets, report, warn),
+    s3_api: normalizeS3Api(file.s3_api, server, buckets, report),
     warnings,
   }
 }
@@ -280,7 +280,7 @@ async function normalize(
  * The S3 listener, validated even when off (a bad block fails closed): its address, credentials
  * with unique key ids naming configured buckets, and bucket names usable in S3 requests.
  */
-function normalizeS3Api(block: ConfigFile['s3_api'], server: ServerConfig, buckets: BucketConfig[], report: Report, warn: Report): S3ApiConfig | null {
+function normalizeS3Api(block: ConfigFile['s3_api'], server: ServerConfig, buckets: BucketConfig[], report: Report): S3ApiConfig | null {
   if (block === undefined) return null
   const address = parseAddress(block.address)
   if (address === undefined) report(['s3_api', 'address'], `"${block.address}" must be host:port, e.g. "0.0.0.0:9000"`)
@@ -304,8 +304,6 @@ function normalizeS3Api(block: ConfigFile['s3_api'], server: ServerConfig, bucke
     }
   }
   if (!block.enabled || address === undefined) return null
-  // Until server.ts opens the S3 listener, say so instead of silently not listening.
-  warn(['s3_api', 'enabled'], `the S3 listener is not served by this version yet: nothing listens on ${block.address}`)
   return {
     host: address.host,
     port: address.port,

@@ -15,7 +15,7 @@
 //   `health_check.key`) feeds the breaker like a request does; without a breaker the last probe
 //   decides. /ready reads `health()`.
 import { ProxyError } from '../errors.ts'
-import type { ObjectBody, ObjectSource, ReadOptions, ReplicaHealth, ReplicaHealthSource } from '../ports.ts'
+import type { ListPage, ListPageRequest, ObjectBody, ObjectSource, ReadOptions, ReplicaHealth, ReplicaHealthSource } from '../ports.ts'
 import type { Logger } from '../telemetry/log.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
 import type { ObjectMeta, RangeSpec } from '../types.ts'
@@ -103,6 +103,10 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
 
   revalidate(key: string, etag: string, options: ReadOptions): Promise<ObjectBody | 'not-modified'> {
     return this.#read('s3.GetObject', (source, o) => source.revalidate(key, etag, o), options, true)
+  }
+
+  list(page: ListPageRequest, options: ReadOptions): Promise<ListPage> {
+    return this.#read('s3.ListObjects', (source, o) => source.list(page, o), options, false)
   }
 
   /** Whether any replica takes traffic (waits for the first probes at start-up). */

@@ -22,11 +22,12 @@ import type { S3Connection } from '../config/schema.ts'
 import { ProxyError } from '../errors.ts'
 import { quoteEtag } from '../http/conditional.ts'
 import { formatRange, parseContentRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { ObjectBody, ObjectSource, ReadOptions } from '../ports.ts'
+import type { ListPage, ListPageRequest, ObjectBody, ObjectSource, ReadOptions } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
 import type { ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
 import { watchedStream } from './body-stream.ts'
 import { resolveTarget } from './s3-endpoint.ts'
+import { listPage } from './s3-list.ts'
 import { answerError, CLOCK_SKEW_CODES, errorCodeOf, isTransientStatus, transportError } from './s3-errors.ts'
 import { SignedRequests, type Method } from './signed-request.ts'
 
@@ -47,6 +48,7 @@ const ERROR_BODY_LIMIT = 16 * 1024
 
 export class S3Source implements ObjectSource {
   readonly #client: S3Client
+  readonly #bucket: string
   readonly #requests: SignedRequests
   readonly #timeoutMs: number
   readonly #maxAttempts: number
@@ -104,6 +106,7 @@ export class S3Source implements ObjectSource {
       }),
     })
     this.#client = client
+    this.#bucket = config.bucket
     const params = { bucket: config.bucket, region: config.region, endpoint: config.endpoint, forcePathStyle }
     this.#requests = new SignedRequests({
       target: () => resolveTarget(client, params),
@@ -153,6 +156,28 @@ export class S3Source implements ObjectSource {
     const res = await this.#send('GET', key, { 'if-none-match': etag }, options, true)
     if (res.statusCode === 304) return 'not-modified'
     return this.#body(res, metaOf(res, contentLength(res)), undefined, options)
+  }
+
+  /** A listing page (s3-list.ts), bounded by the same header deadline as a GET. */
+  async list(page: ListPageRequest, options: ReadOptions): Promise<ListPage> {
+    const left = options.deadlineAt === undefined ? Infinity : options.deadlineAt - Date.now()
+    const timeoutMs = Math.min(this.#timeoutMs, left)
+    if (options.signal?.aborted) throw new ProxyError('ORIGIN_ABORTED')
+    if (timeoutMs <= 0) throw new ProxyError('ORIGIN_TIMEOUT', { reason: 'deadline' })
+    const timeout = AbortSignal.timeout(timeoutMs)
+    const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout])
+    const started = performance.now()
+    try {
+      const result = await listPage(this.#client, this.#bucket, page, signal)
+      this.#observe?.((performance.now() - started) / 1000, 'ok')
+      return result
+    } catch (err) {
+      let error = err as ProxyError
+      if (timeout.aborted) error = new ProxyError('ORIGIN_TIMEOUT', { reason: left < this.#timeoutMs ? 'deadline' : 'no_response_headers', cause: err })
+      else if (options.signal?.aborted === true) error = new ProxyError('ORIGIN_ABORTED', { cause: err })
+      this.#observe?.((performance.now() - started) / 1000, error.code)
+      throw error
+    }
   }
 
   async probe(): Promise<boolean> {

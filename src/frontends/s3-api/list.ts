@@ -1,0 +1,166 @@
+// ListObjectsV2 and ListObjects (v1) as S3 defines them, over the backend's plain pages
+// (ObjectSource.list: keys after a marker, no delimiter). The proxy owns the semantics whatever the
+// backend does: prefix, delimiter grouping (CommonPrefixes), max-keys (0 included), its own opaque
+// continuation tokens, marker and start-after (exclusive), encoding-type=url, fetch-owner; entries
+// the credential may not read are left out. A common prefix's keys are skipped on the backend by
+// restarting its listing past them, so a delimiter listing does not page through a whole subtree.
+import type { ListedObject, ListPage, ListPageRequest, ReadOptions } from '../../ports.ts'
+import type { Answer, BucketRoute } from '../../types.ts'
+import { mayListPrefix, mayReadKey, type S3Identity } from './credentials.ts'
+import { S3Error } from './errors.ts'
+import { listV1Xml, listV2Xml, type ListResult } from './xml.ts'
+
+const MAX_KEYS = 1000
+/** Backend pages one request may read before it answers with what it has (truncated). */
+const MAX_BACKEND_PAGES = 20
+/** Sorts after every key that starts with a given prefix (in practice). */
+const PAST = '\u{10FFFF}'
+const OWNER = 'yatagarasu'
+
+/** Backend pages kept for `s3_api.list_cache_seconds` (bounded; dropped with the generation). */
+export class ListPageCache {
+  readonly #ttlMs: number
+  readonly #pages = new Map<string, { page: Promise<ListPage>; until: number }>()
+  constructor(ttlSeconds: number) {
+    this.#ttlMs = ttlSeconds * 1000
+  }
+  get(bucket: BucketRoute, request: ListPageRequest, options: ReadOptions): Promise<ListPage> {
+    if (this.#ttlMs <= 0) return bucket.source.list(request, options)
+    const id = `${bucket.name}\0${request.prefix}\0${request.after}\0${request.maxKeys}`
+    const now = Date.now()
+    const hit = this.#pages.get(id)
+    if (hit !== undefined && hit.until > now) return hit.page
+    if (this.#pages.size >= 10_000) this.#pages.clear()
+    const page = bucket.source.list(request, options)
+    this.#pages.set(id, { page, until: now + this.#ttlMs })
+    page.catch(() => this.#pages.delete(id))
+    return page
+  }
+}
+
+interface Scan {
+  objects: ListedObject[]
+  commonPrefixes: string[]
+  truncated: boolean
+  /** Where the next page starts (exclusive), when truncated. */
+  next: string | undefined
+}
+
+function invalid(message: string, reason: string): S3Error {
+  return new S3Error('InvalidArgument', 400, message, reason)
+}
+
+/** Answers ListObjectsV2 (`v2`) or ListObjects for `bucket`, as `identity` may see it. */
+export async function listObjects(
+  v2: boolean,
+  query: URLSearchParams,
+  bucket: BucketRoute,
+  identity: S3Identity | null,
+  pages: ListPageCache,
+  options: ReadOptions
+): Promise<Answer> {
+  const prefix = query.get('prefix') ?? ''
+  const delimiter = query.get('delimiter') || undefined
+  const encoding = query.get('encoding-type')
+  if (encoding !== null && encoding !== 'url') throw invalid('Invalid Encoding Method specified in Request', 'bad_encoding_type')
+  const maxKeysText = query.get('max-keys')
+  let maxKeys = MAX_KEYS
+  if (maxKeysText !== null) {
+    if (!/^\d{1,10}$/.test(maxKeysText)) throw invalid('Provided max-keys not an integer or within integer range', 'bad_max_keys')
+    maxKeys = Math.min(MAX_KEYS, Number(maxKeysText))
+  }
+  let after = ''
+  const token = v2 ? (query.get('continuation-token') ?? undefined) : undefined
+  const startAfter = v2 ? (query.get('start-after') ?? undefined) : undefined
+  const marker = v2 ? undefined : (query.get('marker') ?? '')
+  if (token !== undefined) {
+    const decoded = decodeToken(token)
+    if (decoded === undefined) throw invalid('The continuation token provided is incorrect', 'bad_continuation_token')
+    after = decoded
+  } else if (startAfter !== undefined) after = startAfter
+  else if (marker !== undefined) after = marker
+
+  const scan =
+    maxKeys === 0 || (identity !== null && !mayListPrefix(identity, prefix))
+      ? { objects: [], commonPrefixes: [], truncated: false, next: undefined }
+      : await collect(bucket, pages, { prefix, delimiter, after, maxKeys }, identity, options)
+  const fetchOwner = !v2 || query.get('fetch-owner') === 'true'
+  const result: ListResult = {
+    bucket: bucket.name,
+    prefix,
+    delimiter,
+    maxKeys,
+    encodeUrl: encoding === 'url',
+    truncated: scan.truncated,
+    objects: scan.objects,
+    commonPrefixes: scan.commonPrefixes,
+    owner: fetchOwner ? OWNER : undefined,
+  }
+  const next = scan.truncated ? scan.next : undefined
+  const body = v2
+    ? listV2Xml(result, { continuationToken: token, nextToken: next === undefined ? undefined : encodeToken(next), startAfter })
+    : listV1Xml(result, { marker: marker ?? '', nextMarker: next })
+  return {
+    status: 200,
+    headers: { 'content-type': 'application/xml', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store' },
+    body,
+  }
+}
+
+async function collect(
+  bucket: BucketRoute,
+  pages: ListPageCache,
+  want: { prefix: string; delimiter: string | undefined; after: string; maxKeys: number },
+  identity: S3Identity | null,
+  options: ReadOptions
+): Promise<Scan> {
+  const { prefix, delimiter, after, maxKeys } = want
+  const objects: ListedObject[] = []
+  const commonPrefixes: string[] = []
+  let count = 0
+  let last = after
+  let cursor = after
+  let lastPrefix: string | undefined
+  for (let read = 0; read < MAX_BACKEND_PAGES; read++) {
+    const page = await pages.get(bucket, { prefix, after: cursor, maxKeys: MAX_KEYS }, options)
+    for (const object of page.objects) {
+      const { key } = object
+      cursor = key
+      if (!key.startsWith(prefix)) continue
+      const at = delimiter === undefined ? -1 : key.indexOf(delimiter, prefix.length)
+      if (at !== -1) {
+        const common = key.slice(0, at + (delimiter as string).length)
+        if (common === lastPrefix || common <= after) continue
+        lastPrefix = common
+        if (identity !== null && !mayListPrefix(identity, common)) continue
+        if (count === maxKeys) return { objects, commonPrefixes, truncated: true, next: last }
+        commonPrefixes.push(common)
+        count++
+        last = common
+      } else {
+        if (key <= after) continue
+        if (identity !== null && !mayReadKey(identity, key)) continue
+        if (count === maxKeys) return { objects, commonPrefixes, truncated: true, next: last }
+        objects.push(object)
+        count++
+        last = key
+      }
+    }
+    if (!page.truncated) return { objects, commonPrefixes, truncated: false, next: undefined }
+    // Past the rest of a common prefix at once (its keys would only be skipped one by one).
+    if (lastPrefix !== undefined && cursor.startsWith(lastPrefix)) cursor = lastPrefix + PAST
+  }
+  // Enough backend work for one answer: fewer keys than asked, and a token to go on from here.
+  return { objects, commonPrefixes, truncated: true, next: cursor > last ? cursor : last }
+}
+
+/** Opaque to clients; carries where the listing goes on (exclusive). */
+function encodeToken(after: string): string {
+  return Buffer.from(`1:${after}`, 'utf8').toString('base64url')
+}
+
+function decodeToken(token: string): string | undefined {
+  if (!/^[A-Za-z0-9_-]+$/.test(token)) return undefined
+  const text = Buffer.from(token, 'base64url').toString('utf8')
+  return text.startsWith('1:') ? text.slice(2) : undefined
+}
