@@ -1,5 +1,5 @@
 // The CacheStore contract, run against every implementation: memory, disk, Redis (a real
-// redis-server) and the tiered composition of all three. Bodies come back as bytes or, from the
+// redis-server, and a real 3-master Redis Cluster) and the tiered composition of all three. Bodies come back as bytes or, from the
 // disk tier for large entries, as a StoredBody read by range; both must give the same bytes.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
@@ -15,6 +15,7 @@ import { TieredCache } from '../../src/cache/tiered.ts'
 import type { CachedBody, CachedObject, CacheStore } from '../../src/ports.ts'
 import type { ByteRange } from '../../src/types.ts'
 import { startRedis, type TestRedis } from '../support/redis.ts'
+import { startRedisCluster, type TestRedisCluster } from '../support/redis-cluster.ts'
 
 const STALE_SECONDS = 60
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
@@ -53,6 +54,7 @@ export function entry(body: Buffer | string, freshForMs = 60_000, overrides: Par
 }
 
 let redis: TestRedis
+let cluster: TestRedisCluster | undefined
 const dirs: string[] = []
 const opened: CacheStore[] = []
 before(async () => {
@@ -61,6 +63,7 @@ before(async () => {
 after(async () => {
   for (const store of opened) await store.close()
   await redis?.stop()
+  await cluster?.stop()
   for (const dir of dirs) await rm(dir, { recursive: true, force: true })
 })
 
@@ -76,6 +79,19 @@ const factories: Record<string, () => Promise<CacheStore>> = {
     const store = new RedisCache({
       url: redis.url,
       clusterNodes: [],
+      keyPrefix: `contract-${prefixCounter++}:`,
+      timeoutMs: 200,
+      staleSeconds: STALE_SECONDS,
+      maxItemBytes: 1 << 19,
+    })
+    await waitReady(store)
+    return store
+  },
+  'redis cluster': async () => {
+    cluster ??= await startRedisCluster()
+    const store = new RedisCache({
+      url: '',
+      clusterNodes: cluster.seeds,
       keyPrefix: `contract-${prefixCounter++}:`,
       timeoutMs: 200,
       staleSeconds: STALE_SECONDS,
