@@ -122,7 +122,8 @@ async function collect(
   let cursor = after
   let lastPrefix: string | undefined
   for (let read = 0; read < MAX_BACKEND_PAGES; read++) {
-    const page = await pages.get(bucket, { prefix, after: cursor, maxKeys: MAX_KEYS }, options)
+    // Small answers read small backend pages (a group's keys are skipped by restarting past it).
+    const page = await pages.get(bucket, { prefix, after: cursor, maxKeys: Math.min(MAX_KEYS, Math.max(100, 2 * maxKeys)) }, options)
     for (const object of page.objects) {
       const { key } = object
       cursor = key
