@@ -313,6 +313,21 @@ describe('disk tier: large entries', () => {
     }
   })
 
+  it('rewrites an entry from its own stored body (a revalidated copy with new timestamps)', async () => {
+    const { dir, store } = await open()
+    await store.set('b/large.bin', entry(LARGE))
+    const got = await store.get('b/large.bin')
+    assert.ok(got !== undefined)
+    await store.set('b/large.bin', { ...got, storedAt: got.storedAt + 5000, freshUntil: got.freshUntil + 5000 })
+    const refreshed = await store.get('b/large.bin')
+    assert.ok(refreshed !== undefined)
+    assert.equal(refreshed.storedAt, got.storedAt + 5000)
+    assert.deepEqual(await bytesOf(refreshed.body), LARGE)
+    // The stream handed out before the rewrite still reads the bytes it was handed.
+    assert.deepEqual(await bytesOf(got.body), LARGE)
+    assert.equal((await readdir(dir)).length, 1)
+  })
+
   it('keeps large entries across a restart', async () => {
     const { dir, store } = await open()
     await store.set('b/large.bin', entry(LARGE))
