@@ -166,13 +166,13 @@ export interface Authorizer {
  *   the reads), and opens nothing before the first pull. Memory per open stream: one read's worth
  *   (at most 1 MiB on disk; with `reuseChunks`, one buffer for the whole stream).
  * - Every chunk it yields has passed the tier's check (a checksum per block) before it is handed
- *   on. When a block fails its check, or the storage fails, the stream errors instead and the
- *   tier has dropped the entry: a consumer never sees a corrupt byte, and must never turn an error
- *   into a clean end (serve.ts answers from the origin when the error comes before the first
- *   chunk, and cuts the connection after it).
+ *   on. When a block fails its check the stream errors instead and the tier drops the entry; when
+ *   the storage fails (the file is gone) it errors too. A consumer never sees a corrupt byte, and
+ *   must never turn an error into a clean end (serve.ts answers from the origin when the error
+ *   comes before the first chunk, and cuts the connection after it).
  * - Cancelling the stream closes what it opened. Streams are independent: any number may be open
- *   on one body, also after the tier replaced or evicted the entry (they keep reading the bytes
- *   that were there when the body was handed out, or error).
+ *   on one body. An open stream keeps reading its bytes when the tier replaces or evicts the entry;
+ *   one that starts after that reads no other bytes than the body's: it errors instead.
  */
 export interface StoredBody {
   /** Size in bytes; named like a Buffer's, so `entry.body.length` is the size whatever the kind. */
