@@ -1,20 +1,21 @@
 // Redis tier (ioredis; Redis Cluster through ioredis' cluster client when `cluster_nodes` is set):
 // entries in their binary form (codec.ts) under `<key_prefix><cache key>`, expiring with their
-// stale window. A dead, hung or unreachable Redis node must cost nothing:
-//   - every command has a short timeout and never waits in an offline queue, and ioredis does not
-//     retry it (no retry on a closed connection, CLUSTERDOWN or TRYAGAIN): a failed call is a miss
-//     (get) or a no-op (set, delete);
-//   - a breaker per node (node-breaker.ts: Closed -> Open -> Half-open with a single probe) skips
+// stale window. A Redis node that is dead, hangs or refuses commands must cost nothing:
+//   - every command has a short timeout, never waits in an offline queue, and is not retried by
+//     ioredis (after a closed connection, CLUSTERDOWN or TRYAGAIN): a failed call is a miss (get)
+//     or a no-op (set, delete);
+//   - a breaker per node (node-breaker.ts: Closed -> Open -> Half-open, one probe at a time) skips
 //     a node after 3 consecutive timeouts or connection errors, for 5 s. On a Cluster the node is
-//     the master that ioredis' slot table routes the key to (same CRC16 slot, `cluster.slots`), so
-//     one dead master never slows the keys of the others; a single Redis has one breaker.
-//     An error reply (CLUSTERDOWN while the cluster has lost a master, MOVED loops aside) is a miss
-//     but not a failure: the node answered at once, skipping it would save nothing.
-//   - on a Cluster the slot table is re-read every SLOTS_REFRESH_MS, so when the cluster promotes
-//     a replica in place of a master that hangs (SIGSTOP: no closed connection, no MOVED), keys are
-//     routed to the new master, which has its own (closed) breaker.
+//     the master ioredis routes the key to (the key's CRC16 slot in `cluster.slots`), so one dead
+//     master never slows the keys of the others; a single Redis has one breaker. An error reply
+//     (CLUSTERDOWN while the cluster elects a replica) is a miss but not a failure: the node
+//     answered at once, skipping it would save nothing;
+//   - a Cluster client re-reads the slot table every SLOTS_REFRESH_MS, so once the cluster has
+//     promoted a replica in place of a master that hangs (SIGSTOP: no closed connection, no MOVED)
+//     the keys go to the new master, which has its own breaker;
+//   - reads go to masters only: a replica may still hold an entry a purge just deleted.
 // Purges are also broadcast on `<key_prefix>purge` so every instance drops its own memory and disk
-// copies (see onPurge); on a Cluster, PUBLISH to any master reaches every node's subscribers.
+// copies (see onPurge); on a Cluster, a PUBLISH to any node reaches the subscribers of every node.
 import { Cluster, Redis, ReplyError } from 'ioredis'
 // @ts-expect-error cluster-key-slot (ioredis' own slot hash) ships no type declarations
 import calculateSlot from 'cluster-key-slot'
@@ -170,7 +171,6 @@ export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNo
     options.clusterNodes.length > 0
       ? new RefreshingCluster(options.clusterNodes, {
           enableOfflineQueue: subscriber,
-          // Reads go to masters: a replica may still hold an entry a purge just deleted.
           scaleReads: 'master',
           // A failed command is a miss, not something to wait for: no retries after a closed
           // connection, CLUSTERDOWN or TRYAGAIN. MOVED/ASK are still followed (at once), a few times.
