@@ -32,6 +32,7 @@ import type { S3Exchange } from './frontends/s3-api/exchange.ts'
 import { s3Operations } from './frontends/s3-api/operations.ts'
 import { S3Error } from './frontends/s3-api/errors.ts'
 import { s3Admit, s3Classify, s3Failed, s3ObjectAnswer, s3Stamp } from './frontends/s3-api/stage.ts'
+import { isStsRequest, stsExchange, stsFailed } from './frontends/s3-api/sts.ts'
 
 /** One configuration generation's request handling. */
 export interface App {
@@ -234,7 +235,21 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
     }
     runS3 = (x) => runSteps(x, s3Steps, 0, s3Final)
   }
-  const handleS3 = (x: S3Exchange): void => answerWith(x, runS3, failS3, respondS3, () => s3Stamp(x))
+  // AssumeRoleWithWebIdentity (`POST /` with a form, or `?Action=`): the one request with a body
+  // the S3 listener reads, bounded; guard's checks that apply (host, target length) run in it.
+  const sts = s3?.sts ?? null
+  let handleSts: ((x: S3Exchange) => void) | undefined
+  if (sts !== null) {
+    const stsSteps: Step[] = admitClientRequest === undefined ? [] : [admitClientRequest]
+    const exchange = stsExchange({ sts, maxUriLength: server.max_uri_length })
+    const runSts = (x: Exchange) => runSteps(x, stsSteps, 0, exchange)
+    const failSts = (x: Exchange, err: unknown) => stsFailed(x, err, (e) => logger.error({ request_id: x.requestId, err: e }, 'unhandled error'))
+    handleSts = (x) => answerWith(x, runSts, failSts, respondS3, () => s3Stamp(x))
+  }
+  const handleS3 = (x: S3Exchange): void => {
+    if (handleSts !== undefined && isStsRequest(x)) return handleSts(x)
+    answerWith(x, runS3, failS3, respondS3, () => s3Stamp(x))
+  }
 
   return { handle, handleS3, own: app }
 }

@@ -13,7 +13,7 @@ import { onPurgeFromOtherWorkers, purgeOtherWorkers } from './cluster-purge.ts'
 import { TieredCache } from './cache/tiered.ts'
 import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
-import type { BucketConfig, Config, RateLimitConfig } from './config/schema.ts'
+import type { BucketConfig, Config, JwtVerifierConfig, RateLimitConfig, S3StsConfig } from './config/schema.ts'
 import { loadTracing } from './telemetry/tracing.ts'
 import type { AuditSink, Authorizer, CachedObject, CacheStore, RateLimiter, TokenVerifier, Tracer } from './ports.ts'
 import { CircuitBreaker } from './origin/breaker.ts'
@@ -22,7 +22,9 @@ import { S3Source } from './origin/s3.ts'
 import { Readiness } from './readiness.ts'
 import { CredentialTable } from './frontends/s3-api/credentials.ts'
 import { ListPageCache } from './frontends/s3-api/list.ts'
+import { SessionSealer } from './frontends/s3-api/session-token.ts'
 import { SigningKeyCache } from './frontends/s3-api/sigv4.ts'
+import type { StsRuntime } from './frontends/s3-api/sts.ts'
 import type { S3ApiRuntime } from './frontends/s3-api/stage.ts'
 import type { Logger } from './telemetry/log.ts'
 import type { Metrics } from './telemetry/metrics.ts'
@@ -176,6 +178,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
           credentials: new CredentialTable(s3Settings.credentials),
           keys: new SigningKeyCache(),
           pages: new ListPageCache(s3Settings.list_cache_seconds),
+          sts: s3Settings.sts === null ? null : buildSts(s3Settings.sts, config.buckets),
         }
   return {
     generation: deps.generation,
@@ -219,6 +222,23 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
       if (limits?.owned === true) limits.part.close()
       await Promise.allSettled([audit?.owned === true ? audit.part.close() : undefined, tracer?.owned === true ? tracer.part.close() : undefined])
     },
+  }
+}
+
+/**
+ * The web-identity exchange: its token verifier (the path scope applies per bucket later, not to
+ * the exchange) and the buckets its credentials may name: those without auth, and those whose
+ * tokens are verified with the same keys, issuer and audience as the exchanged token (a token
+ * from another issuer would not open them on the HTTP path either).
+ */
+function buildSts(settings: S3StsConfig, buckets: readonly BucketConfig[]): StsRuntime {
+  const trust = (jwt: JwtVerifierConfig) => JSON.stringify([jwt.key, jwt.issuer, jwt.audience])
+  const trusted = trust(settings.jwt)
+  return {
+    sealer: new SessionSealer(settings.keys),
+    verifier: new JwtVerifier({ ...settings.jwt, token_sources: [{ type: 'bearer' }], path_scope_claim: undefined }),
+    buckets: new Set(buckets.filter((b) => b.auth === null || trust(b.auth) === trusted).map((b) => b.name)),
+    maxDurationSeconds: settings.max_duration_seconds,
   }
 }
 

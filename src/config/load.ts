@@ -28,6 +28,7 @@ import {
   type JwtVerifierConfig,
   type NamedKey,
   type S3ApiConfig,
+  type S3StsConfig,
   type S3Config,
   type S3Connection,
   type ServerConfig,
@@ -271,7 +272,7 @@ async function normalize(
     audit,
     redis,
     observability: file.observability,
-    s3_api: normalizeS3Api(file.s3_api, server, buckets, report),
+    s3_api: await normalizeS3Api(file, server, buckets, source, report),
     warnings,
   }
 }
@@ -280,7 +281,8 @@ async function normalize(
  * The S3 listener, validated even when off (a bad block fails closed): its address, credentials
  * with unique key ids naming configured buckets, and bucket names usable in S3 requests.
  */
-function normalizeS3Api(block: ConfigFile['s3_api'], server: ServerConfig, buckets: BucketConfig[], report: Report): S3ApiConfig | null {
+async function normalizeS3Api(file: ConfigFile, server: ServerConfig, buckets: BucketConfig[], source: string, report: Report): Promise<S3ApiConfig | null> {
+  const block = file.s3_api
   if (block === undefined) return null
   const address = parseAddress(block.address)
   if (address === undefined) report(['s3_api', 'address'], `"${block.address}" must be host:port, e.g. "0.0.0.0:9000"`)
@@ -288,7 +290,8 @@ function normalizeS3Api(block: ConfigFile['s3_api'], server: ServerConfig, bucke
   if (block.domain !== undefined && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(block.domain)) {
     report(['s3_api', 'domain'], `"${block.domain}" must be a DNS name such as s3.example.com`)
   }
-  if (block.enabled && block.credentials.length === 0 && buckets.every((b) => b.auth !== null)) {
+  const sts = await normalizeSts(block.sts, file.jwt, source, report)
+  if (block.enabled && block.credentials.length === 0 && sts === null && buckets.every((b) => b.auth !== null)) {
     report(['s3_api', 'credentials'], 'is empty and every bucket requires authentication: no S3 request could read anything')
   }
   const names = new Set(buckets.map((b) => b.name))
@@ -317,7 +320,56 @@ function normalizeS3Api(block: ConfigFile['s3_api'], server: ServerConfig, bucke
       claims: c.claims ?? {},
     })),
     list_cache_seconds: block.list_cache_seconds,
+    sts,
   }
+}
+
+/** AWS's own bounds for a role session (15 minutes to 12 hours). */
+const STS_MIN_SECONDS = 900
+const STS_MAX_SECONDS = 43_200
+
+/**
+ * `s3_api.sts`, validated even when off: keys that decode to 32 bytes, a verifier for the exchanged
+ * tokens (its own jwt block, else the global one), a duration AWS clients accept.
+ */
+async function normalizeSts(
+  block: NonNullable<ConfigFile['s3_api']>['sts'],
+  globalJwt: JwtBlock | undefined,
+  source: string,
+  report: Report
+): Promise<S3StsConfig | null> {
+  if (block === undefined) return null
+  const at = (...rest: KeyPath) => ['s3_api', 'sts', ...rest]
+  const keys: Uint8Array[] = []
+  for (const [i, text] of block.keys.entries()) {
+    const key = stsKey(text)
+    if (key === undefined) report(at('keys', i), 'must be 32 bytes, as 64 hex digits or base64 (openssl rand -hex 32)')
+    else keys.push(key)
+  }
+  if (block.enabled && block.keys.length === 0) report(at('keys'), 'needs at least one key to seal session tokens')
+  const max = block.max_duration_seconds
+  if (max < STS_MIN_SECONDS || max > STS_MAX_SECONDS) {
+    report(at('max_duration_seconds'), `must be between ${STS_MIN_SECONDS} and ${STS_MAX_SECONDS} (AWS's session bounds)`)
+  }
+  const jwtBlock = block.jwt ?? globalJwt
+  if (jwtBlock === undefined) {
+    if (block.enabled) report(at('jwt'), 'neither s3_api.sts.jwt nor a global jwt block is configured to verify the exchanged tokens')
+    return null
+  }
+  const jwtPath = block.jwt === undefined ? ['jwt'] : at('jwt')
+  if (jwtBlock.enabled === false && block.enabled) report([...jwtPath, 'enabled'], 'is false, but s3_api.sts needs it to verify the exchanged tokens')
+  const jwt = await normalizeJwt(jwtBlock, jwtPath, source, report)
+  if (!block.enabled || jwt === undefined || keys.length !== block.keys.length || keys.length === 0) return null
+  return { keys, max_duration_seconds: max, jwt }
+}
+
+/** A 32-byte key from 64 hex digits or base64 (standard or URL-safe). */
+function stsKey(text: string): Uint8Array | undefined {
+  const trimmed = text.trim()
+  if (/^[0-9a-fA-F]{64}$/.test(trimmed)) return new Uint8Array(Buffer.from(trimmed, 'hex'))
+  if (!/^[A-Za-z0-9+/_-]{43}=?$/.test(trimmed)) return undefined
+  const bytes = Buffer.from(trimmed, 'base64')
+  return bytes.length === 32 ? new Uint8Array(bytes) : undefined
 }
 
 /** S3's bucket naming rules (what clients accept in a path or a host name). */

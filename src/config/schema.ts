@@ -460,6 +460,17 @@ const s3ApiSchema = z.strictObject({
   credentials: z.array(s3ApiCredentialSchema).default([]),
   /** How long a listing page from the backend is reused (0: never). */
   list_cache_seconds: nonNegative.default(0),
+  /** AssumeRoleWithWebIdentity: a JWT exchanged for temporary credentials (see docs/s3-api.md). */
+  sts: z
+    .strictObject({
+      enabled: bool.default(false),
+      /** 32-byte keys (64 hex digits or base64); the first seals session tokens, all of them open. */
+      keys: z.array(z.string()).default([]),
+      max_duration_seconds: count.default(3600),
+      /** Verifies the exchanged tokens; the global jwt block when left out. */
+      jwt: jwtSchema.optional(),
+    })
+    .optional(),
 })
 
 export const SYSLOG_FACILITIES = [
@@ -769,6 +780,17 @@ export interface S3ApiConfig {
   region: string
   credentials: S3ApiCredential[]
   list_cache_seconds: number
+  /** Null when the web-identity exchange is off. */
+  sts: S3StsConfig | null
+}
+
+/** `s3_api.sts`: the AssumeRoleWithWebIdentity exchange. */
+export interface S3StsConfig {
+  /** 32-byte AES-256-GCM keys: the first seals, every one opens (rotation). */
+  keys: Uint8Array[]
+  max_duration_seconds: number
+  /** The verifier of exchanged tokens (`s3_api.sts.jwt`, or the global jwt block). */
+  jwt: JwtVerifierConfig
 }
 
 export interface S3ApiCredential {

@@ -43,7 +43,7 @@ it('documents every configuration key', async () => {
   const keys = new Set<string>()
   keysOf(fileSchema._zod.def as unknown as Def, '', keys)
   const documented = (key: string) =>
-    doc.includes(`\`${key.replace(/^buckets\[\]\.auth\.jwt\./, 'jwt.').replace(/^jwt\.claims\[\]/, 'jwt.claims_verification[]')}\``)
+    doc.includes(`\`${key.replace(/^(?:buckets\[\]\.auth|s3_api\.sts)\.jwt\./, 'jwt.').replace(/^jwt\.claims\[\]/, 'jwt.claims_verification[]')}\``)
   assert.ok(keys.size > 60, `walked only ${keys.size} keys`)
   // A block (server.security_limits, buckets[].s3) is documented through its keys.
   const isBlock = (key: string) => [...keys].some((k) => k.startsWith(`${key}.`) || k.startsWith(`${key}[].`))

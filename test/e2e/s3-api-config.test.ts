@@ -32,7 +32,7 @@ describe('s3_api configuration', () => {
     assert.equal((await parseConfig(BUCKETS, FILE, {})).s3_api, null)
     assert.equal((await parseConfig(`${BUCKETS}s3_api: { credentials: [] }\n`, FILE, {})).s3_api, null)
     const on = await parseConfig(`${BUCKETS}s3_api: { enabled: true }\n`, FILE, {})
-    assert.deepEqual(on.s3_api, { host: '0.0.0.0', port: 9000, domain: undefined, region: 'us-east-1', credentials: [], list_cache_seconds: 0 })
+    assert.deepEqual(on.s3_api, { host: '0.0.0.0', port: 9000, domain: undefined, region: 'us-east-1', credentials: [], list_cache_seconds: 0, sts: null })
   })
 
   it('reads credentials with a secret from the environment, prefixes and claims', async () => {
@@ -59,6 +59,7 @@ describe('s3_api configuration', () => {
       domain: 's3.example.com',
       region: 'eu-west-1',
       list_cache_seconds: 5,
+      sts: null,
       credentials: [{ access_key_id: 'READER1', secret_access_key: SECRET, buckets: ['media', 'private'], prefixes: ['public/', 'team/a/'], claims: { sub: 'reader1', role: 'viewer' } }],
     })
     assert.ok(Object.isFrozen(config.s3_api?.credentials[0]))

@@ -1,7 +1,9 @@
 // The static credentials of `s3_api.credentials`: the secret of a key id (for SigV4) and what the
 // key may read. A bucket outside a key's list is, to that key, a bucket that does not exist; a key
-// outside its prefixes is refused and left out of listings.
+// outside its prefixes is refused and left out of listings. A temporary credential (from the
+// web-identity exchange) sees the buckets whose claim rules admit its claims, decided per request.
 import type { S3ApiCredential } from '../../config/schema.ts'
+import type { BucketRoute } from '../../types.ts'
 
 export interface S3Identity {
   accessKeyId: string
@@ -9,6 +11,11 @@ export interface S3Identity {
   /** Empty: every key. */
   prefixes: readonly string[]
   claims: Readonly<Record<string, unknown>>
+  /**
+   * A temporary credential: a bucket whose claim rules refuse its claims is, to it, a bucket that
+   * does not exist (static keys name their buckets, and a refusal is AccessDenied).
+   */
+  temporary?: boolean
 }
 
 export class CredentialTable {
@@ -39,6 +46,18 @@ export class CredentialTable {
 
 export function mayReadBucket(identity: S3Identity, bucket: string): boolean {
   return identity.buckets.has(bucket)
+}
+
+/** Whether `bucket` exists for the identity: named by it, and for a temporary one, its rules admit the claims. */
+export function canSeeBucket(identity: S3Identity, bucket: BucketRoute): boolean {
+  if (!identity.buckets.has(bucket.name)) return false
+  if (identity.temporary !== true || bucket.verifier === null) return true
+  try {
+    bucket.verifier.admitClaims(identity.claims, undefined)
+    return true
+  } catch {
+    return false
+  }
 }
 
 export function mayReadKey(identity: S3Identity, key: string): boolean {

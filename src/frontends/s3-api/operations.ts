@@ -3,7 +3,7 @@
 // GetObject and HeadObject are the serve stage's (cache, replicas, Range, If-*).
 import type { ReadOptions } from '../../ports.ts'
 import type { Answer, BucketRoute } from '../../types.ts'
-import { mayReadBucket } from './credentials.ts'
+import { canSeeBucket } from './credentials.ts'
 import { S3Error } from './errors.ts'
 import type { S3Exchange } from './exchange.ts'
 import { listObjects, type ListPageCache } from './list.ts'
@@ -31,7 +31,7 @@ export function s3Operations(options: OperationsOptions): (x: S3Exchange) => Ans
     switch (request.operation) {
       case 'ListBuckets': {
         if (identity === null) throw new S3Error('AccessDenied', 403, 'Access Denied', 'anonymous_list_buckets')
-        const visible = buckets.filter((b) => mayReadBucket(identity, b.name)).map((b) => ({ name: b.name, created }))
+        const visible = buckets.filter((b) => canSeeBucket(identity, b)).map((b) => ({ name: b.name, created }))
         return xml(listBucketsXml(visible, identity.accessKeyId))
       }
       case 'HeadBucket':

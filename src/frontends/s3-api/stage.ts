@@ -11,12 +11,14 @@ import { ProxyError, isProxyError, type ErrorCode } from '../../errors.ts'
 import { rawPathOf } from '../../http/path.ts'
 import type { Answer, BucketRoute, Principal } from '../../types.ts'
 import type { Exchange } from '../../pipeline/exchange.ts'
-import { mayReadBucket, mayReadKey, type CredentialTable, type S3Identity } from './credentials.ts'
+import { canSeeBucket, mayReadKey, type CredentialTable, type S3Identity } from './credentials.ts'
 import { S3Error, s3ErrorAnswer } from './errors.ts'
 import type { S3Exchange } from './exchange.ts'
 import type { ListPageCache } from './list.ts'
 import { parseS3Request } from './request.ts'
+import type { SessionSealer } from './session-token.ts'
 import { hasAwsAuth, SigV4Error, verifySigV4, type SigningKeyCache } from './sigv4.ts'
+import type { StsRuntime } from './sts.ts'
 
 /** The S3 listener's live parts, built per generation by runtime.ts. */
 export interface S3ApiRuntime {
@@ -26,6 +28,8 @@ export interface S3ApiRuntime {
   keys: SigningKeyCache
   /** Backend listing pages, kept `s3_api.list_cache_seconds`. */
   pages: ListPageCache
+  /** The web-identity exchange and its temporary credentials; null when `s3_api.sts` is off. */
+  sts: StsRuntime | null
 }
 
 /** The query parameters that override response headers (S3 honours them on signed requests only). */
@@ -80,14 +84,22 @@ export function s3Admit(options: S3AdmitOptions): (x: Exchange) => void {
     const signed = { method: x.method, target: x.target, rawHeaders: x.incoming.rawHeaders }
     let identity: S3Identity | null = null
     if (hasAwsAuth(signed)) {
+      // A temporary credential: its session token opens (or the request is refused as S3 refuses
+      // a bad or expired token), and the signature is checked against the secret derived from it.
+      const sessionToken = s3.sts === null ? undefined : sessionTokenOf(signed.rawHeaders, request.query)
+      const temporary = sessionToken === undefined ? undefined : openSession((s3.sts as StsRuntime).sealer, sessionToken)
       let accessKeyId: string
       try {
-        accessKeyId = verifySigV4(signed, verifyOptions).accessKeyId
+        const options = temporary === undefined ? verifyOptions : { ...verifyOptions, secretOf: (id: string) => (id === temporary.accessKeyId ? temporary.secret : undefined) }
+        accessKeyId = verifySigV4(signed, options).accessKeyId
       } catch (err) {
         if (err instanceof SigV4Error) throw new S3Error(err.code, err.status, err.message, err.reason)
         throw err
       }
-      identity = s3.credentials.identity(accessKeyId) ?? null
+      identity =
+        temporary !== undefined
+          ? { accessKeyId, buckets: (s3.sts as StsRuntime).buckets, prefixes: [], claims: temporary.claims, temporary: true }
+          : (s3.credentials.identity(accessKeyId) ?? null)
       if (identity === null) throw new S3Error('InvalidAccessKeyId', 403, 'The AWS Access Key Id you provided does not exist in our records.', 'no_identity')
       x.signed = true
     } else if (Object.keys(RESPONSE_OVERRIDES).some((name) => request.query.has(name))) {
@@ -102,7 +114,7 @@ export function s3Admit(options: S3AdmitOptions): (x: Exchange) => void {
       if (bucket === undefined || bucket.verifier !== null) throw new S3Error('AccessDenied', 403, 'Access Denied', 'anonymous')
       x.principal = null
     } else {
-      if (bucket === undefined || !mayReadBucket(identity, bucket.name)) throw new ProxyError('ROUTE_NOT_FOUND', { reason: 's3_bucket_not_visible' })
+      if (bucket === undefined || !canSeeBucket(identity, bucket)) throw new ProxyError('ROUTE_NOT_FOUND', { reason: 's3_bucket_not_visible' })
       x.principal = principalOf(identity)
     }
     const objectKey = request.operation === 'GetObject' || request.operation === 'HeadObject' ? request.key : undefined
@@ -114,6 +126,22 @@ export function s3Admit(options: S3AdmitOptions): (x: Exchange) => void {
     const listPrefix = request.operation === 'ListObjects' || request.operation === 'ListObjectsV2' ? (request.query.get('prefix') ?? '') : ''
     x.route = { bucket, key: objectKey ?? listPrefix }
   }
+}
+
+/** The session token of a signed request (header, or the presigned query's), if any. */
+function sessionTokenOf(rawHeaders: readonly string[], query: URLSearchParams): string | undefined {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() === 'x-amz-security-token') return rawHeaders[i + 1] as string
+  }
+  return query.get('X-Amz-Security-Token') ?? undefined
+}
+
+/** Opens a temporary credential's session, or refuses the request as S3 refuses a bad or expired token. */
+function openSession(sealer: SessionSealer, token: string): { accessKeyId: string; secret: string; claims: Readonly<Record<string, unknown>> } {
+  const opened = sealer.open(token)
+  if (opened.ok) return { accessKeyId: opened.session.accessKeyId, secret: opened.secret, claims: opened.session.claims }
+  if (opened.reason === 'expired') throw new S3Error('ExpiredToken', 400, 'The provided token has expired.', 'session_expired')
+  throw new S3Error('InvalidToken', 400, 'The provided token is malformed or otherwise invalid.', 'session_invalid')
 }
 
 function principalOf(identity: S3Identity): Principal {
@@ -162,7 +190,7 @@ export function s3Failed(x: Exchange, err: unknown, onInternal: (err: unknown) =
 
 /** The nearest catalogue code of an S3 refusal, for the access log, metrics and audit. */
 function logCodeOf(err: S3Error): ErrorCode {
-  if (err.code === 'SignatureDoesNotMatch' || err.code === 'RequestTimeTooSkewed' || err.code === 'InvalidAccessKeyId') return 'AUTH_TOKEN_INVALID'
+  if (err.code === 'SignatureDoesNotMatch' || err.code === 'RequestTimeTooSkewed' || err.code === 'InvalidAccessKeyId' || err.code === 'InvalidToken' || err.code === 'ExpiredToken') return 'AUTH_TOKEN_INVALID'
   if (err.code === 'AccessDenied') return err.reason === 's3:AccessDenied' ? 'GUARD_METHOD_NOT_ALLOWED' : 'AUTHZ_DENIED'
   if (err.code === 'MethodNotAllowed' || err.code === 'NotImplemented') return 'GUARD_METHOD_NOT_ALLOWED'
   if (err.status >= 500) return 'INTERNAL_ERROR'
