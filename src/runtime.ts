@@ -138,6 +138,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
   // ioredis (like OPA's wasm runtime and the tracing SDK) is loaded only when the config uses it.
   const connect = limitSettings?.redis == null ? undefined : (await import('./cache/redis.ts')).connectRedis
   const limits = limitSettings === null ? null : handOver(previous?.limits ?? null, limitSettings, () => buildRateLimits(limitSettings, connect))
+  if (limits?.owned === true) await limits.part.ready
   const breakers = new Map<string, { built: string; breaker: CircuitBreaker }>()
   const replicaSets = config.buckets.map((bucket) => buildReplicaSet(bucket, deps, previous?.breakers, breakers))
   const buckets: BucketRoute[] = config.buckets.map((bucket, i) => ({
@@ -248,8 +249,17 @@ export interface RateLimits {
   perUser: RateLimiter | null
   /** By bucket name, for buckets with their own limit. */
   buckets: ReadonlyMap<string, RateLimiter>
+  /** Settles once the shared store is connected, or after REDIS_READY_WAIT_MS (never rejects). */
+  ready: Promise<void>
   close(): void
 }
+
+/**
+ * How long a start or reload waits for a new Redis connection before the limits go live, so that
+ * the first requests are counted in the shared store, not per process; a dead Redis delays a start
+ * by at most this much (its limits then count per process until it is back).
+ */
+const REDIS_READY_WAIT_MS = 2000
 
 type RateLimitSettings = NonNullable<ReturnType<typeof rateLimitSettings>>
 
@@ -277,8 +287,22 @@ function buildRateLimits(settings: RateLimitSettings, connect: typeof connectRed
     perIp: limiter('per_ip', settings.server?.per_ip),
     perUser: limiter('per_user', settings.server?.per_user),
     buckets: new Map(settings.buckets.map(([name, limit]) => [name, limiter(`bucket:${name}`, limit) as RateLimiter])),
+    ready: client === undefined ? Promise.resolve() : readyOrAfter(client, REDIS_READY_WAIT_MS),
     close: () => client?.disconnect(),
   }
+}
+
+function readyOrAfter(client: ReturnType<typeof connectRedis>, ms: number): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      client.off('ready', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    client.once('ready', done)
+  })
 }
 
 /**
