@@ -7,6 +7,10 @@
 //   GET  /admin/cache/stats                     per tier and per bucket
 //   POST /admin/reload                          re-read the config file, as SIGHUP does; 400 with the
 //                                               exact reason when it does not load
+//   POST /admin/cache/prewarm                   {bucket, prefix, max_objects, max_bytes}: fill the
+//                                               cache from a listing in the background; 202 {id, status},
+//                                               409 while the same bucket + prefix is being prewarmed
+//   GET  /admin/cache/prewarm/<id>              that job's progress (cache-prewarm.ts)
 // Purges clear every tier here and are broadcast over Redis to every instance sharing it; in cluster
 // mode without Redis they reach every worker of this instance (through the primary) before the
 // answer. `purged` counts the entries this worker purged.
@@ -17,6 +21,7 @@ import { decodeSegments, isSafeKey, rawPathOf } from './http/path.ts'
 import type { HonoEnv } from './pipeline/exchange.ts'
 import type { Runtime } from './runtime.ts'
 import type { ReloadResult } from './types.ts'
+import type { PrewarmRequest } from './cache-prewarm.ts'
 
 export interface AdminHooks {
   /** Reloads the configuration (every worker, in cluster mode). */
@@ -79,6 +84,35 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
     return c.json({ error, generation: result.generation }, 400)
   })
 
+  app.post('/admin/cache/prewarm', async (c) => {
+    c.header('cache-control', 'no-store')
+    const bad = (message: string) =>
+      c.json({ error: { code: 'GUARD_BAD_REQUEST', message, request_id: c.env.requestId } }, 400)
+    const length = Number(c.env.header('content-length') ?? 0)
+    if (!(length <= MAX_PREWARM_BODY)) return bad(`the body must be a JSON object of at most ${MAX_PREWARM_BODY} bytes`)
+    const text = await c.req.text()
+    if (text.length > MAX_PREWARM_BODY) return bad(`the body must be a JSON object of at most ${MAX_PREWARM_BODY} bytes`)
+    const parsed = parsePrewarm(text)
+    if (typeof parsed === 'string') return bad(parsed)
+    const bucket = runtime.buckets.find((b) => b.name === parsed.bucket)
+    if (bucket === undefined) return bad(`"${parsed.bucket}" is not the name of a configured bucket`)
+    const { cache } = bucket
+    if (cache === null) return bad(`bucket "${bucket.name}" does not cache`)
+    const { started, report } = runtime.prewarms.start({ ...bucket, cache }, parsed, runtime.generation)
+    if (!started) {
+      const message = `a prewarm of ${bucket.name}/${parsed.prefix} is already running`
+      return c.json({ id: report.id, status: report.status, error: { code: 'ADMIN_PREWARM_RUNNING', message, request_id: c.env.requestId } }, 409)
+    }
+    return c.json({ id: report.id, status: report.status }, 202)
+  })
+
+  app.get('/admin/cache/prewarm/:id', (c) => {
+    c.header('cache-control', 'no-store')
+    const report = runtime.prewarms.get(c.req.param('id'))
+    if (report === undefined) throw new ProxyError('ROUTE_NOT_FOUND', { reason: 'unknown prewarm' })
+    return c.json(report)
+  })
+
   app.get('/admin/cache/stats', (c) => {
     const cache = runtime.cache
     const tiers: Record<string, unknown> = {}
@@ -115,4 +149,28 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
 
 function ratio(hits: number, misses: number): number {
   return hits + misses === 0 ? 0 : Math.round((hits / (hits + misses)) * 10_000) / 10_000
+}
+
+const MAX_PREWARM_BODY = 16 * 1024
+const PREWARM_DEFAULTS = { max_objects: 10_000, max_bytes: 1024 ** 3, concurrency: 4 }
+
+/** The prewarm request, or what is wrong with it (for the operator). */
+function parsePrewarm(text: string): (PrewarmRequest & { bucket: string }) | string {
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch {
+    return 'the body must be JSON: {"bucket", "prefix", "max_objects", "max_bytes"}'
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the body must be a JSON object'
+  const { bucket, prefix = '', max_objects = PREWARM_DEFAULTS.max_objects, max_bytes = PREWARM_DEFAULTS.max_bytes, concurrency = PREWARM_DEFAULTS.concurrency, ...rest } = body as Record<string, unknown>
+  const unknown = Object.keys(rest)
+  if (unknown.length > 0) return `unknown field ${JSON.stringify(unknown[0])}`
+  if (typeof bucket !== 'string' || bucket === '') return '"bucket" must be a bucket name'
+  if (typeof prefix !== 'string') return '"prefix" must be a string'
+  const whole = (value: unknown, max: number) => typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 && value <= max
+  if (!whole(max_objects, 10_000_000)) return '"max_objects" must be a whole number from 1'
+  if (!whole(max_bytes, Number.MAX_SAFE_INTEGER)) return '"max_bytes" must be a whole number of bytes from 1'
+  if (!whole(concurrency, 32)) return '"concurrency" must be a whole number from 1 to 32'
+  return { bucket, prefix, maxObjects: max_objects as number, maxBytes: max_bytes as number, concurrency: concurrency as number }
 }

@@ -20,6 +20,7 @@ import { CircuitBreaker } from './origin/breaker.ts'
 import { ReplicaSet } from './origin/replicas.ts'
 import { S3Source } from './origin/s3.ts'
 import { Readiness } from './readiness.ts'
+import { PrewarmRegistry } from './cache-prewarm.ts'
 import { CredentialTable } from './frontends/s3-api/credentials.ts'
 import { ListPageCache } from './frontends/s3-api/list.ts'
 import { SessionSealer } from './frontends/s3-api/session-token.ts'
@@ -97,6 +98,11 @@ export interface Runtime {
   readonly adminVerifier: TokenVerifier | null
   /** The S3 API listener's credentials and caches; null when `s3_api` is off. */
   readonly s3Api: S3ApiRuntime | null
+  /**
+   * Cache prewarm jobs, shared with the previous and next generations (a job's outcome stays
+   * readable); a job stops when the generation that started it is replaced or closed.
+   */
+  readonly prewarms: PrewarmRegistry
   /**
    * Purges cache keys (`exact` key, or every key under `prefix`) on every tier of this process
    * and, through Redis pub/sub, of every instance sharing it; without Redis, in cluster mode, of
@@ -181,6 +187,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
           pages: new ListPageCache(s3Settings.list_cache_seconds),
           sts: s3Settings.sts === null ? null : buildSts(s3Settings.sts, config.buckets),
         }
+  const prewarms = previous?.prewarms ?? new PrewarmRegistry((report) => deps.logger.info({ prewarm: report }, 'cache prewarm ended'))
   return {
     generation: deps.generation,
     config,
@@ -196,6 +203,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     limits,
     adminVerifier,
     s3Api,
+    prewarms,
     async purge(target) {
       if (cache === null) return 0
       const count = await purgeTiers(cache.store.tiers, target)
@@ -206,6 +214,8 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
       return count
     },
     commit() {
+      // The previous generation's prewarms read through its sources, which it is about to close.
+      void prewarms.stop((generation) => generation !== deps.generation)
       for (const handle of [cache, audit, tracer, limits]) takeOver(handle)
       // A reused cache takes this config's per-bucket budgets when it goes live.
       if (cache !== null) cache.store.setBudgets(config.cache?.budgets ?? {})
@@ -215,6 +225,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
       for (const replicas of replicaSets) void replicas.startProbing()
     },
     async close() {
+      await prewarms.stop((generation) => generation === deps.generation)
       for (const bucket of buckets) bucket.source.close()
       if (cache?.owned === true) {
         cache.stopPurges?.()
