@@ -104,6 +104,12 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     message: 'The configuration file is invalid; the running configuration is kept',
   },
+  ADMIN_PREWARM_RUNNING: {
+    status: 409,
+    source: 'client',
+    retryable: false,
+    message: 'A prewarm of this bucket and prefix is already running',
+  },
   AUTH_TOKEN_MISSING: {
     status: 401,
     source: 'client',
