@@ -28,6 +28,11 @@ export interface ReadOptions {
   servedBy?: ((replica: string) => void) | undefined
   /** The request's span when tracing is on: backend calls are recorded as its children. */
   span?: TraceSpan | undefined
+  /**
+   * GET only: the object must still have this ETag (`If-Match`). When it has another, the read
+   * throws ProxyError ORIGIN_BAD_RESPONSE with reason `etag_changed` (S3's 412).
+   */
+  ifMatch?: string | undefined
 }
 
 export type SpanAttributes = Record<string, string | number | boolean | undefined>
@@ -254,6 +259,41 @@ export interface TieredStore extends CacheStore {
   peek(key: string): TieredHit | undefined
   /** Searches the tiers from `from` down; a hit is copied to the tiers above it. */
   lookup(key: string, from?: number): Promise<TieredHit | undefined>
+  /** Whether a memory or disk tier holds `key` now (no lookup counted, no recency changed). */
+  has(key: string): boolean
+  /**
+   * The memory and disk tiers only: for entries derived from an object's key (`<key>\0...`: its
+   * slices and sliced metadata), which those tiers delete with the object's key.
+   */
+  readonly local: TieredStore
+  /** Where slices go: the disk tier when there is one (slices never push hot objects out of memory), else memory. */
+  readonly bulk: TieredStore
+}
+
+/**
+ * Objects over a bucket's max_item_size, cached as aligned slices (cache/slices.ts): a small
+ * metadata entry per object, and each slice an entry of its own keyed by the object's ETag, fetched
+ * with ranged GETs under `If-Match` (one fetch per slice at a time), so every byte of one answer
+ * comes from one object version.
+ */
+export interface SlicedObjects {
+  readonly sliceBytes: number
+  /** The object's metadata entry (fresh or stale), as a CachedObject whose body reads the slices. */
+  lookup(source: ObjectSource, key: string, cacheKey: string): Promise<CachedObject | undefined>
+  /**
+   * Asks the origin (HEAD, one at a time per key) and, when the object is over `maxItemBytes` and
+   * storable, records its metadata and answers the sliced entry; undefined otherwise. `stale`: the
+   * entry being revalidated; its slices are dropped when the ETag changed.
+   */
+  discover(source: ObjectSource, key: string, cacheKey: string, maxItemBytes: number, options: ReadOptions, stale?: CachedObject): Promise<CachedObject | undefined>
+  /** Records metadata already fetched (a whole GET's answer) as a sliced object. */
+  remember(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta): Promise<CachedObject | undefined>
+  /** How many of the slices covering `range` (the whole object when undefined) the cache holds now. */
+  cached(cacheKey: string, meta: ObjectMeta, range: ByteRange | undefined): { cached: number; total: number }
+  /** Whether `error` says the object changed under a read (its slices are already dropped). */
+  isVersionChange(error: unknown): boolean
+  /** Drops the metadata entry and every slice of the object. */
+  forget(cacheKey: string): Promise<void>
 }
 
 /** Where audit records go (file, stdout, syslog, S3). `record` never blocks and never throws. */

@@ -10,6 +10,7 @@ import type { connectRedis, RedisCache } from './cache/redis.ts'
 import { ipFilterOf } from './http/ip-filter.ts'
 import { createRateLimiter } from './security/rate-limit.ts'
 import { onPurgeFromOtherWorkers, purgeOtherWorkers } from './cluster-purge.ts'
+import { SliceCache } from './cache/slices.ts'
 import { TieredCache } from './cache/tiered.ts'
 import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
@@ -169,6 +170,16 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
             staleIfErrorSeconds: bucket.cache.stale_if_error_seconds,
             followerWaitMs: bucket.backend.deadline_seconds * 1000,
             counters: countersOf(cache, bucket.name),
+            slices:
+              bucket.cache.slice_bytes === null
+                ? null
+                : new SliceCache({
+                    local: cache.store.local,
+                    bulk: cache.store.bulk,
+                    flights: cache.flights,
+                    sliceBytes: bucket.cache.slice_bytes,
+                    ttlSeconds: bucket.cache.ttl_seconds,
+                  }),
           },
   }))
   const adminVerifier =

@@ -1,7 +1,7 @@
 // Plain data shared by the stages (the per-request facts they hand each other are in
 // pipeline/exchange.ts).
 import type { CorsConfig } from './config/schema.ts'
-import type { Authorizer, CachedObject, ObjectSource, RateLimiter, TieredStore, TokenVerifier } from './ports.ts'
+import type { Authorizer, CachedObject, ObjectSource, RateLimiter, SlicedObjects, TieredStore, TokenVerifier } from './ports.ts'
 
 /** An inclusive byte range of an object, as in `Content-Range: bytes start-end/size`. */
 export interface ByteRange {
@@ -75,6 +75,8 @@ export interface BucketCache {
   followerWaitMs: number
   /** This bucket's counters, kept across reloads. */
   counters: CacheCounters
+  /** Objects over maxItemBytes cached as slices; null: they stream through uncached. */
+  slices: SlicedObjects | null
 }
 
 export interface CacheCounters {

@@ -16,6 +16,7 @@ import { crc32 } from 'node:zlib'
 import { LRUCache } from 'lru-cache'
 import type { CachedObject, CacheStore, CacheTierStats, StoredBody } from '../ports.ts'
 import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
+import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
 import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
@@ -52,6 +53,8 @@ export class DiskCache implements CacheStore {
   readonly #index: LRUCache<string, IndexEntry>
   readonly #counters = new TierCounters()
   readonly #maxBytes: number
+  /** Slices and sliced metadata by object key: deleted with it. */
+  readonly #derived = new DerivedKeys()
   #budgets: BucketBudgets | undefined
   #budgetsBuilt = '{}'
 
@@ -67,6 +70,7 @@ export class DiskCache implements CacheStore {
         if (reason === 'evict') this.#counters.evictions++
         if (reason !== 'set') {
           this.#budgets?.forget(key)
+          this.#derived.remove(key)
           void unlink(entry.file).catch(() => {})
         }
       },
@@ -127,13 +131,21 @@ export class DiskCache implements CacheStore {
       // would evict anyone else's. (Budgets may have changed while the file was written.)
       if (this.#budgets?.track(key, sizeOf(index)) === false) return await this.delete(key)
       this.#index.set(key, index)
+      this.#derived.add(key)
     } catch {
       await rm(temp, { force: true }).catch(() => {})
     }
   }
 
   async delete(key: string): Promise<void> {
+    const derived = this.#derived.of(key)
     if (!this.#index.delete(key)) await unlink(this.#fileOf(key)).catch(() => {})
+    for (const other of derived) this.#index.delete(other)
+  }
+
+  /** Whether the tier indexes `key` now (no hit counted, recency unchanged). */
+  has(key: string): boolean {
+    return this.#index.has(key)
   }
 
   async purge(prefix: string): Promise<number> {
@@ -243,7 +255,10 @@ export class DiskCache implements CacheStore {
     for (const { key, index } of found) {
       // Budgets that shrank since the files were written keep each bucket's newest files.
       if (this.#budgets?.track(key, sizeOf(index)) === false) await rm(index.file, { force: true })
-      else this.#index.set(key, index)
+      else {
+        this.#index.set(key, index)
+        this.#derived.add(key)
+      }
     }
   }
 }

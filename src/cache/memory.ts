@@ -5,6 +5,7 @@
 import { LRUCache } from 'lru-cache'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
 import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
+import { DerivedKeys } from './derived-keys.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
 export interface MemoryCacheOptions {
@@ -30,6 +31,8 @@ export class MemoryCache implements CacheStore {
   readonly #counters = new TierCounters()
   /** Keys whose StoredBody is being read for a `set`, and which call it is. */
   readonly #reading = new Map<string, symbol>()
+  /** Slices and sliced metadata by object key: deleted with it. */
+  readonly #derived = new DerivedKeys()
   #budgets: BucketBudgets | undefined
   #budgetsBuilt = '{}'
 
@@ -43,7 +46,10 @@ export class MemoryCache implements CacheStore {
       sizeCalculation: sizeOf,
       dispose: (_value, key, reason) => {
         if (reason === 'evict') this.#counters.evictions++
-        if (reason !== 'set') this.#budgets?.forget(key)
+        if (reason !== 'set') {
+          this.#budgets?.forget(key)
+          this.#derived.remove(key)
+        }
       },
     })
     this.setBudgets(options.budgets ?? {})
@@ -87,10 +93,17 @@ export class MemoryCache implements CacheStore {
       return
     }
     this.#lru.set(key, entry, { ttl })
+    if (this.#lru.has(key)) this.#derived.add(key)
   }
 
   async delete(key: string): Promise<void> {
     this.#drop(key)
+    for (const derived of this.#derived.of(key)) this.#drop(derived)
+  }
+
+  /** Whether the tier holds `key` now (no hit counted, recency unchanged). */
+  has(key: string): boolean {
+    return this.#lru.has(key)
   }
 
   async purge(prefix: string): Promise<number> {

@@ -2,22 +2,34 @@
 // A hit in a lower tier is copied to the tiers above it in the background; a set writes every
 // tier without the caller waiting for the slower ones. A large disk hit's body is a StoredBody
 // (ports.ts): copied up only into tiers that keep it (memory reads it whole only when it fits).
-import type { CachedObject, CacheStore, CacheTierStats, TieredHit } from '../ports.ts'
+import type { CachedObject, CacheStore, CacheTierStats, TieredHit, TieredStore } from '../ports.ts'
 import type { BucketBudgetMap } from './bucket-budgets.ts'
 import { DiskCache } from './disk.ts'
 import { MemoryCache } from './memory.ts'
 
-export class TieredCache implements CacheStore {
+export class TieredCache implements TieredStore {
   readonly name = 'tiered'
   readonly tiers: readonly CacheStore[]
   /** How many tiers `peek` reads: 1 when the first tier is memory, else 0. */
   readonly peekedTiers: 0 | 1
   readonly #memory: MemoryCache | undefined
+  /** Memory and disk only: derived entries (slices) stay where deleting their object deletes them. */
+  readonly local: TieredCache
+  /** Where slices go: disk when there is one, else memory. */
+  readonly bulk: TieredCache
 
   constructor(tiers: readonly CacheStore[]) {
     this.tiers = tiers
     this.#memory = tiers[0] instanceof MemoryCache ? tiers[0] : undefined
     this.peekedTiers = this.#memory === undefined ? 0 : 1
+    const local = tiers.filter((tier) => tier instanceof MemoryCache || tier instanceof DiskCache)
+    this.local = local.length === tiers.length ? this : new TieredCache(local)
+    const disk = local.filter((tier) => tier instanceof DiskCache)
+    this.bulk = disk.length === 0 || disk.length === local.length ? this.local : new TieredCache(disk)
+  }
+
+  has(key: string): boolean {
+    return this.tiers.some((tier) => (tier instanceof MemoryCache || tier instanceof DiskCache) && tier.has(key))
   }
 
   /**

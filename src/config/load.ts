@@ -386,6 +386,7 @@ function parseAddress(address: string): { host: string; port: number } | undefin
 
 const DEFAULT_TTL_SECONDS = 3600
 const DEFAULT_MAX_ITEM_BYTES = 10 * 1024 * 1024
+const DEFAULT_SLICE_BYTES = 4 * 1024 * 1024
 const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
 const DEFAULT_DISK_BYTES = 1024 * 1024 * 1024
 
@@ -417,6 +418,7 @@ function normalizeBucketCache(
     ttl_seconds: ttl ?? DEFAULT_TTL_SECONDS,
     max_item_bytes: maxItem ?? DEFAULT_MAX_ITEM_BYTES,
     stale_if_error_seconds: bucket?.stale_if_error_seconds ?? global?.stale_if_error_seconds ?? 86400,
+    slice_bytes: (bucket?.slice?.enabled ?? global?.slice?.enabled ?? false) ? (bucket?.slice?.slice_size ?? global?.slice?.slice_size ?? DEFAULT_SLICE_BYTES) : null,
     max_bytes: bucket?.max_size ?? null,
   }
 }
@@ -446,7 +448,8 @@ function normalizeCache(
   return {
     layers,
     budgets: Object.fromEntries(caching.flatMap((b) => (b.cache?.max_bytes == null ? [] : [[b.name, b.cache.max_bytes]]))),
-    max_item_bytes: Math.max(...caching.map((b) => (b.cache as BucketCacheConfig).max_item_bytes)),
+    // A slice is an entry of its own: the tiers must take one even when it is over max_item_size.
+    max_item_bytes: Math.max(...caching.map((b) => Math.max((b.cache as BucketCacheConfig).max_item_bytes, (b.cache as BucketCacheConfig).slice_bytes ?? 0))),
     stale_if_error_seconds: Math.max(...caching.map((b) => (b.cache as BucketCacheConfig).stale_if_error_seconds)),
     memory: {
       max_bytes:

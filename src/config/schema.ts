@@ -327,6 +327,14 @@ const redisUrl = z
     }
   }, 'must be a redis:// or rediss:// URL')
 
+/** Objects over max_item_size kept as aligned slices (cache/slices.ts); bounds keep a slice a sane buffer. */
+const sliceSchema = z.strictObject({
+  enabled: bool.optional(),
+  slice_size: size
+    .pipe(z.number().min(64 * 1024, 'must be at least 64KB').max(64 * 1024 * 1024, 'must be at most 64MB'))
+    .optional(),
+})
+
 const cacheSchema = z.strictObject({
   enabled: bool.default(false),
   layers: z.array(z.enum(CACHE_LAYERS)).min(1).optional(),
@@ -335,6 +343,7 @@ const cacheSchema = z.strictObject({
   max_item_size: size.optional(),
   max_item_size_mb: megabytes.optional(),
   stale_if_error_seconds: nonNegative.default(86400),
+  slice: sliceSchema.optional(),
   memory: z
     .strictObject({ max_size: size.optional(), max_cache_size_mb: megabytes.optional() })
     .optional(),
@@ -366,6 +375,8 @@ const bucketCacheSchema = z.strictObject({
   max_item_size: size.optional(),
   max_item_size_mb: megabytes.optional(),
   stale_if_error_seconds: nonNegative.optional(),
+  /** Overrides `cache.slice`, key by key. */
+  slice: sliceSchema.optional(),
   /**
    * This bucket's budget in each of the memory and disk tiers: over it, the bucket evicts its own
    * least recently used entries there (cache/bucket-budgets.ts).
@@ -631,7 +642,7 @@ export interface CacheConfig {
    * disk tiers; the buckets left out share what the budgets leave of each tier.
    */
   budgets: Record<string, number>
-  /** The largest object any tier stores (the largest of the buckets' max_item_size). */
+  /** The largest entry any tier stores (the largest of the buckets' max_item_size and slice sizes). */
   max_item_bytes: number
   stale_if_error_seconds: number
   memory: { max_bytes: number }
@@ -643,6 +654,8 @@ export interface BucketCacheConfig {
   ttl_seconds: number
   max_item_bytes: number
   stale_if_error_seconds: number
+  /** Objects over max_item_bytes are cached as slices of this many bytes; null: streamed uncached. */
+  slice_bytes: number | null
   /** The bucket's budget in each of the memory and disk tiers; null: it shares what is left. */
   max_bytes: number | null
 }

@@ -233,6 +233,7 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     const attemptOptions: ReadOptions = {
       signal,
       deadlineAt,
+      ifMatch: options.ifMatch,
       // A body that fails mid-transfer is this replica failing too.
       abortResponse:
         clientAbort === undefined

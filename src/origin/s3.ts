@@ -195,9 +195,15 @@ export class S3Source implements ObjectSource {
   }
 
   async #getObject(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<IncomingMessage> {
+    const ifMatch = options.ifMatch
+    const headers = range === undefined ? undefined : { range: formatRange(range) }
     try {
-      return await this.#send('GET', key, range === undefined ? undefined : { range: formatRange(range) }, options)
+      return await this.#send('GET', key, ifMatch === undefined ? headers : { ...headers, 'if-match': ifMatch }, options)
     } catch (err) {
+      // The object is no longer the version the caller holds (S3 answers 412 PreconditionFailed).
+      if (ifMatch !== undefined && err instanceof ProxyError && err.reason === '412 PreconditionFailed') {
+        throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'etag_changed', cause: err })
+      }
       if (range !== undefined && err instanceof ProxyError && err.reason === 'InvalidRange') {
         const meta = await this.head(key, options)
         throw notSatisfiable(meta.size)

@@ -12,6 +12,13 @@
 //                           the client while it fills every tier in the background
 //   miss, Range or HEAD     straight to the origin, nothing stored (a 206 or a HEAD is never
 //                           stored as if it were the whole object)
+//   sliced object           (cache.slice on, object over max_item_size) the cached metadata
+//                           answers HEAD, 304, 412 and 416; a body streams slice after slice, each
+//                           from the cache or fetched with a ranged GET under If-Match (one fetch per
+//                           slice at a time). A Range or HEAD miss asks HEAD first to learn the size;
+//                           a whole GET that turns out too large is cancelled and served by slices.
+//                           The object changing before the first byte restarts the answer once;
+//                           after it, the connection is cut (never a body of two versions).
 //
 // Without a cache: HEAD asks the backend for metadata only (HeadObject); GET sends a single Range on
 // in the same request; preconditions are evaluated here against the object's validators, and a
@@ -21,7 +28,7 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { CachedObject, ObjectBody, ReadOptions, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
+import type { CachedObject, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
 import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
 import type { Exchange } from './exchange.ts'
 
@@ -130,6 +137,12 @@ async function fromCacheOrOrigin(
     span?.end()
   }
   if (hit !== undefined && hit.entry.freshUntil > Date.now()) return fromHit(x, bucket, cache, cacheKey, hit, request)
+  if (hit === undefined && cache.slices !== null) {
+    const sliced =
+      (await cache.slices.lookup(bucket.source, key, cacheKey)) ??
+      (request.head || request.range !== undefined ? await cache.slices.discover(bucket.source, key, cacheKey, cache.maxItemBytes, request.options) : undefined)
+    if (sliced !== undefined) return fromSliced(x, bucket, cache, cacheKey, request, sliced, false)
+  }
   cache.counters.misses++
   x.cacheUse = { result: 'miss', tier: undefined }
   if (hit !== undefined) return revalidate(x, bucket, cache, cacheKey, key, hit.entry, request)
@@ -256,7 +269,7 @@ function fromEntry(
   entry: CachedObject,
   request: ObjectRequest,
   outcome: CacheOutcome,
-  unreadable?: () => Answer | Promise<Answer>
+  unreadable?: (error: unknown) => Answer | Promise<Answer>
 ): Answer | Promise<Answer> {
   x.cacheUse = { result: outcome.xCache === 'STALE' ? 'stale' : outcome.xCache === 'HIT' ? 'hit' : 'miss', tier: outcome.tier }
   const meta = entry.meta
@@ -288,7 +301,7 @@ async function fromStoredBody(
   head: Answer,
   body: StoredBody,
   range: ByteRange | undefined,
-  unreadable: (() => Answer | Promise<Answer>) | undefined
+  unreadable: ((error: unknown) => Answer | Promise<Answer>) | undefined
 ): Promise<Answer> {
   // Exchange.respond writes each chunk out before it reads the next: one buffer per response.
   const reader = body.stream(range, { reuseChunks: true }).getReader()
@@ -296,7 +309,8 @@ async function fromStoredBody(
   try {
     pending = await reader.read()
   } catch (err) {
-    if (unreadable !== undefined) return unreadable()
+    if (unreadable !== undefined) return unreadable(err)
+    if (err instanceof ProxyError) throw err
     throw new ProxyError('INTERNAL_ERROR', { reason: `cached body unreadable: ${(err as Error).message}`, cause: err })
   }
   let sent = 0
@@ -308,7 +322,9 @@ async function fromStoredBody(
         try {
           next ??= await reader.read()
         } catch (err) {
-          x.error = new ProxyError('INTERNAL_ERROR', { reason: `cached body failed mid-transfer: ${(err as Error).message}`, cause: err })
+          // An origin failure behind a sliced body is logged as itself.
+          x.error =
+            err instanceof ProxyError ? err : new ProxyError('INTERNAL_ERROR', { reason: `cached body failed mid-transfer: ${(err as Error).message}`, cause: err })
           throw err
         }
         if (next.done) {
@@ -412,6 +428,9 @@ async function fetchAndFill(
         fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
       )
     }
+    // The leader's object may have turned out to be sliced.
+    const sliced = await cache.slices?.lookup(bucket.source, key, cacheKey)
+    if (sliced !== undefined) return fromSliced(x, bucket, cache, cacheKey, request, sliced, true)
     return fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
   }
 
@@ -469,6 +488,12 @@ async function fill(
   const miss: CacheOutcome = { xCache: 'MISS', status: 'yatagarasu; fwd=miss' }
   if (!policy.store || body.meta.size > cache.maxItemBytes) {
     finish(undefined)
+    const sliced = policy.store ? await cache.slices?.remember(bucket.source, x.matched.key, cacheKey, body.meta) : undefined
+    if (sliced !== undefined) {
+      // Served slice by slice instead (the whole body is not read).
+      await body.stream.cancel()
+      return fromSliced(x, bucket, cache, cacheKey, request, sliced, true)
+    }
     return answerFresh(x, bucket, body, request, miss)
   }
   miss.status = 'yatagarasu; fwd=miss; stored'
@@ -521,6 +546,69 @@ async function fill(
     { highWaterMark: 0 }
   )
   return streamed(x, bucket, body, tee, miss)
+}
+
+/**
+ * Answers from a sliced object's metadata entry (revalidated with a HEAD when stale). X-Cache is
+ * HIT when every slice the answer needs is cached as it starts; with some cached it is a MISS with
+ * `fwd=partial`. `counted`: the request was already counted as a miss.
+ */
+async function fromSliced(
+  x: Exchange,
+  bucket: BucketRoute,
+  cache: BucketCache,
+  cacheKey: string,
+  request: ObjectRequest,
+  found: CachedObject,
+  counted: boolean,
+  restarted = false
+): Promise<Answer> {
+  const slices = cache.slices as SlicedObjects
+  const { key } = x.matched
+  let entry: CachedObject | undefined = found
+  let stale: CacheOutcome | undefined
+  if (entry.freshUntil <= Date.now()) {
+    try {
+      entry = await slices.discover(bucket.source, key, cacheKey, cache.maxItemBytes, request.options, entry)
+    } catch (err) {
+      const withinWindow = Date.now() < found.freshUntil + cache.staleIfErrorSeconds * 1000
+      if (!(err instanceof ProxyError && err.source === 'upstream' && withinWindow)) {
+        if (err instanceof ProxyError && err.code === 'ORIGIN_NOT_FOUND') await slices.forget(cacheKey)
+        throw err
+      }
+      cache.counters.stale++
+      stale = { xCache: 'STALE', status: `yatagarasu; fwd=stale; fwd-status=${err.status}; detail=stale-if-error` }
+    }
+    // No longer over max_item_size (or no longer storable): a plain miss.
+    if (entry === undefined) return counted ? originInstead(x, bucket, cache, cacheKey, request) : missOf(x, bucket, cache, cacheKey, request)
+  }
+  const decided = decide(entry.meta, request)
+  const wanted = decided.kind === 'body' && !request.head ? slices.cached(cacheKey, entry.meta, decided.range) : { cached: 0, total: 0 }
+  let outcome: CacheOutcome
+  if (stale !== undefined) outcome = stale
+  else if (wanted.cached === wanted.total) outcome = { xCache: 'HIT', status: 'yatagarasu; hit; detail=slices', tier: 'slices' }
+  else if (wanted.cached === 0) outcome = { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=slices; stored' }
+  else outcome = { xCache: 'MISS', status: 'yatagarasu; fwd=partial; detail=slices; stored' }
+  if (!counted) {
+    if (outcome.xCache === 'MISS') cache.counters.misses++
+    else if (outcome.xCache === 'HIT') cache.counters.hits++
+  }
+  return fromEntry(x, bucket, entry, request, outcome, async (error) => {
+    // Nothing was sent yet: an object that changed is answered again from its new version, once.
+    if (!restarted && slices.isVersionChange(error)) {
+      const fresh = await slices.discover(bucket.source, key, cacheKey, cache.maxItemBytes, request.options)
+      if (fresh === undefined) return originInstead(x, bucket, cache, cacheKey, request)
+      return fromSliced(x, bucket, cache, cacheKey, request, fresh, true, true)
+    }
+    if (error instanceof ProxyError) throw error
+    throw new ProxyError('INTERNAL_ERROR', { reason: `sliced body unreadable: ${(error as Error).message}`, cause: error })
+  })
+}
+
+/** A miss not yet counted: counted, then answered as a miss. */
+function missOf(x: Exchange, bucket: BucketRoute, cache: BucketCache, cacheKey: string, request: ObjectRequest): Promise<Answer> {
+  cache.counters.misses++
+  return originInstead(x, bucket, cache, cacheKey, request)
 }
 
 /** Answers a whole-object origin body that is not cached (too large, or not storable). */

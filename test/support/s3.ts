@@ -3,6 +3,11 @@
 // again with @smithy/signature-v4 and the expected secret, and answers 403 SignatureDoesNotMatch on
 // a mismatch, so a signing or key-encoding mistake in the proxy fails the tests. It also records
 // every request it forwards (method, raw URL, headers) for assertions.
+// Where s3rver differs from S3 in ways the proxy relies on, the layer behaves as S3 does: a GET
+// with `If-Match` is answered 412 PreconditionFailed when the object's ETag differs (s3rver ignores
+// the header); with `atomicOverwrites(true)`, a PUT waits for the reads of its key in progress and
+// holds back new ones until it is done (s3rver rewrites an object in place, so a read racing an
+// overwrite could mix two versions; S3 never does).
 import { timingSafeEqual } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import http from 'node:http'
@@ -29,6 +34,8 @@ export interface RecordedRequest {
   bytes: number
   /** Settles when the backend's response ends: 'finished', or 'aborted' (the proxy hung up first). */
   outcome: Promise<'finished' | 'aborted'>
+  /** Set when the layer answered itself (412 for If-Match); undefined when s3rver answered. */
+  status?: number
 }
 
 export interface TestS3 {
@@ -55,6 +62,10 @@ export interface TestS3 {
    * header (403 InvalidToken otherwise); undefined stops requiring one.
    */
   requireSessionToken(token: string | undefined): void
+  /** Overwrites become atomic for readers (see the header); off by default. */
+  atomicOverwrites(on: boolean): void
+  /** The GETs of `bucket/key` forwarded or answered so far (path without the query). */
+  getsOf(bucket: string, key: string): RecordedRequest[]
   stop(): Promise<void>
 }
 
@@ -67,6 +78,13 @@ export async function startS3(): Promise<TestS3> {
   let failStatus: number | undefined
   let delayMs = 0
   let sessionToken: string | undefined
+  let atomic = false
+  const locks = new Map<string, PathLock>()
+  const lockOf = (path: string) => {
+    let lock = locks.get(path)
+    if (lock === undefined) locks.set(path, (lock = new PathLock(() => locks.delete(path))))
+    return lock
+  }
   const signerFor = (secretAccessKey: string) =>
     new SignatureV4({
       credentials: { accessKeyId: ACCESS_KEY, secretAccessKey },
@@ -99,6 +117,22 @@ export async function startS3(): Promise<TestS3> {
         if (res.destroyed) {
           // The caller gave up while the request was held back.
           requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytes: 0, outcome: Promise.resolve('aborted') })
+          return
+        }
+      }
+      const path = (req.url ?? '').split('?')[0] ?? ''
+      if (atomic && (req.method === 'GET' || req.method === 'HEAD' || req.method === 'PUT')) {
+        const release = await lockOf(path).acquire(req.method === 'PUT')
+        res.once('close', release)
+      }
+      const ifMatch = req.method === 'GET' ? req.headers['if-match'] : undefined
+      if (ifMatch !== undefined) {
+        const current = await etagOf(backend.port, path)
+        if (current === undefined || !ifMatch.split(',').some((tag) => tag.trim() === current || tag.trim() === '*')) {
+          req.resume()
+          requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytes: 0, outcome: Promise.resolve('finished'), status: 412 })
+          res.writeHead(412, { 'content-type': 'application/xml' })
+          res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>')
           return
         }
       }
@@ -186,12 +220,73 @@ export async function startS3(): Promise<TestS3> {
     requireSessionToken(token) {
       sessionToken = token
     },
+    atomicOverwrites(on) {
+      atomic = on
+    },
+    getsOf(bucket, key) {
+      const path = `/${bucket}/${encodeURIComponent(key).replaceAll('%2F', '/')}`
+      return requests.filter((r) => r.method === 'GET' && r.url.split('?')[0] === path)
+    },
     async stop() {
       client.destroy()
       if (verifier.listening) await close()
       await s3rver.close()
       await rm(directory, { recursive: true, force: true })
     },
+  }
+}
+
+/** The ETag s3rver has for `path` now (HEAD, unsigned: s3rver checks no signature). */
+function etagOf(port: number, path: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const head = http.request({ host: '127.0.0.1', port, method: 'HEAD', path }, (res) => {
+      res.resume()
+      resolve(res.statusCode === 200 ? res.headers.etag : undefined)
+    })
+    head.on('error', () => resolve(undefined))
+    head.end()
+  })
+}
+
+/** Readers share a path, a writer has it alone; first come, first served. */
+class PathLock {
+  #readers = 0
+  #writer = false
+  readonly #queue: Array<{ write: boolean; go: () => void }> = []
+  readonly #idle: () => void
+
+  constructor(idle: () => void) {
+    this.#idle = idle
+  }
+
+  acquire(write: boolean): Promise<() => void> {
+    return new Promise((resolve) => {
+      this.#queue.push({
+        write,
+        go: () => {
+          let released = false
+          resolve(() => {
+            if (released) return
+            released = true
+            if (write) this.#writer = false
+            else this.#readers--
+            this.#pump()
+          })
+        },
+      })
+      this.#pump()
+    })
+  }
+
+  #pump(): void {
+    for (let next = this.#queue[0]; next !== undefined; next = this.#queue[0]) {
+      if (this.#writer || (next.write && this.#readers > 0)) return
+      this.#queue.shift()
+      if (next.write) this.#writer = true
+      else this.#readers++
+      next.go()
+    }
+    if (this.#readers === 0 && !this.#writer) this.#idle()
   }
 }
 

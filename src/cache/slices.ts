@@ -1,0 +1,294 @@
+// Slice caching of objects over max_item_size (nginx's `slice` module is the model). Such an object
+// is kept as a small metadata entry and fixed-size, aligned slices, each an entry of its own:
+//
+//   <bucket>/<key>\0sliced                   metadata (size, ETag, type...), empty body, revalidated
+//                                            with a HEAD like an entry is
+//   <bucket>/<key>\0slice:<etag>:<index>     bytes [index * size, (index + 1) * size) of that version
+//
+// (derived-keys.ts: NUL never appears in an object key; these keys start with the object's, so
+// purges and budgets treat them as the object's, and deleting the object's key deletes them.)
+//
+// The metadata entry's body is a SlicedBody: a StoredBody that streams a range slice after slice,
+// each from the cache or fetched with one ranged GET under `If-Match: <etag>` (concurrent readers
+// of a missing slice wait for one fetch, through the same flights map as whole-object misses).
+// Memory per stream: the slice being fetched, or one disk read. When the origin answers that the
+// ETag changed, the object's metadata and slices are dropped and the stream errors: the serve
+// stage restarts when nothing was sent yet, and cuts the connection otherwise.
+import { ProxyError } from '../errors.ts'
+import { storagePolicy } from '../http/freshness.ts'
+import type { CachedObject, ObjectSource, ReadOptions, SlicedObjects, StoredBody, StoredBodyStreamOptions, TieredStore } from '../ports.ts'
+import type { ByteRange, ObjectMeta } from '../types.ts'
+import { DERIVED_MARK } from './derived-keys.ts'
+
+/** A slice never changes under its key (the ETag is in it): kept until evicted or purged. */
+const SLICE_LIFETIME_MS = 7 * 24 * 3600 * 1000
+const EMPTY = Buffer.alloc(0)
+const ETAG_CHANGED = 'etag_changed'
+
+export interface SliceCacheOptions {
+  /** Memory and disk tiers: the metadata entries. */
+  local: TieredStore
+  /** Where slices are kept (disk, when there is one). */
+  bulk: TieredStore
+  /** Fetches in flight by cache key (shared with whole-object misses). */
+  flights: Map<string, Promise<CachedObject | undefined>>
+  sliceBytes: number
+  ttlSeconds: number
+}
+
+export class SliceCache implements SlicedObjects {
+  readonly sliceBytes: number
+  readonly #options: SliceCacheOptions
+
+  constructor(options: SliceCacheOptions) {
+    this.sliceBytes = options.sliceBytes
+    this.#options = options
+  }
+
+  async lookup(source: ObjectSource, key: string, cacheKey: string): Promise<CachedObject | undefined> {
+    const { local } = this.#options
+    const metaKey = metaKeyOf(cacheKey)
+    const hit = local.peek(metaKey) ?? (await local.lookup(metaKey, local.peekedTiers))
+    return hit === undefined ? undefined : this.#sliced(source, key, cacheKey, hit.entry)
+  }
+
+  async discover(
+    source: ObjectSource,
+    key: string,
+    cacheKey: string,
+    maxItemBytes: number,
+    options: ReadOptions,
+    stale?: CachedObject
+  ): Promise<CachedObject | undefined> {
+    const { flights } = this.#options
+    const metaKey = metaKeyOf(cacheKey)
+    let flight = flights.get(metaKey)
+    if (flight === undefined) {
+      flight = source.head(key, { signal: undefined, span: options.span }).then(async (meta) => {
+        if (stale !== undefined && stale.meta.etag !== meta.etag) await this.forget(cacheKey)
+        if (meta.size <= maxItemBytes) {
+          if (stale !== undefined) await this.forget(cacheKey)
+          return undefined
+        }
+        return this.#record(cacheKey, meta)
+      })
+      flights.set(metaKey, flight)
+      void flight.then(
+        () => flights.delete(metaKey),
+        () => flights.delete(metaKey)
+      )
+    }
+    const entry = await flight
+    return entry === undefined ? undefined : this.#sliced(source, key, cacheKey, entry)
+  }
+
+  async remember(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta): Promise<CachedObject | undefined> {
+    const entry = await this.#record(cacheKey, meta)
+    return entry === undefined ? undefined : this.#sliced(source, key, cacheKey, entry)
+  }
+
+  cached(cacheKey: string, meta: ObjectMeta, range: ByteRange | undefined): { cached: number; total: number } {
+    const { bulk, flights } = this.#options
+    const { sliceBytes } = this
+    if (meta.size === 0) return { cached: 0, total: 0 }
+    const first = Math.floor((range?.start ?? 0) / sliceBytes)
+    const last = Math.floor((range?.end ?? meta.size - 1) / sliceBytes)
+    let cached = 0
+    // A slice being fetched for another request counts: this one waits for that fetch (coalesced).
+    for (let i = first; i <= last; i++) {
+      const key = sliceKeyOf(cacheKey, meta.etag, i)
+      if (bulk.has(key) || flights.has(key)) cached++
+    }
+    return { cached, total: last - first + 1 }
+  }
+
+  isVersionChange(error: unknown): boolean {
+    return error instanceof ProxyError && error.reason === ETAG_CHANGED
+  }
+
+  async forget(cacheKey: string): Promise<void> {
+    await this.#options.local.purge(`${cacheKey}${DERIVED_MARK}`)
+  }
+
+  /** Stores the metadata entry; undefined when the object may not be stored (no-store, private). */
+  async #record(cacheKey: string, meta: ObjectMeta): Promise<CachedObject | undefined> {
+    const policy = storagePolicy(meta.cacheControl, this.#options.ttlSeconds)
+    if (!policy.store || meta.etag === undefined) return undefined
+    const now = Date.now()
+    const entry: CachedObject = { meta, body: EMPTY, storedAt: now, freshUntil: now + policy.freshMs }
+    await this.#options.local.set(metaKeyOf(cacheKey), entry)
+    return entry
+  }
+
+  /** The metadata entry as the whole object: its body streams the slices. */
+  #sliced(source: ObjectSource, key: string, cacheKey: string, entry: CachedObject): CachedObject {
+    return { ...entry, body: new SlicedBody(this, source, key, cacheKey, entry.meta) }
+  }
+
+  /** Slice `index` of the version `meta`: from the cache, or fetched (one fetch at a time per slice). */
+  async slice(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta, index: number): Promise<CachedObject> {
+    const { bulk, flights } = this.#options
+    const sliceKey = sliceKeyOf(cacheKey, meta.etag, index)
+    for (;;) {
+      const hit = bulk.peek(sliceKey) ?? (await bulk.lookup(sliceKey, bulk.peekedTiers))
+      if (hit !== undefined) return hit.entry
+      const inFlight = flights.get(sliceKey)
+      if (inFlight === undefined) break
+      try {
+        const shared = await inFlight
+        if (shared !== undefined) return shared
+      } catch (err) {
+        if (this.isVersionChange(err)) throw err
+        // The fetch this request waited for failed for its own reasons: try once more ourselves.
+      }
+      if (flights.get(sliceKey) === inFlight) flights.delete(sliceKey)
+    }
+    const fetched = this.#fetch(source, key, cacheKey, meta, index)
+    flights.set(sliceKey, fetched)
+    try {
+      const entry = (await fetched) as CachedObject
+      // Findable as a flight until the tier holds it, so no one fetches it again meanwhile.
+      void bulk.set(sliceKey, entry).finally(() => {
+        if (flights.get(sliceKey) === fetched) flights.delete(sliceKey)
+      })
+      return entry
+    } catch (err) {
+      if (flights.get(sliceKey) === fetched) flights.delete(sliceKey)
+      if (this.isVersionChange(err)) await this.forget(cacheKey)
+      throw err
+    }
+  }
+
+  /** Drops a slice that failed its check, so the next read fetches it again. */
+  async dropSlice(cacheKey: string, meta: ObjectMeta, index: number): Promise<void> {
+    await this.#options.bulk.delete(sliceKeyOf(cacheKey, meta.etag, index))
+  }
+
+  async #fetch(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta, index: number): Promise<CachedObject | undefined> {
+    const start = index * this.sliceBytes
+    const end = Math.min(meta.size, start + this.sliceBytes) - 1
+    // Not tied to one client: others may be waiting for this slice, and it is worth keeping.
+    const body = await source.get(key, { kind: 'bounded', start, end }, { signal: undefined, ifMatch: meta.etag })
+    // An origin that ignores If-Match still says which version it sent.
+    if (body.meta.etag !== meta.etag || body.meta.size !== meta.size) {
+      await body.stream.cancel().catch(() => {})
+      throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: ETAG_CHANGED })
+    }
+    const chunks: Uint8Array[] = []
+    let length = 0
+    for await (const chunk of body.stream) {
+      chunks.push(chunk)
+      length += chunk.length
+    }
+    if (length !== end - start + 1) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'slice_length' })
+    const now = Date.now()
+    return { meta: { ...meta, size: length }, body: Buffer.concat(chunks, length), storedAt: now, freshUntil: now + SLICE_LIFETIME_MS }
+  }
+}
+
+/**
+ * A sliced object's body: `stream(range)` reads the slices the range overlaps, one after another,
+ * each from the cache (a disk slice streamed by range, checked block by block) or fetched.
+ */
+class SlicedBody implements StoredBody {
+  readonly length: number
+  readonly #cache: SliceCache
+  readonly #source: ObjectSource
+  readonly #key: string
+  readonly #cacheKey: string
+  readonly #meta: ObjectMeta
+
+  constructor(cache: SliceCache, source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta) {
+    this.length = meta.size
+    this.#cache = cache
+    this.#source = source
+    this.#key = key
+    this.#cacheKey = cacheKey
+    this.#meta = meta
+  }
+
+  stream(range?: ByteRange, options: StoredBodyStreamOptions = {}): ReadableStream<Uint8Array> {
+    const size = this.#cache.sliceBytes
+    const start = range?.start ?? 0
+    const end = range?.end ?? this.length - 1
+    let index = Math.floor(start / size)
+    let inner: ReadableStreamDefaultReader<Uint8Array> | undefined
+    /** Chunks handed on from the current slice (a damaged slice is refetched only before any). */
+    let fromSlice = 0
+    let refetched = false
+    const open = async () => {
+      const slice = await this.#cache.slice(this.#source, this.#key, this.#cacheKey, this.#meta, index)
+      const base = index * size
+      const part = { start: Math.max(start, base) - base, end: Math.min(end, base + slice.body.length - 1) - base }
+      fromSlice = 0
+      const { body } = slice
+      return body instanceof Uint8Array ? once(body.subarray(part.start, part.end + 1)) : body.stream(part, options).getReader()
+    }
+    return new ReadableStream<Uint8Array>(
+      {
+        pull: async (controller) => {
+          for (;;) {
+            if (index * size > end) {
+              controller.close()
+              return
+            }
+            inner ??= await open()
+            let next: ReadableStreamReadResult<Uint8Array>
+            try {
+              next = await inner.read()
+            } catch (err) {
+              inner = undefined
+              // A cached slice that failed its check before giving anything: the disk tier dropped
+              // it; fetch it again once.
+              if (fromSlice > 0 || refetched) throw err
+              refetched = true
+              await this.#cache.dropSlice(this.#cacheKey, this.#meta, index)
+              continue
+            }
+            if (next.done) {
+              inner = undefined
+              index++
+              refetched = false
+              continue
+            }
+            fromSlice++
+            controller.enqueue(next.value)
+            return
+          }
+        },
+        cancel: async (reason) => {
+          await inner?.cancel(reason)
+        },
+      },
+      { highWaterMark: 0 }
+    )
+  }
+
+  /** Never read whole: a sliced object is larger than any tier keeps in one piece. */
+  async bytes(): Promise<Buffer> {
+    throw new Error('a sliced object is streamed, never read whole')
+  }
+}
+
+function metaKeyOf(cacheKey: string): string {
+  return `${cacheKey}${DERIVED_MARK}sliced`
+}
+
+function sliceKeyOf(cacheKey: string, etag: string | undefined, index: number): string {
+  return `${cacheKey}${DERIVED_MARK}slice:${etag ?? ''}:${index}`
+}
+
+/** A reader of one chunk. */
+function once(bytes: Uint8Array): ReadableStreamDefaultReader<Uint8Array> {
+  let done = false
+  return {
+    read: async () => {
+      if (done) return { done: true, value: undefined }
+      done = true
+      return { done: false, value: bytes }
+    },
+    cancel: async () => {},
+    releaseLock: () => {},
+    closed: Promise.resolve(undefined),
+  } as ReadableStreamDefaultReader<Uint8Array>
+}
