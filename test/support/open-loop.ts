@@ -1,7 +1,10 @@
 // An open-loop load generator for tests: each client sends requests on a fixed schedule whatever
 // the previous answers take (a slow answer never delays the next request), and each latency is
 // measured from when the request was *scheduled*, not sent, so a stall shows up in every request
-// it held back (no coordinated omission). Bounded: it stops by itself after `maxMs`.
+// it held back (no coordinated omission). Bounded: it stops by itself after `maxMs`. It also
+// records this process's event-loop delay over the run, to tell a stall of the whole process (a
+// busy machine) from a slow answer.
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 
 export interface Sample<T> {
   client: number
@@ -28,6 +31,8 @@ export interface OpenLoop<T> {
   readonly samples: Sample<T>[]
   /** Stops scheduling and resolves once every request in flight has answered. */
   stop(): Promise<Sample<T>[]>
+  /** The longest the event loop was held up during the run, in milliseconds. */
+  maxEventLoopDelayMs(): number
 }
 
 export function startOpenLoop<T>(options: OpenLoopOptions<T>): OpenLoop<T> {
@@ -38,6 +43,8 @@ export function startOpenLoop<T>(options: OpenLoopOptions<T>): OpenLoop<T> {
   let stopped = false
   let seq = 0
   const timers = new Set<NodeJS.Timeout>()
+  const delay = monitorEventLoopDelay({ resolution: 10 })
+  delay.enable()
 
   const fire = (client: number, scheduledAt: number) => {
     const n = seq++
@@ -72,10 +79,12 @@ export function startOpenLoop<T>(options: OpenLoopOptions<T>): OpenLoop<T> {
     samples,
     async stop() {
       stopped = true
+      delay.disable()
       for (const timer of timers) clearTimeout(timer)
       while (inFlight.size > 0) await Promise.all([...inFlight])
       return samples
     },
+    maxEventLoopDelayMs: () => delay.max / 1e6,
   }
 }
 
