@@ -287,7 +287,7 @@ export class S3Source implements ObjectSource {
           if (method === 'HEAD' || status === 304) res.resume()
           return res
         }
-        const code = await errorCodeOfBody(method, res)
+        const code = await errorCodeOfBody(method, res, signal)
         failure = answerError(status, code)
         throttled = status === 429 || code === 'SlowDown' || code === 'Throttling'
         again = isTransientStatus(status) || (code !== undefined && CLOCK_SKEW_CODES.has(code) && this.#correctClock(res))
@@ -321,18 +321,26 @@ export class S3Source implements ObjectSource {
 }
 
 /** The `<Code>` of an error answer's XML body (HEAD answers have none). */
-async function errorCodeOfBody(method: Method, res: IncomingMessage): Promise<string | undefined> {
+async function errorCodeOfBody(method: Method, res: IncomingMessage, signal: AbortSignal): Promise<string | undefined> {
   if (method === 'HEAD') {
     res.resume()
     return undefined
   }
+  // Still within the header deadline: an error body that stalls is cut with it.
+  const onAbort = () => res.destroy(signal.reason as Error)
+  if (signal.aborted) onAbort()
+  signal.addEventListener('abort', onAbort, { once: true })
   let text = ''
-  for await (const chunk of res as AsyncIterable<Buffer>) {
-    text += chunk.toString('utf8')
-    if (text.length > ERROR_BODY_LIMIT) {
-      res.destroy()
-      break
+  try {
+    for await (const chunk of res as AsyncIterable<Buffer>) {
+      text += chunk.toString('utf8')
+      if (text.length > ERROR_BODY_LIMIT) {
+        res.destroy()
+        break
+      }
     }
+  } finally {
+    signal.removeEventListener('abort', onAbort)
   }
   return errorCodeOf(text)
 }

@@ -82,7 +82,10 @@ export class SignedRequests {
       this.clockOffsetMs === 0 ? undefined : { signingDate: new Date(Date.now() + this.clockOffsetMs) }
     )
     signal.throwIfAborted()
-    return this.#exchange(target, method, method === 'GET' ? `${path}?x-id=GetObject` : path, signed.headers, signal, true)
+    // As a flat list, Node writes the head without validating and storing each header again.
+    const flat: string[] = []
+    for (const name in signed.headers) flat.push(name, signed.headers[name] as string)
+    return this.#exchange(target, method, method === 'GET' ? `${path}?x-id=GetObject` : path, flat, signal, true)
   }
 
   /** Releases every pooled socket. Requests in flight are not waited for. */
@@ -114,7 +117,7 @@ export class SignedRequests {
     target: OriginTarget,
     method: Method,
     path: string,
-    headers: Record<string, string>,
+    headers: string[],
     signal: AbortSignal,
     mayResend: boolean
   ): Promise<http.IncomingMessage> {
