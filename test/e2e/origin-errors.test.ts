@@ -3,6 +3,7 @@
 // `s3.max_attempts` times, and a client that leaves stops the origin request. The hostile backends
 // are tiny TCP servers; everything else is s3rver behind the SigV4-verifying layer.
 import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
 import http from 'node:http'
 import net from 'node:net'
 import { once } from 'node:events'
@@ -46,6 +47,28 @@ async function hostile(onConnection: (socket: net.Socket) => void): Promise<Host
   }
 }
 
+/**
+ * A port whose accept queue is full: a listener with backlog 0 that never accepts, holding one
+ * queued connection, so the kernel drops every further SYN and a connect hangs. (Node accepts
+ * every connection itself, so the listener is a few lines of Python.)
+ */
+async function unconnectable(): Promise<{ endpoint: string; stop(): void }> {
+  const listener = spawn('/usr/bin/python3', [
+    '-c',
+    "import socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\nsys.stdin.read()",
+  ])
+  const port = Number(String(await once(listener.stdout, 'data')).trim())
+  const filler = net.connect(port, '127.0.0.1')
+  await once(filler, 'connect')
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    stop() {
+      filler.destroy()
+      ;(listener as ChildProcess).kill()
+    },
+  }
+}
+
 const BIG = 8 * 1024 * 1024
 
 let s3: TestS3
@@ -56,6 +79,7 @@ let resetting: Hostile
 let hangingUp: Hostile
 /** Reads the request and never answers. */
 let silent: Hostile
+let full: Awaited<ReturnType<typeof unconnectable>>
 
 before(async () => {
   s3 = await startS3()
@@ -65,6 +89,7 @@ before(async () => {
   resetting = await hostile((socket) => socket.resetAndDestroy())
   hangingUp = await hostile((socket) => socket.once('data', () => socket.end()))
   silent = await hostile((socket) => socket.resume())
+  full = await unconnectable()
   // Probes run once at start and then not again during the tests (they would count as requests).
   const yaml = (name: string, endpoint: string, extra = '', timeout = 1) =>
     bucketYaml({ name, prefix: `/${name}`, bucket: 'errors', endpoint, extra: `${extra}\n      health_check: { interval_seconds: 3600 }` }).replace(
@@ -80,6 +105,7 @@ ${yaml('reset', resetting.endpoint)}
 ${yaml('hangup', hangingUp.endpoint)}
 ${yaml('silent', silent.endpoint)}
 ${yaml('silent-long', silent.endpoint, '', 30)}
+${yaml('no-connect', full.endpoint, '      connect_timeout: 1\n      max_attempts: 1', 10)}
 ${yaml('s3', s3.endpoint)}
 ${yaml('once', s3.endpoint, '      max_attempts: 1')}
 `)
@@ -89,6 +115,7 @@ ${yaml('once', s3.endpoint, '      max_attempts: 1')}
 
 after(async () => {
   await proxy?.stop()
+  full?.stop()
   await Promise.all([s3?.stop(), resetting?.close(), hangingUp?.close(), silent?.close()])
 })
 
@@ -138,6 +165,19 @@ describe('a backend that drops connections', () => {
     assert.ok(elapsed >= 950 && elapsed < 3000, `answered after ${elapsed} ms`)
     const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/silent/a.txt')
     assert.equal(line.reason, 'no_response_headers')
+  })
+})
+
+describe('a backend that cannot be connected to', () => {
+  it('answers 504 ORIGIN_TIMEOUT after s3.connect_timeout', async () => {
+    const started = Date.now()
+    const res = await send(proxy.url, '/no-connect/a.txt')
+    const elapsed = Date.now() - started
+    assert.equal(res.status, 504)
+    assert.equal(errorCode(res), 'ORIGIN_TIMEOUT')
+    assert.ok(elapsed >= 950 && elapsed < 4000, `answered after ${elapsed} ms (connect_timeout 1 s, timeout 10 s)`)
+    const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/no-connect/a.txt')
+    assert.equal(line.reason, 'connect_timeout')
   })
 })
 
