@@ -80,6 +80,8 @@ let hangingUp: Hostile
 /** Reads the request and never answers. */
 let silent: Hostile
 let full: Awaited<ReturnType<typeof unconnectable>>
+/** Answers the first request on a connection, and resets the connection on the next one. */
+let oneShot: Hostile
 
 before(async () => {
   s3 = await startS3()
@@ -90,6 +92,14 @@ before(async () => {
   hangingUp = await hostile((socket) => socket.once('data', () => socket.end()))
   silent = await hostile((socket) => socket.resume())
   full = await unconnectable()
+  oneShot = await hostile((socket) => {
+    let answered = false
+    socket.on('data', () => {
+      if (answered) return socket.resetAndDestroy()
+      answered = true
+      socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nETag: "one"\r\nConnection: keep-alive\r\n\r\nok')
+    })
+  })
   // Probes run once at start and then not again during the tests (they would count as requests).
   const yaml = (name: string, endpoint: string, extra = '', timeout = 1) =>
     bucketYaml({ name, prefix: `/${name}`, bucket: 'errors', endpoint, extra: `${extra}\n      health_check: { interval_seconds: 3600 }` }).replace(
@@ -105,6 +115,7 @@ ${yaml('reset', resetting.endpoint)}
 ${yaml('hangup', hangingUp.endpoint)}
 ${yaml('silent', silent.endpoint)}
 ${yaml('silent-long', silent.endpoint, '', 30)}
+${yaml('one-shot', oneShot.endpoint, '      max_attempts: 1')}
 ${yaml('no-connect', full.endpoint, '      connect_timeout: 1\n      max_attempts: 1', 10)}
 ${yaml('s3', s3.endpoint)}
 ${yaml('once', s3.endpoint, '      max_attempts: 1')}
@@ -116,7 +127,7 @@ ${yaml('once', s3.endpoint, '      max_attempts: 1')}
 after(async () => {
   await proxy?.stop()
   full?.stop()
-  await Promise.all([s3?.stop(), resetting?.close(), hangingUp?.close(), silent?.close()])
+  await Promise.all([s3?.stop(), resetting?.close(), hangingUp?.close(), silent?.close(), oneShot?.close()])
 })
 
 const errorCode = (res: { json<T>(): T }) => res.json<{ error: { code: string } }>().error.code
@@ -154,6 +165,15 @@ describe('a backend that drops connections', () => {
     assert.equal(errorCode(res), 'ORIGIN_UNREACHABLE')
     const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/hangup/a.txt')
     assert.equal(line.reason, 'ECONNRESET')
+  })
+
+  it('sends a request again on a new connection when the backend dropped the pooled one', async () => {
+    // max_attempts is 1: the resend is not a retry of a failed request but of a dead socket.
+    for (let i = 0; i < 3; i++) {
+      const res = await send(proxy.url, '/one-shot/a.txt')
+      assert.equal(res.status, 200, res.text)
+      assert.equal(res.text, 'ok')
+    }
   })
 
   it('answers 504 ORIGIN_TIMEOUT only when the backend says nothing within s3.timeout', async () => {
