@@ -43,6 +43,8 @@ const THROTTLED_RETRY_BASE_MS = 500
 const RETRY_MAX_DELAY_MS = 20_000
 /** S3 refuses a request signed more than 15 minutes off; the SDK corrects from 5 minutes. */
 const CLOCK_SKEW_MS = 300_000
+/** The share of its own timeout a backend must have had for a timeout to count against it. */
+const OWN_TIMEOUT_SHARE = 0.9
 /** S3 error bodies are a few hundred bytes; more is not an S3 error. */
 const ERROR_BODY_LIMIT = 16 * 1024
 
@@ -230,8 +232,9 @@ export class S3Source implements ObjectSource {
     const deadlineAt = options?.deadlineAt
     const left = deadlineAt === undefined ? Infinity : deadlineAt - Date.now()
     // When the request's deadline, not this backend's own timeout, sets the limit, a timeout is
-    // reported as `deadline`: it says nothing about this backend's health.
-    const byDeadline = probeTimeoutMs === undefined && left < this.#timeoutMs
+    // reported as `deadline`: it says nothing about this backend's health. A deadline equal to the
+    // timeout (a single backend) is this backend's own, though the request started a moment earlier.
+    const byDeadline = probeTimeoutMs === undefined && left < this.#timeoutMs * OWN_TIMEOUT_SHARE
     const timeoutMs = probeTimeoutMs ?? Math.min(this.#timeoutMs, left)
     if (signal?.aborted) throw new ProxyError('ORIGIN_ABORTED')
     if (timeoutMs <= 0) throw new ProxyError('ORIGIN_TIMEOUT', { reason: 'deadline' })

@@ -115,6 +115,7 @@ ${yaml('reset', resetting.endpoint)}
 ${yaml('hangup', hangingUp.endpoint)}
 ${yaml('silent', silent.endpoint)}
 ${yaml('silent-long', silent.endpoint, '', 30)}
+${yaml('silent-breaker', silent.endpoint, '      circuit_breaker: { failure_threshold: 3, success_threshold: 1, timeout_seconds: 60 }')}
 ${yaml('one-shot', oneShot.endpoint, '      max_attempts: 1')}
 ${yaml('no-connect', full.endpoint, '      connect_timeout: 1\n      max_attempts: 1', 10)}
 ${yaml('s3', s3.endpoint)}
@@ -185,6 +186,18 @@ describe('a backend that drops connections', () => {
     assert.ok(elapsed >= 950 && elapsed < 3000, `answered after ${elapsed} ms`)
     const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/silent/a.txt')
     assert.equal(line.reason, 'no_response_headers')
+  })
+})
+
+describe('a single backend behind a circuit breaker', () => {
+  it('opens the breaker after repeated timeouts and answers 503 at once', async () => {
+    // The start-up probe timed out: the first of three failures.
+    for (let i = 0; i < 2; i++) assert.equal((await send(proxy.url, '/silent-breaker/a.txt')).status, 504)
+    const started = Date.now()
+    const res = await send(proxy.url, '/silent-breaker/a.txt')
+    assert.equal(res.status, 503)
+    assert.equal(errorCode(res), 'ORIGIN_UNAVAILABLE')
+    assert.ok(Date.now() - started < 500, 'answered without waiting for the backend')
   })
 })
 
