@@ -1,27 +1,49 @@
 // A disk entry's body as a StoredBody (ports.ts): read from its file lazily, up to four checked
 // blocks per pull, only the blocks a range overlaps. The file is opened at the first pull (a HEAD
-// or a 304 never opens it) and closed at the end, on cancel or on an error. Each stream has its
-// own file descriptor, so an entry replaced, evicted or purged while it streams keeps streaming
-// the bytes it started with (POSIX keeps an unlinked file readable while it is open).
+// or a 304 never opens it) and released at the end, on cancel or on an error. The descriptor is the
+// entry's, shared with its other reads (disk-handles.ts), and stays open while a stream uses it,
+// so an entry replaced, evicted or purged while it streams keeps streaming the bytes it started
+// with (POSIX keeps an unlinked file readable while it is open).
 //
 // Every block is checked against the table read with the entry's header before any of its bytes
 // are handed on. A block that fails (flipped bits, a truncated file, or a file replaced since the
 // header was read) errors the stream and tells the tier, which drops the entry; the good blocks
 // read before it in the same read are handed on first.
-import { open, type FileHandle } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
 import type { StoredBody, StoredBodyStreamOptions } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
-import { blockIntact } from './disk-format.ts'
+import { BLOCK_SIZE, blockIntact } from './disk-format.ts'
+import type { SharedHandle } from './disk-handles.ts'
 
 /** Blocks read at a time (1 MiB of 256 KiB blocks): fewer, larger reads; at most this much held. */
 const READ_BLOCKS = 4
+
+/**
+ * Read buffers of `reuseChunks` streams, kept between streams: a fresh 1 MiB buffer costs ~256
+ * page faults when first written and, freed, pushes V8 towards a garbage collection (it counts
+ * external memory). A buffer is in the pool only while no stream holds it.
+ */
+const POOLED_BYTES = READ_BLOCKS * BLOCK_SIZE
+const POOL_LIMIT = 32
+const pool: Buffer[] = []
+
+/** A buffer of at least `size` bytes: a pooled one when the standard size fits. */
+function takeBuffer(size: number): Buffer {
+  if (size > POOLED_BYTES) return Buffer.allocUnsafeSlow(size)
+  return pool.pop() ?? Buffer.allocUnsafeSlow(POOLED_BYTES)
+}
+
+function giveBack(buffer: Buffer): void {
+  if (buffer.length === POOLED_BYTES && pool.length < POOL_LIMIT) pool.push(buffer)
+}
 
 export class DamagedEntryError extends Error {
   override readonly name = 'DamagedEntryError'
 }
 
 export interface DiskBodyOptions {
-  file: string
+  /** The entry's file, opened at the first read (shared with other reads of the entry). */
+  file: SharedHandle
   /** Where the body starts in the file. */
   bodyOffset: number
   length: number
@@ -36,7 +58,7 @@ export class DiskBody implements StoredBody {
   readonly length: number
   readonly blockSize: number
   readonly crcs: Buffer
-  readonly #file: string
+  readonly #file: SharedHandle
   readonly #bodyOffset: number
   readonly #onDamage: () => void
 
@@ -54,14 +76,26 @@ export class DiskBody implements StoredBody {
     const end = range?.end ?? this.length - 1
     let next = range?.start ?? 0
     let handle: FileHandle | undefined
-    /** The one buffer of a `reuseChunks` stream. */
+    /** The one buffer of a `reuseChunks` stream (pooled: see takeBuffer). */
     let reused: Buffer | undefined
+    /** A read into `reused` is in flight: the buffer goes back to the pool only after it. */
+    let reading = false
+    let finished = false
     /** A damaged block found after good ones in the same read: the next pull fails with it. */
     let failure: Error | undefined
-    const close = async () => {
-      const open = handle
+    const close = () => {
+      if (handle === undefined) return
       handle = undefined
-      await open?.close().catch(() => {})
+      this.#file.release()
+    }
+    // The last chunk handed on may still be on its way to the socket until the consumer asks for
+    // more (or cancels): the buffer is given back then, never while a read may write into it.
+    const finish = () => {
+      finished = true
+      if (reused !== undefined && !reading) {
+        giveBack(reused)
+        reused = undefined
+      }
     }
     return new ReadableStream<Uint8Array>(
       {
@@ -69,11 +103,16 @@ export class DiskBody implements StoredBody {
           try {
             if (failure !== undefined) throw failure
             if (next > end) {
-              await close()
+              close()
+              finish()
               controller.close()
               return
             }
-            handle ??= await open(this.#file, 'r')
+            if (handle === undefined) {
+              const acquired = await this.#file.acquire()
+              if (finished) return this.#file.release() // cancelled meanwhile
+              handle = acquired
+            }
             // The blocks from `next` on, at most READ_BLOCKS of them, none past the range.
             const first = Math.floor(next / blockSize)
             const last = Math.min(Math.floor(end / blockSize), first + READ_BLOCKS - 1)
@@ -81,13 +120,21 @@ export class DiskBody implements StoredBody {
             const size = Math.min((last + 1) * blockSize, this.length) - start
             let bytes: Buffer
             if (options.reuseChunks === true) {
-              reused ??= Buffer.allocUnsafeSlow(Math.min(READ_BLOCKS * blockSize, Math.min((Math.floor(end / blockSize) + 1) * blockSize, this.length) - start))
+              reused ??= takeBuffer(Math.min(READ_BLOCKS * blockSize, Math.min((Math.floor(end / blockSize) + 1) * blockSize, this.length) - start))
               bytes = reused.subarray(0, size)
             } else {
               // Its own memory, not a slice of Node's shared pool.
               bytes = Buffer.allocUnsafeSlow(size)
             }
-            const { bytesRead } = await handle.read(bytes, 0, size, this.#bodyOffset + start)
+            let bytesRead: number
+            reading = true
+            try {
+              ;({ bytesRead } = await handle.read(bytes, 0, size, this.#bodyOffset + start))
+            } finally {
+              reading = false
+              if (finished) finish()
+            }
+            if (finished) return close() // cancelled meanwhile
             const intact = this.#intactPrefix(bytes, bytesRead, first)
             if (intact.failure !== undefined) failure = intact.failure
             const from = next - start
@@ -95,18 +142,21 @@ export class DiskBody implements StoredBody {
             // Nothing good to hand on: fail now; else the good blocks go first, the failure next.
             if (to <= from) throw failure ?? new DamagedEntryError('disk cache entry: nothing to read')
             next = start + to
+            // The file is released with the last chunk; the stream ends at the next pull.
+            if (next > end) close()
             controller.enqueue(bytes.subarray(from, to))
-            if (next > end) {
-              await close()
-              controller.close()
-            }
           } catch (err) {
             // Also after a cancel: the read in flight finishes, its enqueue throws, the file closes.
-            await close()
+            close()
+            finish()
             throw err
           }
         },
-        cancel: close,
+        cancel: async () => {
+          finish()
+          // A read in flight releases the file when it is done.
+          if (!reading) close()
+        },
       },
       // No read-ahead: the next blocks are read when the consumer asks for them.
       { highWaterMark: 0 }
@@ -130,7 +180,7 @@ export class DiskBody implements StoredBody {
   async bytes(): Promise<Buffer> {
     const body = Buffer.allocUnsafeSlow(this.length)
     if (this.length === 0) return body
-    const handle = await open(this.#file, 'r')
+    const handle = await this.#file.acquire()
     try {
       const { bytesRead } = await handle.read(body, 0, this.length, this.#bodyOffset)
       if (bytesRead !== this.length) throw this.#damaged('the file is shorter than its header says')
@@ -139,7 +189,7 @@ export class DiskBody implements StoredBody {
       }
       return body
     } finally {
-      await handle.close().catch(() => {})
+      this.#file.release()
     }
   }
 

@@ -18,6 +18,7 @@ import type { CachedObject, CacheStore, CacheTierStats, StoredBody } from '../po
 import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
 import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
+import { OpenFiles, type EntryFile } from './disk-handles.ts'
 import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
@@ -32,6 +33,8 @@ export interface DiskCacheOptions {
 
 interface IndexEntry {
   file: string
+  /** The file's descriptor, shared by the entry's reads; retired with the entry. */
+  handle: EntryFile
   /** File bytes: header and body. */
   size: number
   /** Where the body starts (the header's length). */
@@ -42,6 +45,8 @@ interface IndexEntry {
 export const SMALL_BODY = 64 * 1024
 const SUFFIX = '.entry'
 const sizeOf = (entry: IndexEntry) => Math.max(1, entry.size)
+/** Entries whose file stays open between hits (a hit then opens nothing). */
+const MAX_IDLE_FILES = 256
 /** The first read of a file at start-up: the whole header in all but extreme cases. */
 const HEADER_PROBE = 16 * 1024
 
@@ -55,6 +60,7 @@ export class DiskCache implements CacheStore {
   readonly #maxBytes: number
   /** Slices and sliced metadata by object key: deleted with it. */
   readonly #derived = new DerivedKeys()
+  readonly #files = new OpenFiles(MAX_IDLE_FILES)
   #budgets: BucketBudgets | undefined
   #budgetsBuilt = '{}'
 
@@ -67,6 +73,7 @@ export class DiskCache implements CacheStore {
       maxSize: options.maxBytes,
       sizeCalculation: sizeOf,
       dispose: (entry, key, reason) => {
+        entry.handle.retire()
         if (reason === 'evict') this.#counters.evictions++
         if (reason !== 'set') {
           this.#budgets?.forget(key)
@@ -126,7 +133,7 @@ export class DiskCache implements CacheStore {
         await handle.close()
       }
       await rename(temp, file)
-      const index = { file, size, bodyOffset }
+      const index = { file, handle: this.#files.handleOf(file), size, bodyOffset }
       // The bucket's budget first: a bucket over it evicts its own files before the tier's LRU
       // would evict anyone else's. (Budgets may have changed while the file was written.)
       if (this.#budgets?.track(key, sizeOf(index)) === false) return await this.delete(key)
@@ -177,6 +184,7 @@ export class DiskCache implements CacheStore {
 
   async close(): Promise<void> {
     // Files stay on disk for the next start; only the in-memory index is released.
+    this.#files.closeIdle()
   }
 
   /**
@@ -185,11 +193,11 @@ export class DiskCache implements CacheStore {
    */
   async #read(key: string, indexed: IndexEntry): Promise<CachedObject | undefined> {
     const whole = indexed.size - indexed.bodyOffset <= SMALL_BODY
-    let bytes = await readAt(indexed.file, 0, whole ? indexed.size : indexed.bodyOffset)
+    let bytes = await readShared(indexed.handle, whole ? indexed.size : indexed.bodyOffset)
     let head = bytes === undefined ? undefined : parseHead(bytes)
     if (head !== undefined && 'need' in head) {
       // The file was replaced by one with a longer header since it was indexed.
-      bytes = await readAt(indexed.file, 0, head.need)
+      bytes = await readShared(indexed.handle, head.need)
       head = bytes === undefined ? undefined : parseHead(bytes)
     }
     if (bytes === undefined || head === undefined || 'need' in head || head.key !== key) return undefined
@@ -207,7 +215,7 @@ export class DiskCache implements CacheStore {
 
   #bodyOf(key: string, indexed: IndexEntry, head: EntryHead): DiskBody {
     return new DiskBody({
-      file: indexed.file,
+      file: indexed.handle,
       bodyOffset: head.bodyOffset,
       length: head.size,
       blockSize: head.blockSize,
@@ -249,7 +257,7 @@ export class DiskCache implements CacheStore {
         await rm(file, { force: true })
         continue
       }
-      found.push({ key: head.key, index: { file, size: info.size, bodyOffset: head.bodyOffset }, mtime: info.mtimeMs })
+      found.push({ key: head.key, index: { file, handle: this.#files.handleOf(file), size: info.size, bodyOffset: head.bodyOffset }, mtime: info.mtimeMs })
     }
     found.sort((a, b) => a.mtime - b.mtime)
     for (const { key, index } of found) {
@@ -280,6 +288,26 @@ async function readAt(file: string, position: number, length: number): Promise<B
     return undefined
   } finally {
     await handle.close().catch(() => {})
+  }
+}
+
+/** The first `length` bytes of an entry's file; fewer when it is shorter; undefined when it cannot be read. */
+async function readShared(file: EntryFile, length: number): Promise<Buffer | undefined> {
+  let handle: FileHandle
+  try {
+    handle = await file.acquire()
+  } catch {
+    return undefined
+  }
+  try {
+    // Its own memory: a small body may be kept by the memory tier, and must not pin a pool slab.
+    const buffer = Buffer.allocUnsafeSlow(length)
+    const { bytesRead } = await handle.read(buffer, 0, length, 0)
+    return bytesRead === length ? buffer : buffer.subarray(0, bytesRead)
+  } catch {
+    return undefined
+  } finally {
+    file.release()
   }
 }
 
