@@ -193,8 +193,9 @@ export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNo
  * is in flight, and then keeps refreshing (and the process alive) forever.
  */
 class RefreshingCluster extends Cluster {
-  readonly #timer = setInterval(() => {
+  readonly #timer: NodeJS.Timeout = setInterval(() => {
     if (this.status === 'ready') this.refreshSlotsCache()
+    else if (this.status === 'end') clearInterval(this.#timer) // after quit()
   }, SLOTS_REFRESH_MS).unref()
 
   override disconnect(reconnect = false): void {
