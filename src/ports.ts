@@ -123,6 +123,11 @@ export interface TokenVerifier {
    * listing: no path scope applies). Throws ProxyError AUTHZ_DENIED.
    */
   admitClaims(claims: Readonly<Record<string, unknown>>, key: string | undefined): void
+  /**
+   * For a listing with such claims: undefined when the bucket has no path scope; else the literal
+   * prefixes of the scope (the only ones a listing may scan) and the per-key scope check.
+   */
+  listScope?(claims: Readonly<Record<string, unknown>>): { prefixes: readonly string[]; admits(key: string): boolean } | undefined
 }
 
 /** What a verifier may read from a request. */

@@ -20,7 +20,7 @@ import type { TokenCarrier, TokenVerifier } from '../ports.ts'
 import type { Principal } from '../types.ts'
 import { failedRule } from './claims.ts'
 import { JwksUnavailable, RemoteKeySet } from './jwks.ts'
-import { keyInScope } from './path-scope.ts'
+import { keyInScope, scopePrefixes } from './path-scope.ts'
 
 /** Tokens larger than this are refused unread (a JWT is a few hundred bytes to a few KiB). */
 export const MAX_TOKEN_LENGTH = 8192
@@ -145,6 +145,17 @@ export class JwtVerifier implements TokenVerifier {
     const failed = failedRule(this.#config.claims, claims)
     if (failed !== undefined) throw new ProxyError('AUTHZ_DENIED', { reason: `claim:${failed.claim}` })
     if (key !== undefined) this.#inScope(claims, key)
+  }
+
+  /**
+   * For a listing: undefined when this bucket has no path scope, else the literal prefixes the
+   * claims' scope covers (a listing scans only those) and the same per-key check a GET gets.
+   */
+  listScope(claims: Readonly<Record<string, unknown>>): { prefixes: readonly string[]; admits(key: string): boolean } | undefined {
+    const scopeClaim = this.#config.path_scope_claim
+    if (scopeClaim === undefined) return undefined
+    const scope = claims[scopeClaim]
+    return { prefixes: scopePrefixes(scope), admits: (key) => scope !== undefined && keyInScope(key, scope) }
   }
 
   #inScope(claims: Readonly<Record<string, unknown>>, key: string): void {

@@ -36,3 +36,19 @@ function patternRegExp(pattern: string): RegExp {
 function escape(text: string): string {
   return text.replace(/[.+?^${}()|[\]\\]/g, '\\$&')
 }
+
+/**
+ * The literal prefixes every key in `scope` starts with (what a listing must scan): a prefix
+ * pattern itself, an exact key itself, a wildcard pattern up to its first `*`. Nested ones are
+ * dropped, so the result is sorted and its ranges do not overlap; empty when nothing is in scope.
+ */
+export function scopePrefixes(scope: unknown): string[] {
+  const patterns = typeof scope === 'string' ? [scope] : Array.isArray(scope) ? scope : []
+  const literals = patterns
+    .filter((p): p is string => typeof p === 'string' && p !== '')
+    .map((p) => (p.includes('*') ? p.slice(0, p.indexOf('*')) : p))
+    .sort()
+  const out: string[] = []
+  for (const literal of literals) if (!out.some((p) => literal.startsWith(p))) out.push(literal)
+  return out
+}

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { after, before, describe, it } from 'node:test'
-import { GetObjectCommand, ListBucketsCommand, S3Client } from '@aws-sdk/client-s3'
+import { GetObjectCommand, ListBucketsCommand, ListObjectsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { SignJWT } from 'jose'
 import { ConfigError, parseConfig } from '../../src/config/load.ts'
 import { SessionSealer } from '../../src/frontends/s3-api/session-token.ts'
@@ -61,6 +61,12 @@ before(async () => {
     await s3.createBucket(`${name}-backend`)
     await s3.put(`${name}-backend`, 'doc.txt', `${name} document\n`, { ContentType: 'text/plain' })
   }
+  await s3.createBucket('home-backend')
+  for (const key of ['users/alice/notes.txt', 'users/alice/sub/deep.txt', 'users/bob/layoffs.xlsx', 'users/carol/leave.pdf', 'shared/a.txt', 'shared/b.bin', 'shared/x/c.txt']) {
+    await s3.put('home-backend', key, 'x')
+  }
+  await s3.createBucket('payroll-backend')
+  await s3.put('payroll-backend', 'salaries.csv', 'ceo,9999999\n')
   proxy = await startTestProxy(
     `
 server:
@@ -79,6 +85,21 @@ ${authBucket('reports', 'reader')}
 ${authBucket('admins', 'admin')}
 ${authBucket('foreign', 'reader', FOREIGN_SECRET)}
 ${bucketYaml({ name: 'open', prefix: '/open', bucket: 'open-backend', endpoint: s3.endpoint })}
+${bucketYaml({ name: 'home', prefix: '/home', bucket: 'home-backend', endpoint: s3.endpoint, extra: `    auth:
+      enabled: true
+      jwt:
+        secret: "${JWT_SECRET}"
+        path_scope_claim: paths
+        claims_verification:
+          - { claim: role, operator: equals, value: home }` })}
+${bucketYaml({ name: 'payroll', prefix: '/payroll', bucket: 'payroll-backend', endpoint: s3.endpoint, extra: `    auth:
+      enabled: true
+      jwt:
+        secret: "${JWT_SECRET}"
+        required_claims: [mfa_at]
+        max_token_lifetime_seconds: 1200
+        claims_verification:
+          - { claim: role, operator: equals, value: payroll }` })}
 `,
     { STS_KEY: STS_KEY.toString('hex'), OLD_KEY: OLD_KEY.toString('base64') }
   )
@@ -292,6 +313,44 @@ describe('temporary credentials', () => {
     const upload = await fetch(`${s3Url}/reports/new.txt`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=b' })
     assert.equal(upload.status, 403)
     assert.match(await upload.text(), /<Error><Code>AccessDenied<\/Code>/)
+  })
+})
+
+/** Exchanges a JWT with a plain form POST; the credentials for the SDK, and their expiry. */
+async function exchange(token: string): Promise<{ accessKeyId: string; secretAccessKey: string; sessionToken: string; expiresAt: number }> {
+  const res = await fetch(`${s3Url}/`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ Action: 'AssumeRoleWithWebIdentity', Version: '2011-06-15', RoleArn: ROLE, RoleSessionName: 'scoped', WebIdentityToken: token }),
+  })
+  const xml = await res.text()
+  assert.equal(res.status, 200, xml)
+  const field = (name: string) => new RegExp(`<${name}>([^<]*)</${name}>`).exec(xml)?.[1] as string
+  return { accessKeyId: field('AccessKeyId'), secretAccessKey: field('SecretAccessKey'), sessionToken: field('SessionToken'), expiresAt: Date.parse(field('Expiration')) }
+}
+
+describe('a path-scoped temporary credential', () => {
+  it('lists only the keys its scope covers, as its GETs are limited', async () => {
+    const { expiresAt: _, ...credentials } = await exchange(await jwt({ role: 'home', paths: ['users/alice/', 'shared/*.txt'] }))
+    const client = sdk(credentials)
+    const list = async (input: { Prefix?: string; Delimiter?: string }) => {
+      const out = await client.send(new ListObjectsV2Command({ Bucket: 'home', ...input }))
+      return { keys: (out.Contents ?? []).map((o) => o.Key), prefixes: (out.CommonPrefixes ?? []).map((p) => p.Prefix) }
+    }
+    assert.deepEqual(await list({}), { keys: ['shared/a.txt', 'users/alice/notes.txt', 'users/alice/sub/deep.txt'], prefixes: [] })
+    assert.deepEqual(await list({ Prefix: 'users/bob/' }), { keys: [], prefixes: [] })
+    assert.deepEqual(await list({ Prefix: 'users/' }), { keys: ['users/alice/notes.txt', 'users/alice/sub/deep.txt'], prefixes: [] })
+    // A group shows only when a key in scope opens it: shared/x/ holds none (* stays in one segment).
+    assert.deepEqual(await list({ Delimiter: '/' }), { keys: [], prefixes: ['shared/', 'users/'] })
+    assert.deepEqual(await list({ Prefix: 'shared/', Delimiter: '/' }), { keys: ['shared/a.txt'], prefixes: [] })
+    const v1 = await client.send(new ListObjectsCommand({ Bucket: 'home', Prefix: 'users/' }))
+    assert.deepEqual((v1.Contents ?? []).map((o) => o.Key), ['users/alice/notes.txt', 'users/alice/sub/deep.txt'])
+    assert.equal(await (await client.send(new GetObjectCommand({ Bucket: 'home', Key: 'users/alice/notes.txt' }))).Body?.transformToString(), 'x')
+    assert.deepEqual(await refusal(client.send(new GetObjectCommand({ Bucket: 'home', Key: 'users/bob/layoffs.xlsx' }))), { name: 'AccessDenied', status: 403 })
+    // No scope claim: nothing to list.
+    const { expiresAt: __, ...unscoped } = await exchange(await jwt({ role: 'home' }))
+    const none = sdk(unscoped)
+    assert.deepEqual((await none.send(new ListObjectsV2Command({ Bucket: 'home' }))).Contents ?? [], [])
   })
 })
 

@@ -6,8 +6,9 @@
 // restarting its listing past them, so a delimiter listing does not page through a whole subtree.
 import type { ListedObject, ListPage, ListPageRequest, ReadOptions } from '../../ports.ts'
 import type { Answer, BucketRoute } from '../../types.ts'
-import { mayListPrefix, mayReadKey, type S3Identity } from './credentials.ts'
+import type { S3Identity } from './credentials.ts'
 import { S3Error } from './errors.ts'
+import { listingScope, type ListingScope } from './list-scope.ts'
 import { listV1Xml, listV2Xml, type ListResult } from './xml.ts'
 
 const MAX_KEYS = 1000
@@ -80,10 +81,11 @@ export async function listObjects(
   } else if (startAfter !== undefined) after = startAfter
   else if (marker !== undefined) after = marker
 
+  const scope = listingScope(identity, bucket)
   const scan =
-    maxKeys === 0 || (identity !== null && !mayListPrefix(identity, prefix))
+    maxKeys === 0
       ? { objects: [], commonPrefixes: [], truncated: false, next: undefined }
-      : await collect(bucket, pages, { prefix, delimiter, after, maxKeys }, identity, options)
+      : await collect(bucket, pages, { prefix, delimiter, after, maxKeys }, scope, options)
   const fetchOwner = !v2 || query.get('fetch-owner') === 'true'
   const result: ListResult = {
     bucket: bucket.name,
@@ -111,7 +113,7 @@ async function collect(
   bucket: BucketRoute,
   pages: ListPageCache,
   want: { prefix: string; delimiter: string | undefined; after: string; maxKeys: number },
-  identity: S3Identity | null,
+  scope: ListingScope,
   options: ReadOptions
 ): Promise<Scan> {
   const { prefix, delimiter, after, maxKeys } = want
@@ -121,38 +123,48 @@ async function collect(
   let last = after
   let cursor = after
   let lastPrefix: string | undefined
-  for (let read = 0; read < MAX_BACKEND_PAGES; read++) {
-    // Small answers read small backend pages (a group's keys are skipped by restarting past it).
-    const page = await pages.get(bucket, { prefix, after: cursor, maxKeys: Math.min(MAX_KEYS, Math.max(100, 2 * maxKeys)) }, options)
-    for (const object of page.objects) {
-      const { key } = object
-      cursor = key
-      if (!key.startsWith(prefix)) continue
-      const at = delimiter === undefined ? -1 : key.indexOf(delimiter, prefix.length)
-      if (at !== -1) {
-        const common = key.slice(0, at + (delimiter as string).length)
-        if (common === lastPrefix || common <= after) continue
-        lastPrefix = common
-        if (identity !== null && !mayListPrefix(identity, common)) continue
-        if (count === maxKeys) return { objects, commonPrefixes, truncated: true, next: last }
-        commonPrefixes.push(common)
-        count++
-        last = common
-      } else {
-        if (key <= after) continue
-        if (identity !== null && !mayReadKey(identity, key)) continue
-        if (count === maxKeys) return { objects, commonPrefixes, truncated: true, next: last }
-        objects.push(object)
-        count++
-        last = key
+  let read = 0
+  // The allowed ranges one after another (one range, the request prefix, when nothing is hidden).
+  for (const range of scope.ranges(prefix)) {
+    if (cursor > range && !cursor.startsWith(range)) continue // wholly before the position
+    for (;;) {
+      // A scoped identity's answer never ends on a key it may not see: it reads on until it has
+      // one to end on (its scan stays inside its own prefixes).
+      if (read >= MAX_BACKEND_PAGES && (!scope.scoped || last > after)) {
+        // Enough backend work for one answer: fewer keys than asked, and a token to go on from here.
+        return { objects, commonPrefixes, truncated: true, next: scope.scoped ? last : cursor > last ? cursor : last }
       }
+      read++
+      // Small answers read small backend pages (a group's keys are skipped by restarting past it).
+      const page = await pages.get(bucket, { prefix: range, after: cursor, maxKeys: Math.min(MAX_KEYS, Math.max(100, 2 * maxKeys)) }, options)
+      for (const object of page.objects) {
+        const { key } = object
+        cursor = key
+        if (!key.startsWith(range) || key <= after) continue
+        // A key the identity may not read shows neither itself nor the group it would open.
+        if (!scope.mayRead(key)) continue
+        const at = delimiter === undefined ? -1 : key.indexOf(delimiter, prefix.length)
+        if (at !== -1) {
+          const common = key.slice(0, at + (delimiter as string).length)
+          if (common === lastPrefix || common <= after) continue
+          lastPrefix = common
+          if (count === maxKeys) return { objects, commonPrefixes, truncated: true, next: last }
+          commonPrefixes.push(common)
+          count++
+          last = common
+        } else {
+          if (count === maxKeys) return { objects, commonPrefixes, truncated: true, next: last }
+          objects.push(object)
+          count++
+          last = key
+        }
+      }
+      if (!page.truncated) break
+      // Past the rest of a common prefix at once (its keys would only be skipped one by one).
+      if (lastPrefix !== undefined && cursor.startsWith(lastPrefix)) cursor = lastPrefix + PAST
     }
-    if (!page.truncated) return { objects, commonPrefixes, truncated: false, next: undefined }
-    // Past the rest of a common prefix at once (its keys would only be skipped one by one).
-    if (lastPrefix !== undefined && cursor.startsWith(lastPrefix)) cursor = lastPrefix + PAST
   }
-  // Enough backend work for one answer: fewer keys than asked, and a token to go on from here.
-  return { objects, commonPrefixes, truncated: true, next: cursor > last ? cursor : last }
+  return { objects, commonPrefixes, truncated: false, next: undefined }
 }
 
 /** Opaque to clients; carries where the listing goes on (exclusive). */
