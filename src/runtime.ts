@@ -252,15 +252,22 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
  * The web-identity exchange: its token verifier (the path scope applies per bucket later, not to
  * the exchange) and the buckets its credentials may name: those without auth, and those whose
  * tokens are verified with the same keys, issuer and audience as the exchanged token (a token
- * from another issuer would not open them on the HTTP path either).
+ * from another issuer would not open them on the HTTP path either), each with its own verifier:
+ * the exchange seals only the buckets whose verifier accepts the token.
  */
 function buildSts(settings: S3StsConfig, buckets: readonly BucketConfig[]): StsRuntime {
   const trust = (jwt: JwtVerifierConfig) => JSON.stringify([jwt.key, jwt.issuer, jwt.audience])
   const trusted = trust(settings.jwt)
+  const bearerOnly = (jwt: JwtVerifierConfig) => new JwtVerifier({ ...jwt, token_sources: [{ type: 'bearer' }], path_scope_claim: undefined })
   return {
     sealer: new SessionSealer(settings.keys),
-    verifier: new JwtVerifier({ ...settings.jwt, token_sources: [{ type: 'bearer' }], path_scope_claim: undefined }),
-    buckets: new Set(buckets.filter((b) => b.auth === null || trust(b.auth) === trusted).map((b) => b.name)),
+    verifier: bearerOnly(settings.jwt),
+    open: new Set(buckets.filter((b) => b.auth === null).map((b) => b.name)),
+    checked: buckets.flatMap((b) =>
+      b.auth !== null && trust(b.auth) === trusted
+        ? [{ name: b.name, verifier: bearerOnly(b.auth), maxLifetimeSeconds: b.auth.max_token_lifetime_seconds }]
+        : []
+    ),
     maxDurationSeconds: settings.max_duration_seconds,
   }
 }

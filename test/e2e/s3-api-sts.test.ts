@@ -267,18 +267,18 @@ describe('temporary credentials', () => {
     const flipped = `${t.slice(0, 20)}${t[20] === 'A' ? 'B' : 'A'}${t.slice(21)}`
     assert.deepEqual(await refusal(read({ ...good, sessionToken: flipped })), { name: 'InvalidToken', status: 400 })
     // Another session's token with this one's key id and secret: the signature's secret does not match.
-    const other = new SessionSealer([STS_KEY]).seal({ role: 'reader' }, Math.floor(Date.now() / 1000) + 600)
+    const other = new SessionSealer([STS_KEY]).seal({ role: 'reader' }, Math.floor(Date.now() / 1000) + 600, ['reports'])
     assert.deepEqual(await refusal(read({ ...good, sessionToken: other.token })), { name: 'SignatureDoesNotMatch', status: 403 })
 
-    const expired = new SessionSealer([STS_KEY]).seal({ role: 'reader' }, Math.floor(Date.now() / 1000) - 1)
+    const expired = new SessionSealer([STS_KEY]).seal({ role: 'reader' }, Math.floor(Date.now() / 1000) - 1, ['reports'])
     assert.deepEqual(await refusal(read({ accessKeyId: expired.accessKeyId, secretAccessKey: expired.secret, sessionToken: expired.token })), { name: 'ExpiredToken', status: 400 })
     // Sealed with the second (older) key: still opens, so keys rotate.
-    const rotated = new SessionSealer([OLD_KEY]).seal({ role: 'reader' }, Math.floor(Date.now() / 1000) + 600)
+    const rotated = new SessionSealer([OLD_KEY]).seal({ role: 'reader' }, Math.floor(Date.now() / 1000) + 600, ['reports'])
     assert.equal(await (await read({ accessKeyId: rotated.accessKeyId, secretAccessKey: rotated.secret, sessionToken: rotated.token })).Body?.transformToString(), 'reports document\n')
-    const unknown = new SessionSealer([randomBytes(32)]).seal({ role: 'reader' }, Math.floor(Date.now() / 1000) + 600)
+    const unknown = new SessionSealer([randomBytes(32)]).seal({ role: 'reader' }, Math.floor(Date.now() / 1000) + 600, ['reports'])
     assert.deepEqual(await refusal(read({ accessKeyId: unknown.accessKeyId, secretAccessKey: unknown.secret, sessionToken: unknown.token })), { name: 'InvalidToken', status: 400 })
     // Its claims are what the buckets' rules decide on, per request.
-    const admin = new SessionSealer([STS_KEY]).seal({ role: 'admin' }, Math.floor(Date.now() / 1000) + 600)
+    const admin = new SessionSealer([STS_KEY]).seal({ role: 'admin' }, Math.floor(Date.now() / 1000) + 600, ['admins', 'reports'])
     const buckets = await sdk({ accessKeyId: admin.accessKeyId, secretAccessKey: admin.secret, sessionToken: admin.token }).send(new ListBucketsCommand({}))
     assert.deepEqual(buckets.Buckets?.map((b) => b.Name), ['admins', 'open'])
   })
@@ -351,6 +351,29 @@ describe('a path-scoped temporary credential', () => {
     const { expiresAt: __, ...unscoped } = await exchange(await jwt({ role: 'home' }))
     const none = sdk(unscoped)
     assert.deepEqual((await none.send(new ListObjectsV2Command({ Bucket: 'home' }))).Contents ?? [], [])
+  })
+})
+
+describe("a bucket's own token checks", () => {
+  it('open a bucket to a temporary credential only if the exchanged token passes them', async () => {
+    const read = (c: Awaited<ReturnType<typeof exchange>>) => {
+      const { expiresAt: _, ...credentials } = c
+      return sdk(credentials).send(new GetObjectCommand({ Bucket: 'payroll', Key: 'salaries.csv' }))
+    }
+    const now = Math.floor(Date.now() / 1000)
+    // No mfa_at (a required claim of the bucket): the HTTP path refuses it, and so does the credential.
+    const noMfa = await jwt({ role: 'payroll' }, { expiresIn: 600 })
+    assert.equal((await fetch(`${proxy.proxy.url}/payroll/salaries.csv`, { headers: { authorization: `Bearer ${noMfa}` } })).status, 401)
+    assert.deepEqual(await refusal(read(await exchange(noMfa))), { name: 'NoSuchBucket', status: 404 })
+    // A lifetime over the bucket's max_token_lifetime_seconds (1200): refused alike.
+    assert.deepEqual(await refusal(read(await exchange(await jwt({ role: 'payroll', mfa_at: now }, { expiresIn: 3600 })))), { name: 'NoSuchBucket', status: 404 })
+    // Both checks passed: the bucket opens, for no longer than the token lives.
+    const good = await exchange(await jwt({ role: 'payroll', mfa_at: now }, { expiresIn: 1000 }))
+    assert.equal(await (await read(good)).Body?.transformToString(), 'ceo,9999999\n')
+    assert.ok(good.expiresAt <= (now + 1000) * 1000)
+    // The set is sealed in the token: the same claims sealed without the bucket do not open it.
+    const unsealed = new SessionSealer([STS_KEY]).seal({ role: 'payroll', mfa_at: now }, now + 600, [])
+    assert.deepEqual(await refusal(read({ accessKeyId: unsealed.accessKeyId, secretAccessKey: unsealed.secret, sessionToken: unsealed.token, expiresAt: 0 })), { name: 'NoSuchBucket', status: 404 })
   })
 })
 

@@ -1,5 +1,6 @@
 // Stateless temporary credentials (AssumeRoleWithWebIdentity): the session token carries the
-// session (access key id, claims, expiry), sealed with AES-256-GCM under a key from
+// session (access key id, claims, expiry, the buckets whose token checks the exchanged token
+// passed), sealed with AES-256-GCM under a key from
 // `s3_api.sts.keys`, and the secret access key is derived from the token's key and access key id.
 // Any instance holding the keys verifies a request signed with them; nothing is stored.
 //
@@ -25,6 +26,11 @@ export interface Session {
   claims: Readonly<Record<string, unknown>>
   /** Epoch seconds. */
   expiresAt: number
+  /**
+   * The buckets with auth whose own verifier accepted the exchanged token at the exchange (their
+   * required claims, lifetime, algorithms...): the only ones with auth the credential may open.
+   */
+  buckets: readonly string[]
 }
 
 export type Opened = { ok: true; session: Session; secret: string } | { ok: false; reason: 'invalid' | 'expired' }
@@ -48,14 +54,14 @@ export class SessionSealer {
   }
 
   /** A new session: a fresh access key id, its sealed token and derived secret. */
-  seal(claims: Readonly<Record<string, unknown>>, expiresAt: number): { accessKeyId: string; secret: string; token: string } {
+  seal(claims: Readonly<Record<string, unknown>>, expiresAt: number, buckets: readonly string[]): { accessKeyId: string; secret: string; token: string } {
     const sealing = this.#keys[0] as Key
     const accessKeyId = `ASIA${base32(randomBytes(10))}`
     const header = Buffer.from([VERSION, sealing.id])
     const iv = randomBytes(IV_BYTES)
     const cipher = createCipheriv('aes-256-gcm', sealing.key, iv)
     cipher.setAAD(header)
-    const plain = Buffer.from(JSON.stringify({ k: accessKeyId, e: expiresAt, c: claims }))
+    const plain = Buffer.from(JSON.stringify({ k: accessKeyId, e: expiresAt, c: claims, b: buckets }))
     const sealed = Buffer.concat([header, iv, cipher.update(plain), cipher.final(), cipher.getAuthTag()])
     return { accessKeyId, secret: secretOf(sealing.key, accessKeyId), token: sealed.toString('base64url') }
   }
@@ -97,9 +103,11 @@ function parseSession(plain: Buffer): Session | undefined {
     return undefined
   }
   if (value === null || typeof value !== 'object') return undefined
-  const { k, e, c } = value as Record<string, unknown>
+  const { k, e, c, b } = value as Record<string, unknown>
   if (typeof k !== 'string' || typeof e !== 'number' || c === null || typeof c !== 'object' || Array.isArray(c)) return undefined
-  return { accessKeyId: k, expiresAt: e, claims: c as Record<string, unknown> }
+  // A token without the set (sealed before it existed) opens no bucket with auth.
+  const buckets = Array.isArray(b) ? b.filter((name): name is string => typeof name === 'string') : []
+  return { accessKeyId: k, expiresAt: e, claims: c as Record<string, unknown>, buckets }
 }
 
 function secretOf(key: Buffer, accessKeyId: string): string {

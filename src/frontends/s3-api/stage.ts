@@ -98,7 +98,7 @@ export function s3Admit(options: S3AdmitOptions): (x: Exchange) => void {
       }
       identity =
         temporary !== undefined
-          ? { accessKeyId, buckets: (s3.sts as StsRuntime).buckets, prefixes: [], claims: temporary.claims, temporary: true }
+          ? { accessKeyId, buckets: temporaryBuckets(s3.sts as StsRuntime, temporary.buckets), prefixes: [], claims: temporary.claims, temporary: true }
           : (s3.credentials.identity(accessKeyId) ?? null)
       if (identity === null) throw new S3Error('InvalidAccessKeyId', 403, 'The AWS Access Key Id you provided does not exist in our records.', 'no_identity')
       x.signed = true
@@ -137,11 +137,18 @@ function sessionTokenOf(rawHeaders: readonly string[], query: URLSearchParams): 
 }
 
 /** Opens a temporary credential's session, or refuses the request as S3 refuses a bad or expired token. */
-function openSession(sealer: SessionSealer, token: string): { accessKeyId: string; secret: string; claims: Readonly<Record<string, unknown>> } {
+function openSession(sealer: SessionSealer, token: string): { accessKeyId: string; secret: string; claims: Readonly<Record<string, unknown>>; buckets: readonly string[] } {
   const opened = sealer.open(token)
-  if (opened.ok) return { accessKeyId: opened.session.accessKeyId, secret: opened.secret, claims: opened.session.claims }
+  if (opened.ok) return { accessKeyId: opened.session.accessKeyId, secret: opened.secret, claims: opened.session.claims, buckets: opened.session.buckets }
   if (opened.reason === 'expired') throw new S3Error('ExpiredToken', 400, 'The provided token has expired.', 'session_expired')
   throw new S3Error('InvalidToken', 400, 'The provided token is malformed or otherwise invalid.', 'session_invalid')
+}
+
+/** The buckets without auth, and those sealed in the token that this generation still checks so. */
+function temporaryBuckets(sts: StsRuntime, sealed: readonly string[]): ReadonlySet<string> {
+  const names = new Set(sts.open)
+  for (const name of sealed) if (sts.checked.some((b) => b.name === name)) names.add(name)
+  return names
 }
 
 function principalOf(identity: S3Identity): Principal {

@@ -21,12 +21,23 @@ export interface StsRuntime {
   sealer: SessionSealer
   /** Verifies the exchanged tokens (no path scope: that applies per bucket, per request). */
   verifier: TokenVerifier
+  /** The buckets without auth: any temporary credential may name them. */
+  open: ReadonlySet<string>
   /**
-   * The buckets a temporary credential may name: those without auth, and those whose tokens come
-   * from the same issuer and keys as the exchanged ones; each one's claim rules then decide.
+   * The buckets with auth whose tokens come from the same issuer and keys as the exchanged ones:
+   * a credential may name one only if that bucket's own verifier (required claims, lifetime,
+   * algorithms, ...) accepted the exchanged token; its claim rules then decide per request.
    */
-  buckets: ReadonlySet<string>
+  checked: readonly StsBucket[]
   maxDurationSeconds: number
+}
+
+export interface StsBucket {
+  name: string
+  /** The bucket's verifier, without its path scope (that applies per key, per request). */
+  verifier: TokenVerifier
+  /** The bucket's `max_token_lifetime_seconds`: a credential opening it lives no longer. */
+  maxLifetimeSeconds: number | undefined
 }
 
 export const MAX_FORM_BYTES = 64 * 1024
@@ -103,13 +114,20 @@ export function stsExchange(options: StsOptions): (x: Exchange) => Promise<Answe
     }
 
     const claims = await verified(sts.verifier, token)
+    // The buckets whose own token checks pass, as the HTTP path would hold this token to them.
+    const opened: StsBucket[] = []
+    for (const bucket of sts.checked) {
+      if (await accepts(bucket.verifier, token)) opened.push(bucket)
+    }
     const now = Math.floor(Date.now() / 1000)
     const exp = typeof claims.exp === 'number' ? claims.exp : undefined
-    // Never past the token's own expiry (a token inside its clock-skew allowance has nothing left).
-    const expiresAt = Math.min(now + duration, exp ?? Infinity)
+    // Never past the token's own expiry (a token inside its clock-skew allowance has nothing left),
+    // nor longer than the shortest token lifetime a bucket it opens allows.
+    const bucketLimit = Math.min(...opened.map((b) => b.maxLifetimeSeconds ?? Infinity))
+    const expiresAt = Math.min(now + duration, exp ?? Infinity, now + bucketLimit)
     if (expiresAt <= now) throw new StsError('ExpiredTokenException', 400, 'Token expired: current date/time is past the value of the exp claim.', 'token_expired')
 
-    const { accessKeyId, secret, token: sessionToken } = sts.sealer.seal(claims, expiresAt)
+    const { accessKeyId, secret, token: sessionToken } = sts.sealer.seal(claims, expiresAt, opened.map((b) => b.name))
     const subject = typeof claims.sub === 'string' ? claims.sub : ''
     const audience = Array.isArray(claims.aud) ? claims.aud[0] : claims.aud
     const roleName = roleArn.slice(roleArn.lastIndexOf('/') + 1)
@@ -147,6 +165,18 @@ function required(params: URLSearchParams, name: string): string {
 
 function invalidMember(member: string, constraint: string): never {
   throw invalid(`1 validation error detected: Value at '${member}' failed to satisfy constraint: ${constraint}`, `bad:${member}`)
+}
+
+/** Whether a bucket's verifier accepts the token (any refusal: no). */
+async function accepts(verifier: TokenVerifier, token: string): Promise<boolean> {
+  const bearer = `Bearer ${token}`
+  try {
+    await verifier.authenticate({ header: (name) => (name === 'authorization' ? bearer : undefined), query: () => undefined, cookie: () => undefined }, '')
+    return true
+  } catch (err) {
+    if (!isProxyError(err)) throw err
+    return false
+  }
 }
 
 /** The token's claims, or the STS error its refusal maps to. */
