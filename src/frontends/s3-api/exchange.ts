@@ -13,6 +13,8 @@ export class S3Exchange extends Exchange {
   identity: S3Identity | null | undefined = undefined
   /** s3Admit: whether the request was signed (header or presigned URL). */
   signed = false
+  /** s3Admit: the key binding this credential's listing tokens (derived from its secret). */
+  listTokenKey: Buffer | undefined = undefined
 
   constructor(incoming: IncomingMessage, outgoing: StampedResponse) {
     super(incoming, outgoing)

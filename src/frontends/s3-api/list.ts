@@ -4,6 +4,7 @@
 // continuation tokens, marker and start-after (exclusive), encoding-type=url, fetch-owner; entries
 // the credential may not read are left out. A common prefix's keys are skipped on the backend by
 // restarting its listing past them, so a delimiter listing does not page through a whole subtree.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { ListedObject, ListPage, ListPageRequest, ReadOptions } from '../../ports.ts'
 import type { Answer, BucketRoute } from '../../types.ts'
 import type { S3Identity } from './credentials.ts'
@@ -17,6 +18,8 @@ const MAX_BACKEND_PAGES = 20
 /** Sorts after every key that starts with a given prefix (in practice). */
 const PAST = '\u{10FFFF}'
 const OWNER = 'yatagarasu'
+/** Binds anonymous listings' tokens (nothing is hidden from them; one process's tokens only). */
+const ANONYMOUS_TOKEN_KEY = randomBytes(32)
 
 /** Backend pages kept for `s3_api.list_cache_seconds` (bounded; dropped with the generation). */
 export class ListPageCache {
@@ -58,7 +61,9 @@ export async function listObjects(
   bucket: BucketRoute,
   identity: S3Identity | null,
   pages: ListPageCache,
-  options: ReadOptions
+  options: ReadOptions,
+  /** Binds continuation tokens: derived from the signing secret (any instance knows it). */
+  tokenKey: Uint8Array = ANONYMOUS_TOKEN_KEY
 ): Promise<Answer> {
   const prefix = query.get('prefix') ?? ''
   const delimiter = query.get('delimiter') || undefined
@@ -74,8 +79,9 @@ export async function listObjects(
   const token = v2 ? (query.get('continuation-token') ?? undefined) : undefined
   const startAfter = v2 ? (query.get('start-after') ?? undefined) : undefined
   const marker = v2 ? undefined : (query.get('marker') ?? '')
+  const binding = { key: tokenKey, accessKeyId: identity?.accessKeyId ?? '', bucket: bucket.name, prefix, delimiter: delimiter ?? '' }
   if (token !== undefined) {
-    const decoded = decodeToken(token)
+    const decoded = decodeToken(token, binding)
     if (decoded === undefined) throw invalid('The continuation token provided is incorrect', 'bad_continuation_token')
     after = decoded
   } else if (startAfter !== undefined) after = startAfter
@@ -100,7 +106,7 @@ export async function listObjects(
   }
   const next = scan.truncated ? scan.next : undefined
   const body = v2
-    ? listV2Xml(result, { continuationToken: token, nextToken: next === undefined ? undefined : encodeToken(next), startAfter })
+    ? listV2Xml(result, { continuationToken: token, nextToken: next === undefined ? undefined : encodeToken(next, binding), startAfter })
     : listV1Xml(result, { marker: marker ?? '', nextMarker: next })
   return {
     status: 200,
@@ -167,13 +173,34 @@ async function collect(
   return { objects, commonPrefixes, truncated: false, next: undefined }
 }
 
-/** Opaque to clients; carries where the listing goes on (exclusive). */
-function encodeToken(after: string): string {
-  return Buffer.from(`1:${after}`, 'utf8').toString('base64url')
+interface TokenBinding {
+  key: Uint8Array
+  accessKeyId: string
+  bucket: string
+  prefix: string
+  delimiter: string
 }
 
-function decodeToken(token: string): string | undefined {
-  if (!/^[A-Za-z0-9_-]+$/.test(token)) return undefined
-  const text = Buffer.from(token, 'base64url').toString('utf8')
-  return text.startsWith('1:') ? text.slice(2) : undefined
+/**
+ * Opaque to clients; carries where the listing goes on (exclusive), MACed with the listing it
+ * belongs to (credential, bucket, prefix, delimiter): any other use, or any altered byte, is refused.
+ */
+function encodeToken(after: string, binding: TokenBinding): string {
+  return `${Buffer.from(`2:${after}`, 'utf8').toString('base64url')}.${tokenMac(after, binding)}`
+}
+
+function decodeToken(token: string, binding: TokenBinding): string | undefined {
+  const match = /^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{22})$/.exec(token)
+  if (match === null) return undefined
+  const text = Buffer.from(match[1] as string, 'base64url').toString('utf8')
+  if (!text.startsWith('2:')) return undefined
+  const after = text.slice(2)
+  const given = Buffer.from(match[2] as string, 'base64url')
+  const expected = Buffer.from(tokenMac(after, binding), 'base64url')
+  return given.length === expected.length && timingSafeEqual(given, expected) ? after : undefined
+}
+
+function tokenMac(after: string, b: TokenBinding): string {
+  const input = JSON.stringify(['yatagarasu-list-token', b.accessKeyId, b.bucket, b.prefix, b.delimiter, after])
+  return createHmac('sha256', b.key).update(input).digest().subarray(0, 16).toString('base64url')
 }

@@ -47,7 +47,7 @@ export function s3Operations(options: OperationsOptions): (x: S3Exchange) => Ans
             x.replica = replica
           },
         }
-        return listObjects(request.operation === 'ListObjectsV2', request.query, x.matched.bucket, identity, pages, readOptions)
+        return listObjects(request.operation === 'ListObjectsV2', request.query, x.matched.bucket, identity, pages, readOptions, x.listTokenKey)
       }
       default:
         throw new Error(`${request.operation} is the serve stage's`)

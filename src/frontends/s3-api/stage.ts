@@ -6,7 +6,7 @@
 //               bucket's claim rules on its claims -> route + principal. Anonymous only on buckets
 //               whose auth is off, and never with response-* overrides.
 // A bucket the credential may not read answers as one that does not exist (NoSuchBucket).
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes } from 'node:crypto'
 import { ProxyError, isProxyError, type ErrorCode } from '../../errors.ts'
 import { rawPathOf } from '../../http/path.ts'
 import type { Answer, BucketRoute, Principal } from '../../types.ts'
@@ -102,6 +102,8 @@ export function s3Admit(options: S3AdmitOptions): (x: Exchange) => void {
           : (s3.credentials.identity(accessKeyId) ?? null)
       if (identity === null) throw new S3Error('InvalidAccessKeyId', 403, 'The AWS Access Key Id you provided does not exist in our records.', 'no_identity')
       x.signed = true
+      const secret = temporary !== undefined ? temporary.secret : s3.credentials.secretOf(accessKeyId, undefined)
+      if (secret !== undefined) x.listTokenKey = createHmac('sha256', secret).update('yatagarasu-list-token-key').digest()
     } else if (Object.keys(RESPONSE_OVERRIDES).some((name) => request.query.has(name))) {
       throw new S3Error('InvalidRequest', 400, 'Request specific response headers cannot be used for anonymous GET requests.', 'anonymous_overrides')
     }
