@@ -2,7 +2,9 @@
 // header (key, metadata, timestamps, a CRC-32 per 256 KiB body block) and the body
 // (disk-format.ts). A hit never reads a large body whole: an entry over SMALL_BODY bytes comes back
 // as a DiskBody (disk-body.ts) that streams checked blocks at the client's pace, and a Range reads
-// only the blocks it needs; a small entry is read whole, in one read, and checked at once.
+// only the blocks it needs; a small entry is read whole, in one read, and checked at once. The
+// checked headers of recently hit large entries stay in memory and their files open
+// (disk-handles.ts), so a hit of a large entry or a slice costs only the reads of its blocks.
 // Writes are atomic: a temp file is written, fsynced and renamed over the target, so a crash never
 // leaves a half-written entry under a real name. An in-memory LRU index (bounded by bytes) tracks
 // the files and deletes evicted ones; it is rebuilt from the directory at start-up, oldest first,
@@ -45,6 +47,11 @@ interface IndexEntry {
 export const SMALL_BODY = 64 * 1024
 const SUFFIX = '.entry'
 const sizeOf = (entry: IndexEntry) => Math.max(1, entry.size)
+/**
+ * Large entries whose checked header is kept in memory (metadata and block table, ~1 KiB each):
+ * their hits read no header, only the body blocks, which are checked against the kept table.
+ */
+const MAX_KNOWN_HEADS = 4096
 /** Entries whose file stays open between hits (a hit then opens nothing). */
 const MAX_IDLE_FILES = 256
 /** The first read of a file at start-up: the whole header in all but extreme cases. */
@@ -61,6 +68,8 @@ export class DiskCache implements CacheStore {
   /** Slices and sliced metadata by object key: deleted with it. */
   readonly #derived = new DerivedKeys()
   readonly #files = new OpenFiles(MAX_IDLE_FILES)
+  /** Large entries as #read made them (a DiskBody holds no state of a read), by index entry. */
+  readonly #known = new LRUCache<IndexEntry, CachedObject>({ max: MAX_KNOWN_HEADS })
   #budgets: BucketBudgets | undefined
   #budgetsBuilt = '{}'
 
@@ -74,6 +83,7 @@ export class DiskCache implements CacheStore {
       sizeCalculation: sizeOf,
       dispose: (entry, key, reason) => {
         entry.handle.retire()
+        this.#known.delete(entry)
         if (reason === 'evict') this.#counters.evictions++
         if (reason !== 'set') {
           this.#budgets?.forget(key)
@@ -96,7 +106,7 @@ export class DiskCache implements CacheStore {
   async get(key: string): Promise<CachedObject | undefined> {
     const indexed = this.#index.get(key)
     if (indexed !== undefined) {
-      const entry = await this.#read(key, indexed).catch(() => undefined)
+      const entry = this.#known.get(indexed) ?? (await this.#read(key, indexed).catch(() => undefined))
       if (entry !== undefined && entry.freshUntil + this.#staleMs > Date.now()) {
         this.#budgets?.touch(key)
         return this.#counters.record(entry)
@@ -210,7 +220,10 @@ export class DiskCache implements CacheStore {
       return { ...entry, body }
     }
     if (head.size <= SMALL_BODY) return undefined // truncated
-    return { ...entry, body: this.#bodyOf(key, indexed, head) }
+    const large = { ...entry, body: this.#bodyOf(key, indexed, head) }
+    // Still the entry's file (not dropped while its header was read): later hits skip the read.
+    if (this.#index.peek(key) === indexed) this.#known.set(indexed, large)
+    return large
   }
 
   #bodyOf(key: string, indexed: IndexEntry, head: EntryHead): DiskBody {
