@@ -126,6 +126,24 @@ describe('requests signed by the AWS SDK for JavaScript', () => {
     assert.equal(refusal(() => verifySigV4(req, options(req.at, { keys, secretOf: () => undefined }))).code, 'SignatureDoesNotMatch')
   })
 
+  it('refuses a malformed access key id before any lookup, and never caches unknown ids', async () => {
+    const req = await sent(new GetObjectCommand({ Bucket: 'media', Key: 'k' }))
+    const withId = (id: string): SignedRequest => ({ ...req, rawHeaders: req.rawHeaders.map((v) => v.replace(`Credential=${AKID}/`, `Credential=${id}/`)) })
+    const keys = new SigningKeyCache()
+    const looked: string[] = []
+    const tracked = options(req.at, { keys, secretOf: (id) => (looked.push(id), id === AKID ? SECRET : undefined) })
+    for (const id of ['A'.repeat(60_000), 'AK', 'AKID+x0000000000', 'AKIDÄ00000000000']) {
+      const refused = refusal(() => verifySigV4(withId(id), tracked))
+      assert.deepEqual([refused.code, refused.status, refused.reason], ['AuthorizationHeaderMalformed', 400, 'bad_access_key_id'])
+    }
+    assert.deepEqual(looked, [])
+    assert.equal(verifySigV4(req, tracked).accessKeyId, AKID)
+    // A spray of well-formed unknown ids: each refused as a wrong signature, none kept, the real key still cached.
+    for (let i = 0; i < 2000; i++) assert.equal(refusal(() => verifySigV4(withId(`AKIA${String(i).padStart(16, '0')}`), tracked)).code, 'SignatureDoesNotMatch')
+    assert.equal(keys.size, 1)
+    assert.equal(verifySigV4(req, tracked).accessKeyId, AKID)
+  })
+
   it('refuses a request whose path, query or signed header was changed', async () => {
     const req = await sent(new GetObjectCommand({ Bucket: 'media', Key: 'a b', Range: 'bytes=0-9' }))
     const tampered: SignedRequest[] = [

@@ -8,9 +8,12 @@
 //   STREAMING-* payloads and SigV2 / SigV4A are refused with a message saying so.
 // - Time: ±15 minutes around the request's date; presigned URLs live at most 7 days.
 // - Secrets never leave this module's caller: an unknown access key id is verified against a dummy
-//   secret, so it costs the same HMAC work as a known one and fails the same way
+//   secret, so it costs the same HMAC work as a known (cached) one and fails the same way
 //   (SignatureDoesNotMatch), and signatures are compared in constant time.
+// - An access key id that no configured or temporary key could have (not 3-128 letters, digits,
+//   `.`, `_`, `-`: the config's rule) is refused as malformed before any lookup.
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
 
 /** The request as the client sent it. */
 export interface SignedRequest {
@@ -36,21 +39,36 @@ export interface VerifyOptions {
 }
 
 /**
- * Derived signing keys, so a request costs one HMAC instead of five. Unknown key ids are cached
- * like known ones (with the dummy secret), so the first request of a day costs the same for both
- * and timing tells nothing about which ids exist. Bounded: cleared when full.
+ * Derived signing keys, so a request costs one HMAC instead of five. Only known key ids are kept
+ * (LRU, keyed by a digest: fixed-size entries); every unknown id shares one dummy key per day,
+ * region and service, so spraying unknown ids neither grows the cache nor evicts real keys, and an
+ * unknown id costs the one HMAC a cached known id costs.
  */
 export class SigningKeyCache {
-  readonly #entries = new Map<string, { secret: string; key: Buffer }>()
-  readonly #max: number
+  readonly #entries: LRUCache<string, { secret: string; key: Buffer }>
+  readonly #dummy = new Map<string, Buffer>()
   constructor(max = 10_000) {
-    this.#max = max
+    this.#entries = new LRUCache({ max })
   }
-  get(accessKeyId: string, secret: string, date: string, region: string, service: string): Buffer {
-    const id = `${accessKeyId}\0${date}\0${region}\0${service}`
+  /** Known keys held. */
+  get size(): number {
+    return this.#entries.size
+  }
+  /** `secret` undefined: an unknown key id (answered with the dummy key). */
+  get(accessKeyId: string, secret: string | undefined, date: string, region: string, service: string): Buffer {
+    if (secret === undefined) {
+      const scope = `${date}\0${region}\0${service}`
+      let key = this.#dummy.get(scope)
+      if (key === undefined) {
+        if (this.#dummy.size >= 8) this.#dummy.clear()
+        key = signingKey(DUMMY_SECRET, date, region, service)
+        this.#dummy.set(scope, key)
+      }
+      return key
+    }
+    const id = createHash('sha256').update(`${accessKeyId}\0${date}\0${region}\0${service}`).digest('base64')
     const hit = this.#entries.get(id)
     if (hit !== undefined && hit.secret === secret) return hit.key
-    if (this.#entries.size >= this.#max) this.#entries.clear()
     const key = signingKey(secret, date, region, service)
     this.#entries.set(id, { secret, key })
     return key
@@ -107,6 +125,8 @@ export const MAX_SKEW_MS = 15 * 60 * 1000
 export const MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
 /** Verifies unknown access key ids: the same HMAC chain as a real secret, never a match. */
 const DUMMY_SECRET = 'yatagarasu-unknown-access-key-0000000000000000'
+/** What any access key id the listener accepts looks like (s3_api.credentials' rule; ASIA ids fit). */
+const ACCESS_KEY_ID = /^[A-Za-z0-9._-]{3,128}$/
 
 const UNSUPPORTED =
   'The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.'
@@ -149,6 +169,9 @@ export function verifySigV4(req: SignedRequest, options: VerifyOptions): Verifie
   if (accessKeyId === undefined || accessKeyId === '' || terminator !== 'aws4_request' || extra.length > 0 || scopeDate === undefined || region === undefined || service === undefined) {
     throw new SigV4Error(malformed, 'The authorization credential is malformed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".', 'bad_credential')
   }
+  if (!ACCESS_KEY_ID.test(accessKeyId)) {
+    throw new SigV4Error(malformed, 'The access key id is malformed; expecting 3-128 letters, digits, ".", "_" or "-".', 'bad_access_key_id')
+  }
   if (scopeDate !== parts.amzDate.slice(0, 8)) {
     throw new SigV4Error(malformed, `Invalid credential date "${scopeDate}". This date is not the same as X-Amz-Date: "${parts.amzDate.slice(0, 8)}".`, 'scope_date')
   }
@@ -188,7 +211,7 @@ export function verifySigV4(req: SignedRequest, options: VerifyOptions): Verifie
 
   const known = options.secretOf(accessKeyId, sessionToken)
   const secret = known ?? DUMMY_SECRET
-  const key = options.keys === undefined ? signingKey(secret, scopeDate, region, service) : options.keys.get(accessKeyId, secret, scopeDate, region, service)
+  const key = options.keys === undefined ? signingKey(secret, scopeDate, region, service) : options.keys.get(accessKeyId, known, scopeDate, region, service)
   const expected = Buffer.from(createHmac('sha256', key).update(stringToSign).digest('hex'))
   const given = Buffer.from(parts.signature)
   // Same length as the hex digest, so the comparison itself never short-cuts.
