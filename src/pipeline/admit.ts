@@ -27,6 +27,8 @@ export function admitClient(options: ClientLimits): Stage | undefined {
     if (global === null && perIp === null) return
     return (async () => {
       // Per client first: a client over its own limit must not spend everyone's global budget.
+      // One after the other is cheap even when the store hangs: the limiters share one breaker per
+      // store, so a hung Redis costs a few timeouts in all, then none (security/rate-limit.ts).
       if (perIp !== null) refuseWhenSpent(await perIp.take(rateKeyOf(ip)), 'per_ip', metrics)
       if (global !== null) refuseWhenSpent(await global.take('all'), 'global', metrics)
     })()

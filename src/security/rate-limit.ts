@@ -5,8 +5,10 @@
 //
 // Where the counters live, so that a limit means the same with one process or sixteen:
 //   - Redis configured: in Redis (every instance and worker shares them). When Redis is not ready or
-//     a call fails, the same limit is counted in this process instead (the library's insurance
-//     limiter), so a Redis outage loosens limits to per-process, never to errors.
+//     a call fails, the same limit is counted in this process instead, so a Redis outage loosens
+//     limits to per-process, never to errors. A breaker per Redis client (shared by every scope:
+//     one request takes up to four limits) stops asking a Redis that keeps failing: a hung Redis
+//     keeps its connection 'ready' and would otherwise cost every take a command timeout.
 //   - a cluster worker without Redis: in the cluster primary (serveRateLimits), asked over the
 //     cluster's IPC channel (the takes of one event-loop turn in one message each way). A primary that does not
 //     answer within PRIMARY_TIMEOUT_MS (stuck, or the channel closed) is not asked again for
@@ -59,18 +61,25 @@ export function createRateLimiter(config: RateLimitConfig, options: RateLimiterO
       },
     }
   }
-  const limiter: RateLimiterAbstract =
-    options.redis === undefined
-      ? local
-      : new RateLimiterRedis({
-          storeClient: options.redis,
-          points,
-          duration: windowSeconds,
-          keyPrefix,
-          insuranceLimiter: local,
-          rejectIfRedisNotReady: true,
-        })
-  return { take: (key) => consume(limiter, key, refusal) }
+  if (options.redis === undefined) return { take: (key) => consume(local, key, refusal) }
+  const redis = new RateLimiterRedis({ storeClient: options.redis, points, duration: windowSeconds, keyPrefix, rejectIfRedisNotReady: true })
+  const breaker = breakerOf(options.redis)
+  return {
+    async take(key) {
+      const permit = breaker.acquire()
+      if (permit === undefined) return consume(local, key, refusal)
+      try {
+        await redis.consume(key)
+        breaker.report(permit, true)
+        return undefined
+      } catch (outcome) {
+        // A refusal is Redis answering: healthy. Anything else (not ready, a command timeout, a
+        // connection error) counts against Redis, and this take is counted in the process.
+        breaker.report(permit, outcome instanceof RateLimiterRes)
+        return outcome instanceof RateLimiterRes ? refusal(outcome.msBeforeNext) : consume(local, key, refusal)
+      }
+    },
+  }
 }
 
 async function consume(
@@ -218,3 +227,63 @@ class PrimaryChannel {
 
 let channel: PrimaryChannel | undefined
 const primaryChannel = (): PrimaryChannel => (channel ??= new PrimaryChannel())
+
+// The breaker in front of Redis (the cache tier has its own, cache/node-breaker.ts, which a
+// capability may not import):
+//
+//            FAILURES_TO_OPEN consecutive failures
+//   CLOSED -------------------------------------------> OPEN
+//     ^                                                  |  ^
+//     | the probe succeeds                               |  | the probe fails
+//     |                                                  v  |
+//     +------------------------------------------- HALF-OPEN
+//                      after OPEN_MS in OPEN, exactly one take (the probe) goes to Redis;
+//                      every other take is counted in the process until the probe reports
+//
+// A failure is a take that Redis did not answer (not ready, timed out, connection error); a
+// refusal is an answer. Outcomes of takes sent before the breaker opened are ignored once it is
+// open: only the probe decides.
+export const FAILURES_TO_OPEN = 3
+export const OPEN_MS = 5000
+
+type Permit = 'call' | 'probe'
+
+class RedisBreaker {
+  #state: 'closed' | 'open' | 'half-open' = 'closed'
+  #failures = 0
+  #openUntil = 0
+
+  acquire(): Permit | undefined {
+    if (this.#state === 'closed') return 'call'
+    if (this.#state === 'half-open' || Date.now() < this.#openUntil) return undefined
+    this.#state = 'half-open'
+    return 'probe'
+  }
+
+  report(permit: Permit, ok: boolean): void {
+    if (permit === 'probe') {
+      if (ok) this.#close()
+      else this.#open()
+    } else if (this.#state === 'closed') {
+      if (ok) this.#failures = 0
+      else if (++this.#failures >= FAILURES_TO_OPEN) this.#open()
+    }
+  }
+
+  #open(): void {
+    this.#state = 'open'
+    this.#openUntil = Date.now() + OPEN_MS
+  }
+
+  #close(): void {
+    this.#state = 'closed'
+    this.#failures = 0
+  }
+}
+
+const breakers = new WeakMap<Redis | Cluster, RedisBreaker>()
+function breakerOf(client: Redis | Cluster): RedisBreaker {
+  let breaker = breakers.get(client)
+  if (breaker === undefined) breakers.set(client, (breaker = new RedisBreaker()))
+  return breaker
+}

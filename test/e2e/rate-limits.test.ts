@@ -3,6 +3,8 @@
 // Retry-After and RateLimit-* headers, and a Redis outage falls back to per-process counting,
 // never to errors. Rates are tiny (one request per 10-20 s) so no window can roll over mid-test.
 import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { after, before, describe, it } from 'node:test'
 import { SignJWT } from 'jose'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
@@ -10,6 +12,7 @@ import { send, type RawResponse } from '../support/http.ts'
 import { startRedis, type TestRedis } from '../support/redis.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
+const execFileAsync = promisify(execFile)
 const SECRET = 'rate-limit-test-secret-of-at-least-32-bytes'
 let s3: TestS3
 let redis: TestRedis
@@ -114,4 +117,71 @@ it('falls back to counting in the process while Redis is down: limits hold, no e
   assertLimited(await get(proxy, '/other/a.txt', client), 2, 20)
   assert.equal((await get(proxy, '/other/a.txt', { 'x-forwarded-for': '198.51.100.2' })).status, 200)
   await own.stop()
+})
+
+it('stops waiting on a hung Redis after a few timeouts: limits count in the process, then in Redis again', async () => {
+  const own = await startRedis()
+  // Three limits on every request (per IP, global, the bucket), Redis commands time out after 100 ms.
+  const proxy = await startTestProxy(`
+server:
+  address: "127.0.0.1:0"
+  trusted_proxies: [127.0.0.1]
+  rate_limit:
+    per_ip: { requests_per_second: 0.1, burst: 12 }
+    global: { requests_per_second: 1000, burst: 1000 }
+cache:
+  enabled: true
+  layers: [memory]
+  redis: { url: "${own.url}", key_prefix: "rl-hang:", timeout_ms: 100 }
+buckets:
+${bucketYaml({ name: 'hung', prefix: '/hung', bucket: 'rate-limits', endpoint: s3.endpoint, extra: '    rate_limit: { requests_per_second: 1000, burst: 1000 }' })}`)
+  proxies.push(proxy)
+  const client = { 'x-forwarded-for': '198.51.100.9' }
+  const timed = async () => {
+    const started = performance.now()
+    const res = await get(proxy, '/hung/a.txt', client)
+    return { status: res.status, ms: performance.now() - started }
+  }
+  const countInRedis = async () => {
+    const { stdout } = await execFileAsync('redis-cli', ['-p', String(own.port), 'GET', 'rl-hang:rl:per_ip:12/120:198.51.100.9'])
+    return Number(stdout.trim())
+  }
+  try {
+    assert.equal((await timed()).status, 200)
+    assert.equal((await timed()).status, 200)
+    assert.equal(await countInRedis(), 2)
+
+    own.pause()
+    // The first request pays one timeout per limit (three failures open the breaker) ...
+    const first = await timed()
+    assert.equal(first.status, 200)
+    // ... the next ones none, and the per-IP limit still holds (12 per window, in this process).
+    const next: number[] = []
+    for (let i = 0; i < 11; i++) {
+      const { status, ms } = await timed()
+      assert.equal(status, 200)
+      next.push(Math.round(ms))
+    }
+    assert.ok(Math.max(...next) < 50, `requests after the breaker opened took ${next.join(', ')} ms`)
+    const refused = await timed()
+    assert.equal(refused.status, 429)
+    assert.ok(refused.ms < 50, `a refusal took ${Math.round(refused.ms)} ms`)
+
+    // Redis answers again: once the breaker lets its probe through, Redis counts again (its count
+    // is far below 12, where the process's own count is spent).
+    own.resume()
+    const deadline = Date.now() + 30_000
+    let back = await timed()
+    while (back.status === 429 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      back = await timed()
+    }
+    assert.equal(back.status, 200)
+    const counted = await countInRedis()
+    assert.ok(counted >= 3 && counted < 12, `Redis count ${counted}`)
+    assert.equal((await timed()).status, 200)
+    assert.equal(await countInRedis(), counted + 1)
+  } finally {
+    await own.stop()
+  }
 })

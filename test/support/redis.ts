@@ -10,6 +10,10 @@ export interface TestRedis {
   kill(): Promise<void>
   /** Starts it again on the same port. */
   restart(): Promise<void>
+  /** Stops the process with SIGSTOP (Redis hung: connections stay open, nothing answers). */
+  pause(): void
+  /** SIGCONT: it answers again, queued commands first. */
+  resume(): void
   stop(): Promise<void>
 }
 
@@ -45,6 +49,18 @@ export async function startRedis(): Promise<TestRedis> {
     running.kill('SIGKILL')
     await exited
   }
+  const signal = (name: 'SIGSTOP' | 'SIGCONT') => {
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) throw new Error('redis-server is not running')
+    child.kill(name)
+  }
   await launch()
-  return { url: `redis://127.0.0.1:${port}`, port, kill, restart: launch, stop: kill }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    kill,
+    restart: launch,
+    pause: () => signal('SIGSTOP'),
+    resume: () => signal('SIGCONT'),
+    stop: kill,
+  }
 }
