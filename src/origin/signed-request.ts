@@ -13,7 +13,10 @@
 // - A keep-alive socket the backend closed while it sat in the pool fails the next request with a
 //   reset before any answer; such a request is sent once more on a new socket (GET and HEAD are
 //   idempotent). Any other failure is the caller's to classify.
-// - Aborting `signal` before the answer destroys the request and its socket.
+// - Aborting `signal` before the answer rejects at once with its reason, whatever the request is
+//   waiting for: credentials or the endpoint (slow providers cannot be cancelled, so the wait is
+//   raced), a socket from the pool (the queued request is destroyed; the Agent skips it when a
+//   socket frees), or the answer (the request and its socket are destroyed).
 import http from 'node:http'
 import https from 'node:https'
 import type { Socket } from 'node:net'
@@ -65,12 +68,12 @@ export class SignedRequests {
     headers: Readonly<Record<string, string>> | undefined,
     signal: AbortSignal
   ): Promise<http.IncomingMessage> {
-    const target = this.#target ?? (await this.#resolve())
+    const target = this.#target ?? (await untilAborted(this.#resolve(), signal))
     const signer = this.#signer as SignatureV4
     const path = key === '' ? target.base.slice(0, Math.max(1, target.base.length - 1)) : target.base + encodeKey(key)
     const unsigned: Record<string, string> = { host: target.host, 'x-amz-content-sha256': EMPTY_SHA256 }
     if (headers !== undefined) Object.assign(unsigned, headers)
-    const signed = await signer.sign(
+    const signing = signer.sign(
       {
         method,
         protocol: target.protocol,
@@ -82,7 +85,9 @@ export class SignedRequests {
       },
       this.clockOffsetMs === 0 ? undefined : { signingDate: new Date(Date.now() + this.clockOffsetMs) }
     )
-    signal.throwIfAborted()
+    // Credentials come through the provider, which may be fetching them (an instance role, a
+    // credential_process): the wait is bounded by the signal like the rest.
+    const signed = await untilAborted(signing, signal)
     // As a flat list, Node writes the head without validating and storing each header again.
     const flat: string[] = []
     for (const name in signed.headers) flat.push(name, signed.headers[name] as string)
@@ -128,8 +133,16 @@ export class SignedRequests {
       let answered = false
       let connectTimer: NodeJS.Timeout | undefined
       // Only until the answer: after it, the body is the caller's to destroy. (Cheaper than the
-      // `signal` option, which watches the request to its end.)
-      const onAbort = () => request.destroy(signal.reason as Error)
+      // `signal` option, which watches the request to its end.) Rejects here rather than waiting
+      // for the request's 'error': a request still queued for a pooled socket emits nothing until
+      // a socket frees up.
+      const onAbort = () => {
+        clearTimeout(connectTimer)
+        request.destroy(signal.reason as Error)
+        if (answered) return
+        answered = true
+        reject(signal.reason)
+      }
       signal.addEventListener('abort', onAbort, { once: true })
       request.once('socket', (socket: Socket) => {
         if (!socket.connecting) return
@@ -138,6 +151,10 @@ export class SignedRequests {
         socket.once('connect', () => clearTimeout(connectTimer))
       })
       request.once('response', (response) => {
+        if (answered) {
+          response.destroy()
+          return
+        }
         answered = true
         clearTimeout(connectTimer)
         signal.removeEventListener('abort', onAbort)
@@ -158,4 +175,26 @@ export class SignedRequests {
       request.end()
     })
   }
+}
+
+/** `work`, or the signal's reason as soon as it aborts (the work itself runs on, unobserved). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => undefined)
+    return Promise.reject(signal.reason as Error)
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error)
+    signal.addEventListener('abort', onAbort, { once: true })
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(value)
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(err as Error)
+      }
+    )
+  })
 }

@@ -1,0 +1,131 @@
+// The S3 client's own guarantees, against tiny HTTP backends that each have one quirk: a request
+// waiting for a pooled socket or for credentials still ends at `s3.timeout` (or at once when its
+// client leaves), a skewed clock is corrected from S3's `Date` even when the refusal has no body
+// (HEAD, health probes), and an answer whose size is unknown is never served as an empty object.
+import assert from 'node:assert/strict'
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import type { S3Connection } from '../../src/config/schema.ts'
+import { ProxyError } from '../../src/errors.ts'
+import { S3Source } from '../../src/origin/s3.ts'
+
+async function backend(handler: http.RequestListener): Promise<{ endpoint: string; close(): void }> {
+  const server = http.createServer(handler)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close() {
+      server.closeAllConnections()
+      server.close()
+    },
+  }
+}
+
+function connection(endpoint: string, overrides: Partial<S3Connection> = {}): S3Connection {
+  return {
+    name: 'primary',
+    bucket: 'b',
+    region: 'us-east-1',
+    endpoint,
+    access_key: 'AKID',
+    secret_key: 'secret',
+    session_token: undefined,
+    force_path_style: true,
+    timeout: 1,
+    connect_timeout: 1,
+    max_connections: 4,
+    max_attempts: 1,
+    ...overrides,
+  } as S3Connection
+}
+
+/** How a read ended, and when (ms after `started`). */
+async function outcome(read: Promise<unknown>, started: number): Promise<{ code: string; ms: number }> {
+  try {
+    await read
+    return { code: 'ok', ms: performance.now() - started }
+  } catch (err) {
+    return { code: err instanceof ProxyError ? err.code : String(err), ms: performance.now() - started }
+  }
+}
+
+describe('a request waiting for a pooled socket', () => {
+  it('ends at s3.timeout, or at once when its client leaves, while every socket is busy', async () => {
+    const big = Buffer.alloc(4 << 20, 97)
+    const server = await backend((req, res) => {
+      res.setHeader('content-length', big.length)
+      res.end(req.method === 'HEAD' ? undefined : big)
+    })
+    const source = new S3Source(connection(server.endpoint, { max_connections: 1, timeout: 1 }))
+    // A slow reader holds the only socket: its body is not read yet.
+    const held = await source.get('big', undefined, { signal: undefined })
+    // Let the socket go after 4 s, so that a request the timeout missed ends late instead of never.
+    const release = setTimeout(() => void held.stream.cancel(), 4000)
+    try {
+      const gone = new AbortController()
+      setTimeout(() => gone.abort(), 200)
+      const started = performance.now()
+      const [timedOut, aborted] = await Promise.all([
+        outcome(source.head('x', { signal: undefined }), started),
+        outcome(source.head('y', { signal: gone.signal }), started),
+      ])
+      assert.equal(aborted.code, 'ORIGIN_ABORTED')
+      assert.ok(aborted.ms < 700, `the client left at 200 ms; the request ended at ${Math.round(aborted.ms)} ms`)
+      assert.equal(timedOut.code, 'ORIGIN_TIMEOUT')
+      assert.ok(timedOut.ms >= 950 && timedOut.ms < 2500, `s3.timeout is 1 s; the request ended at ${Math.round(timedOut.ms)} ms`)
+
+      // The abandoned requests gave up their place: the socket serves the next one once free.
+      clearTimeout(release)
+      await held.stream.cancel()
+      const meta = await source.head('z', { signal: undefined })
+      assert.equal(meta.size, big.length)
+    } finally {
+      clearTimeout(release)
+      source.close()
+      server.close()
+    }
+  })
+})
+
+describe('a credential provider that hangs', () => {
+  it('ends the request at s3.timeout, or at once when its client leaves', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-creds-'))
+    const script = join(dir, 'slow-creds.sh')
+    // Answers after 4 s: long past the timeout, short enough not to hold the test run.
+    await writeFile(script, `#!/bin/sh\nsleep 4\necho '{"Version":1,"AccessKeyId":"A","SecretAccessKey":"S"}'\n`)
+    await chmod(script, 0o755)
+    await writeFile(join(dir, 'config'), `[profile slow]\ncredential_process = ${script}\n`)
+    for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_WEB_IDENTITY_TOKEN_FILE']) {
+      delete process.env[name]
+    }
+    process.env.AWS_CONFIG_FILE = join(dir, 'config')
+    process.env.AWS_SHARED_CREDENTIALS_FILE = join(dir, 'none')
+    process.env.AWS_PROFILE = 'slow'
+    const server = await backend((_req, res) => {
+      res.setHeader('content-length', '0')
+      res.end()
+    })
+    const source = new S3Source(connection(server.endpoint, { access_key: undefined, secret_key: undefined, timeout: 1 }))
+    try {
+      const gone = new AbortController()
+      setTimeout(() => gone.abort(), 200)
+      const started = performance.now()
+      const [timedOut, aborted] = await Promise.all([
+        outcome(source.head('k', { signal: undefined }), started),
+        outcome(source.head('k', { signal: gone.signal }), started),
+      ])
+      assert.equal(aborted.code, 'ORIGIN_ABORTED')
+      assert.ok(aborted.ms < 700, `the client left at 200 ms; the request ended at ${Math.round(aborted.ms)} ms`)
+      assert.equal(timedOut.code, 'ORIGIN_TIMEOUT')
+      assert.ok(timedOut.ms >= 950 && timedOut.ms < 2500, `s3.timeout is 1 s; the request ended at ${Math.round(timedOut.ms)} ms`)
+    } finally {
+      source.close()
+      server.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
