@@ -44,16 +44,6 @@ const STATUS_NAMES: Record<number, string> = {
   503: 'ServiceUnavailable',
 }
 
-/** S3 error codes that a skewed clock causes (the request is signed with the wrong time). */
-export const CLOCK_SKEW_CODES = new Set([
-  'RequestTimeTooSkewed',
-  'RequestExpired',
-  'RequestInTheFuture',
-  'InvalidSignatureException',
-  'SignatureDoesNotMatch',
-  'AuthFailure',
-])
-
 /** The `<Code>` of an S3 XML error body (the first one), without an XML parser. */
 export function errorCodeOf(body: string): string | undefined {
   const start = body.indexOf('<Code>')

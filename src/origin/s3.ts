@@ -12,7 +12,8 @@
 //   the body is not wanted, so no socket is left holding an unread body;
 // - `s3.max_attempts`: a failure that says "try again" (no connection, reset, connect timeout, 5xx,
 //   429) is retried before any byte is sent, with the SDK's jittered backoff and retry quota, within
-//   the header deadline; a request S3 refused for a skewed clock is re-signed with S3's time.
+//   the header deadline; a request refused (400/403) by an S3 whose `Date` is more than 5 minutes
+//   from ours is signed again with S3's time, once, whatever the method (health probes included).
 import http, { type IncomingMessage } from 'node:http'
 import https from 'node:https'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -28,7 +29,7 @@ import type { ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
 import { watchedStream } from './body-stream.ts'
 import { resolveTarget } from './s3-endpoint.ts'
 import { listPage } from './s3-list.ts'
-import { answerError, CLOCK_SKEW_CODES, errorCodeOf, isTransientStatus, transportError } from './s3-errors.ts'
+import { answerError, errorCodeOf, isTransientStatus, transportError } from './s3-errors.ts'
 import { SignedRequests, type Method } from './signed-request.ts'
 
 /** Readiness probes must answer quickly even when `s3.timeout` is long. */
@@ -277,6 +278,7 @@ export class S3Source implements ObjectSource {
     notModified: boolean
   ): Promise<IncomingMessage> {
     let spent = 0
+    let resigned = false
     for (let attempt = 1; ; attempt++) {
       let failure: ProxyError
       let again: boolean
@@ -293,7 +295,15 @@ export class S3Source implements ObjectSource {
         const code = await errorCodeOfBody(method, res, signal)
         failure = answerError(status, code)
         throttled = status === 429 || code === 'SlowDown' || code === 'Throttling'
-        again = isTransientStatus(status) || (code !== undefined && CLOCK_SKEW_CODES.has(code) && this.#correctClock(res))
+        // S3's Date says our clock is off (a HEAD's 403 has no body to name the cause): the
+        // request is signed again with S3's time, once and at once, outside the retry budget, as
+        // it never had a fair try.
+        if (this.#correctClock(res) && !resigned && (status === 400 || status === 403)) {
+          resigned = true
+          attempt--
+          continue
+        }
+        again = isTransientStatus(status)
       } catch (err) {
         if (signal.aborted) throw err
         failure = transportError(err)
@@ -308,7 +318,7 @@ export class S3Source implements ObjectSource {
     }
   }
 
-  /** Adopts S3's clock when it is off by more than S3 tolerates; true when the retry can help. */
+  /** Adopts S3's clock (the `Date` of any error answer) when ours is off by more than 5 minutes. */
   #correctClock(res: IncomingMessage): boolean {
     const serverTime = Date.parse(res.headers.date ?? '')
     if (Number.isNaN(serverTime)) return false

@@ -129,3 +129,55 @@ describe('a credential provider that hangs', () => {
     }
   })
 })
+
+describe('a backend whose clock is 20 minutes ahead', () => {
+  /** Refuses, as S3 does, a request signed more than 15 minutes off: 403, with no body for HEAD. */
+  async function skewedBackend() {
+    const skewMs = 20 * 60_000
+    const signedOffMinutes: number[] = []
+    const server = await backend((req, res) => {
+      const amzDate = String(req.headers['x-amz-date'])
+      const signedAt = Date.parse(amzDate.replace(/(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z/, '$1-$2-$3T$4:$5:$6Z'))
+      const now = Date.now() + skewMs
+      signedOffMinutes.push(Math.round((now - signedAt) / 60_000))
+      res.setHeader('date', new Date(now).toUTCString())
+      if (Math.abs(now - signedAt) > 15 * 60_000) {
+        res.statusCode = 403
+        res.end()
+        return
+      }
+      res.setHeader('etag', '"abc"')
+      res.setHeader('content-length', '5')
+      res.end(req.method === 'HEAD' ? undefined : 'hello')
+    })
+    return { ...server, signedOffMinutes }
+  }
+
+  it('signs a refused HEAD again with the backend time and succeeds, even with s3.max_attempts 1', async () => {
+    const server = await skewedBackend()
+    const source = new S3Source(connection(server.endpoint, { max_attempts: 1 }))
+    try {
+      const meta = await source.head('k', { signal: undefined })
+      assert.equal(meta.size, 5)
+      assert.deepEqual(server.signedOffMinutes, [20, 0])
+      // Later requests are signed with the corrected clock from the start.
+      await source.head('k', { signal: undefined })
+      assert.deepEqual(server.signedOffMinutes, [20, 0, 0])
+    } finally {
+      source.close()
+      server.close()
+    }
+  })
+
+  it('reports the backend healthy to a health probe', async () => {
+    const server = await skewedBackend()
+    const source = new S3Source(connection(server.endpoint, { max_attempts: 1 }), { metrics: undefined, bucket: 'b', probeKey: 'k' })
+    try {
+      assert.equal(await source.probe(), true)
+      assert.deepEqual(server.signedOffMinutes, [20, 0])
+    } finally {
+      source.close()
+      server.close()
+    }
+  })
+})
