@@ -6,6 +6,8 @@
 // - a ranged GET returns exactly the range asked for (a 206 covering anything else is re-requested
 //   once with an explicit range; s3rver, for one, answers `bytes=-5` as `0-5`);
 // - a 416 always carries the object size (fetched with HEAD on that rare path);
+// - the size comes from Content-Length (200) or Content-Range (206); a 200 without a length is
+//   refused (502 ORIGIN_BAD_RESPONSE), never served as an empty object;
 // - `s3.timeout` bounds the wait for response headers and any stall of the body mid-transfer, but
 //   never the time a slow client takes to read (back-pressure stops reading; it is not a stall);
 // - bodies are pulled only as fast as the client reads, and destroyed when the client goes away or
@@ -366,9 +368,17 @@ function notSatisfiable(size: number): ProxyError {
   return new ProxyError('RANGE_NOT_SATISFIABLE', { headers: { 'content-range': unsatisfiedRange(size) } })
 }
 
+/**
+ * The object size a 200 announces. S3 always sends it; a gateway that streams chunked leaves the
+ * size unknown, and the pipeline cannot serve that (its Content-Length, cache admission and ranges
+ * all start from the size), so such an answer is refused rather than served as an empty object.
+ */
 function contentLength(res: IncomingMessage): number {
   const value = res.headers['content-length']
-  return value === undefined ? 0 : Number(value)
+  const size = value === undefined ? NaN : Number(value)
+  if (Number.isSafeInteger(size) && size >= 0) return size
+  res.destroy()
+  throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'missing_content_length' })
 }
 
 function metaOf(res: IncomingMessage, size: number): ObjectMeta {

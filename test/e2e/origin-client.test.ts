@@ -12,6 +12,7 @@ import { describe, it } from 'node:test'
 import type { S3Connection } from '../../src/config/schema.ts'
 import { ProxyError } from '../../src/errors.ts'
 import { S3Source } from '../../src/origin/s3.ts'
+import { bucketYaml, startTestProxy } from '../support/proxy.ts'
 
 async function backend(handler: http.RequestListener): Promise<{ endpoint: string; close(): void }> {
   const server = http.createServer(handler)
@@ -175,6 +176,65 @@ describe('a backend whose clock is 20 minutes ahead', () => {
     try {
       assert.equal(await source.probe(), true)
       assert.deepEqual(server.signedOffMinutes, [20, 0])
+    } finally {
+      source.close()
+      server.close()
+    }
+  })
+})
+
+describe('a backend that streams a GET without Content-Length', () => {
+  /** Like some S3-compatible gateways: GET bodies chunked, HEAD with the length. */
+  async function chunkingBackend() {
+    return backend((req, res) => {
+      res.setHeader('etag', '"e1"')
+      res.setHeader('content-type', 'text/plain')
+      if (req.method === 'HEAD') {
+        res.setHeader('content-length', '11')
+        res.end()
+        return
+      }
+      if (req.headers.range === 'bytes=0-3') {
+        res.statusCode = 206
+        res.setHeader('content-range', 'bytes 0-3/11')
+        res.write('he')
+        res.end('ll')
+        return
+      }
+      res.write('hello ')
+      res.end('world')
+    })
+  }
+
+  it('answers 502 ORIGIN_BAD_RESPONSE, never an empty 200', async () => {
+    const server = await chunkingBackend()
+    const proxy = await startTestProxy(`
+server:
+  address: "127.0.0.1:0"
+buckets:
+${bucketYaml({ name: 'chunky', prefix: '/c', bucket: 'chunky', endpoint: server.endpoint })}
+`)
+    try {
+      for (let i = 0; i < 2; i++) {
+        const res = await fetch(`${proxy.url}/c/obj.txt`)
+        const body = (await res.json()) as { error: { code: string } }
+        assert.equal(res.status, 502)
+        assert.equal(body.error.code, 'ORIGIN_BAD_RESPONSE')
+      }
+    } finally {
+      await proxy.stop()
+      server.close()
+    }
+  })
+
+  it('takes the size of a 206 from Content-Range', async () => {
+    const server = await chunkingBackend()
+    const source = new S3Source(connection(server.endpoint))
+    try {
+      const body = await source.get('obj.txt', { kind: 'bounded', start: 0, end: 3 }, { signal: undefined })
+      assert.equal(body.meta.size, 11)
+      assert.deepEqual(body.range, { start: 0, end: 3 })
+      assert.equal(await new Response(body.stream).text(), 'hell')
     } finally {
       source.close()
       server.close()
