@@ -76,3 +76,49 @@ it('refuses a continuation token used by another credential, for another listing
   await assert.rejects(list(one, `list-type=2&max-keys=1&continuation-token=${forged}`), refused)
   await assert.rejects(list(one, `list-type=2&continuation-token=${Buffer.from('1:b').toString('base64url')}`), refused)
 })
+
+it('a cached page read is shared: one waiter hanging up fails only its own wait', async () => {
+  let reads = 0
+  const signals: AbortSignal[] = []
+  let finish: (page: ListPage) => void = () => {}
+  const source = {
+    list(_req: ListPageRequest, options: { signal: AbortSignal | undefined }) {
+      reads++
+      signals.push(options.signal as AbortSignal)
+      return new Promise<ListPage>((resolve, reject) => {
+        finish = resolve
+        options.signal?.addEventListener('abort', () => reject(new Error('backend read aborted')))
+      })
+    },
+  }
+  const bucket = { name: 'files', source } as unknown as BucketRoute
+  const cache = new ListPageCache(5)
+  const request = { prefix: '', after: '', maxKeys: 1000 }
+  const first = new AbortController()
+  const gone = cache.get(bucket, request, { signal: first.signal })
+  const staying = cache.get(bucket, request, { signal: new AbortController().signal })
+  first.abort()
+  await assert.rejects(gone, { code: 'ORIGIN_ABORTED' })
+  assert.equal(signals[0]?.aborted, false)
+  finish({ objects: [], truncated: false })
+  assert.deepEqual(await staying, { objects: [], truncated: false })
+  assert.equal(reads, 1)
+  // Every waiter gone: the backend read is abandoned.
+  const last = new AbortController()
+  const alone = cache.get(bucket, { ...request, after: 'x' }, { signal: last.signal })
+  last.abort()
+  await assert.rejects(alone, { code: 'ORIGIN_ABORTED' })
+  assert.equal(signals[1]?.aborted, true)
+})
+
+it('bounds the cached pages by their size, not their number', async () => {
+  const source = {
+    async list(req: ListPageRequest): Promise<ListPage> {
+      return { objects: Array.from({ length: req.maxKeys }, (_, i) => ({ key: `${req.after}/${i}-${'k'.repeat(80)}`, size: 1, etag: '"x"', lastModified: new Date(0), storageClass: undefined })), truncated: true } as ListPage
+    },
+  }
+  const bucket = { name: 'files', source } as unknown as BucketRoute
+  const cache = new ListPageCache(60, 4 * 1024 * 1024)
+  for (let i = 0; i < 200; i++) await cache.get(bucket, { prefix: '', after: `x${i}`, maxKeys: 1000 }, read)
+  assert.ok(cache.bytes > 3 * 1024 * 1024 && cache.bytes <= 4 * 1024 * 1024, `${cache.bytes} bytes held`)
+})

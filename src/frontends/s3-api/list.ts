@@ -5,6 +5,8 @@
 // the credential may not read are left out. A common prefix's keys are skipped on the backend by
 // restarting its listing past them, so a delimiter listing does not page through a whole subtree.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
+import { ProxyError } from '../../errors.ts'
 import type { ListedObject, ListPage, ListPageRequest, ReadOptions } from '../../ports.ts'
 import type { Answer, BucketRoute } from '../../types.ts'
 import type { S3Identity } from './credentials.ts'
@@ -21,25 +23,93 @@ const OWNER = 'yatagarasu'
 /** Binds anonymous listings' tokens (nothing is hidden from them; one process's tokens only). */
 const ANONYMOUS_TOKEN_KEY = randomBytes(32)
 
-/** Backend pages kept for `s3_api.list_cache_seconds` (bounded; dropped with the generation). */
+/** What the listing page cache may hold, measured as below (keys count twice: UTF-16). */
+export const LIST_CACHE_MAX_BYTES = 32 * 1024 * 1024
+
+/** A backend page being read for every listing that asked for it meanwhile. */
+interface Shared {
+  page: Promise<ListPage>
+  waiters: number
+  controller: AbortController
+}
+
+/**
+ * Backend pages kept for `s3_api.list_cache_seconds`, bounded by their size (LRU; dropped with the
+ * generation). Listings asking for a page being read wait for that one read, which runs with its
+ * own signal (the backend's own timeout bounds it): a waiter that hangs up stops only its own wait,
+ * and the read is abandoned when no one waits any more.
+ */
 export class ListPageCache {
-  readonly #ttlMs: number
-  readonly #pages = new Map<string, { page: Promise<ListPage>; until: number }>()
-  constructor(ttlSeconds: number) {
-    this.#ttlMs = ttlSeconds * 1000
+  readonly #pages: LRUCache<string, ListPage> | undefined
+  readonly #pending = new Map<string, Shared>()
+  constructor(ttlSeconds: number, maxBytes = LIST_CACHE_MAX_BYTES) {
+    this.#pages = ttlSeconds > 0 ? new LRUCache<string, ListPage>({ ttl: ttlSeconds * 1000, maxSize: maxBytes, sizeCalculation: pageBytes }) : undefined
+  }
+  /** The size of the pages held. */
+  get bytes(): number {
+    return this.#pages?.calculatedSize ?? 0
   }
   get(bucket: BucketRoute, request: ListPageRequest, options: ReadOptions): Promise<ListPage> {
-    if (this.#ttlMs <= 0) return bucket.source.list(request, options)
+    const pages = this.#pages
+    if (pages === undefined) return bucket.source.list(request, options)
     const id = `${bucket.name}\0${request.prefix}\0${request.after}\0${request.maxKeys}`
-    const now = Date.now()
-    const hit = this.#pages.get(id)
-    if (hit !== undefined && hit.until > now) return hit.page
-    if (this.#pages.size >= 10_000) this.#pages.clear()
-    const page = bucket.source.list(request, options)
-    this.#pages.set(id, { page, until: now + this.#ttlMs })
-    page.catch(() => this.#pages.delete(id))
-    return page
+    const hit = pages.get(id)
+    if (hit !== undefined) return Promise.resolve(hit)
+    let shared = this.#pending.get(id)
+    if (shared === undefined) {
+      const controller = new AbortController()
+      const read = bucket.source.list(request, { signal: controller.signal, servedBy: options.servedBy })
+      const entry: Shared = { page: read, waiters: 0, controller }
+      read.then(
+        (page) => {
+          if (this.#pending.get(id) !== entry) return
+          this.#pending.delete(id)
+          pages.set(id, page)
+        },
+        () => {
+          if (this.#pending.get(id) === entry) this.#pending.delete(id)
+        }
+      )
+      this.#pending.set(id, entry)
+      shared = entry
+    }
+    return this.#wait(id, shared, options.signal)
   }
+
+  #wait(id: string, shared: Shared, signal: AbortSignal | undefined): Promise<ListPage> {
+    return new Promise<ListPage>((resolve, reject) => {
+      let done = false
+      const leave = (): boolean => {
+        if (done) return false
+        done = true
+        signal?.removeEventListener('abort', onAbort)
+        shared.waiters--
+        return true
+      }
+      const onAbort = () => {
+        if (!leave()) return
+        reject(new ProxyError('ORIGIN_ABORTED'))
+        if (shared.waiters === 0) {
+          // No one waits: the read stops, and a later listing starts its own.
+          if (this.#pending.get(id) === shared) this.#pending.delete(id)
+          shared.controller.abort()
+        }
+      }
+      shared.waiters++
+      if (signal?.aborted === true) return onAbort()
+      signal?.addEventListener('abort', onAbort, { once: true })
+      shared.page.then(
+        (page) => leave() && resolve(page),
+        (err: unknown) => leave() && reject(err)
+      )
+    })
+  }
+}
+
+function pageBytes(page: ListPage): number {
+  let bytes = 64
+  for (const o of page.objects) bytes += 2 * (o.key.length + (o.etag?.length ?? 0)) + 96
+  return bytes
 }
 
 interface Scan {
