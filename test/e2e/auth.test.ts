@@ -150,7 +150,7 @@ describe('token sources', () => {
     const res = await send(proxy.url, `/private/doc.txt?token=${token}`, { headers: { 'x-request-id': 'query-token' } })
     assert.equal(res.status, 200)
     assert.equal(res.headers['referrer-policy'], 'no-referrer')
-    const forwarded = s3.requests.at(-1)
+    const forwarded = s3.getsOf('secret-files', 'doc.txt').at(-1)
     assert.ok(forwarded !== undefined)
     assert.doesNotMatch(forwarded.url + JSON.stringify(forwarded.headers), new RegExp(token.slice(-20)))
     await proxy.logged((l) => l.request_id === 'query-token')

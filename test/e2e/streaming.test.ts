@@ -84,7 +84,8 @@ describe('streaming', () => {
     await s3.put('media', 'huge.bin', Buffer.alloc(HUGE, 'y'))
     const { req, res } = await open('/media/huge.bin')
     res.pause()
-    const upstream = s3.requests.at(-1)
+    // The object's GET, not whatever reached S3 last (a background readiness probe is a HEAD).
+    const upstream = s3.getsOf('media', 'huge.bin').at(-1)
     assert.ok(upstream !== undefined)
     const sent = await settled(() => upstream.bytes)
     // Loopback sockets autotune their kernel buffers to several MiB on each hop (up to ~30 MiB in
@@ -96,7 +97,7 @@ describe('streaming', () => {
 
   it('aborts the backend request when the client disconnects mid-download', async () => {
     const { req, res } = await open('/media/big.bin')
-    const upstream = s3.requests.at(-1)
+    const upstream = s3.getsOf('media', 'big.bin').at(-1)
     assert.ok(upstream !== undefined)
     await new Promise((resolve) => res.once('data', resolve))
     req.destroy()
@@ -119,7 +120,7 @@ describe('streaming', () => {
     await assert.rejects(readAll(res), /truncated|aborted|ECONNRESET/)
     const elapsed = Date.now() - started
     assert.ok(elapsed >= 900 && elapsed < 5000, `cut after ${elapsed} ms`)
-    assert.equal(await s3.requests.at(-1)?.outcome, 'aborted')
+    assert.equal(await s3.getsOf('media', 'big.bin').at(-1)?.outcome, 'aborted')
     const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/quick/big.bin' && l.error !== undefined)
     assert.equal(line?.error, 'ORIGIN_TIMEOUT')
     assert.equal(line?.reason, 'body_stalled')
