@@ -50,6 +50,7 @@ const sizeOf = (entry: IndexEntry) => Math.max(1, entry.size)
 /**
  * Large entries whose checked header is kept in memory (metadata and block table, ~1 KiB each):
  * their hits read no header, only the body blocks, which are checked against the kept table.
+ * Entries with an empty body (a sliced object's metadata) are kept too: their hits read nothing.
  */
 const MAX_KNOWN_HEADS = 4096
 /** Entries whose file stays open between hits (a hit then opens nothing). */
@@ -217,7 +218,10 @@ export class DiskCache implements CacheStore {
       for (let i = 0, at = 0; at < body.length; i++, at += head.blockSize) {
         if (!blockIntact(head.crcs, i, body.subarray(at, at + head.blockSize))) return undefined
       }
-      return { ...entry, body }
+      const small = { ...entry, body }
+      // An entry without a body (a sliced object's metadata) is all header: kept like one.
+      if (body.length === 0 && this.#index.peek(key) === indexed) this.#known.set(indexed, small)
+      return small
     }
     if (head.size <= SMALL_BODY) return undefined // truncated
     const large = { ...entry, body: this.#bodyOf(key, indexed, head) }
