@@ -12,8 +12,10 @@
 //                                               409 while the same bucket + prefix is being prewarmed
 //   GET  /admin/cache/prewarm/<id>              that job's progress (cache-prewarm.ts)
 // Purges clear every tier here and are broadcast over Redis to every instance sharing it; in cluster
-// mode without Redis they reach every worker of this instance (through the primary) before the
-// answer. `purged` counts the entries this worker purged.
+// mode without Redis, or when Redis does not take the broadcast, they reach every worker of this
+// instance (through the primary) before the answer. `purged` counts the entries this worker
+// purged; `broadcast` says how far the purge reached (runtime.ts, PurgeOutcome): `incomplete`
+// means other workers or instances may still serve the old entries.
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { Hono, type MiddlewareHandler } from 'hono'
 import { ERROR_CATALOGUE, ProxyError } from './errors.ts'
@@ -55,7 +57,7 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
 
   app.use('/admin/*', authorizeAdmin)
 
-  app.post('/admin/cache/purge', async (c) => c.json({ purged: await runtime.purge({ prefix: '' }) }))
+  app.post('/admin/cache/purge', async (c) => c.json(await runtime.purge({ prefix: '' })))
 
   app.post('/admin/cache/purge/*', async (c) => {
     const segments = decodeSegments(rawPathOf(c.env.target))
@@ -71,7 +73,7 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
         : key.endsWith('*')
           ? { prefix: `${bucketName}/${key.slice(0, -1)}` }
           : { exact: `${bucketName}/${key}` }
-    return c.json({ purged: await runtime.purge(target), target })
+    return c.json({ ...(await runtime.purge(target)), target })
   })
 
   app.post('/admin/reload', async (c) => {

@@ -1,5 +1,6 @@
-// Cache purges across the workers of one instance, in cluster mode without Redis (with Redis, its
-// pub/sub reaches every worker of every instance). The worker that received the purge has purged
+// Cache purges across the workers of one instance, in cluster mode without Redis, or when Redis did
+// not take the broadcast (down or hung; when it does, its pub/sub reaches every worker of every
+// instance). The worker that received the purge has purged
 // its own tiers; it asks the primary to pass the target on. Each other worker that is serving
 // purges its local tiers and says so; the primary tells the asking worker once all have, so the
 // admin call answers when no worker can serve the purged entries any more. The asking worker waits

@@ -106,10 +106,11 @@ export interface Runtime {
   readonly prewarms: PrewarmRegistry
   /**
    * Purges cache keys (`exact` key, or every key under `prefix`) on every tier of this process
-   * and, through Redis pub/sub, of every instance sharing it; without Redis, in cluster mode, of
-   * every other worker (through the primary, waiting for them). Resolves with the count here.
+   * and, through Redis pub/sub, of every instance sharing it; without Redis, or when Redis does not
+   * take the broadcast, in cluster mode, of every other worker (through the primary, waiting for
+   * them). Resolves with the count here and how far the purge reached.
    */
-  purge(target: PurgeTarget): Promise<number>
+  purge(target: PurgeTarget): Promise<PurgeOutcome>
   /** Takes over the parts reused from the previous generation; called when this one is swapped in. */
   commit(): void
   /** Starts background work (replica health probes); `--check` builds a runtime without it. */
@@ -216,13 +217,19 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     s3Api,
     prewarms,
     async purge(target) {
-      if (cache === null) return 0
-      const count = await purgeTiers(cache.store.tiers, target)
-      if (cache.redis !== undefined) await cache.redis.broadcastPurge(JSON.stringify(target))
-      else if (inOwnCluster(config) && !(await purgeOtherWorkers(target))) {
-        deps.logger.warn({ purge: target }, 'cache purge: not every other worker confirmed it in time')
+      if (cache === null) return { purged: 0, broadcast: 'local' }
+      const purged = await purgeTiers(cache.store.tiers, target)
+      const { redis } = cache
+      if (redis !== undefined) {
+        if (await redis.broadcastPurge(JSON.stringify(target))) return { purged, broadcast: 'redis' }
+        deps.logger.warn({ purge: target }, 'cache purge: Redis did not take the broadcast, other instances were not reached')
       }
-      return count
+      if (!inOwnCluster(config)) return { purged, broadcast: redis === undefined ? 'local' : 'incomplete' }
+      // No Redis, or it did not take the broadcast: this instance's other workers hear of it
+      // through the primary.
+      if (await purgeOtherWorkers(target)) return { purged, broadcast: 'workers' }
+      deps.logger.warn({ purge: target }, 'cache purge: not every other worker confirmed it in time')
+      return { purged, broadcast: 'incomplete' }
     },
     commit() {
       // The previous generation's prewarms read through its sources, which it is about to close.
@@ -433,13 +440,13 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
     void purgeTiers(local, target)
     logger.info({ purge: target }, 'cache purge received from another instance')
   })
-  const stopPurges =
-    redis === undefined && inOwnCluster(config)
-      ? onPurgeFromOtherWorkers(async (target) => {
-          await purgeTiers(local, target)
-          logger.info({ purge: target }, 'cache purge received from another worker')
-        })
-      : undefined
+  // With Redis too: a purge Redis did not take is relayed through the primary instead.
+  const stopPurges = inOwnCluster(config)
+    ? onPurgeFromOtherWorkers(async (target) => {
+        await purgeTiers(local, target)
+        logger.info({ purge: target }, 'cache purge received from another worker')
+      })
+    : undefined
   return { store, redis, flights: new Map(), counters: previous?.counters ?? new Map(), built, owned: true, stopPurges }
 }
 
@@ -455,6 +462,18 @@ function inOwnCluster(config: Config): boolean {
 export { serveRateLimits } from './security/rate-limit.ts'
 
 export type PurgeTarget = { prefix: string } | { exact: string }
+
+/**
+ * How far a purge reached, besides this process: `redis` every instance and worker subscribed to
+ * Redis; `workers` every other worker of this instance (through the primary), no other instance;
+ * `local` this process only, and there is nothing else to reach (one process, no Redis);
+ * `incomplete` some of the rest may still serve the old entries (Redis did not take the broadcast
+ * in a single process, or a worker did not confirm in time).
+ */
+export interface PurgeOutcome {
+  purged: number
+  broadcast: 'redis' | 'workers' | 'local' | 'incomplete'
+}
 
 async function purgeTiers(tiers: readonly CacheStore[], target: PurgeTarget): Promise<number> {
   const counts = await Promise.all(

@@ -98,13 +98,17 @@ export class RedisCache implements CacheStore {
     return count
   }
 
-  /** Publishes a purge message so that other instances drop their local copies. */
-  async broadcastPurge(message: string): Promise<void> {
+  /**
+   * Publishes a purge message so that other instances drop their local copies. False when no node
+   * took it (Redis down, hung or its breaker open): nobody else heard of the purge.
+   */
+  async broadcastPurge(message: string): Promise<boolean> {
     const channel = `${this.#options.keyPrefix}purge`
     // Any one master relays it to the whole cluster: try them until one takes it.
     for (const [id, node] of this.#masters()) {
-      if ((await this.#call(id, () => node.publish(channel, message))) !== undefined) return
+      if ((await this.#call(id, () => node.publish(channel, message))) !== undefined) return true
     }
+    return false
   }
 
   /** Calls `handler` with every purge message any instance broadcasts. */

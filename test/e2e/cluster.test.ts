@@ -18,6 +18,7 @@ import { PRIMARY_TIMEOUT_MS } from '../../src/security/rate-limit.ts'
 import { eventually } from '../support/eventually.ts'
 import { freePort, send, type RawResponse } from '../support/http.ts'
 import { bucketYaml } from '../support/proxy.ts'
+import { startRedis } from '../support/redis.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
 const ROOT = join(import.meta.dirname, '../..')
@@ -170,7 +171,7 @@ ${extraBuckets}`
 
     const purge = await send(url(), '/admin/cache/purge/files/cached.txt', { method: 'POST', headers: authorized })
     assert.equal(purge.status, 200)
-    assert.deepEqual(purge.json(), { purged: 1, target: { exact: 'files/cached.txt' } })
+    assert.deepEqual(purge.json(), { purged: 1, broadcast: 'workers', target: { exact: 'files/cached.txt' } })
     const [purgedBy] = await c.workersOf([purge])
 
     const after = await byWorker(6)
@@ -304,6 +305,59 @@ ${bucketYaml({ name: 'files', prefix: '/files', bucket: 'cluster', endpoint: s3.
     } finally {
       c.child.kill('SIGCONT')
       agent.destroy()
+    }
+  })
+})
+
+describe('a cluster of two workers sharing a Redis cache tier', () => {
+  it('relays a purge through the primary when Redis is down, and says other instances were not reached', async () => {
+    const redis = await startRedis()
+    await s3.put('cluster', 'changing.txt', 'OLD')
+    const c = await startCluster(
+      (port) => `
+server:
+  address: "127.0.0.1:${port}"
+  workers: 2
+admin: { token: "${ADMIN}" }
+cache:
+  enabled: true
+  layers: [memory, redis]
+  redis: { url: "${redis.url}", key_prefix: "purge-down:", timeout_ms: 100 }
+buckets:
+${bucketYaml({ name: 'files', prefix: '/files', bucket: 'cluster', endpoint: s3.endpoint })}`
+    )
+    const url = `http://127.0.0.1:${c.port}`
+    /** Body and X-Cache of each answer by worker, in order. */
+    const byWorker = async (count: number) => {
+      const responses: RawResponse[] = []
+      for (let i = 0; i < count; i++) responses.push(await send(url, '/files/changing.txt'))
+      const workers = await c.workersOf(responses)
+      const seen = new Map<number, string[]>()
+      responses.forEach((res, i) => seen.set(workers[i]!, [...(seen.get(workers[i]!) ?? []), `${res.text} ${res.headers['x-cache']}`]))
+      return seen
+    }
+    const purge = () => send(url, '/admin/cache/purge/files/changing.txt', { method: 'POST', headers: authorized })
+    try {
+      // Redis up: the purge goes through its pub/sub.
+      assert.equal((await purge()).json<{ broadcast: string }>().broadcast, 'redis')
+      const warm = await byWorker(6)
+      assert.deepEqual([...warm.keys()].sort(), [1, 2], 'both workers answered')
+      for (const [worker, answers] of warm) assert.equal(answers.at(-1), 'OLD HIT', `worker ${worker}: ${answers}`)
+
+      await redis.kill()
+      await s3.put('cluster', 'changing.txt', 'NEW')
+      const answer = await purge()
+      assert.equal(answer.status, 200)
+      assert.deepEqual(answer.json(), { purged: 1, broadcast: 'workers', target: { exact: 'files/changing.txt' } })
+      const after = await byWorker(6)
+      assert.deepEqual([...after.keys()].sort(), [1, 2], 'both workers answered')
+      for (const [worker, answers] of after) assert.equal(answers[0], 'NEW MISS', `worker ${worker} after the purge: ${answers}`)
+      const warned = await c.logged((l) => l.msg === 'cache purge: Redis did not take the broadcast, other instances were not reached')
+      assert.deepEqual(warned.purge, { exact: 'files/changing.txt' })
+      assert.ok((await c.logged((l) => l.msg === 'cache purge received from another worker')).worker !== warned.worker)
+    } finally {
+      await c.stop()
+      await redis.stop()
     }
   })
 })
