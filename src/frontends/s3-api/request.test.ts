@@ -62,4 +62,17 @@ describe('parseS3Request', () => {
     assert.equal(code('/media/%E0%A4%A').code, 'InvalidURI')
     assert.equal(code('/Bad_Bucket/k').code, 'InvalidBucketName')
   })
+
+  it('reads the query as SigV4 signs it: + is a plus, and a parameter it reads appears once', () => {
+    const prefix = (target: string) => ok(parseS3Request('GET', target, 'h', undefined)).query.get('prefix')
+    assert.equal(prefix('/files?list-type=2&prefix=a+b'), 'a+b')
+    assert.equal(prefix('/files?list-type=2&prefix=a%2Bb'), 'a+b')
+    assert.equal(prefix('/files?list-type=2&prefix=a%20b'), 'a b')
+    for (const target of ['/files?list-type=2&prefix=x/&prefix=y/', '/files?list-type=2&list-type=2', '/files/k?response-content-type=a&response-content-type=b', '/files?prefix=%ZZ']) {
+      const r = refused(parseS3Request('GET', target, 'h', undefined))
+      assert.equal(r.code, 'InvalidArgument', target)
+    }
+    // Parameters the front end does not read may repeat (the signature covers every copy).
+    assert.equal(ok(parseS3Request('GET', '/files/k?x-id=GetObject&x-id=GetObject', 'h', undefined)).operation, 'GetObject')
+  })
 })

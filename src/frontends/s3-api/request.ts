@@ -32,6 +32,13 @@ const BUCKET_SUBRESOURCES = [
 ]
 const OBJECT_SUBRESOURCES = ['acl', 'attributes', 'legal-hold', 'retention', 'tagging', 'torrent', 'uploadId', 'uploads', 'restore', 'select']
 
+/** The parameters the front end reads: each may appear once (the signature covers every copy). */
+const READ_PARAMS = new Set([
+  'list-type', 'prefix', 'delimiter', 'encoding-type', 'max-keys', 'continuation-token', 'start-after', 'marker',
+  'fetch-owner', 'location', 'X-Amz-Security-Token', 'response-content-type', 'response-content-language',
+  'response-expires', 'response-cache-control', 'response-content-disposition', 'response-content-encoding',
+])
+
 const WRITES = new Set(['PUT', 'POST', 'DELETE', 'PATCH'])
 const READ_ONLY = 'This endpoint is read-only.'
 
@@ -42,7 +49,11 @@ const READ_ONLY = 'This endpoint is read-only.'
 export function parseS3Request(method: string, target: string, host: string | undefined, domain: string | undefined): S3Request {
   const q = target.indexOf('?')
   const rawPath = q === -1 ? target : target.slice(0, q)
-  const query = new URLSearchParams(q === -1 ? '' : target.slice(q + 1))
+  const pairs = queryPairs(q === -1 ? '' : target.slice(q + 1))
+  if (pairs === null) return refuse('InvalidArgument', 'The query string has a malformed percent-encoding.', undefined, '')
+  const repeated = pairs.find(([name], i) => READ_PARAMS.has(name) && pairs.findIndex(([other]) => other === name) !== i)
+  if (repeated !== undefined) return refuse('InvalidArgument', `The query parameter ${repeated[0]} is given more than once.`, undefined, '')
+  const query = new URLSearchParams(pairs)
 
   let bucket: string | undefined
   let rawKey: string
@@ -114,6 +125,24 @@ function decodeOnce(raw: string): string | null {
   } catch {
     return null
   }
+}
+
+/**
+ * The query's name/value pairs read as SigV4 signs them (sigv4.ts): split on `&` and the first `=`,
+ * percent-decoded once, `+` a literal plus (not a space, as form decoding would have it), so an
+ * operation reads exactly the values the signature covered. Null for a malformed escape.
+ */
+function queryPairs(raw: string): [string, string][] | null {
+  const out: [string, string][] = []
+  for (const pair of raw === '' ? [] : raw.split('&')) {
+    if (pair === '') continue
+    const eq = pair.indexOf('=')
+    const name = decodeOnce(eq === -1 ? pair : pair.slice(0, eq))
+    const value = eq === -1 ? '' : decodeOnce(pair.slice(eq + 1))
+    if (name === null || value === null) return null
+    out.push([name, value])
+  }
+  return out
 }
 
 function refuse(code: S3RefusalCode, message: string, bucket: string | undefined, key: string): S3Request {
