@@ -217,6 +217,25 @@ describe('objects through the S3 API', () => {
     assert.match(anonymous.text, /<Code>InvalidRequest<\/Code>/)
   })
 
+  it('sends a non-ASCII filename as RFC 6266 does, other values beyond Latin-1 as UTF-8 bytes, and refuses control characters', async () => {
+    const disposition = 'attachment; filename="日本語 ü.txt"'
+    const got = await signed(`/media/hello.txt?response-content-disposition=${encodeURIComponent(disposition)}`)
+    assert.equal(got.status, 200)
+    assert.equal(got.headers['content-disposition'], `attachment; filename="___ _.txt"; filename*=UTF-8''${encodeURIComponent('日本語 ü.txt')}`)
+    const language = await signed(`/media/hello.txt?response-content-language=${encodeURIComponent('日本語')}`)
+    assert.equal(language.status, 200)
+    assert.equal(Buffer.from(String(language.headers['content-language']), 'latin1').toString('utf8'), '日本語')
+    const other = await signed(`/media/hello.txt?response-content-disposition=${encodeURIComponent('attachment; note="日本"')}`)
+    assert.equal(other.status, 400)
+    assert.match(other.text, /<Code>InvalidArgument<\/Code>/)
+    for (const value of ['a\r\nx-injected: 1', 'text/plain\u0000']) {
+      const refused = await signed(`/media/hello.txt?response-content-type=${encodeURIComponent(value)}`)
+      assert.equal(refused.status, 400)
+      assert.match(refused.text, /<Code>InvalidArgument<\/Code>/)
+      assert.equal(refused.headers['x-injected'], undefined)
+    }
+  })
+
   it('serves anonymous reads on buckets whose auth is off, and nowhere else', async () => {
     const pub = await send(s3Url, '/media/hello.txt')
     assert.equal(pub.status, 200)

@@ -15,6 +15,7 @@ import { canSeeBucket, mayReadKey, type CredentialTable, type S3Identity } from 
 import { S3Error, s3ErrorAnswer } from './errors.ts'
 import type { S3Exchange } from './exchange.ts'
 import type { ListPageCache } from './list.ts'
+import { overrideValue } from './override-value.ts'
 import { parseS3Request } from './request.ts'
 import type { SessionSealer } from './session-token.ts'
 import { hasAwsAuth, SigV4Error, verifySigV4, type SigningKeyCache } from './sigv4.ts'
@@ -107,6 +108,12 @@ export function s3Admit(options: S3AdmitOptions): (x: Exchange) => void {
     } else if (Object.keys(RESPONSE_OVERRIDES).some((name) => request.query.has(name))) {
       throw new S3Error('InvalidRequest', 400, 'Request specific response headers cannot be used for anonymous GET requests.', 'anonymous_overrides')
     }
+    for (const [name, header] of Object.entries(RESPONSE_OVERRIDES)) {
+      const value = request.query.get(name)
+      if (value !== null && overrideValue(header, value) === undefined) {
+        throw new S3Error('InvalidArgument', 400, `${name} cannot be sent as a header value (a control character, or non-ASCII outside a filename).`, 'override_value')
+      }
+    }
     x.identity = identity
     if (request.bucket === undefined) return // ListBuckets: answered from the credential alone.
 
@@ -172,7 +179,7 @@ export function s3ObjectAnswer(x: S3Exchange, answer: Answer): Answer {
     const value = request.query.get(param)
     if (value === null) continue
     headers ??= { ...answer.headers }
-    headers[header] = value
+    headers[header] = overrideValue(header, value) as string // s3Admit refused any it cannot send
   }
   return headers === undefined ? answer : { ...answer, headers }
 }
