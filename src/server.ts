@@ -192,6 +192,13 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
         : https.createServer({ ...serverOptions, ...tlsOptions(tls) }, listenerFor(s3))
     // Sockets with no bytes moving either way for this long are closed (slow readers, idle clients).
     created.timeout = idleTimeoutMs
+    // Node destroys a socket whose timeout fires unless a 'timeout' listener takes over. A TLS
+    // socket in the middle of a large write shows Node no progress while the client reads (see
+    // queuedInLibuv): watchStalledWrites, which reads the TCP handle under it, decides instead.
+    created.on('timeout', (socket: Socket) => {
+      if (socket.writableLength > 0 && (socket as Socket & { encrypted?: boolean }).encrypted === true) return
+      socket.destroy()
+    })
     created.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseUnparsed(err, socket, accessLog))
     return created
   }
@@ -452,7 +459,8 @@ function refuseUnparsed(err: NodeJS.ErrnoException, socket: Socket, accessLog: A
  * the queue shrank since that write began (the kernel took part of it at once), net.Socket takes it
  * for progress and starts the timeout over. So every eighth of the timeout (at most every second)
  * the connections with queued bytes are sampled (bytes read, writes completed, bytes still queued
- * in libuv), and one whose sample has not changed for `idleMs` is destroyed. Returns the stop.
+ * in libuv, under TLS in the TCP handle), and one whose sample has not changed for `idleMs` is
+ * destroyed. Returns the stop.
  */
 function watchStalledWrites(connections: () => Iterable<Socket>, idleMs: number): () => void {
   const stalled = new Map<Socket, { read: number; done: number; queued: number; since: number }>()
@@ -467,8 +475,7 @@ function watchStalledWrites(connections: () => Iterable<Socket>, idleMs: number)
       }
       const read = socket.bytesRead
       const done = socket.bytesWritten - pending
-      // What libuv still holds of the write in progress (net.Socket's own timeout reads it too).
-      const queued = (socket as unknown as { _handle?: { writeQueueSize?: number } })._handle?.writeQueueSize ?? 0
+      const queued = queuedInLibuv(socket)
       const seen = stalled.get(socket)
       if (seen === undefined) {
         stalled.set(socket, { read, done, queued, since: now })
@@ -485,6 +492,24 @@ function watchStalledWrites(connections: () => Iterable<Socket>, idleMs: number)
   }, checkEvery(idleMs))
   timer.unref()
   return () => clearInterval(timer)
+}
+
+/** Node's internals the watch reads: a stream handle, and the TCP handle a TLS handle wraps. */
+interface StreamHandle {
+  writeQueueSize?: number
+  _parent?: StreamHandle
+}
+
+/**
+ * What libuv still holds of the write in progress (net.Socket's own timeout reads it too). On a
+ * TLS socket that is the TCP handle under the TLS one (`_handle._parent`): TLS encrypts a large
+ * write at once and hands it all to TCP, so the TLS socket's `writableLength`, `bytesWritten` and
+ * its own handle's queue stay the same until the last byte is sent; only the TCP handle's queue
+ * shrinks while the client reads (each time one of TLS's writes to it completes).
+ */
+function queuedInLibuv(socket: Socket): number {
+  const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle
+  return (handle?._parent ?? handle)?.writeQueueSize ?? 0
 }
 
 /** The answer to a request refused before the app sees it (overload, the parser, the own-path adapter). */
