@@ -108,22 +108,32 @@ async function freeNodePort(taken: Set<number>): Promise<number> {
   throw new Error('no free port pair for a cluster node')
 }
 
-/** One command on a fresh connection, bounded by `timeoutMs` (a paused node never answers). */
-async function call(port: number, args: string[], timeoutMs = 1000): Promise<unknown> {
-  const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, commandTimeout: timeoutMs, connectTimeout: timeoutMs, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: true })
-  client.on('error', () => {})
-  try {
-    return await client.call(args[0] as string, ...args.slice(1))
-  } catch {
-    return undefined
-  } finally {
-    client.disconnect()
+/**
+ * One connection per node for the tests' own commands (polled often during a failover: a fresh
+ * connection each time would cost the busy test process more than the proxy does). A command that
+ * fails or gets no answer in time (a paused node) yields undefined.
+ */
+function controlConnections() {
+  const clients = new Map<number, Redis>()
+  const call = async (port: number, args: string[]): Promise<unknown> => {
+    let client = clients.get(port)
+    if (client === undefined || client.status === 'end') {
+      client = new Redis({ port, host: '127.0.0.1', commandTimeout: 1000, connectTimeout: 1000, maxRetriesPerRequest: 0, retryStrategy: () => null })
+      client.on('error', () => {})
+      clients.set(port, client)
+    }
+    return client.call(args[0] as string, ...args.slice(1)).catch(() => undefined)
   }
-}
-
-async function ask(port: number, args: string[], timeoutMs = 1000): Promise<string | undefined> {
-  const reply = await call(port, args, timeoutMs)
-  return reply === undefined ? undefined : String(reply)
+  return {
+    call,
+    ask: async (port: number, args: string[]) => {
+      const reply = await call(port, args)
+      return reply === undefined || reply === null ? undefined : String(reply)
+    },
+    close: () => {
+      for (const client of clients.values()) client.disconnect()
+    },
+  }
 }
 
 function parseNodes(text: string): NodeView[] {
@@ -155,17 +165,17 @@ async function until<T>(read: () => Promise<T | undefined>, what: string, deadli
   while (Date.now() < deadline) {
     const value = await read()
     if (value !== undefined) return value
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    await new Promise((resolve) => setTimeout(resolve, 100))
   }
   throw new Error(`redis cluster: timed out waiting for ${what}`)
 }
 
-function waitListening(node: ClusterNode, spawnError: () => Error | undefined): Promise<void> {
+function waitListening(node: ClusterNode, ask: (port: number, args: string[]) => Promise<string | undefined>, spawnError: () => Error | undefined): Promise<void> {
   return until(async () => {
     const error = spawnError()
     if (error !== undefined) throw new Error(`redis-server did not start (is it installed? .ci/run installs it): ${error.message}`)
     if (node.process.exitCode !== null) throw new Error(`redis-server on ${node.port} exited (code ${node.process.exitCode})`)
-    return (await ask(node.port, ['PING'], 500)) === 'PONG' ? true : undefined
+    return (await ask(node.port, ['PING'])) === 'PONG' ? true : undefined
   }, `redis-server on ${node.port} to answer`).then(() => undefined)
 }
 
@@ -187,10 +197,10 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
   const nodes: ClusterNode[] = []
   const paused = new Set<ClusterNode>()
   let spawnError: Error | undefined
-  /** One connection per node for state(), which tests poll often. */
-  const watchers = new Map<ClusterNode, Redis>()
+  const control = controlConnections()
+  const { ask } = control
   const stop = async () => {
-    for (const watcher of watchers.values()) watcher.disconnect()
+    control.close()
     await Promise.all(nodes.map((node) => kill(node)))
     await rm(dir, { recursive: true, force: true })
   }
@@ -225,7 +235,7 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
       })
       nodes.push({ port, address: `127.0.0.1:${port}`, process: child })
     }
-    await Promise.all(nodes.map((node) => waitListening(node, () => spawnError)))
+    await Promise.all(nodes.map((node) => waitListening(node, ask, () => spawnError)))
     await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => n.address), '--cluster-replicas', '1', '--cluster-yes'])
   } catch (err) {
     await stop()
@@ -245,16 +255,7 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     }
     throw new Error('no cluster node answers')
   }
-  const state = async (node: ClusterNode) => {
-    let watcher = watchers.get(node)
-    if (watcher === undefined) {
-      watcher = new Redis({ port: node.port, host: '127.0.0.1', commandTimeout: 500, maxRetriesPerRequest: 0, retryStrategy: () => null })
-      watcher.on('error', () => {})
-      watchers.set(node, watcher)
-    }
-    const info = await watcher.cluster('INFO').catch(() => undefined)
-    return info?.match(/cluster_state:(\w+)/)?.[1]
-  }
+  const state = async (node: ClusterNode) => (await ask(node.port, ['CLUSTER', 'INFO']))?.match(/cluster_state:(\w+)/)?.[1]
   /** ok on every live node, all slots covered, and every live replica's link to its master up. */
   const healthy = async () => {
     for (const node of live()) {
@@ -304,7 +305,7 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
       if (owner === undefined) throw new Error(`no master serves slot ${slot}`)
       return byAddress(owner.address)
     },
-    command: (node, ...args) => call(node.port, args),
+    command: (node, ...args) => control.call(node.port, args),
     state,
     async kill(node) {
       await remember(node)
