@@ -4,7 +4,7 @@
 // continuation tokens, marker and start-after (exclusive), encoding-type=url, fetch-owner; entries
 // the credential may not read are left out. A common prefix's keys are skipped on the backend by
 // restarting its listing past them, so a delimiter listing does not page through a whole subtree.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import { ProxyError } from '../../errors.ts'
 import type { ListedObject, ListPage, ListPageRequest, ReadOptions } from '../../ports.ts'
@@ -161,7 +161,7 @@ export async function listObjects(
   const scan =
     maxKeys === 0
       ? { objects: [], commonPrefixes: [], truncated: false, next: undefined }
-      : await collect(bucket, pages, { prefix, delimiter, after, maxKeys }, scope, options)
+      : await collect(bucket, pages, { prefix, delimiter, after, maxKeys, sealed: v2 }, scope, options)
   const fetchOwner = !v2 || query.get('fetch-owner') === 'true'
   const result: ListResult = {
     bucket: bucket.name,
@@ -188,11 +188,13 @@ export async function listObjects(
 async function collect(
   bucket: BucketRoute,
   pages: ListPageCache,
-  want: { prefix: string; delimiter: string | undefined; after: string; maxKeys: number },
+  /** `sealed`: the position goes out encrypted (a v2 token), so it may be a key the client cannot see. */
+  want: { prefix: string; delimiter: string | undefined; after: string; maxKeys: number; sealed: boolean },
   scope: ListingScope,
   options: ReadOptions
 ): Promise<Scan> {
-  const { prefix, delimiter, after, maxKeys } = want
+  const { prefix, delimiter, after, maxKeys, sealed } = want
+  const hidesPosition = sealed || !scope.scoped
   const objects: ListedObject[] = []
   const commonPrefixes: string[] = []
   let count = 0
@@ -204,11 +206,11 @@ async function collect(
   for (const range of scope.ranges(prefix)) {
     if (cursor > range && !cursor.startsWith(range)) continue // wholly before the position
     for (;;) {
-      // A scoped identity's answer never ends on a key it may not see: it reads on until it has
-      // one to end on (its scan stays inside its own prefixes).
-      if (read >= MAX_BACKEND_PAGES && (!scope.scoped || last > after)) {
+      // A v1 marker is plain text: a scoped identity's never names a key it may not see, so its
+      // answer reads on until it has one to end on (its scan stays inside its own prefixes).
+      if (read >= MAX_BACKEND_PAGES && (hidesPosition || last > after)) {
         // Enough backend work for one answer: fewer keys than asked, and a token to go on from here.
-        return { objects, commonPrefixes, truncated: true, next: scope.scoped ? last : cursor > last ? cursor : last }
+        return { objects, commonPrefixes, truncated: true, next: hidesPosition && cursor > last ? cursor : last }
       }
       read++
       // Small answers read small backend pages (a group's keys are skipped by restarting past it).
@@ -252,25 +254,36 @@ interface TokenBinding {
 }
 
 /**
- * Opaque to clients; carries where the listing goes on (exclusive), MACed with the listing it
- * belongs to (credential, bucket, prefix, delimiter): any other use, or any altered byte, is refused.
+ * Opaque to clients: where the listing goes on (exclusive), encrypted and authenticated
+ * (AES-256-GCM) with the listing it belongs to (credential, bucket, prefix, delimiter) as
+ * additional data: it can name a key the client may not see, and any other use, or any altered
+ * byte, is refused.
  */
 function encodeToken(after: string, binding: TokenBinding): string {
-  return `${Buffer.from(`2:${after}`, 'utf8').toString('base64url')}.${tokenMac(after, binding)}`
+  const iv = randomBytes(12)
+  const cipher = createCipheriv('aes-256-gcm', tokenCipherKey(binding.key), iv)
+  cipher.setAAD(tokenAad(binding))
+  return Buffer.concat([iv, cipher.update(after, 'utf8'), cipher.final(), cipher.getAuthTag()]).toString('base64url')
 }
 
 function decodeToken(token: string, binding: TokenBinding): string | undefined {
-  const match = /^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{22})$/.exec(token)
-  if (match === null) return undefined
-  const text = Buffer.from(match[1] as string, 'base64url').toString('utf8')
-  if (!text.startsWith('2:')) return undefined
-  const after = text.slice(2)
-  const given = Buffer.from(match[2] as string, 'base64url')
-  const expected = Buffer.from(tokenMac(after, binding), 'base64url')
-  return given.length === expected.length && timingSafeEqual(given, expected) ? after : undefined
+  if (token.length > 4096 || !/^[A-Za-z0-9_-]+$/.test(token)) return undefined
+  const bytes = Buffer.from(token, 'base64url')
+  if (bytes.length < 12 + 16) return undefined
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', tokenCipherKey(binding.key), bytes.subarray(0, 12))
+    decipher.setAAD(tokenAad(binding))
+    decipher.setAuthTag(bytes.subarray(bytes.length - 16))
+    return Buffer.concat([decipher.update(bytes.subarray(12, bytes.length - 16)), decipher.final()]).toString('utf8')
+  } catch {
+    return undefined
+  }
 }
 
-function tokenMac(after: string, b: TokenBinding): string {
-  const input = JSON.stringify(['yatagarasu-list-token', b.accessKeyId, b.bucket, b.prefix, b.delimiter, after])
-  return createHmac('sha256', b.key).update(input).digest().subarray(0, 16).toString('base64url')
+function tokenAad(b: TokenBinding): Buffer {
+  return Buffer.from(JSON.stringify(['yatagarasu-list-token', b.accessKeyId, b.bucket, b.prefix, b.delimiter]))
+}
+
+function tokenCipherKey(key: Uint8Array): Buffer {
+  return createHmac('sha256', key).update('yatagarasu-list-token-aes').digest()
 }
