@@ -134,7 +134,7 @@ ${bucketYaml({ name: 'renamed', prefix: '/renamed', bucket: 'secure', endpoint: 
 describe('a large cached object over TLS, with idle_timeout_seconds: 2', () => {
   const IDLE_TIMEOUT_S = 2
   /** One write of the whole body (a memory hit), far larger than the socket buffers on both sides. */
-  const SIZE = 32 * 1024 * 1024
+  const SIZE = 16 * 1024 * 1024
   let slow: TestProxy
   let port: number
 
