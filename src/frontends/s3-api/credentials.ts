@@ -1,7 +1,8 @@
 // The static credentials of `s3_api.credentials`: the secret of a key id (for SigV4) and what the
 // key may read. A bucket outside a key's list is, to that key, a bucket that does not exist; a key
 // outside its prefixes is refused and left out of listings. A temporary credential (from the
-// web-identity exchange) sees the buckets whose claim rules admit its claims, decided per request.
+// web-identity exchange) sees the buckets sealed in its session token whose claim rules still admit
+// its claims, decided per request.
 import type { S3ApiCredential } from '../../config/schema.ts'
 import type { BucketRoute } from '../../types.ts'
 
