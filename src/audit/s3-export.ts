@@ -3,8 +3,7 @@
 // audit bucket: the only write the proxy ever makes. A failed upload keeps its batch for the next
 // interval; past MAX_PENDING records the oldest are dropped (and counted).
 import { hostname } from 'node:os'
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
-import { NodeHttpHandler } from '@smithy/node-http-handler'
+import type { S3Client } from '@aws-sdk/client-s3'
 
 const MAX_PENDING = 100_000
 /** An upload that hangs must not hold the batches behind it, or shutdown, for longer. */
@@ -26,7 +25,8 @@ export interface S3ExportOptions {
 
 export class AuditS3Export {
   readonly #options: S3ExportOptions
-  readonly #client: S3Client
+  /** The SDK is loaded on the first upload: a proxy without audit uploads never loads it. */
+  #client: S3Client | undefined
   readonly #timer: NodeJS.Timeout
   readonly #source = `${hostname() || 'host'}-${process.pid}`
   #pending: string[] = []
@@ -35,17 +35,6 @@ export class AuditS3Export {
 
   constructor(options: S3ExportOptions) {
     this.#options = options
-    this.#client = new S3Client({
-      region: options.region,
-      endpoint: options.endpoint,
-      forcePathStyle: options.endpoint !== undefined,
-      credentials:
-        options.accessKey !== undefined && options.secretKey !== undefined
-          ? { accessKeyId: options.accessKey, secretAccessKey: options.secretKey }
-          : undefined,
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      requestHandler: new NodeHttpHandler({ connectionTimeout: 5000, requestTimeout: UPLOAD_TIMEOUT_MS }),
-    })
     this.#timer = setInterval(() => void this.flush(), options.intervalMs)
     this.#timer.unref()
   }
@@ -68,10 +57,8 @@ export class AuditS3Export {
     const now = new Date()
     const day = now.toISOString().slice(0, 10).replaceAll('-', '/')
     const key = `${this.#options.pathPrefix}${day}/${now.toISOString().replace(/[:.]/g, '-')}-${this.#source}-${this.#sequence++}.jsonl`
-    this.#uploading = this.#client
-      .send(new PutObjectCommand({ Bucket: this.#options.bucket, Key: key, Body: batch.join(''), ContentType: 'application/x-ndjson' }), {
-        abortSignal: AbortSignal.timeout(UPLOAD_TIMEOUT_MS),
-      })
+    const put = { Bucket: this.#options.bucket, Key: key, Body: batch.join(''), ContentType: 'application/x-ndjson' }
+    this.#uploading = this.#upload(put)
       .then(
         () => undefined,
         (err: Error) => {
@@ -86,6 +73,25 @@ export class AuditS3Export {
     return this.#uploading
   }
 
+  async #upload(put: { Bucket: string; Key: string; Body: string; ContentType: string }): Promise<void> {
+    const { PutObjectCommand, S3Client } = await import('@aws-sdk/client-s3')
+    const { NodeHttpHandler } = await import('@smithy/node-http-handler')
+    const options = this.#options
+    // One upload at a time (flush), so the client is built once.
+    this.#client ??= new S3Client({
+      region: options.region,
+      endpoint: options.endpoint,
+      forcePathStyle: options.endpoint !== undefined,
+      credentials:
+        options.accessKey !== undefined && options.secretKey !== undefined
+          ? { accessKeyId: options.accessKey, secretAccessKey: options.secretKey }
+          : undefined,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      requestHandler: new NodeHttpHandler({ connectionTimeout: 5000, requestTimeout: UPLOAD_TIMEOUT_MS }),
+    })
+    await this.#client.send(new PutObjectCommand(put), { abortSignal: AbortSignal.timeout(UPLOAD_TIMEOUT_MS) })
+  }
+
   async close(): Promise<void> {
     clearInterval(this.#timer)
     let timer: NodeJS.Timeout | undefined
@@ -98,6 +104,6 @@ export class AuditS3Export {
     // What could not be uploaded by now is lost: say so in the metric.
     if (this.#pending.length > 0) this.#options.onDrop(this.#pending.length)
     this.#pending = []
-    this.#client.destroy()
+    this.#client?.destroy()
   }
 }

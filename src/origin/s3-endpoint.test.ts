@@ -11,7 +11,14 @@ after(() => clients.forEach((c) => c.destroy()))
 function target(bucket: string, region: string, endpoint?: string, forcePathStyle = endpoint !== undefined) {
   const client = new S3Client({ region, endpoint, forcePathStyle, credentials: { accessKeyId: 'a', secretAccessKey: 'b' } })
   clients.push(client)
-  return resolveTarget(client, { bucket, region, endpoint, forcePathStyle })
+  return resolveTarget({ bucket, region, endpoint, forcePathStyle }, async () => client)
+}
+
+/** The SDK's own answer for a bucket on a custom endpoint addressed path-style. */
+function sdkPathStyleUrl(bucket: string, endpoint: string): URL {
+  const client = new S3Client({ region: 'us-east-1', endpoint, forcePathStyle: true, credentials: { accessKeyId: 'a', secretAccessKey: 'b' } })
+  clients.push(client)
+  return client.config.endpointProvider({ Bucket: bucket, Region: 'us-east-1', Endpoint: endpoint, ForcePathStyle: true }).url
 }
 
 describe('resolveTarget', () => {
@@ -41,6 +48,17 @@ describe('resolveTarget', () => {
     const t = await target('media', 'us-east-1', 'http://127.0.0.1:9000/base')
     assert.deepEqual([t.protocol, t.hostname, t.port, t.host, t.base], ['http:', '127.0.0.1', 9000, '127.0.0.1:9000', '/base/media/'])
     assert.equal(t.signingRegion, 'us-east-1')
+  })
+
+  it('addresses a custom endpoint path-style as the SDK does, without loading it', async () => {
+    const endpoints = ['http://127.0.0.1:9000', 'http://127.0.0.1:9000/', 'https://minio.example.com/a/b', 'https://minio.example.com:443/a/b/', 'http://[::1]:80']
+    for (const endpoint of endpoints) {
+      const t = await resolveTarget({ bucket: 'media.v2', region: 'us-east-1', endpoint, forcePathStyle: true }, () =>
+        Promise.reject(new Error('the SDK was asked for'))
+      )
+      const url = sdkPathStyleUrl('media.v2', endpoint)
+      assert.deepEqual([t.protocol, t.host, t.base], [url.protocol, url.host, `${url.pathname}/`], endpoint)
+    }
   })
 
   it('addresses a custom endpoint virtual-hosted when force_path_style is false', async () => {

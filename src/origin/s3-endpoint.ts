@@ -1,7 +1,9 @@
 // Where a bucket's objects live and how requests to it are signed, as the SDK itself decides it:
 // the S3 client's endpoint rules resolve the bucket once (path-style on a custom endpoint or with
 // `force_path_style`, virtual-hosted on AWS unless the name is not DNS-safe, FIPS and dual-stack
-// from the environment), and the signed requests reuse the answer for every object.
+// from the environment), and the signed requests reuse the answer for every object. A custom
+// endpoint addressed path-style is the one case simple enough to write out here (as the rules do:
+// the endpoint's path, then the bucket), which spares such a bucket loading the SDK at all.
 import type { S3Client } from '@aws-sdk/client-s3'
 import { ProxyError } from '../errors.ts'
 
@@ -32,8 +34,9 @@ interface AuthScheme {
 }
 
 /** Throws ORIGIN_ERROR (reason `unsupported_signing:<scheme>`) for a bucket SigV4 cannot reach. */
-export async function resolveTarget(client: S3Client, params: TargetParams): Promise<OriginTarget> {
-  const config = client.config
+export async function resolveTarget(params: TargetParams, sdk: () => Promise<S3Client>): Promise<OriginTarget> {
+  if (params.endpoint !== undefined && params.forcePathStyle) return pathStyleTarget(params, params.endpoint)
+  const config = (await sdk()).config
   const resolved = config.endpointProvider({
     Bucket: params.bucket,
     Region: params.region,
@@ -50,7 +53,17 @@ export async function resolveTarget(client: S3Client, params: TargetParams): Pro
   if (scheme !== undefined && scheme.name !== 'sigv4') {
     throw new ProxyError('ORIGIN_ERROR', { reason: `unsupported_signing:${scheme.name ?? 'unknown'}` })
   }
-  const url = resolved.url
+  return targetOf(resolved.url, scheme?.signingRegion ?? params.region, scheme?.signingName ?? 's3')
+}
+
+function pathStyleTarget(params: TargetParams, endpoint: string): OriginTarget {
+  const url = new URL(endpoint)
+  const path = url.pathname.endsWith('/') ? url.pathname : `${url.pathname}/`
+  url.pathname = path + encodeSegment(params.bucket)
+  return targetOf(url, params.region, 's3')
+}
+
+function targetOf(url: URL, signingRegion: string, signingService: string): OriginTarget {
   const protocol = url.protocol === 'https:' ? 'https:' : 'http:'
   const pathname = url.pathname === '' ? '/' : url.pathname
   return {
@@ -59,8 +72,8 @@ export async function resolveTarget(client: S3Client, params: TargetParams): Pro
     port: url.port === '' ? undefined : Number(url.port),
     host: url.host,
     base: pathname.endsWith('/') ? pathname : `${pathname}/`,
-    signingRegion: scheme?.signingRegion ?? params.region,
-    signingService: scheme?.signingName ?? 's3',
+    signingRegion,
+    signingService,
   }
 }
 

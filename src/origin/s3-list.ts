@@ -3,7 +3,7 @@
 // every S3-compatible server pages that alike, where ListObjectsV2 continuation tokens and v1
 // Delimiter + MaxKeys paging differ between servers (s3rver 3.7.1 gets both wrong). The S3 front
 // end owns delimiters, scoping and paging tokens on top of these pages.
-import { ListObjectsCommand, type S3Client } from '@aws-sdk/client-s3'
+import type { S3Client } from '@aws-sdk/client-s3'
 import { ProxyError } from '../errors.ts'
 import { quoteEtag } from '../http/conditional.ts'
 import type { ListPage, ListPageRequest } from '../ports.ts'
@@ -11,6 +11,8 @@ import { answerError, transportError } from './s3-errors.ts'
 
 /** The backend's page of keys under `prefix` after `after`; throws ProxyError ORIGIN_*. */
 export async function listPage(client: S3Client, bucket: string, page: ListPageRequest, signal: AbortSignal): Promise<ListPage> {
+  // Loaded here, not at startup: the client given is already built, so this is the module cache.
+  const { ListObjectsCommand } = await import('@aws-sdk/client-s3')
   let out
   try {
     out = await client.send(

@@ -1,7 +1,8 @@
 // ObjectSource over S3: one per bucket replica, built once. GET and HEAD go out as SigV4-signed
-// requests over a keep-alive pool (signed-request.ts); @aws-sdk/client-s3 is kept for what it does
-// well: the credential chain (environment, shared config, SSO, instance and task roles, with
-// caching and refresh) and the endpoint rules that decide where the bucket lives. Owns the
+// requests over a keep-alive pool (signed-request.ts); @aws-sdk/client-s3, loaded only when first
+// needed (s3-client.ts), is kept for what it does well: the credential chain (environment, shared
+// config, SSO, instance and task roles, with caching and refresh), the endpoint rules that decide
+// where a bucket lives (not needed for a path-style custom endpoint), and listings. Owns the
 // backend's quirks so the pipeline sees one contract:
 // - a ranged GET returns exactly the range asked for (a 206 covering anything else is re-requested
 //   once with an explicit range; s3rver, for one, answers `bytes=-5` as `0-5`);
@@ -16,11 +17,9 @@
 //   429) is retried before any byte is sent, with the SDK's jittered backoff and retry quota, within
 //   the header deadline; a request refused (400/403) by an S3 whose `Date` is more than 5 minutes
 //   from ours is signed again with S3's time, once, whatever the method (health probes included).
-import http, { type IncomingMessage } from 'node:http'
-import https from 'node:https'
+import type { IncomingMessage } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { S3Client } from '@aws-sdk/client-s3'
-import { NodeHttpHandler } from '@smithy/node-http-handler'
+import type { S3Client } from '@aws-sdk/client-s3'
 import type { S3Connection } from '../config/schema.ts'
 import { ProxyError } from '../errors.ts'
 import { quoteEtag } from '../http/conditional.ts'
@@ -32,6 +31,7 @@ import { watchedStream } from './body-stream.ts'
 import { resolveTarget } from './s3-endpoint.ts'
 import { listPage } from './s3-list.ts'
 import { answerError, errorCodeOf, isTransientStatus, transportError } from './s3-errors.ts'
+import { Sha256 } from './sha256.ts'
 import { SignedRequests, type Method } from './signed-request.ts'
 
 /** Readiness probes must answer quickly even when `s3.timeout` is long. */
@@ -52,7 +52,9 @@ const OWN_TIMEOUT_SHARE = 0.9
 const ERROR_BODY_LIMIT = 16 * 1024
 
 export class S3Source implements ObjectSource {
-  readonly #client: S3Client
+  /** The SDK's client, loaded on first need (s3-client.ts). */
+  #client: Promise<S3Client> | undefined
+  readonly #sdk: () => Promise<S3Client>
   readonly #bucket: string
   readonly #requests: SignedRequests
   readonly #timeoutMs: number
@@ -83,40 +85,21 @@ export class S3Source implements ObjectSource {
     this.#timeoutMs = config.timeout * 1000
     this.#maxAttempts = Math.max(1, config.max_attempts)
     const forcePathStyle = config.force_path_style ?? config.endpoint !== undefined
-    // Resolves credentials (static, or the default chain with caching and refresh) and the
-    // bucket's endpoint for the signed requests; sends only what is rare (listings).
-    const agentOptions = { keepAlive: true, maxSockets: config.max_connections, scheduling: 'lifo' as const }
-    const client = new S3Client({
-      region: config.region,
-      endpoint: config.endpoint,
-      forcePathStyle,
-      credentials:
-        config.access_key !== undefined && config.secret_key !== undefined
-          ? {
-              accessKeyId: config.access_key,
-              secretAccessKey: config.secret_key,
-              sessionToken: config.session_token,
-            }
-          : undefined,
-      maxAttempts: config.max_attempts,
-      // Checksum validation wraps every body in a hashing stream; the proxy passes bytes through.
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: new NodeHttpHandler({
-        httpAgent: new http.Agent(agentOptions),
-        httpsAgent: new https.Agent(agentOptions),
-        connectionTimeout: config.connect_timeout * 1000,
-        // Deadlines are the caller's (an abort signal), as for the signed requests.
-        requestTimeout: 0,
-      }),
-    })
-    this.#client = client
+    const staticKeys =
+      config.access_key !== undefined && config.secret_key !== undefined
+        ? { accessKeyId: config.access_key, secretAccessKey: config.secret_key, sessionToken: config.session_token }
+        : undefined
+    this.#sdk = async () => {
+      this.#client ??= import('./s3-client.ts').then((m) => m.createS3Client(config, forcePathStyle))
+      return this.#client
+    }
     this.#bucket = config.bucket
     const params = { bucket: config.bucket, region: config.region, endpoint: config.endpoint, forcePathStyle }
     this.#requests = new SignedRequests({
-      target: () => resolveTarget(client, params),
-      credentials: client.config.credentials,
-      sha256: client.config.sha256,
+      target: () => resolveTarget(params, this.#sdk),
+      // Static keys as they are; otherwise the SDK's default chain (cached and refreshed).
+      credentials: staticKeys ?? (async () => (await this.#sdk()).config.credentials()),
+      sha256: Sha256,
       connectTimeoutMs: config.connect_timeout * 1000,
       maxSockets: config.max_connections,
     })
@@ -173,7 +156,7 @@ export class S3Source implements ObjectSource {
     const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout])
     const started = performance.now()
     try {
-      const result = await listPage(this.#client, this.#bucket, page, signal)
+      const result = await listPage(await this.#sdk(), this.#bucket, page, signal)
       this.#observe?.((performance.now() - started) / 1000, 'ok')
       return result
     } catch (err) {
@@ -196,7 +179,7 @@ export class S3Source implements ObjectSource {
 
   close(): void {
     this.#requests.close()
-    this.#client.destroy()
+    void this.#client?.then((client) => client.destroy())
   }
 
   async #getObject(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<IncomingMessage> {
