@@ -1,11 +1,14 @@
-// The binary form of a Redis cache entry:
-//   [4 bytes: header length, big-endian][header: JSON][body]
-// The header carries the key, metadata, timestamps, the body's size and its CRC-32 (zlib's, about
-// 0.2 ms per MiB), so a truncated or mangled value, or one written under another key, is never
-// served. A cryptographic hash is not needed: Redis and the TCP connection to it are trusted, and
-// SHA-256 cost ~1 ms per MiB on every hit. Values written with the SHA-256 header of earlier
-// versions decode as misses (and are replaced by the next fill).
-// The metadata's JSON form (metaToJson / metaFromJson) is shared with the disk tier's format.
+// The binary form of a Redis cache entry, a fixed layout read without a JSON parse:
+//   magic (4 bytes) | body CRC-32 (u32) | body size (u32) | storedAt, freshUntil, meta.size,
+//   meta.lastModified (f64 each; NaN: none) | the key, then etag, contentType, cacheControl,
+//   contentDisposition, contentEncoding, contentLanguage, expires (each a u32 byte length, 2^32-1
+//   for none, then UTF-8) | user metadata (u32 count, then name and value as above) | body
+// Integers big-endian. The key and the body's CRC-32 (zlib's, about 0.2 ms per MiB) mean a
+// truncated or mangled value, or one written under another key, is never served. A cryptographic
+// hash is not needed: Redis and the TCP connection to it are trusted. The body is a view of the
+// value Redis returned, not a copy. Values written by earlier versions (a JSON header behind its
+// length) do not start with the magic and decode as misses (and are replaced by the next fill).
+// The metadata's JSON form (metaToJson / metaFromJson) is the disk tier's format.
 import { crc32 } from 'node:zlib'
 import type { CachedObject } from '../ports.ts'
 import type { ObjectMeta } from '../types.ts'
@@ -13,48 +16,116 @@ import type { ObjectMeta } from '../types.ts'
 /** ObjectMeta as JSON: the Last-Modified date as epoch ms. */
 export type MetaJson = Omit<ObjectMeta, 'lastModified'> & { lastModified: number | null }
 
-interface EntryHeader {
-  key: string
-  meta: MetaJson
-  storedAt: number
-  freshUntil: number
-  size: number
-  crc32: number
-}
+const MAGIC = 0xb1594302
+/** magic, CRC-32, body size, then four f64. */
+const FIXED = 4 + 4 + 4 + 4 * 8
+const NONE = 0xffffffff
+
+type Text = string | undefined
 
 /** The entry as one value. Its body must be bytes: TieredCache reads a StoredBody before Redis gets it. */
 export function encodeEntry(key: string, entry: CachedObject): Buffer {
   const body = entry.body
   if (!(body instanceof Uint8Array)) throw new TypeError('encodeEntry needs the body as bytes; read a StoredBody first')
-  const header: EntryHeader = {
-    key,
-    meta: metaToJson(entry.meta),
-    storedAt: entry.storedAt,
-    freshUntil: entry.freshUntil,
-    size: body.length,
-    crc32: crc32(body),
-  }
-  const json = Buffer.from(JSON.stringify(header))
-  const prefix = Buffer.alloc(4)
-  prefix.writeUInt32BE(json.length)
-  return Buffer.concat([prefix, json, body])
+  const { meta } = entry
+  const user = Object.entries(meta.userMetadata)
+  const texts: Text[] = [key, meta.etag, meta.contentType, meta.cacheControl, meta.contentDisposition, meta.contentEncoding, meta.contentLanguage, meta.expires]
+  let length = FIXED + 4 + body.length
+  for (const text of texts) length += textLength(text)
+  for (const [name, value] of user) length += textLength(name) + textLength(value)
+  const out = Buffer.allocUnsafe(length)
+  let at = out.writeUInt32BE(MAGIC, 0)
+  at = out.writeUInt32BE(crc32(body), at)
+  at = out.writeUInt32BE(body.length, at)
+  at = out.writeDoubleBE(entry.storedAt, at)
+  at = out.writeDoubleBE(entry.freshUntil, at)
+  at = out.writeDoubleBE(meta.size, at)
+  at = out.writeDoubleBE(meta.lastModified?.getTime() ?? NaN, at)
+  for (const text of texts) at = writeText(out, at, text)
+  at = out.writeUInt32BE(user.length, at)
+  for (const [name, value] of user) at = writeText(out, writeText(out, at, name), value)
+  out.set(body, at)
+  return out
 }
 
 /** The entry, or undefined when the bytes are truncated, corrupt or belong to another key. */
 export function decodeEntry(key: string, bytes: Buffer): CachedObject | undefined {
-  if (bytes.length < 4) return undefined
-  const length = bytes.readUInt32BE(0)
-  if (bytes.length < 4 + length) return undefined
-  let header: EntryHeader
-  try {
-    header = JSON.parse(bytes.subarray(4, 4 + length).toString('utf8')) as EntryHeader
-  } catch {
-    return undefined
+  if (bytes.length < FIXED || bytes.readUInt32BE(0) !== MAGIC) return undefined
+  const reader = new Reader(bytes, FIXED)
+  if (reader.text() !== key) return undefined
+  const etag = reader.text()
+  const contentType = reader.text()
+  const cacheControl = reader.text()
+  const contentDisposition = reader.text()
+  const contentEncoding = reader.text()
+  const contentLanguage = reader.text()
+  const expires = reader.text()
+  const userMetadata: Record<string, string> = {}
+  for (let count = reader.u32(); count > 0 && !reader.broken; count--) {
+    const name = reader.text()
+    const value = reader.text()
+    if (name !== undefined && value !== undefined) userMetadata[name] = value
   }
-  if (header.key !== key || typeof header.crc32 !== 'number') return undefined
-  const body = bytes.subarray(4 + length)
-  if (body.length !== header.size || crc32(body) !== header.crc32) return undefined
-  return { meta: metaFromJson(header.meta), body, storedAt: header.storedAt, freshUntil: header.freshUntil }
+  if (reader.broken) return undefined
+  const body = bytes.subarray(reader.at)
+  if (body.length !== bytes.readUInt32BE(8) || crc32(body) !== bytes.readUInt32BE(4)) return undefined
+  const lastModified = bytes.readDoubleBE(36)
+  const meta: ObjectMeta = {
+    size: bytes.readDoubleBE(28),
+    etag,
+    lastModified: Number.isNaN(lastModified) ? undefined : new Date(lastModified),
+    contentType,
+    cacheControl,
+    contentDisposition,
+    contentEncoding,
+    contentLanguage,
+    expires,
+    userMetadata,
+  }
+  return { meta, body, storedAt: bytes.readDoubleBE(12), freshUntil: bytes.readDoubleBE(20) }
+}
+
+function textLength(text: Text): number {
+  return 4 + (text === undefined ? 0 : Buffer.byteLength(text))
+}
+
+function writeText(out: Buffer, at: number, text: Text): number {
+  if (text === undefined) return out.writeUInt32BE(NONE, at)
+  const length = out.write(text, at + 4)
+  out.writeUInt32BE(length, at)
+  return at + 4 + length
+}
+
+/** Reads length-prefixed strings; `broken` once a length runs past the end. */
+class Reader {
+  broken = false
+  constructor(
+    readonly bytes: Buffer,
+    public at: number
+  ) {}
+
+  u32(): number {
+    if (this.at + 4 > this.bytes.length) {
+      this.broken = true
+      return 0
+    }
+    const value = this.bytes.readUInt32BE(this.at)
+    this.at += 4
+    return value
+  }
+
+  text(): Text {
+    const length = this.u32()
+    if (this.broken || length === NONE) return undefined
+    const end = this.at + length
+    if (end > this.bytes.length) {
+      this.broken = true
+      return undefined
+    }
+    const text = this.bytes.toString('utf8', this.at, end)
+    this.at = end
+    return text
+  }
 }
 
 export function metaToJson(meta: ObjectMeta): MetaJson {

@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { crc32 } from 'node:zlib'
+import type { CachedObject } from '../ports.ts'
+import { decodeEntry, encodeEntry, metaToJson } from './codec.ts'
+
+const KEY = 'bucket\u0000/dir/ünïcode object.bin'
+
+function entry(): CachedObject {
+  return {
+    meta: {
+      size: 1024,
+      etag: '"0f343b0931126a20f133d67c2b018a3b"',
+      lastModified: new Date('2026-01-02T03:04:05.000Z'),
+      contentType: 'application/octet-stream',
+      cacheControl: 'max-age=60',
+      contentDisposition: undefined,
+      contentEncoding: 'gzip',
+      contentLanguage: undefined,
+      expires: 'Thu, 01 Jan 2099 00:00:00 GMT',
+      userMetadata: { owner: 'zoë', empty: '' },
+    },
+    body: Buffer.from(Array.from({ length: 1024 }, (_, i) => i % 251)),
+    storedAt: 1_767_000_000_123,
+    freshUntil: 1_767_000_060_123,
+  }
+}
+
+describe('Redis entry codec', () => {
+  it('gives back the entry it encoded, metadata and bytes', () => {
+    const original = entry()
+    const decoded = decodeEntry(KEY, encodeEntry(KEY, original))
+    assert.deepEqual(decoded, original)
+  })
+
+  it('keeps absent fields absent', () => {
+    const original = entry()
+    original.meta = { ...original.meta, etag: undefined, lastModified: undefined, contentType: undefined, userMetadata: {} }
+    original.body = Buffer.alloc(0)
+    assert.deepEqual(decodeEntry(KEY, encodeEntry(KEY, original)), original)
+  })
+
+  it('reads nothing from a value written under another key', () => {
+    assert.equal(decodeEntry(`${KEY}x`, encodeEntry(KEY, entry())), undefined)
+  })
+
+  it('reads nothing from a truncated value, at any length', () => {
+    const bytes = encodeEntry(KEY, entry())
+    for (let length = 0; length < bytes.length; length += 7) {
+      assert.equal(decodeEntry(KEY, bytes.subarray(0, length)), undefined, `truncated to ${length}`)
+    }
+    assert.equal(decodeEntry(KEY, bytes.subarray(0, bytes.length - 1)), undefined)
+  })
+
+  it('reads nothing when a body byte changed', () => {
+    const bytes = encodeEntry(KEY, entry())
+    bytes[bytes.length - 100]! ^= 1
+    assert.equal(decodeEntry(KEY, bytes), undefined)
+  })
+
+  it('reads nothing from a value in the earlier JSON-header format', () => {
+    const { meta, body, storedAt, freshUntil } = entry()
+    const header = Buffer.from(JSON.stringify({ key: KEY, meta: metaToJson(meta), storedAt, freshUntil, size: body.length, crc32: crc32(body) }))
+    const prefix = Buffer.alloc(4)
+    prefix.writeUInt32BE(header.length)
+    assert.equal(decodeEntry(KEY, Buffer.concat([prefix, header, body])), undefined)
+  })
+})
