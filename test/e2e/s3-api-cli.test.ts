@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -90,6 +90,8 @@ describe('aws cli', () => {
   it('lists buckets and keys, copies 40 MiB in ranged parts, syncs a prefix down and reads a range', async () => {
     requireAws()
     const out = join(home, 'out')
+    // get-object writes into `out` and does not create it; cp and sync, running beside it, would.
+    await mkdir(out, { recursive: true })
     const rangesBefore = s3.requests.filter((r) => r.url.includes('/big.bin') && r.headers.range !== undefined).length
     const [buckets, keys, , , range] = await Promise.all([
       aws('s3', 'ls'),
