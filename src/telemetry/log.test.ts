@@ -122,3 +122,13 @@ describe('LineBatch', () => {
     }
   })
 })
+
+describe('logging.format: text', () => {
+  it('writes human-readable lines to stdout', () => {
+    const script = `import { createLogger } from ${JSON.stringify(join(import.meta.dirname, 'log.ts'))}
+createLogger({ level: 'info', format: 'text' }).info({ bucket: 'media' }, 'ready to serve')`
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' })
+    assert.match(out, /INFO: ready to serve\n/)
+    assert.match(out, /bucket: "media"/)
+  })
+})

@@ -1,8 +1,8 @@
 // Structured logs with pino: JSON by default, human-readable text when `logging.format: text`.
 // Nothing that can carry a secret (headers, query strings, tokens) is ever passed to the logger.
 import { writeSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { pino, type DestinationStream, type Logger } from 'pino'
-import pretty from 'pino-pretty'
 import type { Config } from '../config/schema.ts'
 
 export type { Logger }
@@ -21,7 +21,11 @@ const MAX_PENDING_BYTES = 64 * 1024 * 1024
 export function createLogger(config: Config['logging'], destination?: DestinationStream): Logger {
   const options = { level: config.level, base: { service: 'yatagarasu' } }
   if (destination !== undefined) return pino(options, destination)
-  if (config.format === 'text') return pino(options, pretty({ colorize: false, sync: true }))
+  if (config.format === 'text') {
+    // Loaded only for text logs (~3 MB of resident memory the JSON default never needs).
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty').default
+    return pino(options, pretty({ colorize: false, sync: true }))
+  }
   return pino(options, stdoutLines())
 }
 
