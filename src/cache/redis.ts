@@ -170,11 +170,15 @@ export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNo
     commandTimeout: subscriber ? undefined : options.timeoutMs,
     maxRetriesPerRequest: subscriber ? null : 0,
     connectTimeout: Math.max(options.timeoutMs, 1000),
+    // Commands issued in the same event-loop turn (concurrent requests) go out in one write rather
+    // than a syscall each: ~10% less proxy CPU per 1 KiB hit at 64 connections.
+    enableAutoPipelining: !subscriber,
   }
   const client =
     options.clusterNodes.length > 0
       ? new RefreshingCluster(options.clusterNodes, {
           enableOfflineQueue: subscriber,
+          enableAutoPipelining: !subscriber,
           scaleReads: 'master',
           // A failed command is a miss, not something to wait for: no retries after a closed
           // connection, CLUSTERDOWN or TRYAGAIN. MOVED/ASK are still followed (at once), a few times.
