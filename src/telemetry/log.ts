@@ -23,7 +23,7 @@ export function createLogger(config: Config['logging'], destination?: Destinatio
   if (destination !== undefined) return pino(options, destination)
   if (config.format === 'text') {
     // Loaded only for text logs (~3 MB of resident memory the JSON default never needs).
-    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty').default
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty')
     return pino(options, pretty({ colorize: false, sync: true }))
   }
   return pino(options, stdoutLines())
