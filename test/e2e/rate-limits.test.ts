@@ -162,10 +162,13 @@ ${bucketYaml({ name: 'hung', prefix: '/hung', bucket: 'rate-limits', endpoint: s
       assert.equal(status, 200)
       next.push(Math.round(ms))
     }
-    assert.ok(Math.max(...next) < 50, `requests after the breaker opened took ${next.join(', ')} ms`)
+    // Without the breaker each of these pays three 100 ms timeouts (300+ ms). The bounds leave room
+    // for a busy machine's scheduling stalls, never for a timeout per request.
+    const total = next.reduce((a, b) => a + b, 0)
+    assert.ok(total < 550 && Math.max(...next) < 250, `requests after the breaker opened took ${next.join(', ')} ms`)
     const refused = await timed()
     assert.equal(refused.status, 429)
-    assert.ok(refused.ms < 50, `a refusal took ${Math.round(refused.ms)} ms`)
+    assert.ok(refused.ms < 250, `a refusal took ${Math.round(refused.ms)} ms`)
 
     // Redis answers again: once the breaker lets its probe through, Redis counts again (its count
     // is far below 12, where the process's own count is spent).
