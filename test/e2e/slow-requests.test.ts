@@ -40,7 +40,8 @@ it('logs a slow request at warn with its stage timings, and not a fast one', asy
   assert.equal(line.request_id, slow.headers['x-request-id'])
   const stages = line.stages_ms as Record<string, number>
   assert.ok(stages.fetch !== undefined && stages.fetch >= 190, `fetch took ${stages.fetch} ms`)
-  assert.ok(stages.auth !== undefined && stages.auth < 50)
+  // The 200 ms the backend took belong to fetch, not auth (the bound leaves room for a busy machine).
+  assert.ok(stages.auth !== undefined && stages.auth < 150, `auth took ${stages.auth} ms`)
   assert.ok(stages.transfer !== undefined)
   assert.ok((line.duration_ms as number) >= 190)
   assert.equal(proxy.logs.filter((l) => l.msg === 'slow request').length, 1, 'the fast request was not logged')
