@@ -216,12 +216,7 @@ async function warm(bucket: BucketRoute, cache: BucketCache, key: string, cacheK
     return undefined
   }
 
-  let settle!: (entry: CachedObject | undefined) => void
-  let fail!: (error: unknown) => void
-  const flight = new Promise<CachedObject | undefined>((resolve, reject) => {
-    settle = resolve
-    fail = reject
-  })
+  const { promise: flight, resolve: settle, reject: fail } = Promise.withResolvers<CachedObject | undefined>()
   flight.catch(() => {})
   cache.flights.set(cacheKey, flight)
   try {

@@ -27,6 +27,7 @@ export class BucketBudgets {
   /** The budgeted buckets, longest name first. */
   readonly #budgeted: Group[]
   readonly #shared: Group
+  readonly #evict: (key: string) => void
 
   /**
    * Undefined when no bucket has a budget (the tier's LRU alone decides). `evict` must remove the
@@ -37,6 +38,7 @@ export class BucketBudgets {
   }
 
   private constructor(tierBytes: number, budgets: BucketBudgetMap, evict: (key: string) => void) {
+    this.#evict = evict
     const group = (prefix: string, limit: number): Group => ({
       prefix,
       limit,
@@ -74,6 +76,15 @@ export class BucketBudgets {
     if (group.lru === undefined || size > group.limit) return false
     group.lru.set(key, size)
     return true
+  }
+
+  /**
+   * Takes over the entries a tier already holds (new budgets on reload), given oldest first with
+   * their sizes: each bucket keeps its most recently used entries within its budget, the rest are
+   * evicted.
+   */
+  adopt(held: ReadonlyArray<readonly [string, number]>): void {
+    for (const [key, size] of held) if (!this.track(key, size)) this.#evict(key)
   }
 
   /** A hit: the key becomes its group's most recently used. */

@@ -119,15 +119,10 @@ export class MemoryCache implements CacheStore {
     const built = JSON.stringify(budgets)
     if (built === this.#budgetsBuilt) return
     this.#budgetsBuilt = built
-    const next = BucketBudgets.create(this.#maxBytes, budgets, (key) => this.#evictForBudget(key))
-    this.#budgets = next
-    if (next === undefined) return
-    // Oldest first, so each bucket ends up with its most recently used entries.
-    const held: Array<[string, CachedObject]> = []
-    this.#lru.rforEach((entry, key) => held.push([key, entry]))
-    for (const [key, entry] of held) {
-      if (!next.track(key, sizeOf(entry))) this.#evictForBudget(key)
-    }
+    this.#budgets = BucketBudgets.create(this.#maxBytes, budgets, (key) => this.#evictForBudget(key))
+    const held: Array<[string, number]> = []
+    this.#lru.rforEach((entry, key) => held.push([key, sizeOf(entry)]))
+    this.#budgets?.adopt(held)
   }
 
   stats(): CacheTierStats {

@@ -4,7 +4,7 @@
 //   - every command has a short timeout, never waits in an offline queue, and is not retried by
 //     ioredis (after a closed connection, CLUSTERDOWN or TRYAGAIN): a failed call is a miss (get)
 //     or a no-op (set, delete);
-//   - a breaker per node (node-breaker.ts: Closed -> Open -> Half-open, one probe at a time) skips
+//   - a breaker per node (store-breaker.ts: Closed -> Open -> Half-open, one probe at a time) skips
 //     a node after 3 consecutive timeouts or connection errors, for 5 s. On a Cluster the node is
 //     the master ioredis routes the key to (the key's CRC16 slot in `cluster.slots`), so one dead
 //     master never slows the keys of the others; a single Redis has one breaker. An error reply
@@ -21,7 +21,7 @@ import { Cluster, Redis, ReplyError } from 'ioredis'
 import calculateSlot from 'cluster-key-slot'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
 import { decodeEntry, encodeEntry } from './codec.ts'
-import { NodeBreaker } from './node-breaker.ts'
+import { NodeBreaker } from '../store-breaker.ts'
 import { TierCounters } from './tier-stats.ts'
 
 export interface RedisCacheOptions {

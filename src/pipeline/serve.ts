@@ -434,12 +434,7 @@ async function fetchAndFill(
     return fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
   }
 
-  let settle!: (entry: CachedObject | undefined) => void
-  let fail!: (error: unknown) => void
-  const flight = new Promise<CachedObject | undefined>((resolve, reject) => {
-    settle = resolve
-    fail = reject
-  })
+  const { promise: flight, resolve: settle, reject: fail } = Promise.withResolvers<CachedObject | undefined>()
   flight.catch(() => {})
   cache.flights.set(cacheKey, flight)
   const done = { settle, fail: (error: unknown) => fail(error) }

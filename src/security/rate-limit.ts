@@ -24,6 +24,7 @@ import type { Cluster, Redis } from 'ioredis'
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
 import type { RateLimitConfig } from '../config/schema.ts'
 import type { RateLimiter, RateLimitRefusal } from '../ports.ts'
+import { NodeBreaker } from '../store-breaker.ts'
 
 export interface RateLimiterOptions {
   /** Distinguishes the scope's keys in a shared store, e.g. `per_ip`, `bucket:media`. */
@@ -228,62 +229,10 @@ class PrimaryChannel {
 let channel: PrimaryChannel | undefined
 const primaryChannel = (): PrimaryChannel => (channel ??= new PrimaryChannel())
 
-// The breaker in front of Redis (the cache tier has its own, cache/node-breaker.ts, which a
-// capability may not import):
-//
-//            FAILURES_TO_OPEN consecutive failures
-//   CLOSED -------------------------------------------> OPEN
-//     ^                                                  |  ^
-//     | the probe succeeds                               |  | the probe fails
-//     |                                                  v  |
-//     +------------------------------------------- HALF-OPEN
-//                      after OPEN_MS in OPEN, exactly one take (the probe) goes to Redis;
-//                      every other take is counted in the process until the probe reports
-//
-// A failure is a take that Redis did not answer (not ready, timed out, connection error); a
-// refusal is an answer. Outcomes of takes sent before the breaker opened are ignored once it is
-// open: only the probe decides.
-export const FAILURES_TO_OPEN = 3
-export const OPEN_MS = 5000
-
-type Permit = 'call' | 'probe'
-
-class RedisBreaker {
-  #state: 'closed' | 'open' | 'half-open' = 'closed'
-  #failures = 0
-  #openUntil = 0
-
-  acquire(): Permit | undefined {
-    if (this.#state === 'closed') return 'call'
-    if (this.#state === 'half-open' || Date.now() < this.#openUntil) return undefined
-    this.#state = 'half-open'
-    return 'probe'
-  }
-
-  report(permit: Permit, ok: boolean): void {
-    if (permit === 'probe') {
-      if (ok) this.#close()
-      else this.#open()
-    } else if (this.#state === 'closed') {
-      if (ok) this.#failures = 0
-      else if (++this.#failures >= FAILURES_TO_OPEN) this.#open()
-    }
-  }
-
-  #open(): void {
-    this.#state = 'open'
-    this.#openUntil = Date.now() + OPEN_MS
-  }
-
-  #close(): void {
-    this.#state = 'closed'
-    this.#failures = 0
-  }
-}
-
-const breakers = new WeakMap<Redis | Cluster, RedisBreaker>()
-function breakerOf(client: Redis | Cluster): RedisBreaker {
+// One breaker per Redis client, shared by every scope that counts in it (store-breaker.ts).
+const breakers = new WeakMap<Redis | Cluster, NodeBreaker>()
+function breakerOf(client: Redis | Cluster): NodeBreaker {
   let breaker = breakers.get(client)
-  if (breaker === undefined) breakers.set(client, (breaker = new RedisBreaker()))
+  if (breaker === undefined) breakers.set(client, (breaker = new NodeBreaker()))
   return breaker
 }

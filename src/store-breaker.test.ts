@@ -1,7 +1,7 @@
 // The Redis node breaker's state machine, driven by a fake clock.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { FAILURES_TO_OPEN, NodeBreaker, OPEN_MS, type Permit } from './node-breaker.ts'
+import { FAILURES_TO_OPEN, NodeBreaker, OPEN_MS, type Permit } from './store-breaker.ts'
 
 function breaker() {
   let now = 1_000

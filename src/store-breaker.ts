@@ -1,5 +1,7 @@
-// A circuit breaker for one Redis node (or the single Redis), so that a node that is down or hangs
-// costs the requests for its keys nothing instead of a command timeout each.
+// A circuit breaker for a shared store: one Redis node of the cache tier (or the single Redis), or
+// the Redis that keeps rate-limit counters, so that a store that is down or hangs costs the
+// requests that need it nothing instead of a command timeout each. A leaf: cache/ and security/
+// both use it.
 //
 //            FAILURES_TO_OPEN consecutive failures
 //   CLOSED -------------------------------------------> OPEN
@@ -10,8 +12,9 @@
 //                      after OPEN_MS in OPEN, exactly one call (the probe) goes through;
 //                      every other call is refused until the probe reports
 //
-// A refused call never reaches Redis (the caller answers a miss or does nothing). What counts as a
-// failure is the caller's decision (redis.ts: a timeout or a connection error, not an error reply).
+// A refused call never reaches Redis (the caller answers a miss, does nothing, or counts in the
+// process). What counts as a failure is the caller's decision (redis.ts: a timeout or a connection
+// error, not an error reply; rate-limit.ts: anything but an answer).
 // Outcomes of calls admitted before the breaker opened are ignored once it is open: only the
 // probe decides. The clock is injected so the state machine is tested without waiting.
 
