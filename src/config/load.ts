@@ -2,6 +2,7 @@
 // file -> YAML -> ${VAR} / ${VAR:-default} in string values -> validate (zod) -> normalize -> freeze.
 // Substitution happens after parsing, so a secret containing `:` or `#` cannot reshape the document.
 // Every problem names the file, the key path and the reason.
+import { normalizeCompression, normalizeImages, normalizeWatermark } from './representations-schema.ts'
 import { createPublicKey } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createSecureContext } from 'node:tls'
@@ -242,6 +243,7 @@ async function normalize(
         oneOf(at('rate_limit'), report, { rate_limit: bucket.rate_limit, 's3.rate_limit': bucket.s3.rate_limit })
       ),
       force_download: bucket.force_download,
+      ...normalizeRepresentations(bucket, file.image_optimization, at, report, warn),
     })
   }
 
@@ -882,4 +884,33 @@ function resolveAuditPath<T extends { path: string } | undefined>(file: T, sourc
 /** Paths in the config (keys, certificates, policies, cache and audit files) are relative to it. */
 function nearConfig(path: string, source: string): string {
   return isAbsolute(path) ? path : resolve(dirname(source), path)
+}
+
+/** Images, watermark and compression of one bucket, with the cross-field rules their schemas cannot see. */
+function normalizeRepresentations(
+  bucket: ConfigFile['buckets'][number],
+  global: ConfigFile['image_optimization'],
+  at: (...rest: KeyPath) => KeyPath,
+  report: (path: KeyPath, message: string) => void,
+  warn: (path: KeyPath, message: string) => void
+): Pick<BucketConfig, 'images' | 'watermark' | 'compression'> {
+  const images = normalizeImages(bucket.images, global)
+  const watermark = normalizeWatermark(bucket.watermark)
+  if (images !== null) {
+    for (const [name, preset] of Object.entries(images.presets)) {
+      const dpr = preset.dpr ?? 1
+      if ((preset.width ?? 0) * dpr > images.max_width) report(at('images', 'presets', name, 'width'), `${preset.width}${dpr > 1 ? ` x dpr ${dpr}` : ''} is over max_width ${images.max_width}`)
+      if ((preset.height ?? 0) * dpr > images.max_height) report(at('images', 'presets', name, 'height'), `${preset.height}${dpr > 1 ? ` x dpr ${dpr}` : ''} is over max_height ${images.max_height}`)
+      if (preset.format !== 'auto' && !images.formats.includes(preset.format)) report(at('images', 'presets', name, 'format'), `"${preset.format}" is not in images.formats`)
+    }
+    if (!images.allow_arbitrary && Object.keys(images.presets).length === 0) {
+      warn(at('images'), 'images are enabled with no presets and allow_arbitrary false: every request with image parameters is refused')
+    }
+  } else if (bucket.images?.presets !== undefined && Object.keys(bucket.images.presets).length > 0) {
+    warn(at('images'), 'presets are configured but images are not enabled for this bucket (images.enabled or image_optimization.enabled)')
+  }
+  if (watermark !== null && images === null) {
+    report(at('watermark'), 'a watermark needs images enabled for this bucket (images.enabled or image_optimization.enabled): the proxy draws it with the image renderer')
+  }
+  return { images, watermark, compression: normalizeCompression(bucket.compression) }
 }

@@ -7,48 +7,16 @@ import { z } from 'zod'
 
 export const RESERVED_PATHS = ['/health', '/ready', '/metrics', '/admin'] as const
 
-const text = z.string().min(1, 'must not be empty')
-
-/** Numbers may arrive as strings from `${VAR}` substitution. */
-const num = z.union([
-  z.number(),
-  z
-    .string()
-    .regex(/^-?\d+(\.\d+)?$/, 'must be a number')
-    .transform(Number),
-])
-const positive = num.pipe(z.number().positive('must be greater than 0'))
-const nonNegative = num.pipe(z.number().min(0, 'must not be negative'))
-const count = num.pipe(z.number().int('must be a whole number').positive('must be at least 1'))
-const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
-
-const SIZE_UNITS: Record<string, number> = {
-  b: 1,
-  kb: 1024,
-  kib: 1024,
-  mb: 1024 ** 2,
-  mib: 1024 ** 2,
-  gb: 1024 ** 3,
-  gib: 1024 ** 3,
-  tb: 1024 ** 4,
-  tib: 1024 ** 4,
-}
-
-/** Human sizes: a byte count, or `512KB`, `10MB`, `1.5GB` (binary multiples: 1 KB = 1024 B). */
-const size = z.union([
-  // A string (from `${VAR}` too) is read by the branch below, so a bad one is named by its message.
-  z.number().int('must be a whole number').positive('must be at least 1'),
-  z.string().transform((text, ctx) => {
-    const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text)
-    const unit = SIZE_UNITS[(match?.[2] ?? '').toLowerCase() || 'b']
-    if (match === null || unit === undefined) {
-      ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (use e.g. 512KB, 10MB, 1GB)` })
-      return z.NEVER
-    }
-    return Math.floor(Number(match[1]) * unit)
-  }),
-])
-const megabytes = positive.transform((mb) => Math.floor(mb * 1024 * 1024))
+import { bool, count, megabytes, nonNegative, num, positive, size, text } from './primitives.ts'
+import {
+  bucketCompressionSchema,
+  bucketImagesSchema,
+  bucketWatermarkSchema,
+  imageOptimizationSchema,
+  type CompressionConfig,
+  type ImagesConfig,
+  type WatermarkConfig,
+} from './representations-schema.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Traffic limits and access control (shared by server and buckets)
@@ -403,6 +371,10 @@ const bucketSchema = z.strictObject({
   rate_limit: rateLimitSchema.optional(),
   /** Adds `Content-Disposition: attachment`: objects are downloaded, never rendered on the proxy's origin. */
   force_download: bool.default(false),
+  /** Image variants (config/representations-schema.ts); `image_optimization` gives the defaults. */
+  images: bucketImagesSchema.optional(),
+  watermark: bucketWatermarkSchema.optional(),
+  compression: bucketCompressionSchema.optional(),
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -495,6 +467,7 @@ export const fileSchema = z.strictObject({
   server: serverSchema.prefault({}),
   buckets: z.array(bucketSchema).min(1, 'at least one bucket is required'),
   jwt: jwtSchema.optional(),
+  image_optimization: imageOptimizationSchema.optional(),
   logging: z
     .strictObject({
       level: z.enum(LOG_LEVELS).default('info'),
@@ -712,6 +685,12 @@ export interface BucketConfig {
   /** Null when the bucket has no limit of its own. */
   rate_limit: RateLimitConfig | null
   force_download: boolean
+  /** Null: image parameters are ignored like any other query parameter. */
+  images: ImagesConfig | null
+  /** Null: no watermark. */
+  watermark: WatermarkConfig | null
+  /** Null: objects are sent as stored. */
+  compression: CompressionConfig | null
 }
 
 export interface IpFilterConfig {
