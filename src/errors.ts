@@ -188,6 +188,42 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     message: 'The client closed the request before the backend answered',
   },
+  IMAGE_BAD_PARAMS: {
+    status: 400,
+    source: 'client',
+    retryable: false,
+    message: 'The image parameters are invalid or not allowed on this bucket',
+  },
+  IMAGE_BAD_SIGNATURE: {
+    status: 403,
+    source: 'client',
+    retryable: false,
+    message: 'The image URL signature is missing or wrong',
+  },
+  IMAGE_NOT_AN_IMAGE: {
+    status: 415,
+    source: 'client',
+    retryable: false,
+    message: 'Image parameters were given for an object that is not an image the proxy renders',
+  },
+  IMAGE_UNPROCESSABLE: {
+    status: 422,
+    source: 'client',
+    retryable: false,
+    message: 'The image cannot be rendered (corrupt, too large, too many pixels or frames)',
+  },
+  IMAGE_BUSY: {
+    status: 503,
+    source: 'internal',
+    retryable: false,
+    message: 'The image renderer is at its queue limit; retry after the time in Retry-After',
+  },
+  IMAGE_RENDER_TIMEOUT: {
+    status: 503,
+    source: 'internal',
+    retryable: false,
+    message: 'Rendering the image took longer than allowed',
+  },
   INTERNAL_ERROR: {
     status: 500,
     source: 'internal',

@@ -150,6 +150,32 @@ export class Metrics {
     registers: [this.registry],
   })
 
+  readonly imageRenders = new Counter({
+    name: 'image_renders_total',
+    help: 'Image renders, by bucket, preset (or "custom", "original" for a watermarked original), output format and result (ok, busy, timeout, unprocessable, error)',
+    labelNames: ['bucket', 'preset', 'format', 'result'] as const,
+    registers: [this.registry],
+  })
+  readonly imageRenderDuration = new Histogram({
+    name: 'image_render_duration_seconds',
+    help: 'Time one image render took in libvips (queue wait excluded), by bucket and output format',
+    labelNames: ['bucket', 'format'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  })
+  readonly imageQueueDepth = new Gauge({
+    name: 'image_render_queue_depth',
+    help: 'Image renders waiting for a render slot, by bucket',
+    labelNames: ['bucket'] as const,
+    registers: [this.registry],
+  })
+  readonly compressions = new Counter({
+    name: 'compressions_total',
+    help: 'Representations compressed (once per object version and encoding; served many times from the cache), by encoding',
+    labelNames: ['encoding'] as const,
+    registers: [this.registry],
+  })
+
   constructor() {
     collectDefaultMetrics({ register: this.registry })
   }
