@@ -688,3 +688,131 @@ function applyCacheHeaders(headers: HeaderRecord, outcome: CacheOutcome): void {
   headers['cache-status'] = outcome.status
   if (outcome.entry !== undefined && outcome.xCache !== 'MISS') headers.age = ageOf(outcome.entry)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Whole objects for representations (pipeline/represent.ts)
+
+/** An object's current version, read whole, and how the cache took part in reading it. */
+export interface WholeObject {
+  meta: ObjectMeta
+  bytes: Buffer
+  /** Epoch ms until which this version may be used without asking the origin (0: not cached). */
+  freshUntil: number
+  cached: 'hit' | 'miss' | 'revalidated'
+}
+
+/**
+ * The metadata of `key`'s current version and until when it holds: a fresh cache entry's (a whole
+ * object or a sliced one's metadata), else the origin's answer to a HEAD. Undefined for a bucket
+ * without a cache (nothing made of the object is kept, so nothing needs its version first).
+ */
+export async function currentVersion(x: Exchange, key: string): Promise<{ meta: ObjectMeta; freshUntil: number } | undefined> {
+  const { bucket } = x.matched
+  const cache = bucket.cache
+  if (cache === null) return undefined
+  const cacheKey = `${bucket.name}/${key}`
+  const now = Date.now()
+  const hit = cache.store.peek(cacheKey) ?? (cache.store.tiers.length > cache.store.peekedTiers ? await cache.store.lookup(cacheKey, cache.store.peekedTiers) : undefined)
+  if (hit !== undefined && hit.entry.freshUntil > now) return { meta: hit.entry.meta, freshUntil: hit.entry.freshUntil }
+  if (hit === undefined) {
+    const sliced = await cache.slices?.lookup(bucket.source, key, cacheKey)
+    if (sliced !== undefined && sliced.freshUntil > now) return { meta: sliced.meta, freshUntil: sliced.freshUntil }
+  }
+  const meta = await bucket.source.head(key, new OriginReadOptions(x, false))
+  const policy = storagePolicy(meta.cacheControl, cache.ttlSeconds)
+  return { meta, freshUntil: policy.store ? Date.now() + policy.freshMs : 0 }
+}
+
+/**
+ * `key`'s current version read whole, for a representation to be made of it: the fresh cache
+ * entry, else revalidated or fetched (joining a miss of the same key in flight) and stored exactly
+ * as a miss stores it. A version over `maxBytes` is refused with `tooLarge()` before its body is read.
+ */
+export async function wholeObject(x: Exchange, key: string, maxBytes: number, tooLarge: () => Error): Promise<WholeObject> {
+  const { bucket } = x.matched
+  const cache = bucket.cache
+  const options = new OriginReadOptions(x, false)
+  const bounded = async (body: ObjectBody): Promise<Buffer> => {
+    if (body.meta.size > maxBytes) {
+      await body.stream.cancel()
+      throw tooLarge()
+    }
+    return collect(body.stream)
+  }
+  if (cache === null) {
+    const body = await bucket.source.get(key, undefined, options)
+    return { meta: body.meta, bytes: await bounded(body), freshUntil: 0, cached: 'miss' }
+  }
+  const cacheKey = `${bucket.name}/${key}`
+  const hit = cache.store.peek(cacheKey) ?? (cache.store.tiers.length > cache.store.peekedTiers ? await cache.store.lookup(cacheKey, cache.store.peekedTiers) : undefined)
+  const stored = (entry: CachedObject, cached: WholeObject['cached']) => wholeOf(entry, cached, maxBytes, tooLarge)
+  if (hit !== undefined && hit.entry.freshUntil > Date.now()) {
+    if (hit.entry.meta.size > maxBytes) throw tooLarge()
+    try {
+      return await stored(hit.entry, 'hit')
+    } catch {
+      // The cached body failed its check (the tier dropped it): read the origin instead.
+    }
+  }
+  if (hit !== undefined && hit.entry.meta.etag !== undefined && hit.entry.freshUntil <= Date.now()) {
+    const result = await bucket.source.revalidate(key, hit.entry.meta.etag, options)
+    if (result === 'not-modified') {
+      const now = Date.now()
+      const refreshed: CachedObject = { ...hit.entry, storedAt: now, freshUntil: now + storagePolicy(hit.entry.meta.cacheControl, cache.ttlSeconds).freshMs }
+      void cache.store.set(cacheKey, refreshed)
+      return stored(refreshed, 'revalidated')
+    }
+    return storeWhole(cache, cacheKey, result, await bounded(result), 'revalidated')
+  }
+  const inFlight = cache.flights.get(cacheKey)
+  if (inFlight !== undefined) {
+    const shared = await inFlight.catch(() => undefined)
+    if (shared !== undefined) return stored(shared, 'hit')
+  }
+  // Leads the fetch: misses of the same key (a plain GET, another representation) wait for it.
+  const { promise: flight, resolve: settle } = Promise.withResolvers<CachedObject | undefined>()
+  cache.flights.set(cacheKey, flight)
+  let whole: WholeObject | undefined
+  try {
+    const body = await bucket.source.get(key, undefined, options)
+    whole = storeWhole(cache, cacheKey, body, await bounded(body), 'miss')
+    return whole
+  } finally {
+    cache.flights.delete(cacheKey)
+    settle(whole !== undefined && whole.freshUntil > 0 && whole.bytes.length <= cache.maxItemBytes ? entryOfWhole(whole) : undefined)
+  }
+}
+
+function entryOfWhole(whole: WholeObject): CachedObject {
+  return { meta: whole.meta, body: whole.bytes, storedAt: Date.now(), freshUntil: whole.freshUntil }
+}
+
+/** A body read whole from the origin, stored when a miss would have stored it. */
+function storeWhole(cache: BucketCache, cacheKey: string, body: ObjectBody, bytes: Buffer, cached: WholeObject['cached']): WholeObject {
+  const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
+  const now = Date.now()
+  const freshUntil = policy.store ? now + policy.freshMs : 0
+  if (policy.store && bytes.length <= cache.maxItemBytes) void cache.store.set(cacheKey, { meta: body.meta, body: bytes, storedAt: now, freshUntil })
+  return { meta: body.meta, bytes, freshUntil, cached }
+}
+
+async function wholeOf(entry: CachedObject, cached: WholeObject['cached'], maxBytes: number, tooLarge: () => Error): Promise<WholeObject> {
+  if (entry.meta.size > maxBytes) throw tooLarge()
+  const bytes = entry.body instanceof Uint8Array ? entry.body : await collect(entry.body.stream(undefined, { reuseChunks: false }))
+  return { meta: entry.meta, bytes, freshUntil: entry.freshUntil, cached }
+}
+
+/** How a representation's answer came about, for X-Cache and Cache-Status. */
+export interface RepresentationOutcome {
+  xCache: 'HIT' | 'MISS'
+  status: string
+  tier?: string
+}
+
+/**
+ * Answers a representation's entry (an image variant, a compressed body) exactly as an object is
+ * answered from the cache: Range, 304, 412, 416 and HEAD by its own validators.
+ */
+export function answerEntry(x: Exchange, entry: CachedObject, outcome: RepresentationOutcome, debugHeaders: boolean): Answer | Promise<Answer> {
+  return fromEntry(x, x.matched.bucket, entry, readRequest(x, debugHeaders), { ...outcome })
+}
