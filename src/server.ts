@@ -11,7 +11,7 @@
 //   idle_timeout_seconds     the socket timeout (`server.timeout`) for reads and idle sockets; a
 //                            response the client stopped reading is cut by `watchStalledWrites`
 //   keepalive_timeout_seconds  Node's keepAliveTimeout, between requests
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import http, { type IncomingMessage } from 'node:http'
 import https from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
@@ -199,7 +199,14 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
       if (socket.writableLength > 0 && (socket as Socket & { encrypted?: boolean }).encrypted === true) return
       socket.destroy()
     })
-    created.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseUnparsed(err, socket, accessLog))
+    created.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseUnparsed(err, socket, accessLog, s3))
+    if (s3) {
+      // Expect is the S3 front end's to answer: no interim 100 for a GET or HEAD, which has nothing
+      // to continue, nor for a refused write (its body is never sent); the STS form asks for it as
+      // it reads. Any other expectation gets an S3 error there, not Node's bare 417.
+      created.on('checkContinue', listenerFor(true))
+      created.on('checkExpectation', listenerFor(true))
+    }
     return created
   }
   const server = createServer(false)
@@ -414,7 +421,7 @@ function unparsedCode(code: string | undefined): ErrorCode {
  * to the socket by hand and the connection closes once it is out. The access log gets the usual
  * line with what is known: the socket peer, no method or path, the parser's code as the reason.
  */
-function refuseUnparsed(err: NodeJS.ErrnoException, socket: Socket, accessLog: AccessLog | undefined): void {
+function refuseUnparsed(err: NodeJS.ErrnoException, socket: Socket, accessLog: AccessLog | undefined, s3: boolean): void {
   // A connection reset, a second refusal on a connection already answered, or a response to an
   // earlier request already under way (its bytes must not be cut into): nothing to say.
   const inFlight = (socket as unknown as { _httpMessage?: { headersSent: boolean } | null })._httpMessage
@@ -423,7 +430,8 @@ function refuseUnparsed(err: NodeJS.ErrnoException, socket: Socket, accessLog: A
     return
   }
   const code = unparsedCode(err.code)
-  const { status, headers, body } = refusalAnswer(code)
+  // On the S3 listener, S3's XML error (an S3 client reads <Code> and x-amz-request-id).
+  const { status, headers, body } = s3 ? s3RefusalAnswer(code, false) : refusalAnswer(code)
   const requestId = headers['x-request-id'] as string
   let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n`
   for (const name in headers) head += `${name}: ${headers[name]}\r\n`
@@ -524,11 +532,18 @@ function refusal(code: ErrorCode): Response {
   return new Response(body, { status, headers })
 }
 
+/** A refusal on the S3 listener before the app sees the request, as S3 XML with S3's request ids. */
+function s3RefusalAnswer(code: ErrorCode, head: boolean, headers?: Record<string, string>): Answer & { body: string } {
+  const requestId = randomUUID()
+  const answer = s3ErrorAnswer(new ProxyError(code, { headers }), '/', requestId, head)
+  const stamp = { 'x-request-id': requestId, 'x-amz-id-2': randomBytes(24).toString('base64'), 'x-content-type-options': 'nosniff' }
+  return { ...answer, headers: { ...answer.headers, ...stamp }, body: answer.body ?? '' }
+}
+
 /** Overload on the S3 listener: S3's SlowDown, which every S3 client retries with backoff. */
 function refuseS3(outgoing: StampedResponse, head: boolean): void {
-  const requestId = randomUUID()
-  const { status, headers, body } = s3ErrorAnswer(new ProxyError('GUARD_OVERLOADED', { headers: { 'retry-after': '1' } }), '/', requestId, head)
-  outgoing.writeHead(status, { ...headers, 'x-request-id': requestId }).end(body ?? undefined)
+  const { status, headers, body } = s3RefusalAnswer('GUARD_OVERLOADED', head, { 'retry-after': '1' })
+  outgoing.writeHead(status, headers).end(head ? undefined : body)
 }
 
 function refuse(outgoing: StampedResponse, code: ErrorCode, headers?: Record<string, string>): void {

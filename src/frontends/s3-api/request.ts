@@ -148,3 +148,16 @@ function queryPairs(raw: string): [string, string][] | null {
 function refuse(code: S3RefusalCode, message: string, bucket: string | undefined, key: string): S3Request {
   return { ok: false, code, message, bucket, key }
 }
+
+/** Node's reading of an `Expect` value that asks for 100-continue (and only HTTP/1.1 asks). */
+const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i
+
+/**
+ * What an `Expect` header asks of the listener: nothing (none, or HTTP/1.0), `continue` (a 100
+ * before the body is read, which only the STS form is), or an expectation it cannot meet.
+ */
+export function expectationOf(expect: string | undefined, httpVersion: string): 'none' | 'continue' | 'unmet' {
+  if (expect === undefined || httpVersion !== '1.1') return 'none'
+  return CONTINUE.test(expect) ? 'continue' : 'unmet'
+}
+

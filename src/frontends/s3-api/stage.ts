@@ -16,7 +16,7 @@ import { S3Error, s3ErrorAnswer } from './errors.ts'
 import type { S3Exchange } from './exchange.ts'
 import type { ListPageCache } from './list.ts'
 import { overrideValue } from './override-value.ts'
-import { parseS3Request } from './request.ts'
+import { expectationOf, parseS3Request } from './request.ts'
 import type { SessionSealer } from './session-token.ts'
 import { hasAwsAuth, SigV4Error, verifySigV4, type SigningKeyCache } from './sigv4.ts'
 import type { StsRuntime } from './sts.ts'
@@ -45,10 +45,16 @@ export const RESPONSE_OVERRIDES: Readonly<Record<string, string>> = {
 
 const CLOSE = { connection: 'close' }
 
+/** S3's answer to a header asking for what it does not do; any body is left unread. */
+export const UNMET_EXPECTATION = () =>
+  new S3Error('NotImplemented', 501, 'A header you provided implies functionality that is not implemented: Expect supports only 100-continue.', 'expectation', CLOSE)
+
 export function s3Classify(options: { domain: string | undefined }): (x: Exchange) => void {
   const { domain } = options
   return function s3Classify(exchange) {
     const x = exchange as S3Exchange
+    // 100-continue needs nothing here: no 100 is sent (server.ts), the answer comes first.
+    if (expectationOf(x.header('expect'), x.incoming.httpVersion) === 'unmet') throw UNMET_EXPECTATION()
     const parsed = parseS3Request(x.method, x.target, x.header('host'), domain)
     x.s3 = parsed
     if (!parsed.ok) {

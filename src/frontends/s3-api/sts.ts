@@ -13,6 +13,7 @@ import { rawPathOf } from '../../http/path.ts'
 import type { TokenVerifier } from '../../ports.ts'
 import type { Answer } from '../../types.ts'
 import type { Exchange } from '../../pipeline/exchange.ts'
+import { expectationOf } from './request.ts'
 import type { SessionSealer } from './session-token.ts'
 import { elements } from './xml.ts'
 
@@ -88,6 +89,9 @@ export function stsExchange(options: StsOptions): (x: Exchange) => Promise<Answe
     const host = hostProblemOf(x.incoming)
     if (host !== undefined) throw new ProxyError('GUARD_BAD_HOST', { reason: host, headers: { connection: 'close' } })
     if (x.target.length > maxUriLength) throw new ProxyError('GUARD_URI_TOO_LONG')
+    if (expectationOf(x.header('expect'), x.incoming.httpVersion) === 'unmet') {
+      throw new StsError('NotImplemented', 501, 'A header you provided implies functionality that is not implemented: Expect supports only 100-continue.', 'expectation')
+    }
     const params = new URLSearchParams(x.target.slice(x.target.indexOf('?') + 1 || x.target.length))
     if (x.method === 'POST') for (const [name, value] of new URLSearchParams(await readForm(x))) params.set(name, value)
 
@@ -97,7 +101,9 @@ export function stsExchange(options: StsOptions): (x: Exchange) => Promise<Answe
     }
     const version = params.get('Version')
     if (version !== null && version !== VERSION) throw new StsError('InvalidAction', 400, `Could not find operation ${action} for version ${version}`, 'version')
-    const token = required(params, 'WebIdentityToken')
+    // A token file's trailing newline is sent as is by some clients (rclone's AWS SDK for Go
+    // reads AWS_WEB_IDENTITY_TOKEN_FILE untrimmed); a JWT has no whitespace of its own.
+    const token = required(params, 'WebIdentityToken').trim()
     const roleArn = required(params, 'RoleArn')
     const sessionName = required(params, 'RoleSessionName')
     if (!/^arn:[\w+=,.@/:-]{16,2044}$/.test(roleArn)) invalidMember('roleArn', 'Member must have length greater than or equal to 20 and be an ARN')
@@ -200,6 +206,8 @@ async function readForm(x: Exchange): Promise<string> {
   if (length !== undefined && !(Number(length) <= MAX_FORM_BYTES)) {
     throw new StsError('RequestEntityTooLarge', 413, `The request body is larger than ${MAX_FORM_BYTES} bytes.`, 'form_too_large')
   }
+  // A client waiting for 100 Continue (server.ts sends none by itself) is asked for the form now.
+  if (expectationOf(x.header('expect'), x.incoming.httpVersion) === 'continue' && !x.outgoing.headersSent) x.outgoing.writeContinue()
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of x.incoming as AsyncIterable<Buffer>) {
