@@ -7,11 +7,11 @@ import * as zlib from 'node:zlib'
 import type { CompressionEncoding } from '../config/representations-schema.ts'
 
 /**
- * The level per encoding: the knee of size against time on minified JS, JSON and prose. Higher
- * levels save 2-11% more bytes at 10-70x the time (brotli 9 and 11 take over 100 ms for 100 KiB of
- * minified JS and brotli 11 about 1.5 s per MiB of text; zstd 19 about 0.3 s per MiB), time a
- * cache miss waits for and a threadpool thread (4 by default, shared with file I/O and DNS) is held
- * for. gzip 9 is no smaller than 6 on text. Measured table: docs/caching.md, bench/compression.ts.
+ * The level per encoding: the knee of size against time on minified JS, JSON and prose. The top
+ * levels save 3-11% more bytes at 20-95x the time (brotli 9 and 11 take over 100 ms for 100 KiB of
+ * minified JS, brotli 11 about 1.5 s per MiB of text, zstd 19 about 0.3 s per MiB): time a cache
+ * miss waits for and a threadpool thread (4 by default, shared with file I/O and DNS) is held for.
+ * gzip 9 is no smaller than 6 on text. Measured table: docs/caching.md, bench/compression.ts.
  */
 export const COMPRESSION_LEVELS: Readonly<Record<CompressionEncoding, number>> = { br: 5, zstd: 6, gzip: 6 }
 
