@@ -121,7 +121,7 @@ export function checkWatermarkTemplates(cfg: WatermarkConfig): string[] {
       if (rest.includes('{{') || rest.includes('}}')) {
         problems.push(`${at}: "{{" without a matching "}}" (templates look like {{ip}})`)
       }
-      const fixed = [...sanitize(rest)].length
+      const fixed = [...clean(rest)].length
       if (fixed > MAX_WATERMARK_TEXT) {
         problems.push(`${at}: ${fixed} characters of fixed text; at most ${MAX_WATERMARK_TEXT} are drawn`)
       }
@@ -133,11 +133,12 @@ export function checkWatermarkTemplates(cfg: WatermarkConfig): string[] {
 // Controls, and the bidirectional overrides that could make a header value read backwards.
 const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g
 
+const clean = (text: string) => text.replace(/[\t\n\r\v\f]+/g, ' ').replace(INVISIBLE, '').toWellFormed()
+
 /** Plain text safe to draw: no control or direction characters, well-formed, capped. */
 export function sanitize(text: string): string {
-  const clean = text.replace(/[\t\n\r\v\f]+/g, ' ').replace(INVISIBLE, '').toWellFormed()
-  const points = [...clean]
-  return (points.length > MAX_WATERMARK_TEXT ? points.slice(0, MAX_WATERMARK_TEXT).join('') : clean).trim()
+  const points = [...clean(text)]
+  return points.slice(0, MAX_WATERMARK_TEXT).join('').trim()
 }
 
 function claimText(value: unknown): string {
@@ -359,24 +360,32 @@ async function imageStamp(spec: Extract<WatermarkSpec, { type: 'image' }>, bytes
   if (meta.format === undefined || !SOURCE_FORMATS.has(meta.format)) {
     throw new Error(`watermark source "${spec.source}" is ${meta.format ?? 'not an image'}; use PNG, WebP, JPEG, AVIF, GIF or TIFF`)
   }
-  let image = input().autoOrient()
-  if (spec.width !== undefined || spec.height !== undefined) {
-    image = image.resize({ width: spec.width, height: spec.height, fit: 'inside' })
-  }
-  const decoded = await image.ensureAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true })
-  let stamp = raster(decoded.data, decoded.info, 4)
+  // The size is settled before decoding, so the source is resized once (shrink-on-load for a large
+  // one) and a mark far larger than the output is never rasterized at its configured size.
+  const upright = (meta.orientation ?? 1) >= 5
+  const w0 = (upright ? meta.height : meta.width) ?? 1
+  const h0 = (upright ? meta.width : meta.height) ?? 1
+  const wanted =
+    spec.width !== undefined && spec.height !== undefined
+      ? Math.min(spec.width / w0, spec.height / h0)
+      : spec.width !== undefined
+        ? spec.width / w0
+        : spec.height !== undefined
+          ? spec.height / h0
+          : 1
   const angle = angleOf(spec)
   const space = room(spec, width, height)
-  const box = turned(stamp.width, stamp.height, angle)
-  const scale = Math.min(space.w / box.w, space.h / box.h)
-  if (spec.position === 'diagonal' ? Math.abs(scale - 1) > 0.01 : scale < 1) {
-    const { data, info } = await sharp(stamp.data, rawOf(stamp))
-      .resize({ width: Math.max(1, Math.floor(stamp.width * scale)), height: Math.max(1, Math.floor(stamp.height * scale)), fit: 'fill' })
-      .raw()
-      .toBuffer({ resolveWithObject: true })
-    stamp = raster(data, info, 4)
-  }
-  stamp = await fitInside(await rotate(stamp, angle), width, height)
+  const box = turned(w0 * wanted, h0 * wanted, angle)
+  const fit = Math.min(space.w / box.w, space.h / box.h)
+  const scale = wanted * (spec.position === 'diagonal' ? fit : Math.min(1, fit))
+  const decoded = await input()
+    .autoOrient()
+    .resize({ width: Math.max(1, Math.round(w0 * scale)), height: Math.max(1, Math.round(h0 * scale)), fit: 'fill' })
+    .ensureAlpha()
+    .toColourspace('srgb')
+    .raw()
+    .toBuffer({ resolveWithObject: true })
+  let stamp = await fitInside(await rotate(raster(decoded.data, decoded.info, 4), angle), width, height)
   if (spec.opacity < 1) {
     const { data, info } = await sharp(stamp.data, rawOf(stamp)).linear([1, 1, 1, spec.opacity], [0, 0, 0, 0]).raw().toBuffer({ resolveWithObject: true })
     stamp = raster(data, info, 4)
