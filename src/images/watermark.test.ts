@@ -17,7 +17,10 @@ const config = (block: unknown): WatermarkConfig => bucketWatermarkSchema.parse(
 const textRule = (text: string, extra: Record<string, unknown> = {}) =>
   config({ rules: [{ pattern: '**', watermarks: [{ type: 'text', text, ...extra }] }] })
 
-function context(over: Partial<WatermarkContext> = {}, headers: Record<string, string> = {}): WatermarkContext {
+function context(
+  over: Partial<WatermarkContext> = {},
+  headers: Record<string, string> = {}
+): WatermarkContext {
   return {
     claims: { sub: 'alice', org: { team: { name: 'blue' } }, roles: ['a', 'b'], level: 3 },
     ip: '203.0.113.9',
@@ -78,7 +81,10 @@ describe('rule matching', () => {
   })
 
   it('marks nothing when the block is disabled', () => {
-    const cfg = config({ enabled: false, rules: [{ pattern: '**', watermarks: [{ type: 'text', text: 'x' }] }] })
+    const cfg = config({
+      enabled: false,
+      rules: [{ pattern: '**', watermarks: [{ type: 'text', text: 'x' }] }],
+    })
     assert.equal(watermarkPlan(cfg, 'a.jpg', context()), undefined)
   })
 })
@@ -95,7 +101,10 @@ describe('templates', () => {
     assert.equal(resolve('{{datetime}}'), '2026-03-04T05:06:07Z')
     assert.equal(resolve('{{path}}'), '/media/a%20b/photo.jpg')
     assert.equal(resolve('{{bucket}}'), 'media')
-    assert.equal(resolve('© {{ bucket }} for {{jwt.sub}} at {{ip}}'), '© media for alice at 203.0.113.9')
+    assert.equal(
+      resolve('© {{ bucket }} for {{jwt.sub}} at {{ip}}'),
+      '© media for alice at 203.0.113.9'
+    )
   })
 
   it('resolves a missing claim, a missing header and a public bucket to empty text', () => {
@@ -114,14 +123,29 @@ describe('templates', () => {
     const evil = 'ev\u0000il\r\nname\u202etxt.exe\u0007'
     assert.equal(resolve('{{header.x-user}}', context({}, { 'x-user': evil })), 'evil nametxt.exe')
     const long = 'x'.repeat(5000)
-    assert.equal(resolve('{{header.x-user}}', context({}, { 'x-user': long })).length, MAX_WATERMARK_TEXT)
+    assert.equal(
+      resolve('{{header.x-user}}', context({}, { 'x-user': long })).length,
+      MAX_WATERMARK_TEXT
+    )
   })
 
   it('refuses unknown and unclosed templates and over-long fixed text at config time', () => {
     const cfg = config({
       rules: [
-        { pattern: '**', watermarks: [{ type: 'image', source: 'logo.png' }, { type: 'text', text: '{{user}} {{jwt.}} {{header.a b}}' }] },
-        { pattern: '**', watermarks: [{ type: 'text', text: 'by {{ip' }, { type: 'text', text: 'y'.repeat(201) }] },
+        {
+          pattern: '**',
+          watermarks: [
+            { type: 'image', source: 'logo.png' },
+            { type: 'text', text: '{{user}} {{jwt.}} {{header.a b}}' },
+          ],
+        },
+        {
+          pattern: '**',
+          watermarks: [
+            { type: 'text', text: 'by {{ip' },
+            { type: 'text', text: 'y'.repeat(201) },
+          ],
+        },
       ],
     })
     assert.deepEqual(checkWatermarkTemplates(cfg), [
@@ -131,7 +155,12 @@ describe('templates', () => {
       'rules[1].watermarks[0].text: "{{" without a matching "}}" (templates look like {{ip}})',
       'rules[1].watermarks[1].text: 201 characters of fixed text; at most 200 are drawn',
     ])
-    assert.deepEqual(checkWatermarkTemplates(textRule('{{jwt.sub}} {{ip}} {{header.x-a}} {{date}} {{datetime}} {{path}} {{bucket}}')), [])
+    assert.deepEqual(
+      checkWatermarkTemplates(
+        textRule('{{jwt.sub}} {{ip}} {{header.x-a}} {{date}} {{datetime}} {{path}} {{bucket}}')
+      ),
+      []
+    )
   })
 })
 
@@ -145,9 +174,20 @@ describe('plan flags and fingerprint', () => {
       const plan = planOf(textRule(text))
       assert.deepEqual([plan.personal, plan.cacheable], [false, true], text)
     }
-    assert.deepEqual([planOf(textRule('{{datetime}}')).personal, planOf(textRule('{{datetime}}')).cacheable], [false, false])
+    assert.deepEqual(
+      [planOf(textRule('{{datetime}}')).personal, planOf(textRule('{{datetime}}')).cacheable],
+      [false, false]
+    )
     const mixed = config({
-      rules: [{ pattern: '**', watermarks: [{ type: 'text', text: '{{datetime}}' }, { type: 'text', text: '{{jwt.sub}}' }] }],
+      rules: [
+        {
+          pattern: '**',
+          watermarks: [
+            { type: 'text', text: '{{datetime}}' },
+            { type: 'text', text: '{{jwt.sub}}' },
+          ],
+        },
+      ],
     })
     assert.deepEqual([planOf(mixed).personal, planOf(mixed).cacheable], [true, false])
   })
@@ -160,12 +200,18 @@ describe('plan flags and fingerprint', () => {
     assert.match(a.fingerprint, /^[A-Za-z0-9_-]{22}$/)
 
     const fixed = textRule('© media')
-    assert.equal(planOf(fixed, context({ ip: '192.0.2.1' })).fingerprint, planOf(fixed, context({ ip: '192.0.2.2' })).fingerprint)
+    assert.equal(
+      planOf(fixed, context({ ip: '192.0.2.1' })).fingerprint,
+      planOf(fixed, context({ ip: '192.0.2.2' })).fingerprint
+    )
     const daily = textRule('{{date}}')
     const day2 = context({ now: new Date('2026-03-05T00:00:00Z') })
     assert.notEqual(planOf(daily).fingerprint, planOf(daily, day2).fingerprint)
     // The rest of the mark counts too: another colour is another render.
-    assert.notEqual(planOf(textRule('x', { color: '#000' })).fingerprint, planOf(textRule('x', { color: '#fff' })).fingerprint)
+    assert.notEqual(
+      planOf(textRule('x', { color: '#000' })).fingerprint,
+      planOf(textRule('x', { color: '#fff' })).fingerprint
+    )
   })
 
   it('lists the image sources a plan draws', () => {
@@ -202,13 +248,25 @@ async function decode(image: Buffer, layers: sharp.OverlayOptions[] = []): Promi
 }
 
 /** Pixels in [x0, x1) x [y0, y1) that differ by more than 24 in some channel. */
-function changed(a: Pixels, b: Pixels, x0: number, y0: number, x1: number, y1: number, accept?: (p: number[]) => boolean): number {
+function changed(
+  a: Pixels,
+  b: Pixels,
+  x0: number,
+  y0: number,
+  x1: number,
+  y1: number,
+  accept?: (p: number[]) => boolean
+): number {
   let count = 0
   for (let y = y0; y < y1; y++) {
     for (let x = x0; x < x1; x++) {
       const at = (y * a.width + x) * a.channels
       const pixel = [...b.data.subarray(at, at + b.channels)]
-      if (pixel.some((v, c) => Math.abs(v - (a.data[at + c] as number)) > 24) && (accept === undefined || accept(pixel))) count++
+      if (
+        pixel.some((v, c) => Math.abs(v - (a.data[at + c] as number)) > 24) &&
+        (accept === undefined || accept(pixel))
+      )
+        count++
     }
   }
   return count
@@ -222,19 +280,34 @@ describe('watermark overlays', () => {
   const noSource = async (key: string): Promise<Uint8Array> => {
     throw new Error(`unexpected load of ${key}`)
   }
-  const marked = async (cfg: WatermarkConfig, image: Buffer, loadSource = noSource, ctx = context()) => {
+  const marked = async (
+    cfg: WatermarkConfig,
+    image: Buffer,
+    loadSource = noSource,
+    ctx = context()
+  ) => {
     const { width, height } = await sharp(image).metadata()
     const layers = await watermarkOverlays(planOf(cfg, ctx), width, height, loadSource)
     return { layers, pixels: await decode(image, layers) }
   }
 
   before(async () => {
-    grey = await sharp({ create: { width: 800, height: 600, channels: 3, background: '#808080' } }).jpeg().toBuffer()
+    grey = await sharp({ create: { width: 800, height: 600, channels: 3, background: '#808080' } })
+      .jpeg()
+      .toBuffer()
     greyPixels = await decode(grey)
-    small = await sharp({ create: { width: 100, height: 80, channels: 3, background: '#808080' } }).png().toBuffer()
+    small = await sharp({ create: { width: 100, height: 80, channels: 3, background: '#808080' } })
+      .png()
+      .toBuffer()
     // 100 x 80: the left half opaque red, the right half fully transparent.
-    const half = await sharp({ create: { width: 50, height: 80, channels: 4, background: { r: 255, g: 0, b: 0, alpha: 1 } } }).png().toBuffer()
-    logo = await sharp({ create: { width: 100, height: 80, channels: 4, background: { r: 0, g: 0, b: 255, alpha: 0 } } })
+    const half = await sharp({
+      create: { width: 50, height: 80, channels: 4, background: { r: 255, g: 0, b: 0, alpha: 1 } },
+    })
+      .png()
+      .toBuffer()
+    logo = await sharp({
+      create: { width: 100, height: 80, channels: 4, background: { r: 0, g: 0, b: 255, alpha: 0 } },
+    })
       .composite([{ input: half, left: 0, top: 0 }])
       .png()
       .toBuffer()
@@ -252,51 +325,102 @@ describe('watermark overlays', () => {
       'bottom-right': [600, 500],
     } as const
     for (const [position, [x, y]] of Object.entries(corners)) {
-      const { pixels } = await marked(textRule('© media', { position, font_size: 40, opacity: 1, margin: 20 }), grey)
-      assert.ok(changed(greyPixels, pixels, x, y, x + 200, y + 100) > 100, `${position}: ink in its corner`)
-      assert.equal(changed(greyPixels, pixels, 0, 0, 800, 600), changed(greyPixels, pixels, x, y, x + 200, y + 100), `${position}: ink only there`)
+      const { pixels } = await marked(
+        textRule('© media', { position, font_size: 40, opacity: 1, margin: 20 }),
+        grey
+      )
+      assert.ok(
+        changed(greyPixels, pixels, x, y, x + 200, y + 100) > 100,
+        `${position}: ink in its corner`
+      )
+      assert.equal(
+        changed(greyPixels, pixels, 0, 0, 800, 600),
+        changed(greyPixels, pixels, x, y, x + 200, y + 100),
+        `${position}: ink only there`
+      )
       // The margin stays clean.
       const edgeX = position.endsWith('left') ? 0 : 780
       const edgeY = position.startsWith('top') ? 0 : 580
-      assert.equal(changed(greyPixels, pixels, edgeX, 0, edgeX + 20, 600), 0, `${position}: left/right margin`)
-      assert.equal(changed(greyPixels, pixels, 0, edgeY, 800, edgeY + 20), 0, `${position}: top/bottom margin`)
+      assert.equal(
+        changed(greyPixels, pixels, edgeX, 0, edgeX + 20, 600),
+        0,
+        `${position}: left/right margin`
+      )
+      assert.equal(
+        changed(greyPixels, pixels, 0, edgeY, 800, edgeY + 20),
+        0,
+        `${position}: top/bottom margin`
+      )
     }
   })
 
   it('centres a center mark', async () => {
-    const { pixels } = await marked(textRule('CENTRE', { position: 'center', font_size: 40, opacity: 1 }), grey)
+    const { pixels } = await marked(
+      textRule('CENTRE', { position: 'center', font_size: 40, opacity: 1 }),
+      grey
+    )
     assert.ok(changed(greyPixels, pixels, 300, 260, 500, 340) > 100)
     assert.equal(changed(greyPixels, pixels, 0, 0, 800, 200), 0)
     assert.equal(changed(greyPixels, pixels, 0, 400, 800, 600), 0)
   })
 
   it('draws the text in its colour at its opacity', async () => {
-    const opaque = await marked(textRule('MMMM', { position: 'center', font_size: 60, opacity: 1, color: '#00ff00' }), grey)
-    const faint = await marked(textRule('MMMM', { position: 'center', font_size: 60, opacity: 0.3, color: '#00ff00' }), grey)
+    const opaque = await marked(
+      textRule('MMMM', { position: 'center', font_size: 60, opacity: 1, color: '#00ff00' }),
+      grey
+    )
+    const faint = await marked(
+      textRule('MMMM', { position: 'center', font_size: 60, opacity: 0.3, color: '#00ff00' }),
+      grey
+    )
     const green = (p: number[]) => (p[1] as number) > 230 && (p[0] as number) < 40
-    const blend = (p: number[]) => Math.abs((p[1] as number) - (128 + 0.3 * 127)) < 12 && Math.abs((p[0] as number) - 0.7 * 128) < 12
+    const blend = (p: number[]) =>
+      Math.abs((p[1] as number) - (128 + 0.3 * 127)) < 12 &&
+      Math.abs((p[0] as number) - 0.7 * 128) < 12
     assert.ok(changed(greyPixels, opaque.pixels, 0, 0, 800, 600, green) > 500, 'opaque green ink')
     assert.ok(changed(greyPixels, faint.pixels, 0, 0, 800, 600, blend) > 500, '30% green over grey')
-    assert.equal(changed(greyPixels, faint.pixels, 0, 0, 800, 600, green), 0, 'never full strength at 30%')
+    assert.equal(
+      changed(greyPixels, faint.pixels, 0, 0, 800, 600, green),
+      0,
+      'never full strength at 30%'
+    )
   })
 
   it('draws a header value with markup and & as plain text, never as markup', async () => {
     const value = '<span foreground="#ff0000" size="80000">x</span> & <script>alert(1)</script>'
     const ctx = context({}, { 'x-user': value })
-    const cfg = textRule('{{header.x-user}}', { position: 'top-left', font_size: 20, opacity: 1, color: '#00ff00' })
+    const cfg = textRule('{{header.x-user}}', {
+      position: 'top-left',
+      font_size: 20,
+      opacity: 1,
+      color: '#00ff00',
+    })
     assert.equal(textOf(planOf(cfg, ctx)), value)
     const { layers, pixels } = await marked(cfg, grey, noSource, ctx)
     const red = (p: number[]) => (p[0] as number) > (p[1] as number)
     assert.ok(changed(greyPixels, pixels, 0, 0, 800, 600) > 200)
     assert.equal(changed(greyPixels, pixels, 0, 0, 800, 600, red), 0, 'no red ink')
     // Every character is drawn (markup would have left one small "x").
-    const plain = await watermarkOverlays(planOf(textRule('x', { position: 'top-left', font_size: 20 })), 800, 600, noSource)
-    assert.ok((layers[0]?.raw?.width ?? 0) > 20 * (plain[0]?.raw?.width ?? 0), 'the whole value drawn')
+    const plain = await watermarkOverlays(
+      planOf(textRule('x', { position: 'top-left', font_size: 20 })),
+      800,
+      600,
+      noSource
+    )
+    assert.ok(
+      (layers[0]?.raw?.width ?? 0) > 20 * (plain[0]?.raw?.width ?? 0),
+      'the whole value drawn'
+    )
     assert.ok((layers[0]?.raw?.height ?? 0) < 40, 'at 20 px, not at size="80000"')
   })
 
   it('tiles a mark over the whole output, with tile_spacing between the tiles', async () => {
-    const cfg = textRule('tile', { position: 'tiled', font_size: 20, opacity: 1, tile_spacing: 150 })
+    const cfg = textRule('tile', {
+      position: 'tiled',
+      font_size: 20,
+      opacity: 1,
+      tile_spacing: 150,
+    })
     const { layers, pixels } = await marked(cfg, grey)
     const tileW = layers[0]?.raw?.width ?? 0
     const tileH = layers[0]?.raw?.height ?? 0
@@ -305,21 +429,41 @@ describe('watermark overlays', () => {
     assert.ok(textW > 20 && textH > 5, `a tile of ${tileW}x${tileH}`)
     for (let y = 0; y + textH <= 600; y += tileH) {
       for (let x = 0; x + textW <= 800; x += tileW) {
-        assert.ok(changed(greyPixels, pixels, x, y, x + textW, y + textH) > 20, `a tile at ${x},${y}`)
-        assert.equal(changed(greyPixels, pixels, x + textW + 2, y, Math.min(800, x + tileW - 2), y + tileH - 2), 0, `spacing right of ${x},${y}`)
+        assert.ok(
+          changed(greyPixels, pixels, x, y, x + textW, y + textH) > 20,
+          `a tile at ${x},${y}`
+        )
+        assert.equal(
+          changed(
+            greyPixels,
+            pixels,
+            x + textW + 2,
+            y,
+            Math.min(800, x + tileW - 2),
+            y + tileH - 2
+          ),
+          0,
+          `spacing right of ${x},${y}`
+        )
       }
     }
   })
 
   it('draws a diagonal mark through the centre at -45 degrees, or at its rotation', async () => {
-    const rising = await marked(textRule('CONFIDENTIAL DOCUMENT', { position: 'diagonal', opacity: 1 }), grey)
+    const rising = await marked(
+      textRule('CONFIDENTIAL DOCUMENT', { position: 'diagonal', opacity: 1 }),
+      grey
+    )
     assert.ok(changed(greyPixels, rising.pixels, 350, 250, 450, 350) > 100, 'centre')
     assert.ok(changed(greyPixels, rising.pixels, 150, 400, 300, 550) > 100, 'lower left')
     assert.ok(changed(greyPixels, rising.pixels, 500, 50, 650, 200) > 100, 'upper right')
     assert.equal(changed(greyPixels, rising.pixels, 0, 0, 250, 200), 0, 'upper left clean')
     assert.equal(changed(greyPixels, rising.pixels, 550, 400, 800, 600), 0, 'lower right clean')
 
-    const falling = await marked(textRule('CONFIDENTIAL DOCUMENT', { position: 'diagonal', rotation: 45, opacity: 1 }), grey)
+    const falling = await marked(
+      textRule('CONFIDENTIAL DOCUMENT', { position: 'diagonal', rotation: 45, opacity: 1 }),
+      grey
+    )
     assert.ok(changed(greyPixels, falling.pixels, 150, 50, 300, 200) > 100, 'upper left')
     assert.ok(changed(greyPixels, falling.pixels, 500, 400, 650, 550) > 100, 'lower right')
     assert.equal(changed(greyPixels, falling.pixels, 0, 400, 250, 600), 0, 'lower left clean')
@@ -337,8 +481,20 @@ describe('watermark overlays', () => {
         {
           pattern: '**',
           watermarks: [
-            { type: 'image', source: 'marks/logo.png', position: 'top-left', margin: 10, opacity: 1 },
-            { type: 'image', source: 'marks/logo.png', position: 'bottom-right', margin: 10, opacity: 0.5 },
+            {
+              type: 'image',
+              source: 'marks/logo.png',
+              position: 'top-left',
+              margin: 10,
+              opacity: 1,
+            },
+            {
+              type: 'image',
+              source: 'marks/logo.png',
+              position: 'bottom-right',
+              margin: 10,
+              opacity: 0.5,
+            },
           ],
         },
       ],
@@ -346,16 +502,34 @@ describe('watermark overlays', () => {
     const { pixels } = await marked(cfg, grey, load)
     assert.deepEqual(loads, ['marks/logo.png'], 'one load for two marks')
     const red = (p: number[]) => (p[0] as number) > 230 && (p[1] as number) < 30
-    assert.equal(changed(greyPixels, pixels, 10, 10, 60, 90, red), 50 * 80, 'the opaque half, full strength')
+    assert.equal(
+      changed(greyPixels, pixels, 10, 10, 60, 90, red),
+      50 * 80,
+      'the opaque half, full strength'
+    )
     assert.equal(changed(greyPixels, pixels, 60, 10, 110, 90), 0, 'the transparent half')
-    const half = (p: number[]) => Math.abs((p[0] as number) - (128 + 127 / 2)) < 12 && Math.abs((p[1] as number) - 64) < 12
-    assert.equal(changed(greyPixels, pixels, 690, 510, 740, 590, half), 50 * 80, 'the opaque half at 50%')
+    const half = (p: number[]) =>
+      Math.abs((p[0] as number) - (128 + 127 / 2)) < 12 && Math.abs((p[1] as number) - 64) < 12
+    assert.equal(
+      changed(greyPixels, pixels, 690, 510, 740, 590, half),
+      50 * 80,
+      'the opaque half at 50%'
+    )
     assert.equal(changed(greyPixels, pixels, 740, 510, 790, 590), 0)
     assert.equal(changed(greyPixels, pixels, 110, 0, 690, 600), 0, 'nothing between')
   })
 
   it('resizes an image mark to its width and height, keeping its aspect', async () => {
-    const cfg = config({ rules: [{ pattern: '**', watermarks: [{ type: 'image', source: 'l.png', width: 200, height: 400, position: 'top-left' }] }] })
+    const cfg = config({
+      rules: [
+        {
+          pattern: '**',
+          watermarks: [
+            { type: 'image', source: 'l.png', width: 200, height: 400, position: 'top-left' },
+          ],
+        },
+      ],
+    })
     const layers = await watermarkOverlays(planOf(cfg), 800, 600, async () => logo)
     assert.deepEqual([layers[0]?.raw?.width, layers[0]?.raw?.height], [200, 160])
   })
@@ -368,7 +542,13 @@ describe('watermark overlays', () => {
           {
             pattern: '**',
             watermarks: [
-              { type: 'text', text: 'A very long watermark line at the largest size', font_size: 512, position, opacity: 1 },
+              {
+                type: 'text',
+                text: 'A very long watermark line at the largest size',
+                font_size: 512,
+                position,
+                opacity: 1,
+              },
               { type: 'image', source: 'l.png', width: 4000, position, rotation: 30, opacity: 1 },
             ],
           },
@@ -378,28 +558,75 @@ describe('watermark overlays', () => {
       for (const layer of layers) {
         const w = layer.raw?.width ?? 0
         const h = layer.raw?.height ?? 0
-        assert.ok(w <= 100 && h <= 80 && (layer.left ?? 0) + w <= 100 && (layer.top ?? 0) + h <= 80, `${position}: ${w}x${h} fits`)
+        assert.ok(
+          w <= 100 && h <= 80 && (layer.left ?? 0) + w <= 100 && (layer.top ?? 0) + h <= 80,
+          `${position}: ${w}x${h} fits`
+        )
       }
       assert.equal(layers.length, 2)
       assert.deepEqual([pixels.width, pixels.height], [100, 80])
     }
   })
 
-  it('draws nothing for text that resolves to nothing', async () => {
-    const layers = await watermarkOverlays(planOf(textRule('{{jwt.email}}')), 800, 600, noSource)
-    assert.deepEqual(layers, [])
+  it('fits marks on the smallest outputs', async () => {
+    const cfg = config({
+      rules: [
+        {
+          pattern: '**',
+          watermarks: [
+            { type: 'text', text: 'Hello world', position: 'diagonal' },
+            { type: 'text', text: 'Hello', position: 'tiled', margin: 50 },
+            { type: 'text', text: 'Hello', position: 'top-left', margin: 50, rotation: 10 },
+            { type: 'image', source: 'l.png', position: 'bottom-right', margin: 50 },
+          ],
+        },
+      ],
+    })
+    for (const [width, height] of [
+      [1, 1],
+      [3, 200],
+      [5000, 2],
+    ] as const) {
+      const image = await sharp({ create: { width, height, channels: 3, background: '#808080' } })
+        .png()
+        .toBuffer()
+      const { layers, pixels } = await marked(cfg, image, async () => logo)
+      assert.equal(layers.length, 4, `${width}x${height}`)
+      assert.deepEqual([pixels.width, pixels.height], [width, height])
+    }
+  })
+
+  it('draws nothing for text that resolves to nothing or to invisible characters', async () => {
+    assert.deepEqual(
+      await watermarkOverlays(planOf(textRule('{{jwt.email}}')), 800, 600, noSource),
+      []
+    )
+    const ctx = context({}, { 'x-user': '\u200b\u2060 \u200d' })
+    assert.deepEqual(
+      await watermarkOverlays(planOf(textRule('{{header.x-user}}'), ctx), 800, 600, noSource),
+      []
+    )
   })
 
   it('fails the render when a source cannot be loaded or is not a raster image', async () => {
-    const cfg = config({ rules: [{ pattern: '**', watermarks: [{ type: 'image', source: 'marks/logo.svg' }] }] })
+    const cfg = config({
+      rules: [{ pattern: '**', watermarks: [{ type: 'image', source: 'marks/logo.svg' }] }],
+    })
     await assert.rejects(
       watermarkOverlays(planOf(cfg), 800, 600, async () => {
         throw new Error('ORIGIN_NOT_FOUND')
       }),
       /ORIGIN_NOT_FOUND/
     )
-    const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>')
-    await assert.rejects(watermarkOverlays(planOf(cfg), 800, 600, async () => svg), /marks\/logo\.svg" is svg/)
-    await assert.rejects(watermarkOverlays(planOf(cfg), 800, 600, async () => Buffer.from('not an image')))
+    const svg = Buffer.from(
+      '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+    )
+    await assert.rejects(
+      watermarkOverlays(planOf(cfg), 800, 600, async () => svg),
+      /marks\/logo\.svg" is svg/
+    )
+    await assert.rejects(
+      watermarkOverlays(planOf(cfg), 800, 600, async () => Buffer.from('not an image'))
+    )
   })
 })

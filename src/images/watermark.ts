@@ -69,10 +69,17 @@ type Part = string | Template
 
 const TEMPLATE = /\{\{\s*([^{}]*?)\s*\}\}/g
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-const KNOWN = '{{jwt.<claim>}}, {{ip}}, {{header.<name>}}, {{date}}, {{datetime}}, {{path}}, {{bucket}}'
+const KNOWN =
+  '{{jwt.<claim>}}, {{ip}}, {{header.<name>}}, {{date}}, {{datetime}}, {{path}}, {{bucket}}'
 
 function parseTemplate(name: string): Template | undefined {
-  if (name === 'ip' || name === 'date' || name === 'datetime' || name === 'path' || name === 'bucket') {
+  if (
+    name === 'ip' ||
+    name === 'date' ||
+    name === 'datetime' ||
+    name === 'path' ||
+    name === 'bucket'
+  ) {
     return { kind: name }
   }
   if (name.startsWith('jwt.')) {
@@ -123,17 +130,25 @@ export function checkWatermarkTemplates(cfg: WatermarkConfig): string[] {
       }
       const fixed = [...clean(rest)].length
       if (fixed > MAX_WATERMARK_TEXT) {
-        problems.push(`${at}: ${fixed} characters of fixed text; at most ${MAX_WATERMARK_TEXT} are drawn`)
+        problems.push(
+          `${at}: ${fixed} characters of fixed text; at most ${MAX_WATERMARK_TEXT} are drawn`
+        )
       }
     })
   })
   return problems
 }
 
-// Controls, and the bidirectional overrides that could make a header value read backwards.
-const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g
+// Controls, zero-width characters, and the bidirectional overrides that could make a header value
+// read backwards.
+const INVISIBLE =
+  /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g
 
-const clean = (text: string) => text.replace(/[\t\n\r\v\f]+/g, ' ').replace(INVISIBLE, '').toWellFormed()
+const clean = (text: string) =>
+  text
+    .replace(/[\t\n\r\v\f]+/g, ' ')
+    .replace(INVISIBLE, '')
+    .toWellFormed()
 
 /** Plain text safe to draw: no control or direction characters, well-formed, capped. */
 export function sanitize(text: string): string {
@@ -144,7 +159,8 @@ export function sanitize(text: string): string {
 function claimText(value: unknown): string {
   if (value === undefined || value === null) return ''
   if (typeof value === 'string') return value
-  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value)
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint')
+    return String(value)
   if (Array.isArray(value)) return value.map(claimText).join(', ')
   return JSON.stringify(value) ?? ''
 }
@@ -153,7 +169,8 @@ function claimAt(claims: Readonly<Record<string, unknown>> | undefined, path: st
   let value: unknown = claims
   for (const segment of path) {
     // Own properties only: `{{jwt.__proto__}}` reads nothing.
-    if (typeof value !== 'object' || value === null || !Object.hasOwn(value, segment)) return undefined
+    if (typeof value !== 'object' || value === null || !Object.hasOwn(value, segment))
+      return undefined
     value = (value as Record<string, unknown>)[segment]
   }
   return value
@@ -184,7 +201,7 @@ function valueOf(template: Template, ctx: WatermarkContext): string {
 export function globToRegExp(pattern: string): RegExp {
   const glob = pattern.replace(/^\/+/, '')
   let source = ''
-  for (let i = 0; i < glob.length; ) {
+  for (let i = 0; i < glob.length;) {
     if (glob.startsWith('**', i)) {
       let end = i + 2
       while (glob[end] === '*') end++
@@ -225,8 +242,13 @@ function compile(cfg: WatermarkConfig): CompiledRule[] {
   let rules = compiled.get(cfg)
   if (rules !== undefined) return rules
   rules = cfg.rules.map((rule) => {
-    const marks = rule.watermarks.map((spec) => ({ spec, parts: spec.type === 'text' ? parseText(spec.text) : undefined }))
-    const templates = marks.flatMap((m) => (m.parts ?? []).filter((p): p is Template => typeof p !== 'string'))
+    const marks = rule.watermarks.map((spec) => ({
+      spec,
+      parts: spec.type === 'text' ? parseText(spec.text) : undefined,
+    }))
+    const templates = marks.flatMap((m) =>
+      (m.parts ?? []).filter((p): p is Template => typeof p !== 'string')
+    )
     return {
       match: globToRegExp(rule.pattern),
       marks,
@@ -239,7 +261,11 @@ function compile(cfg: WatermarkConfig): CompiledRule[] {
 }
 
 /** The first rule whose glob `pattern` matches the object key (`*` within a segment, `**` across, `?`), resolved; undefined when none matches. */
-export function watermarkPlan(cfg: WatermarkConfig, key: string, ctx: WatermarkContext): WatermarkPlan | undefined {
+export function watermarkPlan(
+  cfg: WatermarkConfig,
+  key: string,
+  ctx: WatermarkContext
+): WatermarkPlan | undefined {
   if (!cfg.enabled) return undefined
   const rule = compile(cfg).find((r) => r.match.test(key))
   if (rule === undefined) return undefined
@@ -266,7 +292,8 @@ interface Raster {
 }
 
 function raster(data: Buffer, info: sharp.OutputInfo, channels: 1 | 4): Raster {
-  if (info.channels !== channels) throw new Error(`watermark: expected ${channels} channels, got ${info.channels}`)
+  if (info.channels !== channels)
+    throw new Error(`watermark: expected ${channels} channels, got ${info.channels}`)
   return { data, width: info.width, height: info.height, channels }
 }
 const rawOf = (r: Raster) => ({ raw: { width: r.width, height: r.height, channels: r.channels } })
@@ -283,25 +310,42 @@ function turned(w: number, h: number, degrees: number): { w: number; h: number }
 function room(spec: WatermarkSpec, width: number, height: number): { w: number; h: number } {
   if (spec.position === 'diagonal') return { w: width * DIAGONAL_SPAN, h: height * DIAGONAL_SPAN }
   if (spec.position === 'tiled') return { w: width, h: height }
-  return { w: width - 2 * spec.margin >= 1 ? width - 2 * spec.margin : width, h: height - 2 * spec.margin >= 1 ? height - 2 * spec.margin : height }
+  return {
+    w: width - 2 * spec.margin >= 1 ? width - 2 * spec.margin : width,
+    h: height - 2 * spec.margin >= 1 ? height - 2 * spec.margin : height,
+  }
 }
 
 const angleOf = (spec: WatermarkSpec) =>
   spec.position === 'diagonal' && spec.rotation === 0 ? DEFAULT_DIAGONAL_ANGLE : spec.rotation
 
-const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' }
+const ENTITIES: Record<string, string> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&apos;',
+}
 /** Pango reads its text as markup: every character that could start markup is escaped. */
 function escapeMarkup(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ENTITIES[c] as string)
 }
 
-/** The text's coverage (one band, 255 = ink) at `px`. */
-async function textMask(text: string, px: number): Promise<Raster> {
-  const { data, info } = await sharp({ text: { text: escapeMarkup(text), font: `${WATERMARK_FONT} ${px}px`, dpi: 72 } })
-    .extractChannel(0)
-    .raw()
-    .toBuffer({ resolveWithObject: true })
-  return raster(data, info, 1)
+/** The text's coverage (one band, 255 = ink) at `px`; undefined when the text has no ink at all. */
+async function textMask(text: string, px: number): Promise<Raster | undefined> {
+  try {
+    const { data, info } = await sharp({
+      text: { text: escapeMarkup(text), font: `${WATERMARK_FONT} ${px}px`, dpi: 72 },
+    })
+      .extractChannel(0)
+      .raw()
+      .toBuffer({ resolveWithObject: true })
+    return raster(data, info, 1)
+  } catch (error) {
+    // libvips' answer for text that lays out to nothing (only invisible characters).
+    if (error instanceof Error && error.message.includes('no text to render')) return undefined
+    throw error
+  }
 }
 
 function parseColor(color: string): { r: number; g: number; b: number; alpha: number } {
@@ -314,10 +358,13 @@ function parseColor(color: string): { r: number; g: number; b: number; alpha: nu
 /** Shrinks (never enlarges) a raster to fit w x h, keeping its aspect. */
 async function fitInside(r: Raster, w: number, h: number): Promise<Raster> {
   if (r.width <= w && r.height <= h) return r
-  const { data, info } = await sharp(r.data, rawOf(r))
-    .resize({ width: Math.max(1, Math.floor(w)), height: Math.max(1, Math.floor(h)), fit: 'inside' })
-    .raw()
-    .toBuffer({ resolveWithObject: true })
+  let image = sharp(r.data, rawOf(r)).resize({
+    width: Math.max(1, Math.floor(w)),
+    height: Math.max(1, Math.floor(h)),
+    fit: 'inside',
+  })
+  if (r.channels === 1) image = image.extractChannel(0)
+  const { data, info } = await image.raw().toBuffer({ resolveWithObject: true })
   return raster(data, info, r.channels)
 }
 
@@ -331,22 +378,34 @@ async function rotate(r: Raster, degrees: number): Promise<Raster> {
 }
 
 /** A text mark as RGBA: the mask, turned and fitted, in the mark's colour at its opacity. */
-async function textStamp(spec: Extract<WatermarkSpec, { type: 'text' }>, width: number, height: number): Promise<Raster | undefined> {
+async function textStamp(
+  spec: Extract<WatermarkSpec, { type: 'text' }>,
+  width: number,
+  height: number
+): Promise<Raster | undefined> {
   if (spec.text === '') return undefined
   const angle = angleOf(spec)
   const space = room(spec, width, height)
   // Measure small, then draw once at the size that fits (text width grows with the font size):
   // a long text at a large font_size is never rasterized far beyond the output.
   const probe = await textMask(spec.text, MEASURE_PX)
+  if (probe === undefined) return undefined
   const box = turned(probe.width, probe.height, angle)
   const fits = Math.floor(MEASURE_PX * Math.min(space.w / box.w, space.h / box.h))
   const px = Math.max(1, spec.position === 'diagonal' ? fits : Math.min(spec.font_size, fits))
-  let mask = px === MEASURE_PX ? probe : await textMask(spec.text, px)
-  mask = await fitInside(await rotate(mask, angle), width, height)
+  const drawn = px === MEASURE_PX ? probe : await textMask(spec.text, px)
+  if (drawn === undefined) return undefined
+  const mask = await fitInside(await rotate(drawn, angle), width, height)
   const { r, g, b, alpha } = parseColor(spec.color)
   const opacity = spec.opacity * alpha
-  const { data: coverage } = await sharp(mask.data, rawOf(mask)).linear(opacity, 0).extractChannel(0).raw().toBuffer({ resolveWithObject: true })
-  const { data, info } = await sharp({ create: { width: mask.width, height: mask.height, channels: 3, background: { r, g, b } } })
+  const { data: coverage } = await sharp(mask.data, rawOf(mask))
+    .linear(opacity, 0)
+    .extractChannel(0)
+    .raw()
+    .toBuffer({ resolveWithObject: true })
+  const { data, info } = await sharp({
+    create: { width: mask.width, height: mask.height, channels: 3, background: { r, g, b } },
+  })
     .joinChannel(coverage, rawOf(mask))
     .raw()
     .toBuffer({ resolveWithObject: true })
@@ -354,11 +413,18 @@ async function textStamp(spec: Extract<WatermarkSpec, { type: 'text' }>, width: 
 }
 
 /** An image mark as RGBA: the source oriented, sized, turned, fitted, at its opacity. */
-async function imageStamp(spec: Extract<WatermarkSpec, { type: 'image' }>, bytes: Uint8Array, width: number, height: number): Promise<Raster> {
+async function imageStamp(
+  spec: Extract<WatermarkSpec, { type: 'image' }>,
+  bytes: Uint8Array,
+  width: number,
+  height: number
+): Promise<Raster> {
   const input = () => sharp(bytes, { limitInputPixels: MAX_SOURCE_PIXELS })
   const meta = await input().metadata()
   if (meta.format === undefined || !SOURCE_FORMATS.has(meta.format)) {
-    throw new Error(`watermark source "${spec.source}" is ${meta.format ?? 'not an image'}; use PNG, WebP, JPEG, AVIF, GIF or TIFF`)
+    throw new Error(
+      `watermark source "${spec.source}" is ${meta.format ?? 'not an image'}; use PNG, WebP, JPEG, AVIF, GIF or TIFF`
+    )
   }
   // The size is settled before decoding, so the source is resized once (shrink-on-load for a large
   // one) and a mark far larger than the output is never rasterized at its configured size.
@@ -380,20 +446,36 @@ async function imageStamp(spec: Extract<WatermarkSpec, { type: 'image' }>, bytes
   const scale = wanted * (spec.position === 'diagonal' ? fit : Math.min(1, fit))
   const decoded = await input()
     .autoOrient()
-    .resize({ width: Math.max(1, Math.round(w0 * scale)), height: Math.max(1, Math.round(h0 * scale)), fit: 'fill' })
+    .resize({
+      width: Math.max(1, Math.round(w0 * scale)),
+      height: Math.max(1, Math.round(h0 * scale)),
+      fit: 'fill',
+    })
     .ensureAlpha()
     .toColourspace('srgb')
     .raw()
     .toBuffer({ resolveWithObject: true })
-  let stamp = await fitInside(await rotate(raster(decoded.data, decoded.info, 4), angle), width, height)
+  let stamp = await fitInside(
+    await rotate(raster(decoded.data, decoded.info, 4), angle),
+    width,
+    height
+  )
   if (spec.opacity < 1) {
-    const { data, info } = await sharp(stamp.data, rawOf(stamp)).linear([1, 1, 1, spec.opacity], [0, 0, 0, 0]).raw().toBuffer({ resolveWithObject: true })
+    const { data, info } = await sharp(stamp.data, rawOf(stamp))
+      .linear([1, 1, 1, spec.opacity], [0, 0, 0, 0])
+      .raw()
+      .toBuffer({ resolveWithObject: true })
     stamp = raster(data, info, 4)
   }
   return stamp
 }
 
-function place(spec: WatermarkSpec, stamp: Raster, width: number, height: number): sharp.OverlayOptions {
+function place(
+  spec: WatermarkSpec,
+  stamp: Raster,
+  width: number,
+  height: number
+): sharp.OverlayOptions {
   if (spec.position === 'tiled') {
     // Each tile carries its spacing as transparent border, clipped so one tile still fits.
     const right = Math.max(0, Math.min(spec.tile_spacing, width - stamp.width))
@@ -402,17 +484,34 @@ function place(spec: WatermarkSpec, stamp: Raster, width: number, height: number
   }
   const free = (outer: number, inner: number, where: 'start' | 'center' | 'end') => {
     const margin = outer - inner >= 2 * spec.margin ? spec.margin : 0
-    const at = where === 'start' ? margin : where === 'end' ? outer - inner - margin : Math.round((outer - inner) / 2)
+    const at =
+      where === 'start'
+        ? margin
+        : where === 'end'
+          ? outer - inner - margin
+          : Math.round((outer - inner) / 2)
     return Math.max(0, Math.min(outer - inner, at))
   }
-  const [vertical, horizontal] = spec.position === 'center' || spec.position === 'diagonal' ? ['center', 'center'] : spec.position.split('-')
+  const [vertical, horizontal] =
+    spec.position === 'center' || spec.position === 'diagonal'
+      ? ['center', 'center']
+      : spec.position.split('-')
   const x = horizontal === 'left' ? 'start' : horizontal === 'right' ? 'end' : 'center'
   const y = vertical === 'top' ? 'start' : vertical === 'bottom' ? 'end' : 'center'
-  return { input: stamp.data, ...rawOf(stamp), left: free(width, stamp.width, x), top: free(height, stamp.height, y) }
+  return {
+    input: stamp.data,
+    ...rawOf(stamp),
+    left: free(width, stamp.width, x),
+    top: free(height, stamp.height, y),
+  }
 }
 
 /** The stamp with transparent space on its right and bottom, as an overlay's input. */
-function spacedTile(stamp: Raster, right: number, bottom: number): Pick<sharp.OverlayOptions, 'input' | 'raw'> {
+function spacedTile(
+  stamp: Raster,
+  right: number,
+  bottom: number
+): Pick<sharp.OverlayOptions, 'input' | 'raw'> {
   if (right === 0 && bottom === 0) return { input: stamp.data, ...rawOf(stamp) }
   const width = stamp.width + right
   const height = stamp.height + bottom
@@ -442,7 +541,10 @@ export async function watermarkOverlays(
   }
   const layers = await Promise.all(
     plan.marks.map(async (spec) => {
-      const stamp = spec.type === 'text' ? await textStamp(spec, width, height) : await imageStamp(spec, await load(spec.source), width, height)
+      const stamp =
+        spec.type === 'text'
+          ? await textStamp(spec, width, height)
+          : await imageStamp(spec, await load(spec.source), width, height)
       return stamp === undefined ? undefined : place(spec, stamp, width, height)
     })
   )
@@ -455,7 +557,9 @@ export async function watermarkOverlays(
  */
 export async function assertWatermarkFont(): Promise<void> {
   const mask = await textMask('Wm', MEASURE_PX)
-  if (!mask.data.some((v) => v > 128)) {
-    throw new Error(`watermark text draws nothing: no usable font (install ${WATERMARK_FONT.split(',')[0]}, Debian's fonts-dejavu-core)`)
+  if (mask === undefined || !mask.data.some((v) => v > 128)) {
+    throw new Error(
+      `watermark text draws nothing: no usable font (install ${WATERMARK_FONT.split(',')[0]}, Debian's fonts-dejavu-core)`
+    )
   }
 }
