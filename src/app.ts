@@ -1,6 +1,6 @@
 // createApp: the only place the order of the request pipeline is written.
 //   observe -> guard -> admitClient -> route -> admitBucket -> cors -> authenticate -> admitUser
-//     -> authorize -> serve                                                  (errors rendered as JSON)
+//     -> authorize -> [represent ->] serve                                   (errors rendered as JSON)
 // The S3 API listener (frontends/s3-api) runs the same stages with its own edge:
 //   observe -> s3Classify -> guard -> admitClient -> s3Admit -> admitBucket -> admitUser
 //     -> authorize -> serve (objects) | s3Operations (buckets, listings)     (errors rendered as S3 XML)
@@ -22,6 +22,7 @@ import type { Exchange, HonoEnv, Stage } from './pipeline/exchange.ts'
 import { guard } from './pipeline/guard.ts'
 import { observe } from './pipeline/observe.ts'
 import { route } from './pipeline/route.ts'
+import { represent } from './pipeline/represent.ts'
 import { serve } from './pipeline/serve.ts'
 import type { Runtime } from './runtime.ts'
 import type { Answer } from './types.ts'
@@ -120,7 +121,12 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
   const admitUserRequest = admitUser({ perUser: limits?.perUser ?? null, metrics })
   const authenticateRequest = authenticate({ metrics, tracing })
   const authorizeRequest = authorize({ metrics, tracing })
-  const serveRequest = serve({ debugHeaders: server.debug_headers, tracing })
+  const serveObject = serve({ debugHeaders: server.debug_headers, tracing })
+  // Image variants, watermarks and compression, only when a bucket has one of them.
+  const representing = runtime.buckets.some((b) => b.representations !== null)
+  const representWith = (watermarksOnly: boolean) => represent(serveObject, { debugHeaders: server.debug_headers, metrics, watermarksOnly })
+  const serveRequest = representing ? representWith(false) : serveObject
+  const serveS3Object = representing ? representWith(true) : serveObject
 
   // The object pipeline as a list of steps, only those configured. A step returns a promise only
   // when it has to wait (a token to verify, a rate limit in Redis): a cached object with a cached
@@ -230,7 +236,7 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
       const x = exchange as S3Exchange
       const operation = x.operation
       if (operation !== 'GetObject' && operation !== 'HeadObject') return operations(x)
-      const answer = serveRequest(x)
+      const answer = serveS3Object(x)
       return answer instanceof Promise ? answer.then((ready) => s3ObjectAnswer(x, ready)) : s3ObjectAnswer(x, answer)
     }
     runS3 = (x) => runSteps(x, s3Steps, 0, s3Final)

@@ -30,7 +30,10 @@ import type { StsRuntime } from './frontends/s3-api/sts.ts'
 import type { S3ApiRuntime } from './frontends/s3-api/stage.ts'
 import type { Logger } from './telemetry/log.ts'
 import type { Metrics } from './telemetry/metrics.ts'
-import type { BucketRoute, CacheCounters } from './types.ts'
+import type { BucketRoute, CacheCounters, Representations } from './types.ts'
+import type { ImagesConfig } from './config/representations-schema.ts'
+import type { ImageRenderer } from './images/render.ts'
+import { supportedEncodings } from './compression/negotiate.ts'
 
 /** The cache shared by every bucket of a generation, handed on to the next when its config is unchanged. */
 export interface SharedCache {
@@ -148,6 +151,13 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
   const limits = limitSettings === null ? null : handOver(previous?.limits ?? null, limitSettings, () => buildRateLimits(limitSettings, connect))
   if (limits?.owned === true) await limits.part.ready
   const breakers = new Map<string, { built: string; breaker: CircuitBreaker }>()
+  // sharp (libvips) is loaded only when a bucket renders images.
+  const renderModule = config.buckets.some((b) => b.images !== null) ? await import('./images/render.ts') : undefined
+  const marks = config.buckets.some((b) => b.watermark !== null) ? await import('./images/watermark.ts') : undefined
+  const imaging: Imaging | undefined =
+    renderModule === undefined
+      ? undefined
+      : { renderer: (name, images, metrics) => new renderModule.ImageRenderer(name, images, metrics), marks }
   const replicaSets = config.buckets.map((bucket) => buildReplicaSet(bucket, deps, previous?.breakers, breakers))
   const buckets: BucketRoute[] = config.buckets.map((bucket, i) => ({
     name: bucket.name,
@@ -160,6 +170,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     ipFilter: ipFilterOf(bucket.ip_filter),
     rateLimit: limits?.part.buckets.get(bucket.name) ?? null,
     forceDownload: bucket.force_download,
+    representations: representationsOf(bucket, deps.metrics, imaging),
     cache:
       bucket.cache === null || cache === null
         ? null
@@ -518,5 +529,24 @@ async function buildAuthorizer(config: Config, bucket: BucketConfig, index: numb
     throw new ConfigError(config.file, [
       { path: `buckets[${index}](${bucket.name}).authorization.policy_file`, message: err.message },
     ])
+  }
+}
+
+/** The image modules, loaded (with sharp) only when a bucket renders images. */
+interface Imaging {
+  renderer(bucket: string, images: ImagesConfig, metrics: Metrics | undefined): ImageRenderer
+  marks: typeof import('./images/watermark.ts') | undefined
+}
+
+/** What the bucket makes of its objects besides sending them as stored. */
+function representationsOf(bucket: BucketConfig, metrics: Metrics | undefined, imaging: Imaging | undefined): Representations | null {
+  if (bucket.images === null && bucket.watermark === null && bucket.compression === null) return null
+  const marks = imaging?.marks
+  return {
+    images: bucket.images,
+    renderer: bucket.images === null || imaging === undefined ? null : imaging.renderer(bucket.name, bucket.images, metrics),
+    // config/load.ts refuses a watermark without images, so `marks` is loaded whenever one is set.
+    watermark: bucket.watermark === null || marks === undefined ? null : { config: bucket.watermark, marks },
+    compression: bucket.compression === null ? null : { config: bucket.compression, offered: supportedEncodings(bucket.compression.encodings) },
   }
 }

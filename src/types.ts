@@ -1,6 +1,8 @@
 // Plain data shared by the stages (the per-request facts they hand each other are in
 // pipeline/exchange.ts).
 import type { CorsConfig } from './config/schema.ts'
+import type { CompressionConfig, CompressionEncoding, ImagesConfig, WatermarkConfig } from './config/representations-schema.ts'
+import type { ImageRenderer } from './images/render.ts'
 import type { Authorizer, CachedObject, ObjectSource, RateLimiter, SlicedObjects, TieredStore, TokenVerifier } from './ports.ts'
 
 /** An inclusive byte range of an object, as in `Content-Range: bytes start-end/size`. */
@@ -57,6 +59,19 @@ export interface BucketRoute {
   rateLimit: RateLimiter | null
   /** Adds `Content-Disposition: attachment`. */
   forceDownload: boolean
+  /** Image variants, watermarks, compression (pipeline/represent.ts); null when none is configured. */
+  representations: Representations | null
+}
+
+/** What a bucket makes of its objects besides sending them as stored. */
+export interface Representations {
+  images: ImagesConfig | null
+  /** This bucket's renderer (its own render slots and queue); null without images. */
+  renderer: ImageRenderer | null
+  /** The bucket's watermark rules and the module that draws them (loaded with sharp, only when configured). */
+  watermark: { config: WatermarkConfig; marks: typeof import('./images/watermark.ts') } | null
+  /** `offered`: the configured encodings this runtime can produce. */
+  compression: { config: CompressionConfig; offered: CompressionEncoding[] } | null
 }
 
 /** An allow/deny decision on a client address (http/ip-filter.ts). */

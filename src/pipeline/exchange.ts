@@ -39,6 +39,8 @@ export class Exchange {
   cacheUse: CacheUse | undefined = undefined
   /** serve: the replica that answered from the origin (absent for cache hits). */
   replica: string | undefined = undefined
+  /** represent: the image variant (preset or parameters) or encoding answered, for the logs and audit. */
+  representation: string | undefined = undefined
   /** serve: counts the body bytes delivered, for bodies that are streamed or sliced. */
   transfer: TransferMeter | undefined = undefined
   /** app.ts: performance.now() after each stage, when the slow-request log is on. */
