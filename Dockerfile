@@ -15,6 +15,8 @@ WORKDIR /app
 COPY --from=build --chown=root:root /app/node_modules ./node_modules
 COPY --from=build --chown=root:root /app/dist ./dist
 COPY --chown=root:root package.json config.yaml ./
+# Watermark text is drawn with fontconfig's fonts (images/watermark.ts); the slim image has none.
+RUN apt-get update && apt-get install -y --no-install-recommends fontconfig-config fonts-dejavu-core && rm -rf /var/lib/apt/lists/*
 # The files belong to root and are read-only for the process, which runs unprivileged.
 USER node
 EXPOSE 8080

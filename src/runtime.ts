@@ -154,6 +154,15 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
   // sharp (libvips) is loaded only when a bucket renders images.
   const renderModule = config.buckets.some((b) => b.images !== null) ? await import('./images/render.ts') : undefined
   const marks = config.buckets.some((b) => b.watermark !== null) ? await import('./images/watermark.ts') : undefined
+  // Text marks that draw nothing (no font) would serve clean images: refuse to start instead.
+  const textMarked = config.buckets.findIndex((b) => b.watermark?.rules.some((r) => r.watermarks.some((w) => w.type === 'text')))
+  if (marks !== undefined && textMarked !== -1) {
+    try {
+      await marks.assertWatermarkFont()
+    } catch (err) {
+      throw new ConfigError(config.file, [{ path: `buckets[${textMarked}].watermark`, message: (err as Error).message }])
+    }
+  }
   const imaging: Imaging | undefined =
     renderModule === undefined
       ? undefined

@@ -165,6 +165,8 @@ export interface AuditRecord {
   cache: string | undefined
   cache_tier: string | undefined
   replica: string | undefined
+  /** The image variant (preset or parameters) or encoding answered instead of the stored bytes. */
+  representation: string | undefined
   /** allowed, denied, anonymous (public bucket) or undefined (refused before authentication). */
   auth: 'allowed' | 'denied' | 'anonymous' | undefined
   /** Why: the error reason for a refusal, the OPA decision reason when a policy ran. */

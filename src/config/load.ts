@@ -245,6 +245,11 @@ async function normalize(
       force_download: bucket.force_download,
       ...normalizeRepresentations(bucket, file.image_optimization, at, report, warn),
     })
+    if (bucket.watermark !== undefined) {
+      // Loaded (with sharp) only for a config that draws watermarks.
+      const { checkWatermarkTemplates } = await import('../images/watermark.ts')
+      for (const problem of checkWatermarkTemplates(bucket.watermark)) report(at('watermark'), problem)
+    }
   }
 
   const cache = normalizeCache(file.cache, buckets, source, report)

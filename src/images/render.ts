@@ -47,6 +47,9 @@ const DECODERS: ReadonlySet<string> = new Set(['jpeg', 'png', 'webp', 'heif', 'g
 const ANIMATED: ReadonlySet<string> = new Set(['gif', 'webp'])
 /** Effort 2 of 9: for a 12 MP JPEG to 640 px, effort 4 (sharp's default) took ~7x longer for ~4% fewer bytes. */
 const AVIF_EFFORT = 2
+// libvips' operation cache keeps up to 50 MB of decoded images between renders; each variant is
+// rendered once and then served from the proxy's own cache, so it would only hold memory.
+sharp.cache(false)
 
 type Result = 'ok' | 'busy' | 'timeout' | 'unprocessable' | 'error'
 

@@ -92,11 +92,16 @@ async function imageAnswer(
   const chosen = params === undefined ? { format: originalFormat(source), vary: false } : outputFormat(params.format, x.header('accept'), source, images.formats)
   const job: ImageParams = params ?? { width: undefined, height: undefined, fit: 'inside', format: chosen.format, quality: images.default_quality, preset: undefined }
   const label = params === undefined ? 'original' : (params.preset ?? 'custom')
-  const described = `${params === undefined ? 'original' : canonicalParams(params, chosen.format)}${plan === undefined ? '' : `,wm=${plan.fingerprint}`}`
-  x.representation = params === undefined ? `watermark` : described
+  // Image marks are objects of the bucket too: their versions are part of the variant's identity.
+  const markSources = new Map<string, WholeObject>()
+  for (const markKey of plan?.sources ?? []) markSources.set(markKey, await wholeObject(x, markKey, images.max_input_bytes, tooLarge))
+  const markVersions = [...markSources.values()].map((source) => source.meta.etag ?? '').join('+')
+  const described = `${params === undefined ? 'original' : canonicalParams(params, chosen.format)}${plan === undefined ? '' : `,wm=${plan.fingerprint}${markVersions === '' ? '' : `@${markVersions}`}`}`
+  x.representation = params === undefined ? 'watermarked original' : params.preset !== undefined ? `preset=${params.preset}` : canonicalParams(params, chosen.format)
   const headers: Record<string, string> = {}
   if (chosen.vary) headers.vary = 'Accept'
-  if (plan?.personal === true) headers['cache-control'] = 'private'
+  // A mark naming the requester is theirs alone; one that changes every second is never stored.
+  if (plan !== undefined && (plan.personal || !plan.cacheable)) headers['cache-control'] = [plan.personal ? 'private' : '', plan.cacheable ? '' : 'no-store'].filter(Boolean).join(', ')
 
   const keep = bucket.cache !== null && version.freshUntil > Date.now() && (plan?.cacheable ?? true)
   const keyOf = (etag: string | undefined) => `${bucket.name}/${key}${DERIVED_MARK}image:${etag ?? ''}:${described}`
@@ -122,7 +127,7 @@ async function imageAnswer(
                     plan,
                     width,
                     height,
-                    async (markKey) => (await wholeObject(x, markKey, images.max_input_bytes, tooLarge)).bytes
+                    async (markKey) => (markSources.get(markKey) ?? (await wholeObject(x, markKey, images.max_input_bytes, tooLarge))).bytes
                   ),
         },
         x.signal
@@ -174,7 +179,9 @@ async function compressedAnswer(x: Exchange, reps: Representations, serveObject:
   let whole: WholeObject | undefined
   const tooLarge = () => new ProxyError('INTERNAL_ERROR', { reason: 'compression source over its limit' })
   const version = (await currentVersion(x, key)) ?? (whole = await wholeObject(x, key, Number.MAX_SAFE_INTEGER, tooLarge))
-  if (!compressible(compression.config, version.meta) || version.meta.size > limit) return serveObject(x)
+  // `no-transform` (RFC 9111 §5.2.2.6): the origin asked intermediaries to send the bytes as stored.
+  const noTransform = /(^|,)\s*no-transform\s*(,|$)/i.test(version.meta.cacheControl ?? '')
+  if (!compressible(compression.config, version.meta) || version.meta.size > limit || noTransform) return serveObject(x)
   x.representation = `encoding=${encoding}`
   const headers = { vary: 'Accept-Encoding' }
   const keep = bucket.cache !== null && version.freshUntil > Date.now()

@@ -20,6 +20,8 @@ export interface AccessLogLine {
   duration_ms: number | undefined
   bucket: string | undefined
   replica: string | undefined
+  /** The image variant (preset or parameters) or encoding answered instead of the stored bytes. */
+  representation?: string | undefined
   error: string | undefined
   reason: string | undefined
   trace_id: string | undefined
@@ -68,6 +70,7 @@ export function accessLogOf(logger: Logger): AccessLog | undefined {
     if (line.duration_ms !== undefined) text += ',"duration_ms":' + line.duration_ms
     if (line.bucket !== undefined) text += ',"bucket":' + quoted(line.bucket)
     if (line.replica !== undefined) text += ',"replica":' + quoted(line.replica)
+    if (line.representation !== undefined) text += ',"representation":' + quoted(line.representation)
     if (line.error !== undefined) text += ',"error":' + quoted(line.error)
     if (line.reason !== undefined) text += ',"reason":' + quoted(line.reason)
     if (line.trace_id !== undefined) text += ',"trace_id":' + quoted(line.trace_id)

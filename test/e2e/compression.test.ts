@@ -132,6 +132,7 @@ describe('compressed text', () => {
     assert.match(plain, /^"[^"]+"$/)
     assert.equal(br.headers.etag, `${plain.slice(0, -1)}-br"`)
     assert.equal(gzip.headers.etag, `${plain.slice(0, -1)}-gzip"`)
+    assert.equal((await proxy.logged((l) => l.msg === 'request' && l.path === '/site/page.html' && l.representation !== undefined)).representation, 'encoding=br')
     const notModified = await get('/site/page.html', { 'accept-encoding': 'br', 'if-none-match': String(br.headers.etag) })
     assert.equal(notModified.status, 304)
     assert.equal(notModified.headers.etag, br.headers.etag)
@@ -178,6 +179,13 @@ describe('compressed text', () => {
     const v2 = await get('/site/change.txt', { 'accept-encoding': 'br' })
     assert.ok(decode('br', v2.body).toString().endsWith('v2'), 'the new version, not the old compressed body')
     assert.notEqual(v2.headers.etag, v1.headers.etag)
+  })
+
+  it('sends an object marked no-transform as stored', async () => {
+    await s3.put('site', 'exact.js', SCRIPT, { ContentType: 'application/javascript', CacheControl: 'public, max-age=60, no-transform' })
+    const res = await get('/site/exact.js', { 'accept-encoding': 'br, gzip' })
+    assert.equal(res.headers['content-encoding'], undefined)
+    assert.ok(res.body.equals(SCRIPT))
   })
 
   it('leaves small bodies, other types and already-encoded objects alone (no Vary)', async () => {

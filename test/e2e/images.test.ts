@@ -226,6 +226,9 @@ describe('image variants', () => {
       const meta = await sharp(res.body).metadata()
       assert.deepEqual([meta.width, meta.height], [320, 320], `${accept}: cover crop`)
     }
+    // The access log names the preset answered.
+    const line = await proxy.logged((l) => l.msg === 'request' && l.representation === 'preset=thumb')
+    assert.equal(line.path, '/img/photo.jpg')
   })
 
   it('answers 304, HEAD and Range on a variant by its own strong ETag', async () => {
