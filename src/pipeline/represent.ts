@@ -101,7 +101,7 @@ async function imageAnswer(
   const headers: Record<string, string> = {}
   if (chosen.vary) headers.vary = 'Accept'
   // A mark naming the requester is theirs alone; one that changes every second is never stored.
-  if (plan !== undefined && (plan.personal || !plan.cacheable)) headers['cache-control'] = [plan.personal ? 'private' : '', plan.cacheable ? '' : 'no-store'].filter(Boolean).join(', ')
+  if (plan !== undefined && (plan.personal || !plan.cacheable)) headers['cache-control'] = plan.cacheable ? 'private' : 'private, no-store'
 
   const keep = bucket.cache !== null && version.freshUntil > Date.now() && (plan?.cacheable ?? true)
   const keyOf = (etag: string | undefined) => `${bucket.name}/${key}${DERIVED_MARK}image:${etag ?? ''}:${described}`
@@ -173,7 +173,12 @@ async function compressedAnswer(x: Exchange, reps: Representations, serveObject:
   const { bucket, key } = x.matched
   const encoding = x.header('range') === undefined ? chooseEncoding(x.header('accept-encoding'), compression.offered) : undefined
   // The identity bytes: Vary still tells caches that another Accept-Encoding may get another body.
-  if (encoding === undefined) return varyIfCompressible(await serveObject(x), compression.config)
+  if (encoding === undefined) {
+    const answer = await serveObject(x)
+    // A 304 carries no Content-Type (RFC 9110 §15.4.5): the object's version tells instead.
+    const meta = answer.status === 304 ? (await currentVersion(x, key))?.meta : undefined
+    return varyIfCompressible(answer, compression.config, meta)
+  }
   // Compressed whole in memory: only what a cache entry may hold (or 64 MiB without a cache).
   const limit = bucket.cache?.maxItemBytes ?? 64 * 1024 * 1024
   let whole: WholeObject | undefined
@@ -201,11 +206,11 @@ async function compressedAnswer(x: Exchange, reps: Representations, serveObject:
 }
 
 /** Adds `Vary: Accept-Encoding` to serve's answer for an object that is compressed for other requests. */
-function varyIfCompressible(answer: Answer, config: NonNullable<Representations['compression']>['config']): Answer {
+function varyIfCompressible(answer: Answer, config: NonNullable<Representations['compression']>['config'], meta: ObjectMeta | undefined): Answer {
   const h = answer.headers
   const total = h['content-range']?.split('/')[1]
   const size = Number(total ?? h['content-length'] ?? 0)
-  if (!compressible(config, { contentType: h['content-type'], size, contentEncoding: h['content-encoding'] })) return answer
+  if (!compressible(config, meta ?? { contentType: h['content-type'], size, contentEncoding: h['content-encoding'] })) return answer
   return withHeaders(answer, { vary: 'Accept-Encoding' })
 }
 

@@ -137,6 +137,9 @@ describe('compressed text', () => {
     assert.equal(notModified.status, 304)
     assert.equal(notModified.headers.etag, br.headers.etag)
     assert.match(String(notModified.headers.vary), /Accept-Encoding/i)
+    const identity304 = await get('/site/page.html', { 'if-none-match': plain })
+    assert.equal(identity304.status, 304)
+    assert.match(String(identity304.headers.vary), /Accept-Encoding/i, 'Vary on the identity 304 too')
     // The identity ETag does not validate the br body.
     const changed = await get('/site/page.html', { 'accept-encoding': 'br', 'if-none-match': plain })
     assert.equal(changed.status, 200)
