@@ -26,7 +26,7 @@ import { ProxyError } from '../errors.ts'
 import { sourceFormatOf, outputFormat } from '../images/negotiate.ts'
 import { canonicalParams, readImageParams, type ImageParams } from '../images/params.ts'
 import type { WatermarkContext, WatermarkPlan } from '../images/watermark.ts'
-import type { ImageFormat } from '../config/representations-schema.ts'
+import type { CompressionEncoding, ImageFormat, ImagesConfig } from '../config/representations-schema.ts'
 import type { CachedObject } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
 import type { Answer, ObjectMeta, Representations } from '../types.ts'
@@ -57,8 +57,13 @@ export function represent(serveObject: Serve, options: RepresentOptions): Serve 
     const watermark = reps.watermark
     const plan = watermark === null ? undefined : watermark.marks.watermarkPlan(watermark.config, x.matched.key, watermarkContextOf(x))
     const marked = plan !== undefined && (params !== undefined || watermark?.config.apply === 'all')
-    if (params !== undefined || marked) return imageAnswer(x, reps, params, marked ? plan : undefined, serveObject, options)
-    if (reps.compression !== null && !options.watermarksOnly) return compressedAnswer(x, reps, serveObject, options)
+    if (params !== undefined || marked) {
+      const request: ImageRequest = { reps, params, plan: marked ? plan : undefined }
+      return imageFromMemory(x, request, options) ?? imageAnswer(x, request, serveObject, options)
+    }
+    if (reps.compression !== null && !options.watermarksOnly) {
+      return compressedFromMemory(x, reps.compression, options) ?? compressedAnswer(x, reps.compression, serveObject, options)
+    }
     return serveObject(x)
   }
 }
@@ -66,76 +71,124 @@ export function represent(serveObject: Serve, options: RepresentOptions): Serve 
 // ---------------------------------------------------------------------------------------------
 // Images
 
-async function imageAnswer(
-  x: Exchange,
-  reps: Representations,
-  params: ImageParams | undefined,
-  plan: WatermarkPlan | undefined,
-  serveObject: Serve,
-  options: RepresentOptions
-): Promise<Answer> {
-  const images = reps.images
-  const renderer = reps.renderer
+interface ImageRequest {
+  reps: Representations
+  params: ImageParams | undefined
+  plan: WatermarkPlan | undefined
+}
+
+/** What a request for an image representation of one original version resolves to. */
+interface ImageChoice {
+  format: ImageFormat
+  /** The render's parameters (a watermarked original keeps its size and format). */
+  job: ImageParams
+  /** For metrics: the preset, `custom` or `original`. */
+  label: string
+  /** The variant's canonical description: parameters, format, watermark fingerprint (and mark versions). */
+  described: string
+  headers: Record<string, string>
+  /** The variant may be stored and looked up (a cache, a fresh original, a mark that may be kept). */
+  keep: boolean
+  /** The variant's cache key for an original with this ETag. */
+  keyOf(etag: string | undefined): string
+}
+
+/** The choice for this request and original version; undefined when the original is not an image the bucket renders. */
+function chooseImage(x: Exchange, request: ImageRequest, images: ImagesConfig, meta: ObjectMeta, freshUntil: number, markVersions: string): ImageChoice | undefined {
+  const { params, plan } = request
+  const source = sourceFormatOf(meta.contentType, images.svg)
+  if (source === undefined) return undefined
+  const { bucket, key } = x.matched
+  // A watermarked original keeps its own format (a browser asked for this file, not a conversion).
+  const chosen = params === undefined ? { format: originalFormat(source), vary: false } : outputFormat(params.format, x.header('accept'), source, images.formats)
+  const described = `${params === undefined ? 'original' : canonicalParams(params, chosen.format)}${plan === undefined ? '' : `,wm=${plan.fingerprint}${markVersions === '' ? '' : `@${markVersions}`}`}`
+  const headers: Record<string, string> = {}
+  if (chosen.vary) headers.vary = 'Accept'
+  // A mark naming the requester is theirs alone; one that changes every second is never stored.
+  if (plan !== undefined && (plan.personal || !plan.cacheable)) headers['cache-control'] = plan.cacheable ? 'private' : 'private, no-store'
+  const prefix = `${bucket.name}/${key}${DERIVED_MARK}image:`
+  return {
+    format: chosen.format,
+    job: params ?? { width: undefined, height: undefined, fit: 'inside', format: chosen.format, quality: images.default_quality, preset: undefined },
+    label: params === undefined ? 'original' : (params.preset ?? 'custom'),
+    described,
+    headers,
+    keep: bucket.cache !== null && freshUntil > Date.now() && (plan?.cacheable ?? true),
+    keyOf: (etag) => `${prefix}${etag ?? ''}:${described}`,
+  }
+}
+
+function describe(x: Exchange, request: ImageRequest, format: ImageFormat): void {
+  const { params } = request
+  x.representation = params === undefined ? 'watermarked original' : params.preset !== undefined ? `preset=${params.preset}` : canonicalParams(params, format)
+}
+
+/**
+ * A variant answered in this tick, without a promise: its original fresh in the memory tier and the
+ * variant there too (the hottest path, as for plain objects). Undefined: take the long way.
+ */
+function imageFromMemory(x: Exchange, request: ImageRequest, options: RepresentOptions): Answer | Promise<Answer> | undefined {
+  const { images } = request.reps
+  const cache = x.matched.bucket.cache
+  // Image marks have versions of their own to check first.
+  if (images === null || cache === null || (request.plan?.sources.length ?? 0) > 0) return undefined
+  const original = cache.store.peek(`${x.matched.bucket.name}/${x.matched.key}`)
+  if (original === undefined || original.entry.freshUntil <= Date.now()) return undefined
+  const choice = chooseImage(x, request, images, original.entry.meta, original.entry.freshUntil, '')
+  if (choice === undefined || !choice.keep) return undefined
+  const hit = cache.store.local.peek(choice.keyOf(original.entry.meta.etag))
+  if (hit === undefined) return undefined
+  describe(x, request, choice.format)
+  return withHeaders(answerEntry(x, hit.entry, hitOutcome(hit.tier), options.debugHeaders), choice.headers)
+}
+
+async function imageAnswer(x: Exchange, request: ImageRequest, serveObject: Serve, options: RepresentOptions): Promise<Answer> {
+  const { reps, params, plan } = request
+  const { images, renderer } = reps
   // config/load.ts refuses a watermark without images: nothing else reaches here without them.
   if (images === null || renderer === null) return serveObject(x)
   const { bucket, key } = x.matched
   const tooLarge = () => new ProxyError('IMAGE_UNPROCESSABLE', { reason: `the original is over images.max_input_bytes (${images.max_input_bytes})` })
   let whole: WholeObject | undefined
   const version = (await currentVersion(x, key)) ?? (whole = await wholeObject(x, key, images.max_input_bytes, tooLarge))
-  const source = sourceFormatOf(version.meta.contentType, images.svg)
-  if (source === undefined) {
-    if (params !== undefined) throw new ProxyError('IMAGE_NOT_AN_IMAGE', { reason: `content type ${version.meta.contentType ?? 'none'}` })
-    // A watermark rule matched an object that is not an image: it is served as it is.
-    return serveObject(x)
-  }
-  // A watermarked original keeps its own format (a browser asked for this file, not a conversion).
-  const chosen = params === undefined ? { format: originalFormat(source), vary: false } : outputFormat(params.format, x.header('accept'), source, images.formats)
-  const job: ImageParams = params ?? { width: undefined, height: undefined, fit: 'inside', format: chosen.format, quality: images.default_quality, preset: undefined }
-  const label = params === undefined ? 'original' : (params.preset ?? 'custom')
   // Image marks are objects of the bucket too: their versions are part of the variant's identity.
   const markSources = new Map<string, WholeObject>()
   for (const markKey of plan?.sources ?? []) markSources.set(markKey, await wholeObject(x, markKey, images.max_input_bytes, tooLarge))
   const markVersions = [...markSources.values()].map((source) => source.meta.etag ?? '').join('+')
-  const described = `${params === undefined ? 'original' : canonicalParams(params, chosen.format)}${plan === undefined ? '' : `,wm=${plan.fingerprint}${markVersions === '' ? '' : `@${markVersions}`}`}`
-  x.representation = params === undefined ? 'watermarked original' : params.preset !== undefined ? `preset=${params.preset}` : canonicalParams(params, chosen.format)
-  const headers: Record<string, string> = {}
-  if (chosen.vary) headers.vary = 'Accept'
-  // A mark naming the requester is theirs alone; one that changes every second is never stored.
-  if (plan !== undefined && (plan.personal || !plan.cacheable)) headers['cache-control'] = plan.cacheable ? 'private' : 'private, no-store'
+  const choice = chooseImage(x, request, images, version.meta, version.freshUntil, markVersions)
+  if (choice === undefined) {
+    if (params !== undefined) throw new ProxyError('IMAGE_NOT_AN_IMAGE', { reason: `content type ${version.meta.contentType ?? 'none'}` })
+    // A watermark rule matched an object that is not an image: it is served as it is.
+    return serveObject(x)
+  }
+  describe(x, request, choice.format)
+  const { keep, headers, described } = choice
+  const found = keep ? await lookupVariant(x, choice.keyOf(version.meta.etag)) : undefined
+  if (found !== undefined) return withHeaders(answerEntry(x, found.entry, hitOutcome(found.tier), options.debugHeaders), headers)
 
-  const keep = bucket.cache !== null && version.freshUntil > Date.now() && (plan?.cacheable ?? true)
-  const keyOf = (etag: string | undefined) => `${bucket.name}/${key}${DERIVED_MARK}image:${etag ?? ''}:${described}`
-  const found = keep ? await lookupVariant(x, keyOf(version.meta.etag), version.freshUntil) : undefined
-  if (found !== undefined) return withHeaders(await answerEntry(x, found.entry, found.outcome, options.debugHeaders), headers)
-
-  const variantKey = keyOf(version.meta.etag)
-  const entry = await once(variantKey, async () => {
+  const entry = await once(choice.keyOf(version.meta.etag), async () => {
     whole ??= await wholeObject(x, key, images.max_input_bytes, tooLarge)
-    const span = x.span?.child('image.render', { 'yatagarasu.image.variant': described, 'yatagarasu.image.format': chosen.format })
+    const span = x.span?.child('image.render', { 'yatagarasu.image.variant': described, 'yatagarasu.image.format': choice.format })
     try {
+      const marks = reps.watermark?.marks
       const rendered = await renderer.render(
         whole.bytes,
         {
-          params: job,
-          format: chosen.format,
-          label,
+          params: choice.job,
+          format: choice.format,
+          label: choice.label,
           overlays:
-            plan === undefined
+            plan === undefined || marks === undefined
               ? undefined
               : (width, height) =>
-                  (reps.watermark as NonNullable<Representations['watermark']>).marks.watermarkOverlays(
-                    plan,
-                    width,
-                    height,
-                    async (markKey) => (markSources.get(markKey) ?? (await wholeObject(x, markKey, images.max_input_bytes, tooLarge))).bytes
-                  ),
+                  marks.watermarkOverlays(plan, width, height, async (markKey) => (markSources.get(markKey) ?? (await wholeObject(x, markKey, images.max_input_bytes, tooLarge))).bytes),
         },
         x.signal
       )
       span?.set({ 'yatagarasu.image.width': rendered.width, 'yatagarasu.image.height': rendered.height, 'yatagarasu.image.bytes': rendered.bytes.length })
       const made = variantEntry(whole, described, { contentType: rendered.contentType, contentEncoding: undefined }, rendered.bytes)
       // The original may have changed since its version was checked: the variant is of the bytes read.
-      if (keep && whole.freshUntil > Date.now()) void bucket.cache?.store.local.set(keyOf(whole.meta.etag), made)
+      if (keep && whole.freshUntil > Date.now()) void bucket.cache?.store.local.set(choice.keyOf(whole.meta.etag), made)
       return made
     } catch (err) {
       span?.fail(err)
@@ -144,7 +197,7 @@ async function imageAnswer(
       span?.end()
     }
   })
-  return withHeaders(await answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=image' + (keep ? '; stored' : '') }, options.debugHeaders), headers)
+  return withHeaders(answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=image' + (keep ? '; stored' : '') }, options.debugHeaders), headers)
 }
 
 /** The output format of a watermarked original: its own, or PNG for one the encoders do not write (GIF, TIFF, SVG). */
@@ -167,11 +220,43 @@ function watermarkContextOf(x: Exchange): WatermarkContext {
 // ---------------------------------------------------------------------------------------------
 // Compression
 
-async function compressedAnswer(x: Exchange, reps: Representations, serveObject: Serve, options: RepresentOptions): Promise<Answer> {
-  const compression = reps.compression
-  if (compression === null) return serveObject(x)
+type Compression = NonNullable<Representations['compression']>
+
+/** The encoding this request gets, before the object is known; undefined: the identity bytes. */
+function encodingFor(x: Exchange, compression: Compression): CompressionEncoding | undefined {
+  // A Range is answered from the identity bytes: offsets into a compressed body depend on the encoder.
+  return x.header('range') === undefined ? chooseEncoding(x.header('accept-encoding'), compression.offered) : undefined
+}
+
+/** Whether this version of an object is sent compressed when the client accepts it. */
+function compresses(compression: Compression, meta: ObjectMeta, limit: number): boolean {
+  // `no-transform` (RFC 9111 §5.2.2.6): the origin asked intermediaries to send the bytes as stored.
+  return compressible(compression.config, meta) && meta.size <= limit && !/(^|,)\s*no-transform\s*(,|$)/i.test(meta.cacheControl ?? '')
+}
+
+function encodedKey(x: Exchange, etag: string | undefined, encoding: CompressionEncoding): string {
+  return `${x.matched.bucket.name}/${x.matched.key}${DERIVED_MARK}encoding:${etag ?? ''}:${encoding}`
+}
+
+const VARY_ENCODING = { vary: 'Accept-Encoding' }
+
+/** A compressed body answered in this tick: the object fresh in the memory tier and its encoding there too. */
+function compressedFromMemory(x: Exchange, compression: Compression, options: RepresentOptions): Answer | Promise<Answer> | undefined {
+  const cache = x.matched.bucket.cache
+  if (cache === null) return undefined
+  const encoding = encodingFor(x, compression)
+  if (encoding === undefined) return undefined
+  const original = cache.store.peek(`${x.matched.bucket.name}/${x.matched.key}`)
+  if (original === undefined || original.entry.freshUntil <= Date.now() || !compresses(compression, original.entry.meta, cache.maxItemBytes)) return undefined
+  const hit = cache.store.local.peek(encodedKey(x, original.entry.meta.etag, encoding))
+  if (hit === undefined) return undefined
+  x.representation = `encoding=${encoding}`
+  return withHeaders(answerEntry(x, hit.entry, hitOutcome(hit.tier), options.debugHeaders), VARY_ENCODING)
+}
+
+async function compressedAnswer(x: Exchange, compression: Compression, serveObject: Serve, options: RepresentOptions): Promise<Answer> {
   const { bucket, key } = x.matched
-  const encoding = x.header('range') === undefined ? chooseEncoding(x.header('accept-encoding'), compression.offered) : undefined
+  const encoding = encodingFor(x, compression)
   // The identity bytes: Vary still tells caches that another Accept-Encoding may get another body.
   if (encoding === undefined) {
     const answer = await serveObject(x)
@@ -184,25 +269,21 @@ async function compressedAnswer(x: Exchange, reps: Representations, serveObject:
   let whole: WholeObject | undefined
   const tooLarge = () => new ProxyError('INTERNAL_ERROR', { reason: 'compression source over its limit' })
   const version = (await currentVersion(x, key)) ?? (whole = await wholeObject(x, key, Number.MAX_SAFE_INTEGER, tooLarge))
-  // `no-transform` (RFC 9111 §5.2.2.6): the origin asked intermediaries to send the bytes as stored.
-  const noTransform = /(^|,)\s*no-transform\s*(,|$)/i.test(version.meta.cacheControl ?? '')
-  if (!compressible(compression.config, version.meta) || version.meta.size > limit || noTransform) return serveObject(x)
+  if (!compresses(compression, version.meta, limit)) return serveObject(x)
   x.representation = `encoding=${encoding}`
-  const headers = { vary: 'Accept-Encoding' }
   const keep = bucket.cache !== null && version.freshUntil > Date.now()
-  const keyOf = (etag: string | undefined) => `${bucket.name}/${key}${DERIVED_MARK}encoding:${etag ?? ''}:${encoding}`
-  const found = keep ? await lookupVariant(x, keyOf(version.meta.etag), version.freshUntil) : undefined
-  if (found !== undefined) return withHeaders(await answerEntry(x, found.entry, found.outcome, options.debugHeaders), headers)
+  const found = keep ? await lookupVariant(x, encodedKey(x, version.meta.etag, encoding)) : undefined
+  if (found !== undefined) return withHeaders(answerEntry(x, found.entry, hitOutcome(found.tier), options.debugHeaders), VARY_ENCODING)
 
-  const entry = await once(keyOf(version.meta.etag), async () => {
+  const entry = await once(encodedKey(x, version.meta.etag, encoding), async () => {
     whole ??= await wholeObject(x, key, limit, tooLarge)
     const bytes = await compress(whole.bytes, encoding)
     options.metrics?.compressions.inc({ encoding })
     const made = variantEntry(whole, null, { contentType: whole.meta.contentType, contentEncoding: encoding }, bytes, encoding)
-    if (keep && whole.freshUntil > Date.now()) void bucket.cache?.store.local.set(keyOf(whole.meta.etag), made)
+    if (keep && whole.freshUntil > Date.now()) void bucket.cache?.store.local.set(encodedKey(x, whole.meta.etag, encoding), made)
     return made
   })
-  return withHeaders(await answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=compressed' + (keep ? '; stored' : '') }, options.debugHeaders), headers)
+  return withHeaders(answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=compressed' + (keep ? '; stored' : '') }, options.debugHeaders), VARY_ENCODING)
 }
 
 /** Adds `Vary: Accept-Encoding` to serve's answer for an object that is compressed for other requests. */
@@ -211,19 +292,25 @@ function varyIfCompressible(answer: Answer, config: NonNullable<Representations[
   const total = h['content-range']?.split('/')[1]
   const size = Number(total ?? h['content-length'] ?? 0)
   if (!compressible(config, meta ?? { contentType: h['content-type'], size, contentEncoding: h['content-encoding'] })) return answer
-  return withHeaders(answer, { vary: 'Accept-Encoding' })
+  return withHeaders(answer, VARY_ENCODING) as Answer
 }
 
 // ---------------------------------------------------------------------------------------------
 // Shared
 
-/** A cached variant of the original's current version (the key carries its ETag), fresh while it is. */
-async function lookupVariant(x: Exchange, variantKey: string, freshUntil: number): Promise<{ entry: CachedObject; outcome: RepresentationOutcome } | undefined> {
+/** A cached variant of the original's current version (its key carries the ETag: fresh while the original is). */
+async function lookupVariant(x: Exchange, variantKey: string): Promise<{ entry: CachedObject; tier: string } | undefined> {
   const local = x.matched.bucket.cache?.store.local
   if (local === undefined) return undefined
   const hit = local.peek(variantKey) ?? (await local.lookup(variantKey))
-  if (hit === undefined) return undefined
-  return { entry: { ...hit.entry, freshUntil }, outcome: { xCache: 'HIT', status: `yatagarasu; hit; detail=${hit.tier}`, tier: hit.tier } }
+  return hit === undefined ? undefined : { entry: hit.entry, tier: hit.tier }
+}
+
+const HIT_OUTCOMES = new Map<string, RepresentationOutcome>()
+function hitOutcome(tier: string): RepresentationOutcome {
+  let outcome = HIT_OUTCOMES.get(tier)
+  if (outcome === undefined) HIT_OUTCOMES.set(tier, (outcome = { xCache: 'HIT', status: `yatagarasu; hit; detail=${tier}`, tier }))
+  return outcome
 }
 
 /**
@@ -267,8 +354,19 @@ function once(variantKey: string, make: () => Promise<CachedObject>): Promise<Ca
   return made
 }
 
-/** A copy of the answer with more headers (answers' header objects are shared: never mutated). */
-function withHeaders(answer: Answer, extra: Record<string, string>): Answer {
+/**
+ * A copy of the answer with more headers (answers' header objects are shared: never mutated). The
+ * merged object is remembered per answer header object, which a cached entry reuses between answers.
+ */
+function withHeaders(answer: Answer | Promise<Answer>, extra: Readonly<Record<string, string>>): Answer | Promise<Answer> {
+  if (answer instanceof Promise) return answer.then((ready) => withHeaders(ready, extra) as Answer)
+  if (Object.keys(extra).length === 0) return answer
+  const key = Object.entries(extra).join(';')
+  const remembered = merged.get(answer.headers)
+  if (remembered !== undefined && remembered.key === key) return { ...answer, headers: remembered.headers }
   const vary = extra.vary !== undefined && answer.headers.vary !== undefined ? `${answer.headers.vary}, ${extra.vary}` : extra.vary
-  return { ...answer, headers: { ...answer.headers, ...extra, ...(vary === undefined ? {} : { vary }) } }
+  const headers = { ...answer.headers, ...extra, ...(vary === undefined ? {} : { vary }) }
+  merged.set(answer.headers, { key, headers })
+  return { ...answer, headers }
 }
+const merged = new WeakMap<object, { key: string; headers: Record<string, string> }>()
