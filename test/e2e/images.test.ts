@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import http from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { crc32, deflateSync } from 'node:zlib'
+import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import sharp from 'sharp'
 import { signImagePath } from '../../src/images/params.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
@@ -17,6 +18,7 @@ let s3: TestS3
 let proxy: TestProxy
 
 const SIGNING_KEY = 'image-signing-key-0123456789abcdef'
+const S3_READER = { id: 'IMAGEREADER00001', secret: 'image-reader-secret-0123456789-abcdefghijklm' }
 const OLD_KEY = 'retired-signing-key-0123456789abcd'
 
 interface Fetched {
@@ -112,6 +114,13 @@ before(async () => {
 server:
   address: "127.0.0.1:0"
 metrics: { enabled: true, port: 0 }
+s3_api:
+  enabled: true
+  address: "127.0.0.1:0"
+  credentials:
+    - access_key_id: ${S3_READER.id}
+      secret_access_key: "${S3_READER.secret}"
+      buckets: [marked]
 image_optimization: { enabled: true, max_width: 2000, max_height: 2000, default_quality: 80 }
 cache:
   enabled: true
@@ -365,6 +374,25 @@ describe('watermarks', () => {
     assert.ok(part.body.equals(original.body.subarray(0, 100)), 'a Range is of the marked bytes')
     assert.equal((await get('/marked/grey.jpg', { 'if-none-match': String(original.headers.etag) })).status, 304)
     assert.equal((await get('/marked/grey.jpg?v=1')).body.equals(original.body), true, 'a cache buster gets the marked original')
+  })
+
+  it('marks the original on the S3 API too (GetObject gets the marked bytes)', async () => {
+    const client = new S3Client({
+      endpoint: proxy.proxy.s3Url,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: S3_READER.id, secretAccessKey: S3_READER.secret },
+    })
+    try {
+      const viaHttp = await get('/marked/grey.jpg')
+      const object = await client.send(new GetObjectCommand({ Bucket: 'marked', Key: 'grey.jpg' }))
+      const bytes = Buffer.from(await (object.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray())
+      assert.ok(!bytes.equals(grey), 'not the clean original')
+      assert.ok(bytes.equals(viaHttp.body), 'the same marked bytes as the HTTP path')
+      assert.equal(object.ETag, viaHttp.headers.etag)
+    } finally {
+      client.destroy()
+    }
   })
 
   it('serves objects no rule marks, and non-images, as they are', async () => {
