@@ -9,7 +9,6 @@
 // are handed on. A block that fails (flipped bits, a truncated file, or a file replaced since the
 // header was read) errors the stream and tells the tier, which drops the entry; the good blocks
 // read before it in the same read are handed on first.
-import type { FileHandle } from 'node:fs/promises'
 import type { StoredBody, StoredBodyStreamOptions } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
 import { BLOCK_SIZE, blockIntact } from './disk-format.ts'
@@ -75,7 +74,8 @@ export class DiskBody implements StoredBody {
     const { blockSize } = this
     const end = range?.end ?? this.length - 1
     let next = range?.start ?? 0
-    let handle: FileHandle | undefined
+    /** The file is acquired (from the first pull to the end, a cancel or an error). */
+    let open = false
     /** The one buffer of a `reuseChunks` stream (pooled: see takeBuffer). */
     let reused: Buffer | undefined
     /** A read into `reused` is in flight: the buffer goes back to the pool only after it. */
@@ -84,8 +84,8 @@ export class DiskBody implements StoredBody {
     /** A damaged block found after good ones in the same read: the next pull fails with it. */
     let failure: Error | undefined
     const close = () => {
-      if (handle === undefined) return
-      handle = undefined
+      if (!open) return
+      open = false
       this.#file.release()
     }
     // The last chunk handed on may still be on its way to the socket until the consumer asks for
@@ -108,10 +108,10 @@ export class DiskBody implements StoredBody {
               controller.close()
               return
             }
-            if (handle === undefined) {
-              const acquired = await this.#file.acquire()
+            if (!open) {
+              await this.#file.acquire()
               if (finished) return this.#file.release() // cancelled meanwhile
-              handle = acquired
+              open = true
             }
             // The blocks from `next` on, at most READ_BLOCKS of them, none past the range.
             const first = Math.floor(next / blockSize)
@@ -129,7 +129,7 @@ export class DiskBody implements StoredBody {
             let bytesRead: number
             reading = true
             try {
-              ;({ bytesRead } = await handle.read(bytes, 0, size, this.#bodyOffset + start))
+              bytesRead = await this.#file.read(bytes, size, this.#bodyOffset + start)
             } finally {
               reading = false
               if (finished) finish()
@@ -180,9 +180,9 @@ export class DiskBody implements StoredBody {
   async bytes(): Promise<Buffer> {
     const body = Buffer.allocUnsafeSlow(this.length)
     if (this.length === 0) return body
-    const handle = await this.#file.acquire()
+    await this.#file.acquire()
     try {
-      const { bytesRead } = await handle.read(body, 0, this.length, this.#bodyOffset)
+      const bytesRead = await this.#file.read(body, this.length, this.#bodyOffset)
       if (bytesRead !== this.length) throw this.#damaged('the file is shorter than its header says')
       for (let i = 0, at = 0; at < this.length; i++, at += this.blockSize) {
         if (!blockIntact(this.crcs, i, body.subarray(at, at + this.blockSize))) throw this.#damaged(`block ${i} fails its checksum`)

@@ -2,9 +2,10 @@
 // header (key, metadata, timestamps, a CRC-32 per 256 KiB body block) and the body
 // (disk-format.ts). A hit never reads a large body whole: an entry over SMALL_BODY bytes comes back
 // as a DiskBody (disk-body.ts) that streams checked blocks at the client's pace, and a Range reads
-// only the blocks it needs; a small entry is read whole, in one read, and checked at once. The
-// checked headers of recently hit large entries stay in memory and their files open
-// (disk-handles.ts), so a hit of a large entry or a slice costs only the reads of its blocks.
+// only the blocks it needs; a small entry is read whole, in one read, and
+// checked at once. The checked headers of recently written or hit entries stay in memory and their
+// files open (disk-handles.ts), so a hit costs only the reads of its body's blocks: a small hit is
+// one positioned read, one thread-pool round trip.
 // Writes are atomic: a temp file is written, fsynced and renamed over the target, so a crash never
 // leaves a half-written entry under a real name. An in-memory LRU index (bounded by bytes) tracks
 // the files and deletes evicted ones; it is rebuilt from the directory at start-up, oldest first,
@@ -43,14 +44,14 @@ interface IndexEntry {
   bodyOffset: number
 }
 
-/** Bodies up to this size are read whole with their header, in one read; larger ones stream. */
+/** Bodies up to this size are read whole, in one read; larger ones stream. */
 export const SMALL_BODY = 64 * 1024
 const SUFFIX = '.entry'
 const sizeOf = (entry: IndexEntry) => Math.max(1, entry.size)
 /**
- * Large entries whose checked header is kept in memory (metadata and block table, ~1 KiB each):
- * their hits read no header, only the body blocks, which are checked against the kept table.
- * Entries with an empty body (a sliced object's metadata) are kept too: their hits read nothing.
+ * Entries whose checked header is kept in memory (metadata and block table, ~1 KiB each): their
+ * hits read no header, only the body blocks, which are checked against the kept table. Entries
+ * with an empty body (a sliced object's metadata) are kept whole: their hits read nothing.
  */
 const MAX_KNOWN_HEADS = 4096
 /** Entries whose file stays open between hits (a hit then opens nothing). */
@@ -69,8 +70,11 @@ export class DiskCache implements CacheStore {
   /** Slices and sliced metadata by object key: deleted with it. */
   readonly #derived = new DerivedKeys()
   readonly #files = new OpenFiles(MAX_IDLE_FILES)
-  /** Large entries as #read made them (a DiskBody holds no state of a read), by index entry. */
-  readonly #known = new LRUCache<IndexEntry, CachedObject>({ max: MAX_KNOWN_HEADS })
+  /**
+   * Checked headers by index entry: a large entry as #read made it (a DiskBody holds no state of
+   * a read), a small one as its head (its body is read at each hit).
+   */
+  readonly #known = new LRUCache<IndexEntry, CachedObject | EntryHead>({ max: MAX_KNOWN_HEADS })
   #budgets: BucketBudgets | undefined
   #budgetsBuilt = '{}'
 
@@ -104,17 +108,26 @@ export class DiskCache implements CacheStore {
     return cache
   }
 
-  async get(key: string): Promise<CachedObject | undefined> {
+  get(key: string): Promise<CachedObject | undefined> {
     const indexed = this.#index.get(key)
-    if (indexed !== undefined) {
-      const entry = this.#known.get(indexed) ?? (await this.#read(key, indexed).catch(() => undefined))
-      if (entry !== undefined && entry.freshUntil + this.#staleMs > Date.now()) {
-        this.#budgets?.touch(key)
-        return this.#counters.record(entry)
-      }
-      // Gone, damaged, truncated or past its stale window: never served, removed.
-      this.#drop(key, indexed)
+    if (indexed === undefined) return Promise.resolve(this.#counters.record(undefined))
+    const known = this.#known.get(indexed)
+    // A small hit is one read and one promise on top of it (no async function layers).
+    if (known === undefined) return this.#read(key, indexed).then((entry) => this.#found(key, indexed, entry), () => this.#found(key, indexed, undefined))
+    if (!('bodyOffset' in known)) return Promise.resolve(this.#found(key, indexed, known))
+    // Past its stale window: the body is not worth reading.
+    if (known.freshUntil + this.#staleMs <= Date.now()) return Promise.resolve(this.#found(key, indexed, undefined))
+    return readSmall(indexed.handle, known).then((entry) => this.#found(key, indexed, entry))
+  }
+
+  /** The answer of a get whose entry was read (undefined: gone, damaged or truncated). */
+  #found(key: string, indexed: IndexEntry, entry: CachedObject | undefined): CachedObject | undefined {
+    if (entry !== undefined && entry.freshUntil + this.#staleMs > Date.now()) {
+      this.#budgets?.touch(key)
+      return this.#counters.record(entry)
     }
+    // Gone, damaged, truncated or past its stale window: never served, removed.
+    this.#drop(key, indexed)
     return this.#counters.record(undefined)
   }
 
@@ -126,7 +139,7 @@ export class DiskCache implements CacheStore {
     try {
       // A body in memory is checksummed up front; a StoredBody as it is copied (the header's length
       // does not depend on the checksums, so the body's place in the file is known before).
-      const head = encodeHead(key, entry, body.length, body instanceof Uint8Array ? blockTable(body) : Buffer.alloc(4 * Math.ceil(body.length / BLOCK_SIZE)))
+      let head = encodeHead(key, entry, body.length, body instanceof Uint8Array ? blockTable(body) : Buffer.alloc(4 * Math.ceil(body.length / BLOCK_SIZE)))
       const bodyOffset = head.length
       const size = bodyOffset + body.length
       // Over its bucket's budget on its own: not stored, and the key's older copy goes too.
@@ -137,7 +150,8 @@ export class DiskCache implements CacheStore {
           await writeAll(handle, [head, body], 0)
         } else {
           const crcs = await copyBody(handle, body, bodyOffset)
-          await writeAll(handle, [encodeHead(key, entry, body.length, crcs)], 0)
+          head = encodeHead(key, entry, body.length, crcs)
+          await writeAll(handle, [head], 0)
         }
         await handle.sync()
       } finally {
@@ -150,6 +164,9 @@ export class DiskCache implements CacheStore {
       if (this.#budgets?.track(key, sizeOf(index)) === false) return await this.delete(key)
       this.#index.set(key, index)
       this.#derived.add(key)
+      // Its header is known: the first hit reads only the body.
+      const written = parseHead(head)
+      if (written !== undefined && !('need' in written)) this.#learn(key, index, written)
     } catch {
       await rm(temp, { force: true }).catch(() => {})
     }
@@ -207,22 +224,29 @@ export class DiskCache implements CacheStore {
       head = bytes === undefined ? undefined : parseHead(bytes)
     }
     if (bytes === undefined || head === undefined || 'need' in head || head.key !== key) return undefined
+    if (head.size > SMALL_BODY) return this.#learn(key, indexed, head)
+    // Truncated, or a damaged block.
+    if (bytes.length !== head.bodyOffset + head.size) return undefined
+    const body = bytes.subarray(head.bodyOffset)
+    if (!blocksIntact(head, body)) return undefined
+    this.#learn(key, indexed, head)
+    return { meta: head.meta, storedAt: head.storedAt, freshUntil: head.freshUntil, body }
+  }
+
+  /**
+   * Keeps the checked header of `indexed` (still `key`'s entry: not dropped while it was read or
+   * written), so later hits read only body blocks. Returns the entry a large or empty body's hits
+   * share (a small body is read at each hit).
+   */
+  #learn(key: string, indexed: IndexEntry, head: EntryHead): CachedObject | undefined {
     const entry = { meta: head.meta, storedAt: head.storedAt, freshUntil: head.freshUntil }
-    if (head.size <= SMALL_BODY && bytes.length === head.bodyOffset + head.size) {
-      const body = bytes.subarray(head.bodyOffset)
-      for (let i = 0, at = 0; at < body.length; i++, at += head.blockSize) {
-        if (!blockIntact(head.crcs, i, body.subarray(at, at + head.blockSize))) return undefined
-      }
-      const small = { ...entry, body }
-      // An entry without a body (a sliced object's metadata) is all header: kept like one.
-      if (body.length === 0 && this.#index.peek(key) === indexed) this.#known.set(indexed, small)
-      return small
-    }
-    if (head.size <= SMALL_BODY) return undefined // truncated
-    const large = { ...entry, body: this.#bodyOf(key, indexed, head) }
-    // Still the entry's file (not dropped while its header was read): later hits skip the read.
-    if (this.#index.peek(key) === indexed) this.#known.set(indexed, large)
-    return large
+    let known: CachedObject | EntryHead
+    if (head.size > SMALL_BODY) known = { ...entry, body: this.#bodyOf(key, indexed, head) }
+    else if (head.size === 0) known = { ...entry, body: Buffer.alloc(0) }
+    // Its own copy of the block table: `head` may be a view into a read buffer with the body.
+    else known = { ...head, crcs: Buffer.from(head.crcs) }
+    if (this.#index.peek(key) === indexed) this.#known.set(indexed, known)
+    return 'bodyOffset' in known ? undefined : known
   }
 
   #bodyOf(key: string, indexed: IndexEntry, head: EntryHead): DiskBody {
@@ -305,22 +329,32 @@ async function readAt(file: string, position: number, length: number): Promise<B
 
 /** The first `length` bytes of an entry's file; fewer when it is shorter; undefined when it cannot be read. */
 async function readShared(file: EntryFile, length: number): Promise<Buffer | undefined> {
-  let handle: FileHandle
+  // Its own memory: a small body may be kept by the memory tier, and must not pin a pool slab.
+  const buffer = Buffer.allocUnsafeSlow(length)
   try {
-    handle = await file.acquire()
-  } catch {
-    return undefined
-  }
-  try {
-    // Its own memory: a small body may be kept by the memory tier, and must not pin a pool slab.
-    const buffer = Buffer.allocUnsafeSlow(length)
-    const { bytesRead } = await handle.read(buffer, 0, length, 0)
+    const bytesRead = await file.readOnce(buffer, length, 0)
     return bytesRead === length ? buffer : buffer.subarray(0, bytesRead)
   } catch {
     return undefined
-  } finally {
-    file.release()
   }
+}
+
+/** A small entry's body, read in one read and checked against its known header; undefined when it cannot be read or is damaged. */
+function readSmall(file: EntryFile, head: EntryHead): Promise<CachedObject | undefined> {
+  // Its own memory: a small body may be kept by the memory tier, and must not pin a pool slab.
+  const body = Buffer.allocUnsafeSlow(head.size)
+  return file.readOnce(body, head.size, head.bodyOffset).then(
+    (bytesRead) => (bytesRead === head.size && blocksIntact(head, body) ? { meta: head.meta, storedAt: head.storedAt, freshUntil: head.freshUntil, body } : undefined),
+    () => undefined
+  )
+}
+
+/** Whether every block of `body` (the whole body of `head`'s entry) matches its checksum. */
+function blocksIntact(head: EntryHead, body: Buffer): boolean {
+  for (let i = 0, at = 0; at < body.length; i++, at += head.blockSize) {
+    if (!blockIntact(head.crcs, i, body.subarray(at, at + head.blockSize))) return false
+  }
+  return true
 }
 
 /** The checked header of `file` (size `fileSize`), or undefined for anything else. */
