@@ -11,9 +11,9 @@
 // One job per bucket + prefix runs at a time. Finished jobs are kept (the last MAX_KEPT) so their
 // outcome can still be read, across reloads (the registry is handed to the next generation).
 import { randomUUID } from 'node:crypto'
-import { storagePolicy } from './http/freshness.ts'
 import { isSafeKey } from './http/path.ts'
-import type { CachedObject, ListedObject, ReadOptions } from './ports.ts'
+import type { ListedObject, ReadOptions } from './ports.ts'
+import { fetchWhole } from './pipeline/serve.ts'
 import type { BucketCache, BucketRoute } from './types.ts'
 
 export type PrewarmStatus = 'running' | 'done' | 'failed' | 'stopped'
@@ -206,8 +206,8 @@ async function run(bucket: BucketRoute & { cache: BucketCache }, request: Prewar
 }
 
 /**
- * Fetches one whole object into every tier, as a serve-stage miss would; the bytes stored, or
- * undefined when nothing was fetched (joined another fetch, not storable, too large).
+ * Fetches one whole object into every tier, as a serve-stage miss would (serve's fetchWhole); the
+ * bytes stored, or undefined when nothing was stored (joined another fetch, not storable, too large).
  */
 async function warm(bucket: BucketRoute, cache: BucketCache, key: string, cacheKey: string, options: ReadOptions): Promise<number | undefined> {
   const inFlight = cache.flights.get(cacheKey)
@@ -215,40 +215,9 @@ async function warm(bucket: BucketRoute, cache: BucketCache, key: string, cacheK
     await inFlight.catch(() => undefined)
     return undefined
   }
-
-  const { promise: flight, resolve: settle, reject: fail } = Promise.withResolvers<CachedObject | undefined>()
-  flight.catch(() => {})
-  cache.flights.set(cacheKey, flight)
-  try {
-    const body = await bucket.source.get(key, undefined, options)
-    const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
-    if (!policy.store || body.meta.size > cache.maxItemBytes) {
-      await body.stream.cancel()
-      settle(undefined)
-      cache.flights.delete(cacheKey)
-      return undefined
-    }
-    const bytes = await collect(body.stream, cache.maxItemBytes)
-    const now = Date.now()
-    const entry: CachedObject = { meta: body.meta, body: bytes, storedAt: now, freshUntil: now + policy.freshMs }
-    settle(entry)
-    // The flight stays findable until every tier holds the entry (as the serve stage keeps it).
-    await cache.store.set(cacheKey, entry).finally(() => cache.flights.delete(cacheKey))
-    return bytes.length
-  } catch (err) {
-    if (cache.flights.get(cacheKey) === flight) cache.flights.delete(cacheKey)
-    fail(err)
-    throw err
-  }
-}
-
-async function collect(stream: ReadableStream<Uint8Array>, limit: number): Promise<Buffer> {
-  const chunks: Uint8Array[] = []
-  let size = 0
-  for await (const chunk of stream) {
-    size += chunk.length
-    if (size > limit) throw new Error('the object is larger than its listed size')
-    chunks.push(chunk)
-  }
-  return Buffer.concat(chunks, size)
+  const tooLarge = () => new Error('the object is larger than max_item_size')
+  const { whole, stored } = await fetchWhole(bucket, cache, key, options, cache.maxItemBytes, tooLarge)
+  if (stored === undefined) return undefined
+  await stored
+  return whole.bytes.length
 }

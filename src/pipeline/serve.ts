@@ -732,16 +732,9 @@ export async function wholeObject(x: Exchange, key: string, maxBytes: number, to
   const { bucket } = x.matched
   const cache = bucket.cache
   const options = new OriginReadOptions(x, false)
-  const bounded = async (body: ObjectBody): Promise<Buffer> => {
-    if (body.meta.size > maxBytes) {
-      await body.stream.cancel()
-      throw tooLarge()
-    }
-    return collect(body.stream)
-  }
   if (cache === null) {
     const body = await bucket.source.get(key, undefined, options)
-    return { meta: body.meta, bytes: await bounded(body), freshUntil: 0, cached: 'miss' }
+    return { meta: body.meta, bytes: await readBounded(body, maxBytes, tooLarge), freshUntil: 0, cached: 'miss' }
   }
   const cacheKey = `${bucket.name}/${key}`
   const hit = cache.store.peek(cacheKey) ?? (cache.store.tiers.length > cache.store.peekedTiers ? await cache.store.lookup(cacheKey, cache.store.peekedTiers) : undefined)
@@ -762,38 +755,83 @@ export async function wholeObject(x: Exchange, key: string, maxBytes: number, to
       void cache.store.set(cacheKey, refreshed)
       return stored(refreshed, 'revalidated')
     }
-    return storeWhole(cache, cacheKey, result, await bounded(result), 'revalidated')
+    return (await storeFetched(cache, cacheKey, result, maxBytes, tooLarge, 'revalidated')).whole
   }
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
     const shared = await inFlight.catch(() => undefined)
     if (shared !== undefined) return stored(shared, 'hit')
   }
-  // Leads the fetch: misses of the same key (a plain GET, another representation) wait for it.
+  return (await fetchWhole(bucket, cache, key, options, maxBytes, tooLarge)).whole
+}
+
+/**
+ * Leads one whole-object fetch of `key`: misses of the same key (a plain GET, a representation, a
+ * prewarm) wait for it, and it is stored as a miss stores it. A body over `maxBytes` is refused with
+ * `tooLarge()` before it is read. `stored` settles when every tier holds the entry; undefined: not
+ * stored (no-store, or over max_item_size).
+ */
+export async function fetchWhole(
+  bucket: BucketRoute,
+  cache: BucketCache,
+  key: string,
+  options: ReadOptions,
+  maxBytes: number,
+  tooLarge: () => Error
+): Promise<{ whole: WholeObject; stored: Promise<void> | undefined }> {
+  const cacheKey = `${bucket.name}/${key}`
   const { promise: flight, resolve: settle } = Promise.withResolvers<CachedObject | undefined>()
   cache.flights.set(cacheKey, flight)
-  let whole: WholeObject | undefined
+  let fetched: { whole: WholeObject; stored: Promise<void> | undefined; entry: CachedObject | undefined } | undefined
   try {
-    const body = await bucket.source.get(key, undefined, options)
-    whole = storeWhole(cache, cacheKey, body, await bounded(body), 'miss')
-    return whole
+    fetched = await storeFetched(cache, cacheKey, await bucket.source.get(key, undefined, options), maxBytes, tooLarge, 'miss')
+    // The flight stays findable until every tier holds the entry (as a fill keeps it), so a request
+    // whose lookup passed a tier just before it was written still joins instead of fetching again.
+    const stored = fetched.stored?.finally(() => {
+      if (cache.flights.get(cacheKey) === flight) cache.flights.delete(cacheKey)
+    })
+    return { whole: fetched.whole, stored }
   } finally {
-    cache.flights.delete(cacheKey)
-    settle(whole !== undefined && whole.freshUntil > 0 && whole.bytes.length <= cache.maxItemBytes ? entryOfWhole(whole) : undefined)
+    if (fetched?.stored === undefined && cache.flights.get(cacheKey) === flight) cache.flights.delete(cacheKey)
+    settle(fetched?.entry)
   }
 }
 
-function entryOfWhole(whole: WholeObject): CachedObject {
-  return { meta: whole.meta, body: whole.bytes, storedAt: Date.now(), freshUntil: whole.freshUntil }
-}
-
-/** A body read whole from the origin, stored when a miss would have stored it. */
-function storeWhole(cache: BucketCache, cacheKey: string, body: ObjectBody, bytes: Buffer, cached: WholeObject['cached']): WholeObject {
+/** An origin body read whole (at most `maxBytes`) and stored when a miss would store it. */
+async function storeFetched(
+  cache: BucketCache,
+  cacheKey: string,
+  body: ObjectBody,
+  maxBytes: number,
+  tooLarge: () => Error,
+  cached: WholeObject['cached']
+): Promise<{ whole: WholeObject; stored: Promise<void> | undefined; entry: CachedObject | undefined }> {
+  const bytes = await readBounded(body, maxBytes, tooLarge)
   const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
   const now = Date.now()
   const freshUntil = policy.store ? now + policy.freshMs : 0
-  if (policy.store && bytes.length <= cache.maxItemBytes) void cache.store.set(cacheKey, { meta: body.meta, body: bytes, storedAt: now, freshUntil })
-  return { meta: body.meta, bytes, freshUntil, cached }
+  const whole: WholeObject = { meta: body.meta, bytes, freshUntil, cached }
+  if (!policy.store || bytes.length > cache.maxItemBytes) return { whole, stored: undefined, entry: undefined }
+  const entry: CachedObject = { meta: body.meta, body: bytes, storedAt: now, freshUntil }
+  return { whole, stored: cache.store.set(cacheKey, entry).then(ignore, ignore), entry }
+}
+
+const ignore = () => {}
+
+/** A body read whole, refused before reading when its size says it is over `maxBytes` and cut when it lies. */
+async function readBounded(body: ObjectBody, maxBytes: number, tooLarge: () => Error): Promise<Buffer> {
+  if (body.meta.size > maxBytes) {
+    await body.stream.cancel()
+    throw tooLarge()
+  }
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for await (const chunk of body.stream) {
+    size += chunk.length
+    if (size > maxBytes) throw tooLarge()
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks, size)
 }
 
 async function wholeOf(entry: CachedObject, cached: WholeObject['cached'], maxBytes: number, tooLarge: () => Error): Promise<WholeObject> {
