@@ -4,9 +4,9 @@
 // HEAD answered as they should, compress once and serve many, and what is left alone.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import http from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { brotliDecompressSync, gunzipSync, zstdDecompressSync } from 'node:zlib'
+import { send, type RawResponse } from '../support/http.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
@@ -20,25 +20,7 @@ const SMALL = Buffer.from('tiny text under min_size')
 const BINARY = randomBytes(64 * 1024)
 const PRE = Buffer.from('already gzip-encoded bytes, served as stored')
 
-interface Fetched {
-  status: number
-  headers: http.IncomingHttpHeaders
-  body: Buffer
-}
-
-function get(path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Fetched> {
-  const url = new URL(proxy.url)
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: url.hostname, port: url.port, path, method, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const get = (path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<RawResponse> => send(proxy.url, path, { headers, method })
 
 function decode(encoding: string | undefined, body: Buffer): Buffer {
   if (encoding === 'br') return brotliDecompressSync(body)

@@ -5,12 +5,12 @@
 // bomb refused before decoding, 503 when the queue is full, and watermarks on every response of a
 // marked key (the original included) that no request form can bypass.
 import assert from 'node:assert/strict'
-import http from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { crc32, deflateSync } from 'node:zlib'
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import sharp from 'sharp'
 import { signImagePath } from '../../src/images/params.ts'
+import { send, type RawResponse } from '../support/http.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
@@ -21,25 +21,7 @@ const SIGNING_KEY = 'image-signing-key-0123456789abcdef'
 const S3_READER = { id: 'IMAGEREADER00001', secret: 'image-reader-secret-0123456789-abcdefghijklm' }
 const OLD_KEY = 'retired-signing-key-0123456789abcd'
 
-interface Fetched {
-  status: number
-  headers: http.IncomingHttpHeaders
-  body: Buffer
-}
-
-function get(path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Fetched> {
-  const url = new URL(proxy.url)
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: url.hostname, port: url.port, path, method, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const get = (path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<RawResponse> => send(proxy.url, path, { headers, method })
 
 async function metric(name: string, labels: Record<string, string>): Promise<number> {
   const text = await (await fetch(proxy.proxy.metricsUrl as string)).text()
@@ -259,7 +241,7 @@ describe('image variants', () => {
     const results = await Promise.all(Array.from({ length: 50 }, () => get('/img/photo.jpg?w=222&fmt=webp')))
     for (const res of results) {
       assert.equal(res.status, 200)
-      assert.ok(res.body.equals((results[0] as Fetched).body))
+      assert.ok(res.body.equals((results[0] as RawResponse).body))
     }
     assert.equal((await metric('image_renders_total', labels)) - before, 1, 'one render')
     const again = await get('/img/photo.jpg?w=222&fmt=webp')
