@@ -40,7 +40,7 @@ export interface VerifyOptions {
 
 /**
  * Derived signing keys, so a request costs one HMAC instead of five. Only known key ids are kept
- * (LRU, keyed by a digest: fixed-size entries); every unknown id shares one dummy key per day,
+ * (LRU, keyed by key id, day, region and service); every unknown id shares one dummy key per day,
  * region and service, so spraying unknown ids neither grows the cache nor evicts real keys, and an
  * unknown id costs the one HMAC a cached known id costs.
  */
@@ -66,7 +66,8 @@ export class SigningKeyCache {
       }
       return key
     }
-    const id = createHash('sha256').update(`${accessKeyId}\0${date}\0${region}\0${service}`).digest('base64')
+    // The id is 3-128 characters (checked before): entries stay small without hashing the key.
+    const id = `${accessKeyId}\0${date}\0${region}\0${service}`
     const hit = this.#entries.get(id)
     if (hit !== undefined && hit.secret === secret) return hit.key
     const key = signingKey(secret, date, region, service)

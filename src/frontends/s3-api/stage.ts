@@ -109,7 +109,9 @@ export function s3Admit(options: S3AdmitOptions): (x: Exchange) => void {
           : (s3.credentials.identity(accessKeyId) ?? null)
       if (identity === null) throw new S3Error('InvalidAccessKeyId', 403, 'The AWS Access Key Id you provided does not exist in our records.', 'no_identity')
       x.signed = true
-      const secret = temporary !== undefined ? temporary.secret : s3.credentials.secretOf(accessKeyId, undefined)
+      // Only listings issue and read tokens: an object read does not pay for the HMAC.
+      const listing = request.operation === 'ListObjects' || request.operation === 'ListObjectsV2'
+      const secret = !listing ? undefined : temporary !== undefined ? temporary.secret : s3.credentials.secretOf(accessKeyId, undefined)
       if (secret !== undefined) x.listTokenKey = createHmac('sha256', secret).update('yatagarasu-list-token-key').digest()
     } else if (Object.keys(RESPONSE_OVERRIDES).some((name) => request.query.has(name))) {
       throw new S3Error('InvalidRequest', 400, 'Request specific response headers cannot be used for anonymous GET requests.', 'anonymous_overrides')
@@ -193,7 +195,24 @@ export function s3ObjectAnswer(x: S3Exchange, answer: Answer): Answer {
 /** The S3 request id headers, on every answer of the listener (errors included). */
 export function s3Stamp(x: Exchange): void {
   const stamp = x.outgoing.stamp ?? {}
-  x.outgoing.stamp = { ...stamp, 'x-amz-request-id': x.requestId, 'x-amz-id-2': randomBytes(24).toString('base64') }
+  x.outgoing.stamp = { ...stamp, 'x-amz-request-id': x.requestId, 'x-amz-id-2': amzId2() }
+}
+
+/**
+ * An x-amz-id-2 (an opaque random token, 24 bytes as base64), cut from a pooled random buffer:
+ * randomBytes(24) per request costs ~6 µs (a system call each time), the pool ~0.1 µs.
+ */
+const ID2_BYTES = 24
+let id2Pool = Buffer.alloc(0)
+let id2At = 0
+function amzId2(): string {
+  if (id2At + ID2_BYTES > id2Pool.length) {
+    id2Pool = randomBytes(ID2_BYTES * 512)
+    id2At = 0
+  }
+  const id = id2Pool.toString('base64', id2At, id2At + ID2_BYTES)
+  id2At += ID2_BYTES
+  return id
 }
 
 /** The S3 XML answer for any failure; the error kept on the exchange (a ProxyError) for the logs. */
