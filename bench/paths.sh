@@ -3,14 +3,30 @@
 # count, with the shared harness (../shared/perf, see its README): the proxy as a memory hit, a
 # disk hit, a Redis hit and a miss (no cache), for 1 KiB, 100 KiB and 10 MiB objects, next to
 # s3rver direct (the origin; anchor for misses), nginx proxy_cache (anchor for disk hits) and raw
-# node:http (anchor for memory and Redis hits). Runs at 64 connections and at 1.
-#   BENCH_PATHS_CONNECTIONS (default "64 1"), extra arguments go to the harness (e.g. --quick,
-#   or --reps 3 --duration 6); NODE_BIN picks the node that runs the proxy.
+# node:http (anchor for memory and Redis hits). Runs at 64 connections and at 1, 3 reps each
+# (5 s at 64 connections, 3 s at 1; --quick: one 3 s rep).
+#   BENCH_PATHS_CONNECTIONS (default "64 1"); BENCH_PATHS_JSON_DIR: also write each run's
+#   results as paths-<connections>.json there (bench/summary.ts reads them); other arguments go
+#   to the harness (e.g. --reps 5 --duration 6); NODE_BIN picks the node that runs the proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 harness=../shared/perf/proxy-side-by-side.sh
 [ -f "$harness" ] || { echo "bench:paths needs ../shared/perf beside the project (the team's shared harness)" >&2; exit 1; }
+quick=
+if [ "${1:-}" = --quick ]; then
+  quick=1
+  shift
+fi
 for connections in ${BENCH_PATHS_CONNECTIONS:-64 1}; do
   echo "== $connections connection(s) =="
-  bash "$harness" --connections "$connections" --no-autocannon "$@"
+  args=(--connections "$connections" --no-autocannon --only origin,nginx,node-raw)
+  if [ -n "$quick" ]; then
+    args=(--quick "${args[@]}")
+  elif [ "$connections" = 1 ]; then
+    args+=(--reps 3 --duration 3 --warmup 1)
+  else
+    args+=(--reps 3 --duration 5 --warmup 2)
+  fi
+  [ -n "${BENCH_PATHS_JSON_DIR:-}" ] && args+=(--json "$BENCH_PATHS_JSON_DIR/paths-$connections.json")
+  bash "$harness" "${args[@]}" "$@"
 done

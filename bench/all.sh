@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `npm run bench [-- --quick]`: everything the bench measures, in order, then one table of the
+# targets (bench/summary.ts), each path as a ratio to its anchor in the same run:
+#   1. bench/run.ts: the proxy's own rows (memory hit vs raw node:http in alternating pairs,
+#      tracing, workers, 50 MiB, failover, Zipf hit ratio, JWT)
+#   2. bench/paths.sh: memory/disk/Redis hits and misses at 1 KiB, 100 KiB, 10 MiB beside s3rver
+#      direct, nginx proxy_cache and raw node:http (the shared harness), at 64 and 1 connections
+#   3. bench/slices.ts: slice hits beside nginx's slice module, at 64 and 1 connections
+#   4. bench/memory.ts: the proxy's peak RSS idle and under the two heavy download scenarios
+# Full: medians of 3 everywhere, about 15 minutes (the first run also writes the origin's 1 GiB and
+# 256 MiB objects, kept in $TMPDIR/yatagarasu-bench-origin: ~10 s each). --quick: one short
+# rep per case, about 6 minutes. Results stay in the directory printed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=
+[ "${1:-}" = --quick ] && quick=--quick
+out=$(mktemp -d "${TMPDIR:-/tmp}/yatagarasu-bench-results.XXXXXX")
+started=$SECONDS
+if [ -n "$quick" ]; then
+  BENCH_DURATION=${BENCH_DURATION:-2} BENCH_RUNS=${BENCH_RUNS:-1} BENCH_PAIRS=${BENCH_PAIRS:-1} npx tsx bench/run.ts | tee "$out/run.md"
+else
+  npx tsx bench/run.ts | tee "$out/run.md"
+fi
+BENCH_PATHS_JSON_DIR=$out bash bench/paths.sh $quick | tee "$out/paths.md"
+export BENCH_NO_BUILD=1 # paths.sh built dist/ just now
+npx tsx bench/slices.ts $quick --json "$out/slices.json" | tee "$out/slices.md"
+npx tsx bench/memory.ts $quick --json "$out/memory.json" | tee "$out/memory.md"
+echo
+echo "== targets (issue 17), one run, $(( (SECONDS - started) / 60 )) min; raw results in $out"
+npx tsx bench/summary.ts "$out" | tee "$out/summary.md"

@@ -1,0 +1,101 @@
+// The issue's targets, read from one `npm run bench` run: every path as a ratio to its anchor in
+// the same run (the shared harness's results.json per connection count, slices.json, memory.json,
+// written by all.sh into one directory).
+//   npx tsx bench/summary.ts <results dir>
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { MemoryRow } from './memory.ts'
+import type { SliceRow } from './slices.ts'
+
+interface HarnessRow {
+  target: string
+  size: number
+  tool: string
+  rps: number
+  srvUsPerReq: number
+  cliPct: number
+}
+
+const SIZES: Array<[number, string]> = [
+  [1024, '1 KiB'],
+  [100 * 1024, '100 KiB'],
+  [10 * 1024 * 1024, '10 MiB'],
+]
+
+function readJson<T>(file: string): T | undefined {
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as T) : undefined
+}
+
+export function summary(dir: string): string {
+  const lines = ['| path | object | conn | proxy req/s | anchor | anchor req/s | ratio | target | proxy µs/req | note |', '| --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | --- |']
+  const judge = (value: number, op: '>=' | '<=', bound: number) => (Number.isNaN(value) ? '' : (op === '>=' ? value >= bound : value <= bound) ? 'met' : 'NOT met')
+  const fmt = (n: number | undefined, digits = 0) => (n === undefined || Number.isNaN(n) ? '–' : n.toFixed(digits))
+  const diskAt: Record<number, number> = {}
+  for (const connections of [64, 1]) {
+    const rows = readJson<{ rows: HarnessRow[] }>(join(dir, `paths-${connections}.json`))?.rows.filter((r) => r.tool === 'wrk')
+    if (rows === undefined) continue
+    const row = (target: string, size: number) => rows.find((r) => r.target === target && r.size === size)
+    for (const [size, label] of SIZES) {
+      const add = (path: string, target: string, anchorName: string, anchor: HarnessRow | undefined, ratioTarget: string, ok: string, note = '') => {
+        const proxy = row(target, size)
+        if (proxy === undefined || anchor === undefined) return
+        lines.push(`| ${path} | ${label} | ${connections} | ${fmt(proxy.rps)} | ${anchorName} | ${fmt(anchor.rps)} | ${fmt(proxy.rps / anchor.rps, 2)} | ${ratioTarget} ${ok} | ${fmt(proxy.srvUsPerReq)} | ${note}${proxy.cliPct > 90 ? ' client-bound' : ''} |`)
+      }
+      const origin = row('origin', size)
+      const miss = row('proxy-miss', size)
+      if (miss !== undefined && origin !== undefined) {
+        const bound = size === 10 * 1024 * 1024 ? 0.8 : 0.75
+        add('miss', 'proxy-miss', 's3rver direct', origin, `>= ${bound}x;`, judge(miss.rps / origin.rps, '>=', bound), `CPU <= 300 µs: ${judge(miss.srvUsPerReq, '<=', 300)}`)
+      }
+      const nginx = row('nginx', size)
+      const raw = row('node-raw', size)
+      const disk = row('proxy-disk', size)
+      if (disk !== undefined) {
+        if (size === 10 * 1024 * 1024) {
+          diskAt[connections] = disk.rps
+          add('disk hit', 'proxy-disk', 'nginx proxy_cache', nginx, '>= 0.5x', nginx === undefined ? '' : judge(disk.rps / nginx.rps, '>=', 0.5))
+        } else {
+          const cost = raw === undefined ? Number.NaN : disk.srvUsPerReq / raw.srvUsPerReq
+          add('disk hit', 'proxy-disk', 'nginx proxy_cache', nginx, '', '', size === 1024 ? `µs/req ${fmt(cost, 2)}x raw (target <= 2.5x: ${judge(cost, '<=', 2.5)})` : `µs/req ${fmt(cost, 2)}x raw`)
+        }
+      }
+      if (size === 1024) {
+        const redis = row('proxy-redis', size)
+        if (redis !== undefined && raw !== undefined) add('Redis hit', 'proxy-redis', 'raw node:http', raw, '>= 0.35x', judge(redis.rps / raw.rps, '>=', 0.35))
+        const memory = row('proxy-mem', size)
+        if (memory !== undefined && raw !== undefined) add('memory hit', 'proxy-mem', 'raw node:http', raw, '>= 0.60x', judge(memory.rps / raw.rps, '>=', 0.6))
+      }
+    }
+  }
+  const out = [lines.join('\n')]
+  if (diskAt[64] !== undefined && diskAt[1] !== undefined) {
+    out.push(`\ndisk hit 10 MiB, 64 connections never slower than 1: ${fmt(diskAt[64])} vs ${fmt(diskAt[1])} req/s (${diskAt[64] >= diskAt[1] ? 'met' : 'NOT met'})`)
+  }
+  const slices = readJson<SliceRow[]>(join(dir, 'slices.json'))
+  if (slices !== undefined) {
+    const sliceLines = ['\n| slice hits (random 1 MiB Ranges, 256 MiB object) | conn | proxy req/s | nginx slice req/s | ratio | target >= 0.5x | proxy µs/req | nginx µs/req | origin GETs (proxy / nginx) |', '| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |']
+    for (const connections of [...new Set(slices.map((r) => r.connections))]) {
+      const proxy = slices.find((r) => r.connections === connections && r.target === 'proxy')
+      const nginx = slices.find((r) => r.connections === connections && r.target === 'nginx')
+      if (proxy === undefined || nginx === undefined) continue
+      sliceLines.push(`| after one warm pass | ${connections} | ${fmt(proxy.rps)} | ${fmt(nginx.rps)} | ${fmt(proxy.rps / nginx.rps, 2)} | ${judge(proxy.rps / nginx.rps, '>=', 0.5)} | ${fmt(proxy.cpuUs)} | ${fmt(nginx.cpuUs)} | ${proxy.originGets} / ${nginx.originGets} |`)
+    }
+    out.push(sliceLines.join('\n'))
+  }
+  const memory = readJson<MemoryRow[]>(join(dir, 'memory.json'))
+  if (memory !== undefined) {
+    const memoryLines = ['\n| memory | peak RSS MiB (VmHWM) | target | |', '| --- | ---: | ---: | --- |']
+    for (const r of memory) {
+      const judged = r.scenario.startsWith('idle') ? r.sampledMiB : r.peakMiB
+      memoryLines.push(`| ${r.scenario} | ${fmt(judged, 1)} | < ${r.limitMiB} | ${judged < r.limitMiB ? 'met' : 'NOT met'} |`)
+    }
+    out.push(memoryLines.join('\n'))
+  }
+  return out.join('\n')
+}
+
+if (import.meta.main) {
+  const dir = process.argv[2]
+  if (dir === undefined) throw new Error('usage: tsx bench/summary.ts <results dir>')
+  console.log(summary(dir))
+}

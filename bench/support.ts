@@ -1,0 +1,153 @@
+// Helpers the bench scripts share: processes pinned to CPUs, free ports, readiness, the bench
+// origin (origin.mjs) and the memory of a process as Linux reports it.
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { availableParallelism, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+
+export const ROOT = join(import.meta.dirname, '..')
+export const CPUS = availableParallelism()
+/** Servers on CPU 0, load generators on the others (when taskset works and there are 2+ CPUs). */
+export const PINNABLE = CPUS >= 2 && spawnSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' }).status === 0
+export const SERVER_CPU = '0'
+export const CLIENT_CPUS = CPUS >= 2 ? `1-${CPUS - 1}` : '0'
+
+/** `argv` pinned to `cpus` when pinning works. */
+export function pinned(cpus: string, argv: string[], options: SpawnOptions = {}): ChildProcess {
+  const [command, ...args] = argv as [string, ...string[]]
+  return PINNABLE ? spawn('taskset', ['-c', cpus, command, ...args], options) : spawn(command, args, options)
+}
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  if (sorted.length === 0) return Number.NaN
+  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = http.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** Status of one GET (no body kept); 0 when nothing answered. */
+export function statusOf(url: string, headers: Record<string, string> = {}): Promise<number> {
+  return new Promise((resolve) => {
+    http
+      .get(url, { headers, agent: false }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode ?? 0))
+        res.on('error', () => resolve(0))
+      })
+      .on('error', () => resolve(0))
+  })
+}
+
+/** Polls `url` until it answers 200 (60 s at most: a busy 2-core machine starts slowly). */
+export async function waitFor200(url: string, what: string): Promise<void> {
+  const deadline = Date.now() + 60_000
+  while (Date.now() < deadline) {
+    if ((await statusOf(url)) === 200) return
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error(`${what} did not answer 200 at ${url} within 60 s`)
+}
+
+/** Stops a child and waits for it to exit. */
+export async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+  await exited
+  clearTimeout(timer)
+}
+
+/** The pid of the process doing the work: taskset execs the command, so it is the child itself. */
+export function pidOf(child: ChildProcess): number {
+  if (child.pid === undefined) throw new Error('the process did not start')
+  return child.pid
+}
+
+/** VmRSS and VmHWM (peak RSS since start, or since `resetPeak`) of `pid`, in MiB. */
+export function rssOf(pid: number): { rss: number; hwm: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kib = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? Number.NaN)
+  return { rss: kib('VmRSS') / 1024, hwm: kib('VmHWM') / 1024 }
+}
+
+/** Samples VmRSS every 50 ms until stopped: the peak seen, in MiB (VmHWM is the exact peak). */
+export function sampleRss(pid: number): () => number {
+  let peak = 0
+  const timer = setInterval(() => {
+    try {
+      peak = Math.max(peak, rssOf(pid).rss)
+    } catch {
+      // exited
+    }
+  }, 50)
+  return () => {
+    clearInterval(timer)
+    return peak
+  }
+}
+
+export interface Origin {
+  process: ChildProcess
+  url: string
+  /** Seconds spent writing objects that were missing from the kept store (empty when none were). */
+  seeded: Array<{ key: string; size: number; seconds: number }>
+  /** GETs the origin has served per path since it started. */
+  gets(): Promise<Record<string, number>>
+}
+
+/** Directory of the bench origin's store, kept between runs (BENCH_ORIGIN_DIR overrides). */
+export const ORIGIN_DIR = process.env.BENCH_ORIGIN_DIR ?? join(tmpdir(), 'yatagarasu-bench-origin')
+
+/** Starts bench/origin.mjs (s3rver + a counting relay) on the server CPU with these objects. */
+export async function startOrigin(objects: Record<string, number>, bucket = 'bench'): Promise<Origin> {
+  const args = [process.execPath, join(ROOT, 'bench/origin.mjs'), '--dir', ORIGIN_DIR, '--bucket', bucket]
+  for (const [key, size] of Object.entries(objects)) args.push('--object', `${key}:${size}`)
+  const child = pinned(SERVER_CPU, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  const line = await new Promise<string>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`bench origin exited (${code})`)))
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve)
+  })
+  const ready = JSON.parse(line) as { port: number; seeded: Origin['seeded'] }
+  const url = `http://127.0.0.1:${ready.port}`
+  return {
+    process: child,
+    url,
+    seeded: ready.seeded,
+    gets: () =>
+      new Promise((resolve, reject) => {
+        http
+          .get(`${url}/__origin_gets`, (res) => {
+            let text = ''
+            res.setEncoding('utf8')
+            res.on('data', (c: string) => (text += c))
+            res.on('end', () => resolve(JSON.parse(text) as Record<string, number>))
+          })
+          .on('error', reject)
+      }),
+  }
+}
+
+/** Builds dist/ (the compiled proxy the benches run, as in production), unless BENCH_NO_BUILD is set. */
+export function build(): void {
+  if (process.env.BENCH_NO_BUILD === '1') return
+  const result = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' })
+  if (result.status !== 0) throw new Error('npm run build failed')
+}
+
+/** The compiled proxy on the server CPU with `config` (a file), stdout and stderr to the bench's stderr. */
+export function startProxy(configFile: string, nodeFlags: string[] = []): ChildProcess {
+  return pinned(SERVER_CPU, [process.execPath, ...nodeFlags, join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+}
