@@ -200,6 +200,12 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     message: 'The image URL signature is missing or wrong',
   },
+  IMAGE_WATERMARK_EMPTY: {
+    status: 403,
+    source: 'client',
+    retryable: false,
+    message: 'The watermark this image must carry has no text for this request',
+  },
   IMAGE_NOT_AN_IMAGE: {
     status: 415,
     source: 'client',

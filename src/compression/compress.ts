@@ -15,9 +15,26 @@ import type { CompressionEncoding } from '../config/representations-schema.ts'
  */
 export const COMPRESSION_LEVELS: Readonly<Record<CompressionEncoding, number>> = { br: 5, zstd: 6, gzip: 6 }
 
-/** Compresses at the chosen level for the encoding, off the event loop. */
-export function compress(bytes: Uint8Array, encoding: CompressionEncoding): Promise<Buffer> {
-  return compressAtLevel(bytes, encoding, COMPRESSION_LEVELS[encoding])
+/**
+ * Compressions running at once: half of libuv's threadpool (4 threads by default), so disk-tier
+ * reads and DNS lookups, which share it, never wait behind a burst of compressions.
+ */
+export const MAX_CONCURRENT_COMPRESSIONS = 2
+let running = 0
+const waiting: Array<() => void> = []
+
+/** Compresses at the chosen level for the encoding, off the event loop, a bounded number at a time. */
+export async function compress(bytes: Uint8Array, encoding: CompressionEncoding): Promise<Buffer> {
+  if (running >= MAX_CONCURRENT_COMPRESSIONS) await new Promise<void>((resolve) => waiting.push(resolve))
+  else running++
+  try {
+    return await compressAtLevel(bytes, encoding, COMPRESSION_LEVELS[encoding])
+  } finally {
+    // The slot goes straight to the next in line.
+    const next = waiting.shift()
+    if (next === undefined) running--
+    else next()
+  }
 }
 
 /** Compresses at a given level (brotli quality 0-11, gzip level 1-9, zstd level 1-22); the bench measures with it. */

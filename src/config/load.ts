@@ -914,6 +914,9 @@ function normalizeRepresentations(
   } else if (bucket.images?.presets !== undefined && Object.keys(bucket.images.presets).length > 0) {
     warn(at('images'), 'presets are configured but images are not enabled for this bucket (images.enabled or image_optimization.enabled)')
   }
+  if (watermark !== null && bucket.auth.enabled !== true && watermark.rules.some((r) => r.watermarks.some((w) => w.type === 'text' && w.text.includes('{{jwt.')))) {
+    report(at('watermark'), 'a {{jwt.*}} template needs auth.enabled on this bucket: without a token it resolves to nothing')
+  }
   if (watermark !== null && images === null) {
     report(at('watermark'), 'a watermark needs images enabled for this bucket (images.enabled or image_optimization.enabled): the proxy draws it with the image renderer')
   }

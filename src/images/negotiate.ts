@@ -42,6 +42,30 @@ export function sourceFormatOf(contentType: string | undefined, svgAllowed: bool
 }
 
 /**
+ * The image format of an object's first bytes (its magic number), whatever its Content-Type says:
+ * a format the proxy renders, `unknown-image` for another image format (BMP, ICO, HEIC, JPEG XL,
+ * SVG when not allowed), undefined for anything else. 32 bytes are enough.
+ */
+export function sniffFormat(head: Uint8Array, svgAllowed: boolean): SourceFormat | 'unknown-image' | undefined {
+  const ascii = Buffer.from(head.buffer, head.byteOffset, Math.min(head.byteLength, 32)).toString('latin1')
+  if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return 'jpeg'
+  if (ascii.startsWith('\x89PNG\r\n\x1a\n')) return 'png'
+  if (ascii.startsWith('GIF87a') || ascii.startsWith('GIF89a')) return 'gif'
+  if (ascii.startsWith('RIFF') && ascii.slice(8, 12) === 'WEBP') return 'webp'
+  if (ascii.startsWith('II*\0') || ascii.startsWith('MM\0*')) return 'tiff'
+  if (ascii.slice(4, 8) === 'ftyp') {
+    // The major brand and the compatible ones: an AVIF may say mif1 first and avif after it.
+    const brands = ascii.slice(8, 32)
+    if (/avif|avis/.test(brands)) return 'avif'
+    return /heic|heix|hevc|heim|heis|mif1|msf1/.test(brands) ? 'unknown-image' : undefined
+  }
+  const bmp = ascii.startsWith('BM') && head[6] === 0 && head[7] === 0 && head[8] === 0 && head[9] === 0
+  if (bmp || ascii.startsWith('\0\0\x01\0') || ascii.startsWith('\xff\x0a') || ascii.slice(4, 12) === 'JXL \r\n\x87\n') return 'unknown-image'
+  if (/^\s*(<\?xml[^>]*>\s*)?<svg[\s>]/i.test(ascii)) return svgAllowed ? 'svg' : 'unknown-image'
+  return undefined
+}
+
+/**
  * For 'auto': AVIF when Accept names it with q > 0 and it is allowed, then WebP, else the source's
  * format (jpeg, png; webp and avif only when Accept names them), else png for a source that may
  * have alpha and jpeg otherwise, skipping what Accept refuses (q=0). `vary` is true whenever the

@@ -74,10 +74,10 @@ export class ImageRenderer {
    * Bounded: max_concurrent renders run, max_queue wait; past that ProxyError IMAGE_BUSY with
    * Retry-After: 1. An abort while waiting leaves the queue; a render already running finishes.
    */
-  async render(input: Uint8Array, job: RenderJob, signal?: AbortSignal): Promise<Rendered> {
-    if (input.byteLength > this.#cfg.max_input_bytes) {
+  async render(source: Uint8Array | (() => Promise<Uint8Array>), job: RenderJob, signal?: AbortSignal): Promise<Rendered> {
+    if (source instanceof Uint8Array && source.byteLength > this.#cfg.max_input_bytes) {
       this.#count(job, 'unprocessable')
-      throw unprocessable(`input_too_large: ${input.byteLength} bytes, over max_input_bytes (${this.#cfg.max_input_bytes})`)
+      throw unprocessable(`input_too_large: ${source.byteLength} bytes, over max_input_bytes (${this.#cfg.max_input_bytes})`)
     }
     signal?.throwIfAborted()
     if (this.#running >= this.#cfg.max_concurrent) {
@@ -87,6 +87,20 @@ export class ImageRenderer {
       }
       await this.#wait(signal)
     } else this.#running++
+    // A source given as a function is read in the slot: at most max_concurrent originals are held
+    // in memory for rendering, however many requests wait (or are refused) for one.
+    let input: Uint8Array
+    try {
+      input = source instanceof Uint8Array ? source : await source()
+    } catch (err) {
+      this.#release()
+      throw err
+    }
+    if (input.byteLength > this.#cfg.max_input_bytes) {
+      this.#release()
+      this.#count(job, 'unprocessable')
+      throw unprocessable(`input_too_large: ${input.byteLength} bytes, over max_input_bytes (${this.#cfg.max_input_bytes})`)
+    }
     const started = performance.now()
     const work = this.#renderNow(input, job)
     // The slot frees when libvips is done, not when the caller gives up on it.

@@ -6,6 +6,7 @@ import {
   assertWatermarkFont,
   checkWatermarkTemplates,
   globToRegExp,
+  MAX_TEMPLATE_VALUE,
   MAX_WATERMARK_TEXT,
   watermarkOverlays,
   watermarkPlan,
@@ -123,10 +124,17 @@ describe('templates', () => {
     const evil = 'ev\u0000il\r\nname\u202etxt.exe\u0007'
     assert.equal(resolve('{{header.x-user}}', context({}, { 'x-user': evil })), 'evil nametxt.exe')
     const long = 'x'.repeat(5000)
-    assert.equal(
-      resolve('{{header.x-user}}', context({}, { 'x-user': long })).length,
-      MAX_WATERMARK_TEXT
-    )
+    const capped = resolve('{{header.x-user}}', context({}, { 'x-user': long }))
+    assert.equal([...capped].length, MAX_TEMPLATE_VALUE)
+    assert.ok(capped.endsWith('…'))
+    // Fixed text is capped as a whole; a value can never push it out.
+    assert.equal(resolve('SAMPLE {{header.x-user}}', context({}, { 'x-user': long })).slice(0, 7), 'SAMPLE ')
+    assert.ok(MAX_TEMPLATE_VALUE < MAX_WATERMARK_TEXT)
+  })
+
+  it('collapses padding in a value, so a requester cannot shrink the mark by sending spaces', () => {
+    const padded = `bob${'\u2003'.repeat(190)}${' '.repeat(50)}x`
+    assert.equal(resolve('SAMPLE {{header.x-user}}', context({}, { 'x-user': padded })), 'SAMPLE bob x')
   })
 
   it('refuses unknown and unclosed templates and over-long fixed text at config time', () => {
@@ -387,7 +395,7 @@ describe('watermark overlays', () => {
   })
 
   it('draws a header value with markup and & as plain text, never as markup', async () => {
-    const value = '<span foreground="#ff0000" size="80000">x</span> & <script>alert(1)</script>'
+    const value = '<span foreground="#ff0000" size="80000">x</span> & <b>y</b>'
     const ctx = context({}, { 'x-user': value })
     const cfg = textRule('{{header.x-user}}', {
       position: 'top-left',

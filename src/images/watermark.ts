@@ -176,7 +176,19 @@ function claimAt(claims: Readonly<Record<string, unknown>> | undefined, path: st
   return value
 }
 
+/** The longest a template's value is drawn: a requester must not shrink the mark by padding it. */
+export const MAX_TEMPLATE_VALUE = 64
+
+/**
+ * A template's value as drawn: cleaned, whitespace runs (any Unicode space) as one space, at most
+ * MAX_TEMPLATE_VALUE characters (cut with an ellipsis).
+ */
 function valueOf(template: Template, ctx: WatermarkContext): string {
+  const points = [...clean(rawValueOf(template, ctx)).replace(/\s+/gu, ' ').trim()]
+  return points.length <= MAX_TEMPLATE_VALUE ? points.join('') : `${points.slice(0, MAX_TEMPLATE_VALUE - 1).join('')}…`
+}
+
+function rawValueOf(template: Template, ctx: WatermarkContext): string {
   switch (template.kind) {
     case 'jwt':
       return claimText(claimAt(ctx.claims, template.claim))

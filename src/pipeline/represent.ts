@@ -20,16 +20,16 @@
 // original's version first, and the variant's key carries its ETag.
 import { createHash } from 'node:crypto'
 import { DERIVED_MARK } from '../cache/derived-keys.ts'
-import { chooseEncoding, compressible } from '../compression/negotiate.ts'
+import { chooseEncoding, compressible, mediaType } from '../compression/negotiate.ts'
 import { compress } from '../compression/compress.ts'
 import { ProxyError } from '../errors.ts'
-import { sourceFormatOf, outputFormat } from '../images/negotiate.ts'
+import { outputFormat, sniffFormat, sourceFormatOf, type SourceFormat } from '../images/negotiate.ts'
 import { canonicalParams, readImageParams, type ImageParams } from '../images/params.ts'
 import type { WatermarkContext, WatermarkPlan } from '../images/watermark.ts'
 import type { CompressionEncoding, ImageFormat, ImagesConfig } from '../config/representations-schema.ts'
 import type { CachedObject } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
-import type { Answer, ObjectMeta, Representations } from '../types.ts'
+import type { Answer, BucketCache, ObjectMeta, Representations } from '../types.ts'
 import type { Exchange } from './exchange.ts'
 import { answerEntry, currentVersion, wholeObject, type RepresentationOutcome, type WholeObject } from './serve.ts'
 
@@ -93,11 +93,9 @@ interface ImageChoice {
   keyOf(etag: string | undefined): string
 }
 
-/** The choice for this request and original version; undefined when the original is not an image the bucket renders. */
-function chooseImage(x: Exchange, request: ImageRequest, images: ImagesConfig, meta: ObjectMeta, freshUntil: number, markVersions: string): ImageChoice | undefined {
+/** The choice for this request and a version of the original in `source` format. */
+function chooseImage(x: Exchange, request: ImageRequest, images: ImagesConfig, source: SourceFormat, freshUntil: number, markVersions: string): ImageChoice {
   const { params, plan } = request
-  const source = sourceFormatOf(meta.contentType, images.svg)
-  if (source === undefined) return undefined
   const { bucket, key } = x.matched
   // A watermarked original keeps its own format (a browser asked for this file, not a conversion).
   const chosen = params === undefined ? { format: originalFormat(source), vary: false } : outputFormat(params.format, x.header('accept'), source, images.formats)
@@ -133,13 +131,17 @@ function imageFromMemory(x: Exchange, request: ImageRequest, options: RepresentO
   // Image marks have versions of their own to check first.
   if (images === null || cache === null || (request.plan?.sources.length ?? 0) > 0) return undefined
   const original = cache.store.peek(`${x.matched.bucket.name}/${x.matched.key}`)
-  if (original === undefined || original.entry.freshUntil <= Date.now()) return undefined
-  const choice = chooseImage(x, request, images, original.entry.meta, original.entry.freshUntil, '')
-  if (choice === undefined || !choice.keep) return undefined
-  const hit = cache.store.local.peek(choice.keyOf(original.entry.meta.etag))
+  if (original === undefined || original.entry.freshUntil <= Date.now() || emptyMarks(request.plan)) return undefined
+  const source = sourceFormatOf(original.entry.meta.contentType, images.svg)
+  if (source === undefined) return undefined
+  const choice = chooseImage(x, request, images, source, original.entry.freshUntil, '')
+  if (!choice.keep) return undefined
+  const variantKey = choice.keyOf(original.entry.meta.etag)
+  const hit = cache.store.local.peek(variantKey)
   if (hit === undefined) return undefined
   describe(x, request, choice.format)
-  return withHeaders(answerEntry(x, hit.entry, hitOutcome(hit.tier), options.debugHeaders), choice.headers)
+  const entry = asFreshAs(cache, variantKey, hit.entry, original.entry)
+  return withHeaders(answerEntry(x, entry, hitOutcome(hit.tier), options.debugHeaders), choice.headers)
 }
 
 async function imageAnswer(x: Exchange, request: ImageRequest, serveObject: Serve, options: RepresentOptions): Promise<Answer> {
@@ -147,48 +149,55 @@ async function imageAnswer(x: Exchange, request: ImageRequest, serveObject: Serv
   const { images, renderer } = reps
   // config/load.ts refuses a watermark without images: nothing else reaches here without them.
   if (images === null || renderer === null) return serveObject(x)
+  // A mark with nothing to draw for this request (a missing header or claim) never means clean bytes.
+  if (emptyMarks(plan)) throw new ProxyError('IMAGE_WATERMARK_EMPTY', { reason: 'every mark of the matching rule resolved to no text' })
   const { bucket, key } = x.matched
   const tooLarge = () => new ProxyError('IMAGE_UNPROCESSABLE', { reason: `the original is over images.max_input_bytes (${images.max_input_bytes})` })
-  let whole: WholeObject | undefined
-  const version = (await currentVersion(x, key)) ?? (whole = await wholeObject(x, key, images.max_input_bytes, tooLarge))
-  // Image marks are objects of the bucket too: their versions are part of the variant's identity.
-  const markSources = new Map<string, WholeObject>()
-  for (const markKey of plan?.sources ?? []) markSources.set(markKey, await wholeObject(x, markKey, images.max_input_bytes, tooLarge))
-  const markVersions = [...markSources.values()].map((source) => source.meta.etag ?? '').join('+')
-  const choice = chooseImage(x, request, images, version.meta, version.freshUntil, markVersions)
-  if (choice === undefined) {
+  const version = await currentVersion(x, key)
+  const source = sourceFormatOf(version.meta.contentType, images.svg) ?? (await sourceOfUntyped(x, request, images, version.meta))
+  if (source === undefined) {
     if (params !== undefined) throw new ProxyError('IMAGE_NOT_AN_IMAGE', { reason: `content type ${version.meta.contentType ?? 'none'}` })
     // A watermark rule matched an object that is not an image: it is served as it is.
     return serveObject(x)
   }
+  // Image marks are objects of the bucket too: their versions are part of the variant's identity.
+  const markSources = new Map<string, WholeObject>()
+  for (const markKey of plan?.sources ?? []) markSources.set(markKey, await wholeObject(x, markKey, images.max_input_bytes, tooLarge))
+  const markVersions = [...markSources.values()].map((mark) => mark.meta.etag ?? '').join('+')
+  const choice = chooseImage(x, request, images, source, version.freshUntil, markVersions)
   describe(x, request, choice.format)
   const { keep, headers, described } = choice
-  const found = keep ? await lookupVariant(x, choice.keyOf(version.meta.etag)) : undefined
-  if (found !== undefined) return withHeaders(answerEntry(x, found.entry, hitOutcome(found.tier), options.debugHeaders), headers)
+  const variantKey = choice.keyOf(version.meta.etag)
+  const found = keep ? await lookupVariant(x, variantKey) : undefined
+  if (found !== undefined) {
+    const entry = bucket.cache === null ? found.entry : asFreshAs(bucket.cache, variantKey, found.entry, version)
+    return withHeaders(answerEntry(x, entry, hitOutcome(found.tier), options.debugHeaders), headers)
+  }
 
-  const entry = await once(choice.keyOf(version.meta.etag), async () => {
-    whole ??= await wholeObject(x, key, images.max_input_bytes, tooLarge)
+  // One render per variant; its work serves every request waiting for it, so no single client's
+  // leaving stops it, and the original is read only once a render slot is free.
+  const entry = await once(variantKey, async () => {
+    let whole: WholeObject | undefined
+    const read = async () => (whole = await wholeObject(x, key, images.max_input_bytes, tooLarge, true)).bytes
     const span = x.span?.child('image.render', { 'yatagarasu.image.variant': described, 'yatagarasu.image.format': choice.format })
     try {
       const marks = reps.watermark?.marks
-      const rendered = await renderer.render(
-        whole.bytes,
-        {
-          params: choice.job,
-          format: choice.format,
-          label: choice.label,
-          overlays:
-            plan === undefined || marks === undefined
-              ? undefined
-              : (width, height) =>
-                  marks.watermarkOverlays(plan, width, height, async (markKey) => (markSources.get(markKey) ?? (await wholeObject(x, markKey, images.max_input_bytes, tooLarge))).bytes),
-        },
-        x.signal
-      )
+      const rendered = await renderer.render(read, {
+        params: choice.job,
+        format: choice.format,
+        label: choice.label,
+        overlays:
+          plan === undefined || marks === undefined
+            ? undefined
+            : (width, height) =>
+                marks.watermarkOverlays(plan, width, height, async (markKey) => (markSources.get(markKey) ?? (await wholeObject(x, markKey, images.max_input_bytes, tooLarge, true))).bytes),
+      })
       span?.set({ 'yatagarasu.image.width': rendered.width, 'yatagarasu.image.height': rendered.height, 'yatagarasu.image.bytes': rendered.bytes.length })
-      const made = variantEntry(whole, described, { contentType: rendered.contentType, contentEncoding: undefined }, rendered.bytes)
+      const original: WholeObject | undefined = whole
+      if (original === undefined) throw new Error('the renderer did not read the original')
+      const made = variantEntry(original, described, { contentType: rendered.contentType, contentEncoding: undefined }, rendered.bytes)
       // The original may have changed since its version was checked: the variant is of the bytes read.
-      if (keep && whole.freshUntil > Date.now()) void bucket.cache?.store.local.set(choice.keyOf(whole.meta.etag), made)
+      if (keep && original.freshUntil > Date.now()) void bucket.cache?.store.local.set(choice.keyOf(original.meta.etag), made)
       return made
     } catch (err) {
       span?.fail(err)
@@ -200,18 +209,57 @@ async function imageAnswer(x: Exchange, request: ImageRequest, serveObject: Serv
   return withHeaders(answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=image' + (keep ? '; stored' : '') }, options.debugHeaders), headers)
 }
 
+/** Every mark of the plan resolved to no text (and there is no image mark): nothing would be drawn. */
+function emptyMarks(plan: WatermarkPlan | undefined): boolean {
+  return plan !== undefined && plan.marks.every((mark) => mark.type === 'text' && mark.text === '')
+}
+
+/** Types an uploader leaves when it knows none: the bytes say what they are. */
+const GENERIC_TYPES = new Set(['', 'application/octet-stream', 'binary/octet-stream', 'application/x-binary'])
+
+/**
+ * The format of an original whose Content-Type is not one the proxy renders, when a watermark
+ * rule marks its key: an `image/*` type it cannot decode is refused (never served clean), and
+ * under a generic type the first bytes decide. Undefined: not an image (served as it is).
+ */
+async function sourceOfUntyped(x: Exchange, request: ImageRequest, images: ImagesConfig, meta: ObjectMeta): Promise<SourceFormat | undefined> {
+  if (request.plan === undefined || request.params !== undefined) return undefined
+  const type = mediaType(meta.contentType ?? '')
+  const cannotMark = () => new ProxyError('IMAGE_NOT_AN_IMAGE', { reason: `cannot watermark ${type || 'untyped'} content` })
+  if (type.startsWith('image/')) throw cannotMark()
+  if (!GENERIC_TYPES.has(type) || meta.size === 0) return undefined
+  const head = await x.matched.bucket.source.get(x.matched.key, { kind: 'bounded', start: 0, end: 31 }, { signal: x.signal, span: x.span })
+  const chunks: Uint8Array[] = []
+  for await (const chunk of head.stream) chunks.push(chunk)
+  const sniffed = sniffFormat(Buffer.concat(chunks), images.svg)
+  if (sniffed === 'unknown-image') throw cannotMark()
+  return sniffed
+}
+
+/**
+ * A variant entry as fresh as the version of its original just confirmed (the key holds the
+ * ETag): Age and freshness follow the original's, and the refreshed entry is stored so the tiers
+ * keep it as long as the original.
+ */
+function asFreshAs(cache: BucketCache, variantKey: string, entry: CachedObject, version: { storedAt: number; freshUntil: number }): CachedObject {
+  if (entry.freshUntil === version.freshUntil) return entry
+  const refreshed: CachedObject = { ...entry, storedAt: version.storedAt, freshUntil: version.freshUntil }
+  void cache.store.local.set(variantKey, refreshed)
+  return refreshed
+}
+
 /** The output format of a watermarked original: its own, or PNG for one the encoders do not write (GIF, TIFF, SVG). */
 function originalFormat(source: string): ImageFormat {
   return source === 'jpeg' || source === 'png' || source === 'webp' || source === 'avif' ? source : 'png'
 }
 
 function watermarkContextOf(x: Exchange): WatermarkContext {
-  const query = x.target.indexOf('?')
   return {
     claims: x.principal?.claims,
     ip: x.clientIp,
     header: (name) => x.header(name),
-    path: query === -1 ? x.target : x.target.slice(0, query),
+    // The decoded path (prefix and key), so spellings of one path draw (and cache) one mark.
+    path: x.matched.bucket.prefix === '/' ? `/${x.matched.key}` : `${x.matched.bucket.prefix}/${x.matched.key}`,
     bucket: x.matched.bucket.name,
     now: new Date(),
   }
@@ -239,6 +287,8 @@ function encodedKey(x: Exchange, etag: string | undefined, encoding: Compression
 }
 
 const VARY_ENCODING = { vary: 'Accept-Encoding' }
+/** A Range is answered from the identity bytes, so an encoded answer offers none (as nginx's gzip filter). */
+const ENCODED = { vary: 'Accept-Encoding', 'accept-ranges': 'none' }
 
 /** A compressed body answered in this tick: the object fresh in the memory tier and its encoding there too. */
 function compressedFromMemory(x: Exchange, compression: Compression, options: RepresentOptions): Answer | Promise<Answer> | undefined {
@@ -248,10 +298,11 @@ function compressedFromMemory(x: Exchange, compression: Compression, options: Re
   if (encoding === undefined) return undefined
   const original = cache.store.peek(`${x.matched.bucket.name}/${x.matched.key}`)
   if (original === undefined || original.entry.freshUntil <= Date.now() || !compresses(compression, original.entry.meta, cache.maxItemBytes)) return undefined
-  const hit = cache.store.local.peek(encodedKey(x, original.entry.meta.etag, encoding))
+  const variantKey = encodedKey(x, original.entry.meta.etag, encoding)
+  const hit = cache.store.local.peek(variantKey)
   if (hit === undefined) return undefined
   x.representation = `encoding=${encoding}`
-  return withHeaders(answerEntry(x, hit.entry, hitOutcome(hit.tier), options.debugHeaders), VARY_ENCODING)
+  return withHeaders(answerEntry(x, asFreshAs(cache, variantKey, hit.entry, original.entry), hitOutcome(hit.tier), options.debugHeaders), ENCODED)
 }
 
 async function compressedAnswer(x: Exchange, compression: Compression, serveObject: Serve, options: RepresentOptions): Promise<Answer> {
@@ -261,29 +312,32 @@ async function compressedAnswer(x: Exchange, compression: Compression, serveObje
   if (encoding === undefined) {
     const answer = await serveObject(x)
     // A 304 carries no Content-Type (RFC 9110 §15.4.5): the object's version tells instead.
-    const meta = answer.status === 304 ? (await currentVersion(x, key))?.meta : undefined
+    const meta = answer.status === 304 ? (await currentVersion(x, key)).meta : undefined
     return varyIfCompressible(answer, compression.config, meta)
   }
   // Compressed whole in memory: only what a cache entry may hold (or 64 MiB without a cache).
   const limit = bucket.cache?.maxItemBytes ?? 64 * 1024 * 1024
-  let whole: WholeObject | undefined
   const tooLarge = () => new ProxyError('INTERNAL_ERROR', { reason: 'compression source over its limit' })
-  const version = (await currentVersion(x, key)) ?? (whole = await wholeObject(x, key, Number.MAX_SAFE_INTEGER, tooLarge))
+  const version = await currentVersion(x, key)
   if (!compresses(compression, version.meta, limit)) return serveObject(x)
   x.representation = `encoding=${encoding}`
   const keep = bucket.cache !== null && version.freshUntil > Date.now()
-  const found = keep ? await lookupVariant(x, encodedKey(x, version.meta.etag, encoding)) : undefined
-  if (found !== undefined) return withHeaders(answerEntry(x, found.entry, hitOutcome(found.tier), options.debugHeaders), VARY_ENCODING)
+  const variantKey = encodedKey(x, version.meta.etag, encoding)
+  const found = keep ? await lookupVariant(x, variantKey) : undefined
+  if (found !== undefined) {
+    const fresh = bucket.cache === null ? found.entry : asFreshAs(bucket.cache, variantKey, found.entry, version)
+    return withHeaders(answerEntry(x, fresh, hitOutcome(found.tier), options.debugHeaders), ENCODED)
+  }
 
-  const entry = await once(encodedKey(x, version.meta.etag, encoding), async () => {
-    whole ??= await wholeObject(x, key, limit, tooLarge)
+  const entry = await once(variantKey, async () => {
+    const whole = await wholeObject(x, key, limit, tooLarge, true)
     const bytes = await compress(whole.bytes, encoding)
     options.metrics?.compressions.inc({ encoding })
     const made = variantEntry(whole, null, { contentType: whole.meta.contentType, contentEncoding: encoding }, bytes, encoding)
     if (keep && whole.freshUntil > Date.now()) void bucket.cache?.store.local.set(encodedKey(x, whole.meta.etag, encoding), made)
     return made
   })
-  return withHeaders(answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=compressed' + (keep ? '; stored' : '') }, options.debugHeaders), VARY_ENCODING)
+  return withHeaders(answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=compressed' + (keep ? '; stored' : '') }, options.debugHeaders), ENCODED)
 }
 
 /** Adds `Vary: Accept-Encoding` to serve's answer for an object that is compressed for other requests. */
@@ -335,6 +389,9 @@ function variantEntry(
           .slice(0, 32)}"`
   const meta: ObjectMeta = {
     ...whole.meta,
+    // A render's bytes may change while the original's date does not (a {{date}} mark, a new logo):
+    // its only validator is its ETag. A compressed body is the original's content, dated as it.
+    lastModified: encoding === undefined ? undefined : whole.meta.lastModified,
     size: bytes.length,
     etag,
     contentType: representation.contentType,

@@ -701,37 +701,72 @@ export interface WholeObject {
   cached: 'hit' | 'miss' | 'revalidated'
 }
 
+/** A version of an object: its metadata, when it was confirmed, and until when it holds (0: not cached). */
+export interface ObjectVersion {
+  meta: ObjectMeta
+  storedAt: number
+  freshUntil: number
+}
+
 /**
- * The metadata of `key`'s current version and until when it holds: a fresh cache entry's (a whole
- * object or a sliced one's metadata), else the origin's answer to a HEAD. Undefined for a bucket
- * without a cache (nothing made of the object is kept, so nothing needs its version first).
+ * The metadata of `key`'s current version: a fresh cache entry's (a whole object or a sliced one's
+ * metadata); a stale one revalidated (a 304 refreshes the entry; a changed object replaces it when
+ * it fits); else the origin's answer to a HEAD.
  */
-export async function currentVersion(x: Exchange, key: string): Promise<{ meta: ObjectMeta; freshUntil: number } | undefined> {
+export async function currentVersion(x: Exchange, key: string): Promise<ObjectVersion> {
   const { bucket } = x.matched
   const cache = bucket.cache
-  if (cache === null) return undefined
+  const options = new OriginReadOptions(x, false)
+  if (cache === null) return { meta: await bucket.source.head(key, options), storedAt: Date.now(), freshUntil: 0 }
   const cacheKey = `${bucket.name}/${key}`
   const now = Date.now()
   const hit = cache.store.peek(cacheKey) ?? (cache.store.tiers.length > cache.store.peekedTiers ? await cache.store.lookup(cacheKey, cache.store.peekedTiers) : undefined)
-  if (hit !== undefined && hit.entry.freshUntil > now) return { meta: hit.entry.meta, freshUntil: hit.entry.freshUntil }
-  if (hit === undefined) {
-    const sliced = await cache.slices?.lookup(bucket.source, key, cacheKey)
-    if (sliced !== undefined && sliced.freshUntil > now) return { meta: sliced.meta, freshUntil: sliced.freshUntil }
+  if (hit !== undefined && hit.entry.freshUntil > now) return hit.entry
+  if (hit !== undefined && hit.entry.meta.etag !== undefined) {
+    const result = await bucket.source.revalidate(key, hit.entry.meta.etag, options)
+    if (result === 'not-modified') return refreshEntry(cache, cacheKey, hit.entry)
+    if (result.meta.size > cache.maxItemBytes) {
+      await result.stream.cancel()
+      return versionOf(cache, result.meta)
+    }
+    const { whole } = await storeFetched(cache, cacheKey, result, cache.maxItemBytes, () => new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'body longer than its size' }), 'revalidated')
+    return { meta: whole.meta, storedAt: Date.now(), freshUntil: whole.freshUntil }
   }
-  const meta = await bucket.source.head(key, new OriginReadOptions(x, false))
+  if (hit === undefined && cache.slices !== null) {
+    const sliced = await cache.slices.lookup(bucket.source, key, cacheKey)
+    if (sliced !== undefined && sliced.freshUntil > now) return sliced
+    // Asked with a HEAD and recorded: the next request finds it fresh.
+    const discovered = sliced === undefined ? undefined : await cache.slices.discover(bucket.source, key, cacheKey, cache.maxItemBytes, options, sliced)
+    if (discovered !== undefined) return discovered
+  }
+  return versionOf(cache, await bucket.source.head(key, options))
+}
+
+function versionOf(cache: BucketCache, meta: ObjectMeta): ObjectVersion {
   const policy = storagePolicy(meta.cacheControl, cache.ttlSeconds)
-  return { meta, freshUntil: policy.store ? Date.now() + policy.freshMs : 0 }
+  const now = Date.now()
+  return { meta, storedAt: now, freshUntil: policy.store ? now + policy.freshMs : 0 }
+}
+
+/** A stale entry the origin confirmed (304): fresh again, stored again. */
+function refreshEntry(cache: BucketCache, cacheKey: string, stale: CachedObject): CachedObject {
+  const now = Date.now()
+  const refreshed: CachedObject = { ...stale, storedAt: now, freshUntil: now + storagePolicy(stale.meta.cacheControl, cache.ttlSeconds).freshMs }
+  void cache.store.set(cacheKey, refreshed)
+  return refreshed
 }
 
 /**
  * `key`'s current version read whole, for a representation to be made of it: the fresh cache
- * entry, else revalidated or fetched (joining a miss of the same key in flight) and stored exactly
- * as a miss stores it. A version over `maxBytes` is refused with `tooLarge()` before its body is read.
+ * entry, else revalidated or fetched (joining a miss of the same key in flight for at most the
+ * follower wait) and stored exactly as a miss stores it. A version over `maxBytes` is refused with
+ * `tooLarge()` before its body is read. `shared`: the read serves several requests (a render they
+ * all wait for), so it does not stop when this request's client goes away.
  */
-export async function wholeObject(x: Exchange, key: string, maxBytes: number, tooLarge: () => Error): Promise<WholeObject> {
+export async function wholeObject(x: Exchange, key: string, maxBytes: number, tooLarge: () => Error, shared = false): Promise<WholeObject> {
   const { bucket } = x.matched
   const cache = bucket.cache
-  const options = new OriginReadOptions(x, false)
+  const options: ReadOptions = shared ? { signal: undefined, span: x.span } : new OriginReadOptions(x, false)
   if (cache === null) {
     const body = await bucket.source.get(key, undefined, options)
     return { meta: body.meta, bytes: await readBounded(body, maxBytes, tooLarge), freshUntil: 0, cached: 'miss' }
@@ -749,18 +784,19 @@ export async function wholeObject(x: Exchange, key: string, maxBytes: number, to
   }
   if (hit !== undefined && hit.entry.meta.etag !== undefined && hit.entry.freshUntil <= Date.now()) {
     const result = await bucket.source.revalidate(key, hit.entry.meta.etag, options)
-    if (result === 'not-modified') {
-      const now = Date.now()
-      const refreshed: CachedObject = { ...hit.entry, storedAt: now, freshUntil: now + storagePolicy(hit.entry.meta.cacheControl, cache.ttlSeconds).freshMs }
-      void cache.store.set(cacheKey, refreshed)
-      return stored(refreshed, 'revalidated')
-    }
+    if (result === 'not-modified') return stored(refreshEntry(cache, cacheKey, hit.entry), 'revalidated')
     return (await storeFetched(cache, cacheKey, result, maxBytes, tooLarge, 'revalidated')).whole
   }
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
-    const shared = await inFlight.catch(() => undefined)
-    if (shared !== undefined) return stored(shared, 'hit')
+    // A slow leader (its own client may read slowly) leaves this read to fetch on its own.
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<undefined>((resolve) => {
+      timer = setTimeout(resolve, cache.followerWaitMs, undefined)
+    })
+    const joined = await Promise.race([inFlight.catch(() => undefined), deadline])
+    clearTimeout(timer)
+    if (joined !== undefined) return stored(joined, 'hit')
   }
   return (await fetchWhole(bucket, cache, key, options, maxBytes, tooLarge)).whole
 }

@@ -19,6 +19,7 @@ const JSON_DOC = Buffer.from(JSON.stringify(Array.from({ length: 2000 }, (_, i) 
 const SMALL = Buffer.from('tiny text under min_size')
 const BINARY = randomBytes(64 * 1024)
 const PRE = Buffer.from('already gzip-encoded bytes, served as stored')
+const VIDEO = randomBytes(3 * 1024 * 1024)
 
 const get = (path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<RawResponse> => send(proxy.url, path, { headers, method })
 
@@ -45,6 +46,7 @@ before(async () => {
   await s3.put('site', 'small.txt', SMALL, { ContentType: 'text/plain' })
   await s3.put('site', 'blob.bin', BINARY, { ContentType: 'application/octet-stream' })
   await s3.put('site', 'pre.txt', PRE, { ContentType: 'text/plain', ContentEncoding: 'gzip' })
+  await s3.put('site', 'video.mp4', VIDEO, { ContentType: 'video/mp4' })
   proxy = await startTestProxy(`
 server:
   address: "127.0.0.1:0"
@@ -64,6 +66,15 @@ ${bucketYaml({
       enabled: true
       min_size: 1KB
       encodings: [br, zstd, gzip]
+`,
+})}
+${bucketYaml({
+  name: 'direct',
+  prefix: '/direct',
+  bucket: 'site',
+  endpoint: s3.endpoint,
+  extra: `    cache: { enabled: false }
+    compression: { enabled: true }
 `,
 })}
 `)
@@ -164,6 +175,27 @@ describe('compressed text', () => {
     const v2 = await get('/site/change.txt', { 'accept-encoding': 'br' })
     assert.ok(decode('br', v2.body).toString().endsWith('v2'), 'the new version, not the old compressed body')
     assert.notEqual(v2.headers.etag, v1.headers.etag)
+  })
+
+  it('offers no ranges on an encoded answer (a Range gets the identity bytes)', async () => {
+    const res = await get('/site/app.js', { 'accept-encoding': 'br' })
+    assert.equal(res.headers['content-encoding'], 'br')
+    assert.equal(res.headers['accept-ranges'], 'none')
+    assert.equal((await get('/site/app.js')).headers['accept-ranges'], 'bytes')
+  })
+
+  it('without a cache: compresses per request, and streams what it does not compress without reading it first', async () => {
+    const js = await get('/direct/app.js', { 'accept-encoding': 'gzip' })
+    assert.equal(js.headers['content-encoding'], 'gzip')
+    assert.ok(decode('gzip', js.body).equals(SCRIPT))
+    const before = s3.getsOf('site', 'video.mp4').length
+    const video = await get('/direct/video.mp4', { 'accept-encoding': 'gzip, br' })
+    assert.equal(video.status, 200)
+    assert.ok(video.body.equals(VIDEO))
+    assert.equal(s3.getsOf('site', 'video.mp4').length - before, 1, 'one origin GET: the object was not read whole to be judged')
+    const notModified = await get('/direct/app.js', { 'if-none-match': String((await get('/direct/app.js')).headers.etag) })
+    assert.equal(notModified.status, 304)
+    assert.match(String(notModified.headers.vary), /Accept-Encoding/i)
   })
 
   it('sends an object marked no-transform as stored', async () => {

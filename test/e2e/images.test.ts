@@ -5,6 +5,7 @@
 // bomb refused before decoding, 503 when the queue is full, and watermarks on every response of a
 // marked key (the original included) that no request form can bypass.
 import assert from 'node:assert/strict'
+import http from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { crc32, deflateSync } from 'node:zlib'
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3'
@@ -27,7 +28,7 @@ async function metric(name: string, labels: Record<string, string>): Promise<num
   const text = await (await fetch(proxy.proxy.metricsUrl as string)).text()
   let total = 0
   for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue
     if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) total += Number(line.split(' ').pop())
   }
   return total
@@ -91,6 +92,10 @@ before(async () => {
   await s3.put('marked', 'grey.jpg', grey, { ContentType: 'image/jpeg' })
   await s3.put('marked', 'docs/readme.txt', 'not an image', { ContentType: 'text/plain' })
   await s3.put('busy', 'big.jpg', big, { ContentType: 'image/jpeg' })
+  await s3.put('marked', 'user/u.jpg', grey, { ContentType: 'image/jpeg' })
+  await s3.put('marked', 'raw/octet.bin', grey, { ContentType: 'application/octet-stream' })
+  await s3.put('marked', 'raw/pic.bmp', Buffer.concat([Buffer.from('BM'), Buffer.alloc(60)]), { ContentType: 'image/bmp' })
+  await s3.put('marked', 'raw/notes.bin', Buffer.from('plain bytes, not an image at all'), { ContentType: 'application/octet-stream' })
 
   proxy = await startTestProxy(`
 server:
@@ -150,6 +155,35 @@ ${bucketYaml({
         - pattern: "personal/**"
           watermarks:
             - { type: text, text: "{{ip}}", font_size: 48, color: "#00ff00", opacity: 1, position: center }
+        - pattern: "user/**"
+          watermarks:
+            - { type: text, text: "{{header.x-user}}", font_size: 96, color: "#ff0000", opacity: 1, position: center }
+        - pattern: "raw/**"
+          watermarks:
+            - { type: text, text: "SAMPLE", font_size: 96, color: "#ff0000", opacity: 1, position: center }
+`,
+})}
+${bucketYaml({
+  name: 'queue',
+  prefix: '/queue',
+  bucket: 'busy',
+  endpoint: s3.endpoint,
+  extra: `    images:
+      allow_arbitrary: true
+      max_concurrent: 1
+      max_queue: 4
+`,
+})}
+${bucketYaml({
+  name: 'uncached',
+  prefix: '/uncached',
+  bucket: 'busy',
+  endpoint: s3.endpoint,
+  extra: `    cache: { enabled: false }
+    images:
+      allow_arbitrary: true
+      max_concurrent: 1
+      max_queue: 0
 `,
 })}
 ${bucketYaml({
@@ -295,6 +329,44 @@ describe('image variants', () => {
   })
 })
 
+describe('render slots and shared renders', () => {
+  it('refuses renders over the queue before reading their originals (a bucket without a cache)', async () => {
+    const before = s3.getsOf('busy', 'big.jpg').length
+    const results = await Promise.all([700, 710, 720, 730, 740, 750].map((w) => get(`/uncached/big.jpg?w=${w}&fmt=webp`)))
+    const ok = results.filter((r) => r.status === 200).length
+    const busy = results.filter((r) => r.status === 503).length
+    assert.equal(ok + busy, 6, results.map((r) => r.status).join(','))
+    assert.ok(ok >= 1 && busy >= 1, results.map((r) => r.status).join(','))
+    assert.equal(s3.getsOf('busy', 'big.jpg').length - before, ok, 'one origin read per render that ran, none for refused ones')
+  })
+
+  it('keeps rendering for the others when the first requester of a variant leaves', async () => {
+    const depth = async () => metric('image_render_queue_depth', { bucket: 'queue' })
+    // One render holds the only slot; the variant under test waits in the queue behind it.
+    const holder = get('/queue/big.jpg?w=900&fmt=avif')
+    const url = new URL(proxy.url)
+    const leaver = http.request({ host: url.hostname, port: url.port, path: '/queue/big.jpg?w=640&fmt=webp', agent: false })
+    leaver.on('error', () => {})
+    leaver.end()
+    for (let i = 0; (await depth()) < 1; i++) {
+      assert.ok(i < 600, 'the variant never queued')
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    const follower = get('/queue/big.jpg?w=640&fmt=webp')
+    // Three object requests in flight: the follower has arrived and joined the queued render
+    // (answered from memory in a few microtasks); then the render's first requester hangs up.
+    for (let i = 0; (await metric('http_requests_in_flight', {})) < 3; i++) {
+      assert.ok(i < 600, 'the follower never arrived')
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    leaver.destroy()
+    const [held, followed] = await Promise.all([holder, follower])
+    assert.equal(held.status, 200)
+    assert.equal(followed.status, 200, followed.body.toString())
+    assert.equal((await sharp(followed.body).metadata()).width, 640)
+  })
+})
+
 describe('presets only, signed URLs', () => {
   const sign = (path: string, params: Record<string, string>, key = SIGNING_KEY) => signImagePath(path, params, key)
 
@@ -375,6 +447,23 @@ describe('watermarks', () => {
     } finally {
       client.destroy()
     }
+  })
+
+  it('never serves a marked key clean: no text for the mark is a 403, an untyped image is marked, an image it cannot mark is a 415', async () => {
+    const missing = await get('/marked/user/u.jpg')
+    assert.equal(missing.status, 403)
+    assert.equal(JSON.parse(missing.body.toString()).error.code, 'IMAGE_WATERMARK_EMPTY')
+    const named = await get('/marked/user/u.jpg', { 'x-user': 'alice' })
+    assert.equal(named.status, 200)
+    assert.ok((await sample(named.body)).centre[0] > 150, 'marked with the header value')
+    const untyped = await get('/marked/raw/octet.bin')
+    assert.equal(untyped.status, 200)
+    assert.ok(!untyped.body.equals(grey), 'not the clean bytes')
+    const { centre } = await sample(untyped.body)
+    assert.ok(centre[0] - centre[1] > 40, `an image under a generic type is marked: ${centre}`)
+    const bmp = await get('/marked/raw/pic.bmp')
+    assert.equal(bmp.status, 415)
+    assert.equal((await get('/marked/raw/notes.bin')).body.toString(), 'plain bytes, not an image at all')
   })
 
   it('serves objects no rule marks, and non-images, as they are', async () => {

@@ -57,6 +57,13 @@ const BY_PROXY_CODE: Partial<Record<ErrorCode, S3ErrorSpec>> = {
   ORIGIN_ERROR: { code: 'InternalError', status: 500, message: 'We encountered an internal error. Please try again.' },
   ORIGIN_BAD_RESPONSE: { code: 'InternalError', status: 500, message: 'We encountered an internal error. Please try again.' },
   ORIGIN_ABORTED: { code: 'RequestTimeout', status: 400, message: 'The client closed the request.' },
+  // A watermarked object that cannot be marked (no text for the mark, a format the proxy cannot
+  // mark) is refused, never sent clean; a full render queue is a retryable slow-down.
+  IMAGE_WATERMARK_EMPTY: { code: 'AccessDenied', status: 403, message: 'Access Denied' },
+  IMAGE_NOT_AN_IMAGE: { code: 'AccessDenied', status: 403, message: 'Access Denied' },
+  IMAGE_UNPROCESSABLE: { code: 'InvalidObjectState', status: 403, message: 'The object cannot be served in its marked form.' },
+  IMAGE_BUSY: { code: 'SlowDown', status: 503, message: 'Please reduce your request rate.' },
+  IMAGE_RENDER_TIMEOUT: { code: 'ServiceUnavailable', status: 503, message: 'Please try again.' },
   INTERNAL_ERROR: { code: 'InternalError', status: 500, message: 'We encountered an internal error. Please try again.' },
 }
 
