@@ -226,8 +226,14 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
   #start<T>(operation: string, replica: Replica, permit: Permit, read: Read<T>, options: ReadOptions, deadlineAt: number): Attempt<T> {
     const span = options.span?.child(operation, { 'yatagarasu.bucket': this.#options.bucket, 'yatagarasu.replica': replica.name })
     const controller = new AbortController()
+    // The client's abort is forwarded until the attempt settles (its body is then cancelled through
+    // the stream); cheaper than AbortSignal.any, whose composite signal lives on in a registry.
     const clientSignal = options.signal
-    const signal = clientSignal === undefined ? controller.signal : AbortSignal.any([clientSignal, controller.signal])
+    const onClientGone = () => controller.abort(clientSignal?.reason)
+    if (clientSignal?.aborted === true) onClientGone()
+    else clientSignal?.addEventListener('abort', onClientGone, { once: true })
+    const unlink = () => clientSignal?.removeEventListener('abort', onClientGone)
+    const signal = controller.signal
     const breaker = replica.breaker
     const clientAbort = options.abortResponse
     const attemptOptions: ReadOptions = {
@@ -253,12 +259,14 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
       controller,
       settled: read(replica.source, attemptOptions).then(
         (value): Outcome<T> => {
+          unlink()
           span?.end()
           breaker?.success(permit)
           this.#publish(replica)
           return { attempt, ok: true, value }
         },
         (error: unknown): Outcome<T> => {
+          unlink()
           if (span !== undefined) {
             span.fail(error)
             span.end()

@@ -31,7 +31,6 @@ import { watchedStream } from './body-stream.ts'
 import { resolveTarget } from './s3-endpoint.ts'
 import { listPage } from './s3-list.ts'
 import { answerError, errorCodeOf, isTransientStatus, transportError } from './s3-errors.ts'
-import { Sha256 } from './sha256.ts'
 import { SignedRequests, type Method } from './signed-request.ts'
 
 /** Readiness probes must answer quickly even when `s3.timeout` is long. */
@@ -99,7 +98,6 @@ export class S3Source implements ObjectSource {
       target: () => resolveTarget(params, this.#sdk),
       // Static keys as they are; otherwise the SDK's default chain (cached and refreshed).
       credentials: staticKeys ?? (async () => (await this.#sdk()).config.credentials()),
-      sha256: Sha256,
       connectTimeoutMs: config.connect_timeout * 1000,
       maxSockets: config.max_connections,
     })

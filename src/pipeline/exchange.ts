@@ -5,6 +5,7 @@
 import type { IncomingMessage } from 'node:http'
 import { parse as parseCookies } from 'hono/utils/cookie'
 import type { ProxyError } from '../errors.ts'
+import { directPipeOf } from '../http/direct-body.ts'
 import type { StampedResponse } from '../http/stamped-response.ts'
 import type { TraceSpan } from '../ports.ts'
 import type { Answer, CacheUse, Principal, RouteMatch, StageMarks, TransferMeter } from '../types.ts'
@@ -151,7 +152,8 @@ export class Exchange {
       this.bodyBytes = body.length
       outgoing.end(body)
     } else {
-      this.#stopBody = pipeTo(body, outgoing)
+      // An origin body nobody read yet goes from its socket to the client's without a web reader.
+      this.#stopBody = directPipeOf(body)?.(outgoing) ?? pipeTo(body, outgoing)
     }
   }
 }

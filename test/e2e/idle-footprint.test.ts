@@ -75,8 +75,8 @@ ${bucketYaml({ name: 'media', prefix: '/media', bucket: 'footprint', endpoint: s
     assert.equal(s3.getsOf('footprint', 'hello.txt').length, 1)
 
     const packages = (await readFile(loaded, 'utf8')).split('\n')
-    // The recording works: the signer the proxy did use is listed.
-    assert.ok(packages.includes('@smithy/signature-v4'), packages.join(', '))
+    // The recording works: the router of the proxy's own endpoints, loaded at start, is listed.
+    assert.ok(packages.includes('hono'), packages.join(', '))
     for (const heavy of ['@aws-sdk/client-s3', '@opentelemetry/sdk-node', 'ioredis', '@open-policy-agent/opa-wasm']) {
       assert.ok(!packages.includes(heavy), `${heavy} was loaded`)
     }
