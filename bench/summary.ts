@@ -84,10 +84,10 @@ export function summary(dir: string): string {
   }
   const memory = readJson<MemoryRow[]>(join(dir, 'memory.json'))
   if (memory !== undefined) {
-    const memoryLines = ['\n| memory | peak RSS MiB (VmHWM) | target | |', '| --- | ---: | ---: | --- |']
+    const memoryLines = ['\n| memory | node flags | RSS MiB (idle: now; others: peak) | target | |', '| --- | --- | ---: | ---: | --- |']
     for (const r of memory) {
       const judged = r.scenario.startsWith('idle') ? r.sampledMiB : r.peakMiB
-      memoryLines.push(`| ${r.scenario} | ${fmt(judged, 1)} | < ${r.limitMiB} | ${judged < r.limitMiB ? 'met' : 'NOT met'} |`)
+      memoryLines.push(`| ${r.scenario} | ${r.flags || 'defaults'} | ${fmt(judged, 1)} | < ${r.limitMiB} | ${judged < r.limitMiB ? 'met' : 'NOT met'} |`)
     }
     out.push(memoryLines.join('\n'))
   }
