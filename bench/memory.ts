@@ -164,6 +164,7 @@ async function scenarios(origin: Origin, nodeFlags: string[], seconds: number): 
       const keys = Object.keys(OBJECTS).filter((k) => k.startsWith('ten-'))
       const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
       // Fill the disk tier (a miss each), then check each is a hit.
+      const before = await origin.gets()
       for (const key of keys) await download(agent, `${url}/bench/${key}`, 10 * MiB)
       const peak = sampleRss(pid)
       const until = Date.now() + options.seconds * 1000
@@ -179,7 +180,7 @@ async function scenarios(origin: Origin, nodeFlags: string[], seconds: number): 
       agent.destroy()
       const sampled = peak()
       const gets = await origin.gets()
-      const misses = keys.reduce((n, key) => n + (gets[`/bench/${key}`] ?? 0), 0)
+      const misses = keys.reduce((n, key) => n + (gets[`/bench/${key}`] ?? 0) - (before[`/bench/${key}`] ?? 0), 0)
       return {
         scenario: '64 clients downloading disk-cached 10 MiB objects',
         flags,
@@ -193,6 +194,7 @@ async function scenarios(origin: Origin, nodeFlags: string[], seconds: number): 
   rows.push(
     await withProxy(origin, nodeFlags, async (url, pid) => {
       // Cold: every slice is fetched from the origin while the clients read.
+      const before = (await origin.gets())['/bench/huge.bin'] ?? 0
       const peak = sampleRss(pid)
       const until = Date.now() + options.seconds * 1000
       const read = await Promise.all(Array.from({ length: 20 }, () => slowStream(`${url}/bench/huge.bin`, SLOW_CLIENT_BYTES_PER_SECOND, until)))
@@ -204,7 +206,7 @@ async function scenarios(origin: Origin, nodeFlags: string[], seconds: number): 
         peakMiB: rssOf(pid).hwm,
         sampledMiB: sampled,
         limitMiB: 150,
-        detail: `${(total / MiB).toFixed(0)} MiB sent in ${options.seconds} s, ${((await origin.gets())['/bench/huge.bin'] ?? 0)} origin GETs (4 MiB slices)`,
+        detail: `${(total / MiB).toFixed(0)} MiB sent in ${options.seconds} s, ${((await origin.gets())['/bench/huge.bin'] ?? 0) - before} origin GETs (4 MiB slices)`,
       }
     })
   )
