@@ -68,7 +68,9 @@ interface EntryHeaders {
   answerStatus: string
   answerAge: string
 }
-const entryHeaders = new WeakMap<CachedObject, EntryHeaders>()
+// Keyed by the entry's metadata object: a tier that hands out a new CachedObject per hit (the
+// disk tier) keeps one ObjectMeta per entry, so its hits reuse their headers too.
+const entryHeaders = new WeakMap<ObjectMeta, EntryHeaders>()
 
 export interface ServeOptions {
   /** Adds X-Served-By (the replica that answered) to origin responses. */
@@ -345,11 +347,11 @@ async function fromStoredBody(
 }
 
 function wholeEntryHeaders(bucket: BucketRoute, entry: CachedObject, outcome: CacheOutcome): HeaderRecord {
-  let built = entryHeaders.get(entry)
+  let built = entryHeaders.get(entry.meta)
   // A reload builds new bucket objects (their Cache-Control policy may differ): rebuild then.
   if (built === undefined || built.bucket !== bucket) {
     built = { bucket, base: bodyHeaders(bucket, entry.meta, undefined, undefined), answer: undefined, answerStatus: '', answerAge: '' }
-    entryHeaders.set(entry, built)
+    entryHeaders.set(entry.meta, built)
   }
   const age = ageOf(entry)
   if (built.answer !== undefined && built.answerStatus === outcome.status && built.answerAge === age) return built.answer
