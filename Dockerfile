@@ -23,5 +23,6 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:8080/health').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "dist/main.js"]
+# A 4 MB young generation: no CPU cost measured, ~30 MB less RSS under load (docs/operations.md).
+ENTRYPOINT ["node", "--max-semi-space-size=4", "dist/main.js"]
 CMD ["--config", "/app/config.yaml"]
