@@ -7,6 +7,9 @@
 #      direct, nginx proxy_cache and raw node:http (the shared harness), at 64 and 1 connections
 #   3. bench/slices.ts: slice hits beside nginx's slice module, at 64 and 1 connections
 #   4. bench/memory.ts: the proxy's peak RSS idle and under the two heavy download scenarios
+#   5. bench/s3-api.ts: 8 MiB ranged GETs through the S3 listener vs the HTTP path; SigV4 cost
+#   6. bench/representations.ts: image renders per second; cached variant and compressed hits
+#      beside plain hits of the same size
 # Full: medians of 3 everywhere, about 15 minutes (the first run also writes the origin's 1 GiB and
 # 256 MiB objects, kept in $TMPDIR/yatagarasu-bench-origin: ~10 s each). --quick: one short
 # rep per case, about 6 minutes. Results stay in the directory printed at the end.
@@ -25,6 +28,13 @@ BENCH_PATHS_JSON_DIR=$out bash bench/paths.sh $quick | tee "$out/paths.md"
 export BENCH_NO_BUILD=1 # paths.sh built dist/ just now
 npx tsx bench/slices.ts $quick --json "$out/slices.json" | tee "$out/slices.md"
 npx tsx bench/memory.ts $quick --json "$out/memory.json" | tee "$out/memory.md"
+if [ -n "$quick" ]; then
+  BENCH_DURATION=${BENCH_DURATION:-2} BENCH_PAIRS=${BENCH_PAIRS:-1} npx tsx bench/s3-api.ts | tee "$out/s3-api.md"
+  BENCH_DURATION=${BENCH_DURATION:-2} BENCH_PAIRS=${BENCH_PAIRS:-1} npx tsx bench/representations.ts | tee "$out/representations.md"
+else
+  npx tsx bench/s3-api.ts | tee "$out/s3-api.md"
+  npx tsx bench/representations.ts | tee "$out/representations.md"
+fi
 echo
 echo "== targets (issue 17), one run, $(( (SECONDS - started) / 60 )) min; raw results in $out"
 npx tsx bench/summary.ts "$out" | tee "$out/summary.md"
