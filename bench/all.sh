@@ -29,7 +29,7 @@ export BENCH_NO_BUILD=1 # paths.sh built dist/ just now
 npx tsx bench/slices.ts $quick --json "$out/slices.json" | tee "$out/slices.md"
 npx tsx bench/memory.ts $quick --json "$out/memory.json" | tee "$out/memory.md"
 if [ -n "$quick" ]; then
-  BENCH_DURATION=${BENCH_DURATION:-2} BENCH_PAIRS=${BENCH_PAIRS:-1} npx tsx bench/s3-api.ts | tee "$out/s3-api.md"
+  BENCH_ROUNDS=${BENCH_ROUNDS:-2} npx tsx bench/s3-api.ts | tee "$out/s3-api.md"
   BENCH_DURATION=${BENCH_DURATION:-2} BENCH_PAIRS=${BENCH_PAIRS:-1} npx tsx bench/representations.ts | tee "$out/representations.md"
 else
   npx tsx bench/s3-api.ts | tee "$out/s3-api.md"
