@@ -1,0 +1,76 @@
+// A miss without caching goes from the S3 socket straight into the client's response: empty, small
+// (all of it arrived with the headers) and multi-chunk bodies, and ranges, come out byte-exact,
+// and the access log counts the bytes sent.
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { after, before, describe, it } from 'node:test'
+import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
+import { startS3, type TestS3 } from '../support/s3.ts'
+
+const SMALL = randomBytes(1024)
+const LARGE = randomBytes(3 * 1024 * 1024 + 17)
+let s3: TestS3
+let proxy: TestProxy
+
+before(async () => {
+  s3 = await startS3()
+  await s3.createBucket('pipe')
+  await s3.put('pipe', 'empty.bin', Buffer.alloc(0))
+  await s3.put('pipe', 'small.bin', SMALL)
+  await s3.put('pipe', 'large.bin', LARGE)
+  proxy = await startTestProxy(`
+server:
+  address: "127.0.0.1:0"
+buckets:
+${bucketYaml({ name: 'pipe', prefix: '/pipe', bucket: 'pipe', endpoint: s3.endpoint })}
+`)
+})
+
+after(async () => {
+  await proxy?.stop()
+  await s3?.stop()
+})
+
+async function get(path: string, id: string, headers: Record<string, string> = {}): Promise<{ status: number; length: string | null; body: Buffer }> {
+  const res = await fetch(`${proxy.url}${path}`, { headers: { 'x-request-id': id, ...headers } })
+  return { status: res.status, length: res.headers.get('content-length'), body: Buffer.from(await res.arrayBuffer()) }
+}
+
+describe('a miss piped from the origin', () => {
+  it('serves an empty object as an empty 200', async () => {
+    const res = await get('/pipe/empty.bin', 'pipe-empty')
+    assert.equal(res.status, 200)
+    assert.equal(res.length, '0')
+    assert.equal(res.body.length, 0)
+    assert.equal((await proxy.logged((l) => l.request_id === 'pipe-empty'))?.bytes, 0)
+  })
+
+  it('serves a small object byte-exact and logs its length', async () => {
+    const res = await get('/pipe/small.bin', 'pipe-small')
+    assert.equal(res.status, 200)
+    assert.equal(res.length, String(SMALL.length))
+    assert.ok(res.body.equals(SMALL))
+    const line = await proxy.logged((l) => l.request_id === 'pipe-small')
+    assert.equal(line?.bytes, SMALL.length)
+    assert.equal(line?.complete, true)
+  })
+
+  it('serves an object of many socket reads byte-exact and logs its length', async () => {
+    const res = await get('/pipe/large.bin', 'pipe-large')
+    assert.equal(res.status, 200)
+    assert.ok(res.body.equals(LARGE))
+    assert.equal((await proxy.logged((l) => l.request_id === 'pipe-large'))?.bytes, LARGE.length)
+  })
+
+  it('serves a range of a large object byte-exact', async () => {
+    const res = await get('/pipe/large.bin', 'pipe-range', { range: 'bytes=1000000-2500000' })
+    assert.equal(res.status, 206)
+    assert.ok(res.body.equals(LARGE.subarray(1000000, 2500001)))
+    assert.equal((await proxy.logged((l) => l.request_id === 'pipe-range'))?.bytes, 1500001)
+  })
+
+  it('sends every object through the signature-checking S3 layer once', () => {
+    assert.equal(s3.getsOf('pipe', 'small.bin').length, 1)
+    assert.equal(s3.getsOf('pipe', 'large.bin').length, 2)
+  })
+})
