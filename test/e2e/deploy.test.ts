@@ -204,7 +204,7 @@ it('ships the single and ha-redis-cluster overlays', async () => {
 it('runs node as PID 1 in the image, so `kill -HUP 1` in the pod reaches the proxy', async () => {
   const dockerfile = await readFile(join(ROOT, 'Dockerfile'), 'utf8')
   // Exec form: no shell in between that would receive the signal instead.
-  assert.match(dockerfile, /^ENTRYPOINT \["node", "dist\/main\.js"\]$/m)
+  assert.match(dockerfile, /^ENTRYPOINT \["node", ("--[a-z-]+=\d+", )*"dist\/main\.js"\]$/m)
 })
 
 for (const overlay of ['single', 'ha-redis-cluster']) {
