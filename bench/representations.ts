@@ -19,6 +19,7 @@ import S3rver from 's3rver'
 import sharp from 'sharp'
 import { bucketImagesSchema, normalizeImages } from '../src/config/representations-schema.ts'
 import { ImageRenderer } from '../src/images/render.ts'
+import { freePort, median, waitFor200 } from './support.ts'
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 const DURATION = Number(process.env.BENCH_DURATION ?? 5)
@@ -27,12 +28,6 @@ const PAIRS = Math.max(1, Number(process.env.BENCH_PAIRS ?? 3) || 1)
 const ROOT = join(import.meta.dirname, '..')
 const CPUS = availableParallelism()
 const PINNED = CPUS >= 2 && spawnSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' }).status === 0
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2
-}
 
 async function load(url: string, headers: Record<string, string> = {}): Promise<number> {
   const result = await autocannon({ url, headers, connections: CONNECTIONS, duration: DURATION, pipelining: 1 })
@@ -50,24 +45,6 @@ function fetchOnce(url: string, headers: Record<string, string> = {}): Promise<{
       })
       .on('error', reject)
   })
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = http.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-async function waitForHealth(url: string): Promise<void> {
-  for (let attempt = 0; attempt < 300; attempt++) {
-    const ok = await new Promise<boolean>((resolve) => http.get(url, (res) => resolve(res.statusCode === 200)).on('error', () => resolve(false)))
-    if (ok) return
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  throw new Error('the proxy did not start')
 }
 
 /** Renders per second of `input` to 640 px `format`, `parallel` at a time, for about `seconds`. */
@@ -138,7 +115,7 @@ buckets:
   const proxy: ChildProcess = PINNED ? spawn('taskset', ['-c', `1-${CPUS - 1}`, process.execPath, ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }) : spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
   const base = `http://127.0.0.1:${port}`
   try {
-    await waitForHealth(`${base}/health`)
+    await waitFor200(`${base}/health`, 'the proxy')
     const variantUrl = `${base}/bench/photo.jpg?w=640&fmt=webp`
     const variant = await fetchOnce(variantUrl)
     const compressed = await fetchOnce(`${base}/bench/app.js`, { 'accept-encoding': 'br' })
