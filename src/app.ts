@@ -22,8 +22,8 @@ import type { Exchange, HonoEnv, Stage } from './pipeline/exchange.ts'
 import { guard } from './pipeline/guard.ts'
 import { observe } from './pipeline/observe.ts'
 import { route } from './pipeline/route.ts'
-import { represent } from './pipeline/represent.ts'
-import { serve } from './pipeline/serve.ts'
+import { represent, type Objects } from './pipeline/represent.ts'
+import { answerEntry, currentVersion, serve, wholeObject } from './pipeline/serve.ts'
 import type { Runtime } from './runtime.ts'
 import type { Answer } from './types.ts'
 import type { Logger } from './telemetry/log.ts'
@@ -122,9 +122,16 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
   const authenticateRequest = authenticate({ metrics, tracing })
   const authorizeRequest = authorize({ metrics, tracing })
   const serveObject = serve({ debugHeaders: server.debug_headers, tracing })
-  // Image variants, watermarks and compression, only when a bucket has one of them.
+  // Image variants, watermarks and compression, only when a bucket has one of them; represent
+  // reaches the object through serve's functions, handed over here.
   const representing = runtime.buckets.some((b) => b.representations !== null)
-  const representWith = (watermarksOnly: boolean) => represent(serveObject, { debugHeaders: server.debug_headers, metrics, watermarksOnly })
+  const objects: Objects = {
+    serve: serveObject,
+    currentVersion,
+    wholeObject,
+    answerEntry: (x, entry, outcome) => answerEntry(x, entry, outcome, server.debug_headers),
+  }
+  const representWith = (watermarksOnly: boolean) => represent({ objects, metrics, watermarksOnly })
   const serveRequest = representing ? representWith(false) : serveObject
   const serveS3Object = representing ? representWith(true) : serveObject
 
@@ -152,23 +159,29 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
       }
     : serveRequest
 
-  /** Hands the answer to the response (errors as JSON, CORS headers added), then to observe. */
-  const respond = (x: Exchange, answer: Answer, finish: () => void): void => {
-    try {
-      x.respond(corsDecorate(x, answer))
-    } catch (err) {
-      // The answer could not be written (a header value Node refuses): a plain error instead, if
-      // the headers did not go out yet; a cut connection otherwise.
-      x.transfer = undefined
+  /**
+   * Hands an answer to the response (decorated: CORS on the HTTP path), then to observe. An answer
+   * that cannot be written (a header value Node refuses) becomes `fail`'s error if the headers did
+   * not go out yet, a cut connection otherwise.
+   */
+  const responder =
+    (decorate: (x: Exchange, answer: Answer) => Answer, fail: (x: Exchange, err: unknown) => Answer) =>
+    (x: Exchange, answer: Answer, finish: () => void): void => {
       try {
-        if (x.outgoing.headersSent) throw err
-        x.respond(failed(x, err, logger))
-      } catch {
-        x.outgoing.destroy()
+        x.respond(decorate(x, answer))
+      } catch (err) {
+        x.transfer = undefined
+        try {
+          if (x.outgoing.headersSent) throw err
+          x.respond(fail(x, err))
+        } catch {
+          x.outgoing.destroy()
+        }
       }
+      finish()
     }
-    finish()
-  }
+  const failJson = (x: Exchange, err: unknown) => failed(x, err, logger)
+  const respond = responder(corsDecorate, failJson)
   /** Runs `run` observed, hands its answer (or its error, rendered by `fail`) to the response. */
   const answerWith = (x: Exchange, run: (x: Exchange) => Answer | Promise<Answer>, fail: (x: Exchange, err: unknown) => Answer, write: typeof respond, begun?: () => void): void => {
     let finish = ignore
@@ -195,7 +208,6 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
       write(x, answer, finish)
     }
   }
-  const failJson = (x: Exchange, err: unknown) => failed(x, err, logger)
   const runObject = (x: Exchange) => runSteps(x, steps, 0, finalStep)
   const handle = (x: Exchange): void => answerWith(x, runObject, failJson, respond)
 
@@ -203,20 +215,7 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
   // browsers), answers and errors in S3's format.
   const s3 = runtime.s3Api
   const failS3 = (x: Exchange, err: unknown) => s3Failed(x, err, (e) => logger.error({ request_id: x.requestId, err: e }, 'unhandled error'))
-  const respondS3 = (x: Exchange, answer: Answer, finish: () => void): void => {
-    try {
-      x.respond(answer)
-    } catch (err) {
-      x.transfer = undefined
-      try {
-        if (x.outgoing.headersSent) throw err
-        x.respond(failS3(x, err))
-      } catch {
-        x.outgoing.destroy()
-      }
-    }
-    finish()
-  }
+  const respondS3 = responder(asIs, failS3)
   let runS3: (x: Exchange) => Answer | Promise<Answer>
   if (s3 === null) {
     runS3 = () => {
@@ -261,6 +260,7 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
 }
 
 const ignore = () => {}
+const asIs = (_x: Exchange, answer: Answer): Answer => answer
 
 /** A pipeline step that answers early (a preflight) or goes on; see `Stage`. */
 type Step = (x: Exchange) => ReturnType<Stage> | Answer | undefined

@@ -63,6 +63,28 @@ export interface BucketRoute {
   representations: Representations | null
 }
 
+/** A version of an object: its metadata, when it was confirmed, and until when it holds (0: not cached). */
+export interface ObjectVersion {
+  meta: ObjectMeta
+  storedAt: number
+  freshUntil: number
+}
+
+/** An object's current version read whole (for a representation to be made of it). */
+export interface WholeObject {
+  meta: ObjectMeta
+  bytes: Buffer
+  /** Epoch ms until which this version may be used without asking the origin (0: not cached). */
+  freshUntil: number
+}
+
+/** How a representation's answer came about, for X-Cache and Cache-Status. */
+export interface RepresentationOutcome {
+  xCache: 'HIT' | 'MISS'
+  status: string
+  tier?: string
+}
+
 /** What a bucket makes of its objects besides sending them as stored. */
 export interface Representations {
   images: ImagesConfig | null

@@ -46,8 +46,7 @@ function forbidden(from: string, to: string): string | undefined {
     return isLeaf(to) || to.startsWith(capability) ? undefined : 'a capability imports only leaves and itself'
   }
   if (from.startsWith('pipeline/')) {
-    // represent is a layer over serve: it answers a variant's entry as serve answers an object.
-    if (isLeaf(to) || to === 'pipeline/exchange.ts' || (from === 'pipeline/represent.ts' && to === 'pipeline/serve.ts')) return undefined
+    if (isLeaf(to) || to === 'pipeline/exchange.ts') return undefined
     return 'a stage imports leaves and port types only'
   }
   if (capabilityOf(to) !== undefined && !['runtime.ts'].includes(from)) return 'only runtime.ts knows concrete adapters'

@@ -29,14 +29,25 @@ import type { WatermarkContext, WatermarkPlan } from '../images/watermark.ts'
 import type { CompressionEncoding, ImageFormat, ImagesConfig } from '../config/representations-schema.ts'
 import type { CachedObject } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
-import type { Answer, BucketCache, ObjectMeta, Representations } from '../types.ts'
+import type { Answer, BucketCache, ObjectMeta, ObjectVersion, Representations, RepresentationOutcome, WholeObject } from '../types.ts'
 import type { Exchange } from './exchange.ts'
-import { answerEntry, currentVersion, wholeObject, type RepresentationOutcome, type WholeObject } from './serve.ts'
 
 type Serve = (x: Exchange) => Answer | Promise<Answer>
 
+/**
+ * What represent asks of the serve stage (app.ts hands serve's functions over; one stage never
+ * imports another): the object as served, its current version, its bytes whole, and a variant's
+ * entry answered as a cached object is (Range, 304, 412, 416, HEAD).
+ */
+export interface Objects {
+  serve: Serve
+  currentVersion(x: Exchange, key: string): Promise<ObjectVersion>
+  wholeObject(x: Exchange, key: string, maxBytes: number, tooLarge: () => Error, shared?: boolean): Promise<WholeObject>
+  answerEntry(x: Exchange, entry: CachedObject, outcome: RepresentationOutcome): Answer | Promise<Answer>
+}
+
 export interface RepresentOptions {
-  debugHeaders: boolean
+  objects: Objects
   metrics: Metrics | undefined
   /**
    * The S3 API answers objects as stored: only watermarks apply there (a mark must not be
@@ -48,7 +59,8 @@ export interface RepresentOptions {
 /** Renders and compressions in flight, by variant key: concurrent requests for one variant wait for one. */
 const making = new Map<string, Promise<CachedObject>>()
 
-export function represent(serveObject: Serve, options: RepresentOptions): Serve {
+export function represent(options: RepresentOptions): Serve {
+  const serveObject = options.objects.serve
   return function represent(x) {
     const reps = x.matched.bucket.representations
     if (reps === null) return serveObject(x)
@@ -59,10 +71,10 @@ export function represent(serveObject: Serve, options: RepresentOptions): Serve 
     const marked = plan !== undefined && (params !== undefined || watermark?.config.apply === 'all')
     if (params !== undefined || marked) {
       const request: ImageRequest = { reps, params, plan: marked ? plan : undefined }
-      return imageFromMemory(x, request, options) ?? imageAnswer(x, request, serveObject, options)
+      return imageFromMemory(x, request, options) ?? imageAnswer(x, request, options)
     }
     if (reps.compression !== null && !options.watermarksOnly) {
-      return compressedFromMemory(x, reps.compression, options) ?? compressedAnswer(x, reps.compression, serveObject, options)
+      return compressedFromMemory(x, reps.compression, options) ?? compressedAnswer(x, reps.compression, options)
     }
     return serveObject(x)
   }
@@ -141,10 +153,11 @@ function imageFromMemory(x: Exchange, request: ImageRequest, options: RepresentO
   if (hit === undefined) return undefined
   describe(x, request, choice.format)
   const entry = asFreshAs(cache, variantKey, hit.entry, original.entry)
-  return withHeaders(answerEntry(x, entry, hitOutcome(hit.tier), options.debugHeaders), choice.headers)
+  return withHeaders(options.objects.answerEntry(x, entry, hitOutcome(hit.tier)), choice.headers)
 }
 
-async function imageAnswer(x: Exchange, request: ImageRequest, serveObject: Serve, options: RepresentOptions): Promise<Answer> {
+async function imageAnswer(x: Exchange, request: ImageRequest, options: RepresentOptions): Promise<Answer> {
+  const { serve: serveObject, currentVersion, wholeObject } = options.objects
   const { reps, params, plan } = request
   const { images, renderer } = reps
   // config/load.ts refuses a watermark without images: nothing else reaches here without them.
@@ -171,7 +184,7 @@ async function imageAnswer(x: Exchange, request: ImageRequest, serveObject: Serv
   const found = keep ? await lookupVariant(x, variantKey) : undefined
   if (found !== undefined) {
     const entry = bucket.cache === null ? found.entry : asFreshAs(bucket.cache, variantKey, found.entry, version)
-    return withHeaders(answerEntry(x, entry, hitOutcome(found.tier), options.debugHeaders), headers)
+    return withHeaders(options.objects.answerEntry(x, entry, hitOutcome(found.tier)), headers)
   }
 
   // One render per variant; its work serves every request waiting for it, so no single client's
@@ -206,7 +219,7 @@ async function imageAnswer(x: Exchange, request: ImageRequest, serveObject: Serv
       span?.end()
     }
   })
-  return withHeaders(answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=image' + (keep ? '; stored' : '') }, options.debugHeaders), headers)
+  return withHeaders(options.objects.answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=image' + (keep ? '; stored' : '') }), headers)
 }
 
 /** Every mark of the plan resolved to no text (and there is no image mark): nothing would be drawn. */
@@ -302,10 +315,11 @@ function compressedFromMemory(x: Exchange, compression: Compression, options: Re
   const hit = cache.store.local.peek(variantKey)
   if (hit === undefined) return undefined
   x.representation = `encoding=${encoding}`
-  return withHeaders(answerEntry(x, asFreshAs(cache, variantKey, hit.entry, original.entry), hitOutcome(hit.tier), options.debugHeaders), ENCODED)
+  return withHeaders(options.objects.answerEntry(x, asFreshAs(cache, variantKey, hit.entry, original.entry), hitOutcome(hit.tier)), ENCODED)
 }
 
-async function compressedAnswer(x: Exchange, compression: Compression, serveObject: Serve, options: RepresentOptions): Promise<Answer> {
+async function compressedAnswer(x: Exchange, compression: Compression, options: RepresentOptions): Promise<Answer> {
+  const { serve: serveObject, currentVersion, wholeObject } = options.objects
   const { bucket, key } = x.matched
   const encoding = encodingFor(x, compression)
   // The identity bytes: Vary still tells caches that another Accept-Encoding may get another body.
@@ -326,7 +340,7 @@ async function compressedAnswer(x: Exchange, compression: Compression, serveObje
   const found = keep ? await lookupVariant(x, variantKey) : undefined
   if (found !== undefined) {
     const fresh = bucket.cache === null ? found.entry : asFreshAs(bucket.cache, variantKey, found.entry, version)
-    return withHeaders(answerEntry(x, fresh, hitOutcome(found.tier), options.debugHeaders), ENCODED)
+    return withHeaders(options.objects.answerEntry(x, fresh, hitOutcome(found.tier)), ENCODED)
   }
 
   const entry = await once(variantKey, async () => {
@@ -337,7 +351,7 @@ async function compressedAnswer(x: Exchange, compression: Compression, serveObje
     if (keep && whole.freshUntil > Date.now()) void bucket.cache?.store.local.set(encodedKey(x, whole.meta.etag, encoding), made)
     return made
   })
-  return withHeaders(answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=compressed' + (keep ? '; stored' : '') }, options.debugHeaders), ENCODED)
+  return withHeaders(options.objects.answerEntry(x, entry, { xCache: 'MISS', status: 'yatagarasu; fwd=miss; detail=compressed' + (keep ? '; stored' : '') }), ENCODED)
 }
 
 /** Adds `Vary: Accept-Encoding` to serve's answer for an object that is compressed for other requests. */

@@ -29,7 +29,7 @@ import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
 import type { CachedObject, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
-import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
+import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, ObjectVersion, RangeSpec, RepresentationOutcome, WholeObject } from '../types.ts'
 import type { Exchange } from './exchange.ts'
 
 interface ObjectRequest {
@@ -396,10 +396,7 @@ async function revalidate(
     throw err
   }
   if (result === 'not-modified') {
-    const now = Date.now()
-    const policy = storagePolicy(stale.meta.cacheControl, cache.ttlSeconds)
-    const refreshed: CachedObject = { ...stale, storedAt: now, freshUntil: now + policy.freshMs }
-    void cache.store.set(cacheKey, refreshed)
+    const refreshed = refreshEntry(cache, cacheKey, stale)
     return fromEntry(x, bucket, refreshed, request, { xCache: 'HIT', status: 'yatagarasu; fwd=stale; fwd-status=304' }, () =>
       originInstead(x, bucket, cache, cacheKey, request)
     )
@@ -417,14 +414,7 @@ async function fetchAndFill(
 ): Promise<Answer> {
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
-    // A failed, uncacheable or slow leader (its own client may read slowly) leaves the follower
-    // to fetch on its own after at most `followerWaitMs`.
-    let timer: NodeJS.Timeout | undefined
-    const deadline = new Promise<undefined>((resolve) => {
-      timer = setTimeout(resolve, cache.followerWaitMs, undefined)
-    })
-    const shared = await Promise.race([inFlight.catch(() => undefined), deadline])
-    clearTimeout(timer)
+    const shared = await joinFlight(cache, inFlight)
     if (shared !== undefined) {
       return fromEntry(x, bucket, shared, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' }, () =>
         fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
@@ -692,23 +682,8 @@ function applyCacheHeaders(headers: HeaderRecord, outcome: CacheOutcome): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Whole objects for representations (pipeline/represent.ts)
+// Whole objects for representations (pipeline/represent.ts receives these from app.ts)
 
-/** An object's current version, read whole, and how the cache took part in reading it. */
-export interface WholeObject {
-  meta: ObjectMeta
-  bytes: Buffer
-  /** Epoch ms until which this version may be used without asking the origin (0: not cached). */
-  freshUntil: number
-  cached: 'hit' | 'miss' | 'revalidated'
-}
-
-/** A version of an object: its metadata, when it was confirmed, and until when it holds (0: not cached). */
-export interface ObjectVersion {
-  meta: ObjectMeta
-  storedAt: number
-  freshUntil: number
-}
 
 /**
  * The metadata of `key`'s current version: a fresh cache entry's (a whole object or a sliced one's
@@ -722,16 +697,16 @@ export async function currentVersion(x: Exchange, key: string): Promise<ObjectVe
   if (cache === null) return { meta: await bucket.source.head(key, options), storedAt: Date.now(), freshUntil: 0 }
   const cacheKey = `${bucket.name}/${key}`
   const now = Date.now()
-  const hit = cache.store.peek(cacheKey) ?? (cache.store.tiers.length > cache.store.peekedTiers ? await cache.store.lookup(cacheKey, cache.store.peekedTiers) : undefined)
-  if (hit !== undefined && hit.entry.freshUntil > now) return hit.entry
-  if (hit !== undefined && hit.entry.meta.etag !== undefined) {
-    const result = await bucket.source.revalidate(key, hit.entry.meta.etag, options)
-    if (result === 'not-modified') return refreshEntry(cache, cacheKey, hit.entry)
+  const hit = await lookupEntry(cache, cacheKey)
+  if (hit !== undefined && hit.freshUntil > now) return hit
+  if (hit !== undefined && hit.meta.etag !== undefined) {
+    const result = await bucket.source.revalidate(key, hit.meta.etag, options)
+    if (result === 'not-modified') return refreshEntry(cache, cacheKey, hit)
     if (result.meta.size > cache.maxItemBytes) {
       await result.stream.cancel()
       return versionOf(cache, result.meta)
     }
-    const { whole } = await storeFetched(cache, cacheKey, result, cache.maxItemBytes, () => new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'body longer than its size' }), 'revalidated')
+    const { whole } = await storeFetched(cache, cacheKey, result, cache.maxItemBytes, () => new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'body longer than its size' }))
     return { meta: whole.meta, storedAt: Date.now(), freshUntil: whole.freshUntil }
   }
   if (hit === undefined && cache.slices !== null) {
@@ -748,6 +723,28 @@ function versionOf(cache: BucketCache, meta: ObjectMeta): ObjectVersion {
   const policy = storagePolicy(meta.cacheControl, cache.ttlSeconds)
   const now = Date.now()
   return { meta, storedAt: now, freshUntil: policy.store ? now + policy.freshMs : 0 }
+}
+
+/** The entry the tiers hold for `cacheKey` (fresh or stale), the memory tier first without waiting. */
+async function lookupEntry(cache: BucketCache, cacheKey: string): Promise<CachedObject | undefined> {
+  const peeked = cache.store.peek(cacheKey)
+  if (peeked !== undefined) return peeked.entry
+  return cache.store.tiers.length > cache.store.peekedTiers ? (await cache.store.lookup(cacheKey, cache.store.peekedTiers))?.entry : undefined
+}
+
+/**
+ * Waits for another request's whole-object fetch of the same key: its entry, or undefined when it
+ * failed, was not storable, or took longer than `followerWaitMs` (a slow leader's own client may
+ * read slowly), and the follower fetches on its own.
+ */
+async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | undefined>): Promise<CachedObject | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<undefined>((resolve) => {
+    timer = setTimeout(resolve, cache.followerWaitMs, undefined)
+  })
+  const joined = await Promise.race([inFlight.catch(() => undefined), deadline])
+  clearTimeout(timer)
+  return joined
 }
 
 /** A stale entry the origin confirmed (304): fresh again, stored again. */
@@ -771,34 +768,28 @@ export async function wholeObject(x: Exchange, key: string, maxBytes: number, to
   const options: ReadOptions = shared ? { signal: undefined, span: x.span } : new OriginReadOptions(x, false)
   if (cache === null) {
     const body = await bucket.source.get(key, undefined, options)
-    return { meta: body.meta, bytes: await readBounded(body, maxBytes, tooLarge), freshUntil: 0, cached: 'miss' }
+    return { meta: body.meta, bytes: await readBounded(body, maxBytes, tooLarge), freshUntil: 0 }
   }
   const cacheKey = `${bucket.name}/${key}`
-  const hit = cache.store.peek(cacheKey) ?? (cache.store.tiers.length > cache.store.peekedTiers ? await cache.store.lookup(cacheKey, cache.store.peekedTiers) : undefined)
-  const stored = (entry: CachedObject, cached: WholeObject['cached']) => wholeOf(entry, cached, maxBytes, tooLarge)
-  if (hit !== undefined && hit.entry.freshUntil > Date.now()) {
-    if (hit.entry.meta.size > maxBytes) throw tooLarge()
+  const hit = await lookupEntry(cache, cacheKey)
+  const stored = (entry: CachedObject) => wholeOf(entry, maxBytes, tooLarge)
+  if (hit !== undefined && hit.freshUntil > Date.now()) {
+    if (hit.meta.size > maxBytes) throw tooLarge()
     try {
-      return await stored(hit.entry, 'hit')
+      return await stored(hit)
     } catch {
       // The cached body failed its check (the tier dropped it): read the origin instead.
     }
   }
-  if (hit !== undefined && hit.entry.meta.etag !== undefined && hit.entry.freshUntil <= Date.now()) {
-    const result = await bucket.source.revalidate(key, hit.entry.meta.etag, options)
-    if (result === 'not-modified') return stored(refreshEntry(cache, cacheKey, hit.entry), 'revalidated')
-    return (await storeFetched(cache, cacheKey, result, maxBytes, tooLarge, 'revalidated')).whole
+  if (hit !== undefined && hit.meta.etag !== undefined && hit.freshUntil <= Date.now()) {
+    const result = await bucket.source.revalidate(key, hit.meta.etag, options)
+    if (result === 'not-modified') return stored(refreshEntry(cache, cacheKey, hit))
+    return (await storeFetched(cache, cacheKey, result, maxBytes, tooLarge)).whole
   }
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
-    // A slow leader (its own client may read slowly) leaves this read to fetch on its own.
-    let timer: NodeJS.Timeout | undefined
-    const deadline = new Promise<undefined>((resolve) => {
-      timer = setTimeout(resolve, cache.followerWaitMs, undefined)
-    })
-    const joined = await Promise.race([inFlight.catch(() => undefined), deadline])
-    clearTimeout(timer)
-    if (joined !== undefined) return stored(joined, 'hit')
+    const joined = await joinFlight(cache, inFlight)
+    if (joined !== undefined) return stored(joined)
   }
   return (await fetchWhole(bucket, cache, key, options, maxBytes, tooLarge)).whole
 }
@@ -822,7 +813,7 @@ export async function fetchWhole(
   cache.flights.set(cacheKey, flight)
   let fetched: { whole: WholeObject; stored: Promise<void> | undefined; entry: CachedObject | undefined } | undefined
   try {
-    fetched = await storeFetched(cache, cacheKey, await bucket.source.get(key, undefined, options), maxBytes, tooLarge, 'miss')
+    fetched = await storeFetched(cache, cacheKey, await bucket.source.get(key, undefined, options), maxBytes, tooLarge)
     // The flight stays findable until every tier holds the entry (as a fill keeps it), so a request
     // whose lookup passed a tier just before it was written still joins instead of fetching again.
     const stored = fetched.stored?.finally(() => {
@@ -841,14 +832,13 @@ async function storeFetched(
   cacheKey: string,
   body: ObjectBody,
   maxBytes: number,
-  tooLarge: () => Error,
-  cached: WholeObject['cached']
+  tooLarge: () => Error
 ): Promise<{ whole: WholeObject; stored: Promise<void> | undefined; entry: CachedObject | undefined }> {
   const bytes = await readBounded(body, maxBytes, tooLarge)
   const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
   const now = Date.now()
   const freshUntil = policy.store ? now + policy.freshMs : 0
-  const whole: WholeObject = { meta: body.meta, bytes, freshUntil, cached }
+  const whole: WholeObject = { meta: body.meta, bytes, freshUntil }
   if (!policy.store || bytes.length > cache.maxItemBytes) return { whole, stored: undefined, entry: undefined }
   const entry: CachedObject = { meta: body.meta, body: bytes, storedAt: now, freshUntil }
   return { whole, stored: cache.store.set(cacheKey, entry).then(ignore, ignore), entry }
@@ -872,17 +862,10 @@ async function readBounded(body: ObjectBody, maxBytes: number, tooLarge: () => E
   return Buffer.concat(chunks, size)
 }
 
-async function wholeOf(entry: CachedObject, cached: WholeObject['cached'], maxBytes: number, tooLarge: () => Error): Promise<WholeObject> {
+async function wholeOf(entry: CachedObject, maxBytes: number, tooLarge: () => Error): Promise<WholeObject> {
   if (entry.meta.size > maxBytes) throw tooLarge()
   const bytes = entry.body instanceof Uint8Array ? entry.body : await collect(entry.body.stream(undefined, { reuseChunks: false }))
-  return { meta: entry.meta, bytes, freshUntil: entry.freshUntil, cached }
-}
-
-/** How a representation's answer came about, for X-Cache and Cache-Status. */
-export interface RepresentationOutcome {
-  xCache: 'HIT' | 'MISS'
-  status: string
-  tier?: string
+  return { meta: entry.meta, bytes, freshUntil: entry.freshUntil }
 }
 
 /**
