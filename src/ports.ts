@@ -273,6 +273,31 @@ export interface TieredStore extends CacheStore {
   readonly local: TieredStore
   /** Where slices go: the disk tier when there is one (slices never push hot objects out of memory), else memory. */
   readonly bulk: TieredStore
+  /**
+   * Streams a new entry of `size` body bytes into the disk tier as the body arrives, instead of
+   * holding it whole first. Undefined when there is no disk tier, the body is small enough to hold
+   * (64 KiB), or the disk tier would not keep it. Once committed, `set` with the committed entry
+   * copies it to the other tiers (disk keeps its file as it is).
+   */
+  writer(key: string, head: Omit<CachedObject, 'body'>, size: number): EntryWriter | undefined
+}
+
+/** A new cache entry whose body is written as it arrives (TieredStore.writer). */
+export interface EntryWriter {
+  /**
+   * The body's next bytes, kept by reference until written (not to be reused meanwhile). Resolves
+   * when they are written; rejects after any failure (every later call does too, and commit
+   * resolves undefined). Awaiting it before the next chunk bounds the memory to one chunk.
+   */
+  write(chunk: Uint8Array): Promise<void>
+  /**
+   * The body is complete: the entry is made durable and indexed. Resolves with it as the tier holds
+   * it (its body read back from the disk), or undefined when it was not stored (a failed or short
+   * write, a full disk): nothing is left behind then.
+   */
+  commit(): Promise<CachedObject | undefined>
+  /** Gives up on the entry (the body failed or nobody reads it any more): nothing is left behind. */
+  abort(): void
 }
 
 /**

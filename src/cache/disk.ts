@@ -15,13 +15,13 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { crc32 } from 'node:zlib'
 import { LRUCache } from 'lru-cache'
-import type { CachedObject, CacheStore, CacheTierStats, StoredBody } from '../ports.ts'
+import type { CachedObject, CacheStore, CacheTierStats, EntryWriter } from '../ports.ts'
 import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
 import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
 import { OpenFiles, type EntryFile } from './disk-handles.ts'
+import { EntryFileWriter, writeAll } from './disk-writer.ts'
 import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
@@ -134,42 +134,100 @@ export class DiskCache implements CacheStore {
   async set(key: string, entry: CachedObject): Promise<void> {
     const { body } = entry
     if (body.length > this.#maxItemBytes) return
+    // The entry a writer of this tier just committed, handed back by the tiered cache: already here.
+    const indexed = this.#index.peek(key)
+    const known = indexed === undefined ? undefined : this.#known.peek(indexed)
+    if (known !== undefined && 'body' in known && known.body === body && known.storedAt === entry.storedAt && known.freshUntil === entry.freshUntil) return
     const file = this.#fileOf(key)
-    const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`
-    try {
-      // A body in memory is checksummed up front; a StoredBody as it is copied (the header's length
-      // does not depend on the checksums, so the body's place in the file is known before).
-      let head = encodeHead(key, entry, body.length, body instanceof Uint8Array ? blockTable(body) : Buffer.alloc(4 * Math.ceil(body.length / BLOCK_SIZE)))
-      const bodyOffset = head.length
-      const size = bodyOffset + body.length
+    const temp = tempOf(file)
+    if (body instanceof Uint8Array) {
+      const head = encodeHead(key, entry, body.length, blockTable(body))
       // Over its bucket's budget on its own: not stored, and the key's older copy goes too.
-      if (this.#budgets?.fits(key, size) === false) return await this.delete(key)
-      const handle = await open(temp, 'w')
+      if (this.#budgets?.fits(key, head.length + body.length) === false) return await this.delete(key)
       try {
-        if (body instanceof Uint8Array) {
+        const handle = await open(temp, 'w')
+        try {
           await writeAll(handle, [head, body], 0)
-        } else {
-          const crcs = await copyBody(handle, body, bodyOffset)
-          head = encodeHead(key, entry, body.length, crcs)
-          await writeAll(handle, [head], 0)
+          await handle.sync()
+        } finally {
+          await handle.close()
         }
-        await handle.sync()
-      } finally {
-        await handle.close()
+      } catch {
+        await rm(temp, { force: true }).catch(() => {})
+        return
       }
+      await this.#install(key, file, temp, head, body.length)
+      return
+    }
+    // A StoredBody (another entry's, when a revalidated entry is rewritten with new timestamps):
+    // copied chunk by chunk.
+    const writer = this.writer(key, entry, body.length)
+    if (writer === undefined) return
+    try {
+      for await (const chunk of body.stream()) await writer.write(chunk)
+    } catch {
+      writer.abort()
+      return
+    }
+    await writer.commit()
+  }
+
+  /**
+   * A writer of a new entry whose body arrives in pieces (ports.ts EntryWriter): written to a temp
+   * file as it comes, renamed into place and indexed at commit. Undefined when the tier would not
+   * keep it (over the item limit, or over its bucket's budget on its own: the key's older copy
+   * goes then too).
+   */
+  writer(key: string, head: Omit<CachedObject, 'body'>, size: number): EntryWriter | undefined {
+    if (size > this.#maxItemBytes) return undefined
+    // The header's length does not depend on the checksums: the body's place is known now.
+    const placeholder = encodeHead(key, head, size, Buffer.alloc(4 * Math.ceil(size / BLOCK_SIZE)))
+    if (this.#budgets?.fits(key, placeholder.length + size) === false) {
+      void this.delete(key)
+      return undefined
+    }
+    const file = this.#fileOf(key)
+    const temp = tempOf(file)
+    const out = new EntryFileWriter(temp, placeholder.length, size)
+    return {
+      write: (chunk) => out.write(chunk),
+      commit: async () => {
+        let written: Buffer
+        try {
+          written = await out.finish((crcs) => encodeHead(key, head, size, crcs))
+        } catch {
+          return undefined
+        }
+        return this.#install(key, file, temp, written, size)
+      },
+      abort: () => void out.abort(),
+    }
+  }
+
+  /**
+   * Moves a complete, synced temp file into place and indexes it, with its header known; resolves
+   * with the entry as a hit would read it (a large body as a DiskBody; undefined for a small one,
+   * read at each hit, or when it was not kept).
+   */
+  async #install(key: string, file: string, temp: string, head: Buffer, size: number): Promise<CachedObject | undefined> {
+    try {
       await rename(temp, file)
-      const index = { file, handle: this.#files.handleOf(file), size, bodyOffset }
-      // The bucket's budget first: a bucket over it evicts its own files before the tier's LRU
-      // would evict anyone else's. (Budgets may have changed while the file was written.)
-      if (this.#budgets?.track(key, sizeOf(index)) === false) return await this.delete(key)
-      this.#index.set(key, index)
-      this.#derived.add(key)
-      // Its header is known: the first hit reads only the body.
-      const written = parseHead(head)
-      if (written !== undefined && !('need' in written)) this.#learn(key, index, written)
     } catch {
       await rm(temp, { force: true }).catch(() => {})
+      return undefined
     }
+    const index = { file, handle: this.#files.handleOf(file), size: head.length + size, bodyOffset: head.length }
+    // The bucket's budget first: a bucket over it evicts its own files before the tier's LRU
+    // would evict anyone else's. (Budgets may have changed while the file was written.)
+    if (this.#budgets?.track(key, sizeOf(index)) === false) {
+      await this.delete(key)
+      return undefined
+    }
+    this.#index.set(key, index)
+    this.#derived.add(key)
+    // Its header is known: the first hit reads only the body.
+    const parsed = parseHead(head)
+    return parsed === undefined || 'need' in parsed ? undefined : this.#learn(key, index, parsed)
   }
 
   async delete(key: string): Promise<void> {
@@ -368,33 +426,7 @@ async function readHead(file: string, fileSize: number): Promise<EntryHead | und
   return head === undefined || 'need' in head ? undefined : head
 }
 
-async function writeAll(handle: FileHandle, buffers: Uint8Array[], position: number): Promise<void> {
-  const total = buffers.reduce((sum, b) => sum + b.length, 0)
-  const { bytesWritten } = await handle.writev(buffers, position)
-  if (bytesWritten !== total) throw new Error('short write')
-}
-
-/**
- * Copies a StoredBody (another entry's, when a revalidated entry is rewritten with new timestamps)
- * into the file at `bodyOffset`, one chunk at a time; returns its block table.
- */
-async function copyBody(handle: FileHandle, body: StoredBody, bodyOffset: number): Promise<Buffer> {
-  const table = Buffer.allocUnsafe(4 * Math.ceil(body.length / BLOCK_SIZE))
-  let written = 0
-  let crc = 0
-  for await (const chunk of body.stream()) {
-    for (let at = 0; at < chunk.length; ) {
-      const part = chunk.subarray(at, at + BLOCK_SIZE - (written % BLOCK_SIZE))
-      crc = crc32(part, crc)
-      at += part.length
-      written += part.length
-      if (written % BLOCK_SIZE === 0 || written === body.length) {
-        table.writeUInt32BE(crc, 4 * Math.floor((written - 1) / BLOCK_SIZE))
-        crc = 0
-      }
-    }
-    await writeAll(handle, [chunk], bodyOffset + written - chunk.length)
-  }
-  if (written !== body.length) throw new Error('the body ended early')
-  return table
+/** A temp file beside `file`, unique to one write (start-up deletes any left over). */
+function tempOf(file: string): string {
+  return `${file}.${randomBytes(6).toString('hex')}.tmp`
 }

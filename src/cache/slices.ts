@@ -16,7 +16,7 @@
 // stage restarts when nothing was sent yet, and cuts the connection otherwise.
 import { ProxyError } from '../errors.ts'
 import { storagePolicy } from '../http/freshness.ts'
-import type { CachedObject, ObjectSource, ReadOptions, SlicedObjects, StoredBody, StoredBodyStreamOptions, TieredStore } from '../ports.ts'
+import type { CachedObject, EntryWriter, ObjectSource, ReadOptions, SlicedObjects, StoredBody, StoredBodyStreamOptions, TieredStore } from '../ports.ts'
 import type { ByteRange, ObjectMeta } from '../types.ts'
 import { DERIVED_MARK } from './derived-keys.ts'
 
@@ -164,7 +164,8 @@ export class SliceCache implements SlicedObjects {
     await this.#options.bulk.delete(sliceKeyOf(cacheKey, meta.etag, index))
   }
 
-  async #fetch(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta, index: number): Promise<CachedObject | undefined> {
+  /** Slice `index` from the origin, into the disk tier as it arrives (`inMemory`: into a buffer). */
+  async #fetch(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta, index: number, inMemory = false): Promise<CachedObject | undefined> {
     const start = index * this.sliceBytes
     const end = Math.min(meta.size, start + this.sliceBytes) - 1
     // Not tied to one client: others may be waiting for this slice, and it is worth keeping.
@@ -174,19 +175,60 @@ export class SliceCache implements SlicedObjects {
       await body.stream.cancel().catch(() => {})
       throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: ETAG_CHANGED })
     }
+    const length = end - start + 1
+    const now = Date.now()
+    const head = { meta: { ...meta, size: length }, storedAt: now, freshUntil: now + SLICE_LIFETIME_MS }
+    // Into the disk tier as it arrives: a cold slice is never held whole in memory.
+    const writer = inMemory ? undefined : this.#options.bulk.writer(sliceKeyOf(cacheKey, meta.etag, index), head, length)
+    if (writer !== undefined) {
+      const stored = await sliceInto(body.stream, writer, length)
+      if (stored !== undefined) return stored
+      // The disk could not keep it: fetched again into memory, for this answer at least.
+      return this.#fetch(source, key, cacheKey, meta, index, true)
+    }
     // Read into one buffer of the slice's size: no list of chunks copied again at the end (a cold
     // slice then costs its size in memory once, not twice).
-    const bytes = Buffer.allocUnsafe(end - start + 1)
-    let length = 0
+    const bytes = Buffer.allocUnsafe(length)
+    let received = 0
     for await (const chunk of body.stream) {
-      if (length + chunk.length > bytes.length) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'slice_length' })
-      bytes.set(chunk, length)
-      length += chunk.length
+      if (received + chunk.length > length) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'slice_length' })
+      bytes.set(chunk, received)
+      received += chunk.length
     }
-    if (length !== bytes.length) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'slice_length' })
-    const now = Date.now()
-    return { meta: { ...meta, size: length }, body: bytes, storedAt: now, freshUntil: now + SLICE_LIFETIME_MS }
+    if (received !== length) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'slice_length' })
+    return { ...head, body: bytes }
   }
+}
+
+/**
+ * Writes a slice's body through `writer`; resolves with the committed entry, or undefined when the
+ * disk failed. Throws when the origin's body fails or has another length than asked.
+ */
+async function sliceInto(stream: ReadableStream<Uint8Array>, writer: EntryWriter, length: number): Promise<CachedObject | undefined> {
+  const reader = stream.getReader()
+  let received = 0
+  let failed = false
+  try {
+    for (;;) {
+      const next = await reader.read()
+      if (next.done) break
+      received += next.value.length
+      if (received > length) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'slice_length' })
+      if (failed) continue
+      // One chunk in memory at a time; a failed disk write still reads the rest (the length check).
+      await writer.write(next.value).catch(() => (failed = true))
+    }
+    if (received !== length) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'slice_length' })
+  } catch (err) {
+    writer.abort()
+    await reader.cancel().catch(() => {})
+    throw err
+  }
+  if (failed) {
+    writer.abort()
+    return undefined
+  }
+  return writer.commit()
 }
 
 /**

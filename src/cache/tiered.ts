@@ -2,9 +2,9 @@
 // A hit in a lower tier is copied to the tiers above it in the background; a set writes every
 // tier without the caller waiting for the slower ones. A large disk hit's body is a StoredBody
 // (ports.ts): copied up only into tiers that keep it (memory reads it whole only when it fits).
-import type { CachedObject, CacheStore, CacheTierStats, TieredHit, TieredStore } from '../ports.ts'
+import type { CachedObject, CacheStore, CacheTierStats, EntryWriter, TieredHit, TieredStore } from '../ports.ts'
 import type { BucketBudgetMap } from './bucket-budgets.ts'
-import { DiskCache } from './disk.ts'
+import { DiskCache, SMALL_BODY } from './disk.ts'
 import { MemoryCache } from './memory.ts'
 
 export class TieredCache implements TieredStore {
@@ -13,6 +13,7 @@ export class TieredCache implements TieredStore {
   /** How many tiers `peek` reads: 1 when the first tier is memory, else 0. */
   readonly peekedTiers: 0 | 1
   readonly #memory: MemoryCache | undefined
+  readonly #disk: DiskCache | undefined
   /** Memory and disk only: derived entries (slices) stay where deleting their object deletes them. */
   readonly local: TieredCache
   /** Where slices go: disk when there is one, else memory. */
@@ -22,6 +23,7 @@ export class TieredCache implements TieredStore {
     this.tiers = tiers
     this.#memory = tiers[0] instanceof MemoryCache ? tiers[0] : undefined
     this.peekedTiers = this.#memory === undefined ? 0 : 1
+    this.#disk = tiers.find((tier) => tier instanceof DiskCache)
     const local = tiers.filter((tier) => tier instanceof MemoryCache || tier instanceof DiskCache)
     this.local = local.length === tiers.length ? this : new TieredCache(local)
     const disk = local.filter((tier) => tier instanceof DiskCache)
@@ -59,6 +61,14 @@ export class TieredCache implements TieredStore {
 
   async set(key: string, entry: CachedObject): Promise<void> {
     await this.#write(this.tiers, key, entry)
+  }
+
+  /**
+   * Streams a large new entry into the disk tier as it arrives (ports.ts). A small body is cheaper
+   * held and written to every tier at once; so is anything when there is no disk tier.
+   */
+  writer(key: string, head: Omit<CachedObject, 'body'>, size: number): EntryWriter | undefined {
+    return size > SMALL_BODY ? this.#disk?.writer(key, head, size) : undefined
   }
 
   async delete(key: string): Promise<void> {

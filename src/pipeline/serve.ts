@@ -28,7 +28,7 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { CachedObject, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
+import type { CachedObject, EntryWriter, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
 import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, ObjectVersion, RangeSpec, RepresentationOutcome, WholeObject } from '../types.ts'
 import type { Exchange } from './exchange.ts'
 
@@ -442,8 +442,10 @@ async function fetchAndFill(
 }
 
 /**
- * Streams a whole object from the origin to this client while collecting it, then stores it in
- * every tier and hands it to the requests waiting on the same key.
+ * Streams a whole object from the origin to this client while keeping it, then stores it in every
+ * tier and hands it to the requests waiting on the same key. A large object is kept by writing it
+ * to the disk tier as it passes (never held whole in memory); a small one, or any without a disk
+ * tier, is collected in memory.
  */
 async function fill(
   x: Exchange,
@@ -485,47 +487,70 @@ async function fill(
   }
   miss.status = 'yatagarasu; fwd=miss; stored'
 
-  const entryOf = (bytes: Buffer): CachedObject => {
-    const now = Date.now()
-    return { meta: body.meta, body: bytes, storedAt: now, freshUntil: now + policy.freshMs }
-  }
+  const now = Date.now()
+  const head = { meta: body.meta, storedAt: now, freshUntil: now + policy.freshMs }
+  // A large body goes to the disk tier as it arrives; a small one (or without a disk tier) is
+  // collected and stored at its end.
+  const writer = cache.store.writer(cacheKey, head, body.meta.size)
   const decided = decide(body.meta, request)
   if (decided.kind !== 'body' || decided.range !== undefined || request.head) {
     // This client wants no body, or only part of it: read the whole object for the cache first.
-    let entry: CachedObject
+    let entry: CachedObject | undefined
     try {
-      entry = entryOf(await collect(body.stream))
+      entry = writer === undefined ? { ...head, body: await collect(body.stream) } : await written(body.stream, writer)
     } catch (err) {
       abandon(err)
       throw err
     }
     finish(entry)
+    // The disk tier could not keep it: nothing to answer from but the origin.
+    if (entry === undefined) return fromOrigin(x, bucket, x.matched.key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
     return fromEntry(x, bucket, entry, request, miss)
   }
 
   const chunks: Uint8Array[] = []
   let collected = 0
+  /** The write of the chunk before, awaited before the next is read: the disk keeps pace. */
+  let writing: Promise<void> | undefined
+  /** The disk failed: the client is still served, the entry is not stored. */
+  let unwritten = false
   const reader = body.stream.getReader()
   const tee = new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         let next: ReadableStreamReadResult<Uint8Array>
         try {
+          if (writing !== undefined) {
+            const last = writing
+            writing = undefined
+            await last.catch(() => {
+              unwritten = true
+              writer?.abort()
+            })
+          }
           next = await reader.read()
         } catch (err) {
+          writer?.abort()
           abandon(err)
           throw err
         }
         if (next.done) {
           controller.close()
-          finish(entryOf(Buffer.concat(chunks, collected)))
+          if (writer === undefined) finish({ ...head, body: Buffer.concat(chunks, collected) })
+          else if (unwritten) finish(undefined)
+          else void writer.commit().then(finish)
           return
         }
-        chunks.push(next.value)
-        collected += next.value.length
+        if (writer === undefined) {
+          chunks.push(next.value)
+          collected += next.value.length
+        } else if (!unwritten) {
+          writing = writer.write(next.value)
+        }
         controller.enqueue(next.value)
       },
       cancel(reason) {
+        writer?.abort()
         abandon(new Error('the client went away before the object was complete'))
         return reader.cancel(reason)
       },
@@ -533,6 +558,31 @@ async function fill(
     { highWaterMark: 0 }
   )
   return streamed(x, bucket, body, tee, miss)
+}
+
+/**
+ * Writes all of `stream` through `writer`, one chunk at a time; resolves with the committed entry,
+ * or undefined when the disk failed (not stored). An error of the stream itself is thrown.
+ */
+async function written(stream: ReadableStream<Uint8Array>, writer: EntryWriter): Promise<CachedObject | undefined> {
+  const reader = stream.getReader()
+  for (;;) {
+    let next: ReadableStreamReadResult<Uint8Array>
+    try {
+      next = await reader.read()
+    } catch (err) {
+      writer.abort()
+      throw err
+    }
+    if (next.done) return writer.commit()
+    try {
+      await writer.write(next.value)
+    } catch {
+      writer.abort()
+      await reader.cancel().catch(() => {})
+      return undefined
+    }
+  }
 }
 
 /**

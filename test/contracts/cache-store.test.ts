@@ -3,7 +3,7 @@
 // disk tier for large entries, as a StoredBody read by range; both must give the same bytes.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, open as openFile, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, open as openFile, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -14,6 +14,7 @@ import { RedisCache } from '../../src/cache/redis.ts'
 import { TieredCache } from '../../src/cache/tiered.ts'
 import type { CachedBody, CachedObject, CacheStore } from '../../src/ports.ts'
 import type { ByteRange } from '../../src/types.ts'
+import { eventually } from '../support/eventually.ts'
 import { startRedis, type TestRedis } from '../support/redis.ts'
 import { startRedisCluster, type TestRedisCluster } from '../support/redis-cluster.ts'
 
@@ -253,6 +254,56 @@ describe('disk tier: large entries', () => {
     return { dir, store: await DiskCache.open({ dir, maxBytes: 1 << 22, maxItemBytes: 1 << 21, staleSeconds: 60 }) }
   }
 
+  it('writes an entry whose body arrives in pieces: never whole in memory, stored once complete', async () => {
+    const { dir, store } = await open()
+    const { body: _, ...head } = entry(LARGE)
+    const writer = store.writer('b/streamed.bin', head, LARGE.length)
+    assert.ok(writer !== undefined)
+    for (let at = 0; at < LARGE.length; at += 10_000) await writer.write(LARGE.subarray(at, at + 10_000))
+    assert.equal(await store.get('b/streamed.bin'), undefined, 'not findable before its commit')
+    const committed = await writer.commit()
+    assert.ok(committed !== undefined && !(committed.body instanceof Uint8Array), 'a large body comes back as a stored body')
+    assert.deepEqual(await bytesOf(committed.body), LARGE)
+    const got = await store.get('b/streamed.bin')
+    assert.ok(got !== undefined)
+    assert.deepEqual(await bytesOf(got.body, { start: BLOCK_SIZE - 3, end: BLOCK_SIZE + 2 }), LARGE.subarray(BLOCK_SIZE - 3, BLOCK_SIZE + 3))
+    assert.deepEqual(got.meta.userMetadata, { owner: 'team-a' })
+    // Handed back to `set` (as the tiered cache does), the file is not written again.
+    const fileNow = async () => stat(join(dir, (await readdir(dir))[0] as string))
+    const before = await fileNow()
+    await store.set('b/streamed.bin', committed)
+    const after = await fileNow()
+    assert.deepEqual([after.ino, after.mtimeMs], [before.ino, before.mtimeMs])
+    // And it survives a restart like any entry.
+    const reopened = await DiskCache.open({ dir, maxBytes: 1 << 22, maxItemBytes: 1 << 21, staleSeconds: 60 })
+    assert.deepEqual(await bytesOf((await reopened.get('b/streamed.bin'))?.body ?? Buffer.alloc(0)), LARGE)
+  })
+
+  it('leaves nothing behind from a body that ends short, runs long, or is given up', async () => {
+    const { dir, store } = await open()
+    const { body: _, ...head } = entry(LARGE)
+    const short = store.writer('b/short.bin', head, LARGE.length)
+    assert.ok(short !== undefined)
+    await short.write(LARGE.subarray(0, 1000))
+    assert.equal(await short.commit(), undefined)
+    const long = store.writer('b/long.bin', head, 1000)
+    assert.ok(long !== undefined)
+    await assert.rejects(long.write(LARGE.subarray(0, 1001)), /longer than its size/)
+    assert.equal(await long.commit(), undefined)
+    const dropped = store.writer('b/dropped.bin', head, LARGE.length)
+    assert.ok(dropped !== undefined)
+    await dropped.write(LARGE.subarray(0, 1000))
+    dropped.abort()
+    await eventually(async () => (await readdir(dir)).length === 0, 'no file left', async () => `left: ${(await readdir(dir)).join(', ')}`)
+    for (const key of ['b/short.bin', 'b/long.bin', 'b/dropped.bin']) assert.equal(await store.get(key), undefined)
+  })
+
+  it('refuses a writer for a body over the item limit', async () => {
+    const { store } = await open()
+    const { body: _, ...head } = entry(LARGE)
+    assert.equal(store.writer('b/huge.bin', head, (1 << 21) + 1), undefined)
+  })
+
   it('hands back a large entry without reading its body: a damaged body is found only when read', async () => {
     const { dir, store } = await open()
     await store.set('b/large.bin', entry(LARGE))
@@ -427,8 +478,8 @@ describe('disk tier', () => {
     }
     assert.equal(await store.get('b/flipped.txt'), undefined)
     assert.equal(await store.get('b/cut.txt'), undefined)
-    await new Promise((resolve) => setImmediate(resolve))
-    assert.deepEqual(await readdir(dir), [])
+    // The files are unlinked in the background.
+    await eventually(async () => (await readdir(dir)).length === 0, 'the damaged files deleted', async () => `left: ${(await readdir(dir)).join(', ')}`)
   })
 
   it('stays under max_size, evicting the least recently used files', async () => {
@@ -437,9 +488,9 @@ describe('disk tier', () => {
     dirs.push(dir)
     const store = await open(dir, 10_000)
     for (let i = 0; i < 10; i++) await store.set(`b/${i}`, entry(Buffer.alloc(2000, i)))
-    await new Promise((resolve) => setImmediate(resolve))
     assert.ok((store.stats().bytes ?? 0) <= 10_000)
-    assert.ok((await readdir(dir)).length <= 5)
+    // Evicted files are unlinked in the background.
+    await eventually(async () => (await readdir(dir)).length <= 5, 'at most 5 files left', async () => `files: ${(await readdir(dir)).length}`)
     assert.ok((await store.get('b/9')) !== undefined)
   })
 })
@@ -465,6 +516,7 @@ describe('redis tier', () => {
       await own.stop()
     }
   })
+
 })
 
 /** After an outage the breaker stays open for a few seconds; poll until the store answers again. */
