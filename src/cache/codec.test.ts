@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { crc32 } from 'node:zlib'
 import type { CachedObject } from '../ports.ts'
-import { decodeEntry, encodeEntry, metaToJson } from './codec.ts'
+import { decodeEntry, encodeEntry, EntryDecoder, metaToJson } from './codec.ts'
 
 const KEY = 'bucket\u0000/dir/ünïcode object.bin'
 
@@ -65,5 +65,44 @@ describe('Redis entry codec', () => {
     const prefix = Buffer.alloc(4)
     prefix.writeUInt32BE(header.length)
     assert.equal(decodeEntry(KEY, Buffer.concat([prefix, header, body])), undefined)
+  })
+})
+
+describe('Redis entry decoder', () => {
+  it('hands out the same metadata object for each hit of an unchanged value, with its own bytes', () => {
+    const decoder = new EntryDecoder()
+    const original = entry()
+    const first = decoder.decode(KEY, encodeEntry(KEY, original))
+    const second = decoder.decode(KEY, encodeEntry(KEY, original))
+    assert.deepEqual(second, original)
+    assert.equal(second?.meta, first?.meta)
+    assert.notEqual(second?.body, first?.body)
+  })
+
+  it('decodes a rewritten value in full: new timestamps or metadata give a new metadata object', () => {
+    const decoder = new EntryDecoder()
+    const original = entry()
+    const first = decoder.decode(KEY, encodeEntry(KEY, original))
+    const refreshed = { ...original, storedAt: original.storedAt + 1000, freshUntil: original.freshUntil + 1000 }
+    const second = decoder.decode(KEY, encodeEntry(KEY, refreshed))
+    assert.deepEqual(second, refreshed)
+    assert.notEqual(second?.meta, first?.meta)
+    const retyped = { ...refreshed, meta: { ...refreshed.meta, contentType: 'text/plain' } }
+    assert.deepEqual(decoder.decode(KEY, encodeEntry(KEY, retyped)), retyped)
+  })
+
+  it('still checks the body of a value whose metadata it knows', () => {
+    const decoder = new EntryDecoder()
+    decoder.decode(KEY, encodeEntry(KEY, entry()))
+    const bytes = encodeEntry(KEY, entry())
+    bytes[bytes.length - 100]! ^= 1
+    assert.equal(decoder.decode(KEY, bytes), undefined)
+    assert.equal(decoder.decode(KEY, bytes.subarray(0, bytes.length - 1)), undefined)
+  })
+
+  it('reads nothing from a value written under another key, even one it knows', () => {
+    const decoder = new EntryDecoder()
+    decoder.decode(KEY, encodeEntry(KEY, entry()))
+    assert.equal(decoder.decode(`${KEY}x`, encodeEntry(KEY, entry())), undefined)
   })
 })

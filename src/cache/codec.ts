@@ -85,6 +85,49 @@ export function decodeEntry(key: string, bytes: Buffer): CachedObject | undefine
   return { meta, body, storedAt: bytes.readDoubleBE(12), freshUntil: bytes.readDoubleBE(20) }
 }
 
+/** Decoded heads kept by an EntryDecoder (the bytes before the body, ~100-300 each, and their meta). */
+const KNOWN_HEADS = 1024
+
+interface KnownHead {
+  /** A copy of the value's bytes before the body. */
+  head: Buffer
+  meta: ObjectMeta
+  storedAt: number
+  freshUntil: number
+}
+
+/**
+ * decodeEntry, handing out one ObjectMeta per stored version of a key: a value whose bytes before
+ * the body (metadata, timestamps, the body's size and CRC-32) are those of the last value decoded
+ * for the key gets that value's meta object, and only its body is checked. What the serve stage
+ * derives from a meta once (its response headers) is then reused by every hit, as with the
+ * memory and disk tiers, and a hit parses no strings.
+ */
+export class EntryDecoder {
+  readonly #known = new Map<string, KnownHead>()
+
+  decode(key: string, bytes: Buffer): CachedObject | undefined {
+    if (bytes.length < FIXED || bytes.readUInt32BE(0) !== MAGIC) return undefined
+    const bodyAt = bytes.length - bytes.readUInt32BE(8)
+    const known = this.#known.get(key)
+    if (known !== undefined && known.head.length === bodyAt && bytes.compare(known.head, 0, bodyAt, 0, bodyAt) === 0) {
+      const body = bytes.subarray(bodyAt)
+      if (crc32(body) !== bytes.readUInt32BE(4)) return undefined
+      return { meta: known.meta, body, storedAt: known.storedAt, freshUntil: known.freshUntil }
+    }
+    const entry = decodeEntry(key, bytes)
+    if (entry === undefined) return undefined
+    if (known === undefined && this.#known.size >= KNOWN_HEADS) this.#known.delete(this.#known.keys().next().value as string)
+    this.#known.set(key, { head: Buffer.from(bytes.subarray(0, bodyAt)), meta: entry.meta, storedAt: entry.storedAt, freshUntil: entry.freshUntil })
+    return entry
+  }
+
+  /** Forgets every key (their next values are decoded in full). */
+  clear(): void {
+    this.#known.clear()
+  }
+}
+
 function textLength(text: Text): number {
   return 4 + (text === undefined ? 0 : Buffer.byteLength(text))
 }

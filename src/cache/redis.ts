@@ -1,7 +1,8 @@
 // Redis tier (ioredis; Redis Cluster through ioredis' cluster client when `cluster_nodes` is set):
 // entries in their binary form (codec.ts) under `<key_prefix><cache key>`, expiring with their
 // stale window. A Redis node that is dead, hangs or refuses commands must cost nothing:
-//   - every command has a short timeout, never waits in an offline queue, and is not retried by
+//   - every command has a short timeout (deadlines.ts: one timer for all calls, tolerant of an
+//     event loop held up by this process), never waits in an offline queue, and is not retried by
 //     ioredis (after a closed connection, CLUSTERDOWN or TRYAGAIN): a failed call is a miss (get)
 //     or a no-op (set, delete);
 //   - a breaker per node (store-breaker.ts: Closed -> Open -> Half-open, one probe at a time) skips
@@ -20,7 +21,8 @@ import { Cluster, Redis, ReplyError } from 'ioredis'
 // @ts-expect-error cluster-key-slot (ioredis' own slot hash) ships no type declarations
 import calculateSlot from 'cluster-key-slot'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
-import { decodeEntry, encodeEntry } from './codec.ts'
+import { EntryDecoder, encodeEntry } from './codec.ts'
+import { Deadlines } from './deadlines.ts'
 import { NodeBreaker } from '../store-breaker.ts'
 import { TierCounters } from './tier-stats.ts'
 
@@ -44,6 +46,7 @@ const SLOTS_REFRESH_MS = 1000
 type Client = Redis | Cluster
 
 const slotOf = calculateSlot as (key: string) => number
+const NOTHING: Promise<undefined> = Promise.resolve(undefined)
 
 export class RedisCache implements CacheStore {
   readonly name = 'redis'
@@ -53,16 +56,20 @@ export class RedisCache implements CacheStore {
   /** By node (`host:port`) on a Cluster; one entry, '', for a single Redis. */
   readonly #breakers = new Map<string, NodeBreaker>()
   readonly #counters = new TierCounters()
+  readonly #deadlines: Deadlines
+  readonly #decoder = new EntryDecoder()
 
   constructor(options: RedisCacheOptions) {
     this.#options = options
-    this.#client = connectRedis(options)
+    this.#deadlines = new Deadlines(options.timeoutMs)
+    this.#client = connectRedis(options, 'cache')
   }
 
-  async get(key: string): Promise<CachedObject | undefined> {
+  get(key: string): Promise<CachedObject | undefined> {
     const id = this.#options.keyPrefix + key
-    const bytes = await this.#call(this.#nodeOf(id), () => this.#client.getBuffer(id))
-    return this.#counters.record(bytes === undefined || bytes === null ? undefined : decodeEntry(key, bytes))
+    return this.#call(this.#nodeOf(id), () => this.#client.getBuffer(id)).then((bytes) =>
+      this.#counters.record(bytes === undefined || bytes === null ? undefined : this.#decoder.decode(key, bytes))
+    )
   }
 
   async set(key: string, entry: CachedObject): Promise<void> {
@@ -113,7 +120,7 @@ export class RedisCache implements CacheStore {
 
   /** Calls `handler` with every purge message any instance broadcasts. */
   onPurge(handler: (message: string) => void): void {
-    const subscriber = connectRedis(this.#options, true)
+    const subscriber = connectRedis(this.#options, 'subscriber')
     this.#subscriber = subscriber
     subscriber.on('message', (_channel: string, message: string) => handler(message))
     void subscriber.subscribe(`${this.#options.keyPrefix}purge`).catch(() => {})
@@ -124,6 +131,7 @@ export class RedisCache implements CacheStore {
   }
 
   async close(): Promise<void> {
+    this.#decoder.clear()
     this.#client.disconnect()
     this.#subscriber?.disconnect()
   }
@@ -140,34 +148,51 @@ export class RedisCache implements CacheStore {
     return this.#client.nodes('master').map((node) => [`${node.options.host}:${node.options.port}`, node])
   }
 
-  async #call<T>(node: string, command: () => Promise<T>): Promise<T | undefined> {
-    if (this.#client.status !== 'ready') return undefined
+  /**
+   * `command` through the node's breaker and within the deadline: its result, or undefined when
+   * it was skipped, failed or given up (a late outcome is ignored).
+   */
+  #call<T>(node: string, command: () => Promise<T>): Promise<T | undefined> {
+    if (this.#client.status !== 'ready') return NOTHING
     let breaker = this.#breakers.get(node)
     if (breaker === undefined) {
       breaker = new NodeBreaker()
       this.#breakers.set(node, breaker)
     }
     const permit = breaker.acquire()
-    if (permit === undefined) return undefined
-    try {
-      const result = await command()
-      breaker.report(permit, true)
-      return result
-    } catch (err) {
-      breaker.report(permit, err instanceof ReplyError)
-      return undefined
-    }
+    if (permit === undefined) return NOTHING
+    const nodeBreaker = breaker
+    return new Promise((resolve) => {
+      const deadline = this.#deadlines.start(() => {
+        nodeBreaker.report(permit, false)
+        resolve(undefined)
+      })
+      command().then(
+        (result) => {
+          if (!deadline.settle()) return
+          nodeBreaker.report(permit, true)
+          resolve(result)
+        },
+        (err: unknown) => {
+          if (!deadline.settle()) return
+          nodeBreaker.report(permit, err instanceof ReplyError)
+          resolve(undefined)
+        }
+      )
+    })
   }
 }
 
 /**
  * A client that never queues: while Redis is down every command fails at once (callers treat that
  * as a miss, or fall back), except for a subscriber, which must resubscribe when Redis returns.
- * Also the rate limiters' client (runtime.ts).
+ * Also the rate limiters' client (runtime.ts), whose commands time out in ioredis; the cache's
+ * calls have their own deadlines (no timer per command).
  */
-export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNodes' | 'timeoutMs'>, subscriber = false): Client {
+export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNodes' | 'timeoutMs'>, use: 'commands' | 'cache' | 'subscriber' = 'commands'): Client {
+  const subscriber = use === 'subscriber'
   const common = {
-    commandTimeout: subscriber ? undefined : options.timeoutMs,
+    commandTimeout: use === 'commands' ? options.timeoutMs : undefined,
     maxRetriesPerRequest: subscriber ? null : 0,
     connectTimeout: Math.max(options.timeoutMs, 1000),
     // Commands issued in the same event-loop turn (concurrent requests) go out in one write rather
