@@ -27,15 +27,23 @@ export interface Deadline {
 }
 
 class Pending implements Deadline {
-  done = false
+  /** Until the call settles or is given up: a settled call waiting to leave the queue must not keep its caller's objects alive. */
+  expire: (() => void) | undefined
+
   constructor(
     readonly at: number,
-    readonly expire: () => void
-  ) {}
+    expire: () => void
+  ) {
+    this.expire = expire
+  }
+
+  get done(): boolean {
+    return this.expire === undefined
+  }
 
   settle(): boolean {
-    if (this.done) return false
-    this.done = true
+    if (this.expire === undefined) return false
+    this.expire = undefined
     return true
   }
 }
@@ -84,10 +92,9 @@ export class Deadlines {
       const call = this.#queue[this.#head] as Pending
       if (!call.done && call.at > expireUpTo) break
       this.#head++
-      if (!call.done) {
-        call.done = true
-        call.expire()
-      }
+      const expire = call.expire
+      call.expire = undefined
+      expire?.()
     }
     this.#skipSettled()
     const next = this.#queue[this.#head]

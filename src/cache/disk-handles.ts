@@ -4,15 +4,31 @@
 // 256 KiB block). Reads use positions (pread), so any number of streams share one descriptor.
 //
 // A read is one callback `fs.read` on the raw descriptor: one thread-pool round trip and one
-// promise, which is what a small hit costs (a FileHandle's promise machinery costs ~15% more CPU
-// per read, an open and a close two more round trips).
+// promise (a FileHandle's promise machinery costs ~15% more CPU per read, an open and a close two
+// more round trips). A small read of an open file (a small hit's body) is instead made on the event
+// loop, as nginx reads files without aio: from the page cache a pread of up to 64 KiB costs a few
+// µs, where the round trip costs ~8 µs of CPU and two context switches on a one-core server, and
+// with 64 reads queued at once the pool's threads and the event loop take turns on that core.
+// Inline reads slower than SLOW_INLINE_MS (from an SSD rather than the page cache: ~100 µs and
+// more) are added up, and once they have held the loop SLOW_BUDGET_MS within SLOW_WINDOW_MS (the
+// entries read are not in memory) inline reads stop for INLINE_PAUSE_MS: entries that do not fit
+// in the page cache cost the loop at most ~2% of its time. A lone slow read, more likely the
+// process losing its core for a moment on a busy machine, does not stop them.
 //
 // A descriptor belongs to one index entry, so to one file: when the tier drops the entry (evicted,
 // purged, deleted, replaced by a newer file or found damaged) it retires the descriptor, which
 // closes as soon as no read uses it. Until then the streams using it keep reading the bytes they
 // started with (an unlinked file stays readable while open). At most `maxIdle` descriptors are
 // kept open unused; the least recently used is closed first.
-import { close, open, read } from 'node:fs'
+import { close, open, read, readSync } from 'node:fs'
+
+/** Inline reads slower than this count against SLOW_BUDGET_MS per SLOW_WINDOW_MS; over it, they stop for INLINE_PAUSE_MS. */
+export const SLOW_INLINE_MS = 0.1
+export const SLOW_BUDGET_MS = 20
+export const SLOW_WINDOW_MS = 1000
+export const INLINE_PAUSE_MS = 10_000
+/** The largest read made inline. */
+export const MAX_INLINE_BYTES = 64 * 1024
 
 export interface SharedHandle {
   /** Keeps the file open for one more user (opening it if needed). Rejects when it cannot be opened. */
@@ -27,9 +43,16 @@ export class OpenFiles {
   readonly #maxIdle: number
   /** Open and unused, least recently used first. */
   readonly #idle = new Set<EntryFile>()
+  readonly #now: () => number
+  /** Inline reads are off until then (slow ones were seen). */
+  #inlineOffUntil = 0
+  /** Time spent in slow inline reads since `#slowSince`. */
+  #slowMs = 0
+  #slowSince = 0
 
-  constructor(maxIdle: number) {
+  constructor(maxIdle: number, now: () => number = () => performance.now()) {
     this.#maxIdle = maxIdle
+    this.#now = now
   }
 
   /** The shared descriptor of `file` for one index entry (opened at its first acquire). */
@@ -56,6 +79,29 @@ export class OpenFiles {
   /** @internal in use again, or retired. */
   busy(file: EntryFile): void {
     this.#idle.delete(file)
+  }
+
+  /** @internal read inline: `fd` at `position`, timed; undefined when inline reads are off. */
+  readInline(fd: number, buffer: Uint8Array, length: number, position: number): number | undefined {
+    const started = this.#now()
+    if (started < this.#inlineOffUntil) return undefined
+    try {
+      return readSync(fd, buffer, 0, length, position)
+    } finally {
+      const ended = this.#now()
+      if (ended - started > SLOW_INLINE_MS) this.#slow(ended, ended - started)
+    }
+  }
+
+  #slow(at: number, took: number): void {
+    if (at - this.#slowSince > SLOW_WINDOW_MS) {
+      this.#slowSince = at
+      this.#slowMs = 0
+    }
+    this.#slowMs += took
+    if (this.#slowMs <= SLOW_BUDGET_MS) return
+    this.#inlineOffUntil = at + INLINE_PAUSE_MS
+    this.#slowMs = 0
   }
 }
 
@@ -115,6 +161,19 @@ export class EntryFile implements SharedHandle {
         else reject(err)
       })
     )
+  }
+
+  /**
+   * Reads on the event loop when the file is open, `length` is at most MAX_INLINE_BYTES and
+   * inline reads are on; undefined otherwise (then readOnce). Throws what the read throws.
+   */
+  readNow(buffer: Uint8Array, length: number, position: number): number | undefined {
+    const fd = this.#fd
+    if (fd === undefined || length > MAX_INLINE_BYTES) return undefined
+    const bytesRead = this.#files.readInline(fd, buffer, length, position)
+    // Recently used: the last of the idle descriptors to be closed.
+    if (bytesRead !== undefined && this.#users === 0 && !this.#retired) this.#files.idle(this)
+    return bytesRead
   }
 
   /** The entry left the index: close once unused; later acquires (a late stream) open again. */

@@ -117,6 +117,9 @@ export class DiskCache implements CacheStore {
     if (!('bodyOffset' in known)) return Promise.resolve(this.#found(key, indexed, known))
     // Past its stale window: the body is not worth reading.
     if (known.freshUntil + this.#staleMs <= Date.now()) return Promise.resolve(this.#found(key, indexed, undefined))
+    // Read on the event loop when it can be (disk-handles.ts), else through the thread pool.
+    const now = readSmallInline(indexed.handle, known)
+    if (now !== false) return Promise.resolve(this.#found(key, indexed, now))
     return readSmall(indexed.handle, known).then((entry) => this.#found(key, indexed, entry))
   }
 
@@ -402,9 +405,26 @@ function readSmall(file: EntryFile, head: EntryHead): Promise<CachedObject | und
   // Its own memory: a small body may be kept by the memory tier, and must not pin a pool slab.
   const body = Buffer.allocUnsafeSlow(head.size)
   return file.readOnce(body, head.size, head.bodyOffset).then(
-    (bytesRead) => (bytesRead === head.size && blocksIntact(head, body) ? { meta: head.meta, storedAt: head.storedAt, freshUntil: head.freshUntil, body } : undefined),
+    (bytesRead) => smallEntry(head, body, bytesRead),
     () => undefined
   )
+}
+
+/** readSmall on the event loop (EntryFile.readNow); false when the read cannot be made there. */
+function readSmallInline(file: EntryFile, head: EntryHead): CachedObject | undefined | false {
+  const body = Buffer.allocUnsafeSlow(head.size)
+  let bytesRead: number | undefined
+  try {
+    bytesRead = file.readNow(body, head.size, head.bodyOffset)
+  } catch {
+    return undefined
+  }
+  return bytesRead === undefined ? false : smallEntry(head, body, bytesRead)
+}
+
+/** The entry of a small body read whole: undefined when the file was short or a block is damaged. */
+function smallEntry(head: EntryHead, body: Buffer, bytesRead: number): CachedObject | undefined {
+  return bytesRead === head.size && blocksIntact(head, body) ? { meta: head.meta, storedAt: head.storedAt, freshUntil: head.freshUntil, body } : undefined
 }
 
 /** Whether every block of `body` (the whole body of `head`'s entry) matches its checksum. */
