@@ -7,14 +7,29 @@ import { open, rm, type FileHandle } from 'node:fs/promises'
 import { crc32 } from 'node:zlib'
 import { BLOCK_SIZE } from './disk-format.ts'
 
+/**
+ * Bytes a writer holds before `write` makes its caller wait: pieces queued meanwhile go to the
+ * disk together, in one writev. (Awaiting each 64 KiB piece's own write, a thread-pool round trip
+ * each, made a cold 4 MiB slice ~4x slower to fetch.)
+ */
+const HIGH_WATER = 1024 * 1024
+
 export class EntryFileWriter {
   readonly #temp: string
   readonly #bodyOffset: number
   readonly #size: number
   readonly #table: Buffer
   readonly #file: Promise<FileHandle>
-  /** Every write in order: each starts when the one before is done; rejected after a failure. */
-  #writes: Promise<void>
+  /** Pieces not yet handed to the disk, and their bytes. */
+  #queue: Uint8Array[] = []
+  #queued = 0
+  /** Bytes handed to the disk so far (written or being written), and those being written now. */
+  #flushed = 0
+  #inFlight = 0
+  /** The write in flight (never rejects: a failure is kept in #failure), or undefined. */
+  #writing: Promise<void> | undefined
+  #failure: Error | undefined
+  /** Bytes received (checksummed) so far. */
   #written = 0
   #crc = 0
   #closed = false
@@ -26,25 +41,27 @@ export class EntryFileWriter {
     this.#size = size
     this.#table = Buffer.alloc(4 * Math.ceil(size / BLOCK_SIZE))
     this.#file = open(temp, 'w')
-    this.#writes = this.#file.then(() => undefined)
-    this.#writes.catch(() => {})
+    this.#file.catch((err: Error) => (this.#failure ??= err))
   }
 
   /**
    * Appends the body's next bytes (kept by reference until written: not to be reused meanwhile).
-   * Resolves once they are written; rejects, and so does every later call, when a write fails or
-   * the body grows past its size.
+   * Resolves at once while the writer holds less than HIGH_WATER bytes, else when the write in
+   * flight is done; rejects, and so does every later call, once a write failed or the body grew
+   * past its size.
    */
   write(chunk: Uint8Array): Promise<void> {
-    if (this.#written + chunk.length > this.#size) {
-      this.#writes = Promise.reject(new Error('the body is longer than its size'))
-    } else {
-      const at = this.#bodyOffset + this.#written
-      this.#checksum(chunk)
-      this.#writes = this.#writes.then(async () => writeAll(await this.#file, [chunk], at))
-    }
-    this.#writes.catch(() => {})
-    return this.#writes
+    if (this.#failure === undefined && this.#written + chunk.length > this.#size) this.#failure = new Error('the body is longer than its size')
+    if (this.#failure !== undefined) return Promise.reject(this.#failure)
+    this.#checksum(chunk)
+    this.#queue.push(chunk)
+    this.#queued += chunk.length
+    this.#flush()
+    const held = this.#inFlight + this.#queued
+    if (held <= HIGH_WATER || this.#writing === undefined) return Promise.resolve()
+    return this.#writing.then(() => {
+      if (this.#failure !== undefined) throw this.#failure
+    })
   }
 
   /**
@@ -54,7 +71,8 @@ export class EntryFileWriter {
    */
   async finish(headOf: (table: Buffer) => Buffer): Promise<Buffer> {
     try {
-      await this.#writes
+      while (this.#writing !== undefined) await this.#writing
+      if (this.#failure !== undefined) throw this.#failure
       if (this.#written !== this.#size) throw new Error('the body ended early')
       const head = headOf(this.#table)
       if (head.length !== this.#bodyOffset) throw new Error('the header changed length')
@@ -71,6 +89,7 @@ export class EntryFileWriter {
 
   /** Gives up: closes and removes the temp file (also after a failure). */
   async abort(): Promise<void> {
+    this.#failure ??= new Error('given up')
     await this.#close().catch(() => {})
     await rm(this.#temp, { force: true }).catch(() => {})
   }
@@ -78,10 +97,35 @@ export class EntryFileWriter {
   async #close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    // After the writes in flight, failed or not.
-    await this.#writes.catch(() => {})
+    // After the write in flight, failed or not.
+    while (this.#writing !== undefined) await this.#writing
     const handle = await this.#file.catch(() => undefined)
     await handle?.close()
+  }
+
+  /** Hands everything queued to the disk in one writev, unless a write is in flight already. */
+  #flush(): void {
+    if (this.#writing !== undefined || this.#queue.length === 0 || this.#failure !== undefined) return
+    const pieces = this.#queue
+    const at = this.#bodyOffset + this.#flushed
+    this.#queue = []
+    this.#flushed += this.#queued
+    this.#inFlight = this.#queued
+    this.#queued = 0
+    this.#writing = this.#file
+      .then((handle) => writeAll(handle, pieces, at))
+      .then(
+        () => {
+          this.#writing = undefined
+          this.#inFlight = 0
+          this.#flush()
+        },
+        (err: Error) => {
+          this.#failure ??= err
+          this.#writing = undefined
+          this.#inFlight = 0
+        }
+      )
   }
 
   /** Folds `chunk` into the running block checksums, closing each block's entry in the table. */
