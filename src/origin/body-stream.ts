@@ -1,31 +1,31 @@
-// An S3 response body as the pull-based web stream the pipeline reads (high-water mark 0), which
-// can also be piped straight from the Node body into the client's response when it goes there
-// untouched (http/direct-body.ts: no reader promise per chunk). Either way bytes are taken from the
-// socket only as fast as the client takes them, so a slow client holds back the backend instead of
-// filling memory.
-// - Read as a web stream, a chunk is taken only when the reader asks for one. Piped, the body
-//   pauses once the response holds PIPE_HIGH_WATER unsent bytes and resumes when it drained (a
-//   64 KiB chunk more than Node's 16-64 KiB default: pausing and resuming the socket at every
-//   chunk cost more than the copy it saved).
+// An S3 response body (origin-body.ts) as the pull-based web stream the pipeline reads (high-water
+// mark 0), which can also be piped straight from the connection into the client's response when it
+// goes there untouched (http/direct-body.ts: no reader promise per chunk). Either way bytes are
+// taken from the socket only as fast as the client takes them, so a slow client holds back the
+// backend instead of filling memory.
+// - Read as a web stream, a chunk is handed over only when the reader asks for one (origin-body.ts
+//   holds a little read-ahead). Piped, the connection pauses once the response holds
+//   PIPE_HIGH_WATER unsent bytes and resumes when it drained (more than Node's 16-64 KiB default:
+//   pausing and resuming at every chunk cost more than the copy it saved).
+// - A body that arrived whole before it is piped (a small object) is written with the head, in one
+//   go (`end(chunk)`: one socket write for head and body).
 // - The stall timer runs only while the body is awaited from the backend, never while the client
-//   holds back-pressure. When it fires (`s3.timeout`) the body is destroyed with ORIGIN_TIMEOUT
-//   (reason body_stalled).
+//   holds back-pressure. When it fires (`s3.timeout`) the body is destroyed and fails with
+//   ORIGIN_TIMEOUT (reason body_stalled).
 // - A stall or backend failure goes to `abortResponse` (the server cuts the client connection: a
 //   truncated response, never a clean end); without one, or when it declines, the web stream
 //   errors (piped: the response is destroyed).
-// - Cancelling (client gone, body unwanted) destroys the body and its socket.
+// - Cancelling (client gone, body unwanted) destroys the body, which closes its connection unless
+//   every byte had arrived.
 import type { ServerResponse } from 'node:http'
-import type { Readable } from 'node:stream'
 import { ProxyError } from '../errors.ts'
 import { offerDirectPipe, type DirectPipe } from '../http/direct-body.ts'
 import type { ObjectBody, ReadOptions } from '../ports.ts'
+import type { BodyConsumer, OriginBody } from './origin-body.ts'
 
 const PIPE_HIGH_WATER = 256 * 1024
 
-/** The body of an HTTP response: `complete` once all of it has been received. */
-type Body = Readable & { readonly complete?: boolean }
-
-export function watchedStream(body: Body, idleMs: number, abortResponse: ReadOptions['abortResponse']): Pick<ObjectBody, 'stream' | 'bytesSent'> {
+export function watchedStream(body: OriginBody, idleMs: number, abortResponse: ReadOptions['abortResponse']): Pick<ObjectBody, 'stream' | 'bytesSent'> {
   let sent = 0
   /** Ended, failed, or cancelled by the reader: nothing more happens. */
   let over = false
@@ -43,16 +43,19 @@ export function watchedStream(body: Body, idleMs: number, abortResponse: ReadOpt
     awaiting = true
     if (timer === undefined) {
       timer = setTimeout(() => {
-        if (awaiting && !over) body.destroy(new ProxyError('ORIGIN_TIMEOUT', { reason: 'body_stalled' }))
+        if (!awaiting || over) return
+        const stalled = new ProxyError('ORIGIN_TIMEOUT', { reason: 'body_stalled' })
+        body.destroy(stalled)
+        fail(stalled)
       }, idleMs)
       timer.unref()
     } else {
       timer.refresh()
     }
   }
-  /** Moves what the body has buffered to the web reader; false when there is nothing yet. */
+  /** Moves the next waiting chunk to the web reader; false when there is none (or the end came). */
   const deliver = (): boolean => {
-    const chunk = body.read() as Buffer | null
+    const chunk = body.read()
     if (chunk === null) return false
     sent += chunk.byteLength
     controller?.enqueue(chunk)
@@ -70,7 +73,7 @@ export function watchedStream(body: Body, idleMs: number, abortResponse: ReadOpt
     awaiting = false
     clearTimeout(timer)
   }
-  const fail = (err: unknown) => {
+  function fail(err: unknown): void {
     if (over) return
     finish()
     const error = err instanceof ProxyError ? err : new ProxyError('ORIGIN_ERROR', { reason: 'body_failed', cause: err })
@@ -88,28 +91,21 @@ export function watchedStream(body: Body, idleMs: number, abortResponse: ReadOpt
   /** The reader went away (client gone, body unwanted): a failure after that is nobody's news. */
   const stop = () => {
     finish()
-    if (!body.destroyed) body.destroy()
+    body.destroy()
   }
-  const onReadable = () => {
-    // A 'readable' with nothing to read announces the end, which 'end' handles.
-    if (wake !== undefined && !over && deliver()) settle()
+
+  const webConsumer: BodyConsumer = {
+    readable() {
+      if (wake !== undefined && !over && deliver()) settle()
+    },
+    end() {
+      if (over) return
+      finish()
+      controller?.close()
+      settle()
+    },
+    error: fail,
   }
-  body.once('end', () => {
-    if (over) return
-    finish()
-    if (typeof reader === 'object') {
-      reader.end()
-      return
-    }
-    controller?.close()
-    settle()
-  })
-  body.once('error', fail)
-  // Node reports a connection cut mid-body as an error; a close without end or error is one too.
-  // (The Error, with its stack, only then: every body closes after its end.)
-  body.once('close', () => {
-    if (!over) fail(new Error('backend body closed before its end'))
-  })
 
   const stream = new ReadableStream<Uint8Array>(
     {
@@ -119,10 +115,11 @@ export function watchedStream(body: Body, idleMs: number, abortResponse: ReadOpt
       pull(): Promise<void> | undefined {
         if (reader === 'none') {
           reader = 'web'
-          body.on('readable', onReadable)
+          body.consume(webConsumer, false)
         }
-        if (over || reader !== 'web' || deliver()) return undefined
-        // Nothing buffered: wait for the backend.
+        // `deliver` may report the end (the stream is then closed) instead of a chunk.
+        if (over || reader !== 'web' || deliver() || over) return undefined
+        // Nothing waiting: wait for the backend.
         awaitBackend()
         return new Promise<void>((resolve) => (wake = resolve))
       },
@@ -134,12 +131,12 @@ export function watchedStream(body: Body, idleMs: number, abortResponse: ReadOpt
   const pipe: DirectPipe = (response) => {
     if (reader !== 'none' || over) return undefined
     reader = response
-    if (body.complete === true) {
+    if (body.complete) {
       // All of it is here already (a small object): written with the head, in one go.
-      let chunk = body.read() as Buffer | null
+      let chunk = body.read()
       while (chunk !== null) {
         sent += chunk.byteLength
-        const next = body.read() as Buffer | null
+        const next = body.read()
         if (next === null) break
         response.write(chunk)
         chunk = next
@@ -154,19 +151,30 @@ export function watchedStream(body: Body, idleMs: number, abortResponse: ReadOpt
       awaitBackend()
       body.resume()
     }
-    body.on('data', (chunk: Buffer) => {
-      sent += chunk.byteLength
-      if (!response.write(chunk) && response.writableLength >= PIPE_HIGH_WATER) {
-        // The client holds back: not a stall.
-        awaiting = false
-        body.pause()
-        response.once('drain', resume)
-      } else {
-        awaitBackend()
-      }
-    })
     response.once('close', stop)
     awaitBackend()
+    body.consume(
+      {
+        data(chunk) {
+          sent += chunk.byteLength
+          if (!response.write(chunk) && response.writableLength >= PIPE_HIGH_WATER) {
+            // The client holds back: not a stall.
+            awaiting = false
+            body.pause()
+            response.once('drain', resume)
+          } else {
+            awaitBackend()
+          }
+        },
+        end() {
+          if (over) return
+          finish()
+          response.end()
+        },
+        error: fail,
+      },
+      true
+    )
     return stop
   }
   offerDirectPipe(stream, pipe)

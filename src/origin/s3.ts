@@ -1,9 +1,9 @@
 // ObjectSource over S3: one per bucket replica, built once. GET and HEAD go out as SigV4-signed
-// requests over a keep-alive pool (signed-request.ts); @aws-sdk/client-s3, loaded only when first
-// needed (s3-client.ts), is kept for what it does well: the credential chain (environment, shared
-// config, SSO, instance and task roles, with caching and refresh), the endpoint rules that decide
-// where a bucket lives (not needed for a path-style custom endpoint), and listings. Owns the
-// backend's quirks so the pipeline sees one contract:
+// requests over keep-alive connections (signed-request.ts, origin-pool.ts); @aws-sdk/client-s3,
+// loaded only when first needed (s3-client.ts), is kept for what it does well: the credential
+// chain (environment, shared config, SSO, instance and task roles, with caching and refresh), the
+// endpoint rules that decide where a bucket lives (not needed for a path-style custom endpoint), and
+// listings. Owns the backend's quirks so the pipeline sees one contract:
 // - a ranged GET returns exactly the range asked for (a 206 covering anything else is re-requested
 //   once with an explicit range; s3rver, for one, answers `bytes=-5` as `0-5`);
 // - a 416 always carries the object size (fetched with HEAD on that rare path);
@@ -17,7 +17,6 @@
 //   429) is retried before any byte is sent, with the SDK's jittered backoff and retry quota, within
 //   the header deadline; a request refused (400/403) by an S3 whose `Date` is more than 5 minutes
 //   from ours is signed again with S3's time, once, whatever the method (health probes included).
-import type { IncomingMessage } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { S3Client } from '@aws-sdk/client-s3'
 import type { S3Connection } from '../config/schema.ts'
@@ -28,6 +27,8 @@ import type { ListPage, ListPageRequest, ObjectBody, ObjectSource, ReadOptions }
 import type { Metrics } from '../telemetry/metrics.ts'
 import type { ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
 import { watchedStream } from './body-stream.ts'
+import type { OriginBody } from './origin-body.ts'
+import type { OriginHeaders, OriginResponse } from './origin-pool.ts'
 import { resolveTarget } from './s3-endpoint.ts'
 import { listPage } from './s3-list.ts'
 import { answerError, errorCodeOf, isTransientStatus, transportError } from './s3-errors.ts'
@@ -114,25 +115,25 @@ export class S3Source implements ObjectSource {
       // No range asked, or the backend ignored it: the whole object (allowed by RFC 9110).
       return this.#body(first, metaOf(first, contentLength(first)), undefined, options)
     }
-    const got = parseContentRange(first.headers['content-range'])
+    const got = parseContentRange(single(first.headers['content-range']))
     if (got === undefined) {
-      first.destroy()
+      first.body.destroy()
       throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'missing_content_range' })
     }
     const wanted = resolveRange(range, got.size)
     if (wanted === undefined) {
-      first.destroy()
+      first.body.destroy()
       throw notSatisfiable(got.size)
     }
     if (sameRange(got, wanted)) return this.#body(first, metaOf(first, got.size), wanted, options)
 
     // The backend answered a different range than asked: ask again, explicitly.
-    first.destroy()
+    first.body.destroy()
     const explicit: RangeSpec = { kind: 'bounded', start: wanted.start, end: wanted.end }
     const second = await this.#getObject(key, explicit, options)
-    const again = parseContentRange(second.headers['content-range'])
+    const again = parseContentRange(single(second.headers['content-range']))
     if (second.statusCode !== 206 || again === undefined || !sameRange(again, wanted)) {
-      second.destroy()
+      second.body.destroy()
       throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'range_mismatch' })
     }
     return this.#body(second, metaOf(second, again.size), wanted, options)
@@ -180,7 +181,7 @@ export class S3Source implements ObjectSource {
     void this.#client?.then((client) => client.destroy())
   }
 
-  async #getObject(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<IncomingMessage> {
+  async #getObject(key: string, range: RangeSpec | undefined, options: ReadOptions): Promise<OriginResponse> {
     const ifMatch = options.ifMatch
     const headers = range === undefined ? undefined : { range: formatRange(range) }
     try {
@@ -211,7 +212,7 @@ export class S3Source implements ObjectSource {
     options: ReadOptions | undefined,
     notModified = false,
     probeTimeoutMs?: number
-  ): Promise<IncomingMessage> {
+  ): Promise<OriginResponse> {
     const signal = options?.signal
     const deadlineAt = options?.deadlineAt
     const left = deadlineAt === undefined ? Infinity : deadlineAt - Date.now()
@@ -259,7 +260,7 @@ export class S3Source implements ObjectSource {
     headers: Readonly<Record<string, string>> | undefined,
     signal: AbortSignal,
     notModified: boolean
-  ): Promise<IncomingMessage> {
+  ): Promise<OriginResponse> {
     let spent = 0
     let resigned = false
     for (let attempt = 1; ; attempt++) {
@@ -268,14 +269,14 @@ export class S3Source implements ObjectSource {
       let throttled = false
       try {
         const res = await this.#requests.send(method, key, headers, signal)
-        const status = res.statusCode ?? 0
+        const status = res.statusCode
         if ((status >= 200 && status < 300) || (status === 304 && notModified)) {
           this.#retryTokens = Math.min(RETRY_TOKENS, this.#retryTokens + (spent > 0 ? spent : 1))
-          // A bodiless answer still has to be read to its end before its socket goes back to the pool.
-          if (method === 'HEAD' || status === 304) res.resume()
+          // A bodiless answer still has to be read to its end before its connection is reused.
+          if (method === 'HEAD' || status === 304) discard(res.body)
           return res
         }
-        const code = await errorCodeOfBody(method, res, signal)
+        const code = await errorCodeOfBody(method, res.body, signal)
         failure = answerError(status, code)
         throttled = status === 429 || code === 'SlowDown' || code === 'Throttling'
         // S3's Date says our clock is off (a HEAD's 403 has no body to name the cause): the
@@ -302,43 +303,62 @@ export class S3Source implements ObjectSource {
   }
 
   /** Adopts S3's clock (the `Date` of any error answer) when ours is off by more than 5 minutes. */
-  #correctClock(res: IncomingMessage): boolean {
-    const serverTime = Date.parse(res.headers.date ?? '')
+  #correctClock(res: OriginResponse): boolean {
+    const serverTime = Date.parse(single(res.headers.date) ?? '')
     if (Number.isNaN(serverTime)) return false
     if (Math.abs(Date.now() + this.#requests.clockOffsetMs - serverTime) < CLOCK_SKEW_MS) return false
     this.#requests.clockOffsetMs = serverTime - Date.now()
     return true
   }
 
-  #body(res: IncomingMessage, meta: ObjectMeta, range: ByteRange | undefined, options: ReadOptions): ObjectBody {
-    const { stream, bytesSent } = watchedStream(res, this.#timeoutMs, options.abortResponse)
+  #body(res: OriginResponse, meta: ObjectMeta, range: ByteRange | undefined, options: ReadOptions): ObjectBody {
+    const { stream, bytesSent } = watchedStream(res.body, this.#timeoutMs, options.abortResponse)
     return { meta, range, stream, bytesSent }
   }
 }
 
 /** The `<Code>` of an error answer's XML body (HEAD answers have none). */
-async function errorCodeOfBody(method: Method, res: IncomingMessage, signal: AbortSignal): Promise<string | undefined> {
+async function errorCodeOfBody(method: Method, body: OriginBody, signal: AbortSignal): Promise<string | undefined> {
   if (method === 'HEAD') {
-    res.resume()
+    discard(body)
     return undefined
   }
   // Still within the header deadline: an error body that stalls is cut with it.
-  const onAbort = () => res.destroy(signal.reason as Error)
-  if (signal.aborted) onAbort()
-  signal.addEventListener('abort', onAbort, { once: true })
-  let text = ''
-  try {
-    for await (const chunk of res as AsyncIterable<Buffer>) {
-      text += chunk.toString('utf8')
-      if (text.length > ERROR_BODY_LIMIT) {
-        res.destroy()
-        break
-      }
+  const text = await new Promise<string>((resolve, reject) => {
+    let text = ''
+    const onAbort = () => {
+      body.destroy(signal.reason as Error)
+      reject(signal.reason as Error)
     }
-  } finally {
-    signal.removeEventListener('abort', onAbort)
-  }
+    const done = (value: string) => {
+      signal.removeEventListener('abort', onAbort)
+      resolve(value)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+    body.consume(
+      {
+        data(chunk) {
+          text += chunk.toString('utf8')
+          if (text.length <= ERROR_BODY_LIMIT) return
+          body.destroy()
+          done(text)
+        },
+        end: () => done(text),
+        error(err) {
+          signal.removeEventListener('abort', onAbort)
+          reject(err)
+        },
+      },
+      true
+    )
+    if (signal.aborted) onAbort()
+  })
   return errorCodeOf(text)
+}
+
+/** Reads a body nobody wants to its end (HEAD and 304 have none), so its connection can be reused. */
+function discard(body: OriginBody): void {
+  body.consume({ data() {}, end() {}, error() {} }, true)
 }
 
 function sameRange(a: ByteRange, b: ByteRange): boolean {
@@ -354,34 +374,39 @@ function notSatisfiable(size: number): ProxyError {
  * size unknown, and the pipeline cannot serve that (its Content-Length, cache admission and ranges
  * all start from the size), so such an answer is refused rather than served as an empty object.
  */
-function contentLength(res: IncomingMessage): number {
+function contentLength(res: OriginResponse): number {
   const value = res.headers['content-length']
-  const size = value === undefined ? NaN : Number(value)
+  const size = typeof value === 'string' ? Number(value) : NaN
   if (Number.isSafeInteger(size) && size >= 0) return size
-  res.destroy()
+  res.body.destroy()
   throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'missing_content_length' })
 }
 
-function metaOf(res: IncomingMessage, size: number): ObjectMeta {
-  const headers = res.headers
+/** A header that has one value: the first, when the backend repeated it. */
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value
+}
+
+function metaOf(res: OriginResponse, size: number): ObjectMeta {
+  const headers: OriginHeaders = res.headers
   const userMetadata: Record<string, string> = {}
   for (const name in headers) {
     if (!name.startsWith('x-amz-meta-')) continue
     const value = headers[name]
     userMetadata[name.slice(11)] = Array.isArray(value) ? value.join(', ') : (value ?? '')
   }
-  const lastModified = headers['last-modified']
+  const lastModified = single(headers['last-modified'])
   const modifiedAt = lastModified === undefined ? NaN : Date.parse(lastModified)
   return {
     size,
-    etag: quoteEtag(headers.etag),
+    etag: quoteEtag(single(headers.etag)),
     lastModified: Number.isNaN(modifiedAt) ? undefined : new Date(modifiedAt),
-    contentType: headers['content-type'],
-    cacheControl: headers['cache-control'],
-    contentDisposition: headers['content-disposition'],
-    contentEncoding: headers['content-encoding'],
-    contentLanguage: headers['content-language'],
-    expires: headers.expires,
+    contentType: single(headers['content-type']),
+    cacheControl: single(headers['cache-control']),
+    contentDisposition: single(headers['content-disposition']),
+    contentEncoding: single(headers['content-encoding']),
+    contentLanguage: single(headers['content-language']),
+    expires: single(headers.expires),
     userMetadata,
   }
 }

@@ -1,29 +1,20 @@
 // GET and HEAD to S3 without the SDK's command stack: a SigV4-signed request (sigv4.ts, the bytes
-// @smithy/signature-v4 produces), sent over a keep-alive `node:http(s)` Agent. Through the SDK's
-// middleware (serializers, endpoint rules per call, retry and checksum layers, deserializers) a
-// GetObject cost ~0.8 ms of CPU; this path costs ~75 µs, of which the signature is ~4 µs.
-// undici's Pool measured cheaper still (~49 µs with `request`, ~40 with `dispatch`, against ~56 for
-// a bare node:http GET; a 10 MiB body received in ~8-11 ms of CPU instead of ~14), not adopted yet:
-// a new dependency, and a second body type for body-stream.ts.
+// @smithy/signature-v4 produces), sent over keep-alive connections (origin-pool.ts, undici). Through
+// the SDK's middleware (serializers, endpoint rules per call, retry and checksum layers,
+// deserializers) a GetObject cost ~0.8 ms of CPU; the signature here is ~4 µs.
 //
 // - Credentials are static keys, or come from a provider (the S3 client's, which caches and
 //   refreshes them); a session token is signed as `x-amz-security-token`.
-// - `connectTimeoutMs` bounds the TCP connect of a new socket (a reused one has nothing to wait for).
-// - A keep-alive socket the backend closed while it sat in the pool fails the next request with a
-//   reset before any answer; such a request is sent once more on a new socket (GET and HEAD are
-//   idempotent). Any other failure is the caller's to classify.
 // - Aborting `signal` before the answer rejects at once with its reason, whatever the request is
 //   waiting for: credentials or the endpoint (slow providers cannot be cancelled, so the wait is
-//   raced), a socket from the pool (the queued request is destroyed; the Agent skips it when a
-//   socket frees), or the answer (the request and its socket are destroyed).
-import http from 'node:http'
-import https from 'node:https'
-import type { Socket } from 'node:net'
+//   raced), a connection, or the answer (origin-pool.ts).
+// - Connect timeouts, and the one resend of a request whose pooled connection the backend had
+//   closed, are the pool's; any other failure is the caller's to classify.
 import { encodeKey, type OriginTarget } from './s3-endpoint.ts'
-import { ConnectTimeoutError } from './s3-errors.ts'
+import { OriginPool, type Method, type OriginResponse } from './origin-pool.ts'
 import { SigV4, type Credentials } from './sigv4.ts'
 
-export type Method = 'GET' | 'HEAD'
+export type { Method } from './origin-pool.ts'
 
 export interface SignedRequestsOptions {
   /** Resolved once, on the first request. */
@@ -37,14 +28,13 @@ export interface SignedRequestsOptions {
 /** The SDK names the operation of a GET in its query; S3 ignores it, access logs show it. */
 const GET_QUERY = 'x-id=GetObject'
 
-const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE'])
-
 export class SignedRequests {
   readonly #options: SignedRequestsOptions
   #target: OriginTarget | undefined
   #resolving: Promise<OriginTarget> | undefined
   #signer: SigV4 | undefined
-  #agent: http.Agent | undefined
+  #pool: OriginPool | undefined
+  #closed = false
   /** Added to the local clock when signing, once S3 has said the clock is off. */
   clockOffsetMs = 0
 
@@ -56,12 +46,7 @@ export class SignedRequests {
    * Sends a signed request for `key` ('' = the bucket itself) and resolves with the response once
    * its headers arrive, whatever the status. The body is the caller's to read or destroy.
    */
-  async send(
-    method: Method,
-    key: string,
-    headers: Readonly<Record<string, string>> | undefined,
-    signal: AbortSignal
-  ): Promise<http.IncomingMessage> {
+  async send(method: Method, key: string, headers: Readonly<Record<string, string>> | undefined, signal: AbortSignal): Promise<OriginResponse> {
     const target = this.#target ?? (await untilAborted(this.#resolve(), signal))
     const given = this.#options.credentials
     // A provider may be fetching them (an instance role, a credential_process): the wait is
@@ -71,83 +56,29 @@ export class SignedRequests {
     const path = key === '' ? target.base.slice(0, Math.max(1, target.base.length - 1)) : target.base + encodeKey(key)
     const unsigned = headers === undefined ? { host: target.host } : { host: target.host, ...headers }
     const query = method === 'GET' ? GET_QUERY : ''
-    // As a flat list, Node writes the head without validating and storing each header again.
     const flat = (this.#signer as SigV4).sign(method, path, query, unsigned, credentials, Date.now() + this.clockOffsetMs)
-    return this.#exchange(target, method, query === '' ? path : `${path}?${query}`, flat, signal, true)
+    return (this.#pool as OriginPool).request(method, query === '' ? path : `${path}?${query}`, flat, signal)
   }
 
-  /** Releases every pooled socket. Requests in flight are not waited for. */
+  /** Closes every pooled connection. Requests in flight fail. */
   close(): void {
-    this.#agent?.destroy()
+    this.#closed = true
+    this.#pool?.close()
   }
 
   async #resolve(): Promise<OriginTarget> {
     this.#resolving ??= this.#options.target().then((target) => {
-      const { maxSockets } = this.#options
       this.#signer = new SigV4(target.signingRegion, target.signingService)
-      const agentOptions = { keepAlive: true, maxSockets, scheduling: 'lifo' as const }
-      this.#agent = target.protocol === 'https:' ? new https.Agent(agentOptions) : new http.Agent(agentOptions)
+      this.#pool = new OriginPool({
+        origin: `${target.protocol}//${target.host}`,
+        maxConnections: this.#options.maxSockets,
+        connectTimeoutMs: this.#options.connectTimeoutMs,
+      })
+      if (this.#closed) this.#pool.close()
       this.#target = target
       return target
     })
     return this.#resolving
-  }
-
-  #exchange(
-    target: OriginTarget,
-    method: Method,
-    path: string,
-    headers: string[],
-    signal: AbortSignal,
-    mayResend: boolean
-  ): Promise<http.IncomingMessage> {
-    return new Promise((resolve, reject) => {
-      const transport = target.protocol === 'https:' ? https : http
-      const request = transport.request({ hostname: target.hostname, port: target.port, path, method, headers, agent: this.#agent })
-      let answered = false
-      let connectTimer: NodeJS.Timeout | undefined
-      // Only until the answer: after it, the body is the caller's to destroy. (Cheaper than the
-      // `signal` option, which watches the request to its end.) Rejects here rather than waiting
-      // for the request's 'error': a request still queued for a pooled socket emits nothing until
-      // a socket frees up.
-      const onAbort = () => {
-        clearTimeout(connectTimer)
-        request.destroy(signal.reason as Error)
-        if (answered) return
-        answered = true
-        reject(signal.reason)
-      }
-      signal.addEventListener('abort', onAbort, { once: true })
-      request.once('socket', (socket: Socket) => {
-        if (!socket.connecting) return
-        const ms = this.#options.connectTimeoutMs
-        connectTimer = setTimeout(() => request.destroy(new ConnectTimeoutError(ms)), ms)
-        socket.once('connect', () => clearTimeout(connectTimer))
-      })
-      request.once('response', (response) => {
-        if (answered) {
-          response.destroy()
-          return
-        }
-        answered = true
-        clearTimeout(connectTimer)
-        signal.removeEventListener('abort', onAbort)
-        resolve(response)
-      })
-      // Stays attached: a socket error after the answer is reported here as well as on the body.
-      request.on('error', (err: NodeJS.ErrnoException) => {
-        clearTimeout(connectTimer)
-        if (answered) return
-        answered = true
-        signal.removeEventListener('abort', onAbort)
-        if (mayResend && request.reusedSocket && !signal.aborted && STALE_SOCKET_CODES.has(err.code ?? '')) {
-          resolve(this.#exchange(target, method, path, headers, signal, false))
-          return
-        }
-        reject(err)
-      })
-      request.end()
-    })
   }
 }
 

@@ -1,0 +1,190 @@
+// The body of an origin response as the connection delivers it (origin-pool.ts): chunks pushed as
+// the parser finds them, then the end or a failure. One consumer takes them, in one of two modes:
+// - pulling (`read`, woken by `readable`): chunks wait here, and once HOLD_BYTES wait the
+//   connection pauses until the consumer has read below that again; `read` answers null and
+//   reports the end once nothing waits and every byte arrived;
+// - flowing (`consume(consumer, true)`): what waits is handed over at once, then every chunk as it
+//   arrives; the consumer pauses and resumes the connection itself (client back-pressure).
+// Before a consumer comes, chunks wait as in pull mode: a small object is usually all here, with its
+// end, by the time the response headers are handed out, and can be written out in one go.
+// `destroy` (consumer gone, body unwanted) aborts the exchange unless every byte already arrived;
+// either way the chunks are dropped and the consumer hears nothing more.
+
+/** What the connection sees: pause, resume, abort (undici's DispatchController). */
+export interface Transfer {
+  pause(): void
+  resume(): void
+  abort(reason: Error): void
+}
+
+export interface BodyConsumer {
+  /** Flowing mode: the next chunk. */
+  data?(chunk: Buffer): void
+  /** Pull mode: a chunk waits to be read (called when the first one arrives after none). */
+  readable?(): void
+  /** Every byte was taken. */
+  end(): void
+  /** The transfer failed (the connection was cut, or it was aborted by something else). */
+  error(err: Error): void
+}
+
+/** What pull mode lets wait before pausing the connection. */
+const HOLD_BYTES = 256 * 1024
+
+/** True while the connection is delivering (inside its parser): a resume must wait for it to return. */
+let delivering = false
+
+export class OriginBody {
+  readonly #transfer: Transfer
+  readonly #held: Buffer[] = []
+  #heldBytes = 0
+  #consumer: BodyConsumer | undefined
+  #flowing = false
+  /** The connection is paused because too much waits here (pull mode). */
+  #pausedToHold = false
+  /** The consumer paused the connection (flowing mode). */
+  #pausedByConsumer = false
+  /** Every byte arrived (the end may still wait behind held chunks). */
+  #complete = false
+  #failure: Error | undefined
+  #over = false
+
+  constructor(transfer: Transfer) {
+    this.#transfer = transfer
+  }
+
+  /** Every byte has been received from the origin (some may still wait to be read). */
+  get complete(): boolean {
+    return this.#complete
+  }
+
+  // --- Connection side -----------------------------------------------------------------------
+
+  /** A chunk from the connection. */
+  push(chunk: Buffer): void {
+    if (this.#over) return
+    const consumer = this.#consumer
+    if (this.#flowing) {
+      deliver(() => consumer?.data?.(chunk))
+      return
+    }
+    this.#held.push(chunk)
+    this.#heldBytes += chunk.byteLength
+    if (this.#heldBytes >= HOLD_BYTES && !this.#pausedToHold) {
+      this.#pausedToHold = true
+      if (!this.#pausedByConsumer) this.#transfer.pause()
+    }
+    if (this.#held.length === 1 && consumer?.readable !== undefined) deliver(() => consumer.readable?.())
+  }
+
+  /** Every byte arrived. */
+  finish(): void {
+    if (this.#over) return
+    this.#complete = true
+    if (this.#held.length === 0 && this.#consumer !== undefined) deliver(() => this.#end())
+  }
+
+  /** The connection failed before the end. */
+  fail(err: Error): void {
+    if (this.#over) return
+    this.#over = true
+    this.#failure = err
+    this.#drop()
+    const consumer = this.#consumer
+    if (consumer !== undefined) deliver(() => consumer.error(err))
+  }
+
+  // --- Consumer side -------------------------------------------------------------------------
+
+  /**
+   * Pull mode: the next waiting chunk; or null, after reporting the end when every byte arrived
+   * and was read (otherwise `readable` or `error` follows).
+   */
+  read(): Buffer | null {
+    const chunk = this.#held.shift()
+    if (chunk === undefined) {
+      if (this.#complete && !this.#over) this.#end()
+      return null
+    }
+    this.#heldBytes -= chunk.byteLength
+    if (this.#pausedToHold && this.#heldBytes < HOLD_BYTES) this.#unpause('hold')
+    return chunk
+  }
+
+  /**
+   * Becomes the consumer. Flowing: waiting chunks are delivered now, then the end if it came.
+   * Pulling: `end` now when nothing waits and everything arrived; otherwise `read` away. A failure
+   * that came first is reported now.
+   */
+  consume(consumer: BodyConsumer, flowing: boolean): void {
+    if (this.#consumer !== undefined) throw new Error('an origin body has one consumer')
+    this.#consumer = consumer
+    if (this.#over) {
+      if (this.#failure !== undefined) consumer.error(this.#failure)
+      return
+    }
+    this.#flowing = flowing
+    if (flowing) {
+      for (let chunk = this.#held.shift(); chunk !== undefined && !this.#over; chunk = this.#held.shift()) consumer.data?.(chunk)
+      this.#heldBytes = 0
+      if (this.#over) return
+      if (this.#complete) this.#end()
+      else if (this.#pausedToHold) this.#unpause('hold')
+    } else if (this.#held.length === 0 && this.#complete) {
+      this.#end()
+    }
+  }
+
+  /** Flowing mode: hold the connection back (the consumer cannot take more yet). */
+  pause(): void {
+    if (this.#pausedByConsumer || this.#over) return
+    this.#pausedByConsumer = true
+    if (!this.#pausedToHold) this.#transfer.pause()
+  }
+
+  /** Flowing mode: the consumer takes chunks again. */
+  resume(): void {
+    if (this.#pausedByConsumer) this.#unpause('consumer')
+  }
+
+  /** The consumer is gone or the body unwanted: aborts the transfer unless it is complete. */
+  destroy(reason?: Error): void {
+    if (this.#over) return
+    this.#over = true
+    this.#drop()
+    if (!this.#complete) this.#transfer.abort(reason ?? new Error('origin body destroyed'))
+  }
+
+  #unpause(why: 'hold' | 'consumer'): void {
+    if (why === 'hold') this.#pausedToHold = false
+    else this.#pausedByConsumer = false
+    if (this.#pausedToHold || this.#pausedByConsumer || this.#over) return
+    // Resuming from inside a connection's delivery would re-enter a parser.
+    if (delivering) queueMicrotask(() => this.#pausedToHold || this.#pausedByConsumer || this.#over || this.#transfer.resume())
+    else this.#transfer.resume()
+  }
+
+  #end(): void {
+    this.#over = true
+    this.#consumer?.end()
+  }
+
+  #drop(): void {
+    this.#held.length = 0
+    this.#heldBytes = 0
+  }
+}
+
+/** Runs a consumer callback as part of the connection's delivery (see `delivering`). */
+function deliver(callback: () => void): void {
+  if (delivering) {
+    callback()
+    return
+  }
+  delivering = true
+  try {
+    callback()
+  } finally {
+    delivering = false
+  }
+}
