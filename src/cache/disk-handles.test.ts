@@ -78,6 +78,21 @@ describe('disk entry descriptors', () => {
     handle.retire()
   })
 
+  it('keeps open the idle descriptors read most recently, inline reads included', async () => {
+    const files = new OpenFiles(2)
+    const [a, b, c] = await Promise.all([1, 2, 3].map(async (n) => files.handleOf(await fileWith(Buffer.alloc(16, n)))))
+    const buffer = Buffer.alloc(16)
+    await a!.readOnce(buffer, 16, 0)
+    await b!.readOnce(buffer, 16, 0)
+    assert.equal(a!.readNow(buffer, 16, 0), 16)
+    // A third idle descriptor: the least recently used one (b) is closed, not a.
+    await c!.readOnce(buffer, 16, 0)
+    assert.equal(b!.readNow(buffer, 16, 0), undefined)
+    assert.equal(a!.readNow(buffer, 16, 0), 16)
+    assert.equal(c!.readNow(buffer, 16, 0), 16)
+    files.closeIdle()
+  })
+
   it('never serves a small body damaged after its file was opened by a hit, and deletes the entry', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-handles-'))
     dirs.push(dir)

@@ -70,10 +70,16 @@ export class OpenFiles {
   idle(file: EntryFile): void {
     this.#idle.delete(file)
     this.#idle.add(file)
+    file.readWhileIdle = false
     if (this.#idle.size <= this.#maxIdle) return
-    const oldest = this.#idle.values().next().value as EntryFile
-    this.#idle.delete(oldest)
-    oldest.closeNow()
+    // The least recently used: a descriptor read inline since it went idle (readNow leaves it in
+    // place, a Set reordering per hit costs more than the read) goes to the back instead, once.
+    for (const oldest of this.#idle) {
+      this.#idle.delete(oldest)
+      if (!oldest.readWhileIdle) return oldest.closeNow()
+      oldest.readWhileIdle = false
+      this.#idle.add(oldest)
+    }
   }
 
   /** @internal in use again, or retired. */
@@ -107,6 +113,8 @@ export class OpenFiles {
 
 export class EntryFile implements SharedHandle {
   readonly file: string
+  /** @internal read inline since it last went idle (OpenFiles keeps it open a while longer). */
+  readWhileIdle = false
   readonly #files: OpenFiles
   /** The open descriptor, once opened. */
   #fd: number | undefined
@@ -171,8 +179,8 @@ export class EntryFile implements SharedHandle {
     const fd = this.#fd
     if (fd === undefined || length > MAX_INLINE_BYTES) return undefined
     const bytesRead = this.#files.readInline(fd, buffer, length, position)
-    // Recently used: the last of the idle descriptors to be closed.
-    if (bytesRead !== undefined && this.#users === 0 && !this.#retired) this.#files.idle(this)
+    // Recently used: not the next idle descriptor to be closed (see OpenFiles.idle).
+    this.readWhileIdle = true
     return bytesRead
   }
 

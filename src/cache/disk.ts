@@ -402,8 +402,8 @@ async function readShared(file: EntryFile, length: number): Promise<Buffer | und
 
 /** A small entry's body, read in one read and checked against its known header; undefined when it cannot be read or is damaged. */
 function readSmall(file: EntryFile, head: EntryHead): Promise<CachedObject | undefined> {
-  // Its own memory: a small body may be kept by the memory tier, and must not pin a pool slab.
-  const body = Buffer.allocUnsafeSlow(head.size)
+  // From Node's buffer pool when it fits there: the memory tier copies a pool slice it keeps.
+  const body = Buffer.allocUnsafe(head.size)
   return file.readOnce(body, head.size, head.bodyOffset).then(
     (bytesRead) => smallEntry(head, body, bytesRead),
     () => undefined
@@ -412,7 +412,7 @@ function readSmall(file: EntryFile, head: EntryHead): Promise<CachedObject | und
 
 /** readSmall on the event loop (EntryFile.readNow); false when the read cannot be made there. */
 function readSmallInline(file: EntryFile, head: EntryHead): CachedObject | undefined | false {
-  const body = Buffer.allocUnsafeSlow(head.size)
+  const body = Buffer.allocUnsafe(head.size)
   let bytesRead: number | undefined
   try {
     bytesRead = file.readNow(body, head.size, head.bodyOffset)

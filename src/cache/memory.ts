@@ -83,6 +83,9 @@ export class MemoryCache implements CacheStore {
       return this.set(key, { ...entry, body: bytes })
     }
     this.#reading.delete(key)
+    // A view of a much larger buffer (a slice of Node's buffer pool from a disk hit, a Redis
+    // reply) is copied: the entry must not keep the rest of that memory alive.
+    if (body.byteLength * 2 < body.buffer.byteLength) entry = { ...entry, body: ownCopy(body) }
     const ttl = entry.freshUntil + this.#staleMs - Date.now()
     const size = sizeOf(entry)
     // The bucket's budget is applied first, so a bucket over it evicts its own entries before the
@@ -148,4 +151,11 @@ export class MemoryCache implements CacheStore {
   #evictForBudget(key: string): void {
     if (this.#lru.delete(key)) this.#counters.evictions++
   }
+}
+
+/** The bytes in memory of their own (Buffer.from would put a small one in Node's shared pool). */
+function ownCopy(bytes: Uint8Array): Buffer {
+  const copy = Buffer.allocUnsafeSlow(bytes.length)
+  copy.set(bytes)
+  return copy
 }
