@@ -82,6 +82,9 @@ let silent: Hostile
 let full: Awaited<ReturnType<typeof unconnectable>>
 /** Answers the first request on a connection, and resets the connection on the next one. */
 let oneShot: Hostile
+/** Announces a 1 MiB body, sends 64 KiB of it, then closes the connection. */
+let cutting: Hostile
+const CUT_AT = 64 * 1024
 
 before(async () => {
   s3 = await startS3()
@@ -98,6 +101,12 @@ before(async () => {
       if (answered) return socket.resetAndDestroy()
       answered = true
       socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nETag: "one"\r\nConnection: keep-alive\r\n\r\nok')
+    })
+  })
+  cutting = await hostile((socket) => {
+    socket.once('data', () => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: ${1024 * 1024}\r\nETag: "cut"\r\n\r\n`)
+      socket.write(Buffer.alloc(CUT_AT, 1), () => setTimeout(() => socket.destroy(), 50))
     })
   })
   // Probes run once at start and then not again during the tests (they would count as requests).
@@ -117,6 +126,7 @@ ${yaml('silent', silent.endpoint)}
 ${yaml('silent-long', silent.endpoint, '', 30)}
 ${yaml('silent-breaker', silent.endpoint, '      circuit_breaker: { failure_threshold: 3, success_threshold: 1, timeout_seconds: 60 }')}
 ${yaml('one-shot', oneShot.endpoint, '      max_attempts: 1')}
+${yaml('cut', cutting.endpoint, '      max_attempts: 1')}
 ${yaml('no-connect', full.endpoint, '      connect_timeout: 1\n      max_attempts: 1', 10)}
 ${yaml('s3', s3.endpoint)}
 ${yaml('once', s3.endpoint, '      max_attempts: 1')}
@@ -128,7 +138,7 @@ ${yaml('once', s3.endpoint, '      max_attempts: 1')}
 after(async () => {
   await proxy?.stop()
   full?.stop()
-  await Promise.all([s3?.stop(), resetting?.close(), hangingUp?.close(), silent?.close(), oneShot?.close()])
+  await Promise.all([s3?.stop(), resetting?.close(), hangingUp?.close(), silent?.close(), oneShot?.close(), cutting?.close()])
 })
 
 const errorCode = (res: { json<T>(): T }) => res.json<{ error: { code: string } }>().error.code
@@ -175,6 +185,27 @@ describe('a backend that drops connections', () => {
       assert.equal(res.status, 200, res.text)
       assert.equal(res.text, 'ok')
     }
+  })
+
+  it('cuts the client connection when the backend closes in the middle of a body', async () => {
+    const url = new URL(proxy.url)
+    const outcome = await new Promise<{ status: number; bytes: number; ended: boolean }>((resolve, reject) => {
+      http
+        .get({ host: url.hostname, port: url.port, path: '/cut/a.txt', agent: false }, (res) => {
+          let bytes = 0
+          let ended = false
+          res.on('data', (chunk: Buffer) => (bytes += chunk.length))
+          res.on('end', () => (ended = true))
+          res.on('error', () => undefined)
+          res.on('close', () => resolve({ status: res.statusCode ?? 0, bytes, ended }))
+        })
+        .on('error', reject)
+    })
+    assert.equal(outcome.status, 200)
+    assert.equal(outcome.bytes, CUT_AT, 'every byte the backend sent reached the client')
+    assert.equal(outcome.ended, false, 'the response was cut, never ended cleanly')
+    const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/cut/a.txt')
+    assert.equal(line.error, 'ORIGIN_ERROR')
   })
 
   it('answers 504 ORIGIN_TIMEOUT only when the backend says nothing within s3.timeout', async () => {

@@ -1,0 +1,266 @@
+// The origin connection pool and its bodies against real TCP servers: connections kept and reused
+// (HEAD too), failures under Node's codes, the one resend of a dropped pooled connection, the
+// connection limit and its queue, aborts, bodies cut mid-way, and back-pressure.
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import net from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { after, describe, it } from 'node:test'
+import { freePort } from '../../test/support/http.ts'
+import type { OriginBody } from './origin-body.ts'
+import { OriginPool, type OriginResponse } from './origin-pool.ts'
+import { ConnectTimeoutError } from './s3-errors.ts'
+
+interface Backend {
+  origin: string
+  connections(): number
+  /** Bytes the backend managed to write so far (all connections). */
+  written(): number
+  close(): Promise<void>
+}
+
+/** A TCP server calling `onRequest` for every request head it reads (one request per write). */
+async function backend(onRequest: (socket: net.Socket, head: string, nth: number) => void): Promise<Backend> {
+  let count = 0
+  let written = 0
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    count++
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => undefined)
+    let nth = 0
+    socket.on('data', (data: Buffer) => onRequest(socket, data.toString('latin1'), ++nth))
+    const write = socket.write.bind(socket) as (chunk: string | Buffer, cb?: () => void) => boolean
+    socket.write = ((chunk: string | Buffer, cb?: () => void) => {
+      written += Buffer.byteLength(chunk)
+      return write(chunk, cb)
+    }) as typeof socket.write
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    connections: () => count,
+    written: () => written,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+const ok = (body: string, extra = '') => `HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(body)}\r\nETag: "e"\r\n${extra}\r\n${body}`
+
+const pools: OriginPool[] = []
+const backends: Backend[] = []
+after(async () => {
+  for (const pool of pools) pool.close()
+  await Promise.all(backends.map((b) => b.close()))
+})
+
+function poolFor(origin: string, maxConnections = 8, connectTimeoutMs = 2000): OriginPool {
+  const pool = new OriginPool({ origin, maxConnections, connectTimeoutMs })
+  pools.push(pool)
+  return pool
+}
+
+async function serving(onRequest: (socket: net.Socket, head: string, nth: number) => void): Promise<Backend> {
+  const b = await backend(onRequest)
+  backends.push(b)
+  return b
+}
+
+const get = (pool: OriginPool, signal = new AbortController().signal, method: 'GET' | 'HEAD' = 'GET') =>
+  pool.request(method, '/bucket/key', ['host', 'example'], signal)
+
+/** The whole body, pulled. */
+function text(body: OriginBody): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    const drain = () => {
+      for (let chunk = body.read(); chunk !== null; chunk = body.read()) chunks.push(chunk)
+    }
+    body.consume({ readable: drain, end: () => resolve(Buffer.concat(chunks).toString()), error: reject }, false)
+    drain()
+  })
+}
+
+/** How a body ends when flowing: its bytes and its error, if any. */
+function flowed(body: OriginBody): Promise<{ bytes: number; error?: Error }> {
+  return new Promise((resolve) => {
+    let bytes = 0
+    body.consume({ data: (chunk) => (bytes += chunk.byteLength), end: () => resolve({ bytes }), error: (error) => resolve({ bytes, error }) }, true)
+  })
+}
+
+describe('origin connections', () => {
+  it('sends GET and HEAD over one kept connection, with the headers given', async () => {
+    const heads: string[] = []
+    const b = await serving((socket, head) => {
+      heads.push(head)
+      socket.write(head.startsWith('HEAD') ? 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n' : ok('hello'))
+    })
+    const pool = poolFor(b.origin)
+    const first = await get(pool)
+    assert.equal(first.statusCode, 200)
+    assert.equal(first.headers.etag, '"e"')
+    assert.equal(await text(first.body), 'hello')
+    const head = await get(pool, undefined, 'HEAD')
+    assert.equal(head.headers['content-length'], '5')
+    assert.equal(await text(head.body), '')
+    assert.equal(await text((await get(pool)).body), 'hello')
+    assert.equal(b.connections(), 1)
+    assert.match(heads[0] ?? '', /^GET \/bucket\/key HTTP\/1\.1\r\nhost: example\r\n/)
+    assert.match(heads[1] ?? '', /^HEAD \/bucket\/key HTTP\/1\.1\r\nhost: example\r\nconnection: keep-alive\r\n/)
+  })
+
+  it('fails with ECONNREFUSED when nothing listens', async () => {
+    const pool = poolFor(`http://127.0.0.1:${await freePort()}`)
+    await assert.rejects(get(pool), { code: 'ECONNREFUSED' })
+  })
+
+  it('fails with ECONNRESET when the backend resets or closes before answering, and asks a new connection once', async () => {
+    const resetting = await serving((socket) => socket.resetAndDestroy())
+    await assert.rejects(get(poolFor(resetting.origin)), { code: 'ECONNRESET' })
+    assert.equal(resetting.connections(), 1, 'a new connection failing is not sent again')
+    const hangingUp = await serving((socket) => socket.end())
+    await assert.rejects(get(poolFor(hangingUp.origin)), { code: 'ECONNRESET' })
+    assert.equal(hangingUp.connections(), 1)
+  })
+
+  it('sends a request once more on a new connection when the pooled one was dropped', async () => {
+    // Answers the first request on a connection, resets the connection on the second.
+    const b = await serving((socket, _head, nth) => (nth === 1 ? socket.write(ok('one')) : socket.resetAndDestroy()))
+    const pool = poolFor(b.origin)
+    assert.equal(await text((await get(pool)).body), 'one')
+    assert.equal(await text((await get(pool)).body), 'one')
+    assert.equal(b.connections(), 2)
+  })
+
+  it('fails with ConnectTimeoutError when the connect does not complete in time', async () => {
+    // A listener with backlog 0 that never accepts, its queue held full: further SYNs are dropped.
+    const listener = spawn('/usr/bin/python3', ['-c', "import socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\nsys.stdin.read()"])
+    const port = Number(String(await once(listener.stdout, 'data')).trim())
+    const filler = net.connect(port, '127.0.0.1')
+    await once(filler, 'connect')
+    try {
+      const started = Date.now()
+      await assert.rejects(get(poolFor(`http://127.0.0.1:${port}`, 8, 300)), (err: unknown) => err instanceof ConnectTimeoutError)
+      const elapsed = Date.now() - started
+      assert.ok(elapsed >= 250 && elapsed < 3000, `failed after ${elapsed} ms`)
+    } finally {
+      filler.destroy()
+      listener.kill()
+    }
+  })
+
+  it('opens at most maxConnections; the others wait in order, and one that gives up leaves at once', async () => {
+    const held: net.Socket[] = []
+    const b = await serving((socket) => held.push(socket))
+    const pool = poolFor(b.origin, 2)
+    const answers: string[] = []
+    const track = (p: Promise<OriginResponse>, name: string) => p.then(async (r) => answers.push(`${name}:${await text(r.body)}`))
+    const first = track(get(pool), 'first')
+    const second = track(get(pool), 'second')
+    const leaving = new AbortController()
+    const gaveUp = get(pool, leaving.signal)
+    const third = track(get(pool), 'third')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    assert.equal(b.connections(), 2)
+    leaving.abort(new Error('client gone'))
+    await assert.rejects(gaveUp, /client gone/)
+    ;(held.shift() as net.Socket).write(ok('a'))
+    await first
+    // The freed connection goes to the next waiting request (the third), not to the one that left.
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    ;(held.pop() as net.Socket).write(ok('b'))
+    await third
+    ;(held.shift() as net.Socket).write(ok('c'))
+    await second
+    assert.deepEqual(answers, ['first:a', 'third:b', 'second:c'])
+    assert.equal(b.connections(), 2)
+  })
+
+  it('rejects at once when aborted while the answer is awaited, and closes that connection', async () => {
+    let closed = false
+    const b = await serving((socket) => socket.once('close', () => (closed = true)))
+    const controller = new AbortController()
+    const pending = get(poolFor(b.origin), controller.signal)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    controller.abort(new Error('deadline'))
+    await assert.rejects(pending, /deadline/)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    assert.ok(closed)
+  })
+})
+
+describe('origin bodies', () => {
+  it('fails a body the backend cuts mid-way, and the next request gets a new connection', async () => {
+    const b = await serving((socket, _head, nth) => {
+      if (nth > 1 || b.connections() > 1) return void socket.write(ok('fine'))
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n')
+      socket.write(Buffer.alloc(1000))
+      setTimeout(() => socket.destroy(), 20)
+    })
+    const pool = poolFor(b.origin)
+    const cut = await get(pool)
+    const { bytes, error } = await flowed(cut.body)
+    assert.equal(bytes, 1000)
+    assert.ok(error !== undefined, 'the body failed rather than ended')
+    assert.equal(await text((await get(pool)).body), 'fine')
+    assert.equal(b.connections(), 2)
+  })
+
+  it('stops reading from the backend while the consumer holds back, and resumes after', async () => {
+    const size = 64 * 1024 * 1024
+    const b = await serving((socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n`)
+      const piece = Buffer.alloc(64 * 1024, 7)
+      let left = size
+      const more = () => {
+        while (left > 0) {
+          left -= piece.length
+          if (!socket.write(piece)) return void socket.once('drain', more)
+        }
+      }
+      more()
+    })
+    const response = await get(poolFor(b.origin))
+    let received = 0
+    let holding = true
+    let done: () => void = () => undefined
+    const ended = new Promise<void>((resolve) => (done = resolve))
+    response.body.consume(
+      {
+        data(chunk) {
+          received += chunk.byteLength
+          if (holding) response.body.pause()
+        },
+        end: done,
+        error: (err) => assert.fail(err),
+      },
+      true
+    )
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    // Paused after the first chunk: only socket buffers' worth went out, never the whole object.
+    assert.ok(b.written() < size / 2, `the backend wrote ${b.written()} bytes`)
+    const seen = received
+    holding = false
+    response.body.resume()
+    await ended
+    assert.ok(seen < received)
+    assert.equal(received, size)
+  })
+
+  it('holds a small body whole until it is read, and a destroyed complete body keeps its connection', async () => {
+    const b = await serving((socket) => socket.write(ok('x'.repeat(3000))))
+    const pool = poolFor(b.origin)
+    const response = await get(pool)
+    assert.ok(response.body.complete)
+    response.body.destroy()
+    assert.equal((await text((await get(pool)).body)).length, 3000)
+    assert.equal(b.connections(), 1)
+  })
+})
