@@ -58,11 +58,14 @@ export class RedisCache implements CacheStore {
   readonly #counters = new TierCounters()
   readonly #deadlines: Deadlines
   readonly #decoder = new EntryDecoder()
+  /** A single Redis's write batching (a Cluster client auto-pipelines). */
+  readonly #writes: TurnWrites | undefined
 
   constructor(options: RedisCacheOptions) {
     this.#options = options
     this.#deadlines = new Deadlines(options.timeoutMs)
     this.#client = connectRedis(options, 'cache')
+    this.#writes = this.#client instanceof Redis ? new TurnWrites(this.#client) : undefined
   }
 
   get(key: string): Promise<CachedObject | undefined> {
@@ -162,6 +165,7 @@ export class RedisCache implements CacheStore {
     const permit = breaker.acquire()
     if (permit === undefined) return NOTHING
     const nodeBreaker = breaker
+    this.#writes?.batch()
     return new Promise((resolve) => {
       const deadline = this.#deadlines.start(() => {
         nodeBreaker.report(permit, false)
@@ -196,8 +200,9 @@ export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNo
     maxRetriesPerRequest: subscriber ? null : 0,
     connectTimeout: Math.max(options.timeoutMs, 1000),
     // Commands issued in the same event-loop turn (concurrent requests) go out in one write rather
-    // than a syscall each: ~10% less proxy CPU per 1 KiB hit at 64 connections.
-    enableAutoPipelining: !subscriber,
+    // than a syscall each: ~10% less proxy CPU per 1 KiB hit at 64 connections. The cache's single
+    // Redis batches its writes itself (TurnWrites), which costs half as much CPU per command.
+    enableAutoPipelining: !subscriber && !(use === 'cache' && options.clusterNodes.length === 0),
   }
   const client =
     options.clusterNodes.length > 0
@@ -218,6 +223,36 @@ export function connectRedis(options: Pick<RedisCacheOptions, 'url' | 'clusterNo
   client.on('error', () => {})
   if (client instanceof Cluster) client.on('node error', () => {})
   return client
+}
+
+/**
+ * Batches the command writes of one event-loop turn on a single Redis: the first command of a turn
+ * corks the connection and the check phase (after the poll phase that handled the requests behind
+ * the commands) uncorks it, so concurrent requests' commands go out in one writev. ioredis'
+ * auto-pipelining does the same with a Pipeline object per batch and one batch in flight at a
+ * time; measured with 64 concurrent 1 KiB GETs on one core: ~3.2 us of CPU per GET against ~6.8,
+ * and 2 mark-compacts per 300k GETs against 14 (its batches' objects survive scavenges).
+ */
+class TurnWrites {
+  readonly #client: Redis
+  #corked = false
+
+  constructor(client: Redis) {
+    this.#client = client
+  }
+
+  /** Called before a command is sent. */
+  batch(): void {
+    if (this.#corked) return
+    const stream = this.#client.stream
+    if (stream === undefined || stream === null || !stream.writable) return
+    stream.cork()
+    this.#corked = true
+    setImmediate(() => {
+      this.#corked = false
+      stream.uncork()
+    })
+  }
 }
 
 /**
