@@ -40,10 +40,12 @@ export class OriginBody {
   #heldBytes = 0
   #consumer: BodyConsumer | undefined
   #flowing = false
-  /** The connection is paused because too much waits here (pull mode). */
+  /** Pull mode, or before a consumer: too much waits here. */
   #pausedToHold = false
-  /** The consumer paused the connection (flowing mode). */
+  /** Flowing mode: the consumer holds back. */
   #pausedByConsumer = false
+  /** What the connection was last told. */
+  #transferPaused = false
   /** Every byte arrived (the end may still wait behind held chunks). */
   #complete = false
   #failure: Error | undefined
@@ -64,15 +66,17 @@ export class OriginBody {
   push(chunk: Buffer): void {
     if (this.#over) return
     const consumer = this.#consumer
-    if (this.#flowing) {
+    if (this.#flowing && !this.#pausedByConsumer && this.#held.length === 0) {
       deliver(() => consumer?.data?.(chunk))
       return
     }
     this.#held.push(chunk)
     this.#heldBytes += chunk.byteLength
+    // Flowing and paused: the connection stops as this delivery returns; the chunk goes out on resume.
+    if (this.#flowing) return
     if (this.#heldBytes >= HOLD_BYTES && !this.#pausedToHold) {
       this.#pausedToHold = true
-      if (!this.#pausedByConsumer) this.#transfer.pause()
+      this.#update()
     }
     if (this.#held.length === 1 && consumer?.readable !== undefined) deliver(() => consumer.readable?.())
   }
@@ -107,14 +111,17 @@ export class OriginBody {
       return null
     }
     this.#heldBytes -= chunk.byteLength
-    if (this.#pausedToHold && this.#heldBytes < HOLD_BYTES) this.#unpause('hold')
+    if (this.#pausedToHold && this.#heldBytes < HOLD_BYTES) {
+      this.#pausedToHold = false
+      this.#update()
+    }
     return chunk
   }
 
   /**
-   * Becomes the consumer. Flowing: waiting chunks are delivered now, then the end if it came.
-   * Pulling: `end` now when nothing waits and everything arrived; otherwise `read` away. A failure
-   * that came first is reported now.
+   * Becomes the consumer. Flowing: waiting chunks are delivered now (until the consumer pauses),
+   * then the end if it came. Pulling: `end` now when nothing waits and everything arrived;
+   * otherwise `read` away. A failure that came first is reported now.
    */
   consume(consumer: BodyConsumer, flowing: boolean): void {
     if (this.#consumer !== undefined) throw new Error('an origin body has one consumer')
@@ -123,13 +130,11 @@ export class OriginBody {
       if (this.#failure !== undefined) consumer.error(this.#failure)
       return
     }
-    this.#flowing = flowing
     if (flowing) {
-      for (let chunk = this.#held.shift(); chunk !== undefined && !this.#over; chunk = this.#held.shift()) consumer.data?.(chunk)
-      this.#heldBytes = 0
-      if (this.#over) return
-      if (this.#complete) this.#end()
-      else if (this.#pausedToHold) this.#unpause('hold')
+      this.#flowing = true
+      this.#pausedToHold = false
+      this.#flush()
+      this.#update()
     } else if (this.#held.length === 0 && this.#complete) {
       this.#end()
     }
@@ -139,12 +144,15 @@ export class OriginBody {
   pause(): void {
     if (this.#pausedByConsumer || this.#over) return
     this.#pausedByConsumer = true
-    if (!this.#pausedToHold) this.#transfer.pause()
+    this.#update()
   }
 
-  /** Flowing mode: the consumer takes chunks again. */
+  /** Flowing mode: the consumer takes chunks again; what waits comes first. */
   resume(): void {
-    if (this.#pausedByConsumer) this.#unpause('consumer')
+    if (!this.#pausedByConsumer || this.#over) return
+    this.#pausedByConsumer = false
+    this.#flush()
+    this.#update()
   }
 
   /** The consumer is gone or the body unwanted: aborts the transfer unless it is complete. */
@@ -155,12 +163,25 @@ export class OriginBody {
     if (!this.#complete) this.#transfer.abort(reason ?? new Error('origin body destroyed'))
   }
 
-  #unpause(why: 'hold' | 'consumer'): void {
-    if (why === 'hold') this.#pausedToHold = false
-    else this.#pausedByConsumer = false
-    if (this.#pausedToHold || this.#pausedByConsumer || this.#over) return
+  /** Flowing mode: hands over what waits while the consumer takes it, then the end if it came. */
+  #flush(): void {
+    const consumer = this.#consumer
+    while (!this.#pausedByConsumer && !this.#over && this.#held.length > 0) {
+      const chunk = this.#held.shift() as Buffer
+      this.#heldBytes -= chunk.byteLength
+      consumer?.data?.(chunk)
+    }
+    if (this.#held.length === 0 && this.#complete && !this.#over) this.#end()
+  }
+
+  /** Tells the connection to pause or resume when what it should do changed. */
+  #update(): void {
+    const pause = !this.#over && !this.#complete && (this.#pausedToHold || this.#pausedByConsumer)
+    if (pause === this.#transferPaused) return
+    this.#transferPaused = pause
+    if (pause) this.#transfer.pause()
     // Resuming from inside a connection's delivery would re-enter a parser.
-    if (delivering) queueMicrotask(() => this.#pausedToHold || this.#pausedByConsumer || this.#over || this.#transfer.resume())
+    else if (delivering) queueMicrotask(() => this.#transferPaused || this.#over || this.#transfer.resume())
     else this.#transfer.resume()
   }
 
