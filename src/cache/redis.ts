@@ -171,7 +171,13 @@ export class RedisCache implements CacheStore {
         nodeBreaker.report(permit, false)
         resolve(undefined)
       })
-      command().then(
+      let sent: Promise<T>
+      try {
+        sent = command()
+      } catch (err) {
+        sent = Promise.reject(err)
+      }
+      sent.then(
         (result) => {
           if (!deadline.settle()) return
           nodeBreaker.report(permit, true)
