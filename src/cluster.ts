@@ -10,7 +10,7 @@
 // The primary serves no requests and builds no runtime.
 import cluster, { type Worker } from 'node:cluster'
 import type { AddressInfo } from 'node:net'
-import { AggregatorRegistry, type Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import { relayPurges } from './cluster-purge.ts'
 import type { Config } from './config/schema.ts'
 import { serveRateLimits } from './runtime.ts'
@@ -24,7 +24,8 @@ const CRASH_LOOP_MS = 2000
 const RESTART_PAUSE_MS = 1000
 
 export async function runPrimary(config: Config, workers: number, logger: Logger): Promise<void> {
-  const registry = config.metrics.enabled ? new AggregatorRegistry() : undefined
+  // prom-client is loaded only when metrics are on.
+  const registry = config.metrics.enabled ? new (await import('prom-client')).AggregatorRegistry() : undefined
   const metricsServer =
     registry === undefined ? undefined : await listenMetrics(metricsEndpoint(() => registry.clusterMetrics(), registry.contentType), config)
   const startedAt = new Map<Worker, number>()
@@ -92,7 +93,8 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
 }
 
 /** In a worker: answer the primary's metric requests with this registry. */
-export function shareMetricsWithPrimary(registry: Registry): void {
+export async function shareMetricsWithPrimary(registry: Registry): Promise<void> {
+  const { AggregatorRegistry } = await import('prom-client')
   // Constructing one installs prom-client's worker-side message listener.
   new AggregatorRegistry()
   AggregatorRegistry.setRegistries([registry])

@@ -1,7 +1,7 @@
 // buildRuntime: turns a validated Config into live objects (S3 clients, token verifiers, the
 // readiness checker). The only module that knows concrete adapter classes.
 import cluster from 'node:cluster'
-import { JwtVerifier } from './auth/jwt.ts'
+import type { JwtVerifier } from './auth/jwt.ts'
 import { constants } from 'node:fs'
 import { access, mkdir } from 'node:fs/promises'
 import { DiskCache } from './cache/disk.ts'
@@ -152,6 +152,13 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
   if (limits?.owned === true) await limits.part.ready
   const breakers = new Map<string, { built: string; breaker: CircuitBreaker }>()
   // sharp (libvips) is loaded only when a bucket renders images.
+  // jose is loaded only when some token is verified (a bucket's, the admin API's, the STS exchange's).
+  const jwtModule =
+    config.buckets.some((b) => b.auth !== null) || config.admin?.jwt != null || config.s3_api?.sts != null ? await import('./auth/jwt.ts') : undefined
+  const verifierOf = (settings: ConstructorParameters<typeof JwtVerifier>[0]): JwtVerifier => {
+    if (jwtModule === undefined) throw new Error('token verification was not loaded')
+    return new jwtModule.JwtVerifier(settings)
+  }
   const renderModule = config.buckets.some((b) => b.images !== null) ? await import('./images/render.ts') : undefined
   const marks = config.buckets.some((b) => b.watermark !== null) ? await import('./images/watermark.ts') : undefined
   // Text marks that draw nothing (no font) would serve clean images: refuse to start instead.
@@ -172,7 +179,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     name: bucket.name,
     prefix: bucket.path_prefix,
     source: replicaSets[i] as ReplicaSet,
-    verifier: bucket.auth === null ? null : new JwtVerifier(bucket.auth),
+    verifier: bucket.auth === null ? null : verifierOf(bucket.auth),
     authorizer: authorizers[i] ?? null,
     cors: bucket.cors,
     cdnCacheControl: bucket.cdn_cache_control,
@@ -205,7 +212,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
   }))
   const adminVerifier =
     config.admin?.jwt != null && config.admin.claims.length > 0
-      ? new JwtVerifier({ ...config.admin.jwt, claims: config.admin.claims, path_scope_claim: undefined })
+      ? verifierOf({ ...config.admin.jwt, claims: config.admin.claims, path_scope_claim: undefined })
       : null
   const s3Settings = config.s3_api
   const s3Api: S3ApiRuntime | null =
@@ -217,7 +224,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
           credentials: new CredentialTable(s3Settings.credentials),
           keys: new SigningKeyCache(),
           pages: new ListPageCache(s3Settings.list_cache_seconds),
-          sts: s3Settings.sts === null ? null : buildSts(s3Settings.sts, config.buckets),
+          sts: s3Settings.sts === null ? null : buildSts(s3Settings.sts, config.buckets, verifierOf),
         }
   const prewarms = previous?.prewarms ?? new PrewarmRegistry((report) => deps.logger.info({ prewarm: report }, 'cache prewarm ended'))
   return {
@@ -282,10 +289,10 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
  * from another issuer would not open them on the HTTP path either), each with its own verifier:
  * the exchange seals only the buckets whose verifier accepts the token.
  */
-function buildSts(settings: S3StsConfig, buckets: readonly BucketConfig[]): StsRuntime {
+function buildSts(settings: S3StsConfig, buckets: readonly BucketConfig[], verifierOf: (settings: ConstructorParameters<typeof JwtVerifier>[0]) => JwtVerifier): StsRuntime {
   const trust = (jwt: JwtVerifierConfig) => JSON.stringify([jwt.key, jwt.issuer, jwt.audience])
   const trusted = trust(settings.jwt)
-  const bearerOnly = (jwt: JwtVerifierConfig) => new JwtVerifier({ ...jwt, token_sources: [{ type: 'bearer' }], path_scope_claim: undefined })
+  const bearerOnly = (jwt: JwtVerifierConfig) => verifierOf({ ...jwt, token_sources: [{ type: 'bearer' }], path_scope_claim: undefined })
   return {
     sealer: new SessionSealer(settings.keys),
     verifier: bearerOnly(settings.jwt),

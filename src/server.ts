@@ -29,7 +29,7 @@ import { s3ErrorAnswer } from './frontends/s3-api/errors.ts'
 import { buildRuntime, type Runtime } from './runtime.ts'
 import { accessLogOf, type AccessLog } from './telemetry/access-log.ts'
 import type { Logger } from './telemetry/log.ts'
-import { Metrics } from './telemetry/metrics.ts'
+import type { Metrics } from './telemetry/metrics.ts'
 import type { Answer, BucketChanges, ReloadResult } from './types.ts'
 
 interface Generation {
@@ -65,7 +65,8 @@ export interface Proxy {
 export async function startProxy(config: Config, logger: Logger, options: StartOptions = {}): Promise<Proxy> {
   const startedAt = Date.now()
   // Process-wide, kept across reloads (metrics.* changes need a restart).
-  const metrics = config.metrics.enabled ? new Metrics() : undefined
+  // prom-client is loaded only when metrics are on.
+  const metrics = config.metrics.enabled ? new (await import('./telemetry/metrics.ts')).Metrics() : undefined
   const hooks = {
     reload: async () => {
       const result = await reload()

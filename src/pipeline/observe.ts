@@ -15,7 +15,7 @@ import type { ClientAddressOf } from '../http/client-address.ts'
 import { rawPathOf } from '../http/path.ts'
 import type { AccessLog } from '../telemetry/access-log.ts'
 import type { Logger } from '../telemetry/log.ts'
-import { statusClass, type Metrics } from '../telemetry/metrics.ts'
+import type { Metrics } from '../telemetry/metrics.ts'
 import type { AuditSink, Tracer, TraceSpan } from '../ports.ts'
 import type { AuditRecord, CacheUse } from '../types.ts'
 import type { Exchange, HonoEnv } from './exchange.ts'
@@ -231,4 +231,9 @@ function logSlow(logger: Logger, x: Exchange, started: number, seconds: number):
     },
     'slow request'
   )
+}
+
+/** `2xx`, `4xx`...: the status label of the request duration histogram. */
+function statusClass(status: number): string {
+  return `${Math.floor(status / 100)}xx`
 }

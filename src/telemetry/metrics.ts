@@ -180,7 +180,3 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry })
   }
 }
-
-export function statusClass(status: number): string {
-  return `${Math.floor(status / 100)}xx`
-}
