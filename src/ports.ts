@@ -241,6 +241,8 @@ export interface CacheTierStats {
  */
 export interface CacheStore {
   readonly name: string
+  /** The largest body the tier keeps, when it has its own limit (Redis): larger ones are not read for it. */
+  readonly maxItemBytes?: number
   get(key: string): Promise<CachedObject | undefined>
   set(key: string, entry: CachedObject): Promise<void>
   delete(key: string): Promise<void>
@@ -282,14 +284,20 @@ export interface TieredStore extends CacheStore {
   writer(key: string, head: Omit<CachedObject, 'body'>, size: number): EntryWriter | undefined
 }
 
-/** A new cache entry whose body is written as it arrives (TieredStore.writer). */
+/** A new cache entry whose body is written as it arrives (TieredStore.writer). Nothing rejects. */
 export interface EntryWriter {
   /**
    * The body's next bytes, kept by reference until written (not to be reused meanwhile). Resolves
-   * when they are written; rejects after any failure (every later call does too, and commit
-   * resolves undefined). Awaiting it before the next chunk bounds the memory to one chunk.
+   * true when the writer can take more (at once while it holds little), false once it has failed:
+   * nothing is stored then, and commit resolves undefined. Awaiting it bounds the memory held.
    */
-  write(chunk: Uint8Array): Promise<void>
+  write(chunk: Uint8Array): Promise<boolean>
+  /**
+   * Writes the rest of `stream` and commits: resolves with the committed entry, or undefined when
+   * the disk failed (the stream is cancelled at once). Rejects only with the stream's own error
+   * (the entry is given up).
+   */
+  writeAll(stream: ReadableStream<Uint8Array>): Promise<CachedObject | undefined>
   /**
    * The body is complete: the entry is made durable and indexed. Resolves with it as the tier holds
    * it (its body read back from the disk), or undefined when it was not stored (a failed or short

@@ -115,7 +115,12 @@ export class DiskBody implements StoredBody {
               return
             }
             if (!open) {
-              await this.#file.acquire()
+              await this.#file.acquire().catch((err: NodeJS.ErrnoException) => {
+                // The file is gone under its index entry (deleted while it was being installed):
+                // dropped like a damaged entry, so the next request is a miss, not another failure.
+                if (err.code === 'ENOENT') this.#onDamage()
+                throw err
+              })
               if (finished) return this.#file.release() // cancelled meanwhile
               open = true
             }

@@ -5,6 +5,7 @@
 // place is known before its first byte. The caller renames the file into place and indexes it.
 import { open, rm, type FileHandle } from 'node:fs/promises'
 import { crc32 } from 'node:zlib'
+import type { CachedObject, EntryWriter } from '../ports.ts'
 import { BLOCK_SIZE } from './disk-format.ts'
 
 /**
@@ -147,4 +148,49 @@ export async function writeAll(handle: FileHandle, buffers: Uint8Array[], positi
   const total = buffers.reduce((sum, b) => sum + b.length, 0)
   const { bytesWritten } = await handle.writev(buffers, position)
   if (bytesWritten !== total) throw new Error('short write')
+}
+
+/**
+ * The EntryWriter (ports.ts) over a file writer: `headOf` makes the header from the block table,
+ * `install` moves the finished file into place and indexes it.
+ */
+export function entryWriterOf(
+  out: EntryFileWriter,
+  headOf: (table: Buffer) => Buffer,
+  install: (head: Buffer) => Promise<CachedObject | undefined>
+): EntryWriter {
+  const writer: EntryWriter = {
+    write: (chunk) =>
+      out.write(chunk).then(
+        () => true,
+        () => false
+      ),
+    writeAll: async (stream) => {
+      const reader = stream.getReader()
+      for (;;) {
+        let next: ReadableStreamReadResult<Uint8Array>
+        try {
+          next = await reader.read()
+        } catch (err) {
+          writer.abort()
+          throw err
+        }
+        if (next.done) return writer.commit()
+        if (!(await writer.write(next.value))) {
+          writer.abort()
+          await reader.cancel().catch(() => {})
+          return undefined
+        }
+      }
+    },
+    commit: async () => {
+      try {
+        return await install(await out.finish(headOf))
+      } catch {
+        return undefined
+      }
+    },
+    abort: () => void out.abort(),
+  }
+  return writer
 }

@@ -21,7 +21,7 @@ import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
 import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
 import { OpenFiles, type EntryFile } from './disk-handles.ts'
-import { EntryFileWriter, writeAll } from './disk-writer.ts'
+import { EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
 import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
@@ -164,15 +164,9 @@ export class DiskCache implements CacheStore {
     }
     // A StoredBody (another entry's, when a revalidated entry is rewritten with new timestamps):
     // copied chunk by chunk.
-    const writer = this.writer(key, entry, body.length)
-    if (writer === undefined) return
-    try {
-      for await (const chunk of body.stream()) await writer.write(chunk)
-    } catch {
-      writer.abort()
-      return
-    }
-    await writer.commit()
+    await this.writer(key, entry, body.length)
+      ?.writeAll(body.stream())
+      .catch(() => undefined)
   }
 
   /**
@@ -192,19 +186,11 @@ export class DiskCache implements CacheStore {
     const file = this.#fileOf(key)
     const temp = tempOf(file)
     const out = new EntryFileWriter(temp, placeholder.length, size)
-    return {
-      write: (chunk) => out.write(chunk),
-      commit: async () => {
-        let written: Buffer
-        try {
-          written = await out.finish((crcs) => encodeHead(key, head, size, crcs))
-        } catch {
-          return undefined
-        }
-        return this.#install(key, file, temp, written, size)
-      },
-      abort: () => void out.abort(),
-    }
+    return entryWriterOf(
+      out,
+      (crcs) => encodeHead(key, head, size, crcs),
+      (written) => this.#install(key, file, temp, written, size)
+    )
   }
 
   /**

@@ -50,6 +50,7 @@ const NOTHING: Promise<undefined> = Promise.resolve(undefined)
 
 export class RedisCache implements CacheStore {
   readonly name = 'redis'
+  readonly maxItemBytes: number
   readonly #options: RedisCacheOptions
   readonly #client: Client
   #subscriber: Client | undefined
@@ -63,6 +64,7 @@ export class RedisCache implements CacheStore {
 
   constructor(options: RedisCacheOptions) {
     this.#options = options
+    this.maxItemBytes = options.maxItemBytes
     this.#deadlines = new Deadlines(options.timeoutMs)
     this.#client = connectRedis(options, 'cache')
     this.#writes = this.#client instanceof Redis ? new TurnWrites(this.#client) : undefined
@@ -76,7 +78,7 @@ export class RedisCache implements CacheStore {
   }
 
   async set(key: string, entry: CachedObject): Promise<void> {
-    if (entry.body.length > this.#options.maxItemBytes) return
+    if (entry.body.length > this.maxItemBytes) return
     const retention = Math.ceil(entry.freshUntil + this.#options.staleSeconds * 1000 - Date.now())
     const cap = this.#options.maxTtlSeconds === undefined ? Infinity : this.#options.maxTtlSeconds * 1000
     const ttl = Math.min(retention, cap)

@@ -16,7 +16,7 @@
 // stage restarts when nothing was sent yet, and cuts the connection otherwise.
 import { ProxyError } from '../errors.ts'
 import { storagePolicy } from '../http/freshness.ts'
-import type { CachedObject, EntryWriter, ObjectSource, ReadOptions, SlicedObjects, StoredBody, StoredBodyStreamOptions, TieredStore } from '../ports.ts'
+import type { CachedObject, ObjectSource, ReadOptions, SlicedObjects, StoredBody, StoredBodyStreamOptions, TieredStore } from '../ports.ts'
 import type { ByteRange, ObjectMeta } from '../types.ts'
 import { DERIVED_MARK } from './derived-keys.ts'
 
@@ -181,9 +181,10 @@ export class SliceCache implements SlicedObjects {
     // Into the disk tier as it arrives: a cold slice is never held whole in memory.
     const writer = inMemory ? undefined : this.#options.bulk.writer(sliceKeyOf(cacheKey, meta.etag, index), head, length)
     if (writer !== undefined) {
-      const stored = await sliceInto(body.stream, writer, length)
+      const stored = await writer.writeAll(body.stream)
       if (stored !== undefined) return stored
-      // The disk could not keep it: fetched again into memory, for this answer at least.
+      // The disk could not keep it (or the origin sent another length): fetched again into
+      // memory, for this answer at least (a wrong length is refused there).
       return this.#fetch(source, key, cacheKey, meta, index, true)
     }
     // Read into one buffer of the slice's size: no list of chunks copied again at the end (a cold
@@ -198,37 +199,6 @@ export class SliceCache implements SlicedObjects {
     if (received !== length) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'slice_length' })
     return { ...head, body: bytes }
   }
-}
-
-/**
- * Writes a slice's body through `writer`; resolves with the committed entry, or undefined when the
- * disk failed. Throws when the origin's body fails or has another length than asked.
- */
-async function sliceInto(stream: ReadableStream<Uint8Array>, writer: EntryWriter, length: number): Promise<CachedObject | undefined> {
-  const reader = stream.getReader()
-  let received = 0
-  let failed = false
-  try {
-    for (;;) {
-      const next = await reader.read()
-      if (next.done) break
-      received += next.value.length
-      if (received > length) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'slice_length' })
-      if (failed) continue
-      // One chunk in memory at a time; a failed disk write still reads the rest (the length check).
-      await writer.write(next.value).catch(() => (failed = true))
-    }
-    if (received !== length) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'slice_length' })
-  } catch (err) {
-    writer.abort()
-    await reader.cancel().catch(() => {})
-    throw err
-  }
-  if (failed) {
-    writer.abort()
-    return undefined
-  }
-  return writer.commit()
 }
 
 /**

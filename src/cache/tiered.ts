@@ -128,6 +128,8 @@ export class TieredCache implements TieredStore {
     await Promise.all(
       tiers.map(async (tier) => {
         if (tier instanceof MemoryCache || tier instanceof DiskCache) return tier.set(key, entry)
+        // Not read back from the disk for a tier that would not keep it.
+        if (tier.maxItemBytes !== undefined && body.length > tier.maxItemBytes) return tier.delete(key)
         const read = await asBytes()
         // An unreadable (damaged) body: no older copy is left behind either.
         await (read === undefined ? tier.delete(key) : tier.set(key, read))

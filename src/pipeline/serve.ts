@@ -28,7 +28,7 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { CachedObject, EntryWriter, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
+import type { CachedObject, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
 import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, ObjectVersion, RangeSpec, RepresentationOutcome, WholeObject } from '../types.ts'
 import type { Exchange } from './exchange.ts'
 
@@ -497,21 +497,22 @@ async function fill(
     // This client wants no body, or only part of it: read the whole object for the cache first.
     let entry: CachedObject | undefined
     try {
-      entry = writer === undefined ? { ...head, body: await collect(body.stream) } : await written(body.stream, writer)
+      entry = writer === undefined ? { ...head, body: await collect(body.stream) } : await writer.writeAll(body.stream)
     } catch (err) {
       abandon(err)
       throw err
     }
     finish(entry)
-    // The disk tier could not keep it: nothing to answer from but the origin.
-    if (entry === undefined) return fromOrigin(x, bucket, x.matched.key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
-    return fromEntry(x, bucket, entry, request, miss)
+    // The disk tier could not keep it (or lost it before it is read): answered by the origin.
+    const fromOriginInstead = () => fromOrigin(x, bucket, x.matched.key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+    if (entry === undefined) return fromOriginInstead()
+    return fromEntry(x, bucket, entry, request, miss, fromOriginInstead)
   }
 
   const chunks: Uint8Array[] = []
   let collected = 0
-  /** The write of the chunk before, awaited before the next is read: the disk keeps pace. */
-  let writing: Promise<void> | undefined
+  /** The write of the chunk before (never rejects), awaited before the next is read. */
+  let writing: Promise<boolean> | undefined
   /** The disk failed: the client is still served, the entry is not stored. */
   let unwritten = false
   const reader = body.stream.getReader()
@@ -523,10 +524,10 @@ async function fill(
           if (writing !== undefined) {
             const last = writing
             writing = undefined
-            await last.catch(() => {
+            if (!(await last)) {
               unwritten = true
               writer?.abort()
-            })
+            }
           }
           next = await reader.read()
         } catch (err) {
@@ -538,6 +539,7 @@ async function fill(
           controller.close()
           if (writer === undefined) finish({ ...head, body: Buffer.concat(chunks, collected) })
           else if (unwritten) finish(undefined)
+          // commit never rejects: the flight always settles.
           else void writer.commit().then(finish)
           return
         }
@@ -558,31 +560,6 @@ async function fill(
     { highWaterMark: 0 }
   )
   return streamed(x, bucket, body, tee, miss)
-}
-
-/**
- * Writes all of `stream` through `writer`, one chunk at a time; resolves with the committed entry,
- * or undefined when the disk failed (not stored). An error of the stream itself is thrown.
- */
-async function written(stream: ReadableStream<Uint8Array>, writer: EntryWriter): Promise<CachedObject | undefined> {
-  const reader = stream.getReader()
-  for (;;) {
-    let next: ReadableStreamReadResult<Uint8Array>
-    try {
-      next = await reader.read()
-    } catch (err) {
-      writer.abort()
-      throw err
-    }
-    if (next.done) return writer.commit()
-    try {
-      await writer.write(next.value)
-    } catch {
-      writer.abort()
-      await reader.cancel().catch(() => {})
-      return undefined
-    }
-  }
 }
 
 /**

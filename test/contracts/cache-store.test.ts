@@ -288,7 +288,7 @@ describe('disk tier: large entries', () => {
     assert.equal(await short.commit(), undefined)
     const long = store.writer('b/long.bin', head, 1000)
     assert.ok(long !== undefined)
-    await assert.rejects(long.write(LARGE.subarray(0, 1001)), /longer than its size/)
+    assert.equal(await long.write(LARGE.subarray(0, 1001)), false, 'too long: the writer fails')
     assert.equal(await long.commit(), undefined)
     const dropped = store.writer('b/dropped.bin', head, LARGE.length)
     assert.ok(dropped !== undefined)
@@ -296,6 +296,28 @@ describe('disk tier: large entries', () => {
     dropped.abort()
     await eventually(async () => (await readdir(dir)).length === 0, 'no file left', async () => `left: ${(await readdir(dir)).join(', ')}`)
     for (const key of ['b/short.bin', 'b/long.bin', 'b/dropped.bin']) assert.equal(await store.get(key), undefined)
+  })
+
+  it('reports a failed disk as false from write, never as a rejection (a stream feeding it cannot crash the process)', async () => {
+    const { dir, store } = await open()
+    const { body: _, ...head } = entry(LARGE)
+    await rm(dir, { recursive: true, force: true })
+    const writer = store.writer('b/nowhere.bin', head, LARGE.length)
+    assert.ok(writer !== undefined)
+    for (let at = 0; at < LARGE.length; at += 100_000) assert.equal(typeof (await writer.write(LARGE.subarray(at, at + 100_000))), 'boolean')
+    assert.equal(await writer.commit(), undefined)
+    assert.equal(await writer.write(LARGE.subarray(0, 10)), false, 'once failed, writes say so')
+    const again = store.writer('b/nowhere-either.bin', head, LARGE.length)
+    assert.ok(again !== undefined)
+    const source = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(LARGE.subarray(0, 100_000))
+        controller.enqueue(LARGE.subarray(100_000))
+        controller.close()
+      },
+    })
+    assert.equal(await again.writeAll(source), undefined)
+    assert.equal(await store.get('b/nowhere.bin'), undefined)
   })
 
   it('refuses a writer for a body over the item limit', async () => {

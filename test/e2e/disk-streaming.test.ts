@@ -104,7 +104,7 @@ before(async () => {
   s3 = await startS3()
   dir = await mkdtemp(join(tmpdir(), 'yatagarasu-disk-e2e-'))
   await s3.createBucket('big')
-  for (const key of ['restart.bin', 'mid.bin', 'first.bin', 'range.bin', 'head.bin', 'many.bin']) await s3.put('big', key, TEN)
+  for (const key of ['restart.bin', 'mid.bin', 'first.bin', 'range.bin', 'head.bin', 'many.bin', 'unwritable.bin']) await s3.put('big', key, TEN)
   await s3.put('big', 'long.bin', LONG)
 })
 
@@ -112,6 +112,29 @@ after(async () => {
   for (const proxy of proxies) await proxy.stop()
   await s3?.stop()
   if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+})
+
+describe('a disk that fails while a miss is written to it', () => {
+  it('still serves every byte, keeps the proxy up, and stores nothing', async () => {
+    const cacheDirectory = join(dir, 'vanishing')
+    const proxy = await start(cacheDirectory)
+    // Every write to the tier now fails (its directory is gone): the miss streams on regardless.
+    await rm(cacheDirectory, { recursive: true, force: true })
+    const sha = createHash('sha256').update(TEN).digest('hex')
+    const whole = await fetchBody(proxy.url, '/big/unwritable.bin')
+    assert.equal(whole.status, 200)
+    assert.ok(whole.complete)
+    assert.equal(createHash('sha256').update(whole.body).digest('hex'), sha)
+    // A miss for part of the object reads it whole for the cache first: answered by the origin.
+    const part = await fetchBody(proxy.url, '/big/unwritable.bin', { range: 'bytes=1000-1999' })
+    assert.equal(part.status, 206)
+    assert.deepEqual(part.body, TEN.subarray(1000, 2000))
+    const again = await fetchBody(proxy.url, '/big/unwritable.bin')
+    assert.equal(again.status, 200)
+    assert.equal(again.headers['x-cache'], 'MISS', 'nothing was stored')
+    assert.equal(createHash('sha256').update(again.body).digest('hex'), sha)
+    assert.equal((await fetchBody(proxy.url, '/health')).status, 200)
+  })
 })
 
 describe('large disk hits', () => {
