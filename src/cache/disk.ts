@@ -118,9 +118,11 @@ export class DiskCache implements CacheStore {
     // Past its stale window: the body is not worth reading.
     if (known.freshUntil + this.#staleMs <= Date.now()) return Promise.resolve(this.#found(key, indexed, undefined))
     // Read on the event loop when it can be (disk-handles.ts), else through the thread pool.
-    const now = readSmallInline(indexed.handle, known)
+    // From Node's buffer pool when it fits there: the memory tier copies a pool slice it keeps.
+    const body = Buffer.allocUnsafe(known.size)
+    const now = readSmallInline(indexed.handle, known, body)
     if (now !== false) return Promise.resolve(this.#found(key, indexed, now))
-    return readSmall(indexed.handle, known).then((entry) => this.#found(key, indexed, entry))
+    return readSmall(indexed.handle, known, body).then((entry) => this.#found(key, indexed, entry))
   }
 
   /** The answer of a get whose entry was read (undefined: gone, damaged or truncated). */
@@ -386,10 +388,8 @@ async function readShared(file: EntryFile, length: number): Promise<Buffer | und
   }
 }
 
-/** A small entry's body, read in one read and checked against its known header; undefined when it cannot be read or is damaged. */
-function readSmall(file: EntryFile, head: EntryHead): Promise<CachedObject | undefined> {
-  // From Node's buffer pool when it fits there: the memory tier copies a pool slice it keeps.
-  const body = Buffer.allocUnsafe(head.size)
+/** A small entry's body, read into `body` in one read and checked against its known header; undefined when it cannot be read or is damaged. */
+function readSmall(file: EntryFile, head: EntryHead, body: Buffer): Promise<CachedObject | undefined> {
   return file.readOnce(body, head.size, head.bodyOffset).then(
     (bytesRead) => smallEntry(head, body, bytesRead),
     () => undefined
@@ -397,8 +397,7 @@ function readSmall(file: EntryFile, head: EntryHead): Promise<CachedObject | und
 }
 
 /** readSmall on the event loop (EntryFile.readNow); false when the read cannot be made there. */
-function readSmallInline(file: EntryFile, head: EntryHead): CachedObject | undefined | false {
-  const body = Buffer.allocUnsafe(head.size)
+function readSmallInline(file: EntryFile, head: EntryHead, body: Buffer): CachedObject | undefined | false {
   let bytesRead: number | undefined
   try {
     bytesRead = file.readNow(body, head.size, head.bodyOffset)
