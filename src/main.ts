@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 // Process edge: arguments, config, listen, signals.
 //   yatagarasu --config config.yaml          run the proxy
 //   yatagarasu --check --config config.yaml  validate the config and exit 0 (valid) or 1 (invalid)
@@ -30,6 +30,12 @@ const USAGE = `usage: yatagarasu [--config FILE] [--check]
 // budget (~15x V8's) is spent quickly: CPU per origin request measured the same. V8 reads it when a
 // module is instantiated, which happens later.
 setFlagsFromString('--wasm-tiering-budget=200000000')
+// The young generation's size is read when the heap is created: setFlagsFromString here has no
+// effect on it (measured), so `--max-semi-space-size=1` is on the shebang line (the `yatagarasu`
+// binary), the Docker ENTRYPOINT and `npm start`; cluster workers inherit it (execArgv). Origin
+// body chunks are 64 KiB socket reads, freed only by a GC: with a 1 MB semi-space a scavenge
+// (~1 ms) frees them every ~100 ms under load; with 4 MB, only external-memory-driven full GCs did,
+// and a 1 GiB sliced object streamed to 20 clients peaked at 151-175 MB RSS instead of 128-134.
 
 async function main(): Promise<number> {
   let args
