@@ -175,9 +175,10 @@ export class DiskCache implements CacheStore {
    * A writer of a new entry whose body arrives in pieces (ports.ts EntryWriter): written to a temp
    * file as it comes, renamed into place and indexed at commit. Undefined when the tier would not
    * keep it (over the item limit, or over its bucket's budget on its own: the key's older copy
-   * goes then too).
+   * goes then too). `wanted`, asked when the file is in place: false drops it (the key was purged
+   * while it was written).
    */
-  writer(key: string, head: Omit<CachedObject, 'body'>, size: number): EntryWriter | undefined {
+  writer(key: string, head: Omit<CachedObject, 'body'>, size: number, wanted?: () => boolean): EntryWriter | undefined {
     if (size > this.#maxItemBytes) return undefined
     // The header's length does not depend on the checksums: the body's place is known now.
     const placeholder = encodeHead(key, head, size, Buffer.alloc(4 * Math.ceil(size / BLOCK_SIZE)))
@@ -191,7 +192,7 @@ export class DiskCache implements CacheStore {
     return entryWriterOf(
       out,
       (crcs) => encodeHead(key, head, size, crcs),
-      (written) => this.#install(key, file, temp, written, size)
+      (written) => this.#install(key, file, temp, written, size, wanted)
     )
   }
 
@@ -200,11 +201,16 @@ export class DiskCache implements CacheStore {
    * with the entry as a hit would read it (a large body as a DiskBody; undefined for a small one,
    * read at each hit, or when it was not kept).
    */
-  async #install(key: string, file: string, temp: string, head: Buffer, size: number): Promise<CachedObject | undefined> {
+  async #install(key: string, file: string, temp: string, head: Buffer, size: number, wanted?: () => boolean): Promise<CachedObject | undefined> {
     try {
       await rename(temp, file)
     } catch {
       await rm(temp, { force: true }).catch(() => {})
+      return undefined
+    }
+    // Asked in the same turn as the index is written: a purge after this finds the entry.
+    if (wanted?.() === false) {
+      await this.delete(key)
       return undefined
     }
     const index = { file, handle: this.#files.handleOf(file), size: head.length + size, bodyOffset: head.length }

@@ -2,10 +2,12 @@
 // A hit in a lower tier is copied to the tiers above it in the background; a set writes every
 // tier without the caller waiting for the slower ones. A large disk hit's body is a StoredBody
 // (ports.ts): copied up only into tiers that keep it (memory reads it whole only when it fits).
+// A purge sticks (purge-log.ts): no copy fetched or read before it is stored after it.
 import type { CachedObject, CacheStore, CacheTierStats, EntryWriter, TieredHit, TieredStore } from '../ports.ts'
 import type { BucketBudgetMap } from './bucket-budgets.ts'
 import { DiskCache, SMALL_BODY } from './disk.ts'
 import { MemoryCache } from './memory.ts'
+import { PurgeLog } from './purge-log.ts'
 
 export class TieredCache implements TieredStore {
   readonly name = 'tiered'
@@ -18,16 +20,19 @@ export class TieredCache implements TieredStore {
   readonly local: TieredCache
   /** Where slices go: disk when there is one, else memory. */
   readonly bulk: TieredCache
+  /** Shared with `local` and `bulk`: a purge through any of them holds for all. */
+  readonly #purges: PurgeLog
 
-  constructor(tiers: readonly CacheStore[]) {
+  constructor(tiers: readonly CacheStore[], purges = new PurgeLog()) {
     this.tiers = tiers
+    this.#purges = purges
     this.#memory = tiers[0] instanceof MemoryCache ? tiers[0] : undefined
     this.peekedTiers = this.#memory === undefined ? 0 : 1
     this.#disk = tiers.find((tier) => tier instanceof DiskCache)
     const local = tiers.filter((tier) => tier instanceof MemoryCache || tier instanceof DiskCache)
-    this.local = local.length === tiers.length ? this : new TieredCache(local)
+    this.local = local.length === tiers.length ? this : new TieredCache(local, purges)
     const disk = local.filter((tier) => tier instanceof DiskCache)
-    this.bulk = disk.length === 0 || disk.length === local.length ? this.local : new TieredCache(disk)
+    this.bulk = disk.length === 0 || disk.length === local.length ? this.local : new TieredCache(disk, purges)
   }
 
   has(key: string): boolean {
@@ -45,11 +50,12 @@ export class TieredCache implements TieredStore {
 
   /** The entry and the name of the tier that had it, searching from tier `from` down. */
   async lookup(key: string, from = 0): Promise<TieredHit | undefined> {
+    const seq = this.#purges.seq
     for (let i = from; i < this.tiers.length; i++) {
       const tier = this.tiers[i] as CacheStore
       const entry = await tier.get(key)
       if (entry === undefined) continue
-      if (i > 0) void this.#write(this.tiers.slice(0, i), key, entry)
+      if (i > 0) void this.#write(this.tiers.slice(0, i), key, entry, seq)
       return { entry, tier: tier.name }
     }
     return undefined
@@ -59,8 +65,10 @@ export class TieredCache implements TieredStore {
     return (await this.lookup(key))?.entry
   }
 
+  /** Stores a copy fetched at `entry.storedAt`; not when the key was purged since. */
   async set(key: string, entry: CachedObject): Promise<void> {
-    await this.#write(this.tiers, key, entry)
+    if (this.#purges.purgedAfter(key, entry.storedAt)) return
+    await this.#write(this.tiers, key, entry, this.#purges.seq)
   }
 
   /**
@@ -68,14 +76,17 @@ export class TieredCache implements TieredStore {
    * held and written to every tier at once; so is anything when there is no disk tier.
    */
   writer(key: string, head: Omit<CachedObject, 'body'>, size: number): EntryWriter | undefined {
-    return size > SMALL_BODY ? this.#disk?.writer(key, head, size) : undefined
+    if (size <= SMALL_BODY) return undefined
+    return this.#disk?.writer(key, head, size, () => !this.#purges.purgedAfter(key, head.storedAt))
   }
 
   async delete(key: string): Promise<void> {
+    this.#purges.record(key)
     await Promise.all(this.tiers.map((tier) => tier.delete(key)))
   }
 
   async purge(prefix: string): Promise<number> {
+    this.#purges.record(prefix)
     const counts = await Promise.all(this.tiers.map((tier) => tier.purge(prefix)))
     return Math.max(0, ...counts)
   }
@@ -113,7 +124,14 @@ export class TieredCache implements TieredStore {
    * reads it only when it keeps it, disk copies it block by block); the others (Redis) get bytes,
    * read once for all of them.
    */
-  async #write(tiers: readonly CacheStore[], key: string, entry: CachedObject): Promise<void> {
+  async #write(tiers: readonly CacheStore[], key: string, entry: CachedObject, seq: number): Promise<void> {
+    if (this.#purges.purgedSince(key, seq)) return
+    await this.#copy(tiers, key, entry)
+    // A purge that came while the tiers were writing may have missed the copy: it goes now.
+    if (this.#purges.purgedSince(key, seq)) await Promise.all(tiers.map((tier) => tier.delete(key)))
+  }
+
+  async #copy(tiers: readonly CacheStore[], key: string, entry: CachedObject): Promise<void> {
     const { body } = entry
     if (body instanceof Uint8Array) {
       await Promise.all(tiers.map((tier) => tier.set(key, entry)))

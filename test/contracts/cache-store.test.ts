@@ -451,6 +451,69 @@ describe('disk tier: large entries', () => {
   })
 })
 
+describe('tiered cache: a purge sticks', () => {
+  const open = async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-disk-'))
+    dirs.push(dir)
+    const memory = new MemoryCache({ maxBytes: 1 << 22, maxItemBytes: 1 << 21, staleSeconds: 60 })
+    const disk = await DiskCache.open({ dir, maxBytes: 1 << 22, maxItemBytes: 1 << 21, staleSeconds: 60 })
+    return { dir, memory, disk, tiered: new TieredCache([memory, disk]) }
+  }
+
+  it('a large fill that was writing when its key was purged is not installed, nor copied to memory', async () => {
+    const { dir, memory, disk, tiered } = await open()
+    const { body: _, ...head } = entry(LARGE)
+    const writer = tiered.writer('b/video.bin', head, LARGE.length)
+    assert.ok(writer !== undefined)
+    await writer.write(LARGE.subarray(0, 100_000))
+    assert.equal(await tiered.purge('b/'), 0, 'nothing stored yet')
+    await writer.write(LARGE.subarray(100_000))
+    const committed = await writer.commit()
+    assert.equal(committed, undefined, 'the purged copy is not handed back to be stored')
+    assert.equal(disk.has('b/video.bin'), false)
+    assert.equal(await tiered.get('b/video.bin'), undefined)
+    assert.deepEqual(await readdir(dir), [], 'no file left behind')
+    // The same for an exact purge (a delete) of the key.
+    const during = tiered.writer('b/video.bin', { ...head, storedAt: Date.now() }, LARGE.length)
+    assert.ok(during !== undefined)
+    await during.write(LARGE.subarray(0, 1000))
+    await tiered.delete('b/video.bin')
+    await during.write(LARGE.subarray(1000))
+    assert.equal(await during.commit(), undefined)
+    assert.equal(disk.has('b/video.bin'), false)
+    // A copy fetched after the purge is stored as usual.
+    const later = tiered.writer('b/video.bin', { ...head, storedAt: Date.now() + 5 }, LARGE.length)
+    assert.ok(later !== undefined)
+    await later.write(LARGE)
+    assert.ok((await later.commit()) !== undefined && disk.has('b/video.bin'))
+  })
+
+  it('a small fill fetched before a purge is not stored after it; one fetched after is', async () => {
+    const { memory, disk, tiered } = await open()
+    const before = { ...entry('old version'), storedAt: Date.now() - 10 }
+    await tiered.purge('b/page')
+    await tiered.set('b/page.html', before)
+    assert.equal(memory.has('b/page.html') || disk.has('b/page.html'), false)
+    const after = { ...entry('new version'), storedAt: Date.now() + 5 }
+    await tiered.set('b/page.html', after)
+    const got = await tiered.get('b/page.html')
+    assert.deepEqual(got === undefined ? undefined : await bytesOf(got.body), Buffer.from('new version'))
+  })
+
+  it('a lower tier\'s hit read just before a purge is not copied up after it', async () => {
+    const { memory, disk, tiered } = await open()
+    await disk.set('b/logo.png', entry('logo'))
+    // From the disk tier, as a request that missed memory reads it: the read is made at once.
+    const lookup = tiered.lookup('b/logo.png', 1)
+    await tiered.purge('b/logo.png')
+    const hit = await lookup
+    assert.equal(hit?.tier, 'disk', 'the request that read it still gets it')
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(memory.has('b/logo.png'), false, 'not copied into memory after the purge')
+    assert.equal(await tiered.get('b/logo.png'), undefined)
+  })
+})
+
 describe('memory tier', () => {
   it('stays under max_size by evicting the least recently used', async () => {
     const store = new MemoryCache({ maxBytes: 10_000, maxItemBytes: 5000, staleSeconds: 0 })
