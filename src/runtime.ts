@@ -245,7 +245,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     prewarms,
     async purge(target) {
       if (cache === null) return { purged: 0, broadcast: 'local' }
-      const purged = await purgeTiers(cache.store.tiers, target)
+      const purged = await purgeTiers(cache.store, target)
       const { redis } = cache
       if (redis !== undefined) {
         if (await redis.broadcastPurge(JSON.stringify(target))) return { purged, broadcast: 'redis' }
@@ -460,7 +460,8 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
     }
   }
   const store = new TieredCache(tiers)
-  const local = tiers.filter((tier) => tier !== redis)
+  // Memory and disk: what a purge broadcast by another instance or worker leaves to this one.
+  const { local } = store
   redis?.onPurge((message) => {
     const target = parsePurge(message)
     if (target === undefined) return
@@ -502,15 +503,11 @@ export interface PurgeOutcome {
   broadcast: 'redis' | 'workers' | 'local' | 'incomplete'
 }
 
-async function purgeTiers(tiers: readonly CacheStore[], target: PurgeTarget): Promise<number> {
-  const counts = await Promise.all(
-    tiers.map(async (tier) => {
-      if ('prefix' in target) return tier.purge(target.prefix)
-      await tier.delete(target.exact)
-      return 1
-    })
-  )
-  return Math.max(0, ...counts)
+/** Through the tiered cache, which remembers the purge so no fill in flight stores the old copy. */
+async function purgeTiers(store: TieredCache, target: PurgeTarget): Promise<number> {
+  if ('prefix' in target) return store.purge(target.prefix)
+  await store.delete(target.exact)
+  return store.tiers.length === 0 ? 0 : 1
 }
 
 function parsePurge(message: string): PurgeTarget | undefined {

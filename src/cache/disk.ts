@@ -202,13 +202,19 @@ export class DiskCache implements CacheStore {
    * read at each hit, or when it was not kept).
    */
   async #install(key: string, file: string, temp: string, head: Buffer, size: number, wanted?: () => boolean): Promise<CachedObject | undefined> {
+    // Not wanted (purged while written): the key's file, maybe a newer copy's, is left alone.
+    if (wanted?.() === false) {
+      await rm(temp, { force: true }).catch(() => {})
+      return undefined
+    }
     try {
       await rename(temp, file)
     } catch {
       await rm(temp, { force: true }).catch(() => {})
       return undefined
     }
-    // Asked in the same turn as the index is written: a purge after this finds the entry.
+    // Purged during the rename: asked again in the turn the index is written, so a purge after
+    // this finds the entry.
     if (wanted?.() === false) {
       await this.delete(key)
       return undefined

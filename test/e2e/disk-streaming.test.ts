@@ -22,9 +22,13 @@ let s3: TestS3
 let dir: string
 const proxies: TestProxy[] = []
 
+const ADMIN = 'admin-token-that-is-long-enough-0123456789'
+
 const config = (cacheDir: string) => `
 server:
   address: "127.0.0.1:0"
+admin:
+  token: "${ADMIN}"
 cache:
   enabled: true
   layers: [disk]
@@ -104,7 +108,7 @@ before(async () => {
   s3 = await startS3()
   dir = await mkdtemp(join(tmpdir(), 'yatagarasu-disk-e2e-'))
   await s3.createBucket('big')
-  for (const key of ['restart.bin', 'mid.bin', 'first.bin', 'range.bin', 'head.bin', 'many.bin', 'unwritable.bin']) await s3.put('big', key, TEN)
+  for (const key of ['restart.bin', 'mid.bin', 'first.bin', 'range.bin', 'head.bin', 'many.bin', 'unwritable.bin', 'purged.bin']) await s3.put('big', key, TEN)
   await s3.put('big', 'long.bin', LONG)
 })
 
@@ -134,6 +138,33 @@ describe('a disk that fails while a miss is written to it', () => {
     assert.equal(again.headers['x-cache'], 'MISS', 'nothing was stored')
     assert.equal(createHash('sha256').update(again.body).digest('hex'), sha)
     assert.equal((await fetchBody(proxy.url, '/health')).status, 200)
+  })
+})
+
+describe('a purge during a large miss', () => {
+  it('is not undone when the miss finishes: the client gets its bytes, the cache keeps nothing', async () => {
+    const cacheDirectory = join(dir, 'purged')
+    const proxy = await start(cacheDirectory)
+    // The origin sends 1 MiB, then holds the rest until the purge is done.
+    const release = s3.holdNextGet(MiB)
+    const pending = fetchBody(proxy.url, '/big/purged.bin')
+    await eventually(async () => s3.requests.some((r) => r.url.startsWith('/big/purged.bin') && r.bytes >= MiB), 'the first MiB sent')
+    const purged = await fetchBody(proxy.url, '/admin/cache/purge/big/purged.bin', { authorization: `Bearer ${ADMIN}` }, 'POST')
+    assert.equal(purged.status, 200)
+    release()
+    const first = await pending
+    assert.equal(first.status, 200)
+    assert.ok(first.complete)
+    assert.ok(first.body.equals(TEN))
+    // Without the purge it would be installed now (the disk tier indexes it at its end).
+    const gets = originGets('purged.bin')
+    const second = await fetchBody(proxy.url, '/big/purged.bin')
+    assert.equal(second.headers['x-cache'], 'MISS', 'the copy fetched before the purge was not kept')
+    assert.ok(second.body.equals(TEN))
+    assert.equal(originGets('purged.bin'), gets + 1)
+    // Copies fetched after the purge are stored again (the first request to find no flight in
+    // progress stores its own).
+    await eventually(async () => (await fetchBody(proxy.url, '/big/purged.bin')).headers['x-cache'] === 'HIT', 'a copy fetched after the purge stored')
   })
 })
 

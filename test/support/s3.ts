@@ -48,6 +48,8 @@ export interface TestS3 {
   put(bucket: string, key: string, body: PutObjectCommandInput['Body'], extra?: Partial<PutObjectCommandInput>): Promise<void>
   /** The next GET sends its headers and `afterBytes` of body, then stalls (never ends). */
   stallNextGet(afterBytes: number): void
+  /** The next GET sends its headers and `afterBytes` of body, then waits until `release()` is called. */
+  holdNextGet(afterBytes: number): () => void
   /** Stops accepting connections at the endpoint (backend down); `resume()` brings it back. */
   pause(): Promise<void>
   resume(): Promise<void>
@@ -75,6 +77,7 @@ export async function startS3(): Promise<TestS3> {
   const backend = (await s3rver.run()) as AddressInfo
   const requests: RecordedRequest[] = []
   let stallNext: number | undefined
+  let holdNext: { afterBytes: number; released: Promise<void> } | undefined
   let failStatus: number | undefined
   let delayMs = 0
   let sessionToken: string | undefined
@@ -138,6 +141,8 @@ export async function startS3(): Promise<TestS3> {
       }
       const stallAfter = req.method === 'GET' ? stallNext : undefined
       if (stallAfter !== undefined) stallNext = undefined
+      let hold = req.method === 'GET' ? holdNext : undefined
+      if (hold !== undefined) holdNext = undefined
       const record: RecordedRequest = {
         method: req.method ?? '',
         url: req.url ?? '',
@@ -152,16 +157,30 @@ export async function startS3(): Promise<TestS3> {
         { host: '127.0.0.1', port: backend.port, method: req.method, path: req.url, headers: req.headers },
         (up) => {
           res.writeHead(up.statusCode ?? 502, up.headers)
-          up.on('data', (chunk: Buffer) => {
-            if (stallAfter !== undefined && record.bytes + chunk.length > stallAfter) {
-              up.pause()
-              return
-            }
+          const forward = (chunk: Buffer) => {
             record.bytes += chunk.length
             if (!res.write(chunk)) {
               up.pause()
               res.once('drain', () => up.resume())
             }
+          }
+          up.on('data', (chunk: Buffer) => {
+            if (stallAfter !== undefined && record.bytes + chunk.length > stallAfter) {
+              up.pause()
+              return
+            }
+            if (hold !== undefined && record.bytes + chunk.length > hold.afterBytes) {
+              const { released } = hold
+              hold = undefined
+              up.pause()
+              void released.then(() => {
+                forward(chunk)
+                if (!up.isPaused() || res.writableNeedDrain) return
+                up.resume()
+              })
+              return
+            }
+            forward(chunk)
           })
           up.on('end', () => res.end())
         }
@@ -205,6 +224,12 @@ export async function startS3(): Promise<TestS3> {
     },
     stallNextGet(afterBytes) {
       stallNext = afterBytes
+    },
+    holdNextGet(afterBytes) {
+      let release = () => {}
+      const released = new Promise<void>((resolve) => (release = resolve))
+      holdNext = { afterBytes, released }
+      return release
     },
     pause: close,
     resume: listen,
