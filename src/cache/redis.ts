@@ -6,7 +6,9 @@
 //     ioredis (after a closed connection, CLUSTERDOWN or TRYAGAIN): a failed call is a miss (get)
 //     or a no-op (set, delete);
 //   - a breaker per node (store-breaker.ts: Closed -> Open -> Half-open, one probe at a time) skips
-//     a node after 3 consecutive timeouts or connection errors, for 5 s. On a Cluster the node is
+//     a node after 3 consecutive failures, for 5 s: connection errors, and timeouts while the node
+//     answers nothing (redis-node-health.ts: a timeout while replies keep arriving is a queue of
+//     large replies, not a failing node, unless no call has been answered in time for 1 s). On a Cluster the node is
 //     the master ioredis routes the key to (the key's CRC16 slot in `cluster.slots`), so one dead
 //     master never slows the keys of the others; a single Redis has one breaker. An error reply
 //     (CLUSTERDOWN while the cluster elects a replica) is a miss but not a failure: the node
@@ -23,7 +25,7 @@ import calculateSlot from 'cluster-key-slot'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
 import { EntryDecoder, encodeEntry } from './codec.ts'
 import { Deadlines } from './deadlines.ts'
-import { NodeBreaker } from '../store-breaker.ts'
+import { RedisNodeHealth } from './redis-node-health.ts'
 import { TierCounters } from './tier-stats.ts'
 
 export interface RedisCacheOptions {
@@ -55,7 +57,7 @@ export class RedisCache implements CacheStore {
   readonly #client: Client
   #subscriber: Client | undefined
   /** By node (`host:port`) on a Cluster; one entry, '', for a single Redis. */
-  readonly #breakers = new Map<string, NodeBreaker>()
+  readonly #health = new Map<string, RedisNodeHealth>()
   readonly #counters = new TierCounters()
   readonly #deadlines: Deadlines
   readonly #decoder = new EntryDecoder()
@@ -155,22 +157,22 @@ export class RedisCache implements CacheStore {
 
   /**
    * `command` through the node's breaker and within the deadline: its result, or undefined when
-   * it was skipped, failed or given up (a late outcome is ignored).
+   * it was skipped, failed or given up (a late outcome is ignored, but tells the node answered).
    */
   #call<T>(node: string, command: () => Promise<T>): Promise<T | undefined> {
     if (this.#client.status !== 'ready') return NOTHING
-    let breaker = this.#breakers.get(node)
-    if (breaker === undefined) {
-      breaker = new NodeBreaker()
-      this.#breakers.set(node, breaker)
+    let health = this.#health.get(node)
+    if (health === undefined) {
+      health = new RedisNodeHealth(this.#options.timeoutMs)
+      this.#health.set(node, health)
     }
-    const permit = breaker.acquire()
+    const permit = health.acquire()
     if (permit === undefined) return NOTHING
-    const nodeBreaker = breaker
+    const nodeHealth = health
     this.#writes?.batch()
     return new Promise((resolve) => {
       const deadline = this.#deadlines.start(() => {
-        nodeBreaker.report(permit, false)
+        nodeHealth.timedOut(permit, performance.now())
         resolve(undefined)
       })
       let sent: Promise<T>
@@ -181,13 +183,18 @@ export class RedisCache implements CacheStore {
       }
       sent.then(
         (result) => {
-          if (!deadline.settle()) return
-          nodeBreaker.report(permit, true)
+          if (!deadline.settle()) return nodeHealth.answeredLate(performance.now())
+          nodeHealth.answered(permit, performance.now())
           resolve(result)
         },
         (err: unknown) => {
-          if (!deadline.settle()) return
-          nodeBreaker.report(permit, err instanceof ReplyError)
+          const answer = err instanceof ReplyError
+          if (!deadline.settle()) {
+            if (answer) nodeHealth.answeredLate(performance.now())
+            return
+          }
+          if (answer) nodeHealth.answered(permit, performance.now())
+          else nodeHealth.failed(permit)
           resolve(undefined)
         }
       )
