@@ -23,4 +23,14 @@ describe('purge log', () => {
     assert.equal(log.purgedAfter('b/x', 0), false, 'the hour-old purge is forgotten')
     assert.equal(log.purgedSince('b/z', seq), true, 'a read from before a forgotten purge is not trusted')
   })
+
+  it('keeps at most 10,000 purges, forgetting the oldest', () => {
+    const log = new PurgeLog()
+    const seq = log.seq
+    for (let i = 0; i < 10_001; i++) log.record(`b/${i}`, 1_000)
+    assert.equal(log.purgedAfter('b/0', 1_000), false, 'the oldest is forgotten')
+    assert.equal(log.purgedAfter('b/10000', 1_000), true, 'the newest is kept')
+    assert.equal(log.purgedSince('b/unrelated', seq), true, 'a read from before what was forgotten is not trusted')
+    assert.equal(log.purgedSince('b/unrelated', log.seq - 1), false)
+  })
 })

@@ -8,7 +8,7 @@
 
 /** How long a purge is remembered: longer than any fill takes. */
 const RETAIN_MS = 60 * 60 * 1000
-/** At most this many remembered; past it, the oldest are forgotten (see `since`). */
+/** At most this many remembered; past it, the oldest half is forgotten (see `purgedSince`). */
 const MAX_RECORDS = 10_000
 
 interface Purge {
@@ -29,13 +29,20 @@ export class PurgeLog {
   }
 
   record(prefix: string, now = Date.now()): void {
-    this.#records.push({ prefix, at: now, seq: ++this.#seq })
+    const records = this.#records
+    records.push({ prefix, at: now, seq: ++this.#seq })
+    if (records.length > MAX_RECORDS || (records[0] as Purge).at < now - RETAIN_MS) this.#prune(now)
+  }
+
+  /** Drops what is past RETAIN_MS and, over MAX_RECORDS, the older half (amortized O(1) a record). */
+  #prune(now: number): void {
+    const records = this.#records
     let drop = 0
-    while (drop < this.#records.length && (this.#records.length - drop > MAX_RECORDS || (this.#records[drop] as Purge).at < now - RETAIN_MS)) drop++
-    if (drop > 0) {
-      this.#forgotten = (this.#records[drop - 1] as Purge).seq
-      this.#records.splice(0, drop)
-    }
+    while (drop < records.length && (records[drop] as Purge).at < now - RETAIN_MS) drop++
+    if (records.length - drop > MAX_RECORDS) drop = records.length - MAX_RECORDS / 2
+    if (drop === 0) return
+    this.#forgotten = (records[drop - 1] as Purge).seq
+    records.splice(0, drop)
   }
 
   /**
