@@ -282,6 +282,12 @@ export interface TieredStore extends CacheStore {
    * copies it to the other tiers (disk keeps its file as it is).
    */
   writer(key: string, head: Omit<CachedObject, 'body'>, size: number): EntryWriter | undefined
+  /**
+   * Deletes `key` from every tier without counting as a purge: for an answer that replaces the
+   * entry (no-store), where copies fetched before it may still be stored. `delete` and `purge`
+   * also refuse every copy fetched or read before them (a purge sticks).
+   */
+  drop(key: string): Promise<void>
 }
 
 /** A new cache entry whose body is written as it arrives (TieredStore.writer). Nothing rejects. */

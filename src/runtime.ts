@@ -11,6 +11,7 @@ import { ipFilterOf } from './http/ip-filter.ts'
 import { createRateLimiter } from './security/rate-limit.ts'
 import { onPurgeFromOtherWorkers, purgeOtherWorkers } from './cluster-purge.ts'
 import { SliceCache } from './cache/slices.ts'
+import { DERIVED_MARK } from './cache/derived-keys.ts'
 import { TieredCache } from './cache/tiered.ts'
 import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
@@ -245,9 +246,15 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     prewarms,
     async purge(target) {
       if (cache === null) return { purged: 0, broadcast: 'local' }
-      const purged = await purgeTiers(cache.store, target)
+      forgetFlights(cache.flights, target)
       const { redis } = cache
+      // Told before the Redis SCAN (which can take seconds) passes their keys, other instances
+      // refuse copies fetched before the purge instead of writing them back into Redis; told
+      // again after it, they drop what they copied up from Redis meanwhile, as this one does.
+      if (redis !== undefined) await redis.broadcastPurge(JSON.stringify(target))
+      const purged = await purgeTiers(cache.store, target)
       if (redis !== undefined) {
+        await purgeTiers(cache.store.local, target)
         if (await redis.broadcastPurge(JSON.stringify(target))) return { purged, broadcast: 'redis' }
         deps.logger.warn({ purge: target }, 'cache purge: Redis did not take the broadcast, other instances were not reached')
       }
@@ -462,20 +469,23 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
   const store = new TieredCache(tiers)
   // Memory and disk: what a purge broadcast by another instance or worker leaves to this one.
   const { local } = store
+  const flights: SharedCache['flights'] = new Map()
   redis?.onPurge((message) => {
     const target = parsePurge(message)
     if (target === undefined) return
+    forgetFlights(flights, target)
     void purgeTiers(local, target)
     logger.info({ purge: target }, 'cache purge received from another instance')
   })
   // With Redis too: a purge Redis did not take is relayed through the primary instead.
   const stopPurges = inOwnCluster(config)
     ? onPurgeFromOtherWorkers(async (target) => {
+        forgetFlights(flights, target)
         await purgeTiers(local, target)
         logger.info({ purge: target }, 'cache purge received from another worker')
       })
     : undefined
-  return { store, redis, flights: new Map(), counters: previous?.counters ?? new Map(), built, owned: true, stopPurges }
+  return { store, redis, flights, counters: previous?.counters ?? new Map(), built, owned: true, stopPurges }
 }
 
 /**
@@ -501,6 +511,14 @@ export type PurgeTarget = { prefix: string } | { exact: string }
 export interface PurgeOutcome {
   purged: number
   broadcast: 'redis' | 'workers' | 'local' | 'incomplete'
+}
+
+/** Fills in flight of purged keys: requests after the purge fetch afresh instead of joining them. */
+function forgetFlights(flights: SharedCache['flights'], target: PurgeTarget): void {
+  for (const key of flights.keys()) {
+    const covered = 'prefix' in target ? key.startsWith(target.prefix) : key === target.exact || key.startsWith(`${target.exact}${DERIVED_MARK}`)
+    if (covered) flights.delete(key)
+  }
 }
 
 /** Through the tiered cache, which remembers the purge so no fill in flight stores the old copy. */

@@ -3,46 +3,72 @@
 // Without it, a 10 MiB miss streaming to disk while an operator purges the key is installed at its
 // end, and the purged version is served again until it expires.
 //
-// Deletes count as purges of their key as a prefix: a key's derived entries (its slices, whose keys
-// start with it) go with it, and a key that merely starts with it may miss one store (harmless).
+// A purge covers every key under its prefix; a delete covers its key and the entries derived from
+// it (its slices and sliced metadata, derived-keys.ts), not other keys that merely start with it.
+import { DERIVED_MARK } from './derived-keys.ts'
 
 /** How long a purge is remembered: longer than any fill takes. */
 const RETAIN_MS = 60 * 60 * 1000
-/** At most this many remembered; past it, the oldest half is forgotten (see `purgedSince`). */
+/** At most this many remembered; past it, the oldest half is forgotten (and counts as everything purged). */
 const MAX_RECORDS = 10_000
 
 interface Purge {
-  prefix: string
+  /** A prefix, or for a delete the key itself. */
+  key: string
+  exact: boolean
   at: number
   seq: number
+}
+
+function covers(purge: Purge, key: string): boolean {
+  if (!purge.exact) return key.startsWith(purge.key)
+  return key.startsWith(purge.key) && (key.length === purge.key.length || key[purge.key.length] === DERIVED_MARK)
 }
 
 export class PurgeLog {
   #records: Purge[] = []
   #seq = 0
-  /** The sequence number of the newest record forgotten (records up to it are no longer known). */
-  #forgotten = 0
+  /** The newest record forgotten over MAX_RECORDS (its seq and time): anything older is taken as purged. */
+  #forgottenSeq = 0
+  #forgottenAt = -Infinity
 
   /** A point in the log: what is purged after it is `purgedSince` it. */
   get seq(): number {
     return this.#seq
   }
 
-  record(prefix: string, now = Date.now()): void {
+  /** A purge of every key under `prefix`. */
+  purged(prefix: string, now = Date.now()): void {
+    this.#record({ key: prefix, exact: false, at: now, seq: ++this.#seq })
+  }
+
+  /** A delete of `key` (and its derived entries). */
+  deleted(key: string, now = Date.now()): void {
+    this.#record({ key, exact: true, at: now, seq: ++this.#seq })
+  }
+
+  #record(purge: Purge): void {
     const records = this.#records
-    records.push({ prefix, at: now, seq: ++this.#seq })
-    if (records.length > MAX_RECORDS || (records[0] as Purge).at < now - RETAIN_MS) this.#prune(now)
+    records.push(purge)
+    if (records.length > MAX_RECORDS || (records[0] as Purge).at < purge.at - RETAIN_MS) this.#prune(purge.at)
   }
 
   /** Drops what is past RETAIN_MS and, over MAX_RECORDS, the older half (amortized O(1) a record). */
   #prune(now: number): void {
     const records = this.#records
-    let drop = 0
-    while (drop < records.length && (records[drop] as Purge).at < now - RETAIN_MS) drop++
-    if (records.length - drop > MAX_RECORDS) drop = records.length - MAX_RECORDS / 2
-    if (drop === 0) return
-    this.#forgotten = (records[drop - 1] as Purge).seq
-    records.splice(0, drop)
+    let expired = 0
+    while (expired < records.length && (records[expired] as Purge).at < now - RETAIN_MS) expired++
+    let drop = expired
+    if (records.length - drop > MAX_RECORDS) {
+      // Forgotten before their time: copies from before them can no longer be told apart.
+      drop = records.length - MAX_RECORDS / 2
+      const newest = records[drop - 1] as Purge
+      this.#forgottenSeq = newest.seq
+      this.#forgottenAt = newest.at
+    } else if (expired > 0) {
+      this.#forgottenSeq = Math.max(this.#forgottenSeq, (records[expired - 1] as Purge).seq)
+    }
+    if (drop > 0) records.splice(0, drop)
   }
 
   /**
@@ -50,23 +76,24 @@ export class PurgeLog {
    * or after it (the same millisecond counts: a copy is dropped rather than a purge lost).
    */
   purgedAfter(key: string, storedAt: number): boolean {
+    if (storedAt <= this.#forgottenAt) return true
     const records = this.#records
     for (let i = records.length - 1; i >= 0; i--) {
       const record = records[i] as Purge
       if (record.at < storedAt) return false
-      if (key.startsWith(record.prefix)) return true
+      if (covers(record, key)) return true
     }
     return false
   }
 
   /** A copy of `key` read from a tier when the log was at `seq`: true when a purge of the key came since. */
   purgedSince(key: string, seq: number): boolean {
-    if (seq < this.#forgotten) return true
+    if (seq < this.#forgottenSeq) return true
     const records = this.#records
     for (let i = records.length - 1; i >= 0; i--) {
       const record = records[i] as Purge
       if (record.seq <= seq) return false
-      if (key.startsWith(record.prefix)) return true
+      if (covers(record, key)) return true
     }
     return false
   }

@@ -81,12 +81,16 @@ export class TieredCache implements TieredStore {
   }
 
   async delete(key: string): Promise<void> {
-    this.#purges.record(key)
+    this.#purges.deleted(key)
+    await this.drop(key)
+  }
+
+  async drop(key: string): Promise<void> {
     await Promise.all(this.tiers.map((tier) => tier.delete(key)))
   }
 
   async purge(prefix: string): Promise<number> {
-    this.#purges.record(prefix)
+    this.#purges.purged(prefix)
     const counts = await Promise.all(this.tiers.map((tier) => tier.purge(prefix)))
     return Math.max(0, ...counts)
   }

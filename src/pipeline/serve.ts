@@ -429,12 +429,16 @@ async function fetchAndFill(
   const { promise: flight, resolve: settle, reject: fail } = Promise.withResolvers<CachedObject | undefined>()
   flight.catch(() => {})
   cache.flights.set(cacheKey, flight)
-  const done = { settle, fail: (error: unknown) => fail(error) }
+  // A purge may have dropped this flight, and a newer one taken its place: only this one leaves.
+  const leave = () => {
+    if (cache.flights.get(cacheKey) === flight) cache.flights.delete(cacheKey)
+  }
+  const done = { settle, fail: (error: unknown) => fail(error), leave }
   let body: ObjectBody
   try {
     body = await bucket.source.get(key, undefined, request.options)
   } catch (err) {
-    cache.flights.delete(cacheKey)
+    leave()
     done.fail(err)
     throw err
   }
@@ -454,24 +458,23 @@ async function fill(
   cacheKey: string,
   body: ObjectBody,
   request: ObjectRequest,
-  flight: { settle(entry: CachedObject | undefined): void; fail(error: unknown): void } | undefined
+  flight: { settle(entry: CachedObject | undefined): void; fail(error: unknown): void; leave(): void } | undefined
 ): Promise<Answer> {
   const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
   const finish = (entry: CachedObject | undefined) => {
     flight?.settle(entry)
     if (entry === undefined) {
-      if (flight !== undefined) cache.flights.delete(cacheKey)
-      if (!policy.store) void cache.store.delete(cacheKey)
+      flight?.leave()
+      // An older stored copy goes (a fill of it still in flight is not a purge to refuse).
+      if (!policy.store) void cache.store.drop(cacheKey)
       return
     }
     // The flight stays findable until every tier holds the entry, so a request whose lookup
     // passed a tier just before it was written still joins instead of fetching again.
-    void cache.store.set(cacheKey, entry).finally(() => {
-      if (flight !== undefined) cache.flights.delete(cacheKey)
-    })
+    void cache.store.set(cacheKey, entry).finally(() => flight?.leave())
   }
   const abandon = (error: unknown) => {
-    if (flight !== undefined) cache.flights.delete(cacheKey)
+    flight?.leave()
     flight?.fail(error)
   }
   const miss: CacheOutcome = { xCache: 'MISS', status: 'yatagarasu; fwd=miss' }
@@ -861,13 +864,15 @@ async function storeFetched(
   maxBytes: number,
   tooLarge: () => Error
 ): Promise<{ whole: WholeObject; stored: Promise<void> | undefined; entry: CachedObject | undefined }> {
+  // When S3 answered, not when the body was read: a purge while it was read refuses this copy.
+  const fetchedAt = Date.now()
   const bytes = await readBounded(body, maxBytes, tooLarge)
   const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
   const now = Date.now()
   const freshUntil = policy.store ? now + policy.freshMs : 0
   const whole: WholeObject = { meta: body.meta, bytes, freshUntil }
   if (!policy.store || bytes.length > cache.maxItemBytes) return { whole, stored: undefined, entry: undefined }
-  const entry: CachedObject = { meta: body.meta, body: bytes, storedAt: now, freshUntil }
+  const entry: CachedObject = { meta: body.meta, body: bytes, storedAt: fetchedAt, freshUntil }
   return { whole, stored: cache.store.set(cacheKey, entry).then(ignore, ignore), entry }
 }
 

@@ -108,7 +108,7 @@ before(async () => {
   s3 = await startS3()
   dir = await mkdtemp(join(tmpdir(), 'yatagarasu-disk-e2e-'))
   await s3.createBucket('big')
-  for (const key of ['restart.bin', 'mid.bin', 'first.bin', 'range.bin', 'head.bin', 'many.bin', 'unwritable.bin', 'purged.bin']) await s3.put('big', key, TEN)
+  for (const key of ['restart.bin', 'mid.bin', 'first.bin', 'range.bin', 'head.bin', 'many.bin', 'unwritable.bin', 'purged.bin', 'flight.bin']) await s3.put('big', key, TEN)
   await s3.put('big', 'long.bin', LONG)
 })
 
@@ -145,10 +145,10 @@ describe('a purge during a large miss', () => {
   it('is not undone when the miss finishes: the client gets its bytes, the cache keeps nothing', async () => {
     const cacheDirectory = join(dir, 'purged')
     const proxy = await start(cacheDirectory)
-    // The origin sends 1 MiB, then holds the rest until the purge is done.
-    const release = s3.holdNextGet(MiB)
+    // The origin sends about 1 MiB, then holds the rest until the purge is done.
+    const { held, release } = s3.holdNextGet(MiB)
     const pending = fetchBody(proxy.url, '/big/purged.bin')
-    await eventually(async () => s3.requests.some((r) => r.url.startsWith('/big/purged.bin') && r.bytes >= MiB), 'the first MiB sent')
+    await Promise.race([held, new Promise((_, reject) => AbortSignal.timeout(30_000).addEventListener("abort", () => reject(new Error("the origin never held the body"))))])
     const purged = await fetchBody(proxy.url, '/admin/cache/purge/big/purged.bin', { authorization: `Bearer ${ADMIN}` }, 'POST')
     assert.equal(purged.status, 200)
     release()
@@ -165,6 +165,24 @@ describe('a purge during a large miss', () => {
     // Copies fetched after the purge are stored again (the first request to find no flight in
     // progress stores its own).
     await eventually(async () => (await fetchBody(proxy.url, '/big/purged.bin')).headers['x-cache'] === 'HIT', 'a copy fetched after the purge stored')
+  })
+
+  it('a request after the purge does not join a fill that began before it', async () => {
+    const proxy = await start(join(dir, 'flight'))
+    const { held, release } = s3.holdNextGet(MiB)
+    const leader = fetchBody(proxy.url, '/big/flight.bin')
+    await Promise.race([held, new Promise((_, reject) => AbortSignal.timeout(30_000).addEventListener('abort', () => reject(new Error('the origin never held the body'))))])
+    const purged = await fetchBody(proxy.url, '/admin/cache/purge/big/flight.bin', { authorization: `Bearer ${ADMIN}` }, 'POST')
+    assert.equal(purged.status, 200)
+    // Had it joined the leader's flight, it would wait for the held body and get that copy.
+    const after = await Promise.race([fetchBody(proxy.url, '/big/flight.bin'), new Promise<undefined>((resolve) => AbortSignal.timeout(10_000).addEventListener('abort', () => resolve(undefined)))])
+    release()
+    assert.ok(after !== undefined, 'the request after the purge waited for the fill from before it')
+    assert.equal(after.headers['x-cache'], 'MISS')
+    assert.ok(after.body.equals(TEN))
+    const first = await leader
+    assert.equal(first.status, 200)
+    assert.ok(first.complete && first.body.equals(TEN))
   })
 })
 

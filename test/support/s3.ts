@@ -48,8 +48,11 @@ export interface TestS3 {
   put(bucket: string, key: string, body: PutObjectCommandInput['Body'], extra?: Partial<PutObjectCommandInput>): Promise<void>
   /** The next GET sends its headers and `afterBytes` of body, then stalls (never ends). */
   stallNextGet(afterBytes: number): void
-  /** The next GET sends its headers and `afterBytes` of body, then waits until `release()` is called. */
-  holdNextGet(afterBytes: number): () => void
+  /**
+   * The next GET sends its headers and at most `afterBytes` of body (whole chunks as s3rver wrote
+   * them), then waits until `release()` is called; `held` resolves when it starts waiting.
+   */
+  holdNextGet(afterBytes: number): { held: Promise<void>; release: () => void }
   /** Stops accepting connections at the endpoint (backend down); `resume()` brings it back. */
   pause(): Promise<void>
   resume(): Promise<void>
@@ -77,7 +80,7 @@ export async function startS3(): Promise<TestS3> {
   const backend = (await s3rver.run()) as AddressInfo
   const requests: RecordedRequest[] = []
   let stallNext: number | undefined
-  let holdNext: { afterBytes: number; released: Promise<void> } | undefined
+  let holdNext: { afterBytes: number; released: Promise<void>; holding: () => void } | undefined
   let failStatus: number | undefined
   let delayMs = 0
   let sessionToken: string | undefined
@@ -157,6 +160,8 @@ export async function startS3(): Promise<TestS3> {
         { host: '127.0.0.1', port: backend.port, method: req.method, path: req.url, headers: req.headers },
         (up) => {
           res.writeHead(up.statusCode ?? 502, up.headers)
+          // A held body still lets its headers through (Node sends them with the first chunk).
+          if (hold !== undefined) res.flushHeaders()
           const forward = (chunk: Buffer) => {
             record.bytes += chunk.length
             if (!res.write(chunk)) {
@@ -170,9 +175,10 @@ export async function startS3(): Promise<TestS3> {
               return
             }
             if (hold !== undefined && record.bytes + chunk.length > hold.afterBytes) {
-              const { released } = hold
+              const { released, holding } = hold
               hold = undefined
               up.pause()
+              holding()
               void released.then(() => {
                 forward(chunk)
                 if (!up.isPaused() || res.writableNeedDrain) return
@@ -226,10 +232,10 @@ export async function startS3(): Promise<TestS3> {
       stallNext = afterBytes
     },
     holdNextGet(afterBytes) {
-      let release = () => {}
-      const released = new Promise<void>((resolve) => (release = resolve))
-      holdNext = { afterBytes, released }
-      return release
+      const released = Promise.withResolvers<void>()
+      const held = Promise.withResolvers<void>()
+      holdNext = { afterBytes, released: released.promise, holding: held.resolve }
+      return { held: held.promise, release: released.resolve }
     },
     pause: close,
     resume: listen,
