@@ -27,13 +27,15 @@ export const SLOW_FOR_MS = 1000
 export class RedisNodeHealth {
   readonly breaker = new NodeBreaker()
   readonly #timeoutMs: number
+  readonly #slowForMs: number
   /** performance.now() of the node's last answer. */
   #answeredAt = -Infinity
   /** performance.now() of its last answer to a call still waiting for it. */
   #answeredInTimeAt = -Infinity
 
-  constructor(timeoutMs: number) {
+  constructor(timeoutMs: number, slowForMs = SLOW_FOR_MS) {
     this.#timeoutMs = timeoutMs
+    this.#slowForMs = slowForMs
   }
 
   /** A permit to call the node, or undefined when its breaker is open. */
@@ -61,7 +63,7 @@ export class RedisNodeHealth {
   /** The call was given up at its deadline: a failure unless the node is answering, only late. */
   timedOut(permit: Permit, now: number): void {
     const answering = now - this.#answeredAt <= this.#timeoutMs
-    const useful = now - this.#answeredInTimeAt <= SLOW_FOR_MS
+    const useful = now - this.#answeredInTimeAt <= this.#slowForMs
     if (permit === 'call' && answering && useful) return
     this.breaker.report(permit, false)
   }

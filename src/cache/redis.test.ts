@@ -151,7 +151,9 @@ const SKIPPED_MS = TIMEOUT_MS / 2
 describe('redis tier on a busy Redis that answers slowly', () => {
   it('keeps its breaker closed when gets outlast the timeout while answers keep coming', async () => {
     const redis = await startRedis()
-    const store = new RedisCache({ url: redis.url, clusterNodes: [], keyPrefix: 'busy:', timeoutMs: TIMEOUT_MS, staleSeconds: 60, maxItemBytes: 1 << 20 })
+    // A long "no answer in time" window: on a slow machine a round of replies may drain for over a
+    // second, and this test is about the rule that answers keep the breaker closed.
+    const store = new RedisCache({ url: redis.url, clusterNodes: [], keyPrefix: 'busy:', timeoutMs: TIMEOUT_MS, staleSeconds: 60, maxItemBytes: 1 << 20, slowForMs: 5000 })
     let endBusy = async () => {}
     try {
       endBusy = await keepBusy(redis.port)
@@ -189,7 +191,8 @@ describe('redis tier on a busy Redis that answers slowly', () => {
 
   it('still gives up a Redis that hangs under that load, and opens its breaker', async () => {
     const redis = await startRedis()
-    const store = new RedisCache({ url: redis.url, clusterNodes: [], keyPrefix: 'busyhung:', timeoutMs: TIMEOUT_MS, staleSeconds: 60, maxItemBytes: 1 << 20 })
+    // Only "answers nothing" may open it here (the slow-node rule would also open it, later).
+    const store = new RedisCache({ url: redis.url, clusterNodes: [], keyPrefix: 'busyhung:', timeoutMs: TIMEOUT_MS, staleSeconds: 60, maxItemBytes: 1 << 20, slowForMs: 30_000 })
     let endBusy = async () => {}
     try {
       endBusy = await keepBusy(redis.port)

@@ -37,6 +37,8 @@ export interface RedisCacheOptions {
   maxItemBytes: number
   /** Caps how long Redis keeps an entry, whatever its freshness and stale window. */
   maxTtlSeconds?: number | undefined
+  /** How long a node may answer but none in time before it counts as failing (redis-node-health.ts; tests). */
+  slowForMs?: number | undefined
 }
 
 /**
@@ -163,7 +165,7 @@ export class RedisCache implements CacheStore {
     if (this.#client.status !== 'ready') return NOTHING
     let health = this.#health.get(node)
     if (health === undefined) {
-      health = new RedisNodeHealth(this.#options.timeoutMs)
+      health = new RedisNodeHealth(this.#options.timeoutMs, this.#options.slowForMs)
       this.#health.set(node, health)
     }
     const permit = health.acquire()
