@@ -20,14 +20,18 @@ http {
   upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
   server {
     listen 127.0.0.1:$PORT;
+    keepalive_requests 1000000;
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host 127.0.0.1:$ORIGIN_PORT;
       proxy_set_header Authorization "";
+      # Streamed as it comes, like the proxy (no spooling of large bodies to temp files).
+      proxy_buffering off;
     }
   }
 }
 CONF
-exec "${NGINX_BIN:-nginx}" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+nginx=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
+exec "$nginx" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"

@@ -18,6 +18,9 @@ if [ "${1:-}" = --quick ]; then
   quick=1
   shift
 fi
+# The proxy runs with the node flags it ships with (src/main.ts's shebang, Docker, npm start); the
+# harness starts it as `$NODE_BIN dist/main.js`, which bypasses the shebang.
+export NODE_BIN="${NODE_BIN:-node} --max-semi-space-size=1"
 for connections in ${BENCH_PATHS_CONNECTIONS:-64 1}; do
   echo "== $connections connection(s) =="
   args=(--connections "$connections" --no-autocannon --only origin,nginx,node-raw)

@@ -30,6 +30,7 @@ import autocannon from 'autocannon'
 import S3rver from 's3rver'
 import { SignJWT } from 'jose'
 import { benchJwt } from './jwt.ts'
+import { SHIPPED_FLAGS } from './support.ts'
 import { zipfHitRatio } from './zipf.ts'
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
@@ -120,7 +121,7 @@ buckets:
       code === 0 ? resolve() : reject(new Error('build failed'))
     )
   )
-  const proxy = nodeServer([join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+  const proxy = nodeServer([...SHIPPED_FLAGS, join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
   await waitForHealth(`http://127.0.0.1:${proxyPort}/health`)
   const proxyUrl = `http://127.0.0.1:${proxyPort}`
 
@@ -219,7 +220,7 @@ async function compareRuntimes(dir: string, configText: string, token: string, o
       const port = await freePort()
       const configFile = join(dir, `runtime-${n}.yaml`)
       await writeFile(configFile, configText.replace(/127\.0\.0\.1:\d+" \}/, `127.0.0.1:${port}" }`))
-      const proxy = nodeServer([join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }, SERVER_CPUS, node)
+      const proxy = nodeServer([...SHIPPED_FLAGS, join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }, SERVER_CPUS, node)
       const rawPort = await freePort()
       const raw = nodeServer([join(ROOT, 'bench/raw-server.mjs'), String(rawPort)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }, SERVER_CPUS, node)
       await new Promise((resolve) => raw.once('message', resolve))
@@ -286,7 +287,7 @@ async function cachedLoadWith(
   const port = await freePort()
   const configFile = join(dir, name)
   await writeFile(configFile, config(port))
-  const proxy = nodeServer([join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }, cpus)
+  const proxy = nodeServer([...SHIPPED_FLAGS, join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] }, cpus)
   await waitForHealth(`http://127.0.0.1:${port}/health`)
   const url = `http://127.0.0.1:${port}/cached/small.bin`
   const headers = { authorization: `Bearer ${token}` }
@@ -338,7 +339,7 @@ buckets:
       circuit_breaker: { failure_threshold: 3, timeout_seconds: 30 }
 `
   )
-  const proxy = nodeServer([join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+  const proxy = nodeServer([...SHIPPED_FLAGS, join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
   await waitForHealth(`http://127.0.0.1:${port}/health`)
   let servedByBackup = 0
   let afterKill = 0

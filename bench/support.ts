@@ -147,7 +147,10 @@ export function build(): void {
   if (result.status !== 0) throw new Error('npm run build failed')
 }
 
+/** The node flags the proxy ships with (src/main.ts's shebang, the Dockerfile, npm start). */
+export const SHIPPED_FLAGS = ['--max-semi-space-size=1']
+
 /** The compiled proxy on the server CPU with `config` (a file), stdout and stderr to the bench's stderr. */
-export function startProxy(configFile: string, nodeFlags: string[] = []): ChildProcess {
+export function startProxy(configFile: string, nodeFlags: string[] = SHIPPED_FLAGS): ChildProcess {
   return pinned(SERVER_CPU, [process.execPath, ...nodeFlags, join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
 }
