@@ -162,6 +162,7 @@ export async function startS3(): Promise<TestS3> {
           res.writeHead(up.statusCode ?? 502, up.headers)
           // A held body still lets its headers through (Node sends them with the first chunk).
           if (hold !== undefined) res.flushHeaders()
+          let heldChunk: Promise<void> | undefined
           const forward = (chunk: Buffer) => {
             record.bytes += chunk.length
             if (!res.write(chunk)) {
@@ -179,7 +180,7 @@ export async function startS3(): Promise<TestS3> {
               hold = undefined
               up.pause()
               holding()
-              void released.then(() => {
+              heldChunk = released.then(() => {
                 forward(chunk)
                 if (!up.isPaused() || res.writableNeedDrain) return
                 up.resume()
@@ -188,7 +189,8 @@ export async function startS3(): Promise<TestS3> {
             }
             forward(chunk)
           })
-          up.on('end', () => res.end())
+          // A body whose last chunk is held still ends (pause does not stop 'end'): after that chunk.
+          up.on('end', () => void (heldChunk ?? Promise.resolve()).then(() => res.end()))
         }
       )
       upstream.on('error', () => res.destroy())
