@@ -11,7 +11,7 @@ import { ipFilterOf } from './http/ip-filter.ts'
 import { createRateLimiter } from './security/rate-limit.ts'
 import { onPurgeFromOtherWorkers, purgeOtherWorkers } from './cluster-purge.ts'
 import { SliceCache } from './cache/slices.ts'
-import { DERIVED_MARK } from './cache/derived-keys.ts'
+import { purgeCovers, type PurgeTarget } from './cache/purge-log.ts'
 import { TieredCache } from './cache/tiered.ts'
 import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
@@ -499,7 +499,7 @@ function inOwnCluster(config: Config): boolean {
 /** The cluster primary keeps the workers' shared rate-limit counters (see security/rate-limit.ts). */
 export { serveRateLimits } from './security/rate-limit.ts'
 
-export type PurgeTarget = { prefix: string } | { exact: string }
+export type { PurgeTarget }
 
 /**
  * How far a purge reached, besides this process: `redis` every instance and worker subscribed to
@@ -515,10 +515,7 @@ export interface PurgeOutcome {
 
 /** Fills in flight of purged keys: requests after the purge fetch afresh instead of joining them. */
 function forgetFlights(flights: SharedCache['flights'], target: PurgeTarget): void {
-  for (const key of flights.keys()) {
-    const covered = 'prefix' in target ? key.startsWith(target.prefix) : key === target.exact || key.startsWith(`${target.exact}${DERIVED_MARK}`)
-    if (covered) flights.delete(key)
-  }
+  for (const key of flights.keys()) if (purgeCovers(target, key)) flights.delete(key)
 }
 
 /** Through the tiered cache, which remembers the purge so no fill in flight stores the old copy. */

@@ -12,18 +12,22 @@ const RETAIN_MS = 60 * 60 * 1000
 /** At most this many remembered; past it, the oldest half is forgotten (and counts as everything purged). */
 const MAX_RECORDS = 10_000
 
+/** A purge of every key under `prefix`, or a delete of the key `exact`. */
+export type PurgeTarget = { prefix: string } | { exact: string }
+
 interface Purge {
-  /** A prefix, or for a delete the key itself. */
-  key: string
-  exact: boolean
+  target: PurgeTarget
   at: number
   seq: number
 }
 
-function covers(purge: Purge, key: string): boolean {
-  if (!purge.exact) return key.startsWith(purge.key)
-  return key.startsWith(purge.key) && (key.length === purge.key.length || key[purge.key.length] === DERIVED_MARK)
+/** Whether a purge of `prefix`, or a delete of the key `exact`, covers `key`. */
+export function purgeCovers(target: PurgeTarget, key: string): boolean {
+  if ('prefix' in target) return key.startsWith(target.prefix)
+  const { exact } = target
+  return key.startsWith(exact) && (key.length === exact.length || key[exact.length] === DERIVED_MARK)
 }
+
 
 export class PurgeLog {
   #records: Purge[] = []
@@ -39,12 +43,12 @@ export class PurgeLog {
 
   /** A purge of every key under `prefix`. */
   purged(prefix: string, now = Date.now()): void {
-    this.#record({ key: prefix, exact: false, at: now, seq: ++this.#seq })
+    this.#record({ target: { prefix }, at: now, seq: ++this.#seq })
   }
 
   /** A delete of `key` (and its derived entries). */
   deleted(key: string, now = Date.now()): void {
-    this.#record({ key, exact: true, at: now, seq: ++this.#seq })
+    this.#record({ target: { exact: key }, at: now, seq: ++this.#seq })
   }
 
   #record(purge: Purge): void {
@@ -81,7 +85,7 @@ export class PurgeLog {
     for (let i = records.length - 1; i >= 0; i--) {
       const record = records[i] as Purge
       if (record.at < storedAt) return false
-      if (covers(record, key)) return true
+      if (purgeCovers(record.target, key)) return true
     }
     return false
   }
@@ -93,7 +97,7 @@ export class PurgeLog {
     for (let i = records.length - 1; i >= 0; i--) {
       const record = records[i] as Purge
       if (record.seq <= seq) return false
-      if (covers(record, key)) return true
+      if (purgeCovers(record.target, key)) return true
     }
     return false
   }
