@@ -8,9 +8,10 @@
 //   - a breaker per node (store-breaker.ts: Closed -> Open -> Half-open, one probe at a time) skips
 //     a node after 3 consecutive failures, for 5 s: connection errors, and timeouts while the node
 //     answers nothing (redis-node-health.ts: a timeout while replies keep arriving is a queue of
-//     large replies, not a failing node, unless no call has been answered in time for 1 s). On a Cluster the node is
-//     the master ioredis routes the key to (the key's CRC16 slot in `cluster.slots`), so one dead
-//     master never slows the keys of the others; a single Redis has one breaker. An error reply
+//     large replies, not a failing node, unless no call has been answered in time for 1 s). On a
+//     Cluster the node is the master ioredis routes the key to (the key's CRC16 slot in
+//     `cluster.slots`), so one dead master never slows the keys of the others; a single Redis has
+//     one breaker. An error reply
 //     (CLUSTERDOWN while the cluster elects a replica) is a miss but not a failure: the node
 //     answered at once, skipping it would save nothing;
 //   - a Cluster client re-reads the slot table every SLOTS_REFRESH_MS, so once the cluster has
