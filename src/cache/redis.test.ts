@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { spawn } from 'node:child_process'
 import { Redis } from 'ioredis'
-import { startRedis } from '../../test/support/redis.ts'
+import { startRedis, type TestRedis } from '../../test/support/redis.ts'
 import type { CachedObject } from '../ports.ts'
 import { FAILURES_TO_OPEN } from '../store-breaker.ts'
 import { MAX_HELD_MS } from './deadlines.ts'
@@ -148,17 +148,29 @@ async function getMany(store: RedisCache, key: string, stop: (gets: Get[]) => bo
 /** A get answered undefined sooner than this did not wait for Redis: the breaker skipped it. */
 const SKIPPED_MS = TIMEOUT_MS / 2
 
+/** A real Redis kept busy by slow scripts, holding one 100 KiB value, 'b/hot'; cleaned up after `body`. */
+async function withBusyRedis(keyPrefix: string, slowForMs: number | undefined, body: (redis: TestRedis, store: RedisCache) => Promise<void>): Promise<void> {
+  const redis = await startRedis()
+  const store = new RedisCache({ url: redis.url, clusterNodes: [], keyPrefix, timeoutMs: TIMEOUT_MS, staleSeconds: 60, maxItemBytes: 1 << 20, slowForMs })
+  let endBusy = async () => {}
+  try {
+    endBusy = await keepBusy(redis.port)
+    await readable(store)
+    await store.set('b/hot', entry(Buffer.alloc(SIZE, 7)))
+    await body(redis, store)
+  } finally {
+    redis.resume()
+    await endBusy()
+    await store.close()
+    await redis.stop()
+  }
+}
+
 describe('redis tier on a busy Redis that answers slowly', () => {
   it('keeps its breaker closed when gets outlast the timeout while answers keep coming', async () => {
-    const redis = await startRedis()
     // A long "no answer in time" window: on a slow machine a round of replies may drain for over a
     // second, and this test is about the rule that answers keep the breaker closed.
-    const store = new RedisCache({ url: redis.url, clusterNodes: [], keyPrefix: 'busy:', timeoutMs: TIMEOUT_MS, staleSeconds: 60, maxItemBytes: 1 << 20, slowForMs: 5000 })
-    let endBusy = async () => {}
-    try {
-      endBusy = await keepBusy(redis.port)
-      await readable(store)
-      await store.set('b/hot', entry(Buffer.alloc(SIZE, 7)))
+    await withBusyRedis('busy:', 5000, async (_redis, store) => {
       const timedGet = async (): Promise<Get> => {
         const startedAt = performance.now()
         const got = await store.get('b/hot')
@@ -182,22 +194,12 @@ describe('redis tier on a busy Redis that answers slowly', () => {
         next = await timedGet()
       }
       assert.ok(next.hit, 'gets are hits again')
-    } finally {
-      await endBusy()
-      await store.close()
-      await redis.stop()
-    }
+    })
   })
 
   it('still gives up a Redis that hangs under that load, and opens its breaker', async () => {
-    const redis = await startRedis()
     // Only "answers nothing" may open it here (the slow-node rule would also open it, later).
-    const store = new RedisCache({ url: redis.url, clusterNodes: [], keyPrefix: 'busyhung:', timeoutMs: TIMEOUT_MS, staleSeconds: 60, maxItemBytes: 1 << 20, slowForMs: 30_000 })
-    let endBusy = async () => {}
-    try {
-      endBusy = await keepBusy(redis.port)
-      await readable(store)
-      await store.set('b/hot', entry(Buffer.alloc(SIZE, 7)))
+    await withBusyRedis('busyhung:', 30_000, async (redis, store) => {
       let pausedAt: number | undefined
       const gets = await getMany(store, 'b/hot', (done) => {
         if (pausedAt === undefined && done.length >= WORKERS && done.some((g) => g.hit)) {
@@ -222,21 +224,11 @@ describe('redis tier on a busy Redis that answers slowly', () => {
       redis.resume()
       await readable(store)
       assert.equal((await store.get('b/hot'))?.body.length, SIZE)
-    } finally {
-      redis.resume()
-      await endBusy()
-      await store.close()
-      await redis.stop()
-    }
+    })
   })
+
   it('opens the breaker when Redis keeps answering but no get in time for a second', async () => {
-    const redis = await startRedis()
-    const store = new RedisCache({ url: redis.url, clusterNodes: [], keyPrefix: 'busyuseless:', timeoutMs: TIMEOUT_MS, staleSeconds: 60, maxItemBytes: 1 << 20 })
-    let endBusy = async () => {}
-    try {
-      endBusy = await keepBusy(redis.port)
-      await readable(store)
-      await store.set('b/hot', entry(Buffer.alloc(SIZE, 7)))
+    await withBusyRedis('busyuseless:', undefined, async (_redis, store) => {
       // 64 gets at a time, again as soon as each ends: the replies nobody waits for any more keep
       // the queue longer than the timeout, so no get is answered in time.
       const gets = await getMany(store, 'b/hot', (done) => done.some((g) => !g.hit && g.ms < SKIPPED_MS))
@@ -245,10 +237,6 @@ describe('redis tier on a busy Redis that answers slowly', () => {
       const lastHit = gets.filter((g) => g.hit).reduce((at, g) => Math.max(at, g.startedAt + g.ms), gets[0]!.startedAt)
       const opensAfter = firstSkip.startedAt - lastHit
       assert.ok(opensAfter < SLOW_FOR_MS + 2 * TIMEOUT_MS + MAX_HELD_MS + 500, `opened ${opensAfter.toFixed(0)} ms after the last hit`)
-    } finally {
-      await endBusy()
-      await store.close()
-      await redis.stop()
-    }
+    })
   })
 })
