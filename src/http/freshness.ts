@@ -38,6 +38,7 @@ export function outgoingCacheControl(
 ): string | undefined {
   if (configured !== undefined) return configured
   if (!requiresAuth) return objectCacheControl
+  if (objectCacheControl === undefined) return 'private'
   const kept = [...directives(objectCacheControl)]
     .filter(([name]) => name !== 'public' && name !== 's-maxage' && name !== 'private')
     .map(([name, value]) => (value === undefined ? name : `${name}=${value}`))

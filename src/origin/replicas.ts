@@ -165,6 +165,7 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
 
   async #read<T>(operation: string, read: Read<T>, options: ReadOptions, hedgeable: boolean): Promise<T> {
     const deadlineAt = Date.now() + this.#options.deadlineMs
+    if (this.#replicas.length === 1) return this.#readOnly(operation, this.#replicas[0] as Replica, read, options, deadlineAt)
     const queue = [...this.#replicas]
     const running = new Set<Attempt<T>>()
     let lastFailure: ProxyError | undefined
@@ -223,8 +224,21 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     throw this.#unavailable('all_replicas_failed', lastFailure)
   }
 
+  /**
+   * A single backend: no race to run and no attempt to abandon, so it reads with the client's own
+   * signal (no controller of its own) and settles without the bookkeeping of a replica set. Its
+   * errors are its own (502, 504), not "all replicas failed".
+   */
+  async #readOnly<T>(operation: string, replica: Replica, read: Read<T>, options: ReadOptions, deadlineAt: number): Promise<T> {
+    const permit = replica.breaker === undefined ? UNGUARDED : replica.breaker.acquire()
+    if (permit === undefined) throw this.#unavailable('circuit_open')
+    const value = await this.#attempt(operation, replica, permit, read, options, deadlineAt, options.signal)
+    options.servedBy?.(replica.name)
+    return value
+  }
+
+  /** One replica of a set, cancelled when the client goes away or the attempt is abandoned. */
   #start<T>(operation: string, replica: Replica, permit: Permit, read: Read<T>, options: ReadOptions, deadlineAt: number): Attempt<T> {
-    const span = options.span?.child(operation, { 'yatagarasu.bucket': this.#options.bucket, 'yatagarasu.replica': replica.name })
     const controller = new AbortController()
     // The client's abort is forwarded until the attempt settles (its body is then cancelled through
     // the stream); cheaper than AbortSignal.any, whose composite signal lives on in a registry.
@@ -233,7 +247,34 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     if (clientSignal?.aborted === true) onClientGone()
     else clientSignal?.addEventListener('abort', onClientGone, { once: true })
     const unlink = () => clientSignal?.removeEventListener('abort', onClientGone)
-    const signal = controller.signal
+    const attempt: Attempt<T> = {
+      replica,
+      controller,
+      settled: this.#attempt(operation, replica, permit, read, options, deadlineAt, controller.signal).then(
+        (value): Outcome<T> => {
+          unlink()
+          return { attempt, ok: true, value }
+        },
+        (error: unknown): Outcome<T> => {
+          unlink()
+          return { attempt, ok: false, error }
+        }
+      ),
+    }
+    return attempt
+  }
+
+  /** Reads from one replica and settles its breaker, span and gauges by the outcome. */
+  async #attempt<T>(
+    operation: string,
+    replica: Replica,
+    permit: Permit,
+    read: Read<T>,
+    options: ReadOptions,
+    deadlineAt: number,
+    signal: AbortSignal | undefined
+  ): Promise<T> {
+    const span = options.span?.child(operation, { 'yatagarasu.bucket': this.#options.bucket, 'yatagarasu.replica': replica.name })
     const breaker = replica.breaker
     const clientAbort = options.abortResponse
     const attemptOptions: ReadOptions = {
@@ -242,10 +283,10 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
       ifMatch: options.ifMatch,
       // A body that fails mid-transfer is this replica failing too.
       abortResponse:
-        clientAbort === undefined
-          ? undefined
+        clientAbort === undefined || breaker === undefined
+          ? clientAbort
           : (error) => {
-              if (breaker !== undefined && isReplicaFailure(error)) {
+              if (isReplicaFailure(error)) {
                 // The headers counted as a success; the body failing counts against the replica
                 // in the same state period (a trial's body failing re-opens the breaker).
                 breaker.failure({ kind: 'normal', epoch: permit.epoch })
@@ -254,32 +295,23 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
               return clientAbort(error)
             },
     }
-    const attempt: Attempt<T> = {
-      replica,
-      controller,
-      settled: read(replica.source, attemptOptions).then(
-        (value): Outcome<T> => {
-          unlink()
-          span?.end()
-          breaker?.success(permit)
-          this.#publish(replica)
-          return { attempt, ok: true, value }
-        },
-        (error: unknown): Outcome<T> => {
-          unlink()
-          if (span !== undefined) {
-            span.fail(error)
-            span.end()
-          }
-          if (isReplicaFailure(error)) breaker?.failure(permit)
-          else if (error instanceof ProxyError && (error.code === 'ORIGIN_ABORTED' || error.reason === 'deadline')) breaker?.release(permit)
-          else breaker?.success(permit)
-          this.#publish(replica)
-          return { attempt, ok: false, error }
-        }
-      ),
+    try {
+      const value = await read(replica.source, attemptOptions)
+      span?.end()
+      breaker?.success(permit)
+      this.#publish(replica)
+      return value
+    } catch (error) {
+      if (span !== undefined) {
+        span.fail(error)
+        span.end()
+      }
+      if (isReplicaFailure(error)) breaker?.failure(permit)
+      else if (error instanceof ProxyError && (error.code === 'ORIGIN_ABORTED' || error.reason === 'deadline')) breaker?.release(permit)
+      else breaker?.success(permit)
+      this.#publish(replica)
+      throw error
     }
-    return attempt
   }
 
   /** Aborts attempts that lost (hedging) and drops any body they still deliver. */
