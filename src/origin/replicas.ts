@@ -163,9 +163,14 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     metrics.breakerState.set(labels, BREAKER_GAUGE[replica.breaker?.state ?? 'closed'])
   }
 
-  async #read<T>(operation: string, read: Read<T>, options: ReadOptions, hedgeable: boolean): Promise<T> {
+  #read<T>(operation: string, read: Read<T>, options: ReadOptions, hedgeable: boolean): Promise<T> {
     const deadlineAt = Date.now() + this.#options.deadlineMs
     if (this.#replicas.length === 1) return this.#readOnly(operation, this.#replicas[0] as Replica, read, options, deadlineAt)
+    return this.#readSet(operation, read, options, hedgeable, deadlineAt)
+  }
+
+  /** Replicas in priority order, with failover and hedging. */
+  async #readSet<T>(operation: string, read: Read<T>, options: ReadOptions, hedgeable: boolean, deadlineAt: number): Promise<T> {
     const queue = [...this.#replicas]
     const running = new Set<Attempt<T>>()
     let lastFailure: ProxyError | undefined
@@ -219,8 +224,6 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
       failedFrom = first.attempt.replica.name
       if (running.size === 0) startNext()
     }
-    // A single backend keeps its own error (502, 504); a replica set says all of them failed.
-    if (this.#replicas.length === 1 && lastFailure !== undefined) throw lastFailure
     throw this.#unavailable('all_replicas_failed', lastFailure)
   }
 
@@ -229,12 +232,10 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
    * signal (no controller of its own) and settles without the bookkeeping of a replica set. Its
    * errors are its own (502, 504), not "all replicas failed".
    */
-  async #readOnly<T>(operation: string, replica: Replica, read: Read<T>, options: ReadOptions, deadlineAt: number): Promise<T> {
+  #readOnly<T>(operation: string, replica: Replica, read: Read<T>, options: ReadOptions, deadlineAt: number): Promise<T> {
     const permit = replica.breaker === undefined ? UNGUARDED : replica.breaker.acquire()
-    if (permit === undefined) throw this.#unavailable('circuit_open')
-    const value = await this.#attempt(operation, replica, permit, read, options, deadlineAt, options.signal)
-    options.servedBy?.(replica.name)
-    return value
+    if (permit === undefined) return Promise.reject(this.#unavailable('circuit_open'))
+    return this.#attempt(operation, replica, permit, read, options, deadlineAt, options.signal, true)
   }
 
   /** One replica of a set, cancelled when the client goes away or the attempt is abandoned. */
@@ -250,7 +251,7 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     const attempt: Attempt<T> = {
       replica,
       controller,
-      settled: this.#attempt(operation, replica, permit, read, options, deadlineAt, controller.signal).then(
+      settled: this.#attempt(operation, replica, permit, read, options, deadlineAt, controller.signal, false).then(
         (value): Outcome<T> => {
           unlink()
           return { attempt, ok: true, value }
@@ -264,7 +265,10 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     return attempt
   }
 
-  /** Reads from one replica and settles its breaker, span and gauges by the outcome. */
+  /**
+   * Reads from one replica and settles its breaker, span and gauges by the outcome; `announce`: a
+   * success is told to `options.servedBy` here (a replica set tells it once the race is won).
+   */
   async #attempt<T>(
     operation: string,
     replica: Replica,
@@ -272,7 +276,8 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
     read: Read<T>,
     options: ReadOptions,
     deadlineAt: number,
-    signal: AbortSignal | undefined
+    signal: AbortSignal | undefined,
+    announce: boolean
   ): Promise<T> {
     const span = options.span?.child(operation, { 'yatagarasu.bucket': this.#options.bucket, 'yatagarasu.replica': replica.name })
     const breaker = replica.breaker
@@ -300,6 +305,7 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
       span?.end()
       breaker?.success(permit)
       this.#publish(replica)
+      if (announce) options.servedBy?.(replica.name)
       return value
     } catch (error) {
       if (span !== undefined) {

@@ -209,8 +209,9 @@ export class S3Source implements ObjectSource {
   /**
    * Sends a request and resolves with a 2xx response (or a 304 when `notModified` is an answer),
    * bounded by the header deadline (this backend's timeout, or the request's deadline across
-   * replicas when that comes first) and cancelled when the client goes away. One observation per
-   * call, retries included.
+   * replicas when that comes first) and cancelled when the client goes away. Up to
+   * `s3.max_attempts` tries (one async frame for all of them: it lives as long as the request
+   * waits); one observation per call, retries included.
    */
   async #send(
     method: Method,
@@ -220,7 +221,7 @@ export class S3Source implements ObjectSource {
     notModified = false,
     probeTimeoutMs?: number
   ): Promise<OriginResponse> {
-    const signal = options?.signal
+    const clientSignal = options?.signal
     const deadlineAt = options?.deadlineAt
     const left = deadlineAt === undefined ? Infinity : deadlineAt - Date.now()
     // When the request's deadline, not this backend's own timeout, sets the limit, a timeout is
@@ -228,26 +229,64 @@ export class S3Source implements ObjectSource {
     // timeout (a single backend) is this backend's own, though the request started a moment earlier.
     const byDeadline = probeTimeoutMs === undefined && left < this.#timeoutMs * OWN_TIMEOUT_SHARE
     const timeoutMs = probeTimeoutMs ?? Math.min(this.#timeoutMs, left)
-    if (signal?.aborted) throw new ProxyError('ORIGIN_ABORTED')
+    if (clientSignal?.aborted) throw new ProxyError('ORIGIN_ABORTED')
     if (timeoutMs <= 0) throw new ProxyError('ORIGIN_TIMEOUT', { reason: 'deadline' })
     const controller = new AbortController()
+    const signal = controller.signal
     let timedOut = false
     const timer = setTimeout(() => {
       timedOut = true
       controller.abort()
     }, timeoutMs)
     const onClientGone = () => controller.abort()
-    signal?.addEventListener('abort', onClientGone, { once: true })
+    clientSignal?.addEventListener('abort', onClientGone, { once: true })
     const started = performance.now()
+    let spent = 0
+    let resigned = false
     try {
-      const res = await this.#attempts(method, key, headers, controller.signal, notModified)
-      this.#observe?.((performance.now() - started) / 1000, res.statusCode === 304 ? 'not_modified' : 'ok')
-      return res
+      for (let attempt = 1; ; attempt++) {
+        let failure: ProxyError
+        let again: boolean
+        let throttled = false
+        try {
+          const res = await this.#requests.send(method, key, headers, signal)
+          const status = res.statusCode
+          if ((status >= 200 && status < 300) || (status === 304 && notModified)) {
+            this.#retryTokens = Math.min(RETRY_TOKENS, this.#retryTokens + (spent > 0 ? spent : 1))
+            // A bodiless answer still has to be read to its end before its connection is reused.
+            if (method === 'HEAD' || status === 304) discard(res.body)
+            this.#observe?.((performance.now() - started) / 1000, status === 304 ? 'not_modified' : 'ok')
+            return res
+          }
+          const code = await errorCodeOfBody(method, res.body, signal)
+          failure = answerError(status, code)
+          throttled = status === 429 || code === 'SlowDown' || code === 'Throttling'
+          // S3's Date says our clock is off (a HEAD's 403 has no body to name the cause): the
+          // request is signed again with S3's time, once and at once, outside the retry budget, as
+          // it never had a fair try.
+          if (this.#correctClock(res) && !resigned && (status === 400 || status === 403)) {
+            resigned = true
+            attempt--
+            continue
+          }
+          again = isTransientStatus(status)
+        } catch (err) {
+          if (signal.aborted) throw err
+          failure = transportError(err)
+          // No answer at all (refused, reset, connect timeout): worth another try.
+          again = failure.code === 'ORIGIN_UNREACHABLE' || failure.code === 'ORIGIN_TIMEOUT'
+        }
+        if (!again || attempt >= this.#maxAttempts || this.#retryTokens < RETRY_COST) throw failure
+        this.#retryTokens -= RETRY_COST
+        spent += RETRY_COST
+        const base = throttled ? THROTTLED_RETRY_BASE_MS : RETRY_BASE_MS
+        await sleep(Math.floor(Math.min(RETRY_MAX_DELAY_MS, Math.random() * 2 ** attempt * base)), undefined, { signal })
+      }
     } catch (err) {
       let error: ProxyError
       if (timedOut) {
         error = new ProxyError('ORIGIN_TIMEOUT', { reason: byDeadline ? 'deadline' : 'no_response_headers', cause: err })
-      } else if (signal?.aborted === true) {
+      } else if (clientSignal?.aborted === true) {
         error = new ProxyError('ORIGIN_ABORTED', { cause: err })
       } else {
         error = transportError(err)
@@ -256,56 +295,7 @@ export class S3Source implements ObjectSource {
       throw error
     } finally {
       clearTimeout(timer)
-      signal?.removeEventListener('abort', onClientGone)
-    }
-  }
-
-  /** Up to `s3.max_attempts` tries; throws the last failure as a ProxyError (or the abort). */
-  async #attempts(
-    method: Method,
-    key: string,
-    headers: Readonly<Record<string, string>> | undefined,
-    signal: AbortSignal,
-    notModified: boolean
-  ): Promise<OriginResponse> {
-    let spent = 0
-    let resigned = false
-    for (let attempt = 1; ; attempt++) {
-      let failure: ProxyError
-      let again: boolean
-      let throttled = false
-      try {
-        const res = await this.#requests.send(method, key, headers, signal)
-        const status = res.statusCode
-        if ((status >= 200 && status < 300) || (status === 304 && notModified)) {
-          this.#retryTokens = Math.min(RETRY_TOKENS, this.#retryTokens + (spent > 0 ? spent : 1))
-          // A bodiless answer still has to be read to its end before its connection is reused.
-          if (method === 'HEAD' || status === 304) discard(res.body)
-          return res
-        }
-        const code = await errorCodeOfBody(method, res.body, signal)
-        failure = answerError(status, code)
-        throttled = status === 429 || code === 'SlowDown' || code === 'Throttling'
-        // S3's Date says our clock is off (a HEAD's 403 has no body to name the cause): the
-        // request is signed again with S3's time, once and at once, outside the retry budget, as
-        // it never had a fair try.
-        if (this.#correctClock(res) && !resigned && (status === 400 || status === 403)) {
-          resigned = true
-          attempt--
-          continue
-        }
-        again = isTransientStatus(status)
-      } catch (err) {
-        if (signal.aborted) throw err
-        failure = transportError(err)
-        // No answer at all (refused, reset, connect timeout): worth another try.
-        again = failure.code === 'ORIGIN_UNREACHABLE' || failure.code === 'ORIGIN_TIMEOUT'
-      }
-      if (!again || attempt >= this.#maxAttempts || this.#retryTokens < RETRY_COST) throw failure
-      this.#retryTokens -= RETRY_COST
-      spent += RETRY_COST
-      const base = throttled ? THROTTLED_RETRY_BASE_MS : RETRY_BASE_MS
-      await sleep(Math.floor(Math.min(RETRY_MAX_DELAY_MS, Math.random() * 2 ** attempt * base)), undefined, { signal })
+      clientSignal?.removeEventListener('abort', onClientGone)
     }
   }
 
