@@ -4,7 +4,9 @@
 # disk hit, a Redis hit and a miss (no cache), for 1 KiB, 100 KiB and 10 MiB objects, next to
 # s3rver direct (the origin; anchor for misses), nginx proxy_cache (anchor for disk hits) and raw
 # node:http (anchor for memory and Redis hits), and nginx as a plain relay (bench/nginx-relay.sh:
-# proxy_pass, no cache), what a miss costs the best C proxy on the same core. Runs at 64 connections and at 1, 3 reps each
+# proxy_pass, no cache), what a miss costs the best C proxy on the same core, and a minimal Node.js
+# relay (bench/node-relay.mjs: node:http + undici, nothing else), the floor of a miss on this
+# runtime. Runs at 64 connections and at 1, 3 reps each
 # (5 s at 64 connections, 3 s at 1; --quick: one 3 s rep).
 #   BENCH_PATHS_CONNECTIONS (default "64 1"); BENCH_PATHS_JSON_DIR: also write each run's
 #   results as paths-<connections>.json there (bench/summary.ts reads them); other arguments go
@@ -33,5 +35,6 @@ for connections in ${BENCH_PATHS_CONNECTIONS:-64 1}; do
   fi
   [ -n "${BENCH_PATHS_JSON_DIR:-}" ] && args+=(--json "$BENCH_PATHS_JSON_DIR/paths-$connections.json")
   args+=(--target nginx-relay --cmd "exec bash '$PWD/bench/nginx-relay.sh'" --path /perf-bucket/obj-1k,/perf-bucket/obj-100k,/perf-bucket/obj-10m)
+  args+=(--target node-relay --cmd "exec $NODE_BIN '$PWD/bench/node-relay.mjs'" --path /perf-bucket/obj-1k,/perf-bucket/obj-100k,/perf-bucket/obj-10m)
   bash "$harness" "${args[@]}" "$@"
 done

@@ -1,0 +1,27 @@
+// An anchor for misses: the least a Node.js relay does. node:http in front, undici's Pool (the
+// library the proxy's origin reads use) behind, keep-alive, no auth, no signing, no timeouts, no
+// metrics: the object's headers copied, its body piped with back-pressure. It is the floor for a
+// miss on this runtime, so the proxy's miss rows can be read against the origin alone, nginx as a
+// relay (bench/nginx-relay.sh) and this. Started by bench/paths.sh as a harness target with the
+// node and flags the proxy runs with (PORT and ORIGIN_PORT come from the harness).
+import http from 'node:http'
+import { Pool } from 'undici'
+
+const origin = `http://127.0.0.1:${process.env.ORIGIN_PORT}`
+const pool = new Pool(origin, { connections: 256, pipelining: 1 })
+const PASSED = ['content-type', 'content-length', 'etag', 'last-modified', 'accept-ranges', 'content-range']
+
+http
+  .createServer((req, res) => {
+    pool.request({ method: req.method === 'HEAD' ? 'HEAD' : 'GET', path: req.url ?? '/' }).then(
+      ({ statusCode, headers, body }) => {
+        const out = {}
+        for (const name of PASSED) if (headers[name] !== undefined) out[name] = headers[name]
+        res.writeHead(statusCode, out)
+        res.once('close', () => body.destroy())
+        body.pipe(res)
+      },
+      () => res.writeHead(502).end()
+    )
+  })
+  .listen(Number(process.env.PORT), '127.0.0.1')
