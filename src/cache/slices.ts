@@ -39,6 +39,8 @@ export interface SliceCacheOptions {
 export class SliceCache implements SlicedObjects {
   readonly sliceBytes: number
   readonly #options: SliceCacheOptions
+  /** The flights (under metadata keys) that are metadata entries being stored, not HEADs. */
+  readonly #records = new WeakSet<Promise<CachedObject | undefined>>()
 
   constructor(options: SliceCacheOptions) {
     this.sliceBytes = options.sliceBytes
@@ -46,10 +48,17 @@ export class SliceCache implements SlicedObjects {
   }
 
   async lookup(source: ObjectSource, key: string, cacheKey: string): Promise<CachedObject | undefined> {
-    const { local } = this.#options
+    const { local, flights } = this.#options
     const metaKey = metaKeyOf(cacheKey)
-    const hit = local.peek(metaKey) ?? (await local.lookup(metaKey, local.peekedTiers))
-    return hit === undefined ? undefined : this.#sliced(source, key, cacheKey, hit.entry)
+    // Metadata being stored is found before the tier holds it: the requests that waited for the
+    // whole GET which turned out too large look here as soon as it is known, and must not each
+    // stream the whole object from the origin instead.
+    const recording = flights.get(metaKey)
+    const entry =
+      recording !== undefined && this.#records.has(recording)
+        ? await recording.catch(() => undefined)
+        : (local.peek(metaKey) ?? (await local.lookup(metaKey, local.peekedTiers)))?.entry
+    return entry === undefined ? undefined : this.#sliced(source, key, cacheKey, entry)
   }
 
   async discover(
@@ -114,10 +123,21 @@ export class SliceCache implements SlicedObjects {
   async #record(cacheKey: string, meta: ObjectMeta): Promise<CachedObject | undefined> {
     const policy = storagePolicy(meta.cacheControl, this.#options.ttlSeconds)
     if (!policy.store || meta.etag === undefined) return undefined
+    const { local, flights } = this.#options
+    const metaKey = metaKeyOf(cacheKey)
     const now = Date.now()
     const entry: CachedObject = { meta, body: EMPTY, storedAt: now, freshUntil: now + policy.freshMs }
-    await this.#options.local.set(metaKeyOf(cacheKey), entry)
-    return entry
+    // Findable as a flight until the tier holds it (a HEAD in flight for the key already is one).
+    const stored = local.set(metaKey, entry).then(() => entry)
+    if (!flights.has(metaKey)) {
+      this.#records.add(stored)
+      flights.set(metaKey, stored)
+      const leave = () => {
+        if (flights.get(metaKey) === stored) flights.delete(metaKey)
+      }
+      stored.then(leave, leave)
+    }
+    return stored
   }
 
   /** The metadata entry as the whole object: its body streams the slices. */

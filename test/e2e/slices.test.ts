@@ -279,3 +279,61 @@ describe('slice caching', () => {
     assert.ok(grewMiB < 48, `RSS grew ${grewMiB.toFixed(1)} MiB`)
   })
 })
+
+// Without a memory tier the metadata entry reaches the disk a few ticks after the whole GET that
+// found the object too large: requests that waited for that GET must still find it.
+describe('slice caching with the disk tier alone', () => {
+  let diskProxy: TestProxy
+  let diskDir: string
+
+  before(async () => {
+    diskDir = await mkdtemp(join(tmpdir(), 'yatagarasu-slices-disk-'))
+    diskProxy = await startTestProxy(`
+server:
+  address: "127.0.0.1:0"
+cache:
+  enabled: true
+  layers: [disk]
+  ttl_seconds: 300
+  max_item_size: 1MB
+  slice: { enabled: true, slice_size: 1MB }
+  disk: { dir: "${join(diskDir, 'cache')}", max_size: 1GB }
+buckets:
+${bucketYaml({ name: 'media', prefix: '/media', bucket: 'media', endpoint: s3.endpoint })}
+`)
+  })
+
+  after(async () => {
+    await diskProxy?.stop()
+    if (diskDir !== undefined) await rm(diskDir, { recursive: true, force: true })
+  })
+
+  it('serves clients that ask at once for a cold sliced object from one whole GET and each slice once', async () => {
+    const body = randomBytes(6 * MiB + 1000)
+    await s3.put('media', 'together.bin', body)
+    const sha = createHash('sha256').update(body).digest('hex')
+    const url = new URL(diskProxy.url)
+    const whole = () =>
+      new Promise<{ status: number; sha: string; cache: string }>((resolve, reject) => {
+        http
+          .get({ host: url.hostname, port: url.port, path: '/media/together.bin', agent: false }, (res) => {
+            const hash = createHash('sha256')
+            res.on('data', (chunk: Buffer) => hash.update(chunk))
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, sha: hash.digest('hex'), cache: String(res.headers['cache-status']) }))
+            res.on('error', reject)
+          })
+          .on('error', reject)
+      })
+    const answers = await Promise.all(Array.from({ length: 8 }, whole))
+    for (const res of answers) {
+      assert.equal(res.status, 200)
+      assert.equal(res.sha, sha)
+      assert.match(res.cache, /detail=slices/, 'served by slices, not streamed from the origin')
+    }
+    const fetched = s3.getsOf('media', 'together.bin')
+    assert.equal(fetched.filter((r) => r.headers.range === undefined).length, 1, 'one whole GET (the one that found the object too large)')
+    const ranges = fetched.filter((r) => r.headers.range !== undefined).map((r) => String(r.headers.range))
+    assert.equal(ranges.length, 7, `each of the 7 slices fetched once: ${ranges.join(', ')}`)
+    assert.equal(new Set(ranges).size, 7)
+  })
+})
