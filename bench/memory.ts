@@ -7,18 +7,21 @@
 //
 //   npx tsx bench/memory.ts [--quick]       (npm run bench runs it too)
 //   BENCH_MEMORY_SECONDS: seconds per loaded scenario (default 15, --quick 6)
-//   Each scenario runs twice: with node's defaults and with --max-semi-space-size=1, the flag the
-//   proxy ships with (shebang, Dockerfile, npm start). V8's young generation (up to 3 x 16 MiB by
-//   default) is most of the difference, and a small one is scavenged often enough to free origin
-//   body chunks (64 KiB socket reads) before they pile up: the sliced row peaked at 151-175 MB
-//   with 4, 128-134 MB with 1. BENCH_NODE_FLAGS: run only with these node flags instead (e.g. ""
-//   for the defaults alone)
+//   Each scenario runs twice: with node's defaults and with the flags the proxy ships with
+//   (SHIPPED_FLAGS: shebang, Dockerfile, npm start). What differs is V8's heap: a larger young
+//   generation (semi-spaces up to 16 MiB by default) is more heap, and is scavenged less often, so
+//   dead origin socket reads (64 KiB buffers outside the heap, freed only by a collection) wait
+//   longer: in the sliced row the 4 MiB of each slice fetch. Disk hits churn no buffers (their read
+//   buffers are pooled: ~32 MiB at 64 streams). Peaks measured with --quick, semi-space 1 / 2 /
+//   4 / 16 MiB: disk hits 123 / 127-132 / 130-146 / 148-158 MB, sliced 103-104 / 105-109 /
+//   114-117 / 142-143 MB.
+//   BENCH_NODE_FLAGS: run only with these node flags instead (e.g. "" for the defaults alone)
 //   BENCH_ORIGIN_DIR: where the origin keeps its objects between runs (a 1 GiB one among them)
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { build, freePort, pidOf, rssOf, sampleRss, startOrigin, startProxy, stop, waitFor200, type Origin } from './support.ts'
+import { build, freePort, pidOf, rssOf, sampleRss, SHIPPED_FLAGS, startOrigin, startProxy, stop, waitFor200, type Origin } from './support.ts'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
@@ -231,7 +234,7 @@ export function memoryTable(rows: MemoryRow[]): string {
 export function memoryOptions(quick: boolean): MemoryOptions {
   return {
     seconds: Number(process.env.BENCH_MEMORY_SECONDS ?? (quick ? 6 : 15)),
-    variants: process.env.BENCH_NODE_FLAGS === undefined ? [[], ['--max-semi-space-size=1']] : [process.env.BENCH_NODE_FLAGS.split(' ').filter((f) => f !== '')],
+    variants: process.env.BENCH_NODE_FLAGS === undefined ? [[], SHIPPED_FLAGS] : [process.env.BENCH_NODE_FLAGS.split(' ').filter((f) => f !== '')],
     log: (line) => process.stderr.write(`[bench] ${line}\n`),
   }
 }

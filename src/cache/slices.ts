@@ -10,7 +10,8 @@
 //
 // The metadata entry's body is a SlicedBody: a StoredBody that streams a range slice after slice,
 // each from the cache or fetched with one ranged GET under `If-Match: <etag>` (concurrent readers
-// of a missing slice wait for one fetch, through the same flights map as whole-object misses).
+// of a missing slice wait for one fetch, through the same flights map as whole-object misses; a
+// metadata entry being stored is found there too, before its tier holds it).
 // Memory per stream: the slice being fetched, or one disk read. When the origin answers that the
 // ETag changed, the object's metadata and slices are dropped and the stream errors: the serve
 // stage restarts when nothing was sent yet, and cuts the connection otherwise.
