@@ -5,10 +5,12 @@
 // relay (bench/nginx-relay.sh) and this. Started by bench/paths.sh as a harness target with the
 // node and flags the proxy runs with (PORT and ORIGIN_PORT come from the harness).
 import http from 'node:http'
+import { pipeline } from 'node:stream'
 import { Pool } from 'undici'
 
 const origin = `http://127.0.0.1:${process.env.ORIGIN_PORT}`
-const pool = new Pool(origin, { connections: 256, pipelining: 1 })
+// undici's own header and body timeouts are off, as in the proxy's pool (origin-pool.ts).
+const pool = new Pool(origin, { connections: 256, pipelining: 1, headersTimeout: 0, bodyTimeout: 0 })
 const PASSED = ['content-type', 'content-length', 'etag', 'last-modified', 'accept-ranges', 'content-range']
 
 http
@@ -18,8 +20,8 @@ http
         const out = {}
         for (const name of PASSED) if (headers[name] !== undefined) out[name] = headers[name]
         res.writeHead(statusCode, out)
-        res.once('close', () => body.destroy())
-        body.pipe(res)
+        // A body that fails mid-way cuts the response; a client that leaves destroys the body.
+        pipeline(body, res, () => {})
       },
       () => res.writeHead(502).end()
     )

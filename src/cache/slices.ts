@@ -83,10 +83,11 @@ export class SliceCache implements SlicedObjects {
         return this.#record(cacheKey, meta)
       })
       flights.set(metaKey, flight)
-      void flight.then(
-        () => flights.delete(metaKey),
-        () => flights.delete(metaKey)
-      )
+      const own = flight
+      const leave = () => {
+        if (flights.get(metaKey) === own) flights.delete(metaKey)
+      }
+      void flight.then(leave, leave)
     }
     const entry = await flight
     return entry === undefined ? undefined : this.#sliced(source, key, cacheKey, entry)
@@ -117,6 +118,11 @@ export class SliceCache implements SlicedObjects {
   }
 
   async forget(cacheKey: string): Promise<void> {
+    // A metadata entry still being stored is forgotten too: a restart must ask S3 again.
+    const { flights } = this.#options
+    const metaKey = metaKeyOf(cacheKey)
+    const flight = flights.get(metaKey)
+    if (flight !== undefined && this.#records.has(flight)) flights.delete(metaKey)
     await this.#options.local.purge(`${cacheKey}${DERIVED_MARK}`)
   }
 
@@ -128,13 +134,15 @@ export class SliceCache implements SlicedObjects {
     const metaKey = metaKeyOf(cacheKey)
     const now = Date.now()
     const entry: CachedObject = { meta, body: EMPTY, storedAt: now, freshUntil: now + policy.freshMs }
-    // Findable as a flight until the tier holds it (a HEAD in flight for the key already is one).
     const stored = local.set(metaKey, entry).then(() => entry)
+    // Findable as a flight, already settled, until the tier holds it (a HEAD in flight for the key
+    // already is one): a lookup gets the entry at once, never waits for the disk write.
     if (!flights.has(metaKey)) {
-      this.#records.add(stored)
-      flights.set(metaKey, stored)
+      const known = Promise.resolve(entry)
+      this.#records.add(known)
+      flights.set(metaKey, known)
       const leave = () => {
-        if (flights.get(metaKey) === stored) flights.delete(metaKey)
+        if (flights.get(metaKey) === known) flights.delete(metaKey)
       }
       stored.then(leave, leave)
     }

@@ -300,13 +300,9 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
               return clientAbort(error)
             },
     }
+    let value: T
     try {
-      const value = await read(replica.source, attemptOptions)
-      span?.end()
-      breaker?.success(permit)
-      this.#publish(replica)
-      if (announce) options.servedBy?.(replica.name)
-      return value
+      value = await read(replica.source, attemptOptions)
     } catch (error) {
       if (span !== undefined) {
         span.fail(error)
@@ -318,6 +314,11 @@ export class ReplicaSet implements ObjectSource, ReplicaHealthSource {
       this.#publish(replica)
       throw error
     }
+    span?.end()
+    breaker?.success(permit)
+    this.#publish(replica)
+    if (announce) options.servedBy?.(replica.name)
+    return value
   }
 
   /** Aborts attempts that lost (hedging) and drops any body they still deliver. */
