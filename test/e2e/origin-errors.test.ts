@@ -127,6 +127,7 @@ ${yaml('silent-long', silent.endpoint, '', 30)}
 ${yaml('silent-breaker', silent.endpoint, '      circuit_breaker: { failure_threshold: 3, success_threshold: 1, timeout_seconds: 60 }')}
 ${yaml('one-shot', oneShot.endpoint, '      max_attempts: 1')}
 ${yaml('cut', cutting.endpoint, '      max_attempts: 1')}
+${yaml('cut-breaker', cutting.endpoint, '      max_attempts: 1\n      circuit_breaker: { failure_threshold: 1, success_threshold: 1, timeout_seconds: 60 }')}
 ${yaml('no-connect', full.endpoint, '      connect_timeout: 1\n      max_attempts: 1', 10)}
 ${yaml('s3', s3.endpoint)}
 ${yaml('once', s3.endpoint, '      max_attempts: 1')}
@@ -142,6 +143,23 @@ after(async () => {
 })
 
 const errorCode = (res: { json<T>(): T }) => res.json<{ error: { code: string } }>().error.code
+
+/** A GET read to its end or its cut: the status, the bytes received, and whether it ended cleanly. */
+function download(path: string): Promise<{ status: number; bytes: number; ended: boolean }> {
+  const url = new URL(proxy.url)
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: url.hostname, port: url.port, path, agent: false }, (res) => {
+        let bytes = 0
+        let ended = false
+        res.on('data', (chunk: Buffer) => (bytes += chunk.length))
+        res.on('end', () => (ended = true))
+        res.on('error', () => undefined)
+        res.on('close', () => resolve({ status: res.statusCode ?? 0, bytes, ended }))
+      })
+      .on('error', reject)
+  })
+}
 
 async function metric(name: string): Promise<number> {
   const text = await (await fetch(proxy.proxy.metricsUrl as string)).text()
@@ -188,19 +206,7 @@ describe('a backend that drops connections', () => {
   })
 
   it('cuts the client connection when the backend closes in the middle of a body', async () => {
-    const url = new URL(proxy.url)
-    const outcome = await new Promise<{ status: number; bytes: number; ended: boolean }>((resolve, reject) => {
-      http
-        .get({ host: url.hostname, port: url.port, path: '/cut/a.txt', agent: false }, (res) => {
-          let bytes = 0
-          let ended = false
-          res.on('data', (chunk: Buffer) => (bytes += chunk.length))
-          res.on('end', () => (ended = true))
-          res.on('error', () => undefined)
-          res.on('close', () => resolve({ status: res.statusCode ?? 0, bytes, ended }))
-        })
-        .on('error', reject)
-    })
+    const outcome = await download('/cut/a.txt')
     assert.equal(outcome.status, 200)
     assert.equal(outcome.bytes, CUT_AT, 'every byte the backend sent reached the client')
     assert.equal(outcome.ended, false, 'the response was cut, never ended cleanly')
@@ -221,6 +227,19 @@ describe('a backend that drops connections', () => {
 })
 
 describe('a single backend behind a circuit breaker', () => {
+  it('counts a body that fails mid-transfer against the backend', async () => {
+    const state = 'circuit_breaker_state{bucket="cut-breaker",replica="primary"}'
+    assert.equal(await metric(state), 0, 'closed before the download')
+    const cut = await download('/cut-breaker/a.txt')
+    assert.equal(cut.status, 200)
+    assert.equal(cut.ended, false, 'the response was cut')
+    // The headers counted as a success; the body failing counts as the failure that opens it.
+    assert.equal(await metric(state), 1)
+    const res = await send(proxy.url, '/cut-breaker/a.txt')
+    assert.equal(res.status, 503)
+    assert.equal(errorCode(res), 'ORIGIN_UNAVAILABLE')
+  })
+
   it('opens the breaker after repeated timeouts and answers 503 at once', async () => {
     // The start-up probe timed out: the first of three failures.
     for (let i = 0; i < 2; i++) assert.equal((await send(proxy.url, '/silent-breaker/a.txt')).status, 504)
