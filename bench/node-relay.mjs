@@ -17,13 +17,17 @@ http
   .createServer((req, res) => {
     pool.request({ method: req.method === 'HEAD' ? 'HEAD' : 'GET', path: req.url ?? '/' }).then(
       ({ statusCode, headers, body }) => {
+        // The client left while the origin answered (a load generator stopping mid-flight).
+        if (res.destroyed) return body.destroy()
         const out = {}
         for (const name of PASSED) if (headers[name] !== undefined) out[name] = headers[name]
         res.writeHead(statusCode, out)
         // A body that fails mid-way cuts the response; a client that leaves destroys the body.
         pipeline(body, res, () => {})
       },
-      () => res.writeHead(502).end()
+      () => {
+        if (!res.destroyed) res.writeHead(502).end()
+      }
     )
   })
   .listen(Number(process.env.PORT), '127.0.0.1')
