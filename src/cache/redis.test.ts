@@ -6,6 +6,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { spawn } from 'node:child_process'
 import { Redis } from 'ioredis'
+import { objectMeta } from '../../test/support/meta.ts'
 import { startRedis, type TestRedis } from '../../test/support/redis.ts'
 import type { CachedObject } from '../ports.ts'
 import { FAILURES_TO_OPEN } from '../store-breaker.ts'
@@ -19,18 +20,7 @@ function entry(text: string | Buffer): CachedObject {
   const body = Buffer.isBuffer(text) ? text : Buffer.from(text)
   const now = Date.now()
   return {
-    meta: {
-      size: body.length,
-      etag: '"abc"',
-      lastModified: undefined,
-      contentType: 'text/plain',
-      cacheControl: undefined,
-      contentDisposition: undefined,
-      contentEncoding: undefined,
-      contentLanguage: undefined,
-      expires: undefined,
-      userMetadata: {},
-    },
+    meta: objectMeta({ size: body.length, etag: '"abc"', contentType: 'text/plain' }),
     body,
     storedAt: now,
     freshUntil: now + 60_000,

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import type { CachedObject, ObjectSource } from '../ports.ts'
 import type { ObjectMeta } from '../types.ts'
+import { objectMeta } from '../../test/support/meta.ts'
 import { DiskCache } from './disk.ts'
 import { MemoryCache } from './memory.ts'
 import { SliceCache } from './slices.ts'
@@ -20,18 +21,7 @@ after(async () => {
 })
 
 function metaOf(etag: string): ObjectMeta {
-  return {
-    size: 10 * SLICE,
-    etag,
-    lastModified: undefined,
-    contentType: 'video/mp4',
-    cacheControl: undefined,
-    contentDisposition: undefined,
-    contentEncoding: undefined,
-    contentLanguage: undefined,
-    expires: undefined,
-    userMetadata: {},
-  }
+  return objectMeta({ size: 10 * SLICE, etag, contentType: 'video/mp4' })
 }
 
 /** An origin whose object is `current`; counts HEADs. */
