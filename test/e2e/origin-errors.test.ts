@@ -9,6 +9,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
+import { eventually } from '../support/eventually.ts'
 import { send } from '../support/http.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
@@ -125,6 +126,7 @@ ${yaml('hangup', hangingUp.endpoint)}
 ${yaml('silent', silent.endpoint)}
 ${yaml('silent-long', silent.endpoint, '', 30)}
 ${yaml('silent-breaker', silent.endpoint, '      circuit_breaker: { failure_threshold: 3, success_threshold: 1, timeout_seconds: 60 }')}
+${yaml('silent-trial', silent.endpoint, '      max_attempts: 1\n      circuit_breaker: { failure_threshold: 1, success_threshold: 1, timeout_seconds: 1 }')}
 ${yaml('one-shot', oneShot.endpoint, '      max_attempts: 1')}
 ${yaml('cut', cutting.endpoint, '      max_attempts: 1')}
 ${yaml('cut-breaker', cutting.endpoint, '      max_attempts: 1\n      circuit_breaker: { failure_threshold: 1, success_threshold: 1, timeout_seconds: 60 }')}
@@ -238,6 +240,28 @@ describe('a single backend behind a circuit breaker', () => {
     const res = await send(proxy.url, '/cut-breaker/a.txt')
     assert.equal(res.status, 503)
     assert.equal(errorCode(res), 'ORIGIN_UNAVAILABLE')
+  })
+
+  it('frees a half-open trial whose client left, so the next request is a trial too', async () => {
+    // The start-up probe timed out and opened the breaker (failure_threshold 1); a second later it
+    // admits one trial at a time.
+    const replicaHealth = async () =>
+      (await send(proxy.url, '/ready')).json<{ backends: Record<string, { replicas: Record<string, string> }> }>().backends['silent-trial']?.replicas.primary
+    await eventually(async () => (await replicaHealth()) === 'half-open', 'the breaker half-open')
+    // The trial reaches the backend, which never answers; its client leaves.
+    const reached = silent.nextConnection()
+    const url = new URL(proxy.url)
+    const trial = http.get({ host: url.hostname, port: url.port, path: '/silent-trial/a.txt', agent: false })
+    trial.on('error', () => undefined)
+    await reached
+    trial.destroy()
+    const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/silent-trial/a.txt')
+    assert.equal(line.complete, false)
+    // Neither a success nor a failure: the slot is free, so this request is admitted as a trial and
+    // waits for the backend (504 after s3.timeout) instead of a 503 at once.
+    const res = await send(proxy.url, '/silent-trial/a.txt')
+    assert.equal(res.status, 504)
+    assert.equal(errorCode(res), 'ORIGIN_TIMEOUT')
   })
 
   it('opens the breaker after repeated timeouts and answers 503 at once', async () => {
