@@ -28,7 +28,7 @@ export function purgeCovers(target: PurgeTarget, key: string): boolean {
   return key.startsWith(exact) && (key.length === exact.length || key[exact.length] === DERIVED_MARK)
 }
 
-
+/** Recent purges and deletes, in order, each with its time and sequence number. */
 export class PurgeLog {
   #records: Purge[] = []
   #seq = 0
