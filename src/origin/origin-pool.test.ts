@@ -4,9 +4,13 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import http from 'node:http'
+import https from 'node:https'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { after, describe, it } from 'node:test'
+import type { TLSSocket } from 'node:tls'
+import { generate } from 'selfsigned'
 import { freePort } from '../../test/support/http.ts'
 import type { OriginBody } from './origin-body.ts'
 import { OriginPool, type OriginResponse } from './origin-pool.ts'
@@ -60,8 +64,8 @@ after(async () => {
   await Promise.all(backends.map((b) => b.close()))
 })
 
-function poolFor(origin: string, maxConnections = 8, connectTimeoutMs = 2000): OriginPool {
-  const pool = new OriginPool({ origin, maxConnections, connectTimeoutMs })
+function poolFor(origin: string, maxConnections = 8, connectTimeoutMs = 2000, ca?: string): OriginPool {
+  const pool = new OriginPool({ origin, maxConnections, connectTimeoutMs, ca })
   pools.push(pool)
   return pool
 }
@@ -262,5 +266,95 @@ describe('origin bodies', () => {
     response.body.destroy()
     assert.equal((await text((await get(pool)).body)).length, 3000)
     assert.equal(b.connections(), 1)
+  })
+})
+
+describe('origin answers as servers frame them', () => {
+  it('reads a chunked body from node:http and keeps the connection for the next request', async () => {
+    const server = http.createServer((_req, res) => {
+      res.write('first ')
+      setImmediate(() => res.end('second'))
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    let connections = 0
+    server.on('connection', () => connections++)
+    try {
+      const pool = poolFor(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)
+      const first = await get(pool)
+      assert.equal(first.headers['transfer-encoding'], 'chunked')
+      assert.equal(await text(first.body), 'first second')
+      assert.equal(await text((await get(pool)).body), 'first second')
+      assert.equal(connections, 1)
+    } finally {
+      server.closeAllConnections()
+      server.close()
+    }
+  })
+
+  it('speaks TLS to an https origin, with SNI, and keeps the connection', async () => {
+    const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
+      keyType: 'ec',
+      algorithm: 'sha256',
+      extensions: [{ name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }] }],
+    })
+    const names: (string | false | null)[] = []
+    const server = https.createServer({ cert: pems.cert, key: pems.private }, (req, res) => res.end(`over tls: ${req.url}`))
+    server.on('secureConnection', (socket: TLSSocket) => names.push(socket.servername))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const port = (server.address() as AddressInfo).port
+      const pool = poolFor(`https://localhost:${port}`, 8, 2000, pems.cert)
+      assert.equal(await text((await get(pool)).body), 'over tls: /bucket/key')
+      assert.equal(await text((await get(pool)).body), 'over tls: /bucket/key')
+      assert.deepEqual(names, ['localhost'])
+      // Without the certificate's issuer trusted, nothing is sent.
+      await assert.rejects(get(poolFor(`https://localhost:${port}`)), { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' })
+    } finally {
+      server.closeAllConnections()
+      server.close()
+    }
+  })
+
+  it("closes an idle connection before the origin's Keep-Alive timeout runs out", async () => {
+    let closedAt = 0
+    const b = await serving((socket) => {
+      socket.once('close', () => (closedAt = Date.now()))
+      socket.write(ok('x', 'Keep-Alive: timeout=2\r\n'))
+    })
+    const pool = poolFor(b.origin)
+    assert.equal(await text((await get(pool)).body), 'x')
+    const answeredAt = Date.now()
+    await new Promise<void>((resolve, reject) => {
+      const deadline = setTimeout(() => reject(new Error('the idle connection was not closed within 5 s')), 5000)
+      const check = setInterval(() => {
+        if (closedAt === 0) return
+        clearInterval(check)
+        clearTimeout(deadline)
+        resolve()
+      }, 20)
+    })
+    // One second before the origin's two.
+    const idleFor = closedAt - answeredAt
+    assert.ok(idleFor >= 900 && idleFor < 1900, `closed after ${idleFor} ms`)
+  })
+
+  it('sends nothing when a header value would break its line', async () => {
+    let requests = 0
+    const b = await serving(() => requests++)
+    const pool = poolFor(b.origin)
+    const request = pool.request('GET', '/bucket/key', ['host', 'example', 'range', 'bytes=0-1\r\nx-evil: 1'], new AbortController().signal)
+    await assert.rejects(request, /line break/)
+    assert.equal(requests, 0)
+  })
+
+  it('does not reuse a connection that answered with bytes after its end, or with a broken answer', async () => {
+    // By connection: the first answers with bytes after its end, the second breaks, the rest are fine.
+    const answers = [`${ok('one')}trailing garbage`, 'HTTP/1.1 OK\r\n\r\n']
+    const b = await serving((socket) => socket.write(answers[b.connections() - 1] ?? ok('again')))
+    const pool = poolFor(b.origin)
+    assert.equal(await text((await get(pool)).body), 'one')
+    await assert.rejects(get(pool), { name: 'OriginProtocolError' })
+    assert.equal(await text((await get(pool)).body), 'again')
+    assert.equal(b.connections(), 3)
   })
 })

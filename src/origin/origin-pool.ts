@@ -1,7 +1,5 @@
-// Keep-alive HTTP/1.1 connections to one origin, each an undici `Client` (one request at a time),
-// used most-recently-freed first so a light load keeps few sockets warm. undici's parser hands
-// each body chunk over as a view of the socket read, without the copy node:http's client makes,
-// and its request path allocates less: a miss costs less CPU, most of all for large bodies.
+// Keep-alive HTTP/1.1 connections to one origin (http1-connection.ts, one request at a time each),
+// used most-recently-freed first so a light load keeps few sockets warm.
 // - At most `maxConnections` connections; further requests wait in arrival order for one to free.
 // - `signal` aborting before the answer rejects at once with its reason, whatever the request is
 //   waiting for (a connection, the connect, the answer); a request already sent is cut (its
@@ -13,21 +11,14 @@
 //   no answer yet, so a backend that resets every new connection is not asked twice per attempt.
 // - Failures keep Node's codes (ECONNREFUSED, ECONNRESET...): a connection the origin closed
 //   before answering is ECONNRESET, as Node's "socket hang up" is.
-// - Header and body deadlines are the caller's (s3.ts, body-stream.ts): undici's are off.
-import { createRequire } from 'node:module'
-import type { Dispatcher, Client as UndiciClient } from 'undici'
+// - Header and body deadlines are the caller's (s3.ts, body-stream.ts).
+import { Http1Connection, type ExchangeSink } from './http1-connection.ts'
+import type { OriginHeaders } from './http1-response.ts'
+import { OriginBody, type Transfer } from './origin-body.ts'
 
-// The Client alone: undici's index also loads fetch, WebSocket, EventSource, mocks and the cache
-// store, ~12 MB of RSS an idle proxy never uses (the Client costs ~3 MB).
-const Client = createRequire(import.meta.url)('undici/lib/dispatcher/client.js') as typeof UndiciClient
-type Client = UndiciClient
-import { OriginBody } from './origin-body.ts'
-import { ConnectTimeoutError } from './s3-errors.ts'
-
-export type Method = 'GET' | 'HEAD'
-
-/** Lower-case names; a repeated header is a list. */
-export type OriginHeaders = Record<string, string | string[] | undefined>
+export type { Method } from './http1-connection.ts'
+export type { OriginHeaders } from './http1-response.ts'
+import type { Method } from './http1-connection.ts'
 
 export interface OriginResponse {
   statusCode: number
@@ -40,18 +31,17 @@ export interface OriginPoolOptions {
   origin: string
   maxConnections: number
   connectTimeoutMs: number
+  /** Extra certificate authorities trusted for an https origin (see http1-connection.ts). */
+  ca?: string | Buffer
 }
 
-interface Connection {
-  readonly client: Client
-  /** Answers received on its current socket (0 = a new socket, or none yet). */
-  answers: number
-}
+type Connection = Http1Connection
 
 const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE'])
 
 export class OriginPool {
   readonly #options: OriginPoolOptions
+  readonly #endpoint: { protocol: 'http:' | 'https:'; hostname: string; port: number }
   readonly #all = new Set<Connection>()
   /** Free connections, the most recently freed last. */
   readonly #idle: Connection[] = []
@@ -61,6 +51,11 @@ export class OriginPool {
 
   constructor(options: OriginPoolOptions) {
     this.#options = options
+    const url = new URL(options.origin)
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`an origin is http: or https:, not ${url.protocol}`)
+    // An IPv6 literal is bracketed in a URL, not in a connect call.
+    const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname
+    this.#endpoint = { protocol: url.protocol, hostname, port: Number(url.port || (url.protocol === 'https:' ? 443 : 80)) }
   }
 
   /**
@@ -78,8 +73,8 @@ export class OriginPool {
   /** Closes every connection; requests in flight fail. */
   close(): void {
     this.#closed = true
-    for (const waiting of this.#waiting.splice(0)) waiting.onResponseError(undefined, new Error('origin connections closed'))
-    for (const connection of this.#all) void connection.client.destroy().catch(() => undefined)
+    for (const waiting of this.#waiting.splice(0)) waiting.fail(new Error('origin connections closed'))
+    for (const connection of this.#all) connection.destroy()
     this.#all.clear()
     this.#idle.length = 0
   }
@@ -87,7 +82,7 @@ export class OriginPool {
   /** Sends `exchange` on a free connection, or queues it. */
   start(exchange: Exchange): void {
     if (this.#closed) {
-      exchange.onResponseError(undefined, new Error('origin connections closed'))
+      exchange.fail(new Error('origin connections closed'))
       return
     }
     const connection = this.#idle.pop() ?? (this.#all.size < this.#options.maxConnections ? this.#open() : undefined)
@@ -106,36 +101,19 @@ export class OriginPool {
     if (this.#closed) return
     const next = this.#waiting.shift()
     if (next === undefined) this.#idle.push(connection)
-    // Not from inside the client's own callbacks, which are still unwinding.
+    // Not from inside the connection's own callbacks, which are still unwinding.
     else process.nextTick(() => next.send(connection))
   }
 
-  connectTimeoutMs(): number {
-    return this.#options.connectTimeoutMs
-  }
-
   #open(): Connection {
-    const client = new Client(this.#options.origin, {
-      pipelining: 1,
-      connectTimeout: this.#options.connectTimeoutMs,
-      headersTimeout: 0,
-      bodyTimeout: 0,
-      allowH2: false,
-      autoSelectFamily: true,
-    })
-    const connection: Connection = { client, answers: 0 }
-    client.on('disconnect', () => {
-      connection.answers = 0
-    })
-    // Failures reach the request; the event only says the socket is gone.
-    client.on('connectionError', () => undefined)
+    const connection = new Http1Connection({ ...this.#endpoint, connectTimeoutMs: this.#options.connectTimeoutMs, ca: this.#options.ca })
     this.#all.add(connection)
     return connection
   }
 }
 
-/** One request: undici's handler for it, and its answer to the caller. */
-class Exchange implements Dispatcher.DispatchHandler {
+/** One request: its answer to the caller, its body's transfer control. */
+class Exchange implements ExchangeSink, Transfer {
   readonly #pool: OriginPool
   readonly #method: Method
   readonly #path: string
@@ -144,7 +122,6 @@ class Exchange implements Dispatcher.DispatchHandler {
   readonly #resolve: (response: OriginResponse) => void
   readonly #reject: (err: Error) => void
   #connection: Connection | undefined
-  #controller: Dispatcher.DispatchController | undefined
   #body: OriginBody | undefined
   /** The caller has its answer (response or failure): later events go to the body or nowhere. */
   #settled = false
@@ -177,56 +154,63 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     this.#connection = connection
     this.#reused = connection.answers > 0
-    // `reset: false` keeps the connection after a HEAD too (undici closes it by default).
-    connection.client.dispatch({ method: this.#method, path: this.#path, headers: this.#headers, reset: false }, this)
+    connection.send(this.#method, this.#path, this.#headers, this)
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.#controller = controller
-    if (this.#settled && this.#body === undefined) controller.abort(this.#signal.reason as Error)
-  }
+  // --- The connection's side (ExchangeSink) ---------------------------------------------------
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: OriginHeaders): void {
-    // 1xx answers are interim; the final answer follows.
-    if (statusCode < 200 || this.#settled) return
+  head(statusCode: number, headers: OriginHeaders): void {
+    if (this.#settled) return
     this.#settled = true
     this.#signal.removeEventListener('abort', this.#onAbort)
-    this.#body = new OriginBody(controller)
+    this.#body = new OriginBody(this)
     this.#resolve({ statusCode, headers, body: this.#body })
   }
 
-  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+  data(chunk: Buffer): void {
     this.#body?.push(chunk)
   }
 
-  onResponseEnd(): void {
+  end(): void {
     const connection = this.#connection as Connection
     this.#connection = undefined
-    connection.answers++
     this.#pool.release(connection)
     this.#body?.finish()
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController | undefined, error: Error): void {
+  fail(error: Error): void {
     const connection = this.#connection
     this.#connection = undefined
     if (connection !== undefined) this.#pool.release(connection)
-    const failure = originFailure(error, this.#pool.connectTimeoutMs())
     if (this.#body !== undefined) {
-      this.#body.fail(failure)
+      this.#body.fail(error)
       return
     }
     if (this.#settled) return
-    const code = (failure as NodeJS.ErrnoException).code ?? ''
+    const code = (error as NodeJS.ErrnoException).code ?? ''
     if (this.#reused && this.#mayResend && STALE_SOCKET_CODES.has(code)) {
       this.#mayResend = false
-      // Not from inside the client's own callbacks, which are still unwinding.
+      // Not from inside the connection's own callbacks, which are still unwinding.
       process.nextTick(() => this.#pool.start(this))
       return
     }
     this.#settled = true
     this.#signal.removeEventListener('abort', this.#onAbort)
-    this.#reject(failure)
+    this.#reject(error)
+  }
+
+  // --- The body's side (Transfer) -------------------------------------------------------------
+
+  pause(): void {
+    this.#connection?.pause(this)
+  }
+
+  resume(): void {
+    this.#connection?.resume(this)
+  }
+
+  abort(reason: Error): void {
+    this.#connection?.abort(this, reason)
   }
 
   readonly #onAbort = (): void => {
@@ -234,17 +218,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.#settled = true
     const reason = this.#signal.reason as Error
     if (this.#connection === undefined) this.#pool.unqueue(this)
-    else this.#controller?.abort(reason)
+    else this.#connection.abort(this, reason)
     this.#reject(reason)
   }
-}
-
-/** undici's failures as the rest of the proxy knows them (s3-errors.ts reads Node's codes). */
-function originFailure(error: Error, connectTimeoutMs: number): Error {
-  const code = (error as { code?: unknown }).code
-  if (code === 'UND_ERR_CONNECT_TIMEOUT') return new ConnectTimeoutError(connectTimeoutMs)
-  if (code === 'UND_ERR_SOCKET') {
-    return Object.assign(new Error(`the backend closed the connection (${error.message})`, { cause: error }), { code: 'ECONNRESET' })
-  }
-  return error
 }

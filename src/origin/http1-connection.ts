@@ -1,0 +1,225 @@
+// One keep-alive HTTP/1.1 connection to the origin, one request at a time (origin-pool.ts keeps
+// several). Written here rather than taken from undici: on this path a library's generality is the
+// cost. Measured side by side (a node:http relay of 1 KiB and 10 MiB objects from s3rver, 64
+// clients), undici's Client cost ~2x the CPU of this socket-and-parser pair per 1 KiB answer and
+// ~1.5-2.5x per 10 MiB answer (its wasm parser copies every read; its dispatch machinery allocates
+// per request). node:http's client copies each body chunk as well.
+// - The socket (TCP, or TLS with SNI for an https origin) opens on the first request, and again
+//   after the origin closed it; the request is written at once (queued until connected).
+// - `connectTimeoutMs` bounds the TCP (and TLS) connect: ConnectTimeoutError.
+// - The answer goes to the exchange's sink as http1-response.ts reads it; body chunks are views of
+//   the socket's reads. `pause`/`resume` hold the socket back for the current exchange only.
+// - A failure before the answer ended goes to `fail` once, with Node's codes: a socket error as it
+//   is, an origin that closed the connection mid-answer as ECONNRESET (as Node's "socket hang
+//   up"), a broken answer as OriginProtocolError; the socket is closed.
+// - After an answer the socket stays open for the next request unless the answer said otherwise;
+//   an idle socket is closed after the origin's `Keep-Alive: timeout` less a second (4 s when it
+//   gives none, as undici does), before the origin would close it under a request.
+import net from 'node:net'
+import tls from 'node:tls'
+import { ResponseReader, type OriginHeaders, type ResponseSink } from './http1-response.ts'
+import { ConnectTimeoutError } from './s3-errors.ts'
+
+export type Method = 'GET' | 'HEAD'
+
+/** An exchange on a connection: its answer, or its failure. */
+export interface ExchangeSink extends ResponseSink {
+  fail(err: Error): void
+}
+
+export interface ConnectionOptions {
+  protocol: 'http:' | 'https:'
+  hostname: string
+  port: number
+  connectTimeoutMs: number
+  /** Extra certificate authorities trusted for an https origin (tests; in production the system's, or NODE_EXTRA_CA_CERTS). */
+  ca?: string | Buffer
+}
+
+const DEFAULT_IDLE_MS = 4000
+const MAX_IDLE_MS = 600_000
+/** Header values and targets must not end the line they are on. */
+const LINE_BREAK = /[\r\n\0]/
+
+export class Http1Connection {
+  readonly #options: ConnectionOptions
+  readonly #reader = new ResponseReader()
+  #socket: net.Socket | undefined
+  #sink: ExchangeSink | undefined
+  #connectTimer: NodeJS.Timeout | undefined
+  #idleTimer: NodeJS.Timeout | undefined
+  #idleMs = DEFAULT_IDLE_MS
+  #idleSince = 0
+  #paused = false
+  /** Answers completed on the current socket (0: a new socket, or none yet). */
+  answers = 0
+  /** What the reader tells: passed on to the exchange's sink, the end seen here first. */
+  readonly #relay: ResponseSink = {
+    head: (statusCode, headers) => this.#sink?.head(statusCode, headers),
+    data: (chunk) => this.#sink?.data(chunk),
+    end: () => this.#answered(),
+  }
+
+  constructor(options: ConnectionOptions) {
+    this.#options = options
+  }
+
+  /** Sends a request; `headers` is a flat [name, value, ...] list holding `host`. */
+  send(method: Method, target: string, headers: readonly string[], sink: ExchangeSink): void {
+    if (this.#sink !== undefined) throw new Error('an origin connection carries one request at a time')
+    let head = `${method} ${target} HTTP/1.1\r\n`
+    let unsafe = LINE_BREAK.test(target)
+    for (let i = 0; i < headers.length; i += 2) {
+      const value = headers[i + 1] as string
+      unsafe ||= LINE_BREAK.test(value)
+      head += `${headers[i] as string}: ${value}\r\n`
+    }
+    // HTTP/1.1's default, said anyway for origins behind an HTTP/1.0-minded proxy (as undici does).
+    head += 'connection: keep-alive\r\n'
+    if (unsafe) {
+      sink.fail(new TypeError('a request target or header value holds a line break'))
+      return
+    }
+    this.#sink = sink
+    this.#reader.start(this.#relay, method === 'HEAD')
+    const socket = this.#socket ?? this.#connect()
+    socket.write(`${head}\r\n`, 'latin1')
+  }
+
+  /** Holds back the socket while `sink`'s body waits for its consumer. */
+  pause(sink: ExchangeSink): void {
+    if (sink !== this.#sink || this.#paused) return
+    this.#paused = true
+    this.#socket?.pause()
+  }
+
+  resume(sink: ExchangeSink): void {
+    if (sink !== this.#sink || !this.#paused) return
+    this.#paused = false
+    this.#socket?.resume()
+  }
+
+  /** Gives up `sink`'s exchange: the socket is closed and `fail(reason)` follows at once. */
+  abort(sink: ExchangeSink, reason: Error): void {
+    if (sink !== this.#sink) return
+    this.#failExchange(reason)
+  }
+
+  /** Closes the socket; an exchange in flight fails. */
+  destroy(): void {
+    this.#failExchange(new Error('origin connections closed'))
+    clearTimeout(this.#idleTimer)
+  }
+
+  #connect(): net.Socket {
+    const { protocol, hostname, port, connectTimeoutMs, ca } = this.#options
+    const socket =
+      protocol === 'https:'
+        ? tls.connect({ host: hostname, port, servername: net.isIP(hostname) === 0 ? hostname : undefined, ALPNProtocols: ['http/1.1'], ca })
+        : net.connect({ host: hostname, port })
+    socket.setNoDelay(true)
+    this.#socket = socket
+    this.answers = 0
+    this.#paused = false
+    this.#connectTimer = setTimeout(() => socket.destroy(new ConnectTimeoutError(connectTimeoutMs)), connectTimeoutMs)
+    this.#connectTimer.unref()
+    socket.once(protocol === 'https:' ? 'secureConnect' : 'connect', () => clearTimeout(this.#connectTimer))
+    socket.on('data', (chunk: Buffer) => {
+      if (socket !== this.#socket) return
+      try {
+        this.#reader.feed(chunk)
+      } catch (err) {
+        this.#failExchange(err as Error)
+      }
+    })
+    socket.on('end', () => this.#ended(socket))
+    socket.on('error', (err: Error) => {
+      if (socket === this.#socket) this.#failExchange(err)
+    })
+    socket.on('close', () => this.#ended(socket))
+    return socket
+  }
+
+  /** The origin closed the socket (or it broke): a body that runs to the close ends, any other answer fails. */
+  #ended(socket: net.Socket): void {
+    if (socket !== this.#socket) return
+    const sink = this.#sink
+    this.#forgetSocket()
+    if (sink === undefined) return
+    this.#sink = undefined
+    if (this.#reader.close()) {
+      sink.end()
+      return
+    }
+    this.#reader.reset()
+    sink.fail(Object.assign(new Error('the backend closed the connection before the answer ended'), { code: 'ECONNRESET' }))
+  }
+
+  /** Closes the socket and fails the exchange in flight, if any, with `err`. */
+  #failExchange(err: Error): void {
+    const socket = this.#socket
+    const sink = this.#sink
+    this.#sink = undefined
+    this.#reader.reset()
+    if (socket !== undefined) {
+      this.#forgetSocket()
+      socket.destroy()
+    }
+    sink?.fail(err)
+  }
+
+  #forgetSocket(): void {
+    clearTimeout(this.#connectTimer)
+    this.#socket = undefined
+    this.answers = 0
+    this.#paused = false
+  }
+
+  /** The answer ended: the socket is kept for the next request, or closed; then the sink hears it. */
+  #answered(): void {
+    const sink = this.#sink
+    this.#sink = undefined
+    const socket = this.#socket
+    if (socket !== undefined) this.#keepOrClose(socket)
+    sink?.end()
+  }
+
+  #keepOrClose(socket: net.Socket): void {
+    if (this.#paused) {
+      this.#paused = false
+      socket.resume()
+    }
+    if (!this.#reader.keepAlive) {
+      this.#forgetSocket()
+      socket.destroy()
+      return
+    }
+    this.answers++
+    const hint = this.#reader.keepAliveHintMs
+    const idleMs = hint === undefined ? DEFAULT_IDLE_MS : Math.min(Math.max(hint - 1000, 1000), MAX_IDLE_MS)
+    this.#idleSince = Date.now()
+    if (this.#idleTimer === undefined || idleMs !== this.#idleMs) {
+      clearTimeout(this.#idleTimer)
+      this.#idleMs = idleMs
+      this.#idleTimer = setTimeout(this.#onIdleTimer, idleMs)
+      this.#idleTimer.unref()
+    } else {
+      this.#idleTimer.refresh()
+    }
+  }
+
+  readonly #onIdleTimer = (): void => {
+    const socket = this.#socket
+    if (socket === undefined || this.#sink !== undefined) return
+    const idleFor = Date.now() - this.#idleSince
+    if (idleFor < this.#idleMs) {
+      // Used and freed again since the timer was armed.
+      this.#idleTimer?.refresh()
+      return
+    }
+    this.#forgetSocket()
+    socket.destroy()
+  }
+}
+
+export type { OriginHeaders }

@@ -1,0 +1,297 @@
+// Reads the HTTP/1.1 responses of one origin connection (http1-connection.ts), one at a time, from
+// the bytes as the socket delivers them: the head (status and headers), then the body framed by
+// Content-Length, chunked transfer coding, or the end of the connection. Body bytes are handed on
+// as views of the socket's own reads, never copied; only a head (or a chunk-size line) split
+// across reads is joined.
+// - 1xx answers are interim and skipped; a HEAD answer, a 204 and a 304 have no body.
+// - Header names are lower-cased, values read as latin1 and trimmed, a repeated header is a list.
+// - Anything that breaks the framing (a bad status line, a folded or nameless header line, a
+//   Content-Length that is not a number or disagrees with itself, a bad chunk size, bytes after the
+//   answer, a head over 64 KiB) throws an OriginProtocolError: the connection is not reused.
+// - `keepAlive` says whether the connection may carry another request after this answer (HTTP/1.1
+//   without `Connection: close`, a body whose end was framed); `keepAliveHintMs` is the origin's
+//   `Keep-Alive: timeout=N`, when it gave one.
+
+/** Lower-case names; a repeated header is a list. */
+export type OriginHeaders = Record<string, string | string[] | undefined>
+
+/** Where a response goes, in order: its head, its body's chunks, its end. */
+export interface ResponseSink {
+  head(statusCode: number, headers: OriginHeaders): void
+  data(chunk: Buffer): void
+  end(): void
+}
+
+/** The origin broke HTTP/1.1's framing. */
+export class OriginProtocolError extends Error {
+  readonly code = 'ORIGIN_PROTOCOL_ERROR'
+  constructor(reason: string) {
+    super(`the backend's answer is not valid HTTP/1.1: ${reason}`)
+    this.name = 'OriginProtocolError'
+  }
+}
+
+const MAX_HEAD_BYTES = 64 * 1024
+const MAX_LINE_BYTES = 8 * 1024
+const HEAD_END = Buffer.from('\r\n\r\n')
+const LINE_END = Buffer.from('\r\n')
+
+// What the reader expects next.
+/** No answer is expected: any byte is an error. */
+const IDLE = 0
+const HEAD = 1
+/** Body bytes left: `#remaining`. */
+const LENGTH = 2
+const CHUNK_SIZE = 3
+/** Bytes left in this chunk: `#remaining`. */
+const CHUNK_DATA = 4
+/** The CRLF after a chunk's data. */
+const CHUNK_END = 5
+const TRAILERS = 6
+/** The body ends with the connection. */
+const UNTIL_CLOSE = 7
+type State = typeof IDLE | typeof HEAD | typeof LENGTH | typeof CHUNK_SIZE | typeof CHUNK_DATA | typeof CHUNK_END | typeof TRAILERS | typeof UNTIL_CLOSE
+
+export class ResponseReader {
+  #state: State = IDLE
+  #sink: ResponseSink | undefined
+  #noBody = false
+  #remaining = 0
+  /** Bytes of a head or line not yet complete. */
+  #pending: Buffer | undefined
+  keepAlive = true
+  keepAliveHintMs: number | undefined
+
+  /** Expects the answer to a request just sent (`noBody` for HEAD). */
+  start(sink: ResponseSink, noBody: boolean): void {
+    this.#sink = sink
+    this.#noBody = noBody
+    this.#state = HEAD
+    this.#pending = undefined
+    this.keepAlive = true
+  }
+
+  /** An answer is being read (not yet ended). */
+  get busy(): boolean {
+    return this.#state !== IDLE
+  }
+
+  /** Forgets the answer being read (the exchange was aborted, the connection is going). */
+  reset(): void {
+    this.#state = IDLE
+    this.#sink = undefined
+    this.#pending = undefined
+  }
+
+  /** Reads bytes from the connection; throws OriginProtocolError. */
+  feed(chunk: Buffer): void {
+    const sink = this.#sink
+    if (sink === undefined) throw new OriginProtocolError('bytes outside an answer')
+    let at = 0
+    while (at < chunk.length) {
+      // The answer ended (what follows is dropped: keepAlive says so), or the sink aborted it.
+      if (this.#sink !== sink) return
+      switch (this.#state) {
+        case IDLE:
+          throw new OriginProtocolError('bytes outside an answer')
+        case HEAD:
+          at = this.#readHead(chunk, at, sink)
+          break
+        case LENGTH:
+        case CHUNK_DATA:
+        case UNTIL_CLOSE: {
+          const available = chunk.length - at
+          const take = this.#state === UNTIL_CLOSE ? available : Math.min(this.#remaining, available)
+          this.#remaining -= take
+          const piece = take === chunk.length ? chunk : chunk.subarray(at, at + take)
+          at += take
+          if (this.#remaining === 0 && this.#state === CHUNK_DATA) this.#state = CHUNK_END
+          sink.data(piece)
+          if (this.#remaining === 0 && this.#state === LENGTH && this.#sink === sink) this.#complete(sink, at < chunk.length)
+          break
+        }
+        default:
+          at = this.#readLine(chunk, at, sink)
+      }
+    }
+  }
+
+  /**
+   * The connection ended. True when that completes the answer (a body that runs to the close) or
+   * none was expected; false when an answer is cut short.
+   */
+  close(): boolean {
+    const sink = this.#sink
+    if (this.#state === IDLE) return true
+    if (this.#state !== UNTIL_CLOSE || sink === undefined) return false
+    this.#complete(sink, false)
+    return true
+  }
+
+  #complete(sink: ResponseSink, bytesFollow: boolean): void {
+    this.#state = IDLE
+    this.#sink = undefined
+    this.#pending = undefined
+    // Bytes after an answer belong to no request: the connection cannot be trusted again.
+    if (bytesFollow) this.keepAlive = false
+    sink.end()
+  }
+
+  /** Reads the head from `at`; answers where the body starts, or the chunk's end if it is not whole. */
+  #readHead(chunk: Buffer, at: number, sink: ResponseSink): number {
+    const pending = this.#pending
+    let bytes = chunk
+    let from = at
+    let searchFrom = at
+    if (pending !== undefined) {
+      bytes = Buffer.concat([pending, chunk.subarray(at)])
+      from = 0
+      searchFrom = Math.max(0, pending.length - 3)
+    }
+    const end = bytes.indexOf(HEAD_END, searchFrom)
+    if (end === -1) {
+      if (bytes.length - from > MAX_HEAD_BYTES) throw new OriginProtocolError('a head over 64 KiB')
+      this.#pending = pending === undefined ? Buffer.from(chunk.subarray(at)) : bytes
+      return chunk.length
+    }
+    if (end - from > MAX_HEAD_BYTES) throw new OriginProtocolError('a head over 64 KiB')
+    this.#pending = undefined
+    const next = pending === undefined ? end + 4 : at + end + 4 - pending.length
+    this.#head(bytes.toString('latin1', from, end), sink, next < chunk.length)
+    return next
+  }
+
+  #head(text: string, sink: ResponseSink, bytesFollow: boolean): void {
+    const lineEnd = text.indexOf('\r\n')
+    const statusLine = lineEnd === -1 ? text : text.slice(0, lineEnd)
+    // "HTTP/1.x NNN reason"
+    if (!statusLine.startsWith('HTTP/1.') || statusLine.charCodeAt(8) !== 32) throw new OriginProtocolError('a bad status line')
+    const minor = statusLine.charCodeAt(7) - 48
+    const statusCode = Number(statusLine.slice(9, 12))
+    if ((minor !== 0 && minor !== 1) || !Number.isInteger(statusCode) || statusCode < 100 || statusLine.charCodeAt(9) === 32) {
+      throw new OriginProtocolError('a bad status line')
+    }
+    const headers = lineEnd === -1 ? {} : parseHeaders(text, lineEnd + 2)
+    if (statusCode < 200) {
+      // Interim (100 Continue, 103 Early Hints): the final answer follows on the same connection.
+      if (statusCode === 101) throw new OriginProtocolError('an upgrade was never asked for')
+      return
+    }
+    const connection = headers.connection
+    if (minor === 0 || (connection !== undefined && hasToken(connection, 'close'))) this.keepAlive = false
+    const hint = headers['keep-alive']
+    if (hint !== undefined) this.keepAliveHintMs = timeoutHint(hint)
+    const framing = this.#framing(statusCode, headers)
+    sink.head(statusCode, headers)
+    if (this.#sink !== sink) return
+    if (framing === 'none') this.#complete(sink, bytesFollow)
+  }
+
+  /** Sets the state for the body that follows this head. */
+  #framing(statusCode: number, headers: OriginHeaders): 'none' | 'body' {
+    if (this.#noBody || statusCode === 204 || statusCode === 304) return 'none'
+    const coding = headers['transfer-encoding']
+    if (coding !== undefined) {
+      const codings = (Array.isArray(coding) ? coding.join(',') : coding).toLowerCase()
+      // Both framings at once: chunked wins, and the connection is not trusted again (RFC 9112 6.3).
+      if (headers['content-length'] !== undefined) this.keepAlive = false
+      if (codings.trim().endsWith('chunked')) {
+        this.#state = CHUNK_SIZE
+        return 'body'
+      }
+      this.keepAlive = false
+      this.#state = UNTIL_CLOSE
+      return 'body'
+    }
+    const length = headers['content-length']
+    if (length === undefined) {
+      this.keepAlive = false
+      this.#state = UNTIL_CLOSE
+      return 'body'
+    }
+    const lengths = Array.isArray(length) ? length : [length]
+    if (lengths.some((value) => value !== lengths[0]) || !/^\d{1,15}$/.test(lengths[0] as string)) {
+      throw new OriginProtocolError('a bad Content-Length')
+    }
+    this.#remaining = Number(lengths[0])
+    if (this.#remaining === 0) return 'none'
+    this.#state = LENGTH
+    return 'body'
+  }
+
+  /** Reads a chunk-size line, a chunk's closing CRLF or a trailer line; answers where it ends. */
+  #readLine(chunk: Buffer, at: number, sink: ResponseSink): number {
+    const pending = this.#pending
+    let bytes = chunk
+    let from = at
+    if (pending !== undefined) {
+      bytes = Buffer.concat([pending, chunk.subarray(at)])
+      from = 0
+    }
+    const end = bytes.indexOf(LINE_END, Math.max(from, pending === undefined ? from : pending.length - 1))
+    if (end === -1) {
+      if (bytes.length - from > MAX_LINE_BYTES) throw new OriginProtocolError('a chunk line over 8 KiB')
+      this.#pending = pending === undefined ? Buffer.from(chunk.subarray(at)) : bytes
+      return chunk.length
+    }
+    this.#pending = undefined
+    const next = pending === undefined ? end + 2 : at + end + 2 - pending.length
+    const line = bytes.toString('latin1', from, end)
+    switch (this.#state) {
+      case CHUNK_SIZE: {
+        const semicolon = line.indexOf(';')
+        const hex = (semicolon === -1 ? line : line.slice(0, semicolon)).trim()
+        if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) throw new OriginProtocolError('a bad chunk size')
+        this.#remaining = parseInt(hex, 16)
+        this.#state = this.#remaining === 0 ? TRAILERS : CHUNK_DATA
+        break
+      }
+      case CHUNK_END:
+        if (line !== '') throw new OriginProtocolError('no CRLF after a chunk')
+        this.#state = CHUNK_SIZE
+        break
+      default:
+        // Trailers are dropped; the empty line ends the body.
+        if (line === '') this.#complete(sink, next < chunk.length)
+    }
+    return next
+  }
+}
+
+function parseHeaders(text: string, from: number): OriginHeaders {
+  const headers: OriginHeaders = {}
+  let start = from
+  while (start < text.length) {
+    let end = text.indexOf('\r\n', start)
+    if (end === -1) end = text.length
+    const first = text.charCodeAt(start)
+    if (first === 32 || first === 9) throw new OriginProtocolError('a folded header line')
+    const colon = text.indexOf(':', start)
+    if (colon <= start || colon > end) throw new OriginProtocolError('a header line without a name')
+    const last = text.charCodeAt(colon - 1)
+    if (last === 32 || last === 9) throw new OriginProtocolError('whitespace before a header colon')
+    const name = text.slice(start, colon).toLowerCase()
+    const value = text.slice(colon + 1, end).trim()
+    start = end + 2
+    if (name === '__proto__') continue
+    const known = headers[name]
+    if (known === undefined) headers[name] = value
+    else if (typeof known === 'string') headers[name] = [known, value]
+    else known.push(value)
+  }
+  return headers
+}
+
+function hasToken(value: string | string[], token: string): boolean {
+  const list = Array.isArray(value) ? value.join(',') : value
+  return list
+    .toLowerCase()
+    .split(',')
+    .some((item) => item.trim() === token)
+}
+
+/** `Keep-Alive: timeout=N` in ms, if it says so. */
+function timeoutHint(value: string | string[]): number | undefined {
+  const match = /(?:^|[,\s])timeout=(\d+)/i.exec(Array.isArray(value) ? value.join(',') : value)
+  return match === null ? undefined : Number(match[1]) * 1000
+}
