@@ -24,11 +24,11 @@ const USAGE = `usage: yatagarasu [--config FILE] [--check]
   -v, --version       print the version
   -h, --help          print this help`
 
-// WebAssembly (undici's HTTP parser, OPA policies) is optimized once it has done real work, not
-// after its first calls: V8's default budget had TurboFan compile undici's parser after the first
-// origin request, ~9 MB of RSS an idle proxy kept (measured: idle 103 -> 93 MB). Under load the
-// budget (~15x V8's) is spent quickly: CPU per origin request measured the same. V8 reads it when a
-// module is instantiated, which happens later.
+// WebAssembly (OPA policies) is optimized once it has done real work, not after its first calls:
+// V8's default budget had TurboFan compile a module after its first calls, ~9 MB of RSS an idle
+// proxy kept (measured on undici's parser, which origin requests used then: idle 103 -> 93 MB).
+// Under load the budget (~15x V8's) is spent quickly. V8 reads it when a module is instantiated,
+// which happens later.
 setFlagsFromString('--wasm-tiering-budget=200000000')
 // The young generation's size is read when the heap is created: setFlagsFromString here has no
 // effect on it (measured), so `--max-semi-space-size=1` is on the shebang line (the `yatagarasu`

@@ -77,21 +77,6 @@ describe('an origin body that flows', () => {
     assert.deepEqual(got, [1, 2, 3, 4])
     assert.equal(ended, true)
   })
-
-  it('defers a resume asked for while the connection is delivering', async () => {
-    const { transfer, calls } = recorded()
-    const body = new OriginBody(transfer)
-    body.consume({ data: () => body.pause(), end: assert.fail, error: assert.fail }, true)
-    body.push(kib(1))
-    assert.deepEqual(calls, ['pause'])
-    // Another body's delivery resumes this one: not from inside that delivery.
-    const other = new OriginBody(recorded().transfer)
-    other.consume({ data: () => body.resume(), end: assert.fail, error: assert.fail }, true)
-    other.push(kib(1))
-    assert.deepEqual(calls, ['pause'])
-    await Promise.resolve()
-    assert.deepEqual(calls, ['pause', 'resume'])
-  })
 })
 
 describe('destroying an origin body', () => {

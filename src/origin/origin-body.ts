@@ -10,7 +10,7 @@
 // `destroy` (consumer gone, body unwanted) aborts the exchange unless every byte already arrived;
 // either way the chunks are dropped and the consumer hears nothing more.
 
-/** What the connection sees: pause, resume, abort (undici's DispatchController). */
+/** What the connection sees: pause, resume, abort (origin-pool.ts's exchange). */
 export interface Transfer {
   pause(): void
   resume(): void
@@ -30,9 +30,6 @@ export interface BodyConsumer {
 
 /** What pull mode lets wait before pausing the connection. */
 const HOLD_BYTES = 256 * 1024
-
-/** True while the connection is delivering (inside its parser): a resume must wait for it to return. */
-let delivering = false
 
 export class OriginBody {
   readonly #transfer: Transfer
@@ -67,7 +64,7 @@ export class OriginBody {
     if (this.#over) return
     const consumer = this.#consumer
     if (this.#flowing && !this.#pausedByConsumer && this.#held.length === 0) {
-      deliver(() => consumer?.data?.(chunk))
+      consumer?.data?.(chunk)
       return
     }
     this.#held.push(chunk)
@@ -78,14 +75,14 @@ export class OriginBody {
       this.#pausedToHold = true
       this.#update()
     }
-    if (this.#held.length === 1 && consumer?.readable !== undefined) deliver(() => consumer.readable?.())
+    if (this.#held.length === 1 && consumer?.readable !== undefined) consumer.readable?.()
   }
 
   /** Every byte arrived. */
   finish(): void {
     if (this.#over) return
     this.#complete = true
-    if (this.#held.length === 0 && this.#consumer !== undefined) deliver(() => this.#end())
+    if (this.#held.length === 0 && this.#consumer !== undefined) this.#end()
   }
 
   /** The connection failed before the end. */
@@ -95,7 +92,7 @@ export class OriginBody {
     this.#failure = err
     this.#drop()
     const consumer = this.#consumer
-    if (consumer !== undefined) deliver(() => consumer.error(err))
+    if (consumer !== undefined) consumer.error(err)
   }
 
   // --- Consumer side -------------------------------------------------------------------------
@@ -180,8 +177,7 @@ export class OriginBody {
     if (pause === this.#transferPaused) return
     this.#transferPaused = pause
     if (pause) this.#transfer.pause()
-    // Resuming from inside a connection's delivery would re-enter a parser.
-    else if (delivering) queueMicrotask(() => this.#transferPaused || this.#over || this.#transfer.resume())
+    // The connection resumes its socket on a later tick, never from inside its own delivery.
     else this.#transfer.resume()
   }
 
@@ -193,19 +189,5 @@ export class OriginBody {
   #drop(): void {
     this.#held.length = 0
     this.#heldBytes = 0
-  }
-}
-
-/** Runs a consumer callback as part of the connection's delivery (see `delivering`). */
-function deliver(callback: () => void): void {
-  if (delivering) {
-    callback()
-    return
-  }
-  delivering = true
-  try {
-    callback()
-  } finally {
-    delivering = false
   }
 }
