@@ -34,6 +34,11 @@ export class OriginProtocolError extends Error {
 const MAX_HEAD_BYTES = 64 * 1024
 const MAX_LINE_BYTES = 8 * 1024
 const HEAD_END = Buffer.from('\r\n\r\n')
+const STATUS = /^[1-9]\d\d$/
+/** RFC 9110 token characters: what a header name is made of. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+/** Field values hold visible characters, spaces, tabs and obs-text; no other control character. */
+const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 const LINE_END = Buffer.from('\r\n')
 
 // What the reader expects next.
@@ -167,10 +172,11 @@ export class ResponseReader {
     // "HTTP/1.x NNN reason"
     if (!statusLine.startsWith('HTTP/1.') || statusLine.charCodeAt(8) !== 32) throw new OriginProtocolError('a bad status line')
     const minor = statusLine.charCodeAt(7) - 48
-    const statusCode = Number(statusLine.slice(9, 12))
-    if ((minor !== 0 && minor !== 1) || !Number.isInteger(statusCode) || statusCode < 100 || statusLine.charCodeAt(9) === 32) {
+    const digits = statusLine.slice(9, 12)
+    if ((minor !== 0 && minor !== 1) || !STATUS.test(digits) || (statusLine.length > 12 && statusLine.charCodeAt(12) !== 32)) {
       throw new OriginProtocolError('a bad status line')
     }
+    const statusCode = Number(digits)
     const headers = lineEnd === -1 ? {} : parseHeaders(text, lineEnd + 2)
     if (statusCode < 200) {
       // Interim (100 Continue, 103 Early Hints): the final answer follows on the same connection.
@@ -268,10 +274,12 @@ function parseHeaders(text: string, from: number): OriginHeaders {
     if (first === 32 || first === 9) throw new OriginProtocolError('a folded header line')
     const colon = text.indexOf(':', start)
     if (colon <= start || colon > end) throw new OriginProtocolError('a header line without a name')
-    const last = text.charCodeAt(colon - 1)
-    if (last === 32 || last === 9) throw new OriginProtocolError('whitespace before a header colon')
-    const name = text.slice(start, colon).toLowerCase()
+    const rawName = text.slice(start, colon)
+    if (!TOKEN.test(rawName)) throw new OriginProtocolError('a header name that is not a token')
     const value = text.slice(colon + 1, end).trim()
+    // Passed on to clients, some of them: what node:http would refuse to send is refused here.
+    if (INVALID_VALUE.test(value)) throw new OriginProtocolError('a control character in a header value')
+    const name = rawName.toLowerCase()
     start = end + 2
     if (name === '__proto__') continue
     const known = headers[name]
