@@ -64,26 +64,26 @@ export class Http1Connection {
     this.#options = options
   }
 
-  /** Sends a request; `headers` is a flat [name, value, ...] list holding `host`. */
+  /**
+   * Sends a request; `headers` is a flat [name, value, ...] list holding `host`. A list sent again
+   * (signed-request.ts reuses one within its second) is not written out again.
+   */
   send(method: Method, target: string, headers: readonly string[], sink: ExchangeSink): void {
     if (this.#sink !== undefined) throw new Error('an origin connection carries one request at a time')
-    let head = `${method} ${target} HTTP/1.1\r\n`
-    let unsafe = LINE_BREAK.test(target)
-    for (let i = 0; i < headers.length; i += 2) {
-      const value = headers[i + 1] as string
-      unsafe ||= LINE_BREAK.test(value)
-      head += `${headers[i] as string}: ${value}\r\n`
-    }
-    // HTTP/1.1's default, said anyway for origins behind an HTTP/1.0-minded proxy (as undici does).
-    head += 'connection: keep-alive\r\n'
-    if (unsafe) {
-      sink.fail(new TypeError('a request target or header value holds a line break'))
-      return
+    let written = writtenHeads.get(headers)
+    if (written === undefined || written.method !== method || written.target !== target) {
+      const head = requestHead(method, target, headers)
+      if (head === undefined) {
+        sink.fail(new TypeError('a request target or header value holds a line break'))
+        return
+      }
+      written = { method, target, head }
+      writtenHeads.set(headers, written)
     }
     this.#sink = sink
     this.#reader.start(this.#relay, method === 'HEAD')
     const socket = this.#socket ?? this.#connect()
-    socket.write(`${head}\r\n`, 'latin1')
+    socket.write(written.head, 'latin1')
   }
 
   /** Holds back the socket while `sink`'s body waits for its consumer. */
@@ -220,6 +220,22 @@ export class Http1Connection {
     this.#forgetSocket()
     socket.destroy()
   }
+}
+
+/** Request heads by the header list they were written from. */
+const writtenHeads = new WeakMap<readonly string[], { method: Method; target: string; head: string }>()
+
+/** The request's head, or undefined when a value would break its line. */
+function requestHead(method: Method, target: string, headers: readonly string[]): string | undefined {
+  if (LINE_BREAK.test(target)) return undefined
+  let head = `${method} ${target} HTTP/1.1\r\n`
+  for (let i = 0; i < headers.length; i += 2) {
+    const value = headers[i + 1] as string
+    if (LINE_BREAK.test(value)) return undefined
+    head += `${headers[i] as string}: ${value}\r\n`
+  }
+  // HTTP/1.1's default, said anyway for origins behind an HTTP/1.0-minded proxy (as undici does).
+  return `${head}connection: keep-alive\r\n\r\n`
 }
 
 export type { OriginHeaders }

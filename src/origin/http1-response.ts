@@ -35,6 +35,7 @@ const MAX_HEAD_BYTES = 64 * 1024
 const MAX_LINE_BYTES = 8 * 1024
 const HEAD_END = Buffer.from('\r\n\r\n')
 const STATUS = /^[1-9]\d\d$/
+const LENGTH = /^\d{1,15}$/
 /** RFC 9110 token characters: what a header name is made of. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 /** Field values hold visible characters, spaces, tabs and obs-text; no other control character. */
@@ -215,11 +216,10 @@ export class ResponseReader {
       this.#state = UNTIL_CLOSE
       return 'body'
     }
-    const lengths = Array.isArray(length) ? length : [length]
-    if (lengths.some((value) => value !== lengths[0]) || !/^\d{1,15}$/.test(lengths[0] as string)) {
-      throw new OriginProtocolError('a bad Content-Length')
-    }
-    this.#remaining = Number(lengths[0])
+    // Repeated, it must say the same each time.
+    const value = typeof length === 'string' ? length : length.every((each) => each === length[0]) ? (length[0] as string) : ''
+    if (!LENGTH.test(value)) throw new OriginProtocolError('a bad Content-Length')
+    this.#remaining = Number(value)
     if (this.#remaining === 0) return 'none'
     this.#state = LENGTH
     return 'body'
@@ -274,12 +274,10 @@ function parseHeaders(text: string, from: number): OriginHeaders {
     if (first === 32 || first === 9) throw new OriginProtocolError('a folded header line')
     const colon = text.indexOf(':', start)
     if (colon <= start || colon > end) throw new OriginProtocolError('a header line without a name')
-    const rawName = text.slice(start, colon)
-    if (!TOKEN.test(rawName)) throw new OriginProtocolError('a header name that is not a token')
+    const name = headerName(text.slice(start, colon))
     const value = text.slice(colon + 1, end).trim()
     // Passed on to clients, some of them: what node:http would refuse to send is refused here.
     if (INVALID_VALUE.test(value)) throw new OriginProtocolError('a control character in a header value')
-    const name = rawName.toLowerCase()
     start = end + 2
     if (name === '__proto__') continue
     const known = headers[name]
@@ -290,7 +288,22 @@ function parseHeaders(text: string, from: number): OriginHeaders {
   return headers
 }
 
+/** Names an origin sends, checked and lower-cased once: an origin sends the same dozen every time. */
+const knownNames = new Map<string, string>()
+const KNOWN_NAMES_LIMIT = 512
+
+function headerName(raw: string): string {
+  const known = knownNames.get(raw)
+  if (known !== undefined) return known
+  if (!TOKEN.test(raw)) throw new OriginProtocolError('a header name that is not a token')
+  const name = raw.toLowerCase()
+  if (knownNames.size < KNOWN_NAMES_LIMIT) knownNames.set(raw, name)
+  return name
+}
+
 function hasToken(value: string | string[], token: string): boolean {
+  if (value === token) return true
+  if (value === 'keep-alive') return false
   const list = Array.isArray(value) ? value.join(',') : value
   return list
     .toLowerCase()
@@ -298,8 +311,13 @@ function hasToken(value: string | string[], token: string): boolean {
     .some((item) => item.trim() === token)
 }
 
-/** `Keep-Alive: timeout=N` in ms, if it says so. */
+let lastHint: { value: string; ms: number | undefined } | undefined
+
+/** `Keep-Alive: timeout=N` in ms, if it says so (an origin repeats the same value: read once). */
 function timeoutHint(value: string | string[]): number | undefined {
-  const match = /(?:^|[,\s])timeout=(\d+)/i.exec(Array.isArray(value) ? value.join(',') : value)
-  return match === null ? undefined : Number(match[1]) * 1000
+  const text = Array.isArray(value) ? value.join(',') : value
+  if (lastHint?.value === text) return lastHint.ms
+  const match = /(?:^|[,\s])timeout=(\d+)/i.exec(text)
+  lastHint = { value: text, ms: match === null ? undefined : Number(match[1]) * 1000 }
+  return lastHint.ms
 }
