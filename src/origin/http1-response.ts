@@ -35,7 +35,7 @@ const MAX_HEAD_BYTES = 64 * 1024
 const MAX_LINE_BYTES = 8 * 1024
 const HEAD_END = Buffer.from('\r\n\r\n')
 const STATUS = /^[1-9]\d\d$/
-const LENGTH = /^\d{1,15}$/
+const DECIMAL = /^\d{1,15}$/
 /** RFC 9110 token characters: what a header name is made of. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 /** Field values hold visible characters, spaces, tabs and obs-text; no other control character. */
@@ -218,7 +218,7 @@ export class ResponseReader {
     }
     // Repeated, it must say the same each time.
     const value = typeof length === 'string' ? length : length.every((each) => each === length[0]) ? (length[0] as string) : ''
-    if (!LENGTH.test(value)) throw new OriginProtocolError('a bad Content-Length')
+    if (!DECIMAL.test(value)) throw new OriginProtocolError('a bad Content-Length')
     this.#remaining = Number(value)
     if (this.#remaining === 0) return 'none'
     this.#state = LENGTH
