@@ -41,7 +41,7 @@ describe('reading an answer framed by Content-Length', () => {
       const { reader, heard } = reading()
       feedIn(reader, answer, size)
       assert.equal(heard.status, 200)
-      assert.deepEqual(heard.headers, { 'content-length': '11', etag: '"abc"', 'x-amz-meta-a': ['1', '2'] })
+      assert.deepEqual({ ...heard.headers }, { 'content-length': '11', etag: '"abc"', 'x-amz-meta-a': ['1', '2'] })
       assert.equal(body(heard), 'hello world', `pieces of ${size}`)
       assert.ok(heard.ended)
       assert.ok(reader.keepAlive)
@@ -71,6 +71,17 @@ describe('reading an answer framed by Content-Length', () => {
     reader.feed(Buffer.from('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno'))
     assert.equal(heard.status, 404)
     assert.equal(body(heard), 'no')
+  })
+
+  it('reads a head of 60 KiB arriving a few bytes at a time, and headers named like Object members', () => {
+    const { reader, heard } = reading()
+    const head = Buffer.from(`HTTP/1.1 200 OK\r\nConstructor: c\r\ntoString: t\r\nX-Big: ${'a'.repeat(60 * 1024)}\r\nContent-Length: 2\r\n\r\nok`)
+    feedIn(reader, head, 7)
+    assert.equal(heard.headers?.constructor, 'c')
+    assert.equal(heard.headers?.tostring, 't')
+    assert.equal((heard.headers?.['x-big'] as string).length, 60 * 1024)
+    assert.equal(body(heard), 'ok')
+    assert.ok(heard.ended)
   })
 
   it('keeps the connection unless the answer closes it, and reads the origin’s keep-alive timeout', () => {
@@ -114,6 +125,14 @@ describe('reading a chunked answer', () => {
     }
   })
 
+  it('reads a body whose last coding is not chunked to the close, without trusting the connection again', () => {
+    const { reader, heard } = reading()
+    reader.feed(Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n3\r\nabc'))
+    assert.equal(reader.keepAlive, false)
+    assert.equal(reader.close(), true)
+    assert.equal(body(heard), '3\r\nabc')
+  })
+
   it('prefers chunked to a Content-Length beside it, and then does not trust the connection again', () => {
     const { reader, heard } = reading()
     reader.feed(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n'))
@@ -146,6 +165,15 @@ describe('refusing what breaks the framing', () => {
     refused('HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx')
     refused('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n')
     refused('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX\r\n')
+  })
+
+  it('refuses trailers over 64 KiB', () => {
+    const { reader } = reading()
+    reader.feed(Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n'))
+    const trailer = Buffer.from(`X-T: ${'t'.repeat(1000)}\r\n`)
+    assert.throws(() => {
+      for (let i = 0; i < 100; i++) reader.feed(trailer)
+    }, OriginProtocolError)
   })
 
   it('refuses a head over 64 KiB, even when it comes in small reads', () => {

@@ -63,17 +63,24 @@ export class ResponseReader {
   #sink: ResponseSink | undefined
   #noBody = false
   #remaining = 0
-  /** Bytes of a head or line not yet complete. */
-  #pending: Buffer | undefined
+  /** Bytes of a head or line not yet complete, as the reads brought them (joined once, when whole). */
+  readonly #pending: Buffer[] = []
+  #pendingBytes = 0
+  /** Trailer bytes read so far (bounded like a head). */
+  #trailerBytes = 0
+  /** Changes whenever the answer being read does (start, reset, end): a feed stops when it does. */
+  #generation = 0
   keepAlive = true
   keepAliveHintMs: number | undefined
 
   /** Expects the answer to a request just sent (`noBody` for HEAD). */
   start(sink: ResponseSink, noBody: boolean): void {
+    this.#generation++
     this.#sink = sink
     this.#noBody = noBody
     this.#state = HEAD
-    this.#pending = undefined
+    this.#dropPending()
+    this.#trailerBytes = 0
     this.keepAlive = true
   }
 
@@ -84,19 +91,22 @@ export class ResponseReader {
 
   /** Forgets the answer being read (the exchange was aborted, the connection is going). */
   reset(): void {
+    this.#generation++
     this.#state = IDLE
     this.#sink = undefined
-    this.#pending = undefined
+    this.#dropPending()
   }
 
   /** Reads bytes from the connection; throws OriginProtocolError. */
   feed(chunk: Buffer): void {
     const sink = this.#sink
     if (sink === undefined) throw new OriginProtocolError('bytes outside an answer')
+    const generation = this.#generation
     let at = 0
     while (at < chunk.length) {
-      // The answer ended (what follows is dropped: keepAlive says so), or the sink aborted it.
-      if (this.#sink !== sink) return
+      // The answer ended (what follows is dropped: keepAlive says so), or a callback aborted it or
+      // even started the next one, which these bytes must never reach.
+      if (this.#generation !== generation) return
       switch (this.#state) {
         case IDLE:
           throw new OriginProtocolError('bytes outside an answer')
@@ -113,7 +123,7 @@ export class ResponseReader {
           at += take
           if (this.#remaining === 0 && this.#state === CHUNK_DATA) this.#state = CHUNK_END
           sink.data(piece)
-          if (this.#remaining === 0 && this.#state === LENGTH && this.#sink === sink) this.#complete(sink, at < chunk.length)
+          if (this.#remaining === 0 && this.#state === LENGTH && this.#generation === generation) this.#complete(sink, at < chunk.length)
           break
         }
         default:
@@ -135,9 +145,10 @@ export class ResponseReader {
   }
 
   #complete(sink: ResponseSink, bytesFollow: boolean): void {
+    this.#generation++
     this.#state = IDLE
     this.#sink = undefined
-    this.#pending = undefined
+    this.#dropPending()
     // Bytes after an answer belong to no request: the connection cannot be trusted again.
     if (bytesFollow) this.keepAlive = false
     sink.end()
@@ -145,26 +156,46 @@ export class ResponseReader {
 
   /** Reads the head from `at`; answers where the body starts, or the chunk's end if it is not whole. */
   #readHead(chunk: Buffer, at: number, sink: ResponseSink): number {
-    const pending = this.#pending
-    let bytes = chunk
-    let from = at
-    let searchFrom = at
-    if (pending !== undefined) {
-      bytes = Buffer.concat([pending, chunk.subarray(at)])
-      from = 0
-      searchFrom = Math.max(0, pending.length - 3)
-    }
-    const end = bytes.indexOf(HEAD_END, searchFrom)
-    if (end === -1) {
-      if (bytes.length - from > MAX_HEAD_BYTES) throw new OriginProtocolError('a head over 64 KiB')
-      this.#pending = pending === undefined ? Buffer.from(chunk.subarray(at)) : bytes
-      return chunk.length
-    }
-    if (end - from > MAX_HEAD_BYTES) throw new OriginProtocolError('a head over 64 KiB')
-    this.#pending = undefined
-    const next = pending === undefined ? end + 4 : at + end + 4 - pending.length
-    this.#head(bytes.toString('latin1', from, end), sink, next < chunk.length)
+    const next = this.#through(chunk, at, HEAD_END, MAX_HEAD_BYTES, 'a head over 64 KiB')
+    if (next === -1) return chunk.length
+    this.#head(this.#take(chunk, at, next, HEAD_END.length), sink, next < chunk.length)
     return next
+  }
+
+  /**
+   * Where in `chunk` the bytes held plus `chunk[at..]` first end with `end` (the index after it),
+   * or -1 after holding `chunk[at..]` for the next read. Only the few held bytes a terminator can
+   * start in are searched again, so a head trickling in byte by byte costs linear time.
+   */
+  #through(chunk: Buffer, at: number, end: Buffer, limit: number, tooLong: string): number {
+    if (this.#pendingBytes > 0) {
+      const tail = lastBytes(this.#pending, end.length - 1)
+      const seam = Buffer.concat([tail, chunk.subarray(at, at + end.length - 1)]).indexOf(end)
+      if (seam !== -1) return at + seam + end.length - tail.length
+    }
+    const found = chunk.indexOf(end, at)
+    if (found !== -1) {
+      if (this.#pendingBytes + found - at > limit) throw new OriginProtocolError(tooLong)
+      return found + end.length
+    }
+    this.#pendingBytes += chunk.length - at
+    if (this.#pendingBytes > limit) throw new OriginProtocolError(tooLong)
+    // A copy: the read it came in may be large, and only these bytes are needed.
+    this.#pending.push(Buffer.from(chunk.subarray(at)))
+    return -1
+  }
+
+  /** The text of the held bytes and `chunk[at..next]`, without the terminator's `endLength` bytes. */
+  #take(chunk: Buffer, at: number, next: number, endLength: number): string {
+    if (this.#pendingBytes === 0) return chunk.toString('latin1', at, next - endLength)
+    const whole = Buffer.concat([...this.#pending, chunk.subarray(at, next)])
+    this.#dropPending()
+    return whole.toString('latin1', 0, whole.length - endLength)
+  }
+
+  #dropPending(): void {
+    this.#pending.length = 0
+    this.#pendingBytes = 0
   }
 
   #head(text: string, sink: ResponseSink, bytesFollow: boolean): void {
@@ -178,7 +209,7 @@ export class ResponseReader {
       throw new OriginProtocolError('a bad status line')
     }
     const statusCode = Number(digits)
-    const headers = lineEnd === -1 ? {} : parseHeaders(text, lineEnd + 2)
+    const headers = parseHeaders(text, lineEnd === -1 ? text.length : lineEnd + 2)
     if (statusCode < 200) {
       // Interim (100 Continue, 103 Early Hints): the final answer follows on the same connection.
       if (statusCode === 101) throw new OriginProtocolError('an upgrade was never asked for')
@@ -199,10 +230,10 @@ export class ResponseReader {
     if (this.#noBody || statusCode === 204 || statusCode === 304) return 'none'
     const coding = headers['transfer-encoding']
     if (coding !== undefined) {
-      const codings = (Array.isArray(coding) ? coding.join(',') : coding).toLowerCase()
+      const codings = (Array.isArray(coding) ? coding.join(',') : coding).toLowerCase().split(',')
       // Both framings at once: chunked wins, and the connection is not trusted again (RFC 9112 6.3).
       if (headers['content-length'] !== undefined) this.keepAlive = false
-      if (codings.trim().endsWith('chunked')) {
+      if ((codings[codings.length - 1] as string).trim() === 'chunked') {
         this.#state = CHUNK_SIZE
         return 'body'
       }
@@ -227,22 +258,9 @@ export class ResponseReader {
 
   /** Reads a chunk-size line, a chunk's closing CRLF or a trailer line; answers where it ends. */
   #readLine(chunk: Buffer, at: number, sink: ResponseSink): number {
-    const pending = this.#pending
-    let bytes = chunk
-    let from = at
-    if (pending !== undefined) {
-      bytes = Buffer.concat([pending, chunk.subarray(at)])
-      from = 0
-    }
-    const end = bytes.indexOf(LINE_END, Math.max(from, pending === undefined ? from : pending.length - 1))
-    if (end === -1) {
-      if (bytes.length - from > MAX_LINE_BYTES) throw new OriginProtocolError('a chunk line over 8 KiB')
-      this.#pending = pending === undefined ? Buffer.from(chunk.subarray(at)) : bytes
-      return chunk.length
-    }
-    this.#pending = undefined
-    const next = pending === undefined ? end + 2 : at + end + 2 - pending.length
-    const line = bytes.toString('latin1', from, end)
+    const next = this.#through(chunk, at, LINE_END, MAX_LINE_BYTES, 'a chunk line over 8 KiB')
+    if (next === -1) return chunk.length
+    const line = this.#take(chunk, at, next, LINE_END.length)
     switch (this.#state) {
       case CHUNK_SIZE: {
         const semicolon = line.indexOf(';')
@@ -259,13 +277,15 @@ export class ResponseReader {
       default:
         // Trailers are dropped; the empty line ends the body.
         if (line === '') this.#complete(sink, next < chunk.length)
+        else if ((this.#trailerBytes += line.length + 2) > MAX_HEAD_BYTES) throw new OriginProtocolError('trailers over 64 KiB')
     }
     return next
   }
 }
 
 function parseHeaders(text: string, from: number): OriginHeaders {
-  const headers: OriginHeaders = {}
+  // No prototype: a header named like one of Object's members (constructor, toString) is just a header.
+  const headers = Object.create(null) as OriginHeaders
   let start = from
   while (start < text.length) {
     let end = text.indexOf('\r\n', start)
@@ -279,7 +299,6 @@ function parseHeaders(text: string, from: number): OriginHeaders {
     // Passed on to clients, some of them: what node:http would refuse to send is refused here.
     if (INVALID_VALUE.test(value)) throw new OriginProtocolError('a control character in a header value')
     start = end + 2
-    if (name === '__proto__') continue
     const known = headers[name]
     if (known === undefined) headers[name] = value
     else if (typeof known === 'string') headers[name] = [known, value]
@@ -309,6 +328,19 @@ function hasToken(value: string | string[], token: string): boolean {
     .toLowerCase()
     .split(',')
     .some((item) => item.trim() === token)
+}
+
+/** The last `n` bytes held (fewer when fewer are). */
+function lastBytes(pieces: readonly Buffer[], n: number): Buffer {
+  const tail: Buffer[] = []
+  let length = 0
+  for (let i = pieces.length - 1; i >= 0 && length < n; i--) {
+    const piece = pieces[i] as Buffer
+    const take = Math.min(n - length, piece.length)
+    tail.unshift(piece.subarray(piece.length - take))
+    length += take
+  }
+  return tail.length === 1 ? (tail[0] as Buffer) : Buffer.concat(tail)
 }
 
 let lastHint: { value: string; ms: number | undefined } | undefined

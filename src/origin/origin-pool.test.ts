@@ -307,6 +307,11 @@ describe('origin answers as servers frame them', () => {
       assert.equal(await text((await get(pool)).body), 'over tls: /bucket/key')
       assert.equal(await text((await get(pool)).body), 'over tls: /bucket/key')
       assert.deepEqual(names, ['localhost'])
+      // Two at once: the second connection resumes the session the first one got.
+      const reused: boolean[] = []
+      server.on('secureConnection', (socket: TLSSocket) => reused.push(socket.isSessionReused()))
+      await Promise.all([get(pool), get(pool)].map(async (answer) => text((await answer).body)))
+      assert.deepEqual(reused, [true])
       // Without the certificate's issuer trusted, nothing is sent.
       await assert.rejects(get(poolFor(`https://localhost:${port}`)), { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' })
     } finally {
@@ -338,13 +343,38 @@ describe('origin answers as servers frame them', () => {
     assert.ok(idleFor >= 900 && idleFor < 1900, `closed after ${idleFor} ms`)
   })
 
-  it('sends nothing when a header value would break its line', async () => {
+  it('sends nothing when a target or header value would break its line, as sent in latin1 too', async () => {
     let requests = 0
     const b = await serving(() => requests++)
     const pool = poolFor(b.origin)
-    const request = pool.request('GET', '/bucket/key', ['host', 'example', 'range', 'bytes=0-1\r\nx-evil: 1'], new AbortController().signal)
-    await assert.rejects(request, /line break/)
+    const refused = [
+      { target: '/bucket/key', value: 'bytes=0-1\r\nx-evil: 1' },
+      // U+010D and U+010A are sent as their low bytes: CR and LF.
+      { target: '/bucket/key', value: '"e"\u010d\u010ax-evil: 1' },
+      { target: '/bucket/key HTTP/1.1\r\nx-evil: 1\r\n\r\nGET /other', value: 'bytes=0-1' },
+      { target: '/bucket/\u010d\u010a', value: 'bytes=0-1' },
+    ]
+    for (const { target, value } of refused) {
+      const request = pool.request('GET', target, ['host', 'example', 'range', value], new AbortController().signal)
+      await assert.rejects(request, /does not allow/)
+    }
     assert.equal(requests, 0)
+  })
+
+  it('never answers a request started from inside the previous answer with that answer’s leftover bytes', async () => {
+    // The first connection's answer is followed by a forged second answer in the same write.
+    const b = await serving((socket, head) => {
+      const forged = 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL'
+      socket.write(b.connections() === 1 ? `${ok('one')}${forged}` : ok(head.split(' ')[1] ?? ''))
+    })
+    const pool = poolFor(b.origin, 1)
+    const first = await pool.request('GET', '/one', ['host', 'example'], new AbortController().signal)
+    let second: Promise<OriginResponse> | undefined
+    await new Promise<void>((resolve, reject) => {
+      first.body.consume({ end: () => resolve(void (second = pool.request('GET', '/two', ['host', 'example'], new AbortController().signal))), error: reject }, true)
+    })
+    assert.equal(await text(await (second as Promise<OriginResponse>).then((r) => r.body)), '/two')
+    assert.equal(b.connections(), 2)
   })
 
   it('does not reuse a connection that answered with bytes after its end, or with a broken answer', async () => {

@@ -7,8 +7,9 @@
 //   caller's to consume or destroy (origin-body.ts).
 // - `connectTimeoutMs` bounds the TCP (and TLS) connect of a new connection (ConnectTimeoutError).
 // - A connection the origin closed while it sat idle fails the next request before any answer;
-//   such a request is sent once more (GET and HEAD are idempotent), on a connection that served
-//   no answer yet, so a backend that resets every new connection is not asked twice per attempt.
+//   such a request is sent once more (GET and HEAD are idempotent). Only a connection that had
+//   answered before counts as stale, and only once per request, so a backend that resets every
+//   new connection is not asked twice per attempt.
 // - Failures keep Node's codes (ECONNREFUSED, ECONNRESET...): a connection the origin closed
 //   before answering is ECONNRESET, as Node's "socket hang up" is.
 // - Header and body deadlines are the caller's (s3.ts, body-stream.ts).
@@ -31,7 +32,7 @@ export interface OriginPoolOptions {
   origin: string
   maxConnections: number
   connectTimeoutMs: number
-  /** Extra certificate authorities trusted for an https origin (see http1-connection.ts). */
+  /** The certificate authorities an https origin is checked against instead of Node's (tests). */
   ca?: string | Buffer
 }
 
@@ -47,6 +48,7 @@ export class OriginPool {
   readonly #idle: Connection[] = []
   /** Requests waiting for a connection, in arrival order. */
   readonly #waiting: Exchange[] = []
+  readonly #tlsSession: { current?: Buffer } = {}
   #closed = false
 
   constructor(options: OriginPoolOptions) {
@@ -106,7 +108,12 @@ export class OriginPool {
   }
 
   #open(): Connection {
-    const connection = new Http1Connection({ ...this.#endpoint, connectTimeoutMs: this.#options.connectTimeoutMs, ca: this.#options.ca })
+    const connection = new Http1Connection({
+      ...this.#endpoint,
+      connectTimeoutMs: this.#options.connectTimeoutMs,
+      ca: this.#options.ca,
+      tlsSession: this.#tlsSession,
+    })
     this.#all.add(connection)
     return connection
   }
