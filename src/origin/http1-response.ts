@@ -283,9 +283,15 @@ export class ResponseReader {
   }
 }
 
+/**
+ * The prototype of a headers object: nothing, not even Object's members. (A null-prototype object
+ * itself would be a slow dictionary: V8 keeps one with this prototype in fast mode.)
+ */
+const NO_MEMBERS: object = Object.create(null)
+
 function parseHeaders(text: string, from: number): OriginHeaders {
-  // No prototype: a header named like one of Object's members (constructor, toString) is just a header.
-  const headers = Object.create(null) as OriginHeaders
+  // A header named like one of Object's members (constructor, toString) is just a header.
+  const headers = Object.create(NO_MEMBERS) as OriginHeaders
   let start = from
   while (start < text.length) {
     let end = text.indexOf('\r\n', start)

@@ -200,6 +200,26 @@ describe('origin connections', () => {
   })
 })
 
+describe('origin answer deadlines', () => {
+  it('gives up with a HeadersTimeoutError when no answer comes in time, and closes that connection', async () => {
+    let closed = false
+    const b = await serving((socket) => socket.once('close', () => (closed = true)))
+    const started = Date.now()
+    await assert.rejects(poolFor(b.origin).request('GET', '/bucket/key', ['host', 'example'], undefined, 300), { name: 'HeadersTimeoutError' })
+    const elapsed = Date.now() - started
+    assert.ok(elapsed >= 250 && elapsed < 3000, `gave up after ${elapsed} ms`)
+    await new Promise<void>((resolve, reject) => {
+      const deadline = setTimeout(() => reject(new Error('the connection was not closed')), 5000)
+      const check = setInterval(() => {
+        if (!closed) return
+        clearInterval(check)
+        clearTimeout(deadline)
+        resolve()
+      }, 10)
+    })
+  })
+})
+
 describe('origin bodies', () => {
   it('fails a body the backend cuts mid-way, and the next request gets a new connection', async () => {
     const b = await serving((socket, _head, nth) => {

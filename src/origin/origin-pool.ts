@@ -2,8 +2,9 @@
 // used most-recently-freed first so a light load keeps few sockets warm.
 // - At most `maxConnections` connections; further requests wait in arrival order for one to free.
 // - `signal` aborting before the answer rejects at once with its reason, whatever the request is
-//   waiting for (a connection, the connect, the answer); a request already sent is cut (its
-//   connection closed), one still waiting is just dropped. After the answer, the body is the
+//   waiting for (a connection, the connect, the answer); so does `timeoutMs` running out, with a
+//   HeadersTimeoutError. A request already sent is cut (its connection closed), one still waiting
+//   is just dropped. After the answer, the body is the
 //   caller's to consume or destroy (origin-body.ts).
 // - `connectTimeoutMs` bounds the TCP (and TLS) connect of a new connection (ConnectTimeoutError).
 // - A connection the origin closed while it sat idle fails the next request before any answer;
@@ -38,6 +39,15 @@ export interface OriginPoolOptions {
 
 type Connection = Http1Connection
 
+/** No answer (its headers) within the time the caller gave. */
+export class HeadersTimeoutError extends Error {
+  readonly code = 'ORIGIN_HEADERS_TIMEOUT'
+  constructor(ms: number) {
+    super(`no answer from the backend within ${ms} ms`)
+    this.name = 'HeadersTimeoutError'
+  }
+}
+
 const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE'])
 
 export class OriginPool {
@@ -64,10 +74,11 @@ export class OriginPool {
    * Sends the request and resolves with the response once its headers arrive, whatever the
    * status. `headers` is a flat [name, value, ...] list and holds `host`.
    */
-  request(method: Method, path: string, headers: string[], signal: AbortSignal): Promise<OriginResponse> {
-    if (signal.aborted) return Promise.reject(signal.reason as Error)
+  request(method: Method, path: string, headers: string[], signal: AbortSignal | undefined, timeoutMs?: number): Promise<OriginResponse> {
+    if (signal?.aborted === true) return Promise.reject(signal.reason as Error)
     return new Promise((resolve, reject) => {
       const exchange = new Exchange(this, method, path, headers, signal, resolve, reject)
+      exchange.arm(timeoutMs)
       this.start(exchange)
     })
   }
@@ -125,7 +136,7 @@ class Exchange implements ExchangeSink, Transfer {
   readonly #method: Method
   readonly #path: string
   readonly #headers: string[]
-  readonly #signal: AbortSignal
+  readonly #signal: AbortSignal | undefined
   readonly #resolve: (response: OriginResponse) => void
   readonly #reject: (err: Error) => void
   #connection: Connection | undefined
@@ -134,13 +145,15 @@ class Exchange implements ExchangeSink, Transfer {
   #settled = false
   #reused = false
   #mayResend = true
+  #timer: NodeJS.Timeout | undefined
+  #timeoutMs = 0
 
   constructor(
     pool: OriginPool,
     method: Method,
     path: string,
     headers: string[],
-    signal: AbortSignal,
+    signal: AbortSignal | undefined,
     resolve: (response: OriginResponse) => void,
     reject: (err: Error) => void
   ) {
@@ -151,7 +164,14 @@ class Exchange implements ExchangeSink, Transfer {
     this.#signal = signal
     this.#resolve = resolve
     this.#reject = reject
-    signal.addEventListener('abort', this.#onAbort, { once: true })
+    signal?.addEventListener('abort', this.#onAbort, { once: true })
+  }
+
+  /** Gives up with a HeadersTimeoutError when no answer came within `timeoutMs`. */
+  arm(timeoutMs: number | undefined): void {
+    if (timeoutMs === undefined) return
+    this.#timer = setTimeout(this.#onTimeout, timeoutMs)
+    this.#timeoutMs = timeoutMs
   }
 
   send(connection: Connection): void {
@@ -168,8 +188,7 @@ class Exchange implements ExchangeSink, Transfer {
 
   head(statusCode: number, headers: OriginHeaders): void {
     if (this.#settled) return
-    this.#settled = true
-    this.#signal.removeEventListener('abort', this.#onAbort)
+    this.#settle()
     this.#body = new OriginBody(this)
     this.#resolve({ statusCode, headers, body: this.#body })
   }
@@ -201,8 +220,7 @@ class Exchange implements ExchangeSink, Transfer {
       process.nextTick(() => this.#pool.start(this))
       return
     }
-    this.#settled = true
-    this.#signal.removeEventListener('abort', this.#onAbort)
+    this.#settle()
     this.#reject(error)
   }
 
@@ -221,11 +239,24 @@ class Exchange implements ExchangeSink, Transfer {
   }
 
   readonly #onAbort = (): void => {
+    this.#giveUp(this.#signal?.reason as Error)
+  }
+
+  readonly #onTimeout = (): void => {
+    this.#giveUp(new HeadersTimeoutError(this.#timeoutMs))
+  }
+
+  #giveUp(reason: Error): void {
     if (this.#settled) return
-    this.#settled = true
-    const reason = this.#signal.reason as Error
+    this.#settle()
     if (this.#connection === undefined) this.#pool.unqueue(this)
     else this.#connection.abort(this, reason)
     this.#reject(reason)
+  }
+
+  #settle(): void {
+    this.#settled = true
+    clearTimeout(this.#timer)
+    this.#signal?.removeEventListener('abort', this.#onAbort)
   }
 }

@@ -28,7 +28,7 @@ import type { Metrics } from '../telemetry/metrics.ts'
 import type { ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
 import { watchedStream } from './body-stream.ts'
 import type { OriginBody } from './origin-body.ts'
-import type { OriginHeaders, OriginResponse } from './origin-pool.ts'
+import { HeadersTimeoutError, type OriginHeaders, type OriginResponse } from './origin-pool.ts'
 import { resolveTarget } from './s3-endpoint.ts'
 import { listPage } from './s3-list.ts'
 import { answerError, errorCodeOf, isTransientStatus, transportError } from './s3-errors.ts'
@@ -231,15 +231,10 @@ export class S3Source implements ObjectSource {
     const timeoutMs = probeTimeoutMs ?? Math.min(this.#timeoutMs, left)
     if (clientSignal?.aborted) throw new ProxyError('ORIGIN_ABORTED')
     if (timeoutMs <= 0) throw new ProxyError('ORIGIN_TIMEOUT', { reason: 'deadline' })
-    const controller = new AbortController()
-    const signal = controller.signal
+    // One deadline for every attempt, error body and pause between them; the client's signal is
+    // passed down as it is (no controller of our own: the connection's exchange listens to it).
+    const deadline = Date.now() + timeoutMs
     let timedOut = false
-    const timer = setTimeout(() => {
-      timedOut = true
-      controller.abort()
-    }, timeoutMs)
-    const onClientGone = () => controller.abort()
-    clientSignal?.addEventListener('abort', onClientGone, { once: true })
     const started = performance.now()
     let spent = 0
     let resigned = false
@@ -249,7 +244,7 @@ export class S3Source implements ObjectSource {
         let again: boolean
         let throttled = false
         try {
-          const res = await this.#requests.send(method, key, headers, signal)
+          const res = await this.#requests.send(method, key, headers, clientSignal, deadline - Date.now())
           const status = res.statusCode
           if ((status >= 200 && status < 300) || (status === 304 && notModified)) {
             this.#retryTokens = Math.min(RETRY_TOKENS, this.#retryTokens + (spent > 0 ? spent : 1))
@@ -258,7 +253,7 @@ export class S3Source implements ObjectSource {
             this.#observe?.((performance.now() - started) / 1000, status === 304 ? 'not_modified' : 'ok')
             return res
           }
-          const code = await errorCodeOfBody(method, res.body, signal)
+          const code = await errorCodeOfBody(method, res.body, clientSignal, deadline - Date.now())
           failure = answerError(status, code)
           throttled = status === 429 || code === 'SlowDown' || code === 'Throttling'
           // S3's Date says our clock is off (a HEAD's 403 has no body to name the cause): the
@@ -271,7 +266,8 @@ export class S3Source implements ObjectSource {
           }
           again = isTransientStatus(status)
         } catch (err) {
-          if (signal.aborted) throw err
+          timedOut = err instanceof HeadersTimeoutError
+          if (timedOut || clientSignal?.aborted === true) throw err
           failure = transportError(err)
           // No answer at all (refused, reset, connect timeout): worth another try.
           again = failure.code === 'ORIGIN_UNREACHABLE' || failure.code === 'ORIGIN_TIMEOUT'
@@ -280,7 +276,13 @@ export class S3Source implements ObjectSource {
         this.#retryTokens -= RETRY_COST
         spent += RETRY_COST
         const base = throttled ? THROTTLED_RETRY_BASE_MS : RETRY_BASE_MS
-        await sleep(Math.floor(Math.min(RETRY_MAX_DELAY_MS, Math.random() * 2 ** attempt * base)), undefined, { signal })
+        const pause = Math.floor(Math.min(RETRY_MAX_DELAY_MS, Math.random() * 2 ** attempt * base))
+        // A pause that would outlast the deadline ends it now.
+        if (pause >= deadline - Date.now()) {
+          timedOut = true
+          throw failure
+        }
+        await sleep(pause, undefined, clientSignal === undefined ? undefined : { signal: clientSignal })
       }
     } catch (err) {
       let error: ProxyError
@@ -293,9 +295,6 @@ export class S3Source implements ObjectSource {
       }
       this.#observe?.((performance.now() - started) / 1000, error.code)
       throw error
-    } finally {
-      clearTimeout(timer)
-      clientSignal?.removeEventListener('abort', onClientGone)
     }
   }
 
@@ -315,7 +314,7 @@ export class S3Source implements ObjectSource {
 }
 
 /** The `<Code>` of an error answer's XML body (HEAD answers have none). */
-async function errorCodeOfBody(method: Method, body: OriginBody, signal: AbortSignal): Promise<string | undefined> {
+async function errorCodeOfBody(method: Method, body: OriginBody, signal: AbortSignal | undefined, timeoutMs: number): Promise<string | undefined> {
   if (method === 'HEAD') {
     discard(body)
     return undefined
@@ -323,32 +322,39 @@ async function errorCodeOfBody(method: Method, body: OriginBody, signal: AbortSi
   // Still within the header deadline: an error body that stalls is cut with it.
   const text = await new Promise<string>((resolve, reject) => {
     let text = ''
-    const onAbort = () => {
-      body.destroy(signal.reason as Error)
-      reject(signal.reason as Error)
+    const giveUp = (reason: Error) => {
+      settle()
+      body.destroy(reason)
+      reject(reason)
     }
-    const done = (value: string) => {
-      signal.removeEventListener('abort', onAbort)
-      resolve(value)
+    const onAbort = () => giveUp(signal?.reason as Error)
+    const timer = setTimeout(() => giveUp(new HeadersTimeoutError(timeoutMs)), timeoutMs)
+    const settle = () => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
     }
-    signal.addEventListener('abort', onAbort, { once: true })
+    signal?.addEventListener('abort', onAbort, { once: true })
     body.consume(
       {
         data(chunk) {
           text += chunk.toString('utf8')
           if (text.length <= ERROR_BODY_LIMIT) return
+          settle()
           body.destroy()
-          done(text)
+          resolve(text)
         },
-        end: () => done(text),
+        end: () => {
+          settle()
+          resolve(text)
+        },
         error(err) {
-          signal.removeEventListener('abort', onAbort)
+          settle()
           reject(err)
         },
       },
       true
     )
-    if (signal.aborted) onAbort()
+    if (signal?.aborted === true) onAbort()
   })
   return errorCodeOf(text)
 }

@@ -8,13 +8,14 @@
 // - `x-amz-date` has a resolution of one second, so identical requests (method, key, headers,
 //   credentials) in the same second carry identical signatures: a burst of them (a hot object
 //   with no cache, revalidations) is signed once (the signing was ~5% of a 1 KiB miss's CPU).
-// - Aborting `signal` before the answer rejects at once with its reason, whatever the request is
-//   waiting for: credentials or the endpoint (slow providers cannot be cancelled, so the wait is
-//   raced), a connection, or the answer (origin-pool.ts).
+// - Aborting `signal` before the answer rejects at once with its reason, and so does `timeoutMs`
+//   running out (a HeadersTimeoutError), whatever the request is waiting for: credentials or the
+//   endpoint (slow providers cannot be cancelled, so the wait is raced), a connection, or the
+//   answer (origin-pool.ts).
 // - Connect timeouts, and the one resend of a request whose pooled connection the backend had
 //   closed, are the pool's; any other failure is the caller's to classify.
 import { encodeKey, type OriginTarget } from './s3-endpoint.ts'
-import { OriginPool, type Method, type OriginResponse } from './origin-pool.ts'
+import { HeadersTimeoutError, OriginPool, type Method, type OriginResponse } from './origin-pool.ts'
 import { SigV4, type Credentials } from './sigv4.ts'
 
 export type { Method } from './origin-pool.ts'
@@ -55,22 +56,37 @@ export class SignedRequests {
    * Sends a signed request for `key` ('' = the bucket itself) and resolves with the response once
    * its headers arrive, whatever the status. The body is the caller's to read or destroy.
    */
-  send(method: Method, key: string, headers: Readonly<Record<string, string>> | undefined, signal: AbortSignal): Promise<OriginResponse> {
+  send(
+    method: Method,
+    key: string,
+    headers: Readonly<Record<string, string>> | undefined,
+    signal: AbortSignal | undefined,
+    timeoutMs?: number
+  ): Promise<OriginResponse> {
     const target = this.#target
     const given = this.#options.credentials
-    if (target === undefined || typeof given === 'function') return this.#sendWhenReady(method, key, headers, signal)
-    return this.#dispatch(target, given, method, key, headers, signal)
+    if (target === undefined || typeof given === 'function') return this.#sendWhenReady(method, key, headers, signal, timeoutMs)
+    return this.#dispatch(target, given, method, key, headers, signal, timeoutMs)
   }
 
   /** `send` once the endpoint is resolved and the credentials fetched. */
-  async #sendWhenReady(method: Method, key: string, headers: Readonly<Record<string, string>> | undefined, signal: AbortSignal): Promise<OriginResponse> {
-    const target = this.#target ?? (await untilAborted(this.#resolve(), signal))
+  async #sendWhenReady(
+    method: Method,
+    key: string,
+    headers: Readonly<Record<string, string>> | undefined,
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined
+  ): Promise<OriginResponse> {
+    const limit = timeoutMs === undefined ? undefined : { at: Date.now() + timeoutMs, ms: timeoutMs }
+    const target = this.#target ?? (await untilAborted(this.#resolve(), signal, limit))
     const given = this.#options.credentials
     // A provider may be fetching them (an instance role, a credential_process): the wait is
-    // bounded by the signal like the rest.
-    const credentials = typeof given === 'function' ? await untilAborted(given(), signal) : given
-    if (signal.aborted) throw signal.reason
-    return this.#dispatch(target, credentials, method, key, headers, signal)
+    // bounded like the rest.
+    const credentials = typeof given === 'function' ? await untilAborted(given(), signal, limit) : given
+    if (signal?.aborted === true) throw signal.reason
+    const left = limit === undefined ? undefined : limit.at - Date.now()
+    if (limit !== undefined && (left as number) <= 0) throw new HeadersTimeoutError(limit.ms)
+    return this.#dispatch(target, credentials, method, key, headers, signal, left)
   }
 
   #dispatch(
@@ -79,7 +95,8 @@ export class SignedRequests {
     method: Method,
     key: string,
     headers: Readonly<Record<string, string>> | undefined,
-    signal: AbortSignal
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined
   ): Promise<OriginResponse> {
     const path = key === '' ? target.base.slice(0, Math.max(1, target.base.length - 1)) : target.base + encodeKey(key)
     const query = method === 'GET' ? GET_QUERY : ''
@@ -98,7 +115,7 @@ export class SignedRequests {
       signed = (this.#signer as SigV4).sign(method, path, query, unsigned, credentials, nowMs)
       this.#memo.set(memoKey, signed)
     }
-    return (this.#pool as OriginPool).request(method, query === '' ? path : `${path}?${query}`, signed, signal)
+    return (this.#pool as OriginPool).request(method, query === '' ? path : `${path}?${query}`, signed, signal, timeoutMs)
   }
 
   /** Closes every pooled connection. Requests in flight fail. */
@@ -123,22 +140,30 @@ export class SignedRequests {
   }
 }
 
-/** `work`, or the signal's reason as soon as it aborts (the work itself runs on, unobserved). */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
+/**
+ * `work`, or the signal's reason as soon as it aborts, or a HeadersTimeoutError when the time
+ * `limit` gives runs out (the work itself runs on, unobserved).
+ */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined, limit: { at: number; ms: number } | undefined): Promise<T> {
+  if (signal?.aborted === true) {
     work.catch(() => undefined)
     return Promise.reject(signal.reason as Error)
   }
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason as Error)
-    signal.addEventListener('abort', onAbort, { once: true })
+    const onAbort = () => reject(signal?.reason as Error)
+    const timer = limit === undefined ? undefined : setTimeout(() => reject(new HeadersTimeoutError(limit.ms)), limit.at - Date.now())
+    const done = () => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
     work.then(
       (value) => {
-        signal.removeEventListener('abort', onAbort)
+        done()
         resolve(value)
       },
       (err: unknown) => {
-        signal.removeEventListener('abort', onAbort)
+        done()
         reject(err as Error)
       }
     )

@@ -80,6 +80,8 @@ let resetting: Hostile
 let hangingUp: Hostile
 /** Reads the request and never answers. */
 let silent: Hostile
+/** Answers 500 with an error body it never finishes. */
+let stallingError: Hostile
 let full: Awaited<ReturnType<typeof unconnectable>>
 /** Answers the first request on a connection, and resets the connection on the next one. */
 let oneShot: Hostile
@@ -95,6 +97,9 @@ before(async () => {
   resetting = await hostile((socket) => socket.resetAndDestroy())
   hangingUp = await hostile((socket) => socket.once('data', () => socket.end()))
   silent = await hostile((socket) => socket.resume())
+  stallingError = await hostile((socket) => {
+    socket.once('data', () => socket.write('HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: 1000\r\n\r\n<Error><Co'))
+  })
   full = await unconnectable()
   oneShot = await hostile((socket) => {
     let answered = false
@@ -124,6 +129,7 @@ buckets:
 ${yaml('reset', resetting.endpoint)}
 ${yaml('hangup', hangingUp.endpoint)}
 ${yaml('silent', silent.endpoint)}
+${yaml('stalling-error', stallingError.endpoint)}
 ${yaml('silent-long', silent.endpoint, '', 30)}
 ${yaml('silent-breaker', silent.endpoint, '      circuit_breaker: { failure_threshold: 3, success_threshold: 1, timeout_seconds: 60 }')}
 ${yaml('silent-trial', silent.endpoint, '      max_attempts: 1\n      circuit_breaker: { failure_threshold: 1, success_threshold: 1, timeout_seconds: 1 }')}
@@ -141,7 +147,7 @@ ${yaml('once', s3.endpoint, '      max_attempts: 1')}
 after(async () => {
   await proxy?.stop()
   full?.stop()
-  await Promise.all([s3?.stop(), resetting?.close(), hangingUp?.close(), silent?.close(), oneShot?.close(), cutting?.close()])
+  await Promise.all([s3?.stop(), resetting?.close(), hangingUp?.close(), silent?.close(), stallingError?.close(), oneShot?.close(), cutting?.close()])
 })
 
 const errorCode = (res: { json<T>(): T }) => res.json<{ error: { code: string } }>().error.code
@@ -225,6 +231,15 @@ describe('a backend that drops connections', () => {
     assert.ok(elapsed >= 950 && elapsed < 3000, `answered after ${elapsed} ms`)
     const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/silent/a.txt')
     assert.equal(line.reason, 'no_response_headers')
+  })
+
+  it('answers 504 ORIGIN_TIMEOUT when an error answer’s body stalls, within s3.timeout', async () => {
+    const started = Date.now()
+    const res = await send(proxy.url, '/stalling-error/a.txt')
+    const elapsed = Date.now() - started
+    assert.equal(res.status, 504)
+    assert.equal(errorCode(res), 'ORIGIN_TIMEOUT')
+    assert.ok(elapsed >= 950 && elapsed < 3000, `answered after ${elapsed} ms`)
   })
 })
 
