@@ -1,8 +1,8 @@
-// An anchor for misses: the least a Node.js relay does. node:http in front, undici's Pool (the
-// library the proxy's origin reads use) behind, keep-alive, no auth, no signing, no timeouts, no
-// metrics: the object's headers copied, its body piped with back-pressure. It is the floor for a
-// miss on this runtime, so the proxy's miss rows can be read against the origin alone, nginx as a
-// relay (bench/nginx-relay.sh) and this. Started by bench/paths.sh as a harness target with the
+// An anchor for misses: the least a Node.js relay built on the usual libraries does. node:http in
+// front, undici's Pool behind (what the proxy's origin reads used before its own HTTP/1.1 client,
+// src/origin/http1-connection.ts), keep-alive, no auth, no signing, no timeouts, no metrics: the
+// object's headers copied, its body piped with back-pressure. The proxy's miss rows can be read
+// against the origin alone, nginx as a relay (bench/nginx-relay.sh) and this. Started by bench/paths.sh as a harness target with the
 // node and flags the proxy runs with (PORT and ORIGIN_PORT come from the harness).
 import http from 'node:http'
 import { pipeline } from 'node:stream'

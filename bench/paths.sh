@@ -5,8 +5,8 @@
 # s3rver direct (the origin; anchor for misses), nginx proxy_cache (anchor for disk hits) and raw
 # node:http (anchor for memory and Redis hits), and nginx as a plain relay (bench/nginx-relay.sh:
 # proxy_pass, no cache), what a miss costs the best C proxy on the same core, and a minimal Node.js
-# relay (bench/node-relay.mjs: node:http + undici, nothing else), the floor of a miss on this
-# runtime. Runs at 64 connections and at 1, 3 reps each
+# relay (bench/node-relay.mjs: node:http + undici, nothing else), what the usual Node.js stack
+# costs for a miss. Runs at 64 connections and at 1, 3 reps each
 # (5 s at 64 connections, 3 s at 1; --quick: one 3 s rep).
 #   BENCH_PATHS_CONNECTIONS (default "64 1"); BENCH_PATHS_JSON_DIR: also write each run's
 #   results as paths-<connections>.json there (bench/summary.ts reads them); other arguments go

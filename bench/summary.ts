@@ -54,7 +54,7 @@ export function summary(dir: string): string {
         const relay = row('nginx-relay', size)
         const notes = big ? [] : [`CPU <= 300 µs: ${judge(miss.srvUsPerReq, '<=', 300)}`]
         if (relay !== undefined) notes.push(`nginx relay ${fmt(by(relay) / by(origin), 2)}x s3rver at ${fmt(relay.srvUsPerReq)} µs/req, proxy ${fmt(by(miss) / by(relay), 2)}x nginx relay`)
-        // A minimal Node.js relay (node:http + undici): the floor of a miss on this runtime.
+        // A minimal Node.js relay (node:http + undici): what the usual Node.js stack costs for a miss.
         const nodeRelay = row('node-relay', size)
         if (nodeRelay !== undefined) notes.push(`node relay ${fmt(by(nodeRelay) / by(origin), 2)}x s3rver at ${fmt(nodeRelay.srvUsPerReq)} µs/req, proxy ${fmt(by(miss) / by(nodeRelay), 2)}x node relay`)
         add(big ? 'miss (MiB/s)' : 'miss', 'proxy-miss', 's3rver direct', origin, `>= ${bound}x;`, judge(by(miss) / by(origin), '>=', bound), notes.join('; '), by)
