@@ -17,7 +17,7 @@
 //   gives none, as undici does), before the origin would close it under a request.
 import net from 'node:net'
 import tls from 'node:tls'
-import { ResponseReader, type OriginHeaders, type ResponseSink } from './http1-response.ts'
+import { INVALID_FIELD_VALUE, ResponseReader, type ResponseSink } from './http1-response.ts'
 import { ConnectTimeoutError } from './s3-errors.ts'
 
 export type Method = 'GET' | 'HEAD'
@@ -42,9 +42,9 @@ const DEFAULT_IDLE_MS = 4000
 const MAX_IDLE_MS = 600_000
 // What may be written, as the latin1 bytes a head is sent as (a character above U+00FF would be
 // sent as its low byte: U+010D as CR). A target is visible characters; a value may hold spaces
-// and tabs too. Anything else could end a line and start a header or request of its own.
+// and tabs too (INVALID_FIELD_VALUE). Anything else could end a line and start a header or
+// request of its own.
 const INVALID_TARGET = /[^\x21-\x7e\x80-\xff]/
-const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 
 export class Http1Connection {
   readonly #options: ConnectionOptions
@@ -54,7 +54,6 @@ export class Http1Connection {
   #connectTimer: NodeJS.Timeout | undefined
   #idleTimer: NodeJS.Timeout | undefined
   #idleMs = DEFAULT_IDLE_MS
-  #idleSince = 0
   #paused = false
   /** Answers completed on the current socket (0: a new socket, or none yet). */
   answers = 0
@@ -212,7 +211,7 @@ export class Http1Connection {
     this.answers++
     const hint = this.#reader.keepAliveHintMs
     const idleMs = hint === undefined ? DEFAULT_IDLE_MS : Math.min(Math.max(hint - 1000, 1000), MAX_IDLE_MS)
-    this.#idleSince = Date.now()
+    // Restarted at every answer: when it fires on an idle socket, the socket has been idle that long.
     if (this.#idleTimer === undefined || idleMs !== this.#idleMs) {
       clearTimeout(this.#idleTimer)
       this.#idleMs = idleMs
@@ -225,13 +224,8 @@ export class Http1Connection {
 
   readonly #onIdleTimer = (): void => {
     const socket = this.#socket
+    // Busy: the end of its answer restarts the timer.
     if (socket === undefined || this.#sink !== undefined) return
-    const idleFor = Date.now() - this.#idleSince
-    if (idleFor < this.#idleMs) {
-      // Used and freed again since the timer was armed.
-      this.#idleTimer?.refresh()
-      return
-    }
     this.#forgetSocket()
     socket.destroy()
   }
@@ -246,11 +240,10 @@ function requestHead(method: Method, target: string, headers: readonly string[])
   let head = `${method} ${target} HTTP/1.1\r\n`
   for (let i = 0; i < headers.length; i += 2) {
     const value = headers[i + 1] as string
-    if (INVALID_VALUE.test(value)) return undefined
+    if (INVALID_FIELD_VALUE.test(value)) return undefined
     head += `${headers[i] as string}: ${value}\r\n`
   }
   // HTTP/1.1's default, said anyway for origins behind an HTTP/1.0-minded proxy (as undici does).
   return `${head}connection: keep-alive\r\n\r\n`
 }
 
-export type { OriginHeaders }

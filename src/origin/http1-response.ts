@@ -38,8 +38,11 @@ const STATUS = /^[1-9]\d\d$/
 const DECIMAL = /^\d{1,15}$/
 /** RFC 9110 token characters: what a header name is made of. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
-/** Field values hold visible characters, spaces, tabs and obs-text; no other control character. */
-const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/
+/**
+ * Field values hold visible characters, spaces, tabs and obs-text (as latin1 bytes); no other
+ * control character. Checked on what is read here and on what http1-connection.ts writes.
+ */
+export const INVALID_FIELD_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 const LINE_END = Buffer.from('\r\n')
 
 // What the reader expects next.
@@ -82,11 +85,7 @@ export class ResponseReader {
     this.#dropPending()
     this.#trailerBytes = 0
     this.keepAlive = true
-  }
-
-  /** An answer is being read (not yet ended). */
-  get busy(): boolean {
-    return this.#state !== IDLE
+    this.keepAliveHintMs = undefined
   }
 
   /** Forgets the answer being read (the exchange was aborted, the connection is going). */
@@ -303,7 +302,7 @@ function parseHeaders(text: string, from: number): OriginHeaders {
     const name = headerName(text.slice(start, colon))
     const value = text.slice(colon + 1, end).trim()
     // Passed on to clients, some of them: what node:http would refuse to send is refused here.
-    if (INVALID_VALUE.test(value)) throw new OriginProtocolError('a control character in a header value')
+    if (INVALID_FIELD_VALUE.test(value)) throw new OriginProtocolError('a control character in a header value')
     start = end + 2
     const known = headers[name]
     if (known === undefined) headers[name] = value

@@ -4,8 +4,8 @@
 // - `signal` aborting before the answer rejects at once with its reason, whatever the request is
 //   waiting for (a connection, the connect, the answer); so does `timeoutMs` running out, with a
 //   HeadersTimeoutError. A request already sent is cut (its connection closed), one still waiting
-//   is just dropped. After the answer, the body is the
-//   caller's to consume or destroy (origin-body.ts).
+//   is just dropped. After the answer, the body is the caller's to consume or destroy
+//   (origin-body.ts).
 // - `connectTimeoutMs` bounds the TCP (and TLS) connect of a new connection (ConnectTimeoutError).
 // - A connection the origin closed while it sat idle fails the next request before any answer;
 //   such a request is sent once more (GET and HEAD are idempotent). Only a connection that had
@@ -13,14 +13,13 @@
 //   new connection is not asked twice per attempt.
 // - Failures keep Node's codes (ECONNREFUSED, ECONNRESET...): a connection the origin closed
 //   before answering is ECONNRESET, as Node's "socket hang up" is.
-// - Header and body deadlines are the caller's (s3.ts, body-stream.ts).
-import { Http1Connection, type ExchangeSink } from './http1-connection.ts'
+// - The header deadline is the caller's `timeoutMs`; a body's stall deadline is body-stream.ts's.
+import { Http1Connection, type ExchangeSink, type Method } from './http1-connection.ts'
 import type { OriginHeaders } from './http1-response.ts'
 import { OriginBody, type Transfer } from './origin-body.ts'
 
 export type { Method } from './http1-connection.ts'
 export type { OriginHeaders } from './http1-response.ts'
-import type { Method } from './http1-connection.ts'
 
 export interface OriginResponse {
   statusCode: number
@@ -37,8 +36,6 @@ export interface OriginPoolOptions {
   ca?: string | Buffer
 }
 
-type Connection = Http1Connection
-
 /** No answer (its headers) within the time the caller gave. */
 export class HeadersTimeoutError extends Error {
   readonly code = 'ORIGIN_HEADERS_TIMEOUT'
@@ -53,9 +50,9 @@ const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE'])
 export class OriginPool {
   readonly #options: OriginPoolOptions
   readonly #endpoint: { protocol: 'http:' | 'https:'; hostname: string; port: number }
-  readonly #all = new Set<Connection>()
+  readonly #all = new Set<Http1Connection>()
   /** Free connections, the most recently freed last. */
-  readonly #idle: Connection[] = []
+  readonly #idle: Http1Connection[] = []
   /** Requests waiting for a connection, in arrival order. */
   readonly #waiting: Exchange[] = []
   readonly #tlsSession: { current?: Buffer } = {}
@@ -77,9 +74,7 @@ export class OriginPool {
   request(method: Method, path: string, headers: string[], signal: AbortSignal | undefined, timeoutMs?: number): Promise<OriginResponse> {
     if (signal?.aborted === true) return Promise.reject(signal.reason as Error)
     return new Promise((resolve, reject) => {
-      const exchange = new Exchange(this, method, path, headers, signal, resolve, reject)
-      exchange.arm(timeoutMs)
-      this.start(exchange)
+      this.start(new Exchange(this, method, path, headers, signal, timeoutMs, resolve, reject))
     })
   }
 
@@ -110,7 +105,7 @@ export class OriginPool {
   }
 
   /** The connection's request is over (answered to its end, or failed): it takes the next one. */
-  release(connection: Connection): void {
+  release(connection: Http1Connection): void {
     if (this.#closed) return
     const next = this.#waiting.shift()
     if (next === undefined) this.#idle.push(connection)
@@ -118,7 +113,7 @@ export class OriginPool {
     else process.nextTick(() => next.send(connection))
   }
 
-  #open(): Connection {
+  #open(): Http1Connection {
     const connection = new Http1Connection({
       ...this.#endpoint,
       connectTimeoutMs: this.#options.connectTimeoutMs,
@@ -139,7 +134,7 @@ class Exchange implements ExchangeSink, Transfer {
   readonly #signal: AbortSignal | undefined
   readonly #resolve: (response: OriginResponse) => void
   readonly #reject: (err: Error) => void
-  #connection: Connection | undefined
+  #connection: Http1Connection | undefined
   #body: OriginBody | undefined
   /** The caller has its answer (response or failure): later events go to the body or nowhere. */
   #settled = false
@@ -154,6 +149,8 @@ class Exchange implements ExchangeSink, Transfer {
     path: string,
     headers: string[],
     signal: AbortSignal | undefined,
+    /** Gives up with a HeadersTimeoutError when no answer came within it. */
+    timeoutMs: number | undefined,
     resolve: (response: OriginResponse) => void,
     reject: (err: Error) => void
   ) {
@@ -165,16 +162,13 @@ class Exchange implements ExchangeSink, Transfer {
     this.#resolve = resolve
     this.#reject = reject
     signal?.addEventListener('abort', this.#onAbort, { once: true })
+    if (timeoutMs !== undefined) {
+      this.#timer = setTimeout(this.#onTimeout, timeoutMs)
+      this.#timeoutMs = timeoutMs
+    }
   }
 
-  /** Gives up with a HeadersTimeoutError when no answer came within `timeoutMs`. */
-  arm(timeoutMs: number | undefined): void {
-    if (timeoutMs === undefined) return
-    this.#timer = setTimeout(this.#onTimeout, timeoutMs)
-    this.#timeoutMs = timeoutMs
-  }
-
-  send(connection: Connection): void {
+  send(connection: Http1Connection): void {
     if (this.#settled) {
       this.#pool.release(connection)
       return
@@ -198,7 +192,7 @@ class Exchange implements ExchangeSink, Transfer {
   }
 
   end(): void {
-    const connection = this.#connection as Connection
+    const connection = this.#connection as Http1Connection
     this.#connection = undefined
     this.#pool.release(connection)
     this.#body?.finish()
