@@ -155,9 +155,11 @@ export function watchedStream(body: OriginBody, idleMs: number, abortResponse: R
     awaitBackend()
     body.consume(
       {
-        data(chunk) {
+        data(chunk, from) {
           sent += chunk.byteLength
-          if (!response.write(chunk) && response.writableLength >= PIPE_HIGH_WATER) {
+          // A lent chunk is held until the socket took it: its buffer is then read into again.
+          from?.hold()
+          if (!response.write(chunk, from?.release) && response.writableLength >= PIPE_HIGH_WATER) {
             // The client holds back: not a stall.
             awaiting = false
             body.pause()

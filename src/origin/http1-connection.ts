@@ -8,7 +8,8 @@
 //   after the origin closed it; the request is written at once (queued until connected).
 // - `connectTimeoutMs` bounds the TCP (and TLS) connect: ConnectTimeoutError.
 // - The answer goes to the exchange's sink as http1-response.ts reads it; body chunks are views of
-//   the socket's reads. `pause`/`resume` hold the socket back for the current exchange only.
+//   the socket's reads, which over plain TCP land in pooled buffers lent for the call
+//   (read-buffers.ts). `pause`/`resume` hold the socket back for the current exchange only.
 // - A failure before the answer ended goes to `fail` once, with Node's codes: a socket error as it
 //   is, an origin that closed the connection mid-answer as ECONNRESET (as Node's "socket hang
 //   up"), a broken answer as OriginProtocolError; the socket is closed.
@@ -19,11 +20,17 @@ import net from 'node:net'
 import tls from 'node:tls'
 import { INVALID_FIELD_VALUE, ResponseReader, type ResponseSink } from './http1-response.ts'
 import { ConnectTimeoutError } from './s3-errors.ts'
+import { ReadBuffer } from './read-buffers.ts'
 
 export type Method = 'GET' | 'HEAD'
 
 /** An exchange on a connection: its answer, or its failure. */
 export interface ExchangeSink extends ResponseSink {
+  /**
+   * A body chunk. With `from`, the chunk is a view of a pooled read buffer (read-buffers.ts), lent
+   * for this call only: keep it by holding `from`, or copy it. Without, the chunk is the taker's.
+   */
+  data(chunk: Buffer, from?: ReadBuffer): void
   fail(err: Error): void
 }
 
@@ -55,12 +62,14 @@ export class Http1Connection {
   #idleTimer: NodeJS.Timeout | undefined
   #idleMs = DEFAULT_IDLE_MS
   #paused = false
+  /** The buffer of the read being fed to the reader (plain TCP; TLS reads are Node's own). */
+  #reading: ReadBuffer | undefined
   /** Answers completed on the current socket (0: a new socket, or none yet). */
   answers = 0
   /** What the reader tells: passed on to the exchange's sink, the end seen here first. */
   readonly #relay: ResponseSink = {
     head: (statusCode, headers) => this.#sink?.head(statusCode, headers),
-    data: (chunk) => this.#sink?.data(chunk),
+    data: (chunk) => this.#sink?.data(chunk, this.#reading),
     end: () => this.#answered(),
   }
 
@@ -127,7 +136,7 @@ export class Http1Connection {
       })
       socket = secure
     } else {
-      socket = net.connect({ host: hostname, port })
+      socket = this.#connectTcp(hostname, port)
     }
     socket.setNoDelay(true)
     // A peer gone without a word (a dropped NAT entry, a dead host) is noticed, as undici does.
@@ -138,20 +147,56 @@ export class Http1Connection {
     this.#connectTimer = setTimeout(() => socket.destroy(new ConnectTimeoutError(connectTimeoutMs)), connectTimeoutMs)
     this.#connectTimer.unref()
     socket.once(protocol === 'https:' ? 'secureConnect' : 'connect', () => clearTimeout(this.#connectTimer))
-    socket.on('data', (chunk: Buffer) => {
-      if (socket !== this.#socket) return
-      try {
-        this.#reader.feed(chunk)
-      } catch (err) {
-        this.#failExchange(err as Error)
-      }
-    })
+    if (protocol === 'https:') socket.on('data', (chunk: Buffer) => this.#feed(socket, chunk))
     socket.on('end', () => this.#ended(socket))
     socket.on('error', (err: Error) => {
       if (socket === this.#socket) this.#failExchange(err)
     })
     socket.on('close', () => this.#ended(socket))
     return socket
+  }
+
+  /**
+   * A TCP connection whose reads land in pooled buffers (read-buffers.ts): the same one again
+   * after a read whose bytes nothing kept, another from the pool after one something holds.
+   */
+  #connectTcp(host: string, port: number): net.Socket {
+    let current: ReadBuffer | undefined
+    const socket: net.Socket = net.connect({
+      host,
+      port,
+      onread: {
+        buffer: () => {
+          if (current === undefined || current.held) {
+            current?.retire()
+            current = ReadBuffer.take()
+          }
+          return current.bytes
+        },
+        callback: (bytes: number) => {
+          const read = current as ReadBuffer
+          this.#reading = read
+          this.#feed(socket, read.bytes.subarray(0, bytes))
+          this.#reading = undefined
+          // Pausing is `pause`'s job (socket.pause works on these reads too).
+          return true
+        },
+      },
+    })
+    socket.once('close', () => {
+      current?.retire()
+      current = undefined
+    })
+    return socket
+  }
+
+  #feed(socket: net.Socket, chunk: Buffer): void {
+    if (socket !== this.#socket) return
+    try {
+      this.#reader.feed(chunk)
+    } catch (err) {
+      this.#failExchange(err as Error)
+    }
   }
 
   /** The origin closed the socket (or it broke): a body that runs to the close ends, any other answer fails. */

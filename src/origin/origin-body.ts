@@ -10,6 +10,8 @@
 // `destroy` (consumer gone, body unwanted) aborts the exchange unless every byte already arrived;
 // either way the chunks are dropped and the consumer hears nothing more.
 
+import type { ReadBuffer } from './read-buffers.ts'
+
 /** What the connection sees: pause, resume, abort (origin-pool.ts's exchange). */
 export interface Transfer {
   pause(): void
@@ -18,8 +20,11 @@ export interface Transfer {
 }
 
 export interface BodyConsumer {
-  /** Flowing mode: the next chunk. */
-  data?(chunk: Buffer): void
+  /**
+   * Flowing mode: the next chunk. With `from`, it is lent for this call only (read-buffers.ts): to
+   * keep it, hold `from` until done with it, or copy it.
+   */
+  data?(chunk: Buffer, from?: ReadBuffer): void
   /** Pull mode: a chunk waits to be read (called when the first one arrives after none). */
   readable?(): void
   /** Every byte was taken. */
@@ -59,15 +64,15 @@ export class OriginBody {
 
   // --- Connection side -----------------------------------------------------------------------
 
-  /** A chunk from the connection. */
-  push(chunk: Buffer): void {
+  /** A chunk from the connection; with `from`, lent for the call (a chunk kept here is copied). */
+  push(chunk: Buffer, from?: ReadBuffer): void {
     if (this.#over) return
     const consumer = this.#consumer
     if (this.#flowing && !this.#pausedByConsumer && this.#held.length === 0) {
-      consumer?.data?.(chunk)
+      consumer?.data?.(chunk, from)
       return
     }
-    this.#held.push(chunk)
+    this.#held.push(from === undefined ? chunk : Buffer.from(chunk))
     this.#heldBytes += chunk.byteLength
     // Flowing and paused: the connection stops as this delivery returns; the chunk goes out on resume.
     if (this.#flowing) return

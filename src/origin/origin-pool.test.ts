@@ -278,6 +278,26 @@ describe('origin bodies', () => {
     assert.equal(received, size)
   })
 
+  it('keeps the bytes of chunks waiting to be read while the connection reads on', async () => {
+    // Pieces of distinct bytes, written apart so that they come in separate reads: a chunk kept as
+    // a view of its read's buffer would show the bytes of a later read.
+    const pieces = Array.from({ length: 6 }, (_, i) => Buffer.alloc(20_000, i + 1))
+    const whole = Buffer.concat(pieces)
+    const b = await serving(async (socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${whole.length}\r\n\r\n`)
+      for (const piece of pieces) {
+        await new Promise<void>((resolve) => socket.write(piece, () => setTimeout(resolve, 5)))
+      }
+    })
+    const response = await get(poolFor(b.origin))
+    // Nothing reads until every byte arrived.
+    while (!response.body.complete) await new Promise((resolve) => setTimeout(resolve, 5))
+    const chunks: Buffer[] = []
+    for (let chunk = response.body.read(); chunk !== null; chunk = response.body.read()) chunks.push(chunk)
+    assert.ok(chunks.length > 1, 'the body came in several reads')
+    assert.ok(Buffer.concat(chunks).equals(whole))
+  })
+
   it('holds a small body whole until it is read, and a destroyed complete body keeps its connection', async () => {
     const b = await serving((socket) => socket.write(ok('x'.repeat(3000))))
     const pool = poolFor(b.origin)

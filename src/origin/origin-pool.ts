@@ -17,6 +17,7 @@
 import { Http1Connection, type ExchangeSink, type Method } from './http1-connection.ts'
 import type { OriginHeaders } from './http1-response.ts'
 import { OriginBody, type Transfer } from './origin-body.ts'
+import type { ReadBuffer } from './read-buffers.ts'
 
 export type { Method } from './http1-connection.ts'
 export type { OriginHeaders } from './http1-response.ts'
@@ -187,8 +188,8 @@ class Exchange implements ExchangeSink, Transfer {
     this.#resolve({ statusCode, headers, body: this.#body })
   }
 
-  data(chunk: Buffer): void {
-    this.#body?.push(chunk)
+  data(chunk: Buffer, from?: ReadBuffer): void {
+    this.#body?.push(chunk, from)
   }
 
   end(): void {

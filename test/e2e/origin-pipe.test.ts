@@ -1,14 +1,18 @@
 // A miss without caching goes from the S3 socket straight into the client's response: empty, small
 // (all of it arrived with the headers) and multi-chunk bodies, and ranges, come out byte-exact,
-// and the access log counts the bytes sent.
+// and the access log counts the bytes sent. Downloads at once, to clients reading at their own
+// pace, each get their own bytes (the S3 socket's read buffers are reused once a write is done).
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import http from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
 const SMALL = randomBytes(1024)
 const LARGE = randomBytes(3 * 1024 * 1024 + 17)
+// Larger than loopback's socket buffers, so that writes to the slow clients wait in the proxy.
+const MIXED = Array.from({ length: 4 }, (_, i) => randomBytes(12 * 1024 * 1024 + 4096 * i + i))
 let s3: TestS3
 let proxy: TestProxy
 
@@ -18,6 +22,7 @@ before(async () => {
   await s3.put('pipe', 'empty.bin', Buffer.alloc(0))
   await s3.put('pipe', 'small.bin', SMALL)
   await s3.put('pipe', 'large.bin', LARGE)
+  for (const [i, body] of MIXED.entries()) await s3.put('pipe', `mixed-${i}.bin`, body)
   proxy = await startTestProxy(`
 server:
   address: "127.0.0.1:0"
@@ -67,6 +72,30 @@ describe('a miss piped from the origin', () => {
     assert.equal(res.status, 206)
     assert.ok(res.body.equals(LARGE.subarray(1000000, 2500001)))
     assert.equal((await proxy.logged((l) => l.request_id === 'pipe-range'))?.bytes, 1500001)
+  })
+
+  it('serves downloads at once, to clients reading at different paces, each byte-exact', async () => {
+    // Client i stops for i milliseconds after each chunk: the proxy's writes to the slow ones wait
+    // while the fast ones' S3 reads go on.
+    const download = (i: number) =>
+      new Promise<Buffer>((resolve, reject) => {
+        http.get(`${proxy.url}/pipe/mixed-${i}.bin`, (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (chunk: Buffer) => {
+            chunks.push(chunk)
+            if (i === 0) return
+            res.pause()
+            setTimeout(() => res.resume(), i)
+          })
+          res.on('end', () => resolve(Buffer.concat(chunks)))
+          res.on('error', reject)
+        }).on('error', reject)
+      })
+    const bodies = await Promise.all(MIXED.map((_, i) => download(i)))
+    for (const [i, body] of bodies.entries()) {
+      assert.equal(body.length, MIXED[i]?.length, `mixed-${i}.bin: length`)
+      assert.ok(body.equals(MIXED[i] as Buffer), `mixed-${i}.bin: bytes`)
+    }
   })
 
   it('sends every object through the signature-checking S3 layer once', () => {
