@@ -1,11 +1,12 @@
-// The origin of bench/tls-origin.sh: an https server answering every GET with the same 1 KiB
-// object (S3's headers, no signature check), counting TLS connections and resumed sessions, which
-// it prints when it gets SIGTERM. Usage: node bench/tls-origin.mjs PORT CERT KEY
+// The origin of bench/tls-origin.sh: an https server answering every GET with the same object
+// (1 KiB unless SIZE bytes are given; S3's headers, no signature check), counting TLS connections
+// and resumed sessions, which it prints when it gets SIGTERM.
+// Usage: node bench/tls-origin.mjs PORT CERT KEY [SIZE]
 import https from 'node:https'
 import { readFileSync } from 'node:fs'
 
-const [port, certFile, keyFile] = process.argv.slice(2)
-const body = Buffer.alloc(1024, 120)
+const [port, certFile, keyFile, size = '1024'] = process.argv.slice(2)
+const body = Buffer.alloc(Number(size), 120)
 const headers = {
   'content-type': 'application/octet-stream',
   'content-length': String(body.length),
