@@ -20,7 +20,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import { INVALID_FIELD_VALUE, ResponseReader, type ResponseSink } from './http1-response.ts'
 import { ConnectTimeoutError } from './s3-errors.ts'
-import { ReadBuffer } from './read-buffers.ts'
+import { LENT_READ_BYTES, ReadBuffer } from './read-buffers.ts'
 
 export type Method = 'GET' | 'HEAD'
 
@@ -158,7 +158,8 @@ export class Http1Connection {
 
   /**
    * A TCP connection whose reads land in pooled buffers (read-buffers.ts): the same one again
-   * after a read whose bytes nothing kept, another from the pool after one something holds.
+   * after a read whose bytes nothing kept, another from the pool after one something holds. A
+   * read under LENT_READ_BYTES is copied out and its buffer read into again at once.
    */
   #connectTcp(host: string, port: number): net.Socket {
     let current: ReadBuffer | undefined
@@ -175,9 +176,14 @@ export class Http1Connection {
         },
         callback: (bytes: number) => {
           const read = current as ReadBuffer
-          this.#reading = read
-          this.#feed(socket, read.bytes.subarray(0, bytes))
-          this.#reading = undefined
+          if (bytes < LENT_READ_BYTES) {
+            // A copy, as Node's own small reads are: held, it would keep a whole buffer.
+            this.#feed(socket, Buffer.from(read.bytes.subarray(0, bytes)))
+          } else {
+            this.#reading = read
+            this.#feed(socket, read.bytes.subarray(0, bytes))
+            this.#reading = undefined
+          }
           // Pausing is `pause`'s job (socket.pause works on these reads too).
           return true
         },

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { OriginBody, type BodyConsumer, type Transfer } from './origin-body.ts'
+import { ReadBuffer } from './read-buffers.ts'
 
 function recorded(): { transfer: Transfer; calls: string[] } {
   const calls: string[] = []
@@ -104,5 +105,52 @@ describe('destroying an origin body', () => {
     let failure: Error | undefined
     body.consume({ end: assert.fail, error: (err) => (failure = err) }, false)
     assert.equal(failure?.message, 'reset')
+  })
+})
+
+describe('an origin body of lent chunks (pooled read buffers)', () => {
+  /** A read of `fill` bytes into a pooled buffer, as the connection lends it. */
+  const lentRead = (fill: number) => {
+    const from = ReadBuffer.take()
+    from.bytes.fill(fill)
+    return { from, chunk: from.bytes.subarray(0, 32 * 1024) }
+  }
+
+  it('holds the buffer of a waiting chunk, and hands a pulling reader its own copy', () => {
+    const body = new OriginBody(recorded().transfer)
+    const { from, chunk } = lentRead(1)
+    body.push(chunk, from)
+    assert.ok(from.held, 'a waiting chunk keeps its buffer from being read into')
+    body.consume({ end: () => undefined, error: assert.fail }, false)
+    const read = body.read()
+    assert.ok(!from.held)
+    // The connection reads into the buffer again: the reader's chunk keeps its bytes.
+    from.bytes.fill(2)
+    assert.ok(read?.every((byte) => byte === 1))
+  })
+
+  it('lends a waiting chunk on to a flowing consumer for the call, then lets its buffer go', () => {
+    const body = new OriginBody(recorded().transfer)
+    const { from, chunk } = lentRead(1)
+    body.push(chunk, from)
+    let lentTo: unknown
+    let heldDuringCall = false
+    body.consume({ data: (_, lent) => ((lentTo = lent), (heldDuringCall = from.held)), end: () => undefined, error: assert.fail }, true)
+    assert.equal(lentTo, from)
+    assert.ok(heldDuringCall)
+    assert.ok(!from.held, 'released once the consumer returned')
+  })
+
+  it('lets the buffers of waiting chunks go when the body is destroyed or fails', () => {
+    const destroyed = new OriginBody(recorded().transfer)
+    const first = lentRead(1)
+    destroyed.push(first.chunk, first.from)
+    destroyed.destroy()
+    assert.ok(!first.from.held)
+    const failed = new OriginBody(recorded().transfer)
+    const second = lentRead(1)
+    failed.push(second.chunk, second.from)
+    failed.fail(new Error('cut'))
+    assert.ok(!second.from.held)
   })
 })

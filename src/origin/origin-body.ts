@@ -9,6 +9,8 @@
 // end, by the time the response headers are handed out, and can be written out in one go.
 // `destroy` (consumer gone, body unwanted) aborts the exchange unless every byte already arrived;
 // either way the chunks are dropped and the consumer hears nothing more.
+// A chunk lent from a pooled read buffer (read-buffers.ts) that waits here holds that buffer; it
+// is lent on to a flowing consumer for the call, and copied for a pulling one, which may keep it.
 
 import type { ReadBuffer } from './read-buffers.ts'
 
@@ -39,6 +41,8 @@ const HOLD_BYTES = 256 * 1024
 export class OriginBody {
   readonly #transfer: Transfer
   readonly #held: Buffer[] = []
+  /** The read buffer each held chunk is lent from, held here (undefined: the chunk is ours). */
+  readonly #heldFrom: (ReadBuffer | undefined)[] = []
   #heldBytes = 0
   #consumer: BodyConsumer | undefined
   #flowing = false
@@ -64,7 +68,7 @@ export class OriginBody {
 
   // --- Connection side -----------------------------------------------------------------------
 
-  /** A chunk from the connection; with `from`, lent for the call (a chunk kept here is copied). */
+  /** A chunk from the connection; with `from`, lent for the call (a chunk kept here holds it). */
   push(chunk: Buffer, from?: ReadBuffer): void {
     if (this.#over) return
     const consumer = this.#consumer
@@ -72,7 +76,9 @@ export class OriginBody {
       consumer?.data?.(chunk, from)
       return
     }
-    this.#held.push(from === undefined ? chunk : Buffer.from(chunk))
+    from?.hold()
+    this.#held.push(chunk)
+    this.#heldFrom.push(from)
     this.#heldBytes += chunk.byteLength
     // Flowing and paused: the connection stops as this delivery returns; the chunk goes out on resume.
     if (this.#flowing) return
@@ -103,11 +109,13 @@ export class OriginBody {
   // --- Consumer side -------------------------------------------------------------------------
 
   /**
-   * Pull mode: the next waiting chunk; or null, after reporting the end when every byte arrived
-   * and was read (otherwise `readable` or `error` follows).
+   * Pull mode: the next waiting chunk, the reader's own (one lent from a read buffer is copied);
+   * or null, after reporting the end when every byte arrived and was read (otherwise `readable`
+   * or `error` follows).
    */
   read(): Buffer | null {
     const chunk = this.#held.shift()
+    const from = this.#heldFrom.shift()
     if (chunk === undefined) {
       if (this.#complete && !this.#over) this.#end()
       return null
@@ -117,7 +125,10 @@ export class OriginBody {
       this.#pausedToHold = false
       this.#update()
     }
-    return chunk
+    if (from === undefined) return chunk
+    const own = Buffer.from(chunk)
+    from.release()
+    return own
   }
 
   /**
@@ -170,8 +181,11 @@ export class OriginBody {
     const consumer = this.#consumer
     while (!this.#pausedByConsumer && !this.#over && this.#held.length > 0) {
       const chunk = this.#held.shift() as Buffer
+      const from = this.#heldFrom.shift()
       this.#heldBytes -= chunk.byteLength
-      consumer?.data?.(chunk)
+      // Lent to the consumer for the call, as a chunk straight from the connection is.
+      consumer?.data?.(chunk, from)
+      from?.release()
     }
     if (this.#held.length === 0 && this.#complete && !this.#over) this.#end()
   }
@@ -192,7 +206,9 @@ export class OriginBody {
   }
 
   #drop(): void {
+    for (const from of this.#heldFrom) from?.release()
     this.#held.length = 0
+    this.#heldFrom.length = 0
     this.#heldBytes = 0
   }
 }

@@ -14,6 +14,7 @@ import { generate } from 'selfsigned'
 import { freePort } from '../../test/support/http.ts'
 import type { OriginBody } from './origin-body.ts'
 import { OriginPool, type OriginResponse } from './origin-pool.ts'
+import { readBufferCounts } from './read-buffers.ts'
 import { ConnectTimeoutError } from './s3-errors.ts'
 
 interface Backend {
@@ -291,11 +292,88 @@ describe('origin bodies', () => {
     })
     const response = await get(poolFor(b.origin))
     // Nothing reads until every byte arrived.
-    while (!response.body.complete) await new Promise((resolve) => setTimeout(resolve, 5))
+    const deadline = Date.now() + 30_000
+    while (!response.body.complete) {
+      assert.ok(Date.now() < deadline, 'the body never arrived whole')
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
     const chunks: Buffer[] = []
     for (let chunk = response.body.read(); chunk !== null; chunk = response.body.read()) chunks.push(chunk)
     assert.ok(chunks.length > 1, 'the body came in several reads')
     assert.ok(Buffer.concat(chunks).equals(whole))
+  })
+
+  it('reads into a few pooled buffers again and again, however large the body', async () => {
+    const size = 8 * 1024 * 1024
+    const b = await serving((socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n`)
+      const piece = Buffer.alloc(64 * 1024, 9)
+      let left = size
+      const more = () => {
+        while (left > 0) {
+          left -= piece.length
+          if (!socket.write(piece)) return void socket.once('drain', more)
+        }
+      }
+      more()
+    })
+    const before = readBufferCounts()
+    const response = await get(poolFor(b.origin))
+    let received = 0
+    let lent = 0
+    await new Promise<void>((resolve, reject) => {
+      response.body.consume(
+        {
+          // As the client's response does: the chunk is held until its write is done, which Node
+          // reports on the next tick.
+          data(chunk, from) {
+            received += chunk.byteLength
+            if (from === undefined || chunk[0] !== 9) return
+            lent++
+            from.hold()
+            process.nextTick(from.release)
+          },
+          end: resolve,
+          error: reject,
+        },
+        true
+      )
+    })
+    assert.equal(received, size)
+    assert.ok(lent > 0, 'large reads are lent')
+    const after = readBufferCounts()
+    assert.ok(after.allocated - before.allocated <= 4, `${after.allocated - before.allocated} buffers for ${size / 65536} reads' worth`)
+    assert.equal(after.held, before.held)
+  })
+
+  it('copies out small reads instead of lending their buffers', async () => {
+    // Under 16 KiB in all, so that no read of it can be large whatever the timing.
+    const pieces = Array.from({ length: 10 }, (_, i) => Buffer.alloc(1000, i + 1))
+    const b = await serving(async (socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${pieces.length * 1000}\r\n\r\n`)
+      for (const piece of pieces) await new Promise<void>((resolve) => socket.write(piece, () => setTimeout(resolve, 2)))
+    })
+    const response = await get(poolFor(b.origin))
+    const chunks: Buffer[] = []
+    let lent = 0
+    await new Promise<void>((resolve, reject) => {
+      response.body.consume({ data: (chunk, from) => (chunks.push(chunk), from !== undefined && lent++), end: resolve, error: reject }, true)
+    })
+    assert.equal(lent, 0)
+    assert.ok(Buffer.concat(chunks).equals(Buffer.concat(pieces)))
+  })
+
+  it('reads a body that runs until the origin closes the connection, flowing or pulled', async () => {
+    const body = Buffer.alloc(300_000, 5)
+    const b = await serving((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n')
+      socket.end(body)
+    })
+    const pool = poolFor(b.origin)
+    const flowing = await flowed((await get(pool)).body)
+    assert.deepEqual(flowing, { bytes: body.length })
+    assert.equal((await text((await get(pool)).body)).length, body.length)
+    assert.equal(b.connections(), 2)
   })
 
   it('holds a small body whole until it is read, and a destroyed complete body keeps its connection', async () => {
