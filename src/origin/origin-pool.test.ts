@@ -80,6 +80,22 @@ async function serving(onRequest: (socket: net.Socket, head: string, nth: number
 const get = (pool: OriginPool, signal = new AbortController().signal, method: 'GET' | 'HEAD' = 'GET') =>
   pool.request(method, '/bucket/key', ['host', 'example'], signal)
 
+/** An answer of `size` bytes of `fill`, written in 64 KiB pieces as fast as the socket takes them. */
+function answerOf(size: number, fill: number): (socket: net.Socket) => void {
+  return (socket) => {
+    socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n`)
+    const piece = Buffer.alloc(64 * 1024, fill)
+    let left = size
+    const more = () => {
+      while (left > 0) {
+        left -= piece.length
+        if (!socket.write(piece)) return void socket.once('drain', more)
+      }
+    }
+    more()
+  }
+}
+
 /** The whole body, pulled. */
 function text(body: OriginBody): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -240,18 +256,7 @@ describe('origin bodies', () => {
 
   it('stops reading from the backend while the consumer holds back, and resumes after', async () => {
     const size = 64 * 1024 * 1024
-    const b = await serving((socket) => {
-      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n`)
-      const piece = Buffer.alloc(64 * 1024, 7)
-      let left = size
-      const more = () => {
-        while (left > 0) {
-          left -= piece.length
-          if (!socket.write(piece)) return void socket.once('drain', more)
-        }
-      }
-      more()
-    })
+    const b = await serving(answerOf(size, 7))
     const response = await get(poolFor(b.origin))
     let received = 0
     let holding = true
@@ -305,18 +310,7 @@ describe('origin bodies', () => {
 
   it('reads into a few pooled buffers again and again, however large the body', async () => {
     const size = 8 * 1024 * 1024
-    const b = await serving((socket) => {
-      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n`)
-      const piece = Buffer.alloc(64 * 1024, 9)
-      let left = size
-      const more = () => {
-        while (left > 0) {
-          left -= piece.length
-          if (!socket.write(piece)) return void socket.once('drain', more)
-        }
-      }
-      more()
-    })
+    const b = await serving(answerOf(size, 9))
     const before = readBufferCounts()
     const response = await get(poolFor(b.origin))
     let received = 0
