@@ -10,7 +10,7 @@
 // `destroy` (consumer gone, body unwanted) aborts the exchange unless every byte already arrived;
 // either way the chunks are dropped and the consumer hears nothing more.
 // A chunk lent from a pooled read buffer (read-buffers.ts) that waits here holds that buffer; it
-// is lent on to a flowing consumer for the call, and copied for a pulling one, which may keep it.
+// is lent on to a flowing consumer for the call, and given away to a pulling one, which may keep it.
 
 import type { ReadBuffer } from './read-buffers.ts'
 
@@ -109,9 +109,9 @@ export class OriginBody {
   // --- Consumer side -------------------------------------------------------------------------
 
   /**
-   * Pull mode: the next waiting chunk, the reader's own (one lent from a read buffer is copied);
-   * or null, after reporting the end when every byte arrived and was read (otherwise `readable`
-   * or `error` follows).
+   * Pull mode: the next waiting chunk, the reader's own (a read buffer it was lent from is given
+   * away with it); or null, after reporting the end when every byte arrived and was read
+   * (otherwise `readable` or `error` follows).
    */
   read(): Buffer | null {
     const chunk = this.#held.shift()
@@ -125,10 +125,11 @@ export class OriginBody {
       this.#pausedToHold = false
       this.#update()
     }
-    if (from === undefined) return chunk
-    const own = Buffer.from(chunk)
-    from.release()
-    return own
+    if (from !== undefined) {
+      from.donate()
+      from.release()
+    }
+    return chunk
   }
 
   /**

@@ -96,16 +96,21 @@ function answerOf(size: number, fill: number): (socket: net.Socket) => void {
   }
 }
 
-/** The whole body, pulled. */
-function text(body: OriginBody): Promise<string> {
+/** The body's chunks, each pulled as soon as it came. */
+function pulled(body: OriginBody): Promise<Buffer[]> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     const drain = () => {
       for (let chunk = body.read(); chunk !== null; chunk = body.read()) chunks.push(chunk)
     }
-    body.consume({ readable: drain, end: () => resolve(Buffer.concat(chunks).toString()), error: reject }, false)
+    body.consume({ readable: drain, end: () => resolve(chunks), error: reject }, false)
     drain()
   })
+}
+
+/** The whole body, pulled. */
+async function text(body: OriginBody): Promise<string> {
+  return Buffer.concat(await pulled(body)).toString()
 }
 
 /** How a body ends when flowing: its bytes and its error, if any. */
@@ -304,6 +309,22 @@ describe('origin bodies', () => {
     }
     const chunks: Buffer[] = []
     for (let chunk = response.body.read(); chunk !== null; chunk = response.body.read()) chunks.push(chunk)
+    assert.ok(chunks.length > 1, 'the body came in several reads')
+    assert.ok(Buffer.concat(chunks).equals(whole))
+  })
+
+  it('keeps the bytes of chunks already read while the connection reads on', async () => {
+    // Pieces of distinct bytes, written apart, each pulled as soon as it came: a read chunk whose
+    // buffer the connection read into again would show a later piece.
+    const pieces = Array.from({ length: 6 }, (_, i) => Buffer.alloc(20_000, i + 1))
+    const whole = Buffer.concat(pieces)
+    const b = await serving(async (socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${whole.length}\r\n\r\n`)
+      for (const piece of pieces) {
+        await new Promise<void>((resolve) => socket.write(piece, () => setTimeout(resolve, 5)))
+      }
+    })
+    const chunks = await pulled((await get(poolFor(b.origin))).body)
     assert.ok(chunks.length > 1, 'the body came in several reads')
     assert.ok(Buffer.concat(chunks).equals(whole))
   })

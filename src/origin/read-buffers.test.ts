@@ -36,6 +36,17 @@ describe('origin read buffers', () => {
     assert.equal(freeReadBuffers(), before + 1)
   })
 
+  it('never takes back a buffer given away', () => {
+    const buffer = ReadBuffer.take()
+    const before = freeReadBuffers()
+    buffer.hold()
+    buffer.donate()
+    buffer.release()
+    buffer.retire()
+    assert.ok(buffer.held)
+    assert.equal(freeReadBuffers(), before)
+  })
+
   it('keeps at most 64 buffers waiting', () => {
     const taken = Array.from({ length: 100 }, () => ReadBuffer.take())
     for (const buffer of taken) buffer.retire()

@@ -31,6 +31,8 @@ export class ReadBuffer {
   #holds = 0
   /** The connection may still read into it. */
   #reading = true
+  /** Given away for good (`donate`). */
+  #donated = false
 
   /** A buffer from the pool (or a new one), for a connection to read into. */
   static take(): ReadBuffer {
@@ -45,7 +47,15 @@ export class ReadBuffer {
 
   /** Something kept a view of these bytes past the read: it must not be read into. */
   get held(): boolean {
-    return this.#holds > 0
+    return this.#holds > 0 || this.#donated
+  }
+
+  /**
+   * Gives the bytes away for good, to a reader that may keep a chunk as long as it likes (cheaper
+   * than a copy): the buffer is never read into or pooled again, and goes with its last view.
+   */
+  donate(): void {
+    this.#donated = true
   }
 
   /** Keeps the bytes from being read over until `release`. */
@@ -59,14 +69,14 @@ export class ReadBuffer {
     this.#holds--
     if (this.#holds > 0) return
     counts.held--
-    if (!this.#reading) giveBack(this)
+    if (!this.#reading && !this.#donated) giveBack(this)
   }
 
   /** The connection reads into another buffer now: this one goes back once nothing holds it. */
   retire(): void {
     if (!this.#reading) return
     this.#reading = false
-    if (this.#holds === 0) giveBack(this)
+    if (this.#holds === 0 && !this.#donated) giveBack(this)
   }
 }
 
