@@ -132,18 +132,18 @@ export function watchedStream(body: OriginBody, idleMs: number, abortResponse: R
     if (reader !== 'none' || over) return undefined
     reader = response
     if (body.complete) {
-      // All of it is here already (a small object): written with the head, in one go.
-      let chunk = body.read()
-      while (chunk !== null) {
+      // All of it is here already (a small object): written with the head, in one go. A lent
+      // chunk's buffer is held until the response is done with it.
+      let empty = true
+      body.drain((chunk, from, last) => {
+        empty = false
         sent += chunk.byteLength
-        const next = body.read()
-        if (next === null) break
-        response.write(chunk)
-        chunk = next
-      }
+        from?.hold()
+        if (last) response.end(chunk, from?.release)
+        else response.write(chunk, from?.release)
+      })
       finish()
-      if (chunk === null) response.end()
-      else response.end(chunk)
+      if (empty) response.end()
       return stop
     }
     const resume = () => {

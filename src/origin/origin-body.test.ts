@@ -142,6 +142,27 @@ describe('an origin body of lent chunks (pooled read buffers)', () => {
     assert.ok(!from.held, 'released once the consumer returned')
   })
 
+  it('drains a complete body chunk by chunk, each lent for the call, the last one flagged', () => {
+    const { transfer, calls } = recorded()
+    const body = new OriginBody(transfer)
+    const first = lentRead(1)
+    const second = lentRead(2)
+    body.push(first.chunk, first.from)
+    body.push(kib(1, 3))
+    body.push(second.chunk, second.from)
+    body.finish()
+    const taken: string[] = []
+    body.drain((chunk, from, last) => {
+      assert.ok(from === undefined || from.held, 'held during the call')
+      taken.push(`${chunk[0]}:${from !== undefined}:${last}`)
+    })
+    assert.deepEqual(taken, ['1:true:false', '3:false:false', '2:true:true'])
+    assert.ok(!first.from.held && !second.from.held, 'released after the calls')
+    body.destroy()
+    assert.deepEqual(calls, [], 'a drained body is over: nothing to abort')
+    assert.throws(() => body.drain(() => undefined))
+  })
+
   it('lets the buffers of waiting chunks go when the body is destroyed or fails', () => {
     const destroyed = new OriginBody(recorded().transfer)
     const first = lentRead(1)

@@ -133,6 +133,22 @@ export class OriginBody {
   }
 
   /**
+   * A complete body handed over whole, without a consumer: each waiting chunk goes to `take`, lent
+   * for the call (hold `from` to keep it), `last` on the final one; then the body is over.
+   */
+  drain(take: (chunk: Buffer, from: ReadBuffer | undefined, last: boolean) => void): void {
+    if (!this.#complete || this.#over || this.#consumer !== undefined) throw new Error('only a complete body nobody consumes is drained')
+    this.#over = true
+    while (this.#held.length > 0) {
+      const chunk = this.#held.shift() as Buffer
+      const from = this.#heldFrom.shift()
+      this.#heldBytes -= chunk.byteLength
+      take(chunk, from, this.#held.length === 0)
+      from?.release()
+    }
+  }
+
+  /**
    * Becomes the consumer. Flowing: waiting chunks are delivered now (until the consumer pauses),
    * then the end if it came. Pulling: `end` now when nothing waits and everything arrived;
    * otherwise `read` away. A failure that came first is reported now.
