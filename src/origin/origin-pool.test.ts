@@ -96,6 +96,19 @@ function answerOf(size: number, fill: number): (socket: net.Socket) => void {
   }
 }
 
+/** A backend answering with pieces of distinct bytes, written apart so that they come in separate reads. */
+async function pieceByPiece(): Promise<{ whole: Buffer; b: Backend }> {
+  const pieces = Array.from({ length: 6 }, (_, i) => Buffer.alloc(20_000, i + 1))
+  const whole = Buffer.concat(pieces)
+  const b = await serving(async (socket) => {
+    socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${whole.length}\r\n\r\n`)
+    for (const piece of pieces) {
+      await new Promise<void>((resolve) => socket.write(piece, () => setTimeout(resolve, 5)))
+    }
+  })
+  return { whole, b }
+}
+
 /** The body's chunks, each pulled as soon as it came. */
 function pulled(body: OriginBody): Promise<Buffer[]> {
   return new Promise((resolve, reject) => {
@@ -290,16 +303,8 @@ describe('origin bodies', () => {
   })
 
   it('keeps the bytes of chunks waiting to be read while the connection reads on', async () => {
-    // Pieces of distinct bytes, written apart so that they come in separate reads: a chunk kept as
-    // a view of its read's buffer would show the bytes of a later read.
-    const pieces = Array.from({ length: 6 }, (_, i) => Buffer.alloc(20_000, i + 1))
-    const whole = Buffer.concat(pieces)
-    const b = await serving(async (socket) => {
-      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${whole.length}\r\n\r\n`)
-      for (const piece of pieces) {
-        await new Promise<void>((resolve) => socket.write(piece, () => setTimeout(resolve, 5)))
-      }
-    })
+    // A chunk kept as a view of its read's buffer would show the bytes of a later read.
+    const { whole, b } = await pieceByPiece()
     const response = await get(poolFor(b.origin))
     // Nothing reads until every byte arrived.
     const deadline = Date.now() + 30_000
@@ -314,16 +319,9 @@ describe('origin bodies', () => {
   })
 
   it('keeps the bytes of chunks already read while the connection reads on', async () => {
-    // Pieces of distinct bytes, written apart, each pulled as soon as it came: a read chunk whose
-    // buffer the connection read into again would show a later piece.
-    const pieces = Array.from({ length: 6 }, (_, i) => Buffer.alloc(20_000, i + 1))
-    const whole = Buffer.concat(pieces)
-    const b = await serving(async (socket) => {
-      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${whole.length}\r\n\r\n`)
-      for (const piece of pieces) {
-        await new Promise<void>((resolve) => socket.write(piece, () => setTimeout(resolve, 5)))
-      }
-    })
+    // Each pulled as soon as it came: a read chunk whose buffer the connection read into again
+    // would show a later piece.
+    const { whole, b } = await pieceByPiece()
     const chunks = await pulled((await get(poolFor(b.origin))).body)
     assert.ok(chunks.length > 1, 'the body came in several reads')
     assert.ok(Buffer.concat(chunks).equals(whole))
