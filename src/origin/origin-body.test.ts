@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { OriginBody, type BodyConsumer, type Transfer } from './origin-body.ts'
-import { freeReadBuffers, ReadBuffer } from './read-buffers.ts'
+import { ReadBuffer, readBufferCounts } from './read-buffers.ts'
 
 function recorded(): { transfer: Transfer; calls: string[] } {
   const calls: string[] = []
@@ -119,7 +119,7 @@ describe('an origin body of lent chunks (pooled read buffers)', () => {
   it('holds the buffer of a waiting chunk, and gives it away to a pulling reader', () => {
     const body = new OriginBody(recorded().transfer)
     const { from, chunk } = lentRead(1)
-    const before = freeReadBuffers()
+    const before = readBufferCounts().free
     body.push(chunk, from)
     assert.ok(from.held, 'a waiting chunk keeps its buffer from being read into')
     body.consume({ end: () => undefined, error: assert.fail }, false)
@@ -127,7 +127,7 @@ describe('an origin body of lent chunks (pooled read buffers)', () => {
     // The reader may keep it: the buffer is never read into or pooled again.
     from.retire()
     assert.ok(from.held)
-    assert.equal(freeReadBuffers(), before)
+    assert.equal(readBufferCounts().free, before)
   })
 
   it('lends a waiting chunk on to a flowing consumer for the call, then lets its buffer go', () => {

@@ -84,12 +84,7 @@ function giveBack(buffer: ReadBuffer): void {
   if (free.length < FREE_KEPT) free.push(buffer)
 }
 
-/** Buffers waiting in the pool (tests). */
-export function freeReadBuffers(): number {
-  return free.length
-}
-
-/** Buffers allocated so far, and held now (tests: reuse, and what a stalled client pins). */
-export function readBufferCounts(): { allocated: number; held: number } {
-  return { ...counts }
+/** Buffers allocated so far, held now, and waiting in the pool (tests: reuse, and what a stalled client pins). */
+export function readBufferCounts(): { allocated: number; held: number; free: number } {
+  return { ...counts, free: free.length }
 }
