@@ -1,6 +1,7 @@
 // The interfaces the pipeline needs. Stages depend on these, never on the classes that implement
 // them; only runtime.ts knows the concrete adapters.
 import type { ProxyError } from './errors.ts'
+import type { DirectPipe } from './http/direct-body.ts'
 import type { AuditRecord, ByteRange, ObjectMeta, Principal, RangeSpec } from './types.ts'
 
 export interface ObjectBody {
@@ -8,7 +9,12 @@ export interface ObjectBody {
   /** Present when the body is a part of the object; exactly the range asked for. */
   range: ByteRange | undefined
   /** The bytes, streamed: pulled from the backend only as fast as the client reads. */
-  stream: ReadableStream<Uint8Array>
+  readonly stream: ReadableStream<Uint8Array>
+  /**
+   * Origin bodies: writes the bytes straight into the client's response instead (the web stream
+   * is then never built; see http/direct-body.ts).
+   */
+  pipe?: DirectPipe | undefined
   /** How many body bytes the client has pulled so far. */
   bytesSent(): number
 }

@@ -2,6 +2,7 @@
 // pipeline/exchange.ts).
 import type { CorsConfig } from './config/schema.ts'
 import type { CompressionConfig, CompressionEncoding, ImagesConfig, WatermarkConfig } from './config/representations-schema.ts'
+import type { PipeableBody } from './http/direct-body.ts'
 import type { ImageRenderer } from './images/render.ts'
 import type { Authorizer, CachedObject, ObjectSource, RateLimiter, SlicedObjects, TieredStore, TokenVerifier } from './ports.ts'
 
@@ -151,13 +152,14 @@ export interface StageMarks {
 
 /**
  * What the object pipeline answers: status, headers and the body, as bytes (their length is in the
- * headers), text, a stream, or nothing (HEAD, 304, 204). Header objects may be shared between
- * answers (cached objects reuse theirs): nothing downstream mutates one.
+ * headers), text, a stream (or an origin body that can be piped without one), or nothing (HEAD,
+ * 304, 204). Header objects may be shared between answers (cached objects reuse theirs): nothing
+ * downstream mutates one.
  */
 export interface Answer {
   status: number
   headers: Readonly<Record<string, string>>
-  body: Uint8Array | string | ReadableStream<Uint8Array> | null
+  body: Uint8Array | string | ReadableStream<Uint8Array> | PipeableBody | null
 }
 
 /**

@@ -17,168 +17,201 @@
 //   errors (piped: the response is destroyed).
 // - Cancelling (client gone, body unwanted) destroys the body, which closes its connection unless
 //   every byte had arrived.
+// - The web stream is built only when something asks for it: a piped body never builds one (see
+//   http/direct-body.ts). One object per body; the closures a path needs are made on that path.
 import type { ServerResponse } from 'node:http'
 import { ProxyError } from '../errors.ts'
-import { offerDirectPipe, type DirectPipe } from '../http/direct-body.ts'
 import type { ObjectBody, ReadOptions } from '../ports.ts'
+import type { ByteRange, ObjectMeta } from '../types.ts'
 import type { BodyConsumer, OriginBody } from './origin-body.ts'
 
 const PIPE_HIGH_WATER = 256 * 1024
 
-export function watchedStream(body: OriginBody, idleMs: number, abortResponse: ReadOptions['abortResponse']): Pick<ObjectBody, 'stream' | 'bytesSent'> {
-  let sent = 0
+/** An S3 response body as the pipeline takes it (ObjectBody): piped, or read as a web stream. */
+export class WatchedBody implements ObjectBody {
+  readonly meta: ObjectMeta
+  readonly range: ByteRange | undefined
+  readonly #body: OriginBody
+  readonly #idleMs: number
+  readonly #abortResponse: ReadOptions['abortResponse']
+  #sent = 0
   /** Ended, failed, or cancelled by the reader: nothing more happens. */
-  let over = false
+  #over = false
   /** Who takes the bytes: nobody yet, the web stream's reader, or the response it is piped into. */
-  let reader: 'none' | 'web' | ServerResponse = 'none'
-  let controller: ReadableStreamDefaultController<Uint8Array> | undefined
+  #reader: 'none' | 'web' | ServerResponse = 'none'
+  #stream: ReadableStream<Uint8Array> | undefined
+  #controller: ReadableStreamDefaultController<Uint8Array> | undefined
   /** Settles the web read waiting on the backend; undefined while nobody waits. */
-  let wake: (() => void) | undefined
+  #wake: (() => void) | undefined
   /** The body is awaited from the backend: a stall counts. */
-  let awaiting = false
+  #awaiting = false
   /** Armed once, refreshed at every wait; fires harmlessly when nothing is awaited. */
-  let timer: NodeJS.Timeout | undefined
+  #timer: NodeJS.Timeout | undefined
 
-  const awaitBackend = () => {
-    awaiting = true
-    if (timer === undefined) {
-      timer = setTimeout(() => {
-        if (!awaiting || over) return
-        const stalled = new ProxyError('ORIGIN_TIMEOUT', { reason: 'body_stalled' })
-        body.destroy(stalled)
-        fail(stalled)
-      }, idleMs)
-      timer.unref()
-    } else {
-      timer.refresh()
-    }
-  }
-  /** Moves the next waiting chunk to the web reader; false when there is none (or the end came). */
-  const deliver = (): boolean => {
-    const chunk = body.read()
-    if (chunk === null) return false
-    sent += chunk.byteLength
-    controller?.enqueue(chunk)
-    return true
-  }
-  /** Settles the waiting read (the stream pulls again only after a chunk, a close or an error). */
-  const settle = () => {
-    awaiting = false
-    const resolve = wake
-    wake = undefined
-    resolve?.()
-  }
-  const finish = () => {
-    over = true
-    awaiting = false
-    clearTimeout(timer)
-  }
-  function fail(err: unknown): void {
-    if (over) return
-    finish()
-    const error = err instanceof ProxyError ? err : new ProxyError('ORIGIN_ERROR', { reason: 'body_failed', cause: err })
-    // A response already streaming to the client is cut, which cancels this stream: nothing more
-    // to read, and the waiting read stays pending. Any other reader (the cache collecting a body
-    // before answering) gets the error.
-    if (abortResponse?.(error) === true) return
-    if (typeof reader === 'object') {
-      reader.destroy(error)
-      return
-    }
-    controller?.error(error)
-    settle()
-  }
-  /** The reader went away (client gone, body unwanted): a failure after that is nobody's news. */
-  const stop = () => {
-    finish()
-    body.destroy()
+  constructor(body: OriginBody, meta: ObjectMeta, range: ByteRange | undefined, idleMs: number, abortResponse: ReadOptions['abortResponse']) {
+    this.#body = body
+    this.meta = meta
+    this.range = range
+    this.#idleMs = idleMs
+    this.#abortResponse = abortResponse
   }
 
-  const webConsumer: BodyConsumer = {
-    readable() {
-      if (wake !== undefined && !over && deliver()) settle()
-    },
-    end() {
-      if (over) return
-      finish()
-      controller?.close()
-      settle()
-    },
-    error: fail,
+  bytesSent(): number {
+    return this.#sent
   }
 
-  const stream = new ReadableStream<Uint8Array>(
-    {
-      start(c) {
-        controller = c
-      },
-      pull(): Promise<void> | undefined {
-        if (reader === 'none') {
-          reader = 'web'
-          body.consume(webConsumer, false)
-        }
-        // `deliver` may report the end (the stream is then closed) instead of a chunk.
-        if (over || reader !== 'web' || deliver() || over) return undefined
-        // Nothing waiting: wait for the backend.
-        awaitBackend()
-        return new Promise<void>((resolve) => (wake = resolve))
-      },
-      cancel: stop,
-    },
-    { highWaterMark: 0 }
-  )
+  /** The body as a pull-based web stream (high-water mark 0), built on first use. */
+  get stream(): ReadableStream<Uint8Array> {
+    return (this.#stream ??= this.#webStream())
+  }
 
-  const pipe: DirectPipe = (response) => {
-    if (reader !== 'none' || over) return undefined
-    reader = response
+  /** Writes the body into `response` (see DirectPipe); undefined when it was read or cancelled. */
+  pipe(response: ServerResponse): (() => void) | undefined {
+    if (this.#reader !== 'none' || this.#over) return undefined
+    this.#reader = response
+    const body = this.#body
+    const stop = () => this.#stop()
     if (body.complete) {
       // All of it is here already (a small object): written with the head, in one go. A lent
       // chunk's buffer is held until the response is done with it.
       let empty = true
       body.drain((chunk, from, last) => {
         empty = false
-        sent += chunk.byteLength
+        this.#sent += chunk.byteLength
         from?.hold()
         if (last) response.end(chunk, from?.release)
         else response.write(chunk, from?.release)
       })
-      finish()
+      this.#finish()
       if (empty) response.end()
       return stop
     }
     const resume = () => {
-      if (over) return
-      awaitBackend()
+      if (this.#over) return
+      this.#awaitBackend()
       body.resume()
     }
     response.once('close', stop)
-    awaitBackend()
+    this.#awaitBackend()
     body.consume(
       {
-        data(chunk, from) {
-          sent += chunk.byteLength
+        data: (chunk, from) => {
+          this.#sent += chunk.byteLength
           // A lent chunk is held until the socket took it: its buffer is then read into again.
           from?.hold()
           if (!response.write(chunk, from?.release) && response.writableLength >= PIPE_HIGH_WATER) {
             // The client holds back: not a stall.
-            awaiting = false
+            this.#awaiting = false
             body.pause()
             response.once('drain', resume)
           } else {
-            awaitBackend()
+            this.#awaitBackend()
           }
         },
-        end() {
-          if (over) return
-          finish()
+        end: () => {
+          if (this.#over) return
+          this.#finish()
           response.end()
         },
-        error: fail,
+        error: (err) => this.#fail(err),
       },
       true
     )
     return stop
   }
-  offerDirectPipe(stream, pipe)
-  return { stream, bytesSent: () => sent }
+
+  #webStream(): ReadableStream<Uint8Array> {
+    const webConsumer: BodyConsumer = {
+      readable: () => {
+        if (this.#wake !== undefined && !this.#over && this.#deliver()) this.#settle()
+      },
+      end: () => {
+        if (this.#over) return
+        this.#finish()
+        this.#controller?.close()
+        this.#settle()
+      },
+      error: (err) => this.#fail(err),
+    }
+    return new ReadableStream<Uint8Array>(
+      {
+        start: (c) => {
+          this.#controller = c
+        },
+        pull: (): Promise<void> | undefined => {
+          if (this.#reader === 'none') {
+            this.#reader = 'web'
+            this.#body.consume(webConsumer, false)
+          }
+          // `deliver` may report the end (the stream is then closed) instead of a chunk.
+          if (this.#over || this.#reader !== 'web' || this.#deliver() || this.#over) return undefined
+          // Nothing waiting: wait for the backend.
+          this.#awaitBackend()
+          return new Promise<void>((resolve) => (this.#wake = resolve))
+        },
+        cancel: () => this.#stop(),
+      },
+      { highWaterMark: 0 }
+    )
+  }
+
+  #awaitBackend(): void {
+    this.#awaiting = true
+    if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => {
+        if (!this.#awaiting || this.#over) return
+        const stalled = new ProxyError('ORIGIN_TIMEOUT', { reason: 'body_stalled' })
+        this.#body.destroy(stalled)
+        this.#fail(stalled)
+      }, this.#idleMs)
+      this.#timer.unref()
+    } else {
+      this.#timer.refresh()
+    }
+  }
+
+  /** Moves the next waiting chunk to the web reader; false when there is none (or the end came). */
+  #deliver(): boolean {
+    const chunk = this.#body.read()
+    if (chunk === null) return false
+    this.#sent += chunk.byteLength
+    this.#controller?.enqueue(chunk)
+    return true
+  }
+
+  /** Settles the waiting read (the stream pulls again only after a chunk, a close or an error). */
+  #settle(): void {
+    this.#awaiting = false
+    const resolve = this.#wake
+    this.#wake = undefined
+    resolve?.()
+  }
+
+  #finish(): void {
+    this.#over = true
+    this.#awaiting = false
+    clearTimeout(this.#timer)
+  }
+
+  #fail(err: unknown): void {
+    if (this.#over) return
+    this.#finish()
+    const error = err instanceof ProxyError ? err : new ProxyError('ORIGIN_ERROR', { reason: 'body_failed', cause: err })
+    // A response already streaming to the client is cut, which cancels this stream: nothing more
+    // to read, and the waiting read stays pending. Any other reader (the cache collecting a body
+    // before answering) gets the error.
+    if (this.#abortResponse?.(error) === true) return
+    if (typeof this.#reader === 'object') {
+      this.#reader.destroy(error)
+      return
+    }
+    this.#controller?.error(error)
+    this.#settle()
+  }
+
+  /** The reader went away (client gone, body unwanted): a failure after that is nobody's news. */
+  #stop(): void {
+    this.#finish()
+    this.#body.destroy()
+  }
 }

@@ -26,7 +26,7 @@ import { formatRange, parseContentRange, resolveRange, unsatisfiedRange } from '
 import type { ListPage, ListPageRequest, ObjectBody, ObjectSource, ReadOptions } from '../ports.ts'
 import type { Metrics } from '../telemetry/metrics.ts'
 import type { ByteRange, ObjectMeta, RangeSpec } from '../types.ts'
-import { watchedStream } from './body-stream.ts'
+import { WatchedBody } from './body-stream.ts'
 import type { OriginBody } from './origin-body.ts'
 import { HeadersTimeoutError, type OriginHeaders, type OriginResponse } from './origin-pool.ts'
 import { resolveTarget } from './s3-endpoint.ts'
@@ -308,8 +308,7 @@ export class S3Source implements ObjectSource {
   }
 
   #body(res: OriginResponse, meta: ObjectMeta, range: ByteRange | undefined, options: ReadOptions): ObjectBody {
-    const { stream, bytesSent } = watchedStream(res.body, this.#timeoutMs, options.abortResponse)
-    return { meta, range, stream, bytesSent }
+    return new WatchedBody(res.body, meta, range, this.#timeoutMs, options.abortResponse)
   }
 }
 

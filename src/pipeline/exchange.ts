@@ -5,7 +5,6 @@
 import type { IncomingMessage } from 'node:http'
 import { parse as parseCookies } from 'hono/utils/cookie'
 import type { ProxyError } from '../errors.ts'
-import { directPipeOf } from '../http/direct-body.ts'
 import type { StampedResponse } from '../http/stamped-response.ts'
 import type { TraceSpan } from '../ports.ts'
 import type { Answer, CacheUse, Principal, RouteMatch, StageMarks, TransferMeter } from '../types.ts'
@@ -151,9 +150,11 @@ export class Exchange {
     } else if (body instanceof Uint8Array) {
       this.bodyBytes = body.length
       outgoing.end(body)
+    } else if (body instanceof ReadableStream) {
+      this.#stopBody = pipeTo(body, outgoing)
     } else {
       // An origin body nobody read yet goes from its socket to the client's without a web reader.
-      this.#stopBody = directPipeOf(body)?.(outgoing) ?? pipeTo(body, outgoing)
+      this.#stopBody = body.pipe(outgoing) ?? pipeTo(body.stream, outgoing)
     }
   }
 }
@@ -176,6 +177,7 @@ const ignore = () => {}
 
 function cancel(body: Answer['body']): void {
   if (body instanceof ReadableStream) body.cancel().catch(ignore)
+  else if (body !== null && typeof body === 'object' && !(body instanceof Uint8Array)) body.stream.cancel().catch(ignore)
 }
 
 /**

@@ -24,6 +24,7 @@
 // in the same request; preconditions are evaluated here against the object's validators, and a
 // backend body that is not wanted (304, 412, stale If-Range) is cancelled at once.
 import { ProxyError } from '../errors.ts'
+import type { PipeableBody } from '../http/direct-body.ts'
 import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '../http/conditional.ts'
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
@@ -232,7 +233,7 @@ async function fromOrigin(
     const decided = decide(meta, request)
     if (decided.kind !== 'body') return preconditionAnswer(bucket, decided.kind, meta, outcome)
     body = await bucket.source.get(key, undefined, options)
-    return streamed(x, bucket, body, body.stream, outcome)
+    return streamed(x, bucket, body, outcome)
   }
   const outcomeOfPreconditions = evaluatePreconditions(request.conditions, body.meta)
   if (outcomeOfPreconditions !== 'proceed') {
@@ -243,19 +244,19 @@ async function fromOrigin(
     await body.stream.cancel()
     body = await bucket.source.get(key, undefined, options)
   }
-  return streamed(x, bucket, body, body.stream, outcome)
+  return streamed(x, bucket, body, outcome)
 }
 
-function streamed(
-  x: Exchange,
-  bucket: BucketRoute,
-  body: ObjectBody,
-  stream: ReadableStream<Uint8Array>,
-  outcome: CacheOutcome | undefined
-): Answer {
+/** Answers with `body`'s bytes, or with `stream` (read from it) when given. */
+function streamed(x: Exchange, bucket: BucketRoute, body: ObjectBody, outcome: CacheOutcome | undefined, stream?: ReadableStream<Uint8Array>): Answer {
   x.transfer = body
   const headers = bodyHeaders(bucket, body.meta, body.range, outcome)
-  return { status: body.range === undefined ? 200 : 206, headers, body: stream }
+  return { status: body.range === undefined ? 200 : 206, headers, body: stream ?? pipeable(body) }
+}
+
+/** The body as the exchange sends it: piped when its producer can (its stream never built). */
+function pipeable(body: ObjectBody): PipeableBody | ReadableStream<Uint8Array> {
+  return body.pipe === undefined ? body.stream : (body as ObjectBody & PipeableBody)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -562,7 +563,7 @@ async function fill(
     },
     { highWaterMark: 0 }
   )
-  return streamed(x, bucket, body, tee, miss)
+  return streamed(x, bucket, body, miss, tee)
 }
 
 /**
@@ -646,7 +647,7 @@ async function answerFresh(
     await body.stream.cancel()
     return fromOrigin(x, bucket, x.matched.key, request, outcome)
   }
-  return streamed(x, bucket, body, body.stream, outcome)
+  return streamed(x, bucket, body, outcome)
 }
 
 async function collect(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
