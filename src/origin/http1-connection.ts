@@ -78,25 +78,21 @@ export class Http1Connection {
   }
 
   /**
-   * Sends a request; `headers` is a flat [name, value, ...] list holding `host`. A list sent again
-   * (signed-request.ts reuses one within its second) is not written out again.
+   * Sends a request; `headers` is a flat [name, value, ...] list holding `host`. The head is built
+   * for every request (under a microsecond). Kept by header list in a WeakMap, every list and head
+   * outlived young-generation GCs and was promoted to the old one (measured: weak-map keys do).
    */
   send(method: Method, target: string, headers: readonly string[], sink: ExchangeSink): void {
     if (this.#sink !== undefined) throw new Error('an origin connection carries one request at a time')
-    let written = writtenHeads.get(headers)
-    if (written === undefined || written.method !== method || written.target !== target) {
-      const head = requestHead(method, target, headers)
-      if (head === undefined) {
-        sink.fail(new TypeError('a request target or header value holds a character HTTP/1.1 does not allow'))
-        return
-      }
-      written = { method, target, head }
-      writtenHeads.set(headers, written)
+    const head = requestHead(method, target, headers)
+    if (head === undefined) {
+      sink.fail(new TypeError('a request target or header value holds a character HTTP/1.1 does not allow'))
+      return
     }
     this.#sink = sink
     this.#reader.start(this.#relay, method === 'HEAD')
     const socket = this.#socket ?? this.#connect()
-    socket.write(written.head, 'latin1')
+    socket.write(head, 'latin1')
   }
 
   /** Holds back the socket while `sink`'s body waits for its consumer. */
@@ -281,9 +277,6 @@ export class Http1Connection {
     socket.destroy()
   }
 }
-
-/** Request heads by the header list they were written from. */
-const writtenHeads = new WeakMap<readonly string[], { method: Method; target: string; head: string }>()
 
 /** The request's head, or undefined when the target or a value holds what it may not. */
 function requestHead(method: Method, target: string, headers: readonly string[]): string | undefined {
