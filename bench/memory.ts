@@ -12,9 +12,9 @@
 //   generation (semi-spaces up to 16 MiB by default) is more heap, and is scavenged less often, so
 //   dead origin socket reads (64 KiB buffers outside the heap, freed only by a collection) wait
 //   longer: in the sliced row the 4 MiB of each slice fetch. Disk hits churn no buffers (their read
-//   buffers are pooled: ~32 MiB at 64 streams). Peaks measured with --quick, semi-space 1 / 2 /
-//   4 / 16 MiB: disk hits 123 / 127-132 / 130-146 / 148-158 MB, sliced 103-104 / 105-109 /
-//   114-117 / 142-143 MB.
+//   buffers are pooled: ~32 MiB at 64 streams). Peaks measured with --quick (idle / disk hits /
+//   sliced), semi-space 1 / 4 MiB / V8's default: 83 / 121 / 100, 90-91 / 124-135 / 110-118,
+//   93 / 145 / 135 MB (4 MiB ships: docs/operations.md, Sizing).
 //   BENCH_NODE_FLAGS: run only with these node flags instead (e.g. "" for the defaults alone)
 //   BENCH_ORIGIN_DIR: where the origin keeps its objects between runs (a 1 GiB one among them)
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'

@@ -22,7 +22,7 @@ if [ "${1:-}" = --quick ]; then
 fi
 # The proxy runs with the node flags it ships with (src/main.ts's shebang, Docker, npm start); the
 # harness starts it as `$NODE_BIN dist/main.js`, which bypasses the shebang.
-export NODE_BIN="${NODE_BIN:-node} --max-semi-space-size=1"
+export NODE_BIN="${NODE_BIN:-node} --max-semi-space-size=4"
 for connections in ${BENCH_PATHS_CONNECTIONS:-64 1}; do
   echo "== $connections connection(s) =="
   args=(--connections "$connections" --no-autocannon --only origin,nginx,node-raw)

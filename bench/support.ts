@@ -148,7 +148,7 @@ export function build(): void {
 }
 
 /** The node flags the proxy ships with (src/main.ts's shebang, the Dockerfile, npm start). */
-export const SHIPPED_FLAGS = ['--max-semi-space-size=1']
+export const SHIPPED_FLAGS = ['--max-semi-space-size=4']
 
 /** The compiled proxy on the server CPU with `config` (a file), stdout and stderr to the bench's stderr. */
 export function startProxy(configFile: string, nodeFlags: string[] = SHIPPED_FLAGS): ChildProcess {

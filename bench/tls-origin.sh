@@ -52,7 +52,7 @@ run() { # dist directory -> one line
   proxy_port=$(port)
   "${on0[@]}" "$node" bench/tls-origin.mjs "$origin_port" "$work/cert.pem" "$work/key.pem" "${BENCH_SIZE:-1024}" > "$work/origin.out" &
   origin=$!
-  NODE_EXTRA_CA_CERTS="$work/cert.pem" ORIGIN_PORT=$origin_port PORT=$proxy_port "${on0[@]}" "$node" --max-semi-space-size=1 "$dist/main.js" --config "$work/config.yaml" > "$work/proxy.out" 2>&1 &
+  NODE_EXTRA_CA_CERTS="$work/cert.pem" ORIGIN_PORT=$origin_port PORT=$proxy_port "${on0[@]}" "$node" --max-semi-space-size=4 "$dist/main.js" --config "$work/config.yaml" > "$work/proxy.out" 2>&1 &
   proxy=$!
   for _ in $(seq 100); do curl -sf -o /dev/null -H "Authorization: Bearer $token" "http://127.0.0.1:$proxy_port/tls/obj" && break; sleep 0.2; done
   "${on1[@]}" wrk -t1 -c64 -d3s -H "Authorization: Bearer $token" "http://127.0.0.1:$proxy_port/tls/obj" > /dev/null

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=4
 // Process edge: arguments, config, listen, signals.
 //   yatagarasu --config config.yaml          run the proxy
 //   yatagarasu --check --config config.yaml  validate the config and exit 0 (valid) or 1 (invalid)
@@ -31,11 +31,11 @@ const USAGE = `usage: yatagarasu [--config FILE] [--check]
 // which happens later.
 setFlagsFromString('--wasm-tiering-budget=200000000')
 // The young generation's size is read when the heap is created: setFlagsFromString here has no
-// effect on it (measured), so `--max-semi-space-size=1` is on the shebang line (the `yatagarasu`
-// binary), the Docker ENTRYPOINT and `npm start`; cluster workers inherit it (execArgv). Origin
-// body chunks are 64 KiB socket reads, freed only by a GC: with a 1 MB semi-space a scavenge
-// (~1 ms) frees them every ~100 ms under load; with 4 MB, only external-memory-driven full GCs did,
-// and a 1 GiB sliced object streamed to 20 clients peaked at 151-175 MB RSS instead of 128-134.
+// effect on it (measured), so `--max-semi-space-size=4` is on the shebang line (the `yatagarasu`
+// binary), the Docker ENTRYPOINT and `npm start`; cluster workers inherit it (execArgv). 4 MB holds
+// what ~200 misses allocate (~19 KB each), so the objects of 64 requests in flight die young: with
+// 1 MB each one's ~9 KB were copied twice and promoted (GC pauses ~110 us per 1 KiB miss; ~15 with
+// 4 MB). It costs ~5-15 MB of RSS (docs/operations.md, Sizing).
 
 async function main(): Promise<number> {
   let args
