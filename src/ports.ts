@@ -15,6 +15,11 @@ export interface ObjectBody {
    * is then never built; see http/direct-body.ts).
    */
   pipe?: DirectPipe | undefined
+  /**
+   * Origin bodies: the whole body as bytes when every byte has arrived already (a small object),
+   * without a stream; undefined otherwise, with nothing taken. After it the body is used up.
+   */
+  whole?(): Buffer | undefined
   /** How many body bytes the client has pulled so far. */
   bytesSent(): number
 }

@@ -24,6 +24,7 @@ import { ProxyError } from '../errors.ts'
 import type { ObjectBody, ReadOptions } from '../ports.ts'
 import type { ByteRange, ObjectMeta } from '../types.ts'
 import type { BodyConsumer, OriginBody } from './origin-body.ts'
+import type { ReadBuffer } from './read-buffers.ts'
 
 const PIPE_HIGH_WATER = 256 * 1024
 
@@ -63,6 +64,30 @@ export class WatchedBody implements ObjectBody {
   /** The body as a pull-based web stream (high-water mark 0), built on first use. */
   get stream(): ReadableStream<Uint8Array> {
     return (this.#stream ??= this.#webStream())
+  }
+
+  /**
+   * The whole body, copied, when every byte has arrived already (a small object comes with its
+   * head); undefined otherwise, with nothing taken. After it, `stream` and `pipe` have nothing.
+   */
+  whole(): Buffer | undefined {
+    const body = this.#body
+    if (this.#reader !== 'none' || this.#over || !body.complete) return undefined
+    const chunks: Buffer[] = []
+    const lent: ReadBuffer[] = []
+    body.drain((chunk, from) => {
+      chunks.push(chunk)
+      // Lent chunks are kept (held) until they are copied out.
+      if (from !== undefined) {
+        from.hold()
+        lent.push(from)
+      }
+    })
+    const bytes = Buffer.concat(chunks)
+    for (const from of lent) from.release()
+    this.#sent = bytes.byteLength
+    this.#finish()
+    return bytes
   }
 
   /** Writes the body into `response` (see DirectPipe); undefined when it was read or cancelled. */

@@ -513,6 +513,14 @@ async function fill(
     return fromEntry(x, bucket, entry, request, miss, fromOriginInstead)
   }
 
+  if (writer === undefined) {
+    // A small object that came whole with its head: stored and answered as bytes (no streams).
+    const bytes = body.whole?.()
+    if (bytes !== undefined) {
+      finish({ ...head, body: bytes })
+      return { status: 200, headers: bodyHeaders(bucket, body.meta, undefined, miss), body: bytes }
+    }
+  }
   const chunks: Uint8Array[] = []
   let collected = 0
   /** The write of the chunk before (never rejects), awaited before the next is read. */
