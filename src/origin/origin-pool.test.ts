@@ -12,6 +12,8 @@ import { after, describe, it } from 'node:test'
 import type { TLSSocket } from 'node:tls'
 import { generate } from 'selfsigned'
 import { freePort } from '../../test/support/http.ts'
+import type { ObjectMeta } from '../types.ts'
+import { WatchedBody } from './body-stream.ts'
 import type { OriginBody } from './origin-body.ts'
 import { OriginPool, type OriginResponse } from './origin-pool.ts'
 import { readBufferCounts } from './read-buffers.ts'
@@ -108,6 +110,19 @@ async function pieceByPiece(): Promise<{ whole: Buffer; b: Backend }> {
   })
   return { whole, b }
 }
+
+const metaOf = (size: number): ObjectMeta => ({
+  size,
+  etag: '"e"',
+  lastModified: undefined,
+  contentType: undefined,
+  cacheControl: undefined,
+  contentDisposition: undefined,
+  contentEncoding: undefined,
+  contentLanguage: undefined,
+  expires: undefined,
+  userMetadata: {},
+})
 
 /** The body's chunks, each pulled as soon as it came. */
 function pulled(body: OriginBody): Promise<Buffer[]> {
@@ -325,6 +340,34 @@ describe('origin bodies', () => {
     const chunks = await pulled((await get(poolFor(b.origin))).body)
     assert.ok(chunks.length > 1, 'the body came in several reads')
     assert.ok(Buffer.concat(chunks).equals(whole))
+  })
+
+  it('takes a body that arrived whole as bytes of its own, and leaves one still arriving alone', async () => {
+    // Pieces written apart (separate reads, each lent), of other bytes for each request.
+    const answer = (nth: number) => Buffer.concat(Array.from({ length: 6 }, (_, i) => Buffer.alloc(20_000, nth * 10 + i)))
+    const b = await serving(async (socket, _head, nth) => {
+      const whole = answer(nth)
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${whole.length}\r\n\r\n`)
+      for (let at = 0; at < whole.length; at += 20_000) {
+        await new Promise<void>((resolve) => socket.write(whole.subarray(at, at + 20_000), () => setTimeout(resolve, 5)))
+      }
+    })
+    const pool = poolFor(b.origin, 1)
+    const response = await get(pool)
+    const body = () => new WatchedBody(response.body, metaOf(answer(1).length), undefined, 30_000, undefined)
+    assert.equal(body().whole(), undefined, 'not yet complete: nothing taken')
+    const deadline = Date.now() + 30_000
+    while (!response.body.complete) {
+      assert.ok(Date.now() < deadline, 'the body never arrived whole')
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    const taken = body().whole()
+    assert.ok(taken !== undefined && taken.equals(answer(1)))
+    // The same connection reads the next answer into the buffers the first one was read into.
+    const next = await pulled((await get(pool)).body)
+    assert.ok(Buffer.concat(next).equals(answer(2)))
+    assert.ok(taken.equals(answer(1)), 'the taken bytes are a copy')
+    assert.equal(b.connections(), 1)
   })
 
   it('reads into a few pooled buffers again and again, however large the body', async () => {
