@@ -31,8 +31,12 @@ export interface SignedRequestsOptions {
 
 /** The SDK names the operation of a GET in its query; S3 ignores it, access logs show it. */
 const GET_QUERY = 'x-id=GetObject'
-/** Signed requests kept for reuse within their second, at most. */
-const MEMO_LIMIT = 1024
+/**
+ * Signed requests kept for reuse within their second, at most: about as many as are in flight, so
+ * that with many distinct keys an entry dies young (with 1024 each lived up to a second, long
+ * enough for V8 to promote it to the old generation: ~0.5 KB per request).
+ */
+const MEMO_LIMIT = 64
 
 export class SignedRequests {
   readonly #options: SignedRequestsOptions
