@@ -12,7 +12,7 @@ import { after, describe, it } from 'node:test'
 import type { TLSSocket } from 'node:tls'
 import { generate } from 'selfsigned'
 import { freePort } from '../../test/support/http.ts'
-import type { ObjectMeta } from '../types.ts'
+import { objectMeta } from '../../test/support/meta.ts'
 import { WatchedBody } from './body-stream.ts'
 import type { OriginBody } from './origin-body.ts'
 import { OriginPool, type OriginResponse } from './origin-pool.ts'
@@ -110,19 +110,6 @@ async function pieceByPiece(): Promise<{ whole: Buffer; b: Backend }> {
   })
   return { whole, b }
 }
-
-const metaOf = (size: number): ObjectMeta => ({
-  size,
-  etag: '"e"',
-  lastModified: undefined,
-  contentType: undefined,
-  cacheControl: undefined,
-  contentDisposition: undefined,
-  contentEncoding: undefined,
-  contentLanguage: undefined,
-  expires: undefined,
-  userMetadata: {},
-})
 
 /** The body's chunks, each pulled as soon as it came. */
 function pulled(body: OriginBody): Promise<Buffer[]> {
@@ -354,7 +341,7 @@ describe('origin bodies', () => {
     })
     const pool = poolFor(b.origin, 1)
     const response = await get(pool)
-    const body = () => new WatchedBody(response.body, metaOf(answer(1).length), undefined, 30_000, undefined)
+    const body = () => new WatchedBody(response.body, objectMeta({ size: answer(1).length }), undefined, 30_000, undefined)
     assert.equal(body().whole(), undefined, 'not yet complete: nothing taken')
     const deadline = Date.now() + 30_000
     while (!response.body.complete) {
