@@ -68,22 +68,30 @@ export class WatchedBody implements ObjectBody {
 
   /**
    * The whole body, copied, when every byte has arrived already (a small object comes with its
-   * head); undefined otherwise, with nothing taken. After it, `stream` and `pipe` have nothing.
+   * head); undefined otherwise, with nothing taken. After it `pipe` declines and `stream` errors.
    */
   whole(): Buffer | undefined {
     const body = this.#body
     if (this.#reader !== 'none' || this.#over || !body.complete) return undefined
     const chunks: Buffer[] = []
     const lent: ReadBuffer[] = []
+    let total = 0
     body.drain((chunk, from) => {
       chunks.push(chunk)
+      total += chunk.byteLength
       // Lent chunks are kept (held) until they are copied out.
       if (from !== undefined) {
         from.hold()
         lent.push(from)
       }
     })
-    const bytes = Buffer.concat(chunks)
+    // Memory of its own (not a slice of Node's shared pool): the bytes are kept by the cache.
+    const bytes = Buffer.allocUnsafeSlow(total)
+    let at = 0
+    for (const chunk of chunks) {
+      bytes.set(chunk, at)
+      at += chunk.byteLength
+    }
     for (const from of lent) from.release()
     this.#sent = bytes.byteLength
     this.#finish()
@@ -163,10 +171,15 @@ export class WatchedBody implements ObjectBody {
         start: (c) => {
           this.#controller = c
         },
-        pull: (): Promise<void> | undefined => {
-          if (this.#reader === 'none') {
+        pull: (controller): Promise<void> | undefined => {
+          if (this.#reader === 'none' && !this.#over) {
             this.#reader = 'web'
             this.#body.consume(webConsumer, false)
+          } else if (this.#reader !== 'web') {
+            // Piped, taken whole or cancelled before the stream was built: it has nothing to give,
+            // and an end would pass for an empty body.
+            controller.error(new ProxyError('INTERNAL_ERROR', { reason: 'origin body already taken' }))
+            return undefined
           }
           // `deliver` may report the end (the stream is then closed) instead of a chunk.
           if (this.#over || this.#reader !== 'web' || this.#deliver() || this.#over) return undefined

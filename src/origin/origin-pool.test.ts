@@ -13,6 +13,7 @@ import type { TLSSocket } from 'node:tls'
 import { generate } from 'selfsigned'
 import { freePort } from '../../test/support/http.ts'
 import { objectMeta } from '../../test/support/meta.ts'
+import { ProxyError } from '../errors.ts'
 import { WatchedBody } from './body-stream.ts'
 import type { OriginBody } from './origin-body.ts'
 import { OriginPool, type OriginResponse } from './origin-pool.ts'
@@ -348,8 +349,12 @@ describe('origin bodies', () => {
       assert.ok(Date.now() < deadline, 'the body never arrived whole')
       await new Promise((resolve) => setTimeout(resolve, 5))
     }
-    const taken = body().whole()
+    const watched = body()
+    const taken = watched.whole()
     assert.ok(taken !== undefined && taken.equals(answer(1)))
+    // Nothing is left to pipe or to stream (an end would pass for an empty body).
+    assert.equal(watched.pipe({} as http.ServerResponse), undefined)
+    await assert.rejects(watched.stream.getReader().read(), (err) => err instanceof ProxyError && err.reason === 'origin body already taken')
     // The same connection reads the next answer into the buffers the first one was read into.
     const next = await pulled((await get(pool)).body)
     assert.ok(Buffer.concat(next).equals(answer(2)))
