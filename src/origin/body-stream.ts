@@ -24,7 +24,6 @@ import { ProxyError } from '../errors.ts'
 import type { ObjectBody, ReadOptions } from '../ports.ts'
 import type { ByteRange, ObjectMeta } from '../types.ts'
 import type { BodyConsumer, OriginBody } from './origin-body.ts'
-import type { ReadBuffer } from './read-buffers.ts'
 
 const PIPE_HIGH_WATER = 256 * 1024
 
@@ -73,26 +72,14 @@ export class WatchedBody implements ObjectBody {
   whole(): Buffer | undefined {
     const body = this.#body
     if (this.#reader !== 'none' || this.#over || !body.complete) return undefined
-    const chunks: Buffer[] = []
-    const lent: ReadBuffer[] = []
-    let total = 0
-    body.drain((chunk, from) => {
-      chunks.push(chunk)
-      total += chunk.byteLength
-      // Lent chunks are kept (held) until they are copied out.
-      if (from !== undefined) {
-        from.hold()
-        lent.push(from)
-      }
-    })
-    // Memory of its own (not a slice of Node's shared pool): the bytes are kept by the cache.
-    const bytes = Buffer.allocUnsafeSlow(total)
+    // Memory of its own (not a slice of Node's shared pool): the bytes are kept by the cache. Each
+    // chunk is copied during the call it is lent for.
+    const bytes = Buffer.allocUnsafeSlow(body.waitingBytes)
     let at = 0
-    for (const chunk of chunks) {
+    body.drain((chunk) => {
       bytes.set(chunk, at)
       at += chunk.byteLength
-    }
-    for (const from of lent) from.release()
+    })
     this.#sent = bytes.byteLength
     this.#finish()
     return bytes
@@ -182,7 +169,7 @@ export class WatchedBody implements ObjectBody {
             return undefined
           }
           // `deliver` may report the end (the stream is then closed) instead of a chunk.
-          if (this.#over || this.#reader !== 'web' || this.#deliver() || this.#over) return undefined
+          if (this.#over || this.#deliver() || this.#over) return undefined
           // Nothing waiting: wait for the backend.
           this.#awaitBackend()
           return new Promise<void>((resolve) => (this.#wake = resolve))

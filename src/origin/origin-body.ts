@@ -66,6 +66,11 @@ export class OriginBody {
     return this.#complete
   }
 
+  /** Bytes received and waiting to be read. */
+  get waitingBytes(): number {
+    return this.#heldBytes
+  }
+
   // --- Connection side -----------------------------------------------------------------------
 
   /** A chunk from the connection; with `from`, lent for the call (a chunk kept here holds it). */

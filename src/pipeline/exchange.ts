@@ -177,7 +177,7 @@ const ignore = () => {}
 
 function cancel(body: Answer['body']): void {
   if (body instanceof ReadableStream) body.cancel().catch(ignore)
-  else if (body !== null && typeof body === 'object' && !(body instanceof Uint8Array)) body.stream.cancel().catch(ignore)
+  else if (typeof body === 'object' && body !== null && 'pipe' in body) body.stream.cancel().catch(ignore)
 }
 
 /**
