@@ -52,6 +52,12 @@ describe('Redis entry codec', () => {
     assert.equal(decodeEntry(KEY, bytes.subarray(0, bytes.length - 1)), undefined)
   })
 
+  it("checks the body with zlib's CRC-32, so values written by earlier versions stay readable", () => {
+    const original = entry()
+    const bytes = encodeEntry(KEY, original)
+    assert.equal(bytes.readUInt32BE(4), crc32(original.body))
+  })
+
   it('reads nothing when a body byte changed', () => {
     const bytes = encodeEntry(KEY, entry())
     bytes[bytes.length - 100]! ^= 1

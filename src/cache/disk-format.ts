@@ -8,12 +8,14 @@
 //   12 + L         4 x n     CRC-32 of each body block, u32 BE (n = ceil(size / blockSize))
 //   bodyOffset     size      the body
 //
-// CRC-32 is zlib's (node:zlib crc32, SIMD): about 0.2 ms per MiB here, against ~1 ms for SHA-256.
+// CRC-32 (IEEE, the same values as zlib's) from @node-rs/crc32 (crc32fast, PCLMULQDQ): about 0.1 ms
+// per MiB here, against 0.25 ms for node:zlib's crc32 and ~0.7 ms for SHA-256. On a 10 MiB disk
+// hit zlib's took a third of the proxy's CPU.
 // It detects the damage a cache file meets (flipped bits, torn or truncated writes, a file
 // replaced under the reader); the cache is not a defence against someone who can write its files.
 // Files of format 1 (no magic, one SHA-256 over the whole body) fail the magic check: the tier
 // deletes them at start-up, so an upgrade starts with an empty disk cache.
-import { crc32 } from 'node:zlib'
+import { crc32 } from '@node-rs/crc32'
 import type { CachedObject } from '../ports.ts'
 import type { ObjectMeta } from '../types.ts'
 import { metaFromJson, metaToJson, type MetaJson } from './codec.ts'

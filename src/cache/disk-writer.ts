@@ -4,7 +4,7 @@
 // file is synced. The header's length does not depend on the checksums' values, so the body's
 // place is known before its first byte. The caller renames the file into place and indexes it.
 import { open, rm, type FileHandle } from 'node:fs/promises'
-import { crc32 } from 'node:zlib'
+import { crc32 } from '@node-rs/crc32'
 import type { CachedObject, EntryWriter } from '../ports.ts'
 import { BLOCK_SIZE } from './disk-format.ts'
 
