@@ -20,8 +20,23 @@ export interface ObjectBody {
    * without a stream; undefined otherwise, with nothing taken. After it the body is used up.
    */
   whole?(): Buffer | undefined
+  /**
+   * Origin bodies: `tap` sees every byte on its way to whoever reads the body (piped, streamed or
+   * taken whole), so the cache can keep a copy without a second stream. Set before reading.
+   */
+  tap?(tap: BodyTap): void
   /** How many body bytes the client has pulled so far. */
   bytesSent(): number
+}
+
+/** Something that keeps a copy of a body as it goes by (the cache filling on a miss). */
+export interface BodyTap {
+  /** The next bytes, lent for the call only: copy what you keep. */
+  chunk(bytes: Uint8Array): void
+  /** Every byte went by. */
+  end(): void
+  /** The body failed, or its reader left before the end: it is not complete. */
+  fail(error: Error): void
 }
 
 export interface ReadOptions {

@@ -19,9 +19,11 @@
 //   every byte had arrived.
 // - The web stream is built only when something asks for it: a piped body never builds one (see
 //   http/direct-body.ts). One object per body; the closures a path needs are made on that path.
+// - A tap (the cache filling) sees each chunk as it goes to the reader, whichever way it is read,
+//   then the end, or a failure when the body fails or its reader leaves first.
 import type { ServerResponse } from 'node:http'
 import { ProxyError } from '../errors.ts'
-import type { ObjectBody, ReadOptions } from '../ports.ts'
+import type { BodyTap, ObjectBody, ReadOptions } from '../ports.ts'
 import type { ByteRange, ObjectMeta } from '../types.ts'
 import type { BodyConsumer, OriginBody } from './origin-body.ts'
 
@@ -47,6 +49,8 @@ export class WatchedBody implements ObjectBody {
   #awaiting = false
   /** Armed once, refreshed at every wait; fires harmlessly when nothing is awaited. */
   #timer: NodeJS.Timeout | undefined
+  /** Sees the bytes go by; hears the end or a failure once, then is dropped. */
+  #tap: BodyTap | undefined
 
   constructor(body: OriginBody, meta: ObjectMeta, range: ByteRange | undefined, idleMs: number, abortResponse: ReadOptions['abortResponse']) {
     this.#body = body
@@ -58,6 +62,11 @@ export class WatchedBody implements ObjectBody {
 
   bytesSent(): number {
     return this.#sent
+  }
+
+  tap(tap: BodyTap): void {
+    if (this.#reader !== 'none' || this.#over || this.#tap !== undefined) throw new Error('a body is tapped once, before it is read')
+    this.#tap = tap
   }
 
   /** The body as a pull-based web stream (high-water mark 0), built on first use. */
@@ -82,6 +91,8 @@ export class WatchedBody implements ObjectBody {
     })
     this.#sent = bytes.byteLength
     this.#finish()
+    this.#tap?.chunk(bytes)
+    this.#tapEnd()
     return bytes
   }
 
@@ -98,11 +109,13 @@ export class WatchedBody implements ObjectBody {
       body.drain((chunk, from, last) => {
         empty = false
         this.#sent += chunk.byteLength
+        this.#tap?.chunk(chunk)
         from?.hold()
         if (last) response.end(chunk, from?.release)
         else response.write(chunk, from?.release)
       })
       this.#finish()
+      this.#tapEnd()
       if (empty) response.end()
       return stop
     }
@@ -117,6 +130,7 @@ export class WatchedBody implements ObjectBody {
       {
         data: (chunk, from) => {
           this.#sent += chunk.byteLength
+          this.#tap?.chunk(chunk)
           // A lent chunk is held until the socket took it: its buffer is then read into again.
           from?.hold()
           if (!response.write(chunk, from?.release) && response.writableLength >= PIPE_HIGH_WATER) {
@@ -131,6 +145,7 @@ export class WatchedBody implements ObjectBody {
         end: () => {
           if (this.#over) return
           this.#finish()
+          this.#tapEnd()
           response.end()
         },
         error: (err) => this.#fail(err),
@@ -148,6 +163,7 @@ export class WatchedBody implements ObjectBody {
       end: () => {
         if (this.#over) return
         this.#finish()
+        this.#tapEnd()
         this.#controller?.close()
         this.#settle()
       },
@@ -200,6 +216,7 @@ export class WatchedBody implements ObjectBody {
     const chunk = this.#body.read()
     if (chunk === null) return false
     this.#sent += chunk.byteLength
+    this.#tap?.chunk(chunk)
     this.#controller?.enqueue(chunk)
     return true
   }
@@ -218,10 +235,23 @@ export class WatchedBody implements ObjectBody {
     clearTimeout(this.#timer)
   }
 
+  #tapEnd(): void {
+    const tap = this.#tap
+    this.#tap = undefined
+    tap?.end()
+  }
+
+  #tapFail(error: Error): void {
+    const tap = this.#tap
+    this.#tap = undefined
+    tap?.fail(error)
+  }
+
   #fail(err: unknown): void {
     if (this.#over) return
     this.#finish()
     const error = err instanceof ProxyError ? err : new ProxyError('ORIGIN_ERROR', { reason: 'body_failed', cause: err })
+    this.#tapFail(error)
     // A response already streaming to the client is cut, which cancels this stream: nothing more
     // to read, and the waiting read stays pending. Any other reader (the cache collecting a body
     // before answering) gets the error.
@@ -237,6 +267,7 @@ export class WatchedBody implements ObjectBody {
   /** The reader went away (client gone, body unwanted): a failure after that is nobody's news. */
   #stop(): void {
     this.#finish()
+    this.#tapFail(new Error('the reader went away before the body was complete'))
     this.#body.destroy()
   }
 }

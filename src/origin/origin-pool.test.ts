@@ -362,6 +362,33 @@ describe('origin bodies', () => {
     assert.equal(b.connections(), 1)
   })
 
+  it('lets a tap see every byte a web-stream reader reads, then the end; or the failure of a cut body', async () => {
+    const { whole, b } = await pieceByPiece()
+    const heard: string[] = []
+    const copies: Buffer[] = []
+    const tap = { chunk: (bytes: Uint8Array) => copies.push(Buffer.from(bytes)), end: () => heard.push('end'), fail: (e: Error) => heard.push(`fail ${e.message}`) }
+    const watched = new WatchedBody((await get(poolFor(b.origin))).body, objectMeta({ size: whole.length }), undefined, 30_000, undefined)
+    watched.tap(tap)
+    assert.throws(() => watched.tap(tap), /tapped once/)
+    const read = Buffer.from(await new Response(watched.stream).arrayBuffer())
+    assert.ok(read.equals(whole))
+    assert.ok(copies.length > 1, 'the body came in several reads')
+    assert.ok(Buffer.concat(copies).equals(whole))
+    assert.deepEqual(heard, ['end'])
+
+    const cutter = await serving((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n')
+      socket.write(Buffer.alloc(1000, 3))
+      setTimeout(() => socket.destroy(), 20)
+    })
+    heard.length = 0
+    const cut = new WatchedBody((await get(poolFor(cutter.origin))).body, objectMeta({ size: 100_000 }), undefined, 30_000, undefined)
+    cut.tap(tap)
+    await assert.rejects(new Response(cut.stream).arrayBuffer())
+    assert.equal(heard.length, 1)
+    assert.match(heard[0] ?? '', /^fail /)
+  })
+
   it('reads into a few pooled buffers again and again, however large the body', async () => {
     const size = 8 * 1024 * 1024
     const b = await serving(answerOf(size, 9))

@@ -29,7 +29,7 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { CachedObject, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
+import type { BodyTap, CachedObject, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
 import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, ObjectVersion, RangeSpec, RepresentationOutcome, WholeObject } from '../types.ts'
 import type { Exchange } from './exchange.ts'
 
@@ -520,6 +520,11 @@ async function fill(
       finish({ ...head, body: bytes })
       return { status: 200, headers: bodyHeaders(bucket, body.meta, undefined, miss), body: bytes }
     }
+    if (body.tap !== undefined) {
+      // Copied into memory of its own as it goes to the client, piped or streamed (no tee).
+      body.tap(collector(body.meta.size, (bytes) => finish(bytes === undefined ? undefined : { ...head, body: bytes }), abandon))
+      return streamed(x, bucket, body, miss)
+    }
   }
   const chunks: Uint8Array[] = []
   let collected = 0
@@ -656,6 +661,23 @@ async function answerFresh(
     return fromOrigin(x, bucket, x.matched.key, request, outcome)
   }
   return streamed(x, bucket, body, outcome)
+}
+
+/**
+ * A tap that copies a body of `size` bytes into one buffer of its own, and hands it to `done` at
+ * the end (undefined when the body was not `size` bytes long), or the failure to `failed`.
+ */
+function collector(size: number, done: (bytes: Buffer | undefined) => void, failed: (error: Error) => void): BodyTap {
+  const bytes = Buffer.allocUnsafeSlow(size)
+  let at = 0
+  return {
+    chunk(chunk) {
+      if (at + chunk.byteLength <= size) bytes.set(chunk, at)
+      at += chunk.byteLength
+    },
+    end: () => done(at === size ? bytes : undefined),
+    fail: failed,
+  }
 }
 
 async function collect(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
