@@ -18,7 +18,7 @@
 //   BENCH_VERIFY (verifications per micro-measure, default 200000)
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
@@ -30,6 +30,7 @@ import { SignatureV4 } from '@smithy/signature-v4'
 // @ts-expect-error s3rver ships no type declarations
 import S3rver from 's3rver'
 import { SigningKeyCache, verifySigV4, type SignedRequest } from '../src/frontends/s3-api/sigv4.ts'
+import { cpuOf } from './support.ts'
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5) || 1)
@@ -43,7 +44,6 @@ const KEY = { id: 'BENCHREADER00001', secret: 'bench-reader-secret-0123456789-ab
 const ROOT = join(import.meta.dirname, '..')
 const CPUS = availableParallelism()
 const PINNED = CPUS >= 2 && spawnSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' }).status === 0
-const TICK_US = 1e6 / Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100)
 
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b)
@@ -58,22 +58,6 @@ function freePort(): Promise<number> {
       server.close(() => resolve(port))
     })
   })
-}
-
-/**
- * The proxy's CPU time so far in µs: the run time of each of its threads (schedstat, ns), or
- * where that is missing, utime + stime (in clock ticks, usually 10 ms).
- */
-async function cpuOf(pid: number): Promise<number> {
-  try {
-    let ns = 0
-    for (const task of await readdir(`/proc/${pid}/task`)) ns += Number((await readFile(`/proc/${pid}/task/${task}/schedstat`, 'utf8')).split(' ')[0])
-    return ns / 1000
-  } catch {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) * TICK_US
-  }
 }
 
 async function waitFor(url: string, deadlineMs = 60_000): Promise<void> {

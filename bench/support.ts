@@ -2,6 +2,7 @@
 // origin (origin.mjs) and the memory of a process as Linux reports it.
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { readdir, readFile } from 'node:fs/promises'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
@@ -74,6 +75,24 @@ export async function stop(child: ChildProcess): Promise<void> {
 export function pidOf(child: ChildProcess): number {
   if (child.pid === undefined) throw new Error('the process did not start')
   return child.pid
+}
+
+const TICK_US = 1e6 / Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100)
+
+/**
+ * A process's CPU time so far in µs: the run time of each of its threads (schedstat, ns), or
+ * where that is missing, utime + stime (in clock ticks, usually 10 ms).
+ */
+export async function cpuOf(pid: number): Promise<number> {
+  try {
+    let ns = 0
+    for (const task of await readdir(`/proc/${pid}/task`)) ns += Number((await readFile(`/proc/${pid}/task/${task}/schedstat`, 'utf8')).split(' ')[0])
+    return ns / 1000
+  } catch {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) * TICK_US
+  }
 }
 
 /** VmRSS and VmHWM (peak RSS since start, or since `resetPeak`) of `pid`, in MiB. */

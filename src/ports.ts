@@ -21,18 +21,21 @@ export interface ObjectBody {
    */
   whole?(): Buffer | undefined
   /**
-   * Origin bodies: `tap` sees every byte on its way to whoever reads the body (piped, streamed or
-   * taken whole), so the cache can keep a copy without a second stream. Set before reading.
+   * `tap` sees every byte on its way to whoever reads the body (piped, streamed or taken whole),
+   * so the cache can keep a copy without a second stream. Set before reading.
    */
-  tap?(tap: BodyTap): void
+  tap(tap: BodyTap): void
   /** How many body bytes the client has pulled so far. */
   bytesSent(): number
 }
 
 /** Something that keeps a copy of a body as it goes by (the cache filling on a miss). */
 export interface BodyTap {
-  /** The next bytes, lent for the call only: copy what you keep. */
-  chunk(bytes: Uint8Array): void
+  /**
+   * The next bytes, lent for the call only: copy what you keep. A promise (never rejecting) when
+   * the tap holds too much: no more bytes are read from the backend until it settles.
+   */
+  chunk(bytes: Uint8Array): Promise<void> | undefined
   /** Every byte went by. */
   end(): void
   /** The body failed, or its reader left before the end: it is not complete. */
@@ -319,11 +322,12 @@ export interface TieredStore extends CacheStore {
 /** A new cache entry whose body is written as it arrives (TieredStore.writer). Nothing rejects. */
 export interface EntryWriter {
   /**
-   * The body's next bytes, kept by reference until written (not to be reused meanwhile). Resolves
-   * true when the writer can take more (at once while it holds little), false once it has failed:
-   * nothing is stored then, and commit resolves undefined. Awaiting it bounds the memory held.
+   * The body's next bytes, kept by reference until written (not to be reused meanwhile). True when
+   * the writer can take more at once (it holds little), a promise of that when it holds much (wait
+   * for it: that bounds the memory held), false once it has failed: nothing is stored then, and
+   * commit resolves undefined.
    */
-  write(chunk: Uint8Array): Promise<boolean>
+  write(chunk: Uint8Array): boolean | Promise<boolean>
   /**
    * Writes the rest of `stream` and commits: resolves with the committed entry, or undefined when
    * the disk failed (the stream is cancelled at once). Rejects only with the stream's own error

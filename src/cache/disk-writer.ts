@@ -47,22 +47,20 @@ export class EntryFileWriter {
 
   /**
    * Appends the body's next bytes (kept by reference until written: not to be reused meanwhile).
-   * Resolves at once while the writer holds less than HIGH_WATER bytes, else when the write in
-   * flight is done; rejects, and so does every later call, once a write failed or the body grew
-   * past its size.
+   * True while the writer holds less than HIGH_WATER bytes; else a promise of that, settled when
+   * the write in flight is done. False, now and at every later call, once a write failed or the
+   * body grew past its size.
    */
-  write(chunk: Uint8Array): Promise<void> {
+  write(chunk: Uint8Array): boolean | Promise<boolean> {
     if (this.#failure === undefined && this.#written + chunk.length > this.#size) this.#failure = new Error('the body is longer than its size')
-    if (this.#failure !== undefined) return Promise.reject(this.#failure)
+    if (this.#failure !== undefined) return false
     this.#checksum(chunk)
     this.#queue.push(chunk)
     this.#queued += chunk.length
     this.#flush()
     const held = this.#inFlight + this.#queued
-    if (held <= HIGH_WATER || this.#writing === undefined) return Promise.resolve()
-    return this.#writing.then(() => {
-      if (this.#failure !== undefined) throw this.#failure
-    })
+    if (held <= HIGH_WATER || this.#writing === undefined) return true
+    return this.#writing.then(() => this.#failure === undefined)
   }
 
   /**
@@ -160,11 +158,7 @@ export function entryWriterOf(
   install: (head: Buffer) => Promise<CachedObject | undefined>
 ): EntryWriter {
   const writer: EntryWriter = {
-    write: (chunk) =>
-      out.write(chunk).then(
-        () => true,
-        () => false
-      ),
+    write: (chunk) => out.write(chunk),
     writeAll: async (stream) => {
       const reader = stream.getReader()
       for (;;) {

@@ -20,7 +20,8 @@
 // - The web stream is built only when something asks for it: a piped body never builds one (see
 //   http/direct-body.ts). One object per body; the closures a path needs are made on that path.
 // - A tap (the cache filling) sees each chunk as it goes to the reader, whichever way it is read,
-//   then the end, or a failure when the body fails or its reader leaves first.
+//   then the end, or a failure when the body fails or its reader leaves first. A tap that holds
+//   too much (a disk slower than the client) holds the backend back like a slow client does.
 import type { ServerResponse } from 'node:http'
 import { ProxyError } from '../errors.ts'
 import type { BodyTap, ObjectBody, ReadOptions } from '../ports.ts'
@@ -51,6 +52,8 @@ export class WatchedBody implements ObjectBody {
   #timer: NodeJS.Timeout | undefined
   /** Sees the bytes go by; hears the end or a failure once, then is dropped. */
   #tap: BodyTap | undefined
+  /** Web reads: the tap's wait after the chunk just delivered, for the next read to wait on. */
+  #tapped: Promise<void> | undefined
 
   constructor(body: OriginBody, meta: ObjectMeta, range: ByteRange | undefined, idleMs: number, abortResponse: ReadOptions['abortResponse']) {
     this.#body = body
@@ -91,7 +94,8 @@ export class WatchedBody implements ObjectBody {
     })
     this.#sent = bytes.byteLength
     this.#finish()
-    this.#tap?.chunk(bytes)
+    // All here already: the tap's wait, if any, holds nothing back.
+    void this.#tap?.chunk(bytes)
     this.#tapEnd()
     return bytes
   }
@@ -109,7 +113,7 @@ export class WatchedBody implements ObjectBody {
       body.drain((chunk, from, last) => {
         empty = false
         this.#sent += chunk.byteLength
-        this.#tap?.chunk(chunk)
+        void this.#tap?.chunk(chunk)
         from?.hold()
         if (last) response.end(chunk, from?.release)
         else response.write(chunk, from?.release)
@@ -119,8 +123,16 @@ export class WatchedBody implements ObjectBody {
       if (empty) response.end()
       return stop
     }
-    const resume = () => {
-      if (this.#over) return
+    // What holds the backend back: the client (its unsent bytes) and the tap (its unwritten ones).
+    // Neither is a stall.
+    let holds = 0
+    const hold = () => {
+      if (holds++ > 0) return
+      this.#awaiting = false
+      body.pause()
+    }
+    const release = () => {
+      if (--holds > 0 || this.#over) return
       this.#awaitBackend()
       body.resume()
     }
@@ -130,17 +142,18 @@ export class WatchedBody implements ObjectBody {
       {
         data: (chunk, from) => {
           this.#sent += chunk.byteLength
-          this.#tap?.chunk(chunk)
+          const tapped = this.#tap?.chunk(chunk)
           // A lent chunk is held until the socket took it: its buffer is then read into again.
           from?.hold()
           if (!response.write(chunk, from?.release) && response.writableLength >= PIPE_HIGH_WATER) {
-            // The client holds back: not a stall.
-            this.#awaiting = false
-            body.pause()
-            response.once('drain', resume)
-          } else {
-            this.#awaitBackend()
+            hold()
+            response.once('drain', release)
           }
+          if (tapped !== undefined) {
+            hold()
+            void tapped.then(release)
+          }
+          if (holds === 0) this.#awaitBackend()
         },
         end: () => {
           if (this.#over) return
@@ -158,7 +171,15 @@ export class WatchedBody implements ObjectBody {
   #webStream(): ReadableStream<Uint8Array> {
     const webConsumer: BodyConsumer = {
       readable: () => {
-        if (this.#wake !== undefined && !this.#over && this.#deliver()) this.#settle()
+        if (this.#wake === undefined || this.#over || !this.#deliver()) return
+        const tapped = this.#tapped
+        this.#tapped = undefined
+        if (tapped === undefined) return this.#settle()
+        // The next read waits for the tap (not a stall); chunks arriving meanwhile wait here.
+        this.#awaiting = false
+        const wake = this.#wake
+        this.#wake = undefined
+        void tapped.then(wake)
       },
       end: () => {
         if (this.#over) return
@@ -184,8 +205,13 @@ export class WatchedBody implements ObjectBody {
             controller.error(new ProxyError('INTERNAL_ERROR', { reason: 'origin body already taken' }))
             return undefined
           }
-          // `deliver` may report the end (the stream is then closed) instead of a chunk.
-          if (this.#over || this.#deliver() || this.#over) return undefined
+          // `deliver` may report the end (the stream is then closed) instead of a chunk. After a
+          // chunk, the next pull waits for the tap when it holds too much.
+          if (this.#over || this.#deliver() || this.#over) {
+            const tapped = this.#tapped
+            this.#tapped = undefined
+            return tapped
+          }
           // Nothing waiting: wait for the backend.
           this.#awaitBackend()
           return new Promise<void>((resolve) => (this.#wake = resolve))
@@ -216,7 +242,7 @@ export class WatchedBody implements ObjectBody {
     const chunk = this.#body.read()
     if (chunk === null) return false
     this.#sent += chunk.byteLength
-    this.#tap?.chunk(chunk)
+    this.#tapped = this.#tap?.chunk(chunk)
     this.#controller?.enqueue(chunk)
     return true
   }

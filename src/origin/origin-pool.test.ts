@@ -366,7 +366,11 @@ describe('origin bodies', () => {
     const { whole, b } = await pieceByPiece()
     const heard: string[] = []
     const copies: Buffer[] = []
-    const tap = { chunk: (bytes: Uint8Array) => copies.push(Buffer.from(bytes)), end: () => heard.push('end'), fail: (e: Error) => heard.push(`fail ${e.message}`) }
+    const tap = {
+      chunk: (bytes: Uint8Array) => void copies.push(Buffer.from(bytes)),
+      end: () => void heard.push('end'),
+      fail: (e: Error) => void heard.push(`fail ${e.message}`),
+    }
     const watched = new WatchedBody((await get(poolFor(b.origin))).body, objectMeta({ size: whole.length }), undefined, 30_000, undefined)
     watched.tap(tap)
     assert.throws(() => watched.tap(tap), /tapped once/)
@@ -387,6 +391,44 @@ describe('origin bodies', () => {
     await assert.rejects(new Response(cut.stream).arrayBuffer())
     assert.equal(heard.length, 1)
     assert.match(heard[0] ?? '', /^fail /)
+  })
+
+  it('holds the backend back while a tap holds too much, piped or streamed, and goes on when it settles', async () => {
+    const size = 64 * 1024 * 1024
+    for (const mode of ['piped', 'streamed'] as const) {
+      const b = await serving(answerOf(size, 7))
+      let seen = 0
+      let release: () => void = () => undefined
+      const waiting = new Promise<void>((resolve) => (release = resolve))
+      const held = Promise.withResolvers<void>()
+      const watched = new WatchedBody((await get(poolFor(b.origin))).body, objectMeta({ size }), undefined, 30_000, undefined)
+      watched.tap({
+        chunk(bytes) {
+          seen += bytes.byteLength
+          if (seen < size / 4) return undefined
+          held.resolve()
+          return waiting
+        },
+        end: () => undefined,
+        fail: (error) => assert.fail(error),
+      })
+      const server = http.createServer((_req, res) => {
+        res.writeHead(200, { 'content-length': size })
+        if (mode === 'piped') watched.pipe(res)
+        else void watched.stream.pipeTo(new WritableStream({ write: (chunk) => void res.write(chunk), close: () => void res.end() }))
+      })
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
+      const received = fetch(url).then(async (res) => (await res.arrayBuffer()).byteLength)
+      await held.promise
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      // Held after a quarter: the backend wrote only socket buffers' worth more, never the rest.
+      assert.ok(b.written() < size / 2, `${mode}: the backend wrote ${b.written()} bytes while the tap held (seen ${seen})`)
+      release()
+      assert.equal(await received, size, mode)
+      assert.equal(seen, size, mode)
+      server.close()
+    }
   })
 
   it('reads into a few pooled buffers again and again, however large the body', async () => {

@@ -29,7 +29,7 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { BodyTap, CachedObject, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
+import type { BodyTap, CachedObject, EntryWriter, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
 import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, ObjectVersion, RangeSpec, RepresentationOutcome, WholeObject } from '../types.ts'
 import type { Exchange } from './exchange.ts'
 
@@ -247,11 +247,11 @@ async function fromOrigin(
   return streamed(x, bucket, body, outcome)
 }
 
-/** Answers with `body`'s bytes, or with `stream` (read from it) when given. */
-function streamed(x: Exchange, bucket: BucketRoute, body: ObjectBody, outcome: CacheOutcome | undefined, stream?: ReadableStream<Uint8Array>): Answer {
+/** Answers with `body`'s bytes. */
+function streamed(x: Exchange, bucket: BucketRoute, body: ObjectBody, outcome: CacheOutcome | undefined): Answer {
   x.transfer = body
   const headers = bodyHeaders(bucket, body.meta, body.range, outcome)
-  return { status: body.range === undefined ? 200 : 206, headers, body: stream ?? pipeable(body) }
+  return { status: body.range === undefined ? 200 : 206, headers, body: pipeable(body) }
 }
 
 /** The body as the exchange sends it: piped when its producer can (its stream never built). */
@@ -520,63 +520,12 @@ async function fill(
       finish({ ...head, body: bytes })
       return { status: 200, headers: bodyHeaders(bucket, body.meta, undefined, miss), body: bytes }
     }
-    if (body.tap !== undefined) {
-      // Copied into memory of its own as it goes to the client, piped or streamed (no tee).
-      body.tap(collector(body.meta.size, (bytes) => finish(bytes === undefined ? undefined : { ...head, body: bytes }), abandon))
-      return streamed(x, bucket, body, miss)
-    }
   }
-  const chunks: Uint8Array[] = []
-  let collected = 0
-  /** The write of the chunk before (never rejects), awaited before the next is read. */
-  let writing: Promise<boolean> | undefined
-  /** The disk failed: the client is still served, the entry is not stored. */
-  let unwritten = false
-  const reader = body.stream.getReader()
-  const tee = new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        let next: ReadableStreamReadResult<Uint8Array>
-        try {
-          if (writing !== undefined) {
-            const last = writing
-            writing = undefined
-            if (!(await last)) {
-              unwritten = true
-              writer?.abort()
-            }
-          }
-          next = await reader.read()
-        } catch (err) {
-          writer?.abort()
-          abandon(err)
-          throw err
-        }
-        if (next.done) {
-          controller.close()
-          if (writer === undefined) finish({ ...head, body: Buffer.concat(chunks, collected) })
-          else if (unwritten) finish(undefined)
-          // commit never rejects: the flight always settles.
-          else void writer.commit().then(finish)
-          return
-        }
-        if (writer === undefined) {
-          chunks.push(next.value)
-          collected += next.value.length
-        } else if (!unwritten) {
-          writing = writer.write(next.value)
-        }
-        controller.enqueue(next.value)
-      },
-      cancel(reason) {
-        writer?.abort()
-        abandon(new Error('the client went away before the object was complete'))
-        return reader.cancel(reason)
-      },
-    },
-    { highWaterMark: 0 }
-  )
-  return streamed(x, bucket, body, miss, tee)
+  // Kept as it goes to the client, piped or streamed (no second stream): copied into memory of its
+  // own, or into the disk tier's file.
+  const done = (bytes: Buffer | undefined) => finish(bytes === undefined ? undefined : { ...head, body: bytes })
+  body.tap(writer === undefined ? collector(body.meta.size, done, abandon) : diskTap(writer, finish, abandon))
+  return streamed(x, bucket, body, miss)
 }
 
 /**
@@ -677,6 +626,36 @@ function collector(size: number, done: (bytes: Buffer | undefined) => void, fail
     },
     end: () => done(at === size ? bytes : undefined),
     fail: failed,
+  }
+}
+
+/**
+ * A tap that writes a body into the disk tier as it passes (`writer`), and commits it at the end.
+ * The writer keeps what it is given until written, so each lent chunk is copied; while it holds
+ * much, the body waits for it. A failed write stores nothing and leaves the client's answer alone.
+ */
+function diskTap(writer: EntryWriter, finish: (entry: CachedObject | undefined) => void, failed: (error: Error) => void): BodyTap {
+  let unwritten = false
+  const giveUp = () => {
+    unwritten = true
+    writer.abort()
+  }
+  return {
+    chunk(chunk) {
+      if (unwritten) return undefined
+      const taken = writer.write(Buffer.from(chunk))
+      if (taken === true) return undefined
+      if (taken === false) return void giveUp()
+      return taken.then((more) => {
+        if (!more && !unwritten) giveUp()
+      })
+    },
+    // commit never rejects: the flight always settles.
+    end: () => (unwritten ? finish(undefined) : void writer.commit().then(finish)),
+    fail(error) {
+      writer.abort()
+      failed(error)
+    },
   }
 }
 
