@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { crc32 } from 'node:zlib'
-import { BLOCK_SIZE, blockIntact, blockTable } from './disk-format.ts'
+import { objectMeta } from '../../test/support/meta.ts'
+import { BLOCK_SIZE, blockIntact, blockTable, encodeHead } from './disk-format.ts'
 
 describe('disk entry block table', () => {
   const body = randomBytes(2 * BLOCK_SIZE + 1000)
@@ -12,6 +13,12 @@ describe('disk entry block table', () => {
     const table = blockTable(body)
     assert.equal(table.length, 4 * blocks.length)
     blocks.forEach((block, i) => assert.equal(table.readUInt32BE(4 * i), crc32(block), `block ${i}`))
+  })
+
+  it("checks its header with zlib's CRC-32 too", () => {
+    const table = blockTable(body)
+    const head = encodeHead('bucket\u0000key', { meta: objectMeta({ size: body.length }), storedAt: 1, freshUntil: 2 }, body.length, table)
+    assert.equal(head.readUInt32BE(8), crc32(head.subarray(12)))
   })
 
   it('passes intact blocks and refuses one with a flipped bit or a missing entry', () => {
