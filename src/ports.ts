@@ -1,25 +1,23 @@
 // The interfaces the pipeline needs. Stages depend on these, never on the classes that implement
 // them; only runtime.ts knows the concrete adapters.
 import type { ProxyError } from './errors.ts'
-import type { DirectPipe } from './http/direct-body.ts'
+import type { PipeableBody } from './http/direct-body.ts'
 import type { AuditRecord, ByteRange, ObjectMeta, Principal, RangeSpec } from './types.ts'
 
-export interface ObjectBody {
+/**
+ * An origin body: read as a web stream (`stream`, pulled from the backend only as fast as the
+ * client reads), or written straight into the client's response (`pipe`: the web stream is then
+ * never built; see http/direct-body.ts).
+ */
+export interface ObjectBody extends PipeableBody {
   meta: ObjectMeta
   /** Present when the body is a part of the object; exactly the range asked for. */
   range: ByteRange | undefined
-  /** The bytes, streamed: pulled from the backend only as fast as the client reads. */
-  readonly stream: ReadableStream<Uint8Array>
   /**
-   * Origin bodies: writes the bytes straight into the client's response instead (the web stream
-   * is then never built; see http/direct-body.ts).
+   * The whole body as bytes when every byte has arrived already (a small object), without a
+   * stream; undefined otherwise, with nothing taken. After it the body is used up.
    */
-  pipe?: DirectPipe | undefined
-  /**
-   * Origin bodies: the whole body as bytes when every byte has arrived already (a small object),
-   * without a stream; undefined otherwise, with nothing taken. After it the body is used up.
-   */
-  whole?(): Buffer | undefined
+  whole(): Buffer | undefined
   /**
    * `tap` sees every byte on its way to whoever reads the body (piped, streamed or taken whole),
    * so the cache can keep a copy without a second stream. Set before reading.

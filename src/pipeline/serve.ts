@@ -24,7 +24,6 @@
 // in the same request; preconditions are evaluated here against the object's validators, and a
 // backend body that is not wanted (304, 412, stale If-Range) is cancelled at once.
 import { ProxyError } from '../errors.ts'
-import type { PipeableBody } from '../http/direct-body.ts'
 import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '../http/conditional.ts'
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
@@ -251,12 +250,7 @@ async function fromOrigin(
 function streamed(x: Exchange, bucket: BucketRoute, body: ObjectBody, outcome: CacheOutcome | undefined): Answer {
   x.transfer = body
   const headers = bodyHeaders(bucket, body.meta, body.range, outcome)
-  return { status: body.range === undefined ? 200 : 206, headers, body: pipeable(body) }
-}
-
-/** The body as the exchange sends it: piped when its producer can (its stream never built). */
-function pipeable(body: ObjectBody): PipeableBody | ReadableStream<Uint8Array> {
-  return body.pipe === undefined ? body.stream : (body as ObjectBody & PipeableBody)
+  return { status: body.range === undefined ? 200 : 206, headers, body }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,7 +509,7 @@ async function fill(
 
   if (writer === undefined) {
     // A small object that came whole with its head: stored and answered as bytes (no streams).
-    const bytes = body.whole?.()
+    const bytes = body.whole()
     if (bytes !== undefined) {
       finish({ ...head, body: bytes })
       return { status: 200, headers: bodyHeaders(bucket, body.meta, undefined, miss), body: bytes }
