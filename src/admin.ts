@@ -11,18 +11,22 @@
 //                                               cache from a listing in the background; 202 {id, status},
 //                                               409 while the same bucket + prefix is being prewarmed
 //   GET  /admin/cache/prewarm/<id>              that job's progress (cache-prewarm.ts)
+//   POST /admin/cache/scrub                     {sample_rate, max_entries, bytes_per_sec}, each
+//                                               optional: check a sample of the disk tier's entries
+//                                               now (cache/disk-scrub.ts); answers with the report
 // Purges clear every tier here and are broadcast over Redis to every instance sharing it; in cluster
 // mode without Redis, or when Redis does not take the broadcast, they reach every worker of this
 // instance (through the primary) before the answer. `purged` counts the entries this worker
 // purged; `broadcast` says how far the purge reached (runtime.ts, PurgeOutcome): `incomplete`
 // means other workers or instances may still serve the old entries.
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { Hono, type MiddlewareHandler } from 'hono'
+import { Hono, type Context, type MiddlewareHandler } from 'hono'
 import { ERROR_CATALOGUE, ProxyError } from './errors.ts'
 import { decodeSegments, isSafeKey, rawPathOf } from './http/path.ts'
 import type { HonoEnv } from './pipeline/exchange.ts'
 import type { Runtime } from './runtime.ts'
 import type { ReloadResult } from './types.ts'
+import type { ScrubLimits } from './ports.ts'
 import type { PrewarmRequest } from './cache-prewarm.ts'
 
 export interface AdminHooks {
@@ -90,10 +94,8 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
     c.header('cache-control', 'no-store')
     const bad = (message: string) =>
       c.json({ error: { code: 'GUARD_BAD_REQUEST', message, request_id: c.env.requestId } }, 400)
-    const length = Number(c.env.header('content-length') ?? 0)
-    if (!(length <= MAX_PREWARM_BODY)) return bad(`the body must be a JSON object of at most ${MAX_PREWARM_BODY} bytes`)
-    const text = await c.req.text()
-    if (text.length > MAX_PREWARM_BODY) return bad(`the body must be a JSON object of at most ${MAX_PREWARM_BODY} bytes`)
+    const text = await smallBody(c)
+    if (text === undefined) return bad(`the body must be a JSON object of at most ${MAX_BODY} bytes`)
     const parsed = parsePrewarm(text)
     if (typeof parsed === 'string') return bad(parsed)
     const bucket = runtime.buckets.find((b) => b.name === parsed.bucket)
@@ -115,6 +117,24 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
     return c.json(report)
   })
 
+  app.post('/admin/cache/scrub', async (c) => {
+    c.header('cache-control', 'no-store')
+    const bad = (message: string) =>
+      c.json({ error: { code: 'GUARD_BAD_REQUEST', message, request_id: c.env.requestId } }, 400)
+    const text = await smallBody(c)
+    if (text === undefined) return bad(`the body must be a JSON object of at most ${MAX_BODY} bytes`)
+    const overrides = parseScrub(text)
+    if (typeof overrides === 'string') return bad(overrides)
+    const report = await runtime.scrubDisk(overrides)
+    if (report === 'no disk tier') return bad('the cache has no disk tier')
+    if (report === 'running') {
+      const { message } = ERROR_CATALOGUE.ADMIN_SCRUB_RUNNING
+      return c.json({ error: { code: 'ADMIN_SCRUB_RUNNING', message, request_id: c.env.requestId } }, 409)
+    }
+    const { damagedEntries, ...pass } = report
+    return c.json({ ...pass, damaged_entries: damagedEntries })
+  })
+
   app.get('/admin/cache/stats', (c) => {
     const cache = runtime.cache
     const tiers: Record<string, unknown> = {}
@@ -128,6 +148,7 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
         hit_bytes: s.hitBytes,
         evictions: s.evictions,
         hit_ratio: ratio(s.hits, s.misses),
+        ...(s.scrub === undefined ? {} : { scrub: s.scrub }),
       }
     }
     const buckets: Record<string, unknown> = {}
@@ -153,7 +174,45 @@ function ratio(hits: number, misses: number): number {
   return hits + misses === 0 ? 0 : Math.round((hits / (hits + misses)) * 10_000) / 10_000
 }
 
-const MAX_PREWARM_BODY = 16 * 1024
+/** The largest JSON body an admin call takes. */
+const MAX_BODY = 16 * 1024
+
+/** The request's body as text, or undefined when it is longer than MAX_BODY. */
+async function smallBody(c: Context<HonoEnv>): Promise<string | undefined> {
+  const length = Number(c.env.header('content-length') ?? 0)
+  if (!(length <= MAX_BODY)) return undefined
+  const text = await c.req.text()
+  return text.length > MAX_BODY ? undefined : text
+}
+
+/** The scrub limits a `POST /admin/cache/scrub` body overrides (none when it is empty), or what is wrong with it. */
+function parseScrub(text: string): Partial<ScrubLimits> | string {
+  if (text.trim() === '') return {}
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch {
+    return 'the body must be JSON: {"sample_rate", "max_entries", "bytes_per_sec"}, each optional'
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the body must be a JSON object'
+  const { sample_rate, max_entries, bytes_per_sec, ...rest } = body as Record<string, unknown>
+  const unknown = Object.keys(rest)
+  if (unknown.length > 0) return `unknown field ${JSON.stringify(unknown[0])}`
+  const overrides: Partial<ScrubLimits> = {}
+  if (sample_rate !== undefined) {
+    if (typeof sample_rate !== 'number' || !(sample_rate > 0 && sample_rate <= 1)) return '"sample_rate" must be a number greater than 0 and at most 1'
+    overrides.sampleRate = sample_rate
+  }
+  if (max_entries !== undefined) {
+    if (typeof max_entries !== 'number' || !Number.isSafeInteger(max_entries) || max_entries < 1) return '"max_entries" must be a whole number from 1'
+    overrides.maxEntries = max_entries
+  }
+  if (bytes_per_sec !== undefined) {
+    if (typeof bytes_per_sec !== 'number' || !Number.isSafeInteger(bytes_per_sec) || bytes_per_sec < 0) return '"bytes_per_sec" must be a whole number of bytes, 0 for no limit'
+    overrides.bytesPerSec = bytes_per_sec
+  }
+  return overrides
+}
 const PREWARM_DEFAULTS = { max_objects: 10_000, max_bytes: 1024 ** 3, concurrency: 4 }
 
 /** The prewarm request, or what is wrong with it (for the operator). */

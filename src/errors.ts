@@ -110,6 +110,12 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     message: 'A prewarm of this bucket and prefix is already running',
   },
+  ADMIN_SCRUB_RUNNING: {
+    status: 409,
+    source: 'client',
+    retryable: true,
+    message: 'A scrub of the disk cache is already running',
+  },
   AUTH_TOKEN_MISSING: {
     status: 401,
     source: 'client',

@@ -254,6 +254,45 @@ export interface CacheTierStats {
   misses: number
   hitBytes: number
   evictions: number
+  /** What the disk tier's scrub (cache/disk-scrub.ts) checked since start; other tiers have none. */
+  scrub?: ScrubTotals
+}
+
+/** How much a pass of the disk tier's scrub reads (cache/disk-scrub.ts). */
+export interface ScrubLimits {
+  /** The fraction of the indexed entries checked per pass, in (0, 1]. */
+  sampleRate: number
+  /** At most this many entries per pass. */
+  maxEntries: number
+  /** Read at most this many bytes per second, on average over the pass (0: no limit). */
+  bytesPerSec: number
+}
+
+/** What one pass of the disk tier's scrub found. */
+export interface ScrubReport {
+  /** Entries read and checked: intact + damaged. */
+  checked: number
+  intact: number
+  damaged: number
+  /** Sampled entries evicted, replaced or gone before they were read. */
+  skipped: number
+  /** Bytes read. */
+  bytes: number
+  ms: number
+  /** The damaged entries, deleted: cache key, file and what was wrong. */
+  damagedEntries: Array<{ key: string; file: string; reason: string }>
+  /** The pass was stopped (the cache closed or the schedule changed) before it checked its sample. */
+  stopped: boolean
+}
+
+export interface ScrubTotals {
+  passes: number
+  /** Entries read and checked. */
+  checked: number
+  /** Entries found damaged, and deleted. */
+  damaged: number
+  /** Bytes read. */
+  bytes: number
 }
 
 /**

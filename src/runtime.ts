@@ -1,6 +1,7 @@
 // buildRuntime: turns a validated Config into live objects (S3 clients, token verifiers, the
 // readiness checker). The only module that knows concrete adapter classes.
 import cluster from 'node:cluster'
+import { availableParallelism } from 'node:os'
 import type { JwtVerifier } from './auth/jwt.ts'
 import { constants } from 'node:fs'
 import { access, mkdir } from 'node:fs/promises'
@@ -17,7 +18,7 @@ import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
 import type { BucketConfig, Config, JwtVerifierConfig, RateLimitConfig, S3StsConfig } from './config/schema.ts'
 import { loadTracing } from './telemetry/tracing.ts'
-import type { AuditSink, Authorizer, CachedObject, CacheStore, RateLimiter, TokenVerifier, Tracer } from './ports.ts'
+import type { AuditSink, Authorizer, CachedObject, CacheStore, RateLimiter, ScrubLimits, ScrubReport, TokenVerifier, Tracer } from './ports.ts'
 import { CircuitBreaker } from './origin/breaker.ts'
 import { ReplicaSet } from './origin/replicas.ts'
 import { S3Source } from './origin/s3.ts'
@@ -115,6 +116,11 @@ export interface Runtime {
    * them). Resolves with the count here and how far the purge reached.
    */
   purge(target: PurgeTarget): Promise<PurgeOutcome>
+  /**
+   * Scrubs the disk tier now (cache/disk-scrub.ts) with this config's limits and `overrides`, and
+   * logs the report as a scheduled pass's. 'no disk tier', or 'running' while another pass runs.
+   */
+  scrubDisk(overrides?: Partial<ScrubLimits>): Promise<ScrubReport | 'no disk tier' | 'running'>
   /** Takes over the parts reused from the previous generation; called when this one is swapped in. */
   commit(): void
   /** Starts background work (replica health probes); `--check` builds a runtime without it. */
@@ -265,6 +271,14 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
       deps.logger.warn({ purge: target }, 'cache purge: not every other worker confirmed it in time')
       return { purged, broadcast: 'incomplete' }
     },
+    async scrubDisk(overrides) {
+      const disk = cache?.store.disk
+      if (disk === undefined) return 'no disk tier'
+      const report = await disk.scrub({ ...scrubLimitsOf(config), ...overrides })
+      if (report === undefined) return 'running'
+      logScrub(deps.logger, report, 'admin')
+      return report
+    },
     commit() {
       // The previous generation's prewarms read through its sources, which it is about to close.
       void prewarms.stop((generation) => generation !== deps.generation)
@@ -275,6 +289,10 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
     start() {
       for (const warning of config.warnings) deps.logger.warn({ key: warning.path }, `config: ${warning.message}`)
       for (const replicas of replicaSets) void replicas.startProbing()
+      const scrub = config.cache?.disk_scrub
+      cache?.store.disk?.scrubEvery(scrub == null ? null : { everyMs: scrub.interval_seconds * 1000, limits: scrubLimitsOf(config) }, (report) =>
+        logScrub(deps.logger, report, 'schedule')
+      )
     },
     async close() {
       await prewarms.stop((generation) => generation === deps.generation)
@@ -429,7 +447,9 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
   const settings = config.cache
   if (settings === null) return null
   // Budgets are applied to a reused cache on commit: a changed budget keeps the cache's contents.
-  const { budgets, ...tierSettings } = settings
+  // Budgets and the disk scrub apply to a reused cache when its generation goes live: changing
+  // them keeps the cache's contents.
+  const { budgets, disk_scrub: _scrub, ...tierSettings } = settings
   const built = JSON.stringify(tierSettings)
   if (previous !== null && previous.built === built) {
     return { ...previous, owned: false, from: previous }
@@ -486,6 +506,23 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
       })
     : undefined
   return { store, redis, flights, counters: previous?.counters ?? new Map(), built, owned: true, stopPurges }
+}
+
+/**
+ * The disk scrub's limits in this process: in a cluster each worker scrubs its own index of the
+ * shared directory, so it takes its share of the entries and bytes per pass.
+ */
+function scrubLimitsOf(config: Config): ScrubLimits {
+  const scrub = config.cache?.disk_scrub ?? { sample_rate: 0.1, max_per_run: 100, bytes_per_sec: 0 }
+  const workers = !inOwnCluster(config) ? 1 : config.server.workers === 'auto' ? availableParallelism() : config.server.workers
+  return { sampleRate: scrub.sample_rate, maxEntries: Math.ceil(scrub.max_per_run / workers), bytesPerSec: scrub.bytes_per_sec / workers }
+}
+
+/** Each damaged entry a scrub found (and deleted), then the pass. */
+function logScrub(logger: Logger, report: ScrubReport, trigger: 'schedule' | 'admin'): void {
+  for (const { key, file, reason } of report.damagedEntries) logger.warn({ key, file, reason }, 'disk cache entry damaged; deleted')
+  const { damagedEntries: _, ...pass } = report
+  logger.info({ trigger, ...pass }, 'disk cache scrub pass')
 }
 
 /**

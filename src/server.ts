@@ -399,6 +399,10 @@ function updateCacheGauges(metrics: Metrics, runtime: Runtime): void {
     if (stats.entries !== null) metrics.cacheEntries.set({ tier: tier.name }, stats.entries)
     if (stats.bytes !== null) metrics.cacheBytes.set({ tier: tier.name }, stats.bytes)
     metrics.cacheEvictions.set({ tier: tier.name }, stats.evictions)
+    if (stats.scrub === undefined) continue
+    metrics.cacheScrubEntries.set({ tier: tier.name, result: 'intact' }, stats.scrub.checked - stats.scrub.damaged)
+    metrics.cacheScrubEntries.set({ tier: tier.name, result: 'damaged' }, stats.scrub.damaged)
+    metrics.cacheScrubBytes.set({ tier: tier.name }, stats.scrub.bytes)
   }
 }
 

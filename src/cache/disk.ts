@@ -11,18 +11,21 @@
 // the files and deletes evicted ones; it is rebuilt from the directory at start-up, oldest first,
 // so the cache survives restarts (files of another format, damaged headers and temp files are
 // deleted then). An entry whose header or a block fails its check is deleted and never served.
+// A scrub (disk-scrub.ts) reads a sample of the entries whole now and then, so damage is found
+// before a hit meets it.
 // Per-bucket budgets (bucket-budgets.ts) bound each bucket's files inside the tier's size.
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LRUCache } from 'lru-cache'
-import type { CachedObject, CacheStore, CacheTierStats, EntryWriter } from '../ports.ts'
+import type { CachedObject, CacheStore, CacheTierStats, EntryWriter, ScrubLimits, ScrubReport, ScrubTotals } from '../ports.ts'
 import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
 import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
 import { OpenFiles, type EntryFile } from './disk-handles.ts'
 import { EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
 import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
+import { checkEntryFile, Pacer, readEntryHead, sampleOf, ScrubSchedule } from './disk-scrub.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
 export interface DiskCacheOptions {
@@ -56,8 +59,6 @@ const sizeOf = (entry: IndexEntry) => Math.max(1, entry.size)
 const MAX_KNOWN_HEADS = 4096
 /** Entries whose file stays open between hits (a hit then opens nothing). */
 const MAX_IDLE_FILES = 256
-/** The first read of a file at start-up: the whole header in all but extreme cases. */
-const HEADER_PROBE = 16 * 1024
 
 export class DiskCache implements CacheStore {
   readonly name = 'disk'
@@ -77,6 +78,9 @@ export class DiskCache implements CacheStore {
   readonly #known = new LRUCache<IndexEntry, CachedObject | EntryHead>({ max: MAX_KNOWN_HEADS })
   #budgets: BucketBudgets | undefined
   #budgetsBuilt = '{}'
+  #scrubbing = false
+  #scrubSchedule: ScrubSchedule | undefined
+  readonly #scrubTotals: ScrubTotals = { passes: 0, checked: 0, damaged: 0, bytes: 0 }
 
   private constructor(options: DiskCacheOptions) {
     this.#dir = options.dir
@@ -263,12 +267,81 @@ export class DiskCache implements CacheStore {
   }
 
   stats(): CacheTierStats {
-    return this.#counters.snapshot(this.#index.size, this.#index.calculatedSize)
+    return { ...this.#counters.snapshot(this.#index.size, this.#index.calculatedSize), scrub: { ...this.#scrubTotals } }
   }
 
   async close(): Promise<void> {
+    this.#scrubSchedule?.stop()
     // Files stay on disk for the next start; only the in-memory index is released.
     this.#files.closeIdle()
+  }
+
+  /**
+   * Reads a random sample of the entries whole and checks them (disk-scrub.ts); the damaged ones
+   * are deleted. Undefined when a pass is running already.
+   */
+  async scrub(limits: ScrubLimits, signal?: AbortSignal): Promise<ScrubReport | undefined> {
+    if (this.#scrubbing) return undefined
+    this.#scrubbing = true
+    const started = performance.now()
+    const report: ScrubReport = { checked: 0, intact: 0, damaged: 0, skipped: 0, bytes: 0, ms: 0, damagedEntries: [], stopped: false }
+    try {
+      const sample = sampleOf(this.#index.entries(), Math.min(limits.maxEntries, Math.ceil(this.#index.size * limits.sampleRate)))
+      const pacer = new Pacer(limits.bytesPerSec, signal)
+      for (const [key, indexed] of sample) {
+        // Evicted or replaced since the sample was taken.
+        if (this.#index.peek(key) !== indexed) {
+          report.skipped++
+          continue
+        }
+        const check = await checkEntryFile(indexed.file, key, pacer).catch(() => undefined)
+        if (check === undefined) {
+          report.stopped = true
+          break
+        }
+        if (check.result === 'gone') {
+          // Deleted under the index (by another worker sharing the directory): a hit would miss too.
+          this.#drop(key, indexed)
+          report.skipped++
+          continue
+        }
+        report.checked++
+        report.bytes += check.bytes
+        if (check.result === 'intact') {
+          report.intact++
+          continue
+        }
+        report.damaged++
+        report.damagedEntries.push({ key, file: indexed.file, reason: check.reason })
+        // Deleted with its file, unless a newer copy replaced it while it was read.
+        this.#drop(key, indexed)
+      }
+    } finally {
+      this.#scrubbing = false
+      report.ms = Math.round(performance.now() - started)
+      this.#scrubTotals.passes++
+      this.#scrubTotals.checked += report.checked
+      this.#scrubTotals.damaged += report.damaged
+      this.#scrubTotals.bytes += report.bytes
+    }
+    return report
+  }
+
+  /**
+   * Scrubs a sample every `everyMs` (null: never) and hands `onPass` each report. The same
+   * settings again keep the running schedule (a reload with the scrub block unchanged).
+   */
+  scrubEvery(schedule: { everyMs: number; limits: ScrubLimits } | null, onPass: (report: ScrubReport) => void): void {
+    const settings = JSON.stringify(schedule)
+    if ((this.#scrubSchedule?.settings ?? 'null') === settings) return
+    this.#scrubSchedule?.stop()
+    this.#scrubSchedule =
+      schedule === null
+        ? undefined
+        : new ScrubSchedule(settings, schedule.everyMs, async (signal) => {
+            const report = await this.scrub(schedule.limits, signal)
+            if (report !== undefined) onPass(report)
+          })
   }
 
   /**
@@ -368,26 +441,6 @@ export class DiskCache implements CacheStore {
   }
 }
 
-/** `length` bytes of `file` from `position`; fewer when the file is shorter; undefined when it cannot be read. */
-async function readAt(file: string, position: number, length: number): Promise<Buffer | undefined> {
-  let handle: FileHandle
-  try {
-    handle = await open(file, 'r')
-  } catch {
-    return undefined
-  }
-  try {
-    // Its own memory: a small body may be kept by the memory tier, and must not pin a pool slab.
-    const buffer = Buffer.allocUnsafeSlow(length)
-    const { bytesRead } = await handle.read(buffer, 0, length, position)
-    return bytesRead === length ? buffer : buffer.subarray(0, bytesRead)
-  } catch {
-    return undefined
-  } finally {
-    await handle.close().catch(() => {})
-  }
-}
-
 /** The first `length` bytes of an entry's file; fewer when it is shorter; undefined when it cannot be read. */
 async function readShared(file: EntryFile, length: number): Promise<Buffer | undefined> {
   // Its own memory: a small body may be kept by the memory tier, and must not pin a pool slab.
@@ -434,13 +487,19 @@ function blocksIntact(head: EntryHead, body: Buffer): boolean {
 
 /** The checked header of `file` (size `fileSize`), or undefined for anything else. */
 async function readHead(file: string, fileSize: number): Promise<EntryHead | undefined> {
-  let bytes = await readAt(file, 0, Math.min(HEADER_PROBE, fileSize))
-  let head = bytes === undefined ? undefined : parseHead(bytes)
-  if (head !== undefined && 'need' in head && head.need <= fileSize && bytes !== undefined && head.need > bytes.length) {
-    bytes = await readAt(file, 0, head.need)
-    head = bytes === undefined ? undefined : parseHead(bytes)
+  let handle: FileHandle
+  try {
+    handle = await open(file, 'r')
+  } catch {
+    return undefined
   }
-  return head === undefined || 'need' in head ? undefined : head
+  try {
+    return await readEntryHead(handle, fileSize)
+  } catch {
+    return undefined
+  } finally {
+    await handle.close().catch(() => {})
+  }
 }
 
 /** A temp file beside `file`, unique to one write (start-up deletes any left over). */

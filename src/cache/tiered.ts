@@ -35,6 +35,11 @@ export class TieredCache implements TieredStore {
     this.bulk = disk.length === 0 || disk.length === local.length ? this.local : new TieredCache(disk, purges)
   }
 
+  /** The disk tier, when there is one. */
+  get disk(): DiskCache | undefined {
+    return this.#disk
+  }
+
   has(key: string): boolean {
     return this.tiers.some((tier) => (tier instanceof MemoryCache || tier instanceof DiskCache) && tier.has(key))
   }

@@ -289,3 +289,31 @@ describe('the shipped config.yaml', () => {
     assert.equal(config.server.port, 8080)
   })
 })
+
+describe('the disk scrub (cache.disk.scrub)', () => {
+  const load = (scrub: string, layers = '') =>
+    parseConfig(
+      `cache: { enabled: true, ${layers} disk: { dir: /var/cache/y${scrub === '' ? '' : `, scrub: ${scrub}`} } }\nbuckets:\n  - name: media\n    path_prefix: /media\n    s3: { bucket: media }\n`,
+      '/etc/yatagarasu/config.yaml',
+      {}
+    )
+
+  it('is on with Jay’s defaults when a disk tier is configured, and each key can be set', async () => {
+    assert.deepEqual((await load('')).cache?.disk_scrub, { interval_seconds: 21600, sample_rate: 0.1, max_per_run: 100, bytes_per_sec: 50 * 1024 ** 2 })
+    const set = await load('{ interval_seconds: 3600, sample_rate: 1, max_per_run: 5000, bytes_per_sec: 10MB }')
+    assert.deepEqual(set.cache?.disk_scrub, { interval_seconds: 3600, sample_rate: 1, max_per_run: 5000, bytes_per_sec: 10 * 1024 ** 2 })
+    assert.equal((await load('{ bytes_per_sec: 0 }')).cache?.disk_scrub?.bytes_per_sec, 0)
+  })
+
+  it('is off with enabled: false, or without a disk layer', async () => {
+    assert.equal((await load('{ enabled: false }')).cache?.disk_scrub, null)
+    assert.equal((await load('', 'layers: [memory],')).cache?.disk_scrub, null)
+  })
+
+  it('names the key and the reason of a bad value', async () => {
+    assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { sample_rate: 1.5 } } }\nbuckets: []\n`), /cache\.disk\.scrub\.sample_rate: must be at most 1/)
+    assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { sample_rate: 0 } } }\nbuckets: []\n`), /cache\.disk\.scrub\.sample_rate: must be greater than 0/)
+    assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { every: 5 } } }\nbuckets: []\n`), /cache\.disk\.scrub.*every/)
+    assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { bytes_per_sec: fast } } }\nbuckets: []\n`), /cache\.disk\.scrub\.bytes_per_sec/)
+  })
+})

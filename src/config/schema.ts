@@ -303,6 +303,16 @@ const sliceSchema = z.strictObject({
     .optional(),
 })
 
+/** The disk tier's scrub (cache/disk-scrub.ts): a sample of entries read whole and checked now and then. */
+const scrubSchema = z.strictObject({
+  enabled: bool.optional(),
+  interval_seconds: positive.optional(),
+  sample_rate: num.pipe(z.number().gt(0, 'must be greater than 0').max(1, 'must be at most 1')).optional(),
+  max_per_run: count.optional(),
+  /** 0: no limit. */
+  bytes_per_sec: z.union([z.literal(0), size]).optional(),
+})
+
 const cacheSchema = z.strictObject({
   enabled: bool.default(false),
   layers: z.array(z.enum(CACHE_LAYERS)).min(1).optional(),
@@ -322,6 +332,7 @@ const cacheSchema = z.strictObject({
       max_size: size.optional(),
       max_cache_size_mb: megabytes.optional(),
       max_disk_cache_size_mb: megabytes.optional(),
+      scrub: scrubSchema.optional(),
     })
     .optional(),
   redis: z
@@ -620,7 +631,20 @@ export interface CacheConfig {
   stale_if_error_seconds: number
   memory: { max_bytes: number }
   disk: { dir: string; max_bytes: number } | null
+  /**
+   * The disk tier's scrub, per instance (each worker of a cluster takes its share of the entries
+   * and bytes); null when there is no disk tier or `cache.disk.scrub.enabled` is false.
+   */
+  disk_scrub: DiskScrubConfig | null
   redis: { url: string; cluster_nodes: string[]; key_prefix: string; timeout_ms: number; ttl_seconds: number | undefined } | null
+}
+
+export interface DiskScrubConfig {
+  interval_seconds: number
+  sample_rate: number
+  max_per_run: number
+  /** 0: no limit. */
+  bytes_per_sec: number
 }
 
 export interface BucketCacheConfig {

@@ -68,6 +68,18 @@ export class Metrics {
     labelNames: ['tier'] as const,
     registers: [this.registry],
   })
+  readonly cacheScrubEntries = new Gauge({
+    name: 'cache_scrub_entries',
+    help: 'Entries the disk scrub read and checked since start, by tier and result (intact, or damaged: deleted)',
+    labelNames: ['tier', 'result'] as const,
+    registers: [this.registry],
+  })
+  readonly cacheScrubBytes = new Gauge({
+    name: 'cache_scrub_bytes',
+    help: 'Bytes the disk scrub read since start, by tier',
+    labelNames: ['tier'] as const,
+    registers: [this.registry],
+  })
   readonly originRequests = new Counter({
     name: 'http_requests_by_replica_total',
     help: 'Requests sent to a storage backend, by bucket, replica and result (ok, or the error code)',

@@ -1,0 +1,156 @@
+// The disk tier's scrub against real entry files: what it finds damaged is deleted and counted,
+// intact entries stay and are still served, the read rate holds, and a pass can be stopped.
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { access, mkdtemp, open, readFile, rm, truncate } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, describe, it } from 'node:test'
+import { objectMeta } from '../../test/support/meta.ts'
+import type { CachedObject, ScrubLimits } from '../ports.ts'
+import { DiskCache } from './disk.ts'
+import { BLOCK_SIZE, parseHead } from './disk-format.ts'
+import { sampleOf } from './disk-scrub.ts'
+
+const dirs: string[] = []
+after(async () => {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true })
+})
+
+const ALL: ScrubLimits = { sampleRate: 1, maxEntries: 1000, bytesPerSec: 0 }
+
+async function diskCache(): Promise<{ dir: string; disk: DiskCache }> {
+  const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-scrub-'))
+  dirs.push(dir)
+  return { dir, disk: await DiskCache.open({ dir, maxBytes: 1 << 28, maxItemBytes: 1 << 26, staleSeconds: 60 }) }
+}
+
+function entry(body: Buffer): CachedObject {
+  return { meta: objectMeta({ size: body.length }), storedAt: Date.now(), freshUntil: Date.now() + 60_000, body }
+}
+
+const fileOf = (dir: string, key: string) => join(dir, `${createHash('sha256').update(key).digest('hex')}.entry`)
+const exists = (file: string) => access(file).then(
+  () => true,
+  () => false
+)
+
+/** Flips one byte of the entry's body at `offset`, in place. */
+async function flip(file: string, offset: number): Promise<void> {
+  const head = parseHead(await readFile(file))
+  assert.ok(head !== undefined && !('need' in head))
+  const handle = await open(file, 'r+')
+  try {
+    const one = Buffer.alloc(1)
+    await handle.read(one, 0, 1, head.bodyOffset + offset)
+    one[0] = (one[0] ?? 0) ^ 0x40
+    await handle.write(one, 0, 1, head.bodyOffset + offset)
+  } finally {
+    await handle.close()
+  }
+}
+
+/** The whole body of a hit, however the tier hands it back. */
+async function bodyOf(disk: DiskCache, key: string): Promise<Buffer | undefined> {
+  const got = await disk.get(key)
+  if (got === undefined) return undefined
+  return got.body instanceof Uint8Array ? Buffer.from(got.body) : Buffer.from(await got.body.bytes())
+}
+
+describe('disk scrub', () => {
+  it('deletes the entries it finds damaged (a flipped byte deep in a large body, a truncated file, a damaged header) and keeps the intact ones', async () => {
+    const { dir, disk } = await diskCache()
+    const small = randomBytes(3000)
+    const large = randomBytes(5 * BLOCK_SIZE + 17)
+    const bodies: Record<string, Buffer> = { 'b/small': small, 'b/large': large, 'b/rot': randomBytes(4 * BLOCK_SIZE), 'b/short': randomBytes(2 * BLOCK_SIZE), 'b/head': randomBytes(1000) }
+    for (const [key, body] of Object.entries(bodies)) await disk.set(key, entry(body))
+    // Block 3 of 4: a hit would send blocks 0-2, then cut the answer.
+    await flip(fileOf(dir, 'b/rot'), 3 * BLOCK_SIZE + 5)
+    await truncate(fileOf(dir, 'b/short'), (await readFile(fileOf(dir, 'b/short'))).length - 10)
+    const handle = await open(fileOf(dir, 'b/head'), 'r+')
+    await handle.write(Buffer.from('X'), 0, 1, 20)
+    await handle.close()
+
+    const report = await disk.scrub(ALL)
+    assert.ok(report !== undefined)
+    assert.equal(report.checked, 5)
+    assert.equal(report.intact, 2)
+    assert.equal(report.damaged, 3)
+    assert.equal(report.stopped, false)
+    const reasons = Object.fromEntries(report.damagedEntries.map((d) => [d.key, d.reason]))
+    assert.deepEqual(reasons, { 'b/rot': 'block 3 fails its checksum', 'b/short': reasons['b/short'], 'b/head': 'damaged header' })
+    assert.match(reasons['b/short'] ?? '', /bytes, the header says/)
+    for (const key of ['b/rot', 'b/short', 'b/head']) {
+      assert.equal(disk.has(key), false, `${key} left the index`)
+      assert.equal(await exists(fileOf(dir, key)), false, `${key}'s file was deleted`)
+    }
+    assert.deepEqual(await bodyOf(disk, 'b/small'), small)
+    assert.deepEqual(await bodyOf(disk, 'b/large'), large)
+    const stats = disk.stats().scrub
+    assert.deepEqual(stats, { passes: 1, checked: 5, damaged: 3, bytes: report.bytes })
+    assert.ok(report.bytes >= small.length + large.length, 'every body byte of the intact entries was read')
+  })
+
+  it('checks only its sample: sample_rate and max_entries bound a pass', async () => {
+    const { disk } = await diskCache()
+    for (let i = 0; i < 40; i++) await disk.set(`b/${i}`, entry(randomBytes(100)))
+    assert.equal((await disk.scrub({ ...ALL, sampleRate: 0.25 }))?.checked, 10)
+    assert.equal((await disk.scrub({ ...ALL, maxEntries: 3 }))?.checked, 3)
+  })
+
+  it('reads no faster than bytes_per_sec', async () => {
+    const { disk } = await diskCache()
+    await disk.set('b/paced', entry(randomBytes(4 * BLOCK_SIZE)))
+    const started = performance.now()
+    const report = await disk.scrub({ ...ALL, bytesPerSec: 4 * 1024 * 1024 })
+    const elapsed = performance.now() - started
+    assert.equal(report?.intact, 1)
+    // 1 MiB and a header at 4 MiB/s: at least ~250 ms, however fast the disk.
+    assert.ok(elapsed >= ((report?.bytes ?? 0) / (4 * 1024 * 1024)) * 1000 - 5, `${elapsed} ms`)
+  })
+
+  it('runs one pass at a time, and stops when asked', async () => {
+    const { disk } = await diskCache()
+    for (let i = 0; i < 8; i++) await disk.set(`b/${i}`, entry(randomBytes(BLOCK_SIZE)))
+    const controller = new AbortController()
+    // 64 KiB/s: the first entry alone takes seconds.
+    const running = disk.scrub({ ...ALL, bytesPerSec: 64 * 1024 }, controller.signal)
+    assert.equal(await disk.scrub(ALL), undefined, 'a second pass while one runs')
+    controller.abort()
+    const report = await running
+    assert.equal(report?.stopped, true)
+    assert.ok((report?.checked ?? 8) < 8)
+    assert.equal(disk.stats().entries, 8, 'a stopped pass deletes nothing it did not find damaged')
+    assert.equal((await disk.scrub(ALL))?.intact, 8, 'the next pass runs')
+  })
+
+  it('runs on its schedule until the tier closes', async () => {
+    const { dir, disk } = await diskCache()
+    await disk.set('b/rot', entry(randomBytes(2 * BLOCK_SIZE)))
+    await flip(fileOf(dir, 'b/rot'), BLOCK_SIZE + 1)
+    const report = await new Promise<Parameters<Parameters<DiskCache['scrubEvery']>[1]>[0]>((resolve) =>
+      disk.scrubEvery({ everyMs: 20, limits: ALL }, resolve)
+    )
+    assert.equal(report.damaged, 1)
+    assert.equal(disk.has('b/rot'), false)
+    await disk.close()
+  })
+})
+
+describe('sampleOf', () => {
+  it('picks `count` distinct items, or all of them when there are fewer', () => {
+    const items = Array.from({ length: 100 }, (_, i) => i)
+    const picked = sampleOf(items, 10)
+    assert.equal(picked.length, 10)
+    assert.equal(new Set(picked).size, 10)
+    assert.deepEqual(sampleOf(items.slice(0, 3), 10), [0, 1, 2])
+    assert.deepEqual(sampleOf(items, 0), [])
+  })
+
+  it('reaches every item: over many samples each is picked about equally often', () => {
+    const counts = new Array<number>(20).fill(0)
+    for (let round = 0; round < 2000; round++) for (const i of sampleOf(counts.keys(), 5)) counts[i] = (counts[i] ?? 0) + 1
+    // 500 expected each; a biased sampler (never replacing early picks) gives the first five 2000.
+    for (const count of counts) assert.ok(count > 350 && count < 650, `${counts.join(',')}`)
+  })
+})
