@@ -14,6 +14,12 @@ import { BLOCK_SIZE } from './disk-format.ts'
  * each, made a cold 4 MiB slice ~4x slower to fetch.)
  */
 const HIGH_WATER = 1024 * 1024
+/**
+ * How long a caller waits on the disk before the writer gives up (the entry is not stored): the
+ * body's reader, and so a client, waits while the writer holds HIGH_WATER bytes, and a disk that
+ * takes no write for this long is failing or hung (a healthy one writes 1 MiB in milliseconds).
+ */
+export const WRITE_STALL_MS = 2000
 
 export class EntryFileWriter {
   readonly #temp: string
@@ -48,8 +54,8 @@ export class EntryFileWriter {
   /**
    * Appends the body's next bytes (kept by reference until written: not to be reused meanwhile).
    * True while the writer holds less than HIGH_WATER bytes; else a promise of that, settled when
-   * the write in flight is done. False, now and at every later call, once a write failed or the
-   * body grew past its size.
+   * the write in flight is done (false after WRITE_STALL_MS without it). False, now and at every
+   * later call, once a write failed or stalled, or the body grew past its size.
    */
   write(chunk: Uint8Array): boolean | Promise<boolean> {
     if (this.#failure === undefined && this.#written + chunk.length > this.#size) this.#failure = new Error('the body is longer than its size')
@@ -60,7 +66,21 @@ export class EntryFileWriter {
     this.#flush()
     const held = this.#inFlight + this.#queued
     if (held <= HIGH_WATER || this.#writing === undefined) return true
-    return this.#writing.then(() => this.#failure === undefined)
+    return this.#drained(this.#writing)
+  }
+
+  /** Whether the writer can take more once `writing` is done; false, failed, when the disk takes longer than WRITE_STALL_MS. */
+  #drained(writing: Promise<void>): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#failure ??= new Error(`the disk took no write in ${WRITE_STALL_MS} ms`)
+        resolve(false)
+      }, WRITE_STALL_MS)
+      void writing.then(() => {
+        clearTimeout(timer)
+        resolve(this.#failure === undefined)
+      })
+    })
   }
 
   /**

@@ -1,0 +1,51 @@
+// The disk writer against a disk that takes no write: a FIFO with no reader stands where the
+// temp file would be, so opening it blocks a thread-pool thread as a hung device does. The body's
+// reader (and so a client) must not wait on it for more than WRITE_STALL_MS.
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { closeSync, constants, openSync } from 'node:fs'
+import { mkdtemp, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, describe, it } from 'node:test'
+import { EntryFileWriter, WRITE_STALL_MS } from './disk-writer.ts'
+
+const dirs: string[] = []
+after(async () => {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true })
+})
+
+describe('EntryFileWriter on a hung disk', () => {
+  it(`gives up after ${WRITE_STALL_MS} ms instead of holding the body's reader, and takes nothing more`, { timeout: 30_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-writer-'))
+    dirs.push(dir)
+    const fifo = join(dir, 'entry.tmp')
+    execFileSync('mkfifo', [fifo])
+    const chunk = Buffer.alloc(64 * 1024, 1)
+    const out = new EntryFileWriter(fifo, 100, 64 * chunk.length)
+    try {
+      // The writer takes bytes without waiting until it holds 1 MiB, then asks its caller to wait.
+      let taken: boolean | Promise<boolean> = true
+      let chunks = 0
+      while (taken === true && chunks < 64) {
+        taken = out.write(chunk)
+        chunks++
+      }
+      assert.ok(taken instanceof Promise, `still taking bytes after ${chunks} chunks`)
+      assert.ok(chunks > 16, `it waited after only ${chunks} chunks`)
+      const started = performance.now()
+      assert.equal(await taken, false)
+      const waited = performance.now() - started
+      assert.ok(waited >= WRITE_STALL_MS - 50, `gave up after ${waited} ms`)
+      // Bounded: the caller is released at the deadline, not when the disk comes back (never, here).
+      assert.ok(waited < WRITE_STALL_MS + 5000, `held the caller ${waited} ms`)
+      assert.equal(out.write(chunk), false, 'a stalled writer takes nothing more')
+    } finally {
+      // Lets the blocked open go (its writes then fail on the pipe), so no thread stays stuck.
+      closeSync(openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK))
+    }
+    // Once the disk answers again, the entry is still not committed, and its temp file goes.
+    await assert.rejects(out.finish(() => Buffer.alloc(100)), /the disk took no write in 2000 ms/)
+    await assert.rejects(stat(fifo), { code: 'ENOENT' })
+  })
+})
