@@ -125,7 +125,8 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
     if (text === undefined) return bad(`the body must be a JSON object of at most ${MAX_BODY} bytes`)
     const overrides = parseScrub(text)
     if (typeof overrides === 'string') return bad(overrides)
-    const report = await runtime.scrubDisk(overrides)
+    // The caller leaving stops the pass.
+    const report = await runtime.scrubDisk(overrides, c.env.signal)
     if (report === 'no disk tier') return bad('the cache has no disk tier')
     if (report === 'running') {
       const { message } = ERROR_CATALOGUE.ADMIN_SCRUB_RUNNING

@@ -118,9 +118,10 @@ export interface Runtime {
   purge(target: PurgeTarget): Promise<PurgeOutcome>
   /**
    * Scrubs the disk tier now (cache/disk-scrub.ts) with this config's limits and `overrides`, and
-   * logs the report as a scheduled pass's. 'no disk tier', or 'running' while another pass runs.
+   * logs the report as a scheduled pass's; `signal` (the caller left) stops it, as a shutdown
+   * does. 'no disk tier', or 'running' while another pass runs.
    */
-  scrubDisk(overrides?: Partial<ScrubLimits>): Promise<ScrubReport | 'no disk tier' | 'running'>
+  scrubDisk(overrides?: Partial<ScrubLimits>, signal?: AbortSignal): Promise<ScrubReport | 'no disk tier' | 'running'>
   /** Takes over the parts reused from the previous generation; called when this one is swapped in. */
   commit(): void
   /** Starts background work (replica health probes); `--check` builds a runtime without it. */
@@ -271,10 +272,10 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
       deps.logger.warn({ purge: target }, 'cache purge: not every other worker confirmed it in time')
       return { purged, broadcast: 'incomplete' }
     },
-    async scrubDisk(overrides) {
+    async scrubDisk(overrides, signal) {
       const disk = cache?.store.disk
       if (disk === undefined) return 'no disk tier'
-      const report = await disk.scrub({ ...scrubLimitsOf(config), ...overrides })
+      const report = await disk.scrub({ ...scrubLimitsOf(config), ...overrides }, signal)
       if (report === undefined) return 'running'
       logScrub(deps.logger, report, 'admin')
       return report
@@ -290,7 +291,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
       for (const warning of config.warnings) deps.logger.warn({ key: warning.path }, `config: ${warning.message}`)
       for (const replicas of replicaSets) void replicas.startProbing()
       const scrub = config.cache?.disk_scrub
-      cache?.store.disk?.scrubEvery(scrub == null ? null : { everyMs: scrub.interval_seconds * 1000, limits: scrubLimitsOf(config) }, (report) =>
+      cache?.store.disk?.scrubEvery(scrub?.enabled === true ? { everyMs: scrub.interval_seconds * 1000, limits: scrubLimitsOf(config) } : null, (report) =>
         logScrub(deps.logger, report, 'schedule')
       )
     },
@@ -513,7 +514,8 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
  * shared directory, so it takes its share of the entries and bytes per pass.
  */
 function scrubLimitsOf(config: Config): ScrubLimits {
-  const scrub = config.cache?.disk_scrub ?? { sample_rate: 0.1, max_per_run: 100, bytes_per_sec: 0 }
+  const scrub = config.cache?.disk_scrub
+  if (scrub == null) throw new Error('the cache has no disk tier')
   const workers = !inOwnCluster(config) ? 1 : config.server.workers === 'auto' ? availableParallelism() : config.server.workers
   return { sampleRate: scrub.sample_rate, maxEntries: Math.ceil(scrub.max_per_run / workers), bytesPerSec: scrub.bytes_per_sec / workers }
 }

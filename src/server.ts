@@ -301,6 +301,8 @@ export async function startProxy(config: Config, logger: Logger, options: StartO
 
     async shutdown(timeoutMs = config.server.shutdown_timeout_seconds * 1000) {
       draining = true
+      // A disk scrub pass (an admin call's included) would hold the drain: it stops, and says so.
+      current.runtime.cache?.store.disk?.stopScrub()
       const closed = Promise.all(servers.map((each) => new Promise<void>((resolve) => each.close(() => resolve()))))
       for (const each of servers) each.closeIdleConnections()
       let timer: NodeJS.Timeout | undefined

@@ -22,6 +22,15 @@
 // kept open unused; the least recently used is closed first.
 import { close, open, read, readSync } from 'node:fs'
 
+/**
+ * Whether a failed open or read was the process's trouble (out of descriptors or memory, a signal),
+ * not the file's: the entry is not to blame, so it is kept, and read again another time.
+ */
+export function transientFsError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  return code === 'EMFILE' || code === 'ENFILE' || code === 'ENOMEM' || code === 'EAGAIN' || code === 'EINTR'
+}
+
 /** Inline reads slower than this count against SLOW_BUDGET_MS per SLOW_WINDOW_MS; over it, they stop for INLINE_PAUSE_MS. */
 export const SLOW_INLINE_MS = 0.1
 export const SLOW_BUDGET_MS = 20

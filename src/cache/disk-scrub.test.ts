@@ -2,12 +2,17 @@
 // intact entries stay and are still served, the read rate holds, and a pass can be stopped.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { access, mkdtemp, open, readFile, rm, truncate } from 'node:fs/promises'
+import { execFileSync, spawn } from 'node:child_process'
+import { readlinkSync } from 'node:fs'
+import { access, mkdtemp, open, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { after, describe, it } from 'node:test'
+import { setTimeout as delay } from 'node:timers/promises'
+import { eventually } from '../../test/support/eventually.ts'
 import { objectMeta } from '../../test/support/meta.ts'
-import type { CachedObject, ScrubLimits } from '../ports.ts'
+import type { CachedObject, ScrubLimits, ScrubReport } from '../ports.ts'
 import { DiskCache } from './disk.ts'
 import { BLOCK_SIZE, parseHead } from './disk-format.ts'
 import { sampleOf } from './disk-scrub.ts'
@@ -19,9 +24,14 @@ after(async () => {
 
 const ALL: ScrubLimits = { sampleRate: 1, maxEntries: 1000, bytesPerSec: 0 }
 
-async function diskCache(): Promise<{ dir: string; disk: DiskCache }> {
+async function tempDir(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-scrub-'))
   dirs.push(dir)
+  return dir
+}
+
+async function diskCache(): Promise<{ dir: string; disk: DiskCache }> {
+  const dir = await tempDir()
   return { dir, disk: await DiskCache.open({ dir, maxBytes: 1 << 28, maxItemBytes: 1 << 26, staleSeconds: 60 }) }
 }
 
@@ -127,13 +137,103 @@ describe('disk scrub', () => {
   it('runs on its schedule until the tier closes', async () => {
     const { dir, disk } = await diskCache()
     await disk.set('b/rot', entry(randomBytes(2 * BLOCK_SIZE)))
+    await disk.set('b/ok', entry(randomBytes(100)))
     await flip(fileOf(dir, 'b/rot'), BLOCK_SIZE + 1)
-    const report = await new Promise<Parameters<Parameters<DiskCache['scrubEvery']>[1]>[0]>((resolve) =>
-      disk.scrubEvery({ everyMs: 20, limits: ALL }, resolve)
+    const reports: ScrubReport[] = []
+    const first = new Promise<ScrubReport>((resolve) =>
+      disk.scrubEvery({ everyMs: 5, limits: ALL }, (report) => {
+        reports.push(report)
+        resolve(report)
+      })
     )
-    assert.equal(report.damaged, 1)
+    assert.equal((await first).damaged, 1)
     assert.equal(disk.has('b/rot'), false)
     await disk.close()
+    const passes = reports.length
+    // Forty intervals after the close: a schedule still running would have passed again.
+    await delay(200)
+    assert.equal(reports.length, passes)
+  })
+
+  it('stopScrub ends the running pass (a shutdown does not wait for it)', async () => {
+    const { disk } = await diskCache()
+    await disk.set('b/a', entry(randomBytes(BLOCK_SIZE)))
+    // 64 KiB/s: the pass would take 4 s.
+    const running = disk.scrub({ ...ALL, bytesPerSec: 64 * 1024 })
+    disk.stopScrub()
+    const report = await running
+    assert.equal(report?.stopped, true)
+    assert.equal(disk.has('b/a'), true)
+  })
+
+  it('leaves a copy written while the pass read the old one, which was damaged: only the old one goes', async () => {
+    const { dir, disk } = await diskCache()
+    await disk.set('b/k', entry(randomBytes(4 * BLOCK_SIZE)))
+    const file = fileOf(dir, 'b/k')
+    await flip(file, 3 * BLOCK_SIZE + 7)
+    // 1 MiB at 512 KiB/s: block 3 is read 1.5 s after the file is opened.
+    const pass = disk.scrub({ ...ALL, bytesPerSec: 512 * 1024 })
+    // The pass holds the old file open: the new copy is renamed over its name after that.
+    await eventually(async () => (await readdir('/proc/self/fd')).some((fd) => readlinkSync(`/proc/self/fd/${fd}`, { encoding: 'utf8' }) === file), 'the pass opened the old file', { withinMs: 30_000 })
+    const fresh = randomBytes(4 * BLOCK_SIZE)
+    await disk.set('b/k', entry(fresh))
+    const report = await pass
+    assert.equal(report?.damaged, 1, 'the pass read the old, damaged copy')
+    assert.deepEqual(await bodyOf(disk, 'b/k'), fresh)
+    assert.equal(await exists(file), true)
+  })
+
+  it('deletes nothing when the process is out of file descriptors (the files are not to blame)', async () => {
+    // A child fills its cache, then its descriptor limit is lowered under what it holds (prlimit):
+    // every open fails with EMFILE until the limit is raised again.
+    const script = join(await tempDir(), 'emfile.mts')
+    await writeFile(
+      script,
+      `import { randomBytes } from 'node:crypto'
+import { mkdtemp, readdir } from 'node:fs/promises'
+import { createInterface } from 'node:readline'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { DiskCache } from ${JSON.stringify(join(import.meta.dirname, 'disk.ts'))}
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
+const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-emfile-'))
+const disk = await DiskCache.open({ dir, maxBytes: 1 << 28, maxItemBytes: 1 << 26, staleSeconds: 60 })
+const meta = { etag: '"e"', lastModified: undefined, contentType: undefined, cacheControl: undefined, contentDisposition: undefined, contentEncoding: undefined, contentLanguage: undefined, expires: undefined, userMetadata: {} }
+for (let i = 0; i < 10; i++) await disk.set('b/' + i, { meta: { ...meta, size: 1000 }, storedAt: Date.now(), freshUntil: Date.now() + 60_000, body: randomBytes(1000) })
+await disk.set('b/large', { meta: { ...meta, size: 300_000 }, storedAt: Date.now(), freshUntil: Date.now() + 60_000, body: randomBytes(300_000) })
+await disk.close()
+console.log('ready')
+await lines.next()
+const report = await disk.scrub({ sampleRate: 1, maxEntries: 100, bytesPerSec: 0 })
+const small = await disk.get('b/0')
+const large = await disk.get('b/large')
+const largeRead = await large?.body.bytes().then(() => 'read', (err) => err.code)
+console.log(JSON.stringify({ report, small: small !== undefined, largeRead, entries: disk.stats().entries }))
+await lines.next()
+const again = await disk.get('b/0')
+console.log(JSON.stringify({ entries: disk.stats().entries, files: (await readdir(dir)).length, again: again !== undefined }))
+process.exit(0)
+`
+    )
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['pipe', 'pipe', 'inherit'] })
+    const out = createInterface({ input: child.stdout })[Symbol.asyncIterator]()
+    const line = async () => String((await out.next()).value)
+    try {
+      assert.equal(await line(), 'ready')
+      execFileSync('prlimit', ['--pid', String(child.pid), '--nofile=3:'])
+      child.stdin.write('go\n')
+      const during = JSON.parse(await line()) as { report: ScrubReport; small: boolean; largeRead: string; entries: number }
+      execFileSync('prlimit', ['--pid', String(child.pid), '--nofile=4096:'])
+      child.stdin.write('again\n')
+      const afterwards = JSON.parse(await line()) as { entries: number; files: number; again: boolean }
+      assert.deepEqual({ skipped: during.report.skipped, checked: during.report.checked, damaged: during.report.damaged }, { skipped: 11, checked: 0, damaged: 0 })
+      assert.equal(during.small, false, 'a small entry misses while no descriptor can be opened')
+      assert.equal(during.largeRead, 'EMFILE', "a large entry's body cannot be read then")
+      assert.equal(during.entries, 11, 'every entry stays indexed')
+      assert.deepEqual(afterwards, { entries: 11, files: 11, again: true }, 'every file stays, and hits once descriptors can be opened')
+    } finally {
+      child.kill()
+    }
   })
 })
 

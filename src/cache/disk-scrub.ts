@@ -12,9 +12,13 @@ import { open, type FileHandle } from 'node:fs/promises'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { ScrubLimits } from '../ports.ts'
 import { blockIntact, parseHead, type EntryHead } from './disk-format.ts'
+import { transientFsError } from './disk-handles.ts'
 
-/** What reading one entry file found. */
-export type FileCheck = { result: 'intact'; bytes: number } | { result: 'damaged'; bytes: number; reason: string } | { result: 'gone' }
+/**
+ * What reading one entry file found: `gone` when it does not exist, `unread` when the process
+ * could not read it (out of descriptors or memory: the file is not to blame).
+ */
+export type FileCheck = { result: 'intact'; bytes: number } | { result: 'damaged'; bytes: number; reason: string } | { result: 'gone' } | { result: 'unread' }
 
 /** The first read of an entry file's header: the whole header in all but extreme cases. */
 const HEADER_PROBE = 16 * 1024
@@ -55,18 +59,25 @@ export async function checkEntryFile(file: string, key: string, pacer: Pacer): P
   let handle: FileHandle
   try {
     handle = await open(file, 'r')
-  } catch {
-    return { result: 'gone' }
+  } catch (err) {
+    return failedRead(err)
   }
   try {
     return await checkOpen(handle, key, pacer)
   } catch (err) {
     if (pacer.stopped) throw err
-    // A file the disk cannot read back is as lost as a damaged one.
-    return { result: 'damaged', bytes: 0, reason: `unreadable (${(err as NodeJS.ErrnoException).code ?? String(err)})` }
+    return failedRead(err)
   } finally {
     await handle.close().catch(() => {})
   }
+}
+
+function failedRead(err: unknown): FileCheck {
+  const code = (err as NodeJS.ErrnoException).code
+  if (code === 'ENOENT') return { result: 'gone' }
+  if (transientFsError(err)) return { result: 'unread' }
+  // A file the disk cannot read back is as lost as a damaged one.
+  return { result: 'damaged', bytes: 0, reason: `unreadable (${code ?? String(err)})` }
 }
 
 async function checkOpen(handle: FileHandle, key: string, pacer: Pacer): Promise<FileCheck> {
@@ -124,7 +135,11 @@ export function sampleOf<T>(items: Iterable<T>, count: number): T[] {
   return picked
 }
 
-/** Runs `pass` every `everyMs`, one at a time, until stopped; a pass that throws is reported as such. */
+/**
+ * Runs `pass` every `everyMs`, one at a time, until stopped. The first pass comes after a random
+ * part of the interval: instances and workers started together do not read their disks at once,
+ * and a process restarted more often than the interval still scrubs.
+ */
 export class ScrubSchedule {
   readonly settings: string
   readonly #controller = new AbortController()
@@ -132,18 +147,18 @@ export class ScrubSchedule {
 
   constructor(settings: string, everyMs: number, pass: (signal: AbortSignal) => Promise<void>) {
     this.settings = settings
-    const next = (): void => {
+    const next = (delayMs = everyMs): void => {
       this.#timer = setTimeout(() => {
         void pass(this.#controller.signal)
           .catch(() => {})
           .finally(() => {
             if (!this.#controller.signal.aborted) next()
           })
-      }, everyMs)
+      }, delayMs)
       // A schedule never keeps the process alive.
       this.#timer.unref()
     }
-    next()
+    next(Math.random() * everyMs)
   }
 
   /** Stops the timer and the pass that runs, if any. */

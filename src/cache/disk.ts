@@ -22,7 +22,7 @@ import type { CachedObject, CacheStore, CacheTierStats, EntryWriter, ScrubLimits
 import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
 import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
-import { OpenFiles, type EntryFile } from './disk-handles.ts'
+import { OpenFiles, transientFsError, type EntryFile } from './disk-handles.ts'
 import { EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
 import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
 import { checkEntryFile, Pacer, readEntryHead, sampleOf, ScrubSchedule } from './disk-scrub.ts'
@@ -80,6 +80,8 @@ export class DiskCache implements CacheStore {
   #budgetsBuilt = '{}'
   #scrubbing = false
   #scrubSchedule: ScrubSchedule | undefined
+  /** Aborted to stop the pass that runs (at shutdown, and when the tier closes), then renewed. */
+  #scrubStop = new AbortController()
   readonly #scrubTotals: ScrubTotals = { passes: 0, checked: 0, damaged: 0, bytes: 0 }
 
   private constructor(options: DiskCacheOptions) {
@@ -117,7 +119,7 @@ export class DiskCache implements CacheStore {
     if (indexed === undefined) return Promise.resolve(this.#counters.record(undefined))
     const known = this.#known.get(indexed)
     // A small hit is one read and one promise on top of it (no async function layers).
-    if (known === undefined) return this.#read(key, indexed).then((entry) => this.#found(key, indexed, entry), () => this.#found(key, indexed, undefined))
+    if (known === undefined) return this.#read(key, indexed).then((entry) => this.#found(key, indexed, entry), (err: unknown) => this.#unread(key, indexed, err))
     if (!('bodyOffset' in known)) return Promise.resolve(this.#found(key, indexed, known))
     // Past its stale window: the body is not worth reading.
     if (known.freshUntil + this.#staleMs <= Date.now()) return Promise.resolve(this.#found(key, indexed, undefined))
@@ -126,7 +128,16 @@ export class DiskCache implements CacheStore {
     const body = Buffer.allocUnsafe(known.size)
     const now = readSmallInline(indexed.handle, known, body)
     if (now !== false) return Promise.resolve(this.#found(key, indexed, now))
-    return readSmall(indexed.handle, known, body).then((entry) => this.#found(key, indexed, entry))
+    return readSmall(indexed.handle, known, body).then((entry) => this.#found(key, indexed, entry), (err: unknown) => this.#unread(key, indexed, err))
+  }
+
+  /**
+   * A lookup whose file could not be read: a miss. The entry goes unless the process was to blame
+   * (out of descriptors or memory): then the file is fine, and the next lookup reads it.
+   */
+  #unread(key: string, indexed: IndexEntry, err: unknown): CachedObject | undefined {
+    if (!transientFsError(err)) this.#drop(key, indexed)
+    return this.#counters.record(undefined)
   }
 
   /** The answer of a get whose entry was read (undefined: gone, damaged or truncated). */
@@ -272,6 +283,7 @@ export class DiskCache implements CacheStore {
 
   async close(): Promise<void> {
     this.#scrubSchedule?.stop()
+    this.stopScrub()
     // Files stay on disk for the next start; only the in-memory index is released.
     this.#files.closeIdle()
   }
@@ -287,7 +299,8 @@ export class DiskCache implements CacheStore {
     const report: ScrubReport = { checked: 0, intact: 0, damaged: 0, skipped: 0, bytes: 0, ms: 0, damagedEntries: [], stopped: false }
     try {
       const sample = sampleOf(this.#index.entries(), Math.min(limits.maxEntries, Math.ceil(this.#index.size * limits.sampleRate)))
-      const pacer = new Pacer(limits.bytesPerSec, signal)
+      const stop = this.#scrubStop.signal
+      const pacer = new Pacer(limits.bytesPerSec, signal === undefined ? stop : AbortSignal.any([stop, signal]))
       for (const [key, indexed] of sample) {
         // Evicted or replaced since the sample was taken.
         if (this.#index.peek(key) !== indexed) {
@@ -302,6 +315,10 @@ export class DiskCache implements CacheStore {
         if (check.result === 'gone') {
           // Deleted under the index (by another worker sharing the directory): a hit would miss too.
           this.#drop(key, indexed)
+          report.skipped++
+          continue
+        }
+        if (check.result === 'unread') {
           report.skipped++
           continue
         }
@@ -325,6 +342,12 @@ export class DiskCache implements CacheStore {
       this.#scrubTotals.bytes += report.bytes
     }
     return report
+  }
+
+  /** Stops the pass that runs, if any (its report says `stopped`): a shutdown does not wait for it. */
+  stopScrub(): void {
+    this.#scrubStop.abort()
+    this.#scrubStop = new AbortController()
   }
 
   /**
@@ -441,23 +464,33 @@ export class DiskCache implements CacheStore {
   }
 }
 
-/** The first `length` bytes of an entry's file; fewer when it is shorter; undefined when it cannot be read. */
+/**
+ * The first `length` bytes of an entry's file; fewer when it is shorter; undefined when it cannot
+ * be read. Rejects when the process, not the file, is to blame (transientFsError).
+ */
 async function readShared(file: EntryFile, length: number): Promise<Buffer | undefined> {
   // Its own memory: a small body may be kept by the memory tier, and must not pin a pool slab.
   const buffer = Buffer.allocUnsafeSlow(length)
   try {
     const bytesRead = await file.readOnce(buffer, length, 0)
     return bytesRead === length ? buffer : buffer.subarray(0, bytesRead)
-  } catch {
+  } catch (err) {
+    if (transientFsError(err)) throw err
     return undefined
   }
 }
 
-/** A small entry's body, read into `body` in one read and checked against its known header; undefined when it cannot be read or is damaged. */
+/**
+ * A small entry's body, read into `body` in one read and checked against its known header;
+ * undefined when it cannot be read or is damaged. Rejects as readShared does.
+ */
 function readSmall(file: EntryFile, head: EntryHead, body: Buffer): Promise<CachedObject | undefined> {
   return file.readOnce(body, head.size, head.bodyOffset).then(
     (bytesRead) => smallEntry(head, body, bytesRead),
-    () => undefined
+    (err: unknown) => {
+      if (transientFsError(err)) throw err
+      return undefined
+    }
   )
 }
 

@@ -299,14 +299,15 @@ describe('the disk scrub (cache.disk.scrub)', () => {
     )
 
   it('is on with Jay’s defaults when a disk tier is configured, and each key can be set', async () => {
-    assert.deepEqual((await load('')).cache?.disk_scrub, { interval_seconds: 21600, sample_rate: 0.1, max_per_run: 100, bytes_per_sec: 50 * 1024 ** 2 })
+    assert.deepEqual((await load('')).cache?.disk_scrub, { enabled: true, interval_seconds: 21600, sample_rate: 0.1, max_per_run: 100, bytes_per_sec: 50 * 1024 ** 2 })
     const set = await load('{ interval_seconds: 3600, sample_rate: 1, max_per_run: 5000, bytes_per_sec: 10MB }')
-    assert.deepEqual(set.cache?.disk_scrub, { interval_seconds: 3600, sample_rate: 1, max_per_run: 5000, bytes_per_sec: 10 * 1024 ** 2 })
+    assert.deepEqual(set.cache?.disk_scrub, { enabled: true, interval_seconds: 3600, sample_rate: 1, max_per_run: 5000, bytes_per_sec: 10 * 1024 ** 2 })
     assert.equal((await load('{ bytes_per_sec: 0 }')).cache?.disk_scrub?.bytes_per_sec, 0)
+    assert.equal((await load('{ bytes_per_sec: "0" }')).cache?.disk_scrub?.bytes_per_sec, 0)
   })
 
-  it('is off with enabled: false, or without a disk layer', async () => {
-    assert.equal((await load('{ enabled: false }')).cache?.disk_scrub, null)
+  it('off (enabled: false) keeps its limits for the passes an admin asks for; no disk layer, no scrub', async () => {
+    assert.deepEqual((await load('{ enabled: false, bytes_per_sec: 1MB }')).cache?.disk_scrub, { enabled: false, interval_seconds: 21600, sample_rate: 0.1, max_per_run: 100, bytes_per_sec: 1024 ** 2 })
     assert.equal((await load('', 'layers: [memory],')).cache?.disk_scrub, null)
   })
 
@@ -314,6 +315,11 @@ describe('the disk scrub (cache.disk.scrub)', () => {
     assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { sample_rate: 1.5 } } }\nbuckets: []\n`), /cache\.disk\.scrub\.sample_rate: must be at most 1/)
     assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { sample_rate: 0 } } }\nbuckets: []\n`), /cache\.disk\.scrub\.sample_rate: must be greater than 0/)
     assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { every: 5 } } }\nbuckets: []\n`), /cache\.disk\.scrub.*every/)
-    assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { bytes_per_sec: fast } } }\nbuckets: []\n`), /cache\.disk\.scrub\.bytes_per_sec/)
+    for (const rate of ['fast', '-1', '1.5', '"0.5"']) {
+      const problems = await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { bytes_per_sec: ${rate} } } }\nbuckets: []\n`)
+      assert.match(problems, /cache\.disk\.scrub\.bytes_per_sec: must be 0 \(no limit\) or a size such as 50MB/, rate)
+    }
+    // Longer than a timer can wait: it would fire at once, again and again.
+    assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { interval_seconds: 2592000 } } }\nbuckets: []\n`), /cache\.disk\.scrub\.interval_seconds: must be at most 2073600 \(24 days\)/)
   })
 })

@@ -398,7 +398,7 @@ const DEFAULT_SLICE_BYTES = 4 * 1024 * 1024
 const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
 const DEFAULT_DISK_BYTES = 1024 * 1024 * 1024
 /** The disk scrub's defaults: Jay's (a tenth of the entries every 6 hours, at most 100, 50 MB/s). */
-const DEFAULT_SCRUB: DiskScrubConfig = { interval_seconds: 6 * 3600, sample_rate: 0.1, max_per_run: 100, bytes_per_sec: 50 * 1024 * 1024 }
+const DEFAULT_SCRUB: DiskScrubConfig = { enabled: true, interval_seconds: 6 * 3600, sample_rate: 0.1, max_per_run: 100, bytes_per_sec: 50 * 1024 * 1024 }
 
 /** The first value given among alternative spellings; two spellings at once is an error. */
 function oneOf<T>(at: KeyPath, report: Report, spellings: Record<string, T | undefined>): T | undefined {
@@ -481,8 +481,9 @@ function normalizeCache(
           }
         : null,
     disk_scrub:
-      layers.includes('disk') && dir !== undefined && disk?.scrub?.enabled !== false
+      layers.includes('disk') && dir !== undefined
         ? {
+            enabled: disk?.scrub?.enabled ?? DEFAULT_SCRUB.enabled,
             interval_seconds: disk?.scrub?.interval_seconds ?? DEFAULT_SCRUB.interval_seconds,
             sample_rate: disk?.scrub?.sample_rate ?? DEFAULT_SCRUB.sample_rate,
             max_per_run: disk?.scrub?.max_per_run ?? DEFAULT_SCRUB.max_per_run,

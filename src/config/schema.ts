@@ -303,14 +303,25 @@ const sliceSchema = z.strictObject({
     .optional(),
 })
 
+const MAX_SCRUB_INTERVAL_SECONDS = 24 * 86400
+
 /** The disk tier's scrub (cache/disk-scrub.ts): a sample of entries read whole and checked now and then. */
 const scrubSchema = z.strictObject({
   enabled: bool.optional(),
-  interval_seconds: positive.optional(),
+  // Timers take at most 2^31 - 1 ms: a longer interval would fire at once, again and again.
+  interval_seconds: num.pipe(z.number().positive('must be greater than 0').max(MAX_SCRUB_INTERVAL_SECONDS, `must be at most ${MAX_SCRUB_INTERVAL_SECONDS} (24 days)`)).optional(),
   sample_rate: num.pipe(z.number().gt(0, 'must be greater than 0').max(1, 'must be at most 1')).optional(),
   max_per_run: count.optional(),
-  /** 0: no limit. */
-  bytes_per_sec: z.union([z.literal(0), size]).optional(),
+  bytes_per_sec: z
+    .union([z.number(), z.string()])
+    .transform((value, ctx) => {
+      if (value === 0 || value === '0') return 0
+      const parsed = size.safeParse(value)
+      if (parsed.success && parsed.data >= 1) return parsed.data
+      ctx.addIssue({ code: 'custom', message: 'must be 0 (no limit) or a size such as 50MB' })
+      return z.NEVER
+    })
+    .optional(),
 })
 
 const cacheSchema = z.strictObject({
@@ -633,13 +644,15 @@ export interface CacheConfig {
   disk: { dir: string; max_bytes: number } | null
   /**
    * The disk tier's scrub, per instance (each worker of a cluster takes its share of the entries
-   * and bytes); null when there is no disk tier or `cache.disk.scrub.enabled` is false.
+   * and bytes); null when there is no disk tier.
    */
   disk_scrub: DiskScrubConfig | null
   redis: { url: string; cluster_nodes: string[]; key_prefix: string; timeout_ms: number; ttl_seconds: number | undefined } | null
 }
 
 export interface DiskScrubConfig {
+  /** Whether passes run on a schedule (an admin call runs one either way, with these limits). */
+  enabled: boolean
   interval_seconds: number
   sample_rate: number
   max_per_run: number

@@ -186,6 +186,24 @@ describe('disk cache scrub', () => {
   })
 })
 
+describe('disk cache scrub and shutdown', () => {
+  it('a shutdown stops a running pass: its caller gets the report (stopped), and the drain does not wait for it', async () => {
+    const cacheDir = join(dir, 'shutdown')
+    const proxy = await start(config(cacheDir, '{ interval_seconds: 86400 }'))
+    await cached(proxy, cacheDir, 'slow.bin')
+    // 1 MiB at 32 KiB/s: 32 s, longer than the shutdown below may take.
+    const answer = scrub(proxy, JSON.stringify({ sample_rate: 1, bytes_per_sec: 32 * 1024 }))
+    await eventually(async () => (await scrub(proxy)).status === 409, 'the pass is running', { withinMs: 30_000 })
+    const started = performance.now()
+    const stopping = proxy.proxy.shutdown(60_000)
+    const res = await answer
+    assert.equal(res.status, 200)
+    assert.equal(((await res.json()) as { stopped: boolean }).stopped, true)
+    await stopping
+    assert.ok(performance.now() - started < 20_000, 'the drain did not wait for the pass')
+  })
+})
+
 describe('disk cache scrub on its schedule', () => {
   it('finds a damaged entry on its own and logs it', async () => {
     const cacheDir = join(dir, 'schedule')
@@ -201,13 +219,16 @@ describe('disk cache scrub on its schedule', () => {
     assert.equal(pass.trigger, 'schedule')
   })
 
-  it('a pass asked for runs with the schedule off; without a disk tier the call says so', async () => {
+  it('a pass asked for runs with the schedule off, at the configured rate; without a disk tier the call says so', async () => {
     const cacheDir = join(dir, 'off')
-    const proxy = await start(config(cacheDir, '{ enabled: false }'))
-    await cached(proxy, cacheDir, 'small.txt')
+    const proxy = await start(config(cacheDir, '{ enabled: false, sample_rate: 1, bytes_per_sec: 4MB }'))
+    await cached(proxy, cacheDir, 'slow.bin')
     const res = await scrub(proxy)
     assert.equal(res.status, 200)
-    assert.equal(((await res.json()) as { intact: number }).intact, 1)
+    const report = (await res.json()) as { intact: number; bytes: number; ms: number }
+    assert.equal(report.intact, 1)
+    // 1 MiB at 4 MB/s: at least a quarter of a second.
+    assert.ok(report.ms >= (report.bytes / (4 * MiB)) * 1000 - 5, `${report.bytes} bytes in ${report.ms} ms`)
 
     const memoryOnly = await start(`
 server:
