@@ -92,12 +92,9 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
 
   app.post('/admin/cache/prewarm', async (c) => {
     c.header('cache-control', 'no-store')
-    const bad = (message: string) =>
-      c.json({ error: { code: 'GUARD_BAD_REQUEST', message, request_id: c.env.requestId } }, 400)
-    const text = await smallBody(c)
-    if (text === undefined) return bad(`the body must be a JSON object of at most ${MAX_BODY} bytes`)
-    const parsed = parsePrewarm(text)
-    if (typeof parsed === 'string') return bad(parsed)
+    const bad = (message: string) => badRequest(c, message)
+    const parsed = await parsedBody(c, parsePrewarm)
+    if (parsed instanceof Response) return parsed
     const bucket = runtime.buckets.find((b) => b.name === parsed.bucket)
     if (bucket === undefined) return bad(`"${parsed.bucket}" is not the name of a configured bucket`)
     const { cache } = bucket
@@ -119,15 +116,11 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
 
   app.post('/admin/cache/scrub', async (c) => {
     c.header('cache-control', 'no-store')
-    const bad = (message: string) =>
-      c.json({ error: { code: 'GUARD_BAD_REQUEST', message, request_id: c.env.requestId } }, 400)
-    const text = await smallBody(c)
-    if (text === undefined) return bad(`the body must be a JSON object of at most ${MAX_BODY} bytes`)
-    const overrides = parseScrub(text)
-    if (typeof overrides === 'string') return bad(overrides)
+    const overrides = await parsedBody(c, parseScrub)
+    if (overrides instanceof Response) return overrides
     // The caller leaving stops the pass.
     const report = await runtime.scrubDisk(overrides, c.env.signal)
-    if (report === 'no disk tier') return bad('the cache has no disk tier')
+    if (report === 'no disk tier') return badRequest(c, 'the cache has no disk tier')
     if (report === 'running') {
       const { message } = ERROR_CATALOGUE.ADMIN_SCRUB_RUNNING
       return c.json({ error: { code: 'ADMIN_SCRUB_RUNNING', message, request_id: c.env.requestId } }, 409)
@@ -178,12 +171,19 @@ function ratio(hits: number, misses: number): number {
 /** The largest JSON body an admin call takes. */
 const MAX_BODY = 16 * 1024
 
-/** The request's body as text, or undefined when it is longer than MAX_BODY. */
-async function smallBody(c: Context<HonoEnv>): Promise<string | undefined> {
-  const length = Number(c.env.header('content-length') ?? 0)
-  if (!(length <= MAX_BODY)) return undefined
+/** 400 GUARD_BAD_REQUEST saying what is wrong: the caller is an operator who can fix it. */
+function badRequest(c: Context<HonoEnv>, message: string): Response {
+  return c.json({ error: { code: 'GUARD_BAD_REQUEST', message, request_id: c.env.requestId } }, 400)
+}
+
+/** The request's body as `parse` reads it (a string: what is wrong), or the 400 answer saying what is wrong. */
+async function parsedBody<T extends object>(c: Context<HonoEnv>, parse: (text: string) => T | string): Promise<T | Response> {
+  const tooLong = () => badRequest(c, `the body must be a JSON object of at most ${MAX_BODY} bytes`)
+  if (!(Number(c.env.header('content-length') ?? 0) <= MAX_BODY)) return tooLong()
   const text = await c.req.text()
-  return text.length > MAX_BODY ? undefined : text
+  if (text.length > MAX_BODY) return tooLong()
+  const parsed = parse(text)
+  return typeof parsed === 'string' ? badRequest(c, parsed) : parsed
 }
 
 /** The scrub limits a `POST /admin/cache/scrub` body overrides (none when it is empty), or what is wrong with it. */

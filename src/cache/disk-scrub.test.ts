@@ -10,11 +10,12 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { after, describe, it } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
+import { flipBodyByte } from '../../test/support/disk-entry.ts'
 import { eventually } from '../../test/support/eventually.ts'
 import { objectMeta } from '../../test/support/meta.ts'
 import type { CachedObject, ScrubLimits, ScrubReport } from '../ports.ts'
 import { DiskCache } from './disk.ts'
-import { BLOCK_SIZE, parseHead } from './disk-format.ts'
+import { BLOCK_SIZE } from './disk-format.ts'
 import { sampleOf } from './disk-scrub.ts'
 
 const dirs: string[] = []
@@ -45,20 +46,6 @@ const exists = (file: string) => access(file).then(
   () => false
 )
 
-/** Flips one byte of the entry's body at `offset`, in place. */
-async function flip(file: string, offset: number): Promise<void> {
-  const head = parseHead(await readFile(file))
-  assert.ok(head !== undefined && !('need' in head))
-  const handle = await open(file, 'r+')
-  try {
-    const one = Buffer.alloc(1)
-    await handle.read(one, 0, 1, head.bodyOffset + offset)
-    one[0] = (one[0] ?? 0) ^ 0x40
-    await handle.write(one, 0, 1, head.bodyOffset + offset)
-  } finally {
-    await handle.close()
-  }
-}
 
 /** The whole body of a hit, however the tier hands it back. */
 async function bodyOf(disk: DiskCache, key: string): Promise<Buffer | undefined> {
@@ -75,7 +62,7 @@ describe('disk scrub', () => {
     const bodies: Record<string, Buffer> = { 'b/small': small, 'b/large': large, 'b/rot': randomBytes(4 * BLOCK_SIZE), 'b/short': randomBytes(2 * BLOCK_SIZE), 'b/head': randomBytes(1000) }
     for (const [key, body] of Object.entries(bodies)) await disk.set(key, entry(body))
     // Block 3 of 4: a hit would send blocks 0-2, then cut the answer.
-    await flip(fileOf(dir, 'b/rot'), 3 * BLOCK_SIZE + 5)
+    await flipBodyByte(fileOf(dir, 'b/rot'), 3 * BLOCK_SIZE + 5)
     await truncate(fileOf(dir, 'b/short'), (await readFile(fileOf(dir, 'b/short'))).length - 10)
     const handle = await open(fileOf(dir, 'b/head'), 'r+')
     await handle.write(Buffer.from('X'), 0, 1, 20)
@@ -138,7 +125,7 @@ describe('disk scrub', () => {
     const { dir, disk } = await diskCache()
     await disk.set('b/rot', entry(randomBytes(2 * BLOCK_SIZE)))
     await disk.set('b/ok', entry(randomBytes(100)))
-    await flip(fileOf(dir, 'b/rot'), BLOCK_SIZE + 1)
+    await flipBodyByte(fileOf(dir, 'b/rot'), BLOCK_SIZE + 1)
     const reports: ScrubReport[] = []
     const first = new Promise<ScrubReport>((resolve) =>
       disk.scrubEvery({ everyMs: 5, limits: ALL }, (report) => {
@@ -170,7 +157,7 @@ describe('disk scrub', () => {
     const { dir, disk } = await diskCache()
     await disk.set('b/k', entry(randomBytes(4 * BLOCK_SIZE)))
     const file = fileOf(dir, 'b/k')
-    await flip(file, 3 * BLOCK_SIZE + 7)
+    await flipBodyByte(file, 3 * BLOCK_SIZE + 7)
     // 1 MiB at 512 KiB/s: block 3 is read 1.5 s after the file is opened.
     const pass = disk.scrub({ ...ALL, bytesPerSec: 512 * 1024 })
     // The pass holds the old file open: the new copy is renamed over its name after that.

@@ -3,12 +3,13 @@
 // it and count it, and the next request for it is a clean miss served from S3.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { access, mkdtemp, open, readFile, rm } from 'node:fs/promises'
+import { access, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { BLOCK_SIZE, parseHead } from '../../src/cache/disk-format.ts'
+import { BLOCK_SIZE } from '../../src/cache/disk-format.ts'
 import { eventually } from '../support/eventually.ts'
+import { flipBodyByte } from '../support/disk-entry.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
@@ -69,21 +70,9 @@ async function cached(proxy: TestProxy, cacheDir: string, key: string): Promise<
   return file
 }
 
+
 /** Flips one byte of block `block` of the entry's body, in place. */
-async function damage(file: string, block: number): Promise<void> {
-  const head = parseHead(await readFile(file))
-  assert.ok(head !== undefined && !('need' in head))
-  const handle = await open(file, 'r+')
-  try {
-    const one = Buffer.alloc(1)
-    const offset = head.bodyOffset + block * BLOCK_SIZE + 99
-    await handle.read(one, 0, 1, offset)
-    one[0] = (one[0] ?? 0) ^ 0x10
-    await handle.write(one, 0, 1, offset)
-  } finally {
-    await handle.close()
-  }
-}
+const damageBlock = (file: string, block: number) => flipBodyByte(file, block * BLOCK_SIZE + 99)
 
 function scrub(proxy: TestProxy, body?: string, token = ADMIN): Promise<Response> {
   return fetch(`${proxy.url}/admin/cache/scrub`, {
@@ -141,7 +130,7 @@ describe('disk cache scrub', () => {
   it('finds a damaged entry, deletes it, logs and counts it; the next GET is a miss served whole from S3', async () => {
     await cached(proxy, cacheDir, 'small.txt')
     const rot = await cached(proxy, cacheDir, 'rot.bin')
-    await damage(rot, 2)
+    await damageBlock(rot, 2)
     const gets = originGets('rot.bin')
 
     const res = await scrub(proxy, '{"sample_rate": 1}')
@@ -210,7 +199,7 @@ describe('disk cache scrub on its schedule', () => {
     // Every 0.2 s: passes come while the entry is damaged below.
     const proxy = await start(config(cacheDir, '{ interval_seconds: 0.2, sample_rate: 1 }'))
     const rot = await cached(proxy, cacheDir, 'rot.bin')
-    await damage(rot, 3)
+    await damageBlock(rot, 3)
     const logged = await proxy.logged((line) => line.msg === 'disk cache entry damaged; deleted')
     assert.equal(logged.key, 'big/rot.bin')
     assert.equal(logged.reason, 'block 3 fails its checksum')

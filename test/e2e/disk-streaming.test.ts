@@ -4,13 +4,14 @@
 // a Range, a HEAD and a 304 read no block they do not send; memory stays flat with many clients.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { access, mkdtemp, open, readFile, rm } from 'node:fs/promises'
+import { access, mkdtemp, rm } from 'node:fs/promises'
 import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { BLOCK_SIZE, parseHead } from '../../src/cache/disk-format.ts'
+import { BLOCK_SIZE } from '../../src/cache/disk-format.ts'
 import { eventually } from '../support/eventually.ts'
+import { flipBodyByte } from '../support/disk-entry.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
@@ -61,21 +62,9 @@ async function cached(proxy: TestProxy, cacheDir: string, key: string): Promise<
   return file
 }
 
+
 /** Flips one byte of block `block` of the entry's body, in place. */
-async function damage(file: string, block: number, at = 1234): Promise<void> {
-  const head = parseHead(await readFile(file))
-  assert.ok(head !== undefined && !('need' in head))
-  const handle = await open(file, 'r+')
-  try {
-    const one = Buffer.alloc(1)
-    const offset = head.bodyOffset + block * BLOCK_SIZE + at
-    await handle.read(one, 0, 1, offset)
-    one[0] = (one[0] ?? 0) ^ 0x01
-    await handle.write(one, 0, 1, offset)
-  } finally {
-    await handle.close()
-  }
-}
+const damageBlock = (file: string, block: number) => flipBodyByte(file, block * BLOCK_SIZE + 1234)
 
 interface Fetched {
   status: number
@@ -213,7 +202,7 @@ describe('large disk hits', () => {
 
   it('cuts the connection after the blocks before a damaged one, drops the entry, and fetches it again', async () => {
     const file = await cached(proxy, cacheDir(), 'mid.bin')
-    await damage(file, 5)
+    await damageBlock(file, 5)
     const res = await fetchBody(proxy.url, '/big/mid.bin')
     assert.equal(res.status, 200)
     assert.equal(res.headers['x-cache'], 'HIT')
@@ -234,7 +223,7 @@ describe('large disk hits', () => {
 
   it('answers from the origin when the first block is damaged (nothing was sent yet)', async () => {
     const file = await cached(proxy, cacheDir(), 'first.bin')
-    await damage(file, 0)
+    await damageBlock(file, 0)
     const before = originGets('first.bin')
     const res = await fetchBody(proxy.url, '/big/first.bin')
     assert.equal(res.status, 200)
@@ -245,7 +234,7 @@ describe('large disk hits', () => {
 
   it('answers a Range from the blocks it covers: damage elsewhere neither shows nor drops the entry', async () => {
     const file = await cached(proxy, cacheDir(), 'range.bin')
-    await damage(file, 30)
+    await damageBlock(file, 30)
     for (const [start, end] of [
       [0, 999],
       [10 * BLOCK_SIZE - 5, 10 * BLOCK_SIZE + 4],
@@ -262,7 +251,7 @@ describe('large disk hits', () => {
 
   it('answers HEAD and 304 without reading the body', async () => {
     const file = await cached(proxy, cacheDir(), 'head.bin')
-    await damage(file, 0)
+    await damageBlock(file, 0)
     const head = await fetchBody(proxy.url, '/big/head.bin', {}, 'HEAD')
     assert.equal(head.status, 200)
     assert.equal(head.headers['cache-status'], 'yatagarasu; hit; detail=disk')
@@ -341,7 +330,7 @@ describe('large disk hits', () => {
     // The client reads nothing more. Socket buffers hold a few MiB at most; had the proxy read the
     // whole file, the last block would be in memory already and damaging it now would change
     // nothing. It reads it only when the client gets there: then it finds the damage.
-    await damage(file, LONG.length / BLOCK_SIZE - 1)
+    await damageBlock(file, LONG.length / BLOCK_SIZE - 1)
     let received = 0
     const complete = await new Promise<boolean>((resolve) => {
       let ended = false
