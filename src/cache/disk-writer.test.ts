@@ -8,11 +8,36 @@ import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
+import { setTimeout as delay } from 'node:timers/promises'
 import { EntryFileWriter, WRITE_STALL_MS } from './disk-writer.ts'
 
 const dirs: string[] = []
 after(async () => {
   for (const dir of dirs) await rm(dir, { recursive: true, force: true })
+})
+
+describe('EntryFileWriter on a healthy disk', () => {
+  it('makes its caller wait only for the disk: a pause longer than the deadline after a wait is no stall, and the entry commits', { timeout: 30_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-writer-'))
+    dirs.push(dir)
+    const chunk = Buffer.alloc(64 * 1024, 7)
+    const out = new EntryFileWriter(join(dir, 'entry.tmp'), 100, 48 * chunk.length)
+    let waits = 0
+    for (let i = 0; i < 48; i++) {
+      const taken = out.write(chunk)
+      if (taken === true) continue
+      assert.notEqual(taken, false, `chunk ${i} was refused`)
+      waits++
+      assert.equal(await taken, true, `wait ${waits} failed`)
+      // The body's next bytes come late (a slow origin or client): the disk is not waited on then.
+      if (waits === 1) await delay(WRITE_STALL_MS + 300)
+    }
+    // Written in one synchronous loop, the first MiB is queued before any write ends.
+    assert.ok(waits > 0, 'the writer never made its caller wait')
+    const head = Buffer.alloc(100, 1)
+    assert.equal(await out.finish(() => head), head)
+    assert.equal((await stat(join(dir, 'entry.tmp'))).size, 100 + 48 * chunk.length)
+  })
 })
 
 describe('EntryFileWriter on a hung disk', () => {

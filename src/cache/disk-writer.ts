@@ -18,6 +18,8 @@ const HIGH_WATER = 1024 * 1024
  * How long a caller waits on the disk before the writer gives up (the entry is not stored): the
  * body's reader, and so a client, waits while the writer holds HIGH_WATER bytes, and a disk that
  * takes no write for this long is failing or hung (a healthy one writes 1 MiB in milliseconds).
+ * The time counts the write's wait for a thread-pool thread too: a disk so slow that other file
+ * work holds every thread that long is treated the same way.
  */
 export const WRITE_STALL_MS = 2000
 
@@ -58,7 +60,7 @@ export class EntryFileWriter {
    * later call, once a write failed or stalled, or the body grew past its size.
    */
   write(chunk: Uint8Array): boolean | Promise<boolean> {
-    if (this.#failure === undefined && this.#written + chunk.length > this.#size) this.#failure = new Error('the body is longer than its size')
+    if (this.#failure === undefined && this.#written + chunk.length > this.#size) this.#fail(new Error('the body is longer than its size'))
     if (this.#failure !== undefined) return false
     this.#checksum(chunk)
     this.#queue.push(chunk)
@@ -73,7 +75,7 @@ export class EntryFileWriter {
   #drained(writing: Promise<void>): Promise<boolean> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        this.#failure ??= new Error(`the disk took no write in ${WRITE_STALL_MS} ms`)
+        this.#fail(new Error(`the disk took no write in ${WRITE_STALL_MS} ms`))
         resolve(false)
       }, WRITE_STALL_MS)
       void writing.then(() => {
@@ -106,9 +108,16 @@ export class EntryFileWriter {
     }
   }
 
+  /** Fails the writer for good; what is still queued is let go (a hung write may never return). */
+  #fail(error: Error): void {
+    this.#failure ??= error
+    this.#queue = []
+    this.#queued = 0
+  }
+
   /** Gives up: closes and removes the temp file (also after a failure). */
   async abort(): Promise<void> {
-    this.#failure ??= new Error('given up')
+    this.#fail(new Error('given up'))
     await this.#close().catch(() => {})
     await rm(this.#temp, { force: true }).catch(() => {})
   }
@@ -140,7 +149,7 @@ export class EntryFileWriter {
           this.#flush()
         },
         (err: Error) => {
-          this.#failure ??= err
+          this.#fail(err)
           this.#writing = undefined
           this.#inFlight = 0
         }

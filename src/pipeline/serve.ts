@@ -630,9 +630,18 @@ function collector(size: number, done: (bytes: Buffer | undefined) => void, fail
  */
 function diskTap(writer: EntryWriter, finish: (entry: CachedObject | undefined) => void, failed: (error: Error) => void): BodyTap {
   let unwritten = false
+  let settled = false
+  const settle = (entry: CachedObject | undefined) => {
+    if (settled) return
+    settled = true
+    finish(entry)
+  }
+  // Settled at once: requests waiting on this fill fetch for themselves instead of waiting for a
+  // body that will not be kept.
   const giveUp = () => {
     unwritten = true
     writer.abort()
+    settle(undefined)
   }
   return {
     chunk(chunk) {
@@ -645,9 +654,11 @@ function diskTap(writer: EntryWriter, finish: (entry: CachedObject | undefined) 
       })
     },
     // commit never rejects: the flight always settles.
-    end: () => (unwritten ? finish(undefined) : void writer.commit().then(finish)),
+    end: () => (unwritten ? undefined : void writer.commit().then(settle)),
     fail(error) {
       writer.abort()
+      if (settled) return
+      settled = true
       failed(error)
     },
   }
