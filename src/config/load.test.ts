@@ -323,3 +323,20 @@ describe('the disk scrub (cache.disk.scrub)', () => {
     assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { interval_seconds: 2592000 } } }\nbuckets: []\n`), /cache\.disk\.scrub\.interval_seconds: must be at most 2073600 \(24 days\)/)
   })
 })
+
+describe('the disk tier with several workers', () => {
+  const load = (server: string) =>
+    parseConfig(
+      `${server}cache: { enabled: true, disk: { dir: /var/cache/y, max_size: 10GB } }\nbuckets:\n  - name: media\n    path_prefix: /media\n    s3: { bucket: media }\n`,
+      '/etc/yatagarasu/config.yaml',
+      {}
+    )
+
+  it('warns that max_size is per worker, and what that means on disk', async () => {
+    const four = await load('server: { workers: 4 }\n')
+    assert.deepEqual(four.warnings.map((w) => w.path), ['cache.disk.max_size'])
+    assert.match(four.warnings[0]?.message ?? '', /applies to each of the 4 server\.workers processes: together they may keep up to that many times max_size/)
+    assert.match((await load('server: { workers: auto }\n')).warnings[0]?.message ?? '', /auto: one per CPU/)
+    assert.deepEqual((await load('')).warnings, [], 'one process: no warning')
+  })
+})

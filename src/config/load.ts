@@ -255,6 +255,14 @@ async function normalize(
 
   const cache = normalizeCache(file.cache, buckets, source, report)
   if (cache !== null) checkBudgets(cache, buckets, report, warn)
+  const workers = file.server?.workers ?? file.server?.threads ?? 1
+  if (cache?.disk != null && workers !== 1) {
+    // Each worker indexes the directory on its own (cache/disk.ts); sharing one index is not built.
+    warn(
+      ['cache', 'disk', 'max_size'],
+      `applies to each of the ${workers === 'auto' ? 'server.workers (auto: one per CPU)' : `${workers} server.workers`} processes: together they may keep up to that many times max_size in cache.disk.dir, and each serves only the entries it wrote or found at its start`
+    )
+  }
   if (file.admin?.claims !== undefined && file.jwt === undefined) {
     report(['admin', 'claims'], 'admin claims need the global jwt block to verify the admin token')
   }
