@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
-import { EntryFileWriter, WRITE_STALL_MS } from './disk-writer.ts'
+import { eventually } from '../../test/support/eventually.ts'
+import { EntryFileWriter, entryWriterOf, WRITE_STALL_MS } from './disk-writer.ts'
 
 const dirs: string[] = []
 after(async () => {
@@ -73,4 +74,30 @@ describe('EntryFileWriter on a hung disk', () => {
     await assert.rejects(out.finish(() => Buffer.alloc(100)), /the disk took no write in 2000 ms/)
     await assert.rejects(stat(fifo), { code: 'ENOENT' })
   })
+
+  it('gives a commit up after its deadline: a HEAD or Range miss (writeAll) is answered, nothing is stored', { timeout: 30_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-writer-'))
+    dirs.push(dir)
+    const fifo = join(dir, 'entry.tmp')
+    execFileSync('mkfifo', [fifo])
+    // 512 KiB: under the writer's 1 MiB, so only the commit ever waits on the disk.
+    const body = Buffer.alloc(512 * 1024, 3)
+    let installed = false
+    const writer = entryWriterOf(new EntryFileWriter(fifo, 100, body.length), () => Buffer.alloc(100), async () => {
+      installed = true
+      return undefined
+    }, 300)
+    try {
+      const started = performance.now()
+      assert.equal(await writer.writeAll(new Blob([body]).stream()), undefined)
+      const waited = performance.now() - started
+      assert.ok(waited >= 250 && waited < 5300, `answered after ${waited} ms`)
+    } finally {
+      closeSync(openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK))
+    }
+    // The disk answers again (here: its writes fail on the pipe): the file goes, nothing installed.
+    await eventually(async () => stat(fifo).then(() => false, () => true), 'the temp file removed')
+    assert.equal(installed, false)
+  })
 })
+

@@ -22,6 +22,13 @@ const HIGH_WATER = 1024 * 1024
  * work holds every thread that long is treated the same way.
  */
 export const WRITE_STALL_MS = 2000
+/**
+ * How long a commit (the last writes, the header, fsync, rename) may take before it is given up
+ * (the entry is not stored): a HEAD or Range miss and a cold slice wait for it, and requests
+ * joined to a fill wait until it settles. Longer than WRITE_STALL_MS: an fsync on a healthy but
+ * busy disk can take seconds.
+ */
+export const COMMIT_STALL_MS = 10_000
 
 export class EntryFileWriter {
   readonly #temp: string
@@ -179,12 +186,14 @@ export async function writeAll(handle: FileHandle, buffers: Uint8Array[], positi
 
 /**
  * The EntryWriter (ports.ts) over a file writer: `headOf` makes the header from the block table,
- * `install` moves the finished file into place and indexes it.
+ * `install` moves the finished file into place and indexes it. A commit that takes longer than
+ * `commitStallMs` resolves undefined (nothing stored; the file is removed if it ever finishes).
  */
 export function entryWriterOf(
   out: EntryFileWriter,
   headOf: (table: Buffer) => Buffer,
-  install: (head: Buffer) => Promise<CachedObject | undefined>
+  install: (head: Buffer) => Promise<CachedObject | undefined>,
+  commitStallMs = COMMIT_STALL_MS
 ): EntryWriter {
   const writer: EntryWriter = {
     write: (chunk) => out.write(chunk),
@@ -207,10 +216,23 @@ export function entryWriterOf(
       }
     },
     commit: async () => {
+      let late = false
+      const committed = out.finish(headOf).then(
+        // Finished after its deadline: not installed, the temp file goes.
+        (head) => (late ? void out.abort() : install(head)),
+        () => undefined
+      )
+      let timer: NodeJS.Timeout | undefined
+      const deadline = new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => {
+          late = true
+          resolve(undefined)
+        }, commitStallMs)
+      })
       try {
-        return await install(await out.finish(headOf))
-      } catch {
-        return undefined
+        return await Promise.race([committed.catch(() => undefined), deadline])
+      } finally {
+        clearTimeout(timer)
       }
     },
     abort: () => void out.abort(),

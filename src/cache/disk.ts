@@ -80,8 +80,8 @@ export class DiskCache implements CacheStore {
   #budgetsBuilt = '{}'
   #scrubbing = false
   #scrubSchedule: ScrubSchedule | undefined
-  /** Aborted to stop the pass that runs (at shutdown, and when the tier closes), then renewed. */
-  #scrubStop = new AbortController()
+  /** Aborted at shutdown and when the tier closes: the pass that runs stops, and no other starts. */
+  readonly #scrubStop = new AbortController()
   readonly #scrubTotals: ScrubTotals = { passes: 0, checked: 0, damaged: 0, bytes: 0 }
 
   private constructor(options: DiskCacheOptions) {
@@ -294,9 +294,10 @@ export class DiskCache implements CacheStore {
    */
   async scrub(limits: ScrubLimits, signal?: AbortSignal): Promise<ScrubReport | undefined> {
     if (this.#scrubbing) return undefined
+    const report: ScrubReport = { checked: 0, intact: 0, damaged: 0, skipped: 0, bytes: 0, ms: 0, damagedEntries: [], stopped: false }
+    if (this.#scrubStop.signal.aborted) return { ...report, stopped: true }
     this.#scrubbing = true
     const started = performance.now()
-    const report: ScrubReport = { checked: 0, intact: 0, damaged: 0, skipped: 0, bytes: 0, ms: 0, damagedEntries: [], stopped: false }
     try {
       const sample = sampleOf(this.#index.entries(), Math.min(limits.maxEntries, Math.ceil(this.#index.size * limits.sampleRate)))
       const stop = this.#scrubStop.signal
@@ -344,10 +345,12 @@ export class DiskCache implements CacheStore {
     return report
   }
 
-  /** Stops the pass that runs, if any (its report says `stopped`): a shutdown does not wait for it. */
+  /**
+   * Stops the pass that runs, if any (its report says `stopped`), and every later one: a shutdown
+   * does not wait for a pass, and none starts while it drains.
+   */
   stopScrub(): void {
     this.#scrubStop.abort()
-    this.#scrubStop = new AbortController()
   }
 
   /**
@@ -440,7 +443,13 @@ export class DiskCache implements CacheStore {
       }
       if (!name.endsWith(SUFFIX)) continue
       const info = await stat(file).catch(() => undefined)
-      const head = info === undefined ? undefined : await readHead(file, info.size)
+      let head: EntryHead | undefined
+      try {
+        head = info === undefined ? undefined : await readHead(file, info.size)
+      } catch {
+        // Out of descriptors or memory: left alone (not indexed, not deleted) until the next start.
+        continue
+      }
       // Another format (format 1 included), a damaged header, a wrong name or a truncated body.
       if (info === undefined || head === undefined || file !== this.#fileOf(head.key) || info.size !== head.bodyOffset + head.size) {
         await rm(file, { force: true })
@@ -518,17 +527,22 @@ function blocksIntact(head: EntryHead, body: Buffer): boolean {
   return true
 }
 
-/** The checked header of `file` (size `fileSize`), or undefined for anything else. */
+/**
+ * The checked header of `file` (size `fileSize`), or undefined for anything else. Rejects when the
+ * process, not the file, is to blame (transientFsError): the file is then neither read nor deleted.
+ */
 async function readHead(file: string, fileSize: number): Promise<EntryHead | undefined> {
   let handle: FileHandle
   try {
     handle = await open(file, 'r')
-  } catch {
+  } catch (err) {
+    if (transientFsError(err)) throw err
     return undefined
   }
   try {
     return await readEntryHead(handle, fileSize)
-  } catch {
+  } catch (err) {
+    if (transientFsError(err)) throw err
     return undefined
   } finally {
     await handle.close().catch(() => {})

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { ConfigError, loadConfig, parseConfig, type Env } from './load.ts'
@@ -335,8 +336,12 @@ describe('the disk tier with several workers', () => {
   it('warns that max_size is per worker, and what that means on disk', async () => {
     const four = await load('server: { workers: 4 }\n')
     assert.deepEqual(four.warnings.map((w) => w.path), ['cache.disk.max_size'])
-    assert.match(four.warnings[0]?.message ?? '', /applies to each of the 4 server\.workers processes: together they may keep up to that many times max_size/)
-    assert.match((await load('server: { workers: auto }\n')).warnings[0]?.message ?? '', /auto: one per CPU/)
+    assert.match(four.warnings[0]?.message ?? '', /applies to each of the 4 worker processes \(server\.workers: 4\): together they may keep up to 4 times max_size/)
+    assert.match((await load('server: { threads: 3 }\n')).warnings[0]?.message ?? '', /\(server\.threads: 3\)/)
+    const auto = (await load('server: { workers: auto }\n')).warnings
+    // auto: one per CPU; a one-CPU host forks nothing.
+    if (availableParallelism() > 1) assert.match(auto[0]?.message ?? '', new RegExp(`each of the ${availableParallelism()} worker processes \\(server\\.workers: auto\\)`))
+    else assert.deepEqual(auto, [])
     assert.deepEqual((await load('')).warnings, [], 'one process: no warning')
   })
 })

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { BLOCK_SIZE } from '../../src/cache/disk-format.ts'
 import { eventually } from '../support/eventually.ts'
-import { flipBodyByte } from '../support/disk-entry.ts'
+import { flipBodyByte, openHere } from '../support/disk-entry.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
@@ -180,10 +180,11 @@ describe('disk cache scrub and shutdown', () => {
   it('a shutdown stops a running pass: its caller gets the report (stopped), and the drain does not wait for it', async () => {
     const cacheDir = join(dir, 'shutdown')
     const proxy = await start(config(cacheDir, '{ interval_seconds: 86400 }'))
-    await cached(proxy, cacheDir, 'slow.bin')
+    const file = await cached(proxy, cacheDir, 'slow.bin')
     // 1 MiB at 32 KiB/s: 32 s, longer than the shutdown below may take.
     const answer = scrub(proxy, JSON.stringify({ sample_rate: 1, bytes_per_sec: 32 * 1024 }))
-    await eventually(async () => (await scrub(proxy)).status === 409, 'the pass is running', { withinMs: 30_000 })
+    // The proxy runs in this process: the pass has the entry's file open (no hit reads it).
+    await eventually(() => openHere(file), 'the pass is reading the entry', { withinMs: 30_000 })
     const started = performance.now()
     const stopping = proxy.proxy.shutdown(60_000)
     const res = await answer

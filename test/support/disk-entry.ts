@@ -1,7 +1,7 @@
 // Damage done to a disk cache entry's file in place, as a failing disk would do it: for tests of
 // what the tier, its scrub and the proxy do with the entry.
 import assert from 'node:assert/strict'
-import { open, readFile } from 'node:fs/promises'
+import { open, readdir, readFile, readlink } from 'node:fs/promises'
 import { parseHead } from '../../src/cache/disk-format.ts'
 
 /** Flips one bit of the entry's body byte at `offset` (from the start of the body). */
@@ -17,4 +17,14 @@ export async function flipBodyByte(file: string, offset: number): Promise<void> 
   } finally {
     await handle.close()
   }
+}
+
+/** Whether this process holds `file` open (Linux: /proc/self/fd), e.g. a scrub pass reading it. */
+export async function openHere(file: string): Promise<boolean> {
+  for (const fd of await readdir('/proc/self/fd')) {
+    // A descriptor closed since the listing: not this one.
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => undefined)
+    if (target === file) return true
+  }
+  return false
 }
