@@ -274,14 +274,14 @@ export interface ScrubReport {
   checked: number
   intact: number
   damaged: number
-  /** Sampled entries evicted, replaced or gone before they were read. */
+  /** Sampled entries evicted, replaced or gone before they were read, or that the process could not open then. */
   skipped: number
   /** Bytes read. */
   bytes: number
   ms: number
   /** The damaged entries, deleted: cache key, file and what was wrong. */
   damagedEntries: Array<{ key: string; file: string; reason: string }>
-  /** The pass was stopped (the cache closed or the schedule changed) before it checked its sample. */
+  /** The pass was stopped (shutdown, the caller left, the tier closed or its schedule changed) before it checked its sample. */
   stopped: boolean
 }
 

@@ -56,19 +56,16 @@ export class Pacer {
  * pacer's signal stops the pass.
  */
 export async function checkEntryFile(file: string, key: string, pacer: Pacer): Promise<FileCheck> {
-  let handle: FileHandle
   try {
-    handle = await open(file, 'r')
-  } catch (err) {
-    return failedRead(err)
-  }
-  try {
-    return await checkOpen(handle, key, pacer)
+    const handle = await open(file, 'r')
+    try {
+      return await checkOpen(handle, key, pacer)
+    } finally {
+      await handle.close().catch(() => {})
+    }
   } catch (err) {
     if (pacer.stopped) throw err
     return failedRead(err)
-  } finally {
-    await handle.close().catch(() => {})
   }
 }
 

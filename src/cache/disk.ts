@@ -15,7 +15,7 @@
 // before a hit meets it.
 // Per-bucket budgets (bucket-budgets.ts) bound each bucket's files inside the tier's size.
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LRUCache } from 'lru-cache'
 import type { CachedObject, CacheStore, CacheTierStats, EntryWriter, ScrubLimits, ScrubReport, ScrubTotals } from '../ports.ts'
@@ -532,20 +532,16 @@ function blocksIntact(head: EntryHead, body: Buffer): boolean {
  * process, not the file, is to blame (transientFsError): the file is then neither read nor deleted.
  */
 async function readHead(file: string, fileSize: number): Promise<EntryHead | undefined> {
-  let handle: FileHandle
   try {
-    handle = await open(file, 'r')
+    const handle = await open(file, 'r')
+    try {
+      return await readEntryHead(handle, fileSize)
+    } finally {
+      await handle.close().catch(() => {})
+    }
   } catch (err) {
     if (transientFsError(err)) throw err
     return undefined
-  }
-  try {
-    return await readEntryHead(handle, fileSize)
-  } catch (err) {
-    if (transientFsError(err)) throw err
-    return undefined
-  } finally {
-    await handle.close().catch(() => {})
   }
 }
 

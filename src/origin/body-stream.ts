@@ -96,7 +96,7 @@ export class WatchedBody implements ObjectBody {
     this.#finish()
     // All here already: the tap's wait, if any, holds nothing back.
     void this.#tap?.chunk(bytes)
-    this.#tapEnd()
+    this.#untap()?.end()
     return bytes
   }
 
@@ -119,7 +119,7 @@ export class WatchedBody implements ObjectBody {
         else response.write(chunk, from?.release)
       })
       this.#finish()
-      this.#tapEnd()
+      this.#untap()?.end()
       if (empty) response.end()
       return stop
     }
@@ -158,7 +158,7 @@ export class WatchedBody implements ObjectBody {
         end: () => {
           if (this.#over) return
           this.#finish()
-          this.#tapEnd()
+          this.#untap()?.end()
           response.end()
         },
         error: (err) => this.#fail(err),
@@ -172,8 +172,7 @@ export class WatchedBody implements ObjectBody {
     const webConsumer: BodyConsumer = {
       readable: () => {
         if (this.#wake === undefined || this.#over || !this.#deliver()) return
-        const tapped = this.#tapped
-        this.#tapped = undefined
+        const tapped = this.#takeTapped()
         if (tapped === undefined) return this.#settle()
         // The next read waits for the tap (not a stall); chunks arriving meanwhile wait here.
         this.#awaiting = false
@@ -184,7 +183,7 @@ export class WatchedBody implements ObjectBody {
       end: () => {
         if (this.#over) return
         this.#finish()
-        this.#tapEnd()
+        this.#untap()?.end()
         this.#controller?.close()
         this.#settle()
       },
@@ -207,11 +206,7 @@ export class WatchedBody implements ObjectBody {
           }
           // `deliver` may report the end (the stream is then closed) instead of a chunk. After a
           // chunk, the next pull waits for the tap when it holds too much.
-          if (this.#over || this.#deliver() || this.#over) {
-            const tapped = this.#tapped
-            this.#tapped = undefined
-            return tapped
-          }
+          if (this.#over || this.#deliver() || this.#over) return this.#takeTapped()
           // Nothing waiting: wait for the backend.
           this.#awaitBackend()
           return new Promise<void>((resolve) => (this.#wake = resolve))
@@ -261,23 +256,25 @@ export class WatchedBody implements ObjectBody {
     clearTimeout(this.#timer)
   }
 
-  #tapEnd(): void {
+  /** The tap, taken off: it hears the end or a failure once. */
+  #untap(): BodyTap | undefined {
     const tap = this.#tap
     this.#tap = undefined
-    tap?.end()
+    return tap
   }
 
-  #tapFail(error: Error): void {
-    const tap = this.#tap
-    this.#tap = undefined
-    tap?.fail(error)
+  /** The tap's wait after the chunk just delivered (web reads), taken. */
+  #takeTapped(): Promise<void> | undefined {
+    const tapped = this.#tapped
+    this.#tapped = undefined
+    return tapped
   }
 
   #fail(err: unknown): void {
     if (this.#over) return
     this.#finish()
     const error = err instanceof ProxyError ? err : new ProxyError('ORIGIN_ERROR', { reason: 'body_failed', cause: err })
-    this.#tapFail(error)
+    this.#untap()?.fail(error)
     // A response already streaming to the client is cut, which cancels this stream: nothing more
     // to read, and the waiting read stays pending. Any other reader (the cache collecting a body
     // before answering) gets the error.
@@ -293,7 +290,7 @@ export class WatchedBody implements ObjectBody {
   /** The reader went away (client gone, body unwanted): a failure after that is nobody's news. */
   #stop(): void {
     this.#finish()
-    this.#tapFail(new Error('the reader went away before the body was complete'))
+    this.#untap()?.fail(new Error('the reader went away before the body was complete'))
     this.#body.destroy()
   }
 }

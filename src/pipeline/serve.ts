@@ -629,7 +629,7 @@ function collector(size: number, done: (bytes: Buffer | undefined) => void, fail
  * much, the body waits for it. A failed write stores nothing and leaves the client's answer alone.
  */
 function diskTap(writer: EntryWriter, finish: (entry: CachedObject | undefined) => void, failed: (error: Error) => void): BodyTap {
-  let unwritten = false
+  /** The flight is settled: at the commit, or at once when the disk failed (nothing more is written). */
   let settled = false
   const settle = (entry: CachedObject | undefined) => {
     if (settled) return
@@ -639,22 +639,21 @@ function diskTap(writer: EntryWriter, finish: (entry: CachedObject | undefined) 
   // Settled at once: requests waiting on this fill fetch for themselves instead of waiting for a
   // body that will not be kept.
   const giveUp = () => {
-    unwritten = true
     writer.abort()
     settle(undefined)
   }
   return {
     chunk(chunk) {
-      if (unwritten) return undefined
+      if (settled) return undefined
       const taken = writer.write(Buffer.from(chunk))
       if (taken === true) return undefined
       if (taken === false) return void giveUp()
       return taken.then((more) => {
-        if (!more && !unwritten) giveUp()
+        if (!more && !settled) giveUp()
       })
     },
     // commit never rejects: the flight always settles.
-    end: () => (unwritten ? undefined : void writer.commit().then(settle)),
+    end: () => (settled ? undefined : void writer.commit().then(settle)),
     fail(error) {
       writer.abort()
       if (settled) return
