@@ -6,11 +6,13 @@
 //   - serves /metrics on `metrics.port`, summed over the workers (prom-client's AggregatorRegistry);
 //   - when a worker reloads through POST /admin/reload, sends SIGHUP to the other workers;
 //   - without Redis: keeps the rate-limit counters every worker spends (security/rate-limit.ts), and
-//     passes a purge one worker received on to the others (cluster-purge.ts).
-// The primary serves no requests and builds no runtime.
+//     passes a purge one worker received on to the others (cluster-purge.ts);
+//   - keeps the ledger of the disk tier's directory the workers share (cluster-disk.ts).
+// The primary serves no requests and builds no runtime (the disk ledger reads only file headers).
 import cluster, { type Worker } from 'node:cluster'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
+import { serveDiskLedgers } from './cluster-disk.ts'
 import { relayPurges } from './cluster-purge.ts'
 import type { Config } from './config/schema.ts'
 import { serveRateLimits } from './runtime.ts'
@@ -33,6 +35,7 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
   // Always, whatever the config says now: a reload may add a limit.
   serveRateLimits()
   relayPurges()
+  serveDiskLedgers()
 
   const fork = () => {
     const worker = cluster.fork()

@@ -256,6 +256,11 @@ export interface CacheTierStats {
   evictions: number
   /** What the disk tier's scrub (cache/disk-scrub.ts) checked since start; other tiers have none. */
   scrub?: ScrubTotals
+  /**
+   * Entries, bytes and evictions are those of a disk directory shared by the workers, and another
+   * worker exports them as metrics (the primary sums the workers' metrics).
+   */
+  sizeReportedElsewhere?: true
 }
 
 /** How much a pass of the disk tier's scrub reads (cache/disk-scrub.ts). */

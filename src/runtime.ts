@@ -10,6 +10,7 @@ import { MemoryCache } from './cache/memory.ts'
 import type { connectRedis, RedisCache } from './cache/redis.ts'
 import { ipFilterOf } from './http/ip-filter.ts'
 import { createRateLimiter } from './security/rate-limit.ts'
+import { joinDiskLedger } from './cluster-disk.ts'
 import { onPurgeFromOtherWorkers, purgeOtherWorkers } from './cluster-purge.ts'
 import { SliceCache } from './cache/slices.ts'
 import { purgeCovers, type PurgeTarget } from './cache/purge-log.ts'
@@ -466,7 +467,10 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
       try {
         await mkdir(dir, { recursive: true })
         await access(dir, constants.W_OK)
-        tiers.push(await DiskCache.open({ dir, maxBytes: max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale, budgets }))
+        const options = { dir, maxBytes: max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale, budgets }
+        // The workers of this instance share the directory through a ledger in the primary.
+        const ledger = inOwnCluster(config) ? await joinDiskLedger(options) : undefined
+        tiers.push(await DiskCache.open({ ...options, ledger }))
       } catch (err) {
         throw new ConfigError(config.file, [
           { path: 'cache.disk.dir', message: `${dir} is not a writable directory (${(err as NodeJS.ErrnoException).code ?? String(err)})` },

@@ -398,9 +398,14 @@ function s3Address(config: Config): string {
 function updateCacheGauges(metrics: Metrics, runtime: Runtime): void {
   for (const tier of runtime.cache?.store.tiers ?? []) {
     const stats = tier.stats()
-    if (stats.entries !== null) metrics.cacheEntries.set({ tier: tier.name }, stats.entries)
-    if (stats.bytes !== null) metrics.cacheBytes.set({ tier: tier.name }, stats.bytes)
-    metrics.cacheEvictions.set({ tier: tier.name }, stats.evictions)
+    if (stats.sizeReportedElsewhere === true) {
+      // Another worker now reports the shared directory (this one did before, if it was that worker).
+      for (const gauge of [metrics.cacheEntries, metrics.cacheBytes, metrics.cacheEvictions]) gauge.remove({ tier: tier.name })
+    } else {
+      if (stats.entries !== null) metrics.cacheEntries.set({ tier: tier.name }, stats.entries)
+      if (stats.bytes !== null) metrics.cacheBytes.set({ tier: tier.name }, stats.bytes)
+      metrics.cacheEvictions.set({ tier: tier.name }, stats.evictions)
+    }
     if (stats.scrub === undefined) continue
     metrics.cacheScrubEntries.set({ tier: tier.name, result: 'intact' }, stats.scrub.checked - stats.scrub.damaged)
     metrics.cacheScrubEntries.set({ tier: tier.name, result: 'damaged' }, stats.scrub.damaged)

@@ -14,12 +14,16 @@
 // A scrub (disk-scrub.ts) reads a sample of the entries whole now and then, so damage is found
 // before a hit meets it.
 // Per-bucket budgets (bucket-budgets.ts) bound each bucket's files inside the tier's size.
+// Workers of one instance share the directory through a ledger in the primary (cluster-disk.ts):
+// the ledger is this class too, rebuilt from the directory and the only one to evict, and each
+// worker's index is its view of it, told what the others wrote when it finds their files by name.
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LRUCache } from 'lru-cache'
 import type { CachedObject, CacheStore, CacheTierStats, EntryWriter, ScrubLimits, ScrubReport, ScrubTotals } from '../ports.ts'
 import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
+import { purgeCovers, type PurgeTarget } from './purge-log.ts'
 import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
 import { OpenFiles, transientFsError, type EntryFile } from './disk-handles.ts'
@@ -35,6 +39,31 @@ export interface DiskCacheOptions {
   staleSeconds: number
   /** Bytes per bucket name; buckets left out share what these leave of `maxBytes`. */
   budgets?: BucketBudgetMap | undefined
+  /**
+   * This process is one of the workers sharing `dir` (cluster-disk.ts), and this is its line to
+   * the ledger that keeps the directory's budget: nothing is rebuilt at open, an entry another
+   * worker wrote is found by its file's name, and only the ledger evicts files.
+   */
+  ledger?: DiskLedgerLink | undefined
+  /** This tier is the ledger (in the cluster primary): told each key it stops holding. */
+  onGone?: ((key: string) => void) | undefined
+}
+
+/** A worker's line to the ledger of the disk directory it shares with the other workers. */
+export interface DiskLedgerLink {
+  /** `key`'s file, `fileSize` bytes, was written, found or hit here: counted, most recently used. */
+  held(key: string, fileSize: number): void
+  /** `key`'s file was deleted here (damaged, gone or stale): no longer counted. */
+  dropped(key: string): void
+  /** Deletes what `target` covers from the whole directory; resolves, with how many, once the files are gone. */
+  purge(target: PurgeTarget): Promise<number>
+  /** New per-bucket budgets (a reload). */
+  budgets(budgets: BucketBudgetMap): void
+  /** The directory's entries, bytes and evictions as the ledger last told them; `reporter`: this worker exports them as metrics. */
+  totals(): { entries: number; bytes: number; evictions: number; reporter: boolean }
+  /** Calls `forget` with the keys the ledger stopped holding (evicted, purged, dropped by another worker). */
+  onGone(forget: (keys: string[]) => void): void
+  close(): void
 }
 
 interface IndexEntry {
@@ -83,8 +112,18 @@ export class DiskCache implements CacheStore {
   /** Aborted at shutdown and when the tier closes: the pass that runs stops, and no other starts. */
   readonly #scrubStop = new AbortController()
   readonly #scrubTotals: ScrubTotals = { passes: 0, checked: 0, damaged: 0, bytes: 0 }
+  readonly #ledger: DiskLedgerLink | undefined
+  readonly #onGone: ((key: string) => void) | undefined
+  /** Keys leaving the index now are only forgotten: their files are another process's to delete. */
+  #forgetting = false
+  /** Files being deleted (the ledger answers a purge once they are gone). */
+  readonly #unlinking = new Set<Promise<void>>()
+  /** A worker's lookups of files not in its index, by key; `valid` false once a purge or drop covered the key. */
+  readonly #discovering = new Map<string, { found: Promise<IndexEntry | undefined>; valid: boolean }>()
 
   private constructor(options: DiskCacheOptions) {
+    this.#ledger = options.ledger
+    this.#onGone = options.onGone
     this.#dir = options.dir
     this.#staleMs = options.staleSeconds * 1000
     this.#maxItemBytes = options.maxItemBytes
@@ -95,12 +134,17 @@ export class DiskCache implements CacheStore {
       dispose: (entry, key, reason) => {
         entry.handle.retire()
         this.#known.delete(entry)
+        if (reason === 'set') return
         if (reason === 'evict') this.#counters.evictions++
-        if (reason !== 'set') {
-          this.#budgets?.forget(key)
-          this.#derived.remove(key)
-          void unlink(entry.file).catch(() => {})
-        }
+        this.#budgets?.forget(key)
+        this.#derived.remove(key)
+        this.#invalidate({ exact: key })
+        if (this.#forgetting) return this.#onGone?.(key)
+        // A worker's view: only the ledger evicts files.
+        if (reason === 'evict' && this.#ledger !== undefined) return
+        this.#unlink(entry.file)
+        this.#ledger?.dropped(key)
+        this.#onGone?.(key)
       },
     })
     this.setBudgets(options.budgets ?? {})
@@ -110,13 +154,19 @@ export class DiskCache implements CacheStore {
   static async open(options: DiskCacheOptions): Promise<DiskCache> {
     await mkdir(options.dir, { recursive: true })
     const cache = new DiskCache(options)
-    await cache.#rebuild()
+    if (options.ledger === undefined) await cache.#rebuild()
+    else options.ledger.onGone((keys) => cache.forget(keys))
     return cache
   }
 
   get(key: string): Promise<CachedObject | undefined> {
     const indexed = this.#index.get(key)
-    if (indexed === undefined) return Promise.resolve(this.#counters.record(undefined))
+    if (indexed !== undefined) return this.#hit(key, indexed)
+    if (this.#ledger === undefined) return Promise.resolve(this.#counters.record(undefined))
+    return this.#discover(key).then((found) => (found === undefined ? this.#counters.record(undefined) : this.#hit(key, found)))
+  }
+
+  #hit(key: string, indexed: IndexEntry): Promise<CachedObject | undefined> {
     const known = this.#known.get(indexed)
     // A small hit is one read and one promise on top of it (no async function layers).
     if (known === undefined) return this.#read(key, indexed).then((entry) => this.#found(key, indexed, entry), (err: unknown) => this.#unread(key, indexed, err))
@@ -144,6 +194,7 @@ export class DiskCache implements CacheStore {
   #found(key: string, indexed: IndexEntry, entry: CachedObject | undefined): CachedObject | undefined {
     if (entry !== undefined && entry.freshUntil + this.#staleMs > Date.now()) {
       this.#budgets?.touch(key)
+      this.#ledger?.held(key, indexed.size)
       return this.#counters.record(entry)
     }
     // Gone, damaged, truncated or past its stale window: never served, removed.
@@ -243,6 +294,7 @@ export class DiskCache implements CacheStore {
     }
     this.#index.set(key, index)
     this.#derived.add(key)
+    this.#ledger?.held(key, index.size)
     // Its header is known: the first hit reads only the body.
     const parsed = parseHead(head)
     return parsed === undefined || 'need' in parsed ? undefined : this.#learn(key, index, parsed)
@@ -250,6 +302,13 @@ export class DiskCache implements CacheStore {
 
   async delete(key: string): Promise<void> {
     const derived = this.#derived.of(key)
+    this.#invalidate({ exact: key })
+    if (this.#ledger !== undefined) {
+      // The ledger deletes the files, the slices other workers wrote included.
+      this.forget([key, ...derived])
+      await this.#ledger.purge({ exact: key })
+      return
+    }
     if (!this.#index.delete(key)) await unlink(this.#fileOf(key)).catch(() => {})
     for (const other of derived) this.#index.delete(other)
   }
@@ -260,7 +319,53 @@ export class DiskCache implements CacheStore {
   }
 
   async purge(prefix: string): Promise<number> {
-    return purgeByPrefix(this.#index, prefix)
+    this.#invalidate({ prefix })
+    if (this.#ledger === undefined) return purgeByPrefix(this.#index, prefix)
+    this.#forgetting = true
+    try {
+      purgeByPrefix(this.#index, prefix)
+    } finally {
+      this.#forgetting = false
+    }
+    return await this.#ledger.purge({ prefix })
+  }
+
+  /**
+   * Stops indexing `keys`, leaving their files alone: the ledger deleted them or will (in a
+   * worker), or a worker did (in the ledger, which tells the other workers).
+   */
+  forget(keys: Iterable<string>): void {
+    this.#forgetting = true
+    try {
+      for (const key of keys) {
+        this.#invalidate({ exact: key })
+        this.#index.delete(key)
+      }
+    } finally {
+      this.#forgetting = false
+    }
+  }
+
+  /**
+   * The ledger (in the cluster primary): `key`'s file of `fileSize` bytes, written or hit by a
+   * worker, counted as the most recently used. A file not counted yet is counted only if it is
+   * there: the ledger may have evicted it while the worker's message was on its way.
+   */
+  async adopt(key: string, fileSize: number): Promise<void> {
+    const indexed = this.#index.get(key)
+    if (indexed !== undefined && indexed.size === fileSize) return this.#budgets?.touch(key)
+    const file = this.#fileOf(key)
+    const info = await stat(file).catch(() => undefined)
+    if (info?.size !== fileSize) return
+    const index = { file, handle: this.#files.handleOf(file), size: fileSize, bodyOffset: 0 }
+    if (this.#budgets?.track(key, sizeOf(index)) === false) return await this.delete(key)
+    this.#index.set(key, index)
+    this.#derived.add(key)
+  }
+
+  /** Resolves once every file this tier has begun to delete is gone. */
+  async filesDeleted(): Promise<void> {
+    await Promise.all(this.#unlinking)
   }
 
   /**
@@ -271,6 +376,7 @@ export class DiskCache implements CacheStore {
     const built = JSON.stringify(budgets)
     if (built === this.#budgetsBuilt) return
     this.#budgetsBuilt = built
+    this.#ledger?.budgets(budgets)
     this.#budgets = BucketBudgets.create(this.#maxBytes, budgets, (key) => this.#evictForBudget(key))
     const held: Array<[string, number]> = []
     this.#index.rforEach((entry, key) => held.push([key, sizeOf(entry)]))
@@ -278,12 +384,17 @@ export class DiskCache implements CacheStore {
   }
 
   stats(): CacheTierStats {
-    return { ...this.#counters.snapshot(this.#index.size, this.#index.calculatedSize), scrub: { ...this.#scrubTotals } }
+    const scrub = { ...this.#scrubTotals }
+    if (this.#ledger === undefined) return { ...this.#counters.snapshot(this.#index.size, this.#index.calculatedSize), scrub }
+    // A worker: the shared directory's size, which one worker exports as metrics for all.
+    const { entries, bytes, evictions, reporter } = this.#ledger.totals()
+    return { ...this.#counters.snapshot(entries, bytes), evictions, scrub, ...(reporter ? {} : { sizeReportedElsewhere: true }) }
   }
 
   async close(): Promise<void> {
     this.#scrubSchedule?.stop()
     this.stopScrub()
+    this.#ledger?.close()
     // Files stay on disk for the next start; only the in-memory index is released.
     this.#files.closeIdle()
   }
@@ -426,7 +537,62 @@ export class DiskCache implements CacheStore {
   }
 
   #evictForBudget(key: string): void {
+    // A worker's view forgets; the ledger keeps the budget of the files.
+    if (this.#ledger !== undefined) return this.forget([key])
     if (this.#index.delete(key)) this.#counters.evictions++
+  }
+
+  #unlink(file: string): void {
+    const done: Promise<void> = unlink(file)
+      .catch(() => {})
+      .finally(() => this.#unlinking.delete(done))
+    this.#unlinking.add(done)
+  }
+
+  /** A purge or drop covering a key being looked up by name: that lookup must not index it. */
+  #invalidate(target: PurgeTarget): void {
+    if (this.#discovering.size === 0) return
+    if ('exact' in target) {
+      const lookup = this.#discovering.get(target.exact)
+      if (lookup !== undefined) lookup.valid = false
+      return
+    }
+    for (const [key, lookup] of this.#discovering) if (purgeCovers(target, key)) lookup.valid = false
+  }
+
+  /**
+   * A worker sharing the directory: `key`'s file, written by another worker (or before this
+   * process started), read, checked and indexed here. Lookups of one key at once share one read.
+   */
+  #discover(key: string): Promise<IndexEntry | undefined> {
+    const running = this.#discovering.get(key)
+    if (running !== undefined) return running.found
+    const lookup = { found: this.#findFile(key), valid: true }
+    this.#discovering.set(key, lookup)
+    const done = () => {
+      if (this.#discovering.get(key) === lookup) this.#discovering.delete(key)
+    }
+    void lookup.found.then(done, done)
+    return lookup.found
+  }
+
+  async #findFile(key: string): Promise<IndexEntry | undefined> {
+    const file = this.#fileOf(key)
+    const info = await stat(file).catch(() => undefined)
+    const head = info === undefined ? undefined : await readHead(file, info.size).catch(() => undefined)
+    if (info === undefined || head?.key !== key || info.size !== head.bodyOffset + head.size) return undefined
+    // Purged or dropped while it was read, or written here meanwhile (that copy is the one to use).
+    const lookup = this.#discovering.get(key)
+    if (lookup?.valid !== true) return undefined
+    const written = this.#index.peek(key)
+    if (written !== undefined) return written
+    const indexed = { file, handle: this.#files.handleOf(file), size: info.size, bodyOffset: head.bodyOffset }
+    if (this.#budgets?.track(key, sizeOf(indexed)) === false) return undefined
+    this.#index.set(key, indexed)
+    this.#derived.add(key)
+    this.#ledger?.held(key, indexed.size)
+    this.#learn(key, indexed, head)
+    return indexed
   }
 
   #fileOf(key: string): string {

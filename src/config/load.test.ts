@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { ConfigError, loadConfig, parseConfig, type Env } from './load.ts'
@@ -322,26 +321,5 @@ describe('the disk scrub (cache.disk.scrub)', () => {
     }
     // Longer than a timer can wait: it would fire at once, again and again.
     assert.match(await problemsFromText(`cache: { enabled: true, disk: { dir: /d, scrub: { interval_seconds: 2592000 } } }\nbuckets: []\n`), /cache\.disk\.scrub\.interval_seconds: must be at most 2073600 \(24 days\)/)
-  })
-})
-
-describe('the disk tier with several workers', () => {
-  const load = (server: string) =>
-    parseConfig(
-      `${server}cache: { enabled: true, disk: { dir: /var/cache/y, max_size: 10GB } }\nbuckets:\n  - name: media\n    path_prefix: /media\n    s3: { bucket: media }\n`,
-      '/etc/yatagarasu/config.yaml',
-      {}
-    )
-
-  it('warns that max_size is per worker, and what that means on disk', async () => {
-    const four = await load('server: { workers: 4 }\n')
-    assert.deepEqual(four.warnings.map((w) => w.path), ['cache.disk.max_size'])
-    assert.match(four.warnings[0]?.message ?? '', /applies to each of the 4 worker processes \(server\.workers: 4\): together they may keep up to 4 times max_size/)
-    assert.match((await load('server: { threads: 3 }\n')).warnings[0]?.message ?? '', /\(server\.threads: 3\)/)
-    const auto = (await load('server: { workers: auto }\n')).warnings
-    // auto: one per CPU; a one-CPU host forks nothing.
-    if (availableParallelism() > 1) assert.match(auto[0]?.message ?? '', new RegExp(`each of the ${availableParallelism()} worker processes \\(server\\.workers: auto\\)`))
-    else assert.deepEqual(auto, [])
-    assert.deepEqual((await load('')).warnings, [], 'one process: no warning')
   })
 })

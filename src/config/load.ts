@@ -5,7 +5,6 @@
 import { normalizeCompression, normalizeImages, normalizeWatermark } from './representations-schema.ts'
 import { createPublicKey } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { availableParallelism } from 'node:os'
 import { createSecureContext } from 'node:tls'
 import { isAbsolute, dirname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
@@ -256,16 +255,6 @@ async function normalize(
 
   const cache = normalizeCache(file.cache, buckets, source, report)
   if (cache !== null) checkBudgets(cache, buckets, report, warn)
-  const workersKey = file.server?.workers !== undefined ? 'server.workers' : 'server.threads'
-  const workersSet = file.server?.workers ?? file.server?.threads ?? 1
-  const workers = workersSet === 'auto' ? availableParallelism() : workersSet
-  if (cache?.disk != null && workers > 1) {
-    // Each worker indexes the directory on its own (cache/disk.ts); sharing one index is not built.
-    warn(
-      ['cache', 'disk', 'max_size'],
-      `applies to each of the ${workers} worker processes (${workersKey}: ${workersSet}): together they may keep up to ${workers} times max_size in cache.disk.dir, and each serves only the entries it wrote or found at its start`
-    )
-  }
   if (file.admin?.claims !== undefined && file.jwt === undefined) {
     report(['admin', 'claims'], 'admin claims need the global jwt block to verify the admin token')
   }

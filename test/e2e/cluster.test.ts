@@ -4,100 +4,24 @@
 // service dropping, and SIGTERM drains and exits 0. Without Redis, a rate limit is one budget for
 // both workers (counted by the primary), and a stopped primary loosens it to per-worker, never to
 // errors.
-// Which worker answered a request is read from its access line (each worker's lines carry `worker`);
-// the primary deals fresh connections to the workers in turn.
+// Which worker answered a request is read from its access line (test/support/cluster.ts).
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { writeFile } from 'node:fs/promises'
 import http from 'node:http'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { after, before, describe, it } from 'node:test'
 import { PRIMARY_TIMEOUT_MS } from '../../src/security/rate-limit.ts'
+import { START_MS, startCluster, type RunningCluster } from '../support/cluster.ts'
 import { eventually } from '../support/eventually.ts'
-import { freePort, send, type RawResponse } from '../support/http.ts'
+import { send, type RawResponse } from '../support/http.ts'
 import { bucketYaml } from '../support/proxy.ts'
 import { startRedis } from '../support/redis.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
-const ROOT = join(import.meta.dirname, '../..')
 const ADMIN = 'cluster-admin-token-0123456789abcdef'
-/** A process starting or a worker appearing, on a busy 2-core CI machine. */
-const START_MS = 60_000
 /** Both workers building a new runtime (SIGHUP, POST /admin/reload). */
 const RELOAD_MS = 30_000
-/** Log lines reach stdout in batches (every 250 ms when quiet). */
-const LOG_MS = 30_000
-
-type Line = Record<string, unknown>
-
-interface RunningCluster {
-  child: ChildProcess
-  port: number
-  metricsPort: number
-  configFile: string
-  lines: Line[]
-  /** The first log line (already written or still to come) that matches. */
-  logged(match: (line: Line) => boolean, withinMs?: number): Promise<Line>
-  /** Which worker answered each response, from the access lines of their request ids. */
-  workersOf(responses: RawResponse[]): Promise<number[]>
-  stop(): Promise<void>
-}
 
 let s3: TestS3
-
-/** Starts `yatagarasu --config` on a config written from `yaml(port, metricsPort)`, and waits for both workers. */
-async function startCluster(yaml: (port: number, metricsPort: number) => string): Promise<RunningCluster> {
-  const [port, metricsPort] = [await freePort(), await freePort()]
-  const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-cluster-'))
-  const configFile = join(dir, 'config.yaml')
-  await writeFile(configFile, yaml(port, metricsPort))
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts'), '--config', configFile], {
-    cwd: ROOT,
-    env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  const lines: Line[] = []
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    try {
-      lines.push(JSON.parse(line) as Line)
-    } catch {
-      // Not a log line.
-    }
-  })
-  const logged = (match: (line: Line) => boolean, withinMs = LOG_MS) =>
-    eventually(async () => lines.find(match), 'a log line', { withinMs })
-  await eventually(async () => lines.filter((l) => l.msg === 'yatagarasu listening').length === 2, 'two workers listening', {
-    withinMs: START_MS,
-    explain: async () => `exit code ${child.exitCode}`,
-  })
-  return {
-    child,
-    port,
-    metricsPort,
-    configFile,
-    lines,
-    logged,
-    async workersOf(responses) {
-      const workers: number[] = []
-      for (const res of responses) {
-        const id = res.headers['x-request-id']
-        const line = await logged((l) => l.msg === 'request' && l.request_id === id)
-        workers.push(line.worker as number)
-      }
-      return workers
-    },
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        const exited = new Promise((resolve) => child.once('exit', resolve))
-        child.kill('SIGKILL')
-        await exited
-      }
-      await rm(dir, { recursive: true, force: true })
-    },
-  }
-}
 
 const authorized = { authorization: `Bearer ${ADMIN}` }
 

@@ -1,0 +1,199 @@
+// The disk tier shared by the workers of one instance (`server.workers: 2`, the disk tier alone,
+// s3rver behind SigV4 checks), as a user runs it: a worker serves what another wrote, the
+// directory holds `cache.disk.max_size` for all of them (and /metrics says so once, not once per
+// worker), a purge through one worker leaves no file another could serve, and a restart keeps the
+// directory for both.
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { access, mkdtemp, readdir, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { startCluster, type RunningCluster } from '../support/cluster.ts'
+import { eventually } from '../support/eventually.ts'
+import { send, type RawResponse } from '../support/http.ts'
+import { bucketYaml } from '../support/proxy.ts'
+import { startS3, type TestS3 } from '../support/s3.ts'
+
+const ADMIN = 'disk-shared-admin-token-0123456789abcdef'
+const MAX_SIZE = 3_000_000
+const OBJECT_SIZE = 400_000
+/** Twelve objects of 400 KB: twice what one worker wrote would fit if each had max_size to itself. */
+const OBJECTS = Array.from({ length: 12 }, (_, i) => ({ key: `o${i}.bin`, body: randomBytes(OBJECT_SIZE) }))
+const SHARED = { key: 'shared.bin', body: randomBytes(OBJECT_SIZE) }
+
+let s3: TestS3
+let cacheDir: string
+let c: RunningCluster | undefined
+
+const config = (port: number, metricsPort: number) => `
+server:
+  address: "127.0.0.1:${port}"
+  workers: 2
+metrics: { enabled: true, port: ${metricsPort} }
+admin: { token: "${ADMIN}" }
+cache:
+  enabled: true
+  layers: [disk]
+  ttl_seconds: 300
+  max_item_size: 1000000
+  disk: { dir: "${cacheDir}", max_size: ${MAX_SIZE} }
+buckets:
+${bucketYaml({ name: 'files', prefix: '/files', bucket: 'shared-disk', endpoint: s3.endpoint })}
+`
+
+const running = () => {
+  assert.ok(c !== undefined)
+  return c
+}
+const get = (key: string) => send(`http://127.0.0.1:${running().port}`, `/files/${key}`)
+const fileOf = (key: string) => join(cacheDir, `${createHash('sha256').update(`files/${key}`).digest('hex')}.entry`)
+const exists = (file: string) => access(file).then(
+  () => true,
+  () => false
+)
+const originGets = (key: string) => s3.getsOf('shared-disk', key).length
+
+/** The entry files in the directory and their bytes. */
+async function onDisk(): Promise<{ files: number; bytes: number }> {
+  let files = 0
+  let bytes = 0
+  for (const name of await readdir(cacheDir)) {
+    if (!name.endsWith('.entry')) continue
+    const info = await stat(join(cacheDir, name)).catch(() => undefined)
+    if (info === undefined) continue
+    files++
+    bytes += info.size
+  }
+  return { files, bytes }
+}
+
+/** GETs `key` once (a miss) and waits until its entry is on disk. */
+async function fill(key: string, body: Buffer): Promise<void> {
+  const res = await get(key)
+  assert.equal(res.status, 200)
+  assert.ok(res.body.equals(body))
+  await eventually(() => exists(fileOf(key)), `the disk entry of ${key}`)
+}
+
+/** `count` GETs of `key` over fresh connections: each answer's bytes checked, and which worker and tier answered. */
+async function answers(key: string, body: Buffer, count: number): Promise<Array<{ worker: number; cache: string }>> {
+  const responses: RawResponse[] = []
+  for (let i = 0; i < count; i++) responses.push(await get(key))
+  for (const res of responses) {
+    assert.equal(res.status, 200)
+    assert.ok(res.body.equals(body), `${key}: the object's bytes`)
+  }
+  const workers = await running().workersOf(responses)
+  return responses.map((res, i) => ({ worker: workers[i]!, cache: String(res.headers['x-cache']) }))
+}
+
+const workersIn = (seen: Array<{ worker: number }>) => [...new Set(seen.map((s) => s.worker))].sort()
+
+before(async () => {
+  s3 = await startS3()
+  await s3.createBucket('shared-disk')
+  for (const { key, body } of [SHARED, ...OBJECTS]) await s3.put('shared-disk', key, body)
+  cacheDir = await mkdtemp(join(tmpdir(), 'yatagarasu-disk-shared-'))
+  c = await startCluster(config)
+})
+
+after(async () => {
+  await c?.stop()
+  await s3?.stop()
+  await rm(cacheDir, { recursive: true, force: true })
+})
+
+describe('the disk tier shared by two workers', () => {
+  it('serves from every worker what one of them wrote, with one origin GET', async () => {
+    await fill(SHARED.key, SHARED.body)
+    const seen = await answers(SHARED.key, SHARED.body, 8)
+    assert.deepEqual(workersIn(seen), [1, 2], 'both workers answered')
+    assert.deepEqual(
+      seen.map((s) => s.cache),
+      Array(8).fill('HIT'),
+      'every answer is a disk hit, on the worker that wrote the entry and on the other'
+    )
+    assert.equal(originGets(SHARED.key), 1, 'S3 was asked once')
+  })
+
+  it('keeps the directory within max_size for all the workers, and reports its size once', async () => {
+    for (const { key, body } of OBJECTS) await fill(key, body)
+    // Each worker wrote about six: 2.4 MB each, under max_size on its own; together, over it.
+    await eventually(async () => (await onDisk()).bytes <= MAX_SIZE, 'the directory back within max_size', {
+      explain: async () => JSON.stringify(await onDisk()),
+    })
+    const held = await onDisk()
+    assert.ok(held.bytes > MAX_SIZE - 2 * (OBJECT_SIZE + 4096), `the directory is kept nearly full: ${JSON.stringify(held)}`)
+    // The newest object stays, and both workers serve it from disk.
+    const newest = OBJECTS.at(-1)!
+    const seen = await answers(newest.key, newest.body, 6)
+    assert.deepEqual(workersIn(seen), [1, 2])
+    assert.deepEqual(
+      seen.map((s) => s.cache),
+      Array(6).fill('HIT')
+    )
+    assert.equal(originGets(newest.key), 1)
+
+    // The primary sums the workers' metrics: the shared directory is counted once.
+    const metricsUrl = `http://127.0.0.1:${running().metricsPort}`
+    await eventually(
+      async () => {
+        const metrics = (await send(metricsUrl, '/metrics')).text
+        const bytes = Number(/^cache_size_bytes\{tier="disk"\} (\d+)$/m.exec(metrics)?.[1])
+        const entries = Number(/^cache_entries\{tier="disk"\} (\d+)$/m.exec(metrics)?.[1])
+        const now = await onDisk()
+        return bytes === now.bytes && entries === now.files
+      },
+      'cache_size_bytes and cache_entries of the disk tier equal to the directory',
+      { explain: async () => `${(await send(metricsUrl, '/metrics')).text.split('\n').filter((l) => l.startsWith('cache_')).join('\n')}\non disk: ${JSON.stringify(await onDisk())}` }
+    )
+    // /admin/cache/stats, from either worker, says the same.
+    const stats = await send(`http://127.0.0.1:${running().port}`, '/admin/cache/stats', { headers: { authorization: `Bearer ${ADMIN}` } })
+    const disk = stats.json<{ tiers: { disk: { bytes: number; entries: number; evictions: number } } }>().tiers.disk
+    assert.equal(disk.bytes, (await onDisk()).bytes)
+    assert.ok(disk.evictions >= 1, `the ledger evicted: ${JSON.stringify(disk)}`)
+  })
+
+  it('purges through one worker for all: the file is gone when the purge answers, and every worker fetches the new object', async () => {
+    const object = OBJECTS.at(-1)!
+    const file = fileOf(object.key)
+    assert.ok(await exists(file))
+    const updated = randomBytes(OBJECT_SIZE)
+    await s3.put('shared-disk', object.key, updated)
+    const purge = await send(`http://127.0.0.1:${running().port}`, `/admin/cache/purge/files/${object.key}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN}` },
+    })
+    assert.equal(purge.status, 200)
+    assert.equal(await exists(file), false, 'the purge answered once the file was deleted')
+    const seen = await answers(object.key, updated, 6)
+    assert.deepEqual(workersIn(seen), [1, 2], 'both workers answered, with the new bytes')
+
+    // A prefix purge empties the directory.
+    const all = await send(`http://127.0.0.1:${running().port}`, '/admin/cache/purge/files/*', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN}` },
+    })
+    assert.equal(all.status, 200)
+    assert.deepEqual(await onDisk(), { files: 0, bytes: 0 })
+  })
+
+  it('keeps the directory across a restart: both workers serve what was there', async () => {
+    const kept = OBJECTS[0]!
+    await fill(kept.key, kept.body)
+    const before = originGets(kept.key)
+    const exited = new Promise((resolve) => running().child.once('exit', resolve))
+    running().child.kill('SIGTERM')
+    await exited
+    await running().stop()
+    c = await startCluster(config)
+    const seen = await answers(kept.key, kept.body, 6)
+    assert.deepEqual(workersIn(seen), [1, 2])
+    assert.deepEqual(
+      seen.map((s) => s.cache),
+      Array(6).fill('HIT')
+    )
+    assert.equal(originGets(kept.key), before, 'no origin GET after the restart')
+  })
+})
