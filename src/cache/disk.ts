@@ -18,6 +18,7 @@
 // the ledger is this class too, rebuilt from the directory and the only one to evict, and each
 // worker's index is its view of it, told what the others wrote when it finds their files by name.
 import { createHash, randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LRUCache } from 'lru-cache'
@@ -313,9 +314,12 @@ export class DiskCache implements CacheStore {
     for (const other of derived) this.#index.delete(other)
   }
 
-  /** Whether the tier indexes `key` now (no hit counted, recency unchanged). */
+  /**
+   * Whether the tier holds `key` now (no hit counted, recency unchanged): in its index, or, for a
+   * worker sharing the directory, in a file another worker wrote (its next get finds it).
+   */
   has(key: string): boolean {
-    return this.#index.has(key)
+    return this.#index.has(key) || (this.#ledger !== undefined && existsSync(this.#fileOf(key)))
   }
 
   async purge(prefix: string): Promise<number> {
