@@ -9,6 +9,7 @@
 //   worker --purge {target}--> primary: deletes the files --purged {count}--> worker
 //   worker --budgets {budgets}--> primary (a reload)
 //   primary --state {gone, totals, reporter}--> each worker of the directory, when it changed
+// When a worker dies, the primary deletes the temp files it was writing (named with its pid).
 // The messages stay inside the instance: its own processes over node:cluster's channel.
 import cluster, { type Worker } from 'node:cluster'
 import type { BucketBudgetMap } from './cache/bucket-budgets.ts'
@@ -253,7 +254,13 @@ export function serveDiskLedgers(): void {
   }
 
   cluster.on('exit', (worker) => {
-    for (const ledger of ledgers.values()) if (ledger.members.delete(worker)) tellSoon(ledger)
+    for (const ledger of ledgers.values()) {
+      if (!ledger.members.delete(worker)) continue
+      tellSoon(ledger)
+      // What it was writing will never be renamed into place.
+      const { pid } = worker.process
+      if (pid !== undefined) void import('./cache/disk.ts').then(({ deleteTempFilesOf }) => deleteTempFilesOf(ledger.dir, pid))
+    }
   })
   cluster.on('message', (worker, message: DiskMessage | null) => {
     if (!isDiskMessage(message)) return

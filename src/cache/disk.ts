@@ -715,7 +715,19 @@ async function readHead(file: string, fileSize: number): Promise<EntryHead | und
   }
 }
 
-/** A temp file beside `file`, unique to one write (start-up deletes any left over). */
+/**
+ * A temp file beside `file`, unique to one write and named with the writing process (start-up
+ * deletes any left over; the cluster primary deletes a dead worker's: deleteTempFilesOf).
+ */
 function tempOf(file: string): string {
-  return `${file}.${randomBytes(6).toString('hex')}.tmp`
+  return `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
+}
+
+/** Deletes the temp files that process `pid` left in `dir` (it died mid-write); resolves with how many. */
+export async function deleteTempFilesOf(dir: string, pid: number): Promise<number> {
+  const mark = `${SUFFIX}.${pid}.`
+  const names = await readdir(dir).catch(() => [])
+  const left = names.filter((name) => name.endsWith('.tmp') && name.includes(mark))
+  await Promise.all(left.map((name) => rm(join(dir, name), { force: true }).catch(() => {})))
+  return left.length
 }

@@ -1,8 +1,8 @@
 // The disk tier shared by the workers of one instance (`server.workers: 2`, the disk tier alone,
 // s3rver behind SigV4 checks), as a user runs it: a worker serves what another wrote, the
 // directory holds `cache.disk.max_size` for all of them (and /metrics says so once, not once per
-// worker), a purge through one worker leaves no file another could serve, and a restart keeps the
-// directory for both.
+// worker), a purge through one worker leaves no file another could serve, a restart keeps the
+// directory for both, and a worker that dies mid-write leaves no temp file behind.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { access, mkdtemp, readdir, rm, stat } from 'node:fs/promises'
@@ -195,5 +195,25 @@ describe('the disk tier shared by two workers', () => {
       Array(6).fill('HIT')
     )
     assert.equal(originGets(kept.key), before, 'no origin GET after the restart')
+  })
+
+  it('deletes the temp file of a worker that dies mid-write', async () => {
+    const key = 'dying.bin'
+    await s3.put('shared-disk', key, randomBytes(OBJECT_SIZE))
+    const hold = s3.holdNextGet(64 * 1024)
+    // The connection dies with the worker.
+    const request = get(key).catch(() => undefined)
+    await hold.held
+    const temps = async () => (await readdir(cacheDir)).filter((name) => name.endsWith('.tmp'))
+    const [temp] = await eventually(async () => ((await temps()).length > 0 ? temps() : undefined), "the fill's temp file")
+    // <sha-256>.entry.<pid>.<random>.tmp
+    const pid = Number(temp?.split('.')[2])
+    assert.ok(Number.isInteger(pid) && pid !== process.pid, `the writer's pid in ${temp}`)
+    process.kill(pid, 'SIGKILL')
+    await eventually(async () => (await temps()).length === 0, 'the temp file deleted by the primary', {
+      explain: async () => (await temps()).join(', '),
+    })
+    hold.release()
+    await request
   })
 })
