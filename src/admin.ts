@@ -143,6 +143,7 @@ export function adminRoutes(runtime: Runtime, hooks: AdminHooks): Hono<HonoEnv> 
         evictions: s.evictions,
         hit_ratio: ratio(s.hits, s.misses),
         ...(s.scrub === undefined ? {} : { scrub: s.scrub }),
+        ...(s.writesPaused === undefined ? {} : { writes_paused: s.writesPaused }),
       }
     }
     const buckets: Record<string, unknown> = {}

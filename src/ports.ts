@@ -261,6 +261,8 @@ export interface CacheTierStats {
    * worker exports them as metrics (the primary sums the workers' metrics).
    */
   sizeReportedElsewhere?: true
+  /** The disk tier takes no new writes now: the disk failed one lately (cache/disk-write-pause.ts). */
+  writesPaused?: boolean
 }
 
 /** How much a pass of the disk tier's scrub reads (cache/disk-scrub.ts). */

@@ -6,6 +6,7 @@ import type { JwtVerifier } from './auth/jwt.ts'
 import { constants } from 'node:fs'
 import { access, mkdir } from 'node:fs/promises'
 import { DiskCache } from './cache/disk.ts'
+import type { WritesEvent } from './cache/disk-write-pause.ts'
 import { MemoryCache } from './cache/memory.ts'
 import type { connectRedis, RedisCache } from './cache/redis.ts'
 import { ipFilterOf } from './http/ip-filter.ts'
@@ -470,7 +471,11 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
         const options = { dir, maxBytes: max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale, budgets }
         // The workers of this instance share the directory through a ledger in the primary.
         const ledger = inOwnCluster(config) ? await joinDiskLedger(options) : undefined
-        tiers.push(await DiskCache.open({ ...options, ledger }))
+        const onWrites = (event: WritesEvent) =>
+          event.paused
+            ? logger.warn({ dir, reason: event.reason, seconds: event.seconds }, 'disk cache writes paused: the disk failed a write')
+            : logger.info({ dir }, 'disk cache writes resumed')
+        tiers.push(await DiskCache.open({ ...options, ledger, onWrites }))
       } catch (err) {
         throw new ConfigError(config.file, [
           { path: 'cache.disk.dir', message: `${dir} is not a writable directory (${(err as NodeJS.ErrnoException).code ?? String(err)})` },

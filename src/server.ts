@@ -406,6 +406,7 @@ function updateCacheGauges(metrics: Metrics, runtime: Runtime): void {
       if (stats.bytes !== null) metrics.cacheBytes.set({ tier: tier.name }, stats.bytes)
       metrics.cacheEvictions.set({ tier: tier.name }, stats.evictions)
     }
+    if (stats.writesPaused !== undefined) metrics.cacheWritesPaused.set({ tier: tier.name }, stats.writesPaused ? 1 : 0)
     if (stats.scrub === undefined) continue
     metrics.cacheScrubEntries.set({ tier: tier.name, result: 'intact' }, stats.scrub.checked - stats.scrub.damaged)
     metrics.cacheScrubEntries.set({ tier: tier.name, result: 'damaged' }, stats.scrub.damaged)

@@ -7,6 +7,7 @@ import { open, rm, type FileHandle } from 'node:fs/promises'
 import { crc32 } from '@node-rs/crc32'
 import type { CachedObject, EntryWriter } from '../ports.ts'
 import { BLOCK_SIZE } from './disk-format.ts'
+import { diskWriteFailure } from './disk-write-pause.ts'
 
 /**
  * Bytes a writer holds before `write` makes its caller wait: pieces queued meanwhile go to the
@@ -49,15 +50,21 @@ export class EntryFileWriter {
   #written = 0
   #crc = 0
   #closed = false
+  readonly #onDiskFailure: ((reason: string) => void) | undefined
 
-  /** Creates `temp` for a body of `size` bytes starting at `bodyOffset`. */
-  constructor(temp: string, bodyOffset: number, size: number) {
+  /**
+   * Creates `temp` for a body of `size` bytes starting at `bodyOffset`. `onDiskFailure` hears of
+   * a write the disk failed (stalled, full, I/O error; disk-write-pause.ts), not of a body that
+   * ended early or a writer given up.
+   */
+  constructor(temp: string, bodyOffset: number, size: number, onDiskFailure?: (reason: string) => void) {
     this.#temp = temp
     this.#bodyOffset = bodyOffset
     this.#size = size
+    this.#onDiskFailure = onDiskFailure
     this.#table = Buffer.alloc(4 * Math.ceil(size / BLOCK_SIZE))
     this.#file = open(temp, 'w')
-    this.#file.catch((err: Error) => (this.#failure ??= err))
+    this.#file.catch((err: Error) => this.#fail(err))
   }
 
   /**
@@ -82,7 +89,9 @@ export class EntryFileWriter {
   #drained(writing: Promise<void>): Promise<boolean> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        this.#fail(new Error(`the disk took no write in ${WRITE_STALL_MS} ms`))
+        const reason = `the disk took no write in ${WRITE_STALL_MS} ms`
+        if (this.#failure === undefined) this.#onDiskFailure?.(reason)
+        this.#fail(new Error(reason))
         resolve(false)
       }, WRITE_STALL_MS)
       void writing.then(() => {
@@ -110,6 +119,7 @@ export class EntryFileWriter {
       await this.#close()
       return head
     } catch (err) {
+      this.#fail(err as Error)
       await this.abort()
       throw err
     }
@@ -117,6 +127,8 @@ export class EntryFileWriter {
 
   /** Fails the writer for good; what is still queued is let go (a hung write may never return). */
   #fail(error: Error): void {
+    const code = this.#failure === undefined ? diskWriteFailure(error) : undefined
+    if (code !== undefined) this.#onDiskFailure?.(`a write failed: ${code}`)
     this.#failure ??= error
     this.#queue = []
     this.#queued = 0
@@ -178,22 +190,45 @@ export class EntryFileWriter {
   }
 }
 
+/**
+ * Writes `buffers` at `position`, going on after a short write: the disk then says why it took
+ * less (ENOSPC on a full disk), which a short write alone does not.
+ */
 export async function writeAll(handle: FileHandle, buffers: Uint8Array[], position: number): Promise<void> {
-  const total = buffers.reduce((sum, b) => sum + b.length, 0)
-  const { bytesWritten } = await handle.writev(buffers, position)
-  if (bytesWritten !== total) throw new Error('short write')
+  let pending = buffers
+  let at = position
+  for (;;) {
+    const total = pending.reduce((sum, b) => sum + b.length, 0)
+    const { bytesWritten } = await handle.writev(pending, at)
+    if (bytesWritten === total) return
+    if (bytesWritten === 0) throw new Error('the disk took no bytes')
+    at += bytesWritten
+    pending = afterFirst(pending, bytesWritten)
+  }
+}
+
+/** `buffers` without their first `bytes` bytes. */
+function afterFirst(buffers: Uint8Array[], bytes: number): Uint8Array[] {
+  let skip = bytes
+  let i = 0
+  while (skip >= (buffers[i]?.length ?? 0) && i < buffers.length) skip -= buffers[i++]!.length
+  const rest = buffers.slice(i)
+  if (skip > 0 && rest[0] !== undefined) rest[0] = rest[0].subarray(skip)
+  return rest
 }
 
 /**
  * The EntryWriter (ports.ts) over a file writer: `headOf` makes the header from the block table,
  * `install` moves the finished file into place and indexes it. A commit that takes longer than
- * `commitStallMs` resolves undefined (nothing stored; the file is removed if it ever finishes).
+ * `commitStallMs` resolves undefined (nothing stored; the file is removed if it ever finishes)
+ * and calls `onStall`.
  */
 export function entryWriterOf(
   out: EntryFileWriter,
   headOf: (table: Buffer) => Buffer,
   install: (head: Buffer) => Promise<CachedObject | undefined>,
-  commitStallMs = COMMIT_STALL_MS
+  commitStallMs = COMMIT_STALL_MS,
+  onStall?: (reason: string) => void
 ): EntryWriter {
   const writer: EntryWriter = {
     write: (chunk) => out.write(chunk),
@@ -226,6 +261,7 @@ export function entryWriterOf(
       const deadline = new Promise<undefined>((resolve) => {
         timer = setTimeout(() => {
           late = true
+          onStall?.(`a commit took longer than ${commitStallMs} ms`)
           resolve(undefined)
         }, commitStallMs)
       })

@@ -28,7 +28,8 @@ import { purgeCovers, type PurgeTarget } from './purge-log.ts'
 import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
 import { OpenFiles, transientFsError, type EntryFile } from './disk-handles.ts'
-import { EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
+import { COMMIT_STALL_MS, EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
+import { diskWriteFailure, WritePause, type WritesEvent } from './disk-write-pause.ts'
 import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
 import { checkEntryFile, Pacer, readEntryHead, sampleOf, ScrubSchedule } from './disk-scrub.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
@@ -48,6 +49,10 @@ export interface DiskCacheOptions {
   ledger?: DiskLedgerLink | undefined
   /** This tier is the ledger (in the cluster primary): told each key it stops holding. */
   onGone?: ((key: string) => void) | undefined
+  /** Told when writes pause after the disk failed one, and when they work again (disk-write-pause.ts). */
+  onWrites?: ((event: WritesEvent) => void) | undefined
+  /** The first pause of writes after a failure (tests shorten it). */
+  writesPauseMs?: number | undefined
 }
 
 /** A worker's line to the ledger of the disk directory it shares with the other workers. */
@@ -115,6 +120,7 @@ export class DiskCache implements CacheStore {
   readonly #scrubTotals: ScrubTotals = { passes: 0, checked: 0, damaged: 0, bytes: 0 }
   readonly #ledger: DiskLedgerLink | undefined
   readonly #onGone: ((key: string) => void) | undefined
+  readonly #writes: WritePause
   /** Keys leaving the index now are only forgotten: their files are another process's to delete. */
   #forgetting = false
   /** Files being deleted (the ledger answers a purge once they are gone). */
@@ -125,6 +131,7 @@ export class DiskCache implements CacheStore {
   private constructor(options: DiskCacheOptions) {
     this.#ledger = options.ledger
     this.#onGone = options.onGone
+    this.#writes = new WritePause(options.onWrites, options.writesPauseMs)
     this.#dir = options.dir
     this.#staleMs = options.staleSeconds * 1000
     this.#maxItemBytes = options.maxItemBytes
@@ -205,7 +212,7 @@ export class DiskCache implements CacheStore {
 
   async set(key: string, entry: CachedObject): Promise<void> {
     const { body } = entry
-    if (body.length > this.#maxItemBytes) return
+    if (body.length > this.#maxItemBytes || this.#writes.active) return
     // The entry a writer of this tier just committed, handed back by the tiered cache: already here.
     const indexed = this.#index.peek(key)
     const known = indexed === undefined ? undefined : this.#known.peek(indexed)
@@ -216,6 +223,8 @@ export class DiskCache implements CacheStore {
       const head = encodeHead(key, entry, body.length, blockTable(body))
       // Over its bucket's budget on its own: not stored, and the key's older copy goes too.
       if (this.#budgets?.fits(key, head.length + body.length) === false) return await this.delete(key)
+      // Nobody waits for this write, but a hung one holds its body: the disk is failing.
+      const stalled = setTimeout(() => this.#writes.failed(`a commit took longer than ${COMMIT_STALL_MS} ms`), COMMIT_STALL_MS)
       try {
         const handle = await open(temp, 'w')
         try {
@@ -224,9 +233,13 @@ export class DiskCache implements CacheStore {
         } finally {
           await handle.close()
         }
-      } catch {
+      } catch (err) {
+        const code = diskWriteFailure(err)
+        if (code !== undefined) this.#writes.failed(`a write failed: ${code}`)
         await rm(temp, { force: true }).catch(() => {})
         return
+      } finally {
+        clearTimeout(stalled)
       }
       await this.#install(key, file, temp, head, body.length)
       return
@@ -246,7 +259,7 @@ export class DiskCache implements CacheStore {
    * while it was written).
    */
   writer(key: string, head: Omit<CachedObject, 'body'>, size: number, wanted?: () => boolean): EntryWriter | undefined {
-    if (size > this.#maxItemBytes) return undefined
+    if (size > this.#maxItemBytes || this.#writes.active) return undefined
     // The header's length does not depend on the checksums: the body's place is known now.
     const placeholder = encodeHead(key, head, size, Buffer.alloc(4 * Math.ceil(size / BLOCK_SIZE)))
     if (this.#budgets?.fits(key, placeholder.length + size) === false) {
@@ -255,11 +268,14 @@ export class DiskCache implements CacheStore {
     }
     const file = this.#fileOf(key)
     const temp = tempOf(file)
-    const out = new EntryFileWriter(temp, placeholder.length, size)
+    const failed = (reason: string) => this.#writes.failed(reason)
+    const out = new EntryFileWriter(temp, placeholder.length, size, failed)
     return entryWriterOf(
       out,
       (crcs) => encodeHead(key, head, size, crcs),
-      (written) => this.#install(key, file, temp, written, size, wanted)
+      (written) => this.#install(key, file, temp, written, size, wanted),
+      COMMIT_STALL_MS,
+      failed
     )
   }
 
@@ -280,6 +296,7 @@ export class DiskCache implements CacheStore {
       await rm(temp, { force: true }).catch(() => {})
       return undefined
     }
+    this.#writes.worked()
     // Purged during the rename: asked again in the turn the index is written, so a purge after
     // this finds the entry.
     if (wanted?.() === false) {
@@ -389,10 +406,11 @@ export class DiskCache implements CacheStore {
 
   stats(): CacheTierStats {
     const scrub = { ...this.#scrubTotals }
-    if (this.#ledger === undefined) return { ...this.#counters.snapshot(this.#index.size, this.#index.calculatedSize), scrub }
+    const writesPaused = this.#writes.active
+    if (this.#ledger === undefined) return { ...this.#counters.snapshot(this.#index.size, this.#index.calculatedSize), scrub, writesPaused }
     // A worker: the shared directory's size, which one worker exports as metrics for all.
     const { entries, bytes, evictions, reporter } = this.#ledger.totals()
-    return { ...this.#counters.snapshot(entries, bytes), evictions, scrub, ...(reporter ? {} : { sizeReportedElsewhere: true }) }
+    return { ...this.#counters.snapshot(entries, bytes), evictions, scrub, writesPaused, ...(reporter ? {} : { sizeReportedElsewhere: true }) }
   }
 
   async close(): Promise<void> {

@@ -68,6 +68,12 @@ export class Metrics {
     labelNames: ['tier'] as const,
     registers: [this.registry],
   })
+  readonly cacheWritesPaused = new Gauge({
+    name: 'cache_writes_paused',
+    help: 'Whether the disk tier takes no new writes now (1) because the disk failed one lately (stalled, full, I/O error), by tier; summed over workers',
+    labelNames: ['tier'] as const,
+    registers: [this.registry],
+  })
   readonly cacheScrubEntries = new Gauge({
     name: 'cache_scrub_entries',
     help: 'Entries the disk scrub read and checked since start, by tier and result (intact, or damaged: deleted)',
