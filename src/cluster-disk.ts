@@ -1,15 +1,19 @@
 // The disk tier's directory, shared by the workers of one instance (`server.workers` > 1). The
-// primary keeps one ledger per directory: a DiskCache too (cache/disk.ts), rebuilt from the files
-// when the first worker opens the tier, and the only one that counts the directory's budget and
-// evicts. Each worker's DiskCache is its view of the directory: it reports the entries it writes
-// and hits and the files it deletes (batched, every REPORT_MS), finds the files other workers
-// wrote by their names, asks the ledger to purge, and forgets what the ledger says is gone.
-//   worker --open {options}--> primary: opens the directory's ledger once --ready {state}--> worker
+// primary keeps one ledger per directory while a worker's tier uses it: a DiskCache too
+// (cache/disk.ts), rebuilt from the files when the first worker opens the tier, and the only one
+// that counts the directory's budget and evicts. Each worker's DiskCache is its view of the
+// directory: it reports the entries it writes and hits and the files it deletes (batched, every
+// REPORT_MS), finds the files other workers wrote by their names, asks the ledger to purge, and
+// forgets what the ledger says is gone.
+//   worker --open {options}--> primary: opens the directory's ledger, or gives it new limits
+//                               without reading a file (a reload) --ready {state}--> worker
 //   worker --report {held, dropped}--> primary
 //   worker --purge {target}--> primary: deletes the files --purged {count}--> worker
 //   worker --budgets {budgets}--> primary (a reload)
+//   worker --leave--> primary (its tier closed)
 //   primary --state {gone, totals, reporter}--> each worker of the directory, when it changed
-// When a worker dies, the primary deletes the temp files it was writing (named with its pid).
+// When a worker dies, the primary deletes the temp files it was writing (named with its pid) and
+// counts the entries it renamed into place but had not reported yet.
 // The messages stay inside the instance: its own processes over node:cluster's channel.
 import cluster, { type Worker } from 'node:cluster'
 import type { BucketBudgetMap } from './cache/bucket-budgets.ts'
@@ -21,8 +25,6 @@ const CHANNEL = 'yatagarasu:disk'
 const REPORT_MS = 100
 /** How long the ledger gathers changes before it tells the workers. */
 const STATE_MS = 50
-/** A purge the ledger has not answered by then counts as none. */
-const PURGE_WAIT_MS = 5000
 
 export interface LedgerOptions {
   dir: string
@@ -51,6 +53,7 @@ type DiskMessage = { channel: typeof CHANNEL } & (
   | { step: 'purge'; id: number; dir: string; target: PurgeTarget }
   | { step: 'purged'; id: number; count: number }
   | { step: 'budgets'; dir: string; budgets: BucketBudgetMap }
+  | { step: 'leave'; dir: string }
   | ({ step: 'state'; dir: string; gone: string[] } & LedgerState)
 )
 
@@ -80,15 +83,12 @@ function send(message: DiskMessage, failed?: () => void): void {
   })
 }
 
-/** Sends `message` (an open or a purge) and resolves with the primary's answer; undefined when it cannot be sent or times out. */
-function ask(message: DiskMessage & { id: number }, timeoutMs?: number): Promise<DiskMessage | undefined> {
+/** Sends `message` (an open or a purge) and resolves with the primary's answer; undefined when it cannot be sent. */
+function ask(message: DiskMessage & { id: number }): Promise<DiskMessage | undefined> {
   return new Promise((resolve) => {
     const settle = (answer: DiskMessage | undefined) => {
-      if (!waiting.delete(message.id)) return
-      clearTimeout(timer)
-      resolve(answer)
+      if (waiting.delete(message.id)) resolve(answer)
     }
-    const timer = timeoutMs === undefined ? undefined : setTimeout(settle, timeoutMs, undefined)
     waiting.set(message.id, settle)
     send(message, () => settle(undefined))
   })
@@ -137,7 +137,8 @@ class WorkerLink implements DiskLedgerLink {
   async purge(target: PurgeTarget): Promise<number> {
     // What this worker wrote before the purge reaches the ledger first.
     this.#flush()
-    const answer = await ask({ channel: CHANNEL, step: 'purge', id: ++lastId, dir: this.dir, target }, PURGE_WAIT_MS)
+    // No deadline: the purge is done when the files are gone (the ledger answers a failed one too).
+    const answer = await ask({ channel: CHANNEL, step: 'purge', id: ++lastId, dir: this.dir, target })
     return answer?.step === 'purged' ? answer.count : 0
   }
 
@@ -162,6 +163,7 @@ class WorkerLink implements DiskLedgerLink {
   close(): void {
     this.#flush()
     links.delete(this)
+    send({ channel: CHANNEL, step: 'leave', dir: this.dir })
   }
 
   #schedule(): void {
@@ -181,116 +183,149 @@ class WorkerLink implements DiskLedgerLink {
 // In the primary.
 interface Ledger {
   dir: string
-  /** The settings it was opened with: a worker opening the directory with others replaces it. */
+  /** The limits it holds: a worker opening the directory with others (a reload) changes them. */
   settings: string
+  /** Replaced (DiskCache.takeOver) when the limits change, inside the queue. */
   cache: Promise<DiskCache>
-  /** The workers whose tier uses this directory. */
-  members: Set<Worker>
+  /** The workers whose tiers use this directory, with how many tiers each (two during a reload). */
+  links: Map<Worker, number>
   /** Keys the ledger stopped holding since the workers were last told. */
   gone: string[]
   /** The totals and reporter the workers were last told. */
   told: string
   timer: NodeJS.Timeout | undefined
-  /** The workers' reports, purges and budgets, handled one after another. */
+  /** The workers' opens, reports, purges and budgets, handled one after another. */
   queue: Promise<void>
 }
 
-/** In the primary: keeps a ledger for each disk directory the workers open, and answers them. */
+const settingsOf = ({ maxBytes, maxItemBytes, staleSeconds }: LedgerOptions) => JSON.stringify({ maxBytes, maxItemBytes, staleSeconds })
+
+/**
+ * In the primary: keeps a ledger for each disk directory the workers open, while any worker's
+ * tier uses it, and answers them.
+ */
 export function serveDiskLedgers(): void {
   const ledgers = new Map<string, Ledger>()
   const toWorker = (worker: Worker, message: DiskMessage) => {
     if (worker.isConnected()) worker.send(message, undefined, undefined, () => {})
   }
-  const current = (dir: string) => ledgers.get(dir)
 
   const stateOf = (ledger: Ledger, cache: DiskCache): LedgerState => {
     const stats = cache.stats()
-    const ids = [...ledger.members].filter((w) => w.isConnected()).map((w) => w.id)
+    const ids = [...ledger.links.keys()].filter((w) => w.isConnected()).map((w) => w.id)
     return { totals: { entries: stats.entries ?? 0, bytes: stats.bytes ?? 0, evictions: stats.evictions }, reporter: Math.min(...ids) }
   }
   /** Tells the workers what is gone and the new totals, if anything changed. */
   const tell = (ledger: Ledger, cache: DiskCache) => {
     clearTimeout(ledger.timer)
     ledger.timer = undefined
-    if (current(ledger.dir) !== ledger) return
+    if (ledgers.get(ledger.dir) !== ledger) return
     const state = stateOf(ledger, cache)
     const told = JSON.stringify(state)
     if (ledger.gone.length === 0 && told === ledger.told) return
     ledger.told = told
     const message: DiskMessage = { channel: CHANNEL, step: 'state', dir: ledger.dir, gone: ledger.gone.splice(0), ...state }
-    for (const worker of ledger.members) toWorker(worker, message)
+    for (const worker of ledger.links.keys()) toWorker(worker, message)
   }
   const tellSoon = (ledger: Ledger) => {
     ledger.timer ??= setTimeout(() => void ledger.cache.then((cache) => tell(ledger, cache), () => {}), STATE_MS).unref()
   }
-
-  const open = (options: LedgerOptions): Ledger => {
-    const { dir, maxBytes, maxItemBytes, staleSeconds, budgets } = options
-    const settings = JSON.stringify({ maxBytes, maxItemBytes, staleSeconds })
-    const existing = current(dir)
-    if (existing?.settings === settings) return existing
-    const gone: string[] = []
-    const cache = import('./cache/disk.ts').then(({ DiskCache: Disk }) =>
-      Disk.open({
-        dir,
-        maxBytes,
-        maxItemBytes,
-        staleSeconds,
-        budgets,
-        onGone: (key) => {
-          gone.push(key)
-          tellSoon(ledger)
-        },
-      })
+  /**
+   * Runs `step` on the ledger's cache after every step queued before it (a worker's report is
+   * adopted before the purge it sent after it, so the purge finds its files).
+   */
+  const run = <T>(ledger: Ledger, step: (cache: DiskCache) => T | Promise<T>): Promise<T> => {
+    const done = ledger.queue.then(() => ledger.cache).then(step)
+    ledger.queue = done.then(
+      () => {},
+      () => {}
     )
-    const ledger: Ledger = { dir, settings, cache, members: new Set(existing?.members), gone, told: '', timer: undefined, queue: Promise.resolve() }
-    ledgers.set(dir, ledger)
-    // A directory that could not be opened is tried again by the next worker that opens it.
-    ledger.cache.catch(() => {
-      if (current(dir) === ledger) ledgers.delete(dir)
-    })
-    void existing?.cache.then((cache) => cache.close(), () => {})
+    return done
+  }
+  const optionsOf = (ledger: Ledger, options: LedgerOptions) => ({
+    ...options,
+    onGone: (key: string) => {
+      ledger.gone.push(key)
+      tellSoon(ledger)
+    },
+  })
+
+  const ledgerOf = (options: LedgerOptions): Ledger => {
+    const existing = ledgers.get(options.dir)
+    if (existing !== undefined) {
+      const settings = settingsOf(options)
+      if (existing.settings !== settings) {
+        // New limits: the index carries over (evicting what no longer fits), no file is read.
+        existing.settings = settings
+        void run(existing, async (cache) => {
+          const { DiskCache: Disk } = await import('./cache/disk.ts')
+          existing.cache = Promise.resolve(Disk.takeOver(cache, optionsOf(existing, options)))
+        })
+      }
+      return existing
+    }
+    const ledger: Ledger = {
+      dir: options.dir,
+      settings: settingsOf(options),
+      // The first worker to open the directory waits while the index is rebuilt from its files.
+      cache: import('./cache/disk.ts').then(({ DiskCache: Disk }) => Disk.open(optionsOf(ledger, options))),
+      links: new Map(),
+      gone: [],
+      told: '',
+      timer: undefined,
+      queue: Promise.resolve(),
+    }
+    ledgers.set(options.dir, ledger)
     return ledger
+  }
+  /** `worker` no longer uses the ledger (its tier closed, or it died); forgotten when nobody does. */
+  const leave = (ledger: Ledger, worker: Worker, tiers = 1) => {
+    const left = (ledger.links.get(worker) ?? 0) - tiers
+    if (left > 0) ledger.links.set(worker, left)
+    else ledger.links.delete(worker)
+    if (ledger.links.size === 0 && ledgers.get(ledger.dir) === ledger) ledgers.delete(ledger.dir)
+    else tellSoon(ledger)
   }
 
   cluster.on('exit', (worker) => {
-    for (const ledger of ledgers.values()) {
-      if (!ledger.members.delete(worker)) continue
-      tellSoon(ledger)
-      // What it was writing will never be renamed into place.
+    for (const ledger of [...ledgers.values()]) {
+      const tiers = ledger.links.get(worker)
+      if (tiers === undefined) continue
+      leave(ledger, worker, tiers)
+      // What it was writing will never be renamed into place; what it renamed but had not yet
+      // reported is counted now.
       const { pid } = worker.process
       if (pid !== undefined) void import('./cache/disk.ts').then(({ deleteTempFilesOf }) => deleteTempFilesOf(ledger.dir, pid))
+      if (ledgers.get(ledger.dir) === ledger) void run(ledger, (cache) => cache.adoptUnknownFiles()).then(() => tellSoon(ledger), () => {})
     }
   })
   cluster.on('message', (worker, message: DiskMessage | null) => {
     if (!isDiskMessage(message)) return
     if (message.step === 'open') {
-      const ledger = open(message.options)
-      ledger.members.add(worker)
-      ledger.cache.then(
-        (cache) => {
-          cache.setBudgets(message.options.budgets)
-          toWorker(worker, { channel: CHANNEL, step: 'ready', id: message.id, state: stateOf(ledger, cache) })
-          tellSoon(ledger)
-        },
-        (err: unknown) => {
-          ledger.members.delete(worker)
-          toWorker(worker, { channel: CHANNEL, step: 'ready', id: message.id, error: (err as NodeJS.ErrnoException).code ?? String(err) })
-        }
-      )
+      const ledger = ledgerOf(message.options)
+      ledger.links.set(worker, (ledger.links.get(worker) ?? 0) + 1)
+      run(ledger, (cache) => {
+        cache.setBudgets(message.options.budgets)
+        toWorker(worker, { channel: CHANNEL, step: 'ready', id: message.id, state: stateOf(ledger, cache) })
+        tellSoon(ledger)
+      }).catch((err: unknown) => {
+        // A directory that could not be opened is tried again by the next worker that opens it.
+        leave(ledger, worker)
+        if (ledgers.get(ledger.dir) === ledger) ledgers.delete(ledger.dir)
+        toWorker(worker, { channel: CHANNEL, step: 'ready', id: message.id, error: (err as NodeJS.ErrnoException).code ?? String(err) })
+      })
       return
     }
-    if (message.step !== 'report' && message.step !== 'purge' && message.step !== 'budgets') return
-    const ledger = current(message.dir)
+    if (message.step !== 'report' && message.step !== 'purge' && message.step !== 'budgets' && message.step !== 'leave') return
+    const ledger = ledgers.get(message.dir)
     if (ledger === undefined) {
       if (message.step === 'purge') toWorker(worker, { channel: CHANNEL, step: 'purged', id: message.id, count: 0 })
       return
     }
-    // One message at a time, in order: a worker's report (its files' adoption) is done before the
-    // purge it sent after it, so the purge finds them.
-    ledger.queue = ledger.queue.then(() => ledger.cache).then(async (cache) => {
+    if (message.step === 'leave') return leave(ledger, worker)
+    void run(ledger, async (cache) => {
       if (message.step === 'report') {
-        cache.forget(message.dropped)
+        await cache.dropped(message.dropped)
         await Promise.all(message.held.map(([key, size]) => cache.adopt(key, size)))
         return tellSoon(ledger)
       }
@@ -306,8 +341,9 @@ export function serveDiskLedgers(): void {
       // What is gone reaches the asking worker before the answer (one channel, in order).
       tell(ledger, cache)
       toWorker(worker, { channel: CHANNEL, step: 'purged', id: message.id, count })
+    }).catch(() => {
+      // The worker's purge waits for an answer: a purge that failed answers nothing purged.
+      if (message.step === 'purge') toWorker(worker, { channel: CHANNEL, step: 'purged', id: message.id, count: 0 })
     })
-    // A failed open was answered at the open; a failed purge is answered by the worker's deadline.
-    ledger.queue = ledger.queue.catch(() => {})
   })
 }

@@ -4,7 +4,7 @@
 // through a real cluster.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { access, mkdtemp, rm } from 'node:fs/promises'
+import { access, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -12,6 +12,8 @@ import { flipBodyByte } from '../../test/support/disk-entry.ts'
 import { objectMeta } from '../../test/support/meta.ts'
 import type { CachedObject } from '../ports.ts'
 import { DiskCache, type DiskLedgerLink } from './disk.ts'
+import { MemoryCache } from './memory.ts'
+import { TieredCache } from './tiered.ts'
 
 const dirs: string[] = []
 after(async () => {
@@ -32,6 +34,17 @@ async function bodyOf(disk: DiskCache, key: string): Promise<Buffer | undefined>
   return got.body instanceof Uint8Array ? Buffer.from(got.body) : Buffer.from(await got.body.bytes())
 }
 
+/** A line to no ledger: what a view reports goes nowhere. */
+const noLink: DiskLedgerLink = {
+  held: () => {},
+  dropped: () => {},
+  purge: async () => 0,
+  budgets: () => {},
+  totals: () => ({ entries: 0, bytes: 0, evictions: 0, reporter: true }),
+  onGone: () => {},
+  close: () => {},
+}
+
 /** A directory with its ledger and two workers' views; what the views report waits for `deliver`. */
 async function sharedDirectory(options: { ledgerBytes: number; viewBytes: number }) {
   const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-disk-shared-'))
@@ -46,10 +59,22 @@ async function sharedDirectory(options: { ledgerBytes: number; viewBytes: number
     const keys = gone.splice(0)
     if (keys.length > 0) for (const forget of forgets) forget(keys)
   }
+  /** While set, purges wait here before the ledger acts (the IPC round trip and the unlinks take time). */
+  let purgeGate: { arrived: () => void; release: Promise<void> } | undefined
+  const holdPurges = () => {
+    const arrived = Promise.withResolvers<void>()
+    const release = Promise.withResolvers<void>()
+    purgeGate = { arrived: arrived.resolve, release: release.promise }
+    return { arrived: arrived.promise, release: release.resolve }
+  }
   const link = (): DiskLedgerLink => ({
     held: (key, size) => void reports.push(() => ledger.adopt(key, size)),
-    dropped: (key) => void reports.push(async () => ledger.forget([key])),
+    dropped: (key) => void reports.push(() => ledger.dropped([key])),
     async purge(target) {
+      if (purgeGate !== undefined) {
+        purgeGate.arrived()
+        await purgeGate.release
+      }
       await deliver()
       let count = 1
       if ('prefix' in target) count = await ledger.purge(target.prefix)
@@ -67,7 +92,7 @@ async function sharedDirectory(options: { ledgerBytes: number; viewBytes: number
     close: () => {},
   })
   const view = () => DiskCache.open({ dir, maxBytes: options.viewBytes, maxItemBytes: 1 << 24, staleSeconds: 60, ledger: link() })
-  return { dir, ledger, a: await view(), b: await view(), deliver }
+  return { dir, ledger, a: await view(), b: await view(), deliver, holdPurges, options: { dir, maxBytes: options.ledgerBytes, maxItemBytes: 1 << 24, staleSeconds: 60 } }
 }
 
 describe('a disk directory shared by workers', () => {
@@ -154,5 +179,70 @@ describe('a disk directory shared by workers', () => {
     const { ledger } = await sharedDirectory({ ledgerBytes: 10_000 * KB, viewBytes: 10_000 * KB })
     await ledger.adopt('b/evicted-meanwhile', 3 * KB)
     assert.equal(ledger.stats().entries, 0)
+  })
+
+  it('a purge sticks in the memory tier above a worker: its own purge on the way to the ledger, no lookup finds the files by name', async () => {
+    const { dir, a, b, holdPurges } = await sharedDirectory({ ledgerBytes: 10_000 * KB, viewBytes: 10_000 * KB })
+    const workerA = new TieredCache([new MemoryCache({ maxBytes: 1e8, maxItemBytes: 1 << 24, staleSeconds: 60 }), a])
+    await b.set('b/k', entry(randomBytes(3 * KB)))
+    const held = holdPurges()
+    const purging = workerA.purge('b/')
+    await held.arrived
+    // A request on worker A meanwhile: not in memory, and the disk must not hand over b's file.
+    assert.equal(await workerA.lookup('b/k'), undefined)
+    held.release()
+    await purging
+    assert.equal(await exists(fileOf(dir, 'b/k')), false)
+    assert.equal(await workerA.lookup('b/k'), undefined, 'nothing kept in memory either')
+  })
+
+  it('a worker\'s drop does not uncount a newer copy another worker wrote meanwhile', async () => {
+    const { dir, a, b, ledger, deliver } = await sharedDirectory({ ledgerBytes: 10_000 * KB, viewBytes: 10_000 * KB })
+    await a.set('b/k', entry(randomBytes(3 * KB)))
+    assert.ok((await b.get('b/k')) !== undefined)
+    await deliver()
+    // b meets a damaged copy and drops it; before its report arrives, a writes a new copy.
+    await flipBodyByte(fileOf(dir, 'b/k'), 99)
+    const damaged = await DiskCache.open({ dir, maxBytes: 1e8, maxItemBytes: 1 << 24, staleSeconds: 60, ledger: { ...noLink, dropped: () => {} } })
+    assert.equal(await damaged.get('b/k'), undefined)
+    await ledger.filesDeleted()
+    await a.set('b/k', entry(randomBytes(5 * KB)))
+    await deliver()
+    // The drop reaches the ledger after the new copy's report.
+    await ledger.dropped(['b/k'])
+    assert.equal(ledger.stats().entries, 1, 'the new copy still counts')
+    await ledger.purge('b/')
+    await ledger.filesDeleted()
+    assert.equal(await exists(fileOf(dir, 'b/k')), false, 'and a purge finds it')
+  })
+
+  it('the ledger counts the files a worker renamed into place but died before reporting', async () => {
+    const { dir, a, ledger } = await sharedDirectory({ ledgerBytes: 10_000 * KB, viewBytes: 10_000 * KB })
+    await a.set('b/orphan', entry(randomBytes(3 * KB)))
+    await a.set('b/orphan2', entry(randomBytes(300 * KB)))
+    // Its reports never arrive.
+    assert.equal(ledger.stats().entries, 0)
+    assert.equal(await ledger.adoptUnknownFiles(), 2)
+    assert.equal(await ledger.adoptUnknownFiles(), 0, 'known now')
+    assert.equal(ledger.stats().entries, 2)
+    await ledger.purge('b/')
+    await ledger.filesDeleted()
+    assert.deepEqual((await readdir(dir)).filter((n) => n.endsWith('.entry')), [])
+  })
+
+  it('new limits carry the ledger over without reading a file: the oldest entries go, temp files being written stay', async () => {
+    const { dir, a, ledger, deliver, options } = await sharedDirectory({ ledgerBytes: 10_000 * KB, viewBytes: 10_000 * KB })
+    for (let i = 0; i < 5; i++) await a.set(`b/${i}`, entry(randomBytes(300 * KB)))
+    await deliver()
+    const writing = join(dir, 'being-written.entry.1234.abc.tmp')
+    await writeFile(writing, 'a fill in progress')
+    const gone: string[] = []
+    const smaller = DiskCache.takeOver(ledger, { ...options, maxBytes: 1000 * KB, onGone: (key) => gone.push(key) })
+    await smaller.filesDeleted()
+    assert.deepEqual(gone, ['b/0', 'b/1'])
+    assert.equal(smaller.stats().entries, 3)
+    assert.equal(await exists(fileOf(dir, 'b/0')), false)
+    assert.equal(await exists(fileOf(dir, 'b/4')), true)
+    assert.equal(await exists(writing), true)
   })
 })

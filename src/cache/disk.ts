@@ -127,6 +127,8 @@ export class DiskCache implements CacheStore {
   readonly #unlinking = new Set<Promise<void>>()
   /** A worker's lookups of files not in its index, by key; `valid` false once a purge or drop covered the key. */
   readonly #discovering = new Map<string, { found: Promise<IndexEntry | undefined>; valid: boolean }>()
+  /** A worker's purges and deletes on their way to the ledger: until the files are gone, no lookup finds them by name. */
+  readonly #purging = new Set<PurgeTarget>()
 
   private constructor(options: DiskCacheOptions) {
     this.#ledger = options.ledger
@@ -156,6 +158,22 @@ export class DiskCache implements CacheStore {
       },
     })
     this.setBudgets(options.budgets ?? {})
+  }
+
+  /**
+   * The ledger under new limits (a reload changed them): a tier over the same directory that takes
+   * over `previous`'s index, least recently used first, without reading a file; what no longer
+   * fits is evicted (deleted, and told through `onGone`).
+   */
+  static takeOver(previous: DiskCache, options: DiskCacheOptions): DiskCache {
+    const cache = new DiskCache(options)
+    previous.#index.rforEach(({ file, size, bodyOffset }, key) => {
+      const index = { file, handle: cache.#files.handleOf(file), size, bodyOffset }
+      if (cache.#budgets?.track(key, sizeOf(index)) === false) return cache.#unlink(file)
+      cache.#index.set(key, index)
+      cache.#derived.add(key)
+    })
+    return cache
   }
 
   /** Opens (creating) the directory and rebuilds the index from the files already there. */
@@ -323,8 +341,7 @@ export class DiskCache implements CacheStore {
     this.#invalidate({ exact: key })
     if (this.#ledger !== undefined) {
       // The ledger deletes the files, the slices other workers wrote included.
-      this.forget([key, ...derived])
-      await this.#ledger.purge({ exact: key })
+      await this.#purgeShared({ exact: key }, () => this.forget([key, ...derived]))
       return
     }
     if (!this.#index.delete(key)) await unlink(this.#fileOf(key)).catch(() => {})
@@ -342,13 +359,29 @@ export class DiskCache implements CacheStore {
   async purge(prefix: string): Promise<number> {
     this.#invalidate({ prefix })
     if (this.#ledger === undefined) return purgeByPrefix(this.#index, prefix)
-    this.#forgetting = true
+    return await this.#purgeShared({ prefix }, () => {
+      this.#forgetting = true
+      try {
+        purgeByPrefix(this.#index, prefix)
+      } finally {
+        this.#forgetting = false
+      }
+    })
+  }
+
+  /**
+   * A worker's purge or delete: `forgetHere` drops what this worker indexes, then the ledger
+   * deletes the files of every worker. Meanwhile the files are still there: a lookup must not
+   * find them by name (and hand a purged copy to the memory tier above).
+   */
+  async #purgeShared(target: PurgeTarget, forgetHere: () => void): Promise<number> {
+    this.#purging.add(target)
     try {
-      purgeByPrefix(this.#index, prefix)
+      forgetHere()
+      return await (this.#ledger as DiskLedgerLink).purge(target)
     } finally {
-      this.#forgetting = false
+      this.#purging.delete(target)
     }
-    return await this.#ledger.purge({ prefix })
   }
 
   /**
@@ -382,6 +415,38 @@ export class DiskCache implements CacheStore {
     if (this.#budgets?.track(key, sizeOf(index)) === false) return await this.delete(key)
     this.#index.set(key, index)
     this.#derived.add(key)
+  }
+
+  /**
+   * The ledger: indexes the entry files of the directory it does not know (a worker died before
+   * it reported them), so they count in the budget and purges find them.
+   */
+  async adoptUnknownFiles(): Promise<number> {
+    const known = new Set<string>()
+    for (const { file } of this.#index.values()) known.add(file)
+    let adopted = 0
+    for (const name of await readdir(this.#dir).catch(() => [])) {
+      const file = join(this.#dir, name)
+      if (!name.endsWith(SUFFIX) || known.has(file)) continue
+      const info = await stat(file).catch(() => undefined)
+      const head = info === undefined ? undefined : await readHead(file, info.size).catch(() => undefined)
+      if (info === undefined || head === undefined || file !== this.#fileOf(head.key) || this.#index.has(head.key)) continue
+      await this.adopt(head.key, info.size)
+      adopted++
+    }
+    return adopted
+  }
+
+  /**
+   * The ledger: workers deleted these keys' files (damaged, gone or stale). A key whose file is
+   * there again (another worker wrote a new copy meanwhile) stays counted, at its new size.
+   */
+  async dropped(keys: string[]): Promise<void> {
+    for (const key of keys) {
+      const info = await stat(this.#fileOf(key)).catch(() => undefined)
+      if (info === undefined) this.forget([key])
+      else await this.adopt(key, info.size)
+    }
   }
 
   /** Resolves once every file this tier has begun to delete is gone. */
@@ -587,6 +652,7 @@ export class DiskCache implements CacheStore {
    * process started), read, checked and indexed here. Lookups of one key at once share one read.
    */
   #discover(key: string): Promise<IndexEntry | undefined> {
+    if (this.#purgeCovers(key)) return Promise.resolve(undefined)
     const running = this.#discovering.get(key)
     if (running !== undefined) return running.found
     const lookup = { found: this.#findFile(key), valid: true }
@@ -596,6 +662,11 @@ export class DiskCache implements CacheStore {
     }
     void lookup.found.then(done, done)
     return lookup.found
+  }
+
+  #purgeCovers(key: string): boolean {
+    for (const target of this.#purging) if (purgeCovers(target, key)) return true
+    return false
   }
 
   async #findFile(key: string): Promise<IndexEntry | undefined> {

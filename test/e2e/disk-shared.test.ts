@@ -2,10 +2,13 @@
 // s3rver behind SigV4 checks), as a user runs it: a worker serves what another wrote, the
 // directory holds `cache.disk.max_size` for all of them (and /metrics says so once, not once per
 // worker), a purge through one worker leaves no file another could serve, a restart keeps the
-// directory for both, and a worker that dies mid-write leaves no temp file behind.
+// directory for both, a worker that dies mid-write leaves no temp file behind, one that dies
+// before reporting its entry leaves none the ledger does not count, and a reload's smaller
+// max_size applies to the directory.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { access, mkdtemp, readdir, rm, stat } from 'node:fs/promises'
+import { existsSync, watch } from 'node:fs'
+import { access, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -89,6 +92,22 @@ async function answers(key: string, body: Buffer, count: number): Promise<Array<
 }
 
 const workersIn = (seen: Array<{ worker: number }>) => [...new Set(seen.map((s) => s.worker))].sort()
+
+/** Waits until two workers answer again (after one was killed: its replacement is listening). */
+async function twoWorkersServing(): Promise<void> {
+  await eventually(
+    async () => {
+      const seen = new Set<number>()
+      for (let i = 0; i < 6; i++) {
+        const health = await send(`http://127.0.0.1:${running().port}`, '/health').catch(() => undefined)
+        if (health?.status === 200) seen.add(health.json<{ worker: number }>().worker)
+      }
+      return seen.size === 2
+    },
+    'two workers serving',
+    { withinMs: 60_000 }
+  )
+}
 
 before(async () => {
   s3 = await startS3()
@@ -215,5 +234,60 @@ describe('the disk tier shared by two workers', () => {
     })
     hold.release()
     await request
+    await twoWorkersServing()
+  })
+
+  it('counts a file whose writer died before reporting it: a purge deletes it, and the new object is served', async () => {
+    const key = 'orphan/x.bin'
+    const old = randomBytes(OBJECT_SIZE)
+    await s3.put('shared-disk', key, old)
+    const hold = s3.holdNextGet(64 * 1024)
+    const request = get(key).catch(() => undefined)
+    await hold.held
+    const temp = await eventually(async () => (await readdir(cacheDir)).find((name) => name.endsWith('.tmp')), "the fill's temp file")
+    const pid = Number(temp.split('.')[2])
+    const file = fileOf(key)
+    // The writer dies as soon as the entry is in place, before its report (every 100 ms) leaves.
+    const watcher = watch(cacheDir, () => {
+      if (!existsSync(file)) return
+      watcher.close()
+      process.kill(pid, 'SIGKILL')
+    })
+    hold.release()
+    await request
+    // Logged once the primary has handled the death (and queued the count of what it left).
+    await running().logged((l) => l.msg === 'worker died; starting a new one' && l.pid === pid)
+    assert.ok(existsSync(file), 'the entry was in place before its writer died')
+    await twoWorkersServing()
+
+    const updated = randomBytes(OBJECT_SIZE)
+    await s3.put('shared-disk', key, updated)
+    const purge = await send(`http://127.0.0.1:${running().port}`, '/admin/cache/purge/files/orphan/*', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN}` },
+    })
+    assert.equal(purge.status, 200)
+    assert.equal(existsSync(file), false, 'the purge deleted it')
+    await answers(key, updated, 4)
+  })
+
+  it('applies a smaller max_size on reload to the directory, without rebuilding it', async () => {
+    for (const { key, body } of OBJECTS.slice(0, 6)) await fill(key, body)
+    assert.ok((await onDisk()).bytes > 2_000_000)
+    const smaller = 1_000_000
+    await writeFile(running().configFile, config(running().port, running().metricsPort).replace(`max_size: ${MAX_SIZE}`, `max_size: ${smaller}`))
+    running().child.kill('SIGHUP')
+    await eventually(async () => (await onDisk()).bytes <= smaller, 'the directory within the new max_size', {
+      withinMs: 30_000,
+      explain: async () => JSON.stringify(await onDisk()),
+    })
+    const newest = OBJECTS[5]!
+    const seen = await answers(newest.key, newest.body, 4)
+    assert.equal(workersIn(seen).length, 2)
+    assert.deepEqual(
+      seen.map((s) => s.cache),
+      Array(4).fill('HIT'),
+      'the most recent entry stays, served by every worker'
+    )
   })
 })
