@@ -7,11 +7,12 @@
 // forgets what the ledger says is gone.
 //   worker --open {options}--> primary: opens the directory's ledger, or gives it new limits
 //                               without reading a file (a reload) --ready {state}--> worker
-//   worker --report {held, dropped}--> primary
+//   worker --report {held, written, dropped}--> primary
 //   worker --purge {target}--> primary: deletes the files --purged {count}--> worker
 //   worker --budgets {budgets}--> primary (a reload)
 //   worker --leave--> primary (its tier closed)
-//   primary --state {gone, totals, reporter}--> each worker of the directory, when it changed
+//   primary --state {gone, rewritten, totals, reporter}--> each worker of the directory, when it
+//                               changed (a worker forgets what is gone, and what another wrote again)
 // When a worker dies, the primary deletes the temp files it was writing (named with its pid) and
 // counts the entries it renamed into place but had not reported yet.
 // The messages stay inside the instance: its own processes over node:cluster's channel.
@@ -49,12 +50,12 @@ interface LedgerState {
 type DiskMessage = { channel: typeof CHANNEL } & (
   | { step: 'open'; id: number; options: LedgerOptions }
   | { step: 'ready'; id: number; state?: LedgerState; error?: string }
-  | { step: 'report'; dir: string; held: Array<[string, number]>; dropped: string[] }
+  | { step: 'report'; dir: string; held: Array<[string, number]>; written: string[]; dropped: string[] }
   | { step: 'purge'; id: number; dir: string; target: PurgeTarget }
   | { step: 'purged'; id: number; count: number }
   | { step: 'budgets'; dir: string; budgets: BucketBudgetMap }
   | { step: 'leave'; dir: string }
-  | ({ step: 'state'; dir: string; gone: string[] } & LedgerState)
+  | ({ step: 'state'; dir: string; gone: string[]; rewritten: Array<[string, number]> } & LedgerState)
 )
 
 const isDiskMessage = (m: { channel?: unknown; step?: unknown } | null | undefined): m is DiskMessage =>
@@ -112,6 +113,7 @@ export async function joinDiskLedger(options: LedgerOptions): Promise<DiskLedger
 class WorkerLink implements DiskLedgerLink {
   readonly dir: string
   #held = new Map<string, number>()
+  #written = new Set<string>()
   #dropped = new Set<string>()
   #timer: NodeJS.Timeout | undefined
   #state: LedgerState
@@ -122,14 +124,16 @@ class WorkerLink implements DiskLedgerLink {
     this.#state = state
   }
 
-  held(key: string, fileSize: number): void {
+  held(key: string, fileSize: number, written = false): void {
     this.#dropped.delete(key)
     this.#held.set(key, fileSize)
+    if (written) this.#written.add(key)
     this.#schedule()
   }
 
   dropped(key: string): void {
     this.#held.delete(key)
+    this.#written.delete(key)
     this.#dropped.add(key)
     this.#schedule()
   }
@@ -155,9 +159,11 @@ class WorkerLink implements DiskLedgerLink {
   }
 
   /** @internal the ledger's news. */
-  apply(message: LedgerState & { gone: string[] }): void {
+  apply(message: LedgerState & { gone: string[]; rewritten: Array<[string, number]> }): void {
     this.#state = { totals: message.totals, reporter: message.reporter }
-    if (message.gone.length > 0) this.#forget?.(message.gone)
+    const me = cluster.worker?.id
+    const stale = [...message.gone, ...message.rewritten.filter(([, writer]) => writer !== me).map(([key]) => key)]
+    if (stale.length > 0) this.#forget?.(stale)
   }
 
   close(): void {
@@ -174,8 +180,9 @@ class WorkerLink implements DiskLedgerLink {
     clearTimeout(this.#timer)
     this.#timer = undefined
     if (this.#held.size === 0 && this.#dropped.size === 0) return
-    send({ channel: CHANNEL, step: 'report', dir: this.dir, held: [...this.#held], dropped: [...this.#dropped] })
+    send({ channel: CHANNEL, step: 'report', dir: this.dir, held: [...this.#held], written: [...this.#written], dropped: [...this.#dropped] })
     this.#held = new Map()
+    this.#written = new Set()
     this.#dropped = new Set()
   }
 }
@@ -191,6 +198,8 @@ interface Ledger {
   links: Map<Worker, number>
   /** Keys the ledger stopped holding since the workers were last told. */
   gone: string[]
+  /** Keys written again since the workers were last told, with the worker that wrote each. */
+  rewritten: Array<[string, number]>
   /** The totals and reporter the workers were last told. */
   told: string
   timer: NodeJS.Timeout | undefined
@@ -222,9 +231,9 @@ export function serveDiskLedgers(): void {
     if (ledgers.get(ledger.dir) !== ledger) return
     const state = stateOf(ledger, cache)
     const told = JSON.stringify(state)
-    if (ledger.gone.length === 0 && told === ledger.told) return
+    if (ledger.gone.length === 0 && ledger.rewritten.length === 0 && told === ledger.told) return
     ledger.told = told
-    const message: DiskMessage = { channel: CHANNEL, step: 'state', dir: ledger.dir, gone: ledger.gone.splice(0), ...state }
+    const message: DiskMessage = { channel: CHANNEL, step: 'state', dir: ledger.dir, gone: ledger.gone.splice(0), rewritten: ledger.rewritten.splice(0), ...state }
     for (const worker of ledger.links.keys()) toWorker(worker, message)
   }
   const tellSoon = (ledger: Ledger) => {
@@ -271,6 +280,7 @@ export function serveDiskLedgers(): void {
       cache: import('./cache/disk.ts').then(({ DiskCache: Disk }) => Disk.open(optionsOf(ledger, options))),
       links: new Map(),
       gone: [],
+      rewritten: [],
       told: '',
       timer: undefined,
       queue: Promise.resolve(),
@@ -327,6 +337,7 @@ export function serveDiskLedgers(): void {
       if (message.step === 'report') {
         await cache.dropped(message.dropped)
         await Promise.all(message.held.map(([key, size]) => cache.adopt(key, size)))
+        for (const key of message.written) ledger.rewritten.push([key, worker.id])
         return tellSoon(ledger)
       }
       if (message.step === 'budgets') {

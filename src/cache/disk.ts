@@ -57,8 +57,11 @@ export interface DiskCacheOptions {
 
 /** A worker's line to the ledger of the disk directory it shares with the other workers. */
 export interface DiskLedgerLink {
-  /** `key`'s file, `fileSize` bytes, was written, found or hit here: counted, most recently used. */
-  held(key: string, fileSize: number): void
+  /**
+   * `key`'s file, `fileSize` bytes, was written (`written`), found or hit here: counted, most
+   * recently used. A file written here replaces the others' copies: they forget theirs.
+   */
+  held(key: string, fileSize: number, written?: boolean): void
   /** `key`'s file was deleted here (damaged, gone or stale): no longer counted. */
   dropped(key: string): void
   /** Deletes what `target` covers from the whole directory; resolves, with how many, once the files are gone. */
@@ -67,7 +70,10 @@ export interface DiskLedgerLink {
   budgets(budgets: BucketBudgetMap): void
   /** The directory's entries, bytes and evictions as the ledger last told them; `reporter`: this worker exports them as metrics. */
   totals(): { entries: number; bytes: number; evictions: number; reporter: boolean }
-  /** Calls `forget` with the keys the ledger stopped holding (evicted, purged, dropped by another worker). */
+  /**
+   * Calls `forget` with the keys the ledger stopped holding (evicted, purged, dropped by another
+   * worker), and those another worker wrote again (this one's header and open file are the old copy's).
+   */
   onGone(forget: (keys: string[]) => void): void
   close(): void
 }
@@ -330,7 +336,7 @@ export class DiskCache implements CacheStore {
     }
     this.#index.set(key, index)
     this.#derived.add(key)
-    this.#ledger?.held(key, index.size)
+    this.#ledger?.held(key, index.size, true)
     // Its header is known: the first hit reads only the body.
     const parsed = parseHead(head)
     return parsed === undefined || 'need' in parsed ? undefined : this.#learn(key, index, parsed)
