@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { eventually } from '../support/eventually.ts'
-import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
+import { bucketYaml, metricOf, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
 const ADMIN = 'disk-full-admin-token-0123456789abcdef'
@@ -24,12 +24,6 @@ let proxy: TestProxy
 
 const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
 
-async function metric(series: string): Promise<number | undefined> {
-  assert.ok(proxy.proxy.metricsUrl !== undefined)
-  const text = await (await fetch(proxy.proxy.metricsUrl)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `))
-  return line === undefined ? undefined : Number(line.slice(series.length + 1))
-}
 
 before(async () => {
   s3 = await startS3()
@@ -84,7 +78,7 @@ describe('the disk tier on a full disk', () => {
     await eventually(async () => (await readdir(cacheDir)).length === 0, 'the temp file removed', {
       explain: async () => (await readdir(cacheDir)).join(', '),
     })
-    assert.equal(await metric('cache_writes_paused{tier="disk"}'), 1)
+    assert.equal(await metricOf(proxy, 'cache_writes_paused{tier="disk"}'), 1)
     const stats = await fetch(`${proxy.url}/admin/cache/stats`, { headers: { authorization: `Bearer ${ADMIN}` } })
     const disk = ((await stats.json()) as { tiers: { disk: { writes_paused: boolean; entries: number } } }).tiers.disk
     assert.deepEqual([disk.writes_paused, disk.entries], [true, 0])

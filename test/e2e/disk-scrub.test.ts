@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test'
 import { BLOCK_SIZE } from '../../src/cache/disk-format.ts'
 import { eventually } from '../support/eventually.ts'
 import { flipBodyByte, openHere } from '../support/disk-entry.ts'
-import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
+import { bucketYaml, metricOf, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
 const MiB = 1024 * 1024
@@ -82,12 +82,6 @@ function scrub(proxy: TestProxy, body?: string, token = ADMIN): Promise<Response
   })
 }
 
-async function metric(proxy: TestProxy, series: string): Promise<number | undefined> {
-  assert.ok(proxy.proxy.metricsUrl !== undefined)
-  const text = await (await fetch(proxy.proxy.metricsUrl)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `))
-  return line === undefined ? undefined : Number(line.slice(series.length + 1))
-}
 
 before(async () => {
   s3 = await startS3()
@@ -149,8 +143,8 @@ describe('disk cache scrub', () => {
     assert.equal(logged.reason, 'block 2 fails its checksum')
     const pass = await proxy.logged((line) => line.msg === 'disk cache scrub pass' && line.damaged === 1)
     assert.equal(pass.trigger, 'admin')
-    assert.equal(await metric(proxy, 'cache_scrub_entries{tier="disk",result="damaged"}'), 1)
-    assert.equal(await metric(proxy, 'cache_scrub_entries{tier="disk",result="intact"}'), 3)
+    assert.equal(await metricOf(proxy, 'cache_scrub_entries{tier="disk",result="damaged"}'), 1)
+    assert.equal(await metricOf(proxy, 'cache_scrub_entries{tier="disk",result="intact"}'), 3)
     const stats = (await (await fetch(`${proxy.url}/admin/cache/stats`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as {
       tiers: { disk: { scrub: { passes: number; checked: number; damaged: number } } }
     }

@@ -98,3 +98,11 @@ export function bucketYaml(options: {
       timeout: 2
 ${options.extra ?? ''}`
 }
+
+/** The value of one series (`name{labels}` as /metrics prints it) on the proxy's metrics port; undefined when absent. */
+export async function metricOf(proxy: TestProxy, series: string): Promise<number | undefined> {
+  if (proxy.proxy.metricsUrl === undefined) throw new Error('metrics are not enabled in this config')
+  const text = await (await fetch(proxy.proxy.metricsUrl)).text()
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `))
+  return line === undefined ? undefined : Number(line.slice(series.length + 1))
+}
