@@ -7,15 +7,14 @@
 //   - when a worker reloads through POST /admin/reload, sends SIGHUP to the other workers;
 //   - without Redis: keeps the rate-limit counters every worker spends (security/rate-limit.ts), and
 //     passes a purge one worker received on to the others (cluster-purge.ts);
-//   - keeps the ledger of the disk tier's directory the workers share (cluster-disk.ts).
+//   - keeps the ledger of the disk tier's directory the workers share (cache/disk-cluster.ts).
 // The primary serves no requests and builds no runtime (the disk ledger reads only file headers).
 import cluster, { type Worker } from 'node:cluster'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
-import { serveDiskLedgers } from './cluster-disk.ts'
 import { relayPurges } from './cluster-purge.ts'
 import type { Config } from './config/schema.ts'
-import { serveRateLimits } from './runtime.ts'
+import { serveDiskLedgers, serveRateLimits } from './runtime.ts'
 import { listenMetrics, metricsEndpoint } from './server.ts'
 import { exitAfterFlush, type Logger } from './telemetry/log.ts'
 

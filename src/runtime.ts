@@ -6,12 +6,12 @@ import type { JwtVerifier } from './auth/jwt.ts'
 import { constants } from 'node:fs'
 import { access, mkdir } from 'node:fs/promises'
 import { DiskCache } from './cache/disk.ts'
+import { joinDiskLedger } from './cache/disk-cluster.ts'
 import type { WritesEvent } from './cache/disk-write-pause.ts'
 import { MemoryCache } from './cache/memory.ts'
 import type { connectRedis, RedisCache } from './cache/redis.ts'
 import { ipFilterOf } from './http/ip-filter.ts'
 import { createRateLimiter } from './security/rate-limit.ts'
-import { joinDiskLedger } from './cluster-disk.ts'
 import { onPurgeFromOtherWorkers, purgeOtherWorkers } from './cluster-purge.ts'
 import { SliceCache } from './cache/slices.ts'
 import { purgeCovers, type PurgeTarget } from './cache/purge-log.ts'
@@ -546,6 +546,8 @@ function inOwnCluster(config: Config): boolean {
 
 /** The cluster primary keeps the workers' shared rate-limit counters (see security/rate-limit.ts). */
 export { serveRateLimits } from './security/rate-limit.ts'
+/** The cluster primary keeps the ledger of each disk directory the workers share (cache/disk-cluster.ts). */
+export { serveDiskLedgers } from './cache/disk-cluster.ts'
 
 export type { PurgeTarget }
 

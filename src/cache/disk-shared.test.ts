@@ -1,5 +1,5 @@
 // The disk tier shared by workers, against real entry files: the ledger (a DiskCache) and two
-// workers' views of one directory in one process, their messages (cluster-disk.ts carries them
+// workers' views of one directory in one process, their messages (disk-cluster.ts carries them
 // between processes) delivered when the test says. test/e2e/disk-shared.test.ts runs the same
 // through a real cluster.
 import assert from 'node:assert/strict'

@@ -14,7 +14,7 @@
 // A scrub (disk-scrub.ts) reads a sample of the entries whole now and then, so damage is found
 // before a hit meets it.
 // Per-bucket budgets (bucket-budgets.ts) bound each bucket's files inside the tier's size.
-// Workers of one instance share the directory through a ledger in the primary (cluster-disk.ts):
+// Workers of one instance share the directory through a ledger in the primary (disk-cluster.ts):
 // the ledger is this class too, rebuilt from the directory and the only one to evict, and each
 // worker's index is its view of it, told what the others wrote when it finds their files by name.
 import { createHash, randomBytes } from 'node:crypto'
@@ -42,7 +42,7 @@ export interface DiskCacheOptions {
   /** Bytes per bucket name; buckets left out share what these leave of `maxBytes`. */
   budgets?: BucketBudgetMap | undefined
   /**
-   * This process is one of the workers sharing `dir` (cluster-disk.ts), and this is its line to
+   * This process is one of the workers sharing `dir` (disk-cluster.ts), and this is its line to
    * the ledger that keeps the directory's budget: nothing is rebuilt at open, an entry another
    * worker wrote is found by its file's name, and only the ledger evicts files.
    */

@@ -17,9 +17,9 @@
 // counts the entries it renamed into place but had not reported yet.
 // The messages stay inside the instance: its own processes over node:cluster's channel.
 import cluster, { type Worker } from 'node:cluster'
-import type { BucketBudgetMap } from './cache/bucket-budgets.ts'
-import type { DiskCache, DiskLedgerLink } from './cache/disk.ts'
-import type { PurgeTarget } from './cache/purge-log.ts'
+import type { BucketBudgetMap } from './bucket-budgets.ts'
+import { deleteTempFilesOf, DiskCache, type DiskLedgerLink } from './disk.ts'
+import type { PurgeTarget } from './purge-log.ts'
 
 const CHANNEL = 'yatagarasu:disk'
 /** How long a worker's holds and drops wait to go to the ledger together. */
@@ -251,9 +251,11 @@ export function serveDiskLedgers(): void {
     )
     return done
   }
-  const optionsOf = (ledger: Ledger, options: LedgerOptions) => ({
+  /** `options` with the ledger's onGone (`ledgerOf`: the ledger, which may be under construction now). */
+  const optionsOf = (ledgerOf: () => Ledger, options: LedgerOptions) => ({
     ...options,
     onGone: (key: string) => {
+      const ledger = ledgerOf()
       ledger.gone.push(key)
       tellSoon(ledger)
     },
@@ -266,9 +268,8 @@ export function serveDiskLedgers(): void {
       if (existing.settings !== settings) {
         // New limits: the index carries over (evicting what no longer fits), no file is read.
         existing.settings = settings
-        void run(existing, async (cache) => {
-          const { DiskCache: Disk } = await import('./cache/disk.ts')
-          existing.cache = Promise.resolve(Disk.takeOver(cache, optionsOf(existing, options)))
+        void run(existing, (cache) => {
+          existing.cache = Promise.resolve(DiskCache.takeOver(cache, optionsOf(() => existing, options)))
         })
       }
       return existing
@@ -277,7 +278,7 @@ export function serveDiskLedgers(): void {
       dir: options.dir,
       settings: settingsOf(options),
       // The first worker to open the directory waits while the index is rebuilt from its files.
-      cache: import('./cache/disk.ts').then(({ DiskCache: Disk }) => Disk.open(optionsOf(ledger, options))),
+      cache: DiskCache.open(optionsOf(() => ledger, options)),
       links: new Map(),
       gone: [],
       rewritten: [],
@@ -305,7 +306,7 @@ export function serveDiskLedgers(): void {
       // What it was writing will never be renamed into place; what it renamed but had not yet
       // reported is counted now.
       const { pid } = worker.process
-      if (pid !== undefined) void import('./cache/disk.ts').then(({ deleteTempFilesOf }) => deleteTempFilesOf(ledger.dir, pid))
+      if (pid !== undefined) void deleteTempFilesOf(ledger.dir, pid)
       if (ledgers.get(ledger.dir) === ledger) void run(ledger, (cache) => cache.adoptUnknownFiles()).then(() => tellSoon(ledger), () => {})
     }
   })
