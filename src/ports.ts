@@ -356,6 +356,12 @@ export interface TieredStore extends CacheStore {
    */
   writer(key: string, head: Omit<CachedObject, 'body'>, size: number): EntryWriter | undefined
   /**
+   * Whether a body of `size` bytes given no writer is held whole and stored at its end: when it
+   * is small (64 KiB) or there is no disk tier. A larger one the disk tier would not take (its
+   * writes paused, over its bucket's budget) is not stored: it streams through, never held whole.
+   */
+  collects(size: number): boolean
+  /**
    * Deletes `key` from every tier without counting as a purge: for an answer that replaces the
    * entry (no-store), where copies fetched before it may still be stored. `delete` and `purge`
    * also refuse every copy fetched or read before them (a purge sticks).

@@ -117,7 +117,7 @@ class WorkerLink implements DiskLedgerLink {
   #dropped = new Set<string>()
   #timer: NodeJS.Timeout | undefined
   #state: LedgerState
-  #forget: ((keys: string[]) => void) | undefined
+  #forget: ((gone: string[], rewritten: string[]) => void) | undefined
 
   constructor(dir: string, state: LedgerState) {
     this.dir = dir
@@ -154,7 +154,7 @@ class WorkerLink implements DiskLedgerLink {
     return { ...this.#state.totals, reporter: this.#state.reporter === cluster.worker?.id }
   }
 
-  onGone(forget: (keys: string[]) => void): void {
+  onGone(forget: (gone: string[], rewritten: string[]) => void): void {
     this.#forget = forget
   }
 
@@ -162,8 +162,8 @@ class WorkerLink implements DiskLedgerLink {
   apply(message: LedgerState & { gone: string[]; rewritten: Array<[string, number]> }): void {
     this.#state = { totals: message.totals, reporter: message.reporter }
     const me = cluster.worker?.id
-    const stale = [...message.gone, ...message.rewritten.filter(([, writer]) => writer !== me).map(([key]) => key)]
-    if (stale.length > 0) this.#forget?.(stale)
+    const rewritten = message.rewritten.filter(([, writer]) => writer !== me).map(([key]) => key)
+    if (message.gone.length > 0 || rewritten.length > 0) this.#forget?.(message.gone, rewritten)
   }
 
   close(): void {
@@ -196,6 +196,8 @@ interface Ledger {
   cache: Promise<DiskCache>
   /** The workers whose tiers use this directory, with how many tiers each (two during a reload). */
   links: Map<Worker, number>
+  /** Every live worker that ever opened it (one whose tier closed may still finish a write). */
+  writers: Set<Worker>
   /** Keys the ledger stopped holding since the workers were last told. */
   gone: string[]
   /** Keys written again since the workers were last told, with the worker that wrote each. */
@@ -280,6 +282,7 @@ export function serveDiskLedgers(): void {
       // The first worker to open the directory waits while the index is rebuilt from its files.
       cache: DiskCache.open(optionsOf(() => ledger, options)),
       links: new Map(),
+      writers: new Set(),
       gone: [],
       rewritten: [],
       told: '',
@@ -300,9 +303,9 @@ export function serveDiskLedgers(): void {
 
   cluster.on('exit', (worker) => {
     for (const ledger of [...ledgers.values()]) {
+      if (!ledger.writers.delete(worker)) continue
       const tiers = ledger.links.get(worker)
-      if (tiers === undefined) continue
-      leave(ledger, worker, tiers)
+      if (tiers !== undefined) leave(ledger, worker, tiers)
       // What it was writing will never be renamed into place; what it renamed but had not yet
       // reported is counted now.
       const { pid } = worker.process
@@ -315,6 +318,7 @@ export function serveDiskLedgers(): void {
     if (message.step === 'open') {
       const ledger = ledgerOf(message.options)
       ledger.links.set(worker, (ledger.links.get(worker) ?? 0) + 1)
+      ledger.writers.add(worker)
       run(ledger, (cache) => {
         cache.setBudgets(message.options.budgets)
         toWorker(worker, { channel: CHANNEL, step: 'ready', id: message.id, state: stateOf(ledger, cache) })

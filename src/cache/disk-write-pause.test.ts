@@ -25,22 +25,37 @@ describe('WritePause', () => {
   it('pauses on a failure, doubles while the disk keeps failing, and starts over once a write is committed', async () => {
     const events: WritesEvent[] = []
     const pause = new WritePause((event) => events.push(event), 400)
-    assert.equal(pause.active, false)
+    assert.equal(pause.mayWrite(), true)
     pause.failed('a write failed: ENOSPC')
-    assert.equal(pause.active, true)
+    assert.deepEqual([pause.paused, pause.mayWrite()], [true, false])
     pause.failed('a write failed: ENOSPC')
     pause.worked()
     assert.deepEqual(events, [{ paused: true, reason: 'a write failed: ENOSPC', seconds: 0.4 }], 'one pause; a write committed during it does not end it')
     await delay(500)
-    assert.equal(pause.active, false, 'over after its time')
-    // The probe write fails too: twice as long.
+    // Over: one write goes through to probe the disk, and it fails too: twice as long.
+    assert.equal(pause.mayWrite(), true)
     pause.failed('the disk took no write in 2000 ms')
     assert.deepEqual(events.at(-1), { paused: true, reason: 'the disk took no write in 2000 ms', seconds: 0.8 })
+    assert.equal(pause.mayWrite(), false)
     await delay(900)
+    assert.equal(pause.mayWrite(), true)
     pause.worked()
     assert.deepEqual(events.at(-1), { paused: false })
+    assert.deepEqual([pause.paused, pause.mayWrite(), pause.mayWrite()], [false, true, true], 'every write goes through again')
     pause.failed('a write failed: EIO')
     assert.deepEqual(events.at(-1), { paused: true, reason: 'a write failed: EIO', seconds: 0.4 }, 'back to the first pause')
+  })
+
+  it('after a pause lets one write through at a time, not every fill that comes', async () => {
+    const pause = new WritePause(undefined, 100)
+    pause.failed('a write failed: EIO')
+    await delay(200)
+    assert.deepEqual(
+      Array.from({ length: 5 }, () => pause.mayWrite()),
+      [true, false, false, false, false],
+      'the probe, then nothing until it says how the disk is'
+    )
+    assert.equal(pause.paused, true)
   })
 })
 

@@ -30,11 +30,23 @@ export const WRITE_STALL_MS = 2000
  * busy disk can take seconds.
  */
 export const COMMIT_STALL_MS = 10_000
+/**
+ * A commit's fsync flushes what the page cache still holds of the file: on a slow but healthy
+ * disk (an HDD, a throttled cloud volume) a large entry's takes a while. A commit counts as the
+ * disk failing (disk-write-pause.ts) only past COMMIT_STALL_MS plus its size at this rate.
+ */
+const SLOW_DISK_BYTES_PER_MS = 20_000
+
+/** How long committing `size` bytes may take before it counts as the disk failing. */
+export function commitFailureMs(size: number): number {
+  return COMMIT_STALL_MS + Math.ceil(size / SLOW_DISK_BYTES_PER_MS)
+}
 
 export class EntryFileWriter {
   readonly #temp: string
   readonly #bodyOffset: number
-  readonly #size: number
+  /** Body bytes. */
+  readonly size: number
   readonly #table: Buffer
   readonly #file: Promise<FileHandle>
   /** Pieces not yet handed to the disk, and their bytes. */
@@ -60,7 +72,7 @@ export class EntryFileWriter {
   constructor(temp: string, bodyOffset: number, size: number, onDiskFailure?: (reason: string) => void) {
     this.#temp = temp
     this.#bodyOffset = bodyOffset
-    this.#size = size
+    this.size = size
     this.#onDiskFailure = onDiskFailure
     this.#table = Buffer.alloc(4 * Math.ceil(size / BLOCK_SIZE))
     this.#file = open(temp, 'w')
@@ -74,7 +86,7 @@ export class EntryFileWriter {
    * later call, once a write failed or stalled, or the body grew past its size.
    */
   write(chunk: Uint8Array): boolean | Promise<boolean> {
-    if (this.#failure === undefined && this.#written + chunk.length > this.#size) this.#fail(new Error('the body is longer than its size'))
+    if (this.#failure === undefined && this.#written + chunk.length > this.size) this.#fail(new Error('the body is longer than its size'))
     if (this.#failure !== undefined) return false
     this.#checksum(chunk)
     this.#queue.push(chunk)
@@ -110,7 +122,7 @@ export class EntryFileWriter {
     try {
       while (this.#writing !== undefined) await this.#writing
       if (this.#failure !== undefined) throw this.#failure
-      if (this.#written !== this.#size) throw new Error('the body ended early')
+      if (this.#written !== this.size) throw new Error('the body ended early')
       const head = headOf(this.#table)
       if (head.length !== this.#bodyOffset) throw new Error('the header changed length')
       const handle = await this.#file
@@ -182,7 +194,7 @@ export class EntryFileWriter {
       this.#crc = crc32(part, this.#crc)
       at += part.length
       this.#written += part.length
-      if (this.#written % BLOCK_SIZE === 0 || this.#written === this.#size) {
+      if (this.#written % BLOCK_SIZE === 0 || this.#written === this.size) {
         this.#table.writeUInt32BE(this.#crc, 4 * Math.floor((this.#written - 1) / BLOCK_SIZE))
         this.#crc = 0
       }
@@ -220,8 +232,8 @@ function afterFirst(buffers: Uint8Array[], bytes: number): Uint8Array[] {
 /**
  * The EntryWriter (ports.ts) over a file writer: `headOf` makes the header from the block table,
  * `install` moves the finished file into place and indexes it. A commit that takes longer than
- * `commitStallMs` resolves undefined (nothing stored; the file is removed if it ever finishes)
- * and calls `onStall`.
+ * `commitStallMs` resolves undefined (nothing stored; the file is removed if it ever finishes);
+ * one whose file is not finished (written, synced) after commitFailureMs calls `onStall`.
  */
 export function entryWriterOf(
   out: EntryFileWriter,
@@ -252,7 +264,12 @@ export function entryWriterOf(
     },
     commit: async () => {
       let late = false
-      const committed = out.finish(headOf).then(
+      const failureMs = Math.max(commitStallMs, commitFailureMs(out.size))
+      const failing = onStall === undefined ? undefined : setTimeout(() => onStall(`a commit took longer than ${failureMs} ms`), failureMs)
+      const finished = out.finish(headOf)
+      // The file's own writes and sync, not its installing (which may wait on other processes).
+      void finished.finally(() => clearTimeout(failing)).catch(() => {})
+      const committed = finished.then(
         // Finished after its deadline: not installed, the temp file goes.
         (head) => (late ? void out.abort() : install(head)),
         () => undefined
@@ -261,7 +278,6 @@ export function entryWriterOf(
       const deadline = new Promise<undefined>((resolve) => {
         timer = setTimeout(() => {
           late = true
-          onStall?.(`a commit took longer than ${commitStallMs} ms`)
           resolve(undefined)
         }, commitStallMs)
       })

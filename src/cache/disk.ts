@@ -28,7 +28,7 @@ import { purgeCovers, type PurgeTarget } from './purge-log.ts'
 import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
 import { OpenFiles, transientFsError, type EntryFile } from './disk-handles.ts'
-import { COMMIT_STALL_MS, EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
+import { COMMIT_STALL_MS, commitFailureMs, EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
 import { diskWriteFailure, WritePause, type WritesEvent } from './disk-write-pause.ts'
 import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
 import { checkEntryFile, Pacer, readEntryHead, sampleOf, ScrubSchedule } from './disk-scrub.ts'
@@ -74,7 +74,7 @@ export interface DiskLedgerLink {
    * Calls `forget` with the keys the ledger stopped holding (evicted, purged, dropped by another
    * worker), and those another worker wrote again (this one's header and open file are the old copy's).
    */
-  onGone(forget: (keys: string[]) => void): void
+  onGone(forget: (gone: string[], rewritten: string[]) => void): void
   close(): void
 }
 
@@ -131,8 +131,11 @@ export class DiskCache implements CacheStore {
   #forgetting = false
   /** Files being deleted (the ledger answers a purge once they are gone). */
   readonly #unlinking = new Set<Promise<void>>()
-  /** A worker's lookups of files not in its index, by key; `valid` false once a purge or drop covered the key. */
-  readonly #discovering = new Map<string, { found: Promise<IndexEntry | undefined>; valid: boolean }>()
+  /**
+   * A worker's lookups of files not in its index, by key: `valid` false once a purge or drop
+   * covered the key (a miss), `reread` once another worker wrote it again (read the new file).
+   */
+  readonly #discovering = new Map<string, { found: Promise<IndexEntry | undefined>; valid: boolean; reread: boolean }>()
   /** A worker's purges and deletes on their way to the ledger: until the files are gone, no lookup finds them by name. */
   readonly #purging = new Set<PurgeTarget>()
 
@@ -154,12 +157,14 @@ export class DiskCache implements CacheStore {
         if (reason === 'evict') this.#counters.evictions++
         this.#budgets?.forget(key)
         this.#derived.remove(key)
-        this.#invalidate({ exact: key })
         if (this.#forgetting) return this.#onGone?.(key)
+        this.#invalidate({ exact: key })
         // A worker's view: only the ledger evicts files.
         if (reason === 'evict' && this.#ledger !== undefined) return
-        this.#unlink(entry.file)
-        this.#ledger?.dropped(key)
+        const unlinked = this.#unlink(entry.file)
+        // Told once the file is gone: the ledger then counts only a newer copy under the name.
+        const ledger = this.#ledger
+        if (ledger !== undefined) void unlinked.then(() => ledger.dropped(key))
         this.#onGone?.(key)
       },
     })
@@ -175,7 +180,10 @@ export class DiskCache implements CacheStore {
     const cache = new DiskCache(options)
     previous.#index.rforEach(({ file, size, bodyOffset }, key) => {
       const index = { file, handle: cache.#files.handleOf(file), size, bodyOffset }
-      if (cache.#budgets?.track(key, sizeOf(index)) === false) return cache.#unlink(file)
+      if (cache.#budgets?.track(key, sizeOf(index)) === false) {
+        void cache.#unlink(file)
+        return cache.#onGone?.(key)
+      }
       cache.#index.set(key, index)
       cache.#derived.add(key)
     })
@@ -187,7 +195,11 @@ export class DiskCache implements CacheStore {
     await mkdir(options.dir, { recursive: true })
     const cache = new DiskCache(options)
     if (options.ledger === undefined) await cache.#rebuild()
-    else options.ledger.onGone((keys) => cache.forget(keys))
+    else
+      options.ledger.onGone((gone, rewritten) => {
+        cache.forget(gone)
+        cache.forget(rewritten, 'rewritten')
+      })
     return cache
   }
 
@@ -236,7 +248,7 @@ export class DiskCache implements CacheStore {
 
   async set(key: string, entry: CachedObject): Promise<void> {
     const { body } = entry
-    if (body.length > this.#maxItemBytes || this.#writes.active) return
+    if (body.length > this.#maxItemBytes) return
     // The entry a writer of this tier just committed, handed back by the tiered cache: already here.
     const indexed = this.#index.peek(key)
     const known = indexed === undefined ? undefined : this.#known.peek(indexed)
@@ -247,8 +259,10 @@ export class DiskCache implements CacheStore {
       const head = encodeHead(key, entry, body.length, blockTable(body))
       // Over its bucket's budget on its own: not stored, and the key's older copy goes too.
       if (this.#budgets?.fits(key, head.length + body.length) === false) return await this.delete(key)
+      if (!this.#writes.mayWrite()) return
       // Nobody waits for this write, but a hung one holds its body: the disk is failing.
-      const stalled = setTimeout(() => this.#writes.failed(`a commit took longer than ${COMMIT_STALL_MS} ms`), COMMIT_STALL_MS)
+      const failureMs = commitFailureMs(body.length)
+      const stalled = setTimeout(() => this.#writes.failed(`a commit took longer than ${failureMs} ms`), failureMs)
       try {
         const handle = await open(temp, 'w')
         try {
@@ -283,13 +297,14 @@ export class DiskCache implements CacheStore {
    * while it was written).
    */
   writer(key: string, head: Omit<CachedObject, 'body'>, size: number, wanted?: () => boolean): EntryWriter | undefined {
-    if (size > this.#maxItemBytes || this.#writes.active) return undefined
+    if (size > this.#maxItemBytes) return undefined
     // The header's length does not depend on the checksums: the body's place is known now.
     const placeholder = encodeHead(key, head, size, Buffer.alloc(4 * Math.ceil(size / BLOCK_SIZE)))
     if (this.#budgets?.fits(key, placeholder.length + size) === false) {
       void this.delete(key)
       return undefined
     }
+    if (!this.#writes.mayWrite()) return undefined
     const file = this.#fileOf(key)
     const temp = tempOf(file)
     const failed = (reason: string) => this.#writes.failed(reason)
@@ -392,13 +407,14 @@ export class DiskCache implements CacheStore {
 
   /**
    * Stops indexing `keys`, leaving their files alone: the ledger deleted them or will (in a
-   * worker), or a worker did (in the ledger, which tells the other workers).
+   * worker), or a worker did (in the ledger, which tells the other workers); `rewritten`: another
+   * worker wrote them again (a lookup reading them now reads the new file instead).
    */
-  forget(keys: Iterable<string>): void {
+  forget(keys: Iterable<string>, why: 'gone' | 'rewritten' = 'gone'): void {
     this.#forgetting = true
     try {
       for (const key of keys) {
-        this.#invalidate({ exact: key })
+        this.#invalidate({ exact: key }, why === 'rewritten')
         this.#index.delete(key)
       }
     } finally {
@@ -477,7 +493,7 @@ export class DiskCache implements CacheStore {
 
   stats(): CacheTierStats {
     const scrub = { ...this.#scrubTotals }
-    const writesPaused = this.#writes.active
+    const writesPaused = this.#writes.paused
     if (this.#ledger === undefined) return { ...this.#counters.snapshot(this.#index.size, this.#index.calculatedSize), scrub, writesPaused }
     // A worker: the shared directory's size, which one worker exports as metrics for all.
     const { entries, bytes, evictions, reporter } = this.#ledger.totals()
@@ -635,22 +651,25 @@ export class DiskCache implements CacheStore {
     if (this.#index.delete(key)) this.#counters.evictions++
   }
 
-  #unlink(file: string): void {
+  #unlink(file: string): Promise<void> {
     const done: Promise<void> = unlink(file)
       .catch(() => {})
       .finally(() => this.#unlinking.delete(done))
     this.#unlinking.add(done)
+    return done
   }
 
-  /** A purge or drop covering a key being looked up by name: that lookup must not index it. */
-  #invalidate(target: PurgeTarget): void {
+  /**
+   * A purge or drop covering a key being looked up by name: that lookup must not index it (or,
+   * `rewritten`, must read the file again: it may have read the copy that was replaced).
+   */
+  #invalidate(target: PurgeTarget, rewritten = false): void {
     if (this.#discovering.size === 0) return
-    if ('exact' in target) {
-      const lookup = this.#discovering.get(target.exact)
-      if (lookup !== undefined) lookup.valid = false
-      return
+    for (const [key, lookup] of this.#discovering) {
+      if (!purgeCovers(target, key)) continue
+      if (rewritten) lookup.reread = true
+      else lookup.valid = false
     }
-    for (const [key, lookup] of this.#discovering) if (purgeCovers(target, key)) lookup.valid = false
   }
 
   /**
@@ -661,7 +680,7 @@ export class DiskCache implements CacheStore {
     if (this.#purgeCovers(key)) return Promise.resolve(undefined)
     const running = this.#discovering.get(key)
     if (running !== undefined) return running.found
-    const lookup = { found: this.#findFile(key), valid: true }
+    const lookup = { found: this.#findFile(key), valid: true, reread: false }
     this.#discovering.set(key, lookup)
     const done = () => {
       if (this.#discovering.get(key) === lookup) this.#discovering.delete(key)
@@ -683,6 +702,10 @@ export class DiskCache implements CacheStore {
     // Purged or dropped while it was read, or written here meanwhile (that copy is the one to use).
     const lookup = this.#discovering.get(key)
     if (lookup?.valid !== true) return undefined
+    if (lookup.reread) {
+      lookup.reread = false
+      return this.#findFile(key)
+    }
     const written = this.#index.peek(key)
     if (written !== undefined) return written
     const indexed = { file, handle: this.#files.handleOf(file), size: info.size, bodyOffset: head.bodyOffset }

@@ -85,6 +85,10 @@ export class TieredCache implements TieredStore {
     return this.#disk?.writer(key, head, size, () => !this.#purges.purgedAfter(key, head.storedAt))
   }
 
+  collects(size: number): boolean {
+    return size <= SMALL_BODY || this.#disk === undefined
+  }
+
   async delete(key: string): Promise<void> {
     this.#purges.deleted(key)
     await this.drop(key)

@@ -490,6 +490,11 @@ async function fill(
   // A large body goes to the disk tier as it arrives; a small one (or without a disk tier) is
   // collected and stored at its end.
   const writer = cache.store.writer(cacheKey, head, body.meta.size)
+  if (writer === undefined && !cache.store.collects(body.meta.size)) {
+    // The disk tier, this body's home, does not take it now: not held whole in memory instead.
+    finish(undefined)
+    return answerFresh(x, bucket, body, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+  }
   const decided = decide(body.meta, request)
   if (decided.kind !== 'body' || decided.range !== undefined || request.head) {
     // This client wants no body, or only part of it: read the whole object for the cache first.

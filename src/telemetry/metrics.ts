@@ -70,8 +70,9 @@ export class Metrics {
   })
   readonly cacheWritesPaused = new Gauge({
     name: 'cache_writes_paused',
-    help: 'Whether the disk tier takes no new writes now (1) because the disk failed one lately (stalled, full, I/O error), by tier; summed over workers',
+    help: 'Whether the disk tier takes no new writes now (1) because the disk failed one lately (stalled, full, I/O error), by tier; with workers, 1 when any worker\'s are paused',
     labelNames: ['tier'] as const,
+    aggregator: 'max',
     registers: [this.registry],
   })
   readonly cacheScrubEntries = new Gauge({

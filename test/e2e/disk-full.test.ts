@@ -83,9 +83,11 @@ describe('the disk tier on a full disk', () => {
     const disk = ((await stats.json()) as { tiers: { disk: { writes_paused: boolean; entries: number } } }).tiers.disk
     assert.deepEqual([disk.writes_paused, disk.entries], [true, 0])
 
-    // Still served, from S3, while writes are paused.
+    // Still served, from S3, while writes are paused: streamed through, not held whole for the
+    // other tiers instead (its home, the disk, does not take it now).
     const again = await fetch(`${proxy.url}/full/big.bin`)
     assert.equal(again.headers.get('x-cache'), 'MISS')
+    assert.equal(again.headers.get('cache-status'), 'yatagarasu; fwd=miss', 'not stored')
     assert.equal(sha(new Uint8Array(await again.arrayBuffer())), sha(BIG))
     assert.equal(s3.getsOf('full', 'big.bin').length, 2)
   })

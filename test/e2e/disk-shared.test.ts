@@ -275,6 +275,9 @@ describe('the disk tier shared by two workers', () => {
     for (const { key, body } of OBJECTS.slice(0, 6)) await fill(key, body)
     assert.ok((await onDisk()).bytes > 2_000_000)
     const smaller = 1_000_000
+    // A fill another worker is writing: a rebuild of the index would delete it.
+    const writing = join(cacheDir, `${'0'.repeat(64)}.entry.${process.pid}.fill.tmp`)
+    await writeFile(writing, 'a fill in progress')
     await writeFile(running().configFile, config(running().port, running().metricsPort).replace(`max_size: ${MAX_SIZE}`, `max_size: ${smaller}`))
     running().child.kill('SIGHUP')
     await eventually(async () => (await onDisk()).bytes <= smaller, 'the directory within the new max_size', {
@@ -289,5 +292,6 @@ describe('the disk tier shared by two workers', () => {
       Array(4).fill('HIT'),
       'the most recent entry stays, served by every worker'
     )
+    assert.equal(existsSync(writing), true, 'the limits changed without a rebuild')
   })
 })
