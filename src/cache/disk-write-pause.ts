@@ -61,6 +61,28 @@ export class WritePause {
     this.#nextMs = Math.min(this.#nextMs * 2, Math.max(WRITES_PAUSE_MAX_MS, this.#initialMs))
   }
 
+  /** The disk's error for a write: pauses the writes when it says the disk failed (full, I/O error...). */
+  failedWith(err: unknown): void {
+    const code = diskWriteFailure(err)
+    if (code !== undefined) this.failed(`a write failed: ${code}`)
+  }
+
+  /**
+   * Runs `write` (a file's writes and sync), which the disk must finish within `withinMs`: slower,
+   * or failing as failedWith says, it pauses the writes. Resolves or rejects as `write` does.
+   */
+  async watch<T>(withinMs: number, write: () => Promise<T>): Promise<T> {
+    const stalled = setTimeout(() => this.failed(`a commit took longer than ${withinMs} ms`), withinMs)
+    try {
+      return await write()
+    } catch (err) {
+      this.failedWith(err)
+      throw err
+    } finally {
+      clearTimeout(stalled)
+    }
+  }
+
   /** A write was committed after its pause ended: the disk works again. */
   worked(): void {
     if (!this.#failing || performance.now() < this.#until) return
@@ -71,7 +93,7 @@ export class WritePause {
 }
 
 /** The code of an error that says the disk failed a write (not the process, not the body); else undefined. */
-export function diskWriteFailure(err: unknown): string | undefined {
+function diskWriteFailure(err: unknown): string | undefined {
   const code = (err as NodeJS.ErrnoException | undefined)?.code
   return code === 'ENOSPC' || code === 'EIO' || code === 'EROFS' || code === 'EDQUOT' ? code : undefined
 }

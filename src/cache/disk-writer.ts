@@ -7,7 +7,7 @@ import { open, rm, type FileHandle } from 'node:fs/promises'
 import { crc32 } from '@node-rs/crc32'
 import type { CachedObject, EntryWriter } from '../ports.ts'
 import { BLOCK_SIZE } from './disk-format.ts'
-import { diskWriteFailure } from './disk-write-pause.ts'
+import type { WritePause } from './disk-write-pause.ts'
 
 /**
  * Bytes a writer holds before `write` makes its caller wait: pieces queued meanwhile go to the
@@ -62,18 +62,17 @@ export class EntryFileWriter {
   #written = 0
   #crc = 0
   #closed = false
-  readonly #onDiskFailure: ((reason: string) => void) | undefined
+  readonly #pause: WritePause | undefined
 
   /**
-   * Creates `temp` for a body of `size` bytes starting at `bodyOffset`. `onDiskFailure` hears of
-   * a write the disk failed (stalled, full, I/O error; disk-write-pause.ts), not of a body that
-   * ended early or a writer given up.
+   * Creates `temp` for a body of `size` bytes starting at `bodyOffset`. `pause` hears of a write
+   * the disk failed (stalled, full, I/O error), not of a body that ended early or a writer given up.
    */
-  constructor(temp: string, bodyOffset: number, size: number, onDiskFailure?: (reason: string) => void) {
+  constructor(temp: string, bodyOffset: number, size: number, pause?: WritePause) {
     this.#temp = temp
     this.#bodyOffset = bodyOffset
     this.size = size
-    this.#onDiskFailure = onDiskFailure
+    this.#pause = pause
     this.#table = Buffer.alloc(4 * Math.ceil(size / BLOCK_SIZE))
     this.#file = open(temp, 'w')
     this.#file.catch((err: Error) => this.#fail(err))
@@ -102,7 +101,7 @@ export class EntryFileWriter {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         const reason = `the disk took no write in ${WRITE_STALL_MS} ms`
-        if (this.#failure === undefined) this.#onDiskFailure?.(reason)
+        if (this.#failure === undefined) this.#pause?.failed(reason)
         this.#fail(new Error(reason))
         resolve(false)
       }, WRITE_STALL_MS)
@@ -139,8 +138,7 @@ export class EntryFileWriter {
 
   /** Fails the writer for good; what is still queued is let go (a hung write may never return). */
   #fail(error: Error): void {
-    const code = this.#failure === undefined ? diskWriteFailure(error) : undefined
-    if (code !== undefined) this.#onDiskFailure?.(`a write failed: ${code}`)
+    if (this.#failure === undefined) this.#pause?.failedWith(error)
     this.#failure ??= error
     this.#queue = []
     this.#queued = 0
@@ -233,14 +231,14 @@ function afterFirst(buffers: Uint8Array[], bytes: number): Uint8Array[] {
  * The EntryWriter (ports.ts) over a file writer: `headOf` makes the header from the block table,
  * `install` moves the finished file into place and indexes it. A commit that takes longer than
  * `commitStallMs` resolves undefined (nothing stored; the file is removed if it ever finishes);
- * one whose file is not finished (written, synced) after commitFailureMs calls `onStall`.
+ * one whose file is not finished (written, synced) within commitFailureMs pauses the writes.
  */
 export function entryWriterOf(
   out: EntryFileWriter,
   headOf: (table: Buffer) => Buffer,
   install: (head: Buffer) => Promise<CachedObject | undefined>,
   commitStallMs = COMMIT_STALL_MS,
-  onStall?: (reason: string) => void
+  pause?: WritePause
 ): EntryWriter {
   const writer: EntryWriter = {
     write: (chunk) => out.write(chunk),
@@ -264,11 +262,9 @@ export function entryWriterOf(
     },
     commit: async () => {
       let late = false
-      const failureMs = Math.max(commitStallMs, commitFailureMs(out.size))
-      const failing = onStall === undefined ? undefined : setTimeout(() => onStall(`a commit took longer than ${failureMs} ms`), failureMs)
-      const finished = out.finish(headOf)
-      // The file's own writes and sync, not its installing (which may wait on other processes).
-      void finished.finally(() => clearTimeout(failing)).catch(() => {})
+      // Watched: the file's own writes and sync, not its installing (which may wait on other processes).
+      const finish = () => out.finish(headOf)
+      const finished = pause === undefined ? finish() : pause.watch(Math.max(commitStallMs, commitFailureMs(out.size)), finish)
       const committed = finished.then(
         // Finished after its deadline: not installed, the temp file goes.
         (head) => (late ? void out.abort() : install(head)),

@@ -29,7 +29,7 @@ import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
 import { OpenFiles, transientFsError, type EntryFile } from './disk-handles.ts'
 import { COMMIT_STALL_MS, commitFailureMs, EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
-import { diskWriteFailure, WritePause, type WritesEvent } from './disk-write-pause.ts'
+import { WritePause, type WritesEvent } from './disk-write-pause.ts'
 import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
 import { checkEntryFile, Pacer, readEntryHead, sampleOf, ScrubSchedule } from './disk-scrub.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
@@ -260,24 +260,20 @@ export class DiskCache implements CacheStore {
       // Over its bucket's budget on its own: not stored, and the key's older copy goes too.
       if (this.#budgets?.fits(key, head.length + body.length) === false) return await this.delete(key)
       if (!this.#writes.mayWrite()) return
-      // Nobody waits for this write, but a hung one holds its body: the disk is failing.
-      const failureMs = commitFailureMs(body.length)
-      const stalled = setTimeout(() => this.#writes.failed(`a commit took longer than ${failureMs} ms`), failureMs)
       try {
-        const handle = await open(temp, 'w')
-        try {
-          await writeAll(handle, [head, body], 0)
-          await handle.sync()
-        } finally {
-          await handle.close()
-        }
-      } catch (err) {
-        const code = diskWriteFailure(err)
-        if (code !== undefined) this.#writes.failed(`a write failed: ${code}`)
+        // Nobody waits for this write, but a hung one holds its body: watched.
+        await this.#writes.watch(commitFailureMs(body.length), async () => {
+          const handle = await open(temp, 'w')
+          try {
+            await writeAll(handle, [head, body], 0)
+            await handle.sync()
+          } finally {
+            await handle.close()
+          }
+        })
+      } catch {
         await rm(temp, { force: true }).catch(() => {})
         return
-      } finally {
-        clearTimeout(stalled)
       }
       await this.#install(key, file, temp, head, body.length)
       return
@@ -307,14 +303,13 @@ export class DiskCache implements CacheStore {
     if (!this.#writes.mayWrite()) return undefined
     const file = this.#fileOf(key)
     const temp = tempOf(file)
-    const failed = (reason: string) => this.#writes.failed(reason)
-    const out = new EntryFileWriter(temp, placeholder.length, size, failed)
+    const out = new EntryFileWriter(temp, placeholder.length, size, this.#writes)
     return entryWriterOf(
       out,
       (crcs) => encodeHead(key, head, size, crcs),
       (written) => this.#install(key, file, temp, written, size, wanted),
       COMMIT_STALL_MS,
-      failed
+      this.#writes
     )
   }
 
