@@ -178,7 +178,7 @@ describe('a disk directory shared by workers', () => {
     await flipBodyByte(fileOf(dir, 'b/k'), 99)
     // a reads it again and meets the damage.
     assert.equal(await a.get('b/k'), undefined)
-    await ledger.filesDeleted()
+    await a.filesDeleted()
     assert.equal(await exists(fileOf(dir, 'b/k')), false)
     // The drop is reported once the worker's unlink is done.
     await eventually(async () => {
@@ -234,7 +234,7 @@ describe('a disk directory shared by workers', () => {
     await flipBodyByte(fileOf(dir, 'b/k'), 99)
     const damaged = await DiskCache.open({ dir, maxBytes: 1e8, maxItemBytes: 1 << 24, staleSeconds: 60, ledger: noLink })
     assert.equal(await damaged.get('b/k'), undefined)
-    await ledger.filesDeleted()
+    await damaged.filesDeleted()
     await a.set('b/k', entry(randomBytes(5 * KB)))
     await deliver()
     // The drop reaches the ledger after the new copy's report.
