@@ -22,6 +22,8 @@ import { metaFromJson, metaToJson, type MetaJson } from './codec.ts'
 
 /** Bytes per checked block: what a stream reads and holds at a time, and the least a Range reads. */
 export const BLOCK_SIZE = 256 * 1024
+/** The first read of an entry file's header: the whole header in all but extreme cases. */
+export const HEADER_PROBE = 16 * 1024
 
 const MAGIC = 0x59444332 // "YDC2"
 const PREFIX = 12

@@ -20,7 +20,14 @@
 // closes as soon as no read uses it. Until then the streams using it keep reading the bytes they
 // started with (an unlinked file stays readable while open). At most `maxIdle` descriptors are
 // kept open unused; the least recently used is closed first.
-import { close, open, read, readSync } from 'node:fs'
+//
+// The file an entry was indexed with is the one its first open found (its inode and modification
+// time: an inode number is reused once its file is gone; entries are never modified). A later open (the
+// descriptor was closed while idle) that finds another file under the name fails with
+// ReplacedFileError: another worker wrote the entry again, and its new file is not this entry's
+// (the header the tier knows describes the old one), so the tier forgets the entry without
+// deleting the new file.
+import { close, fstatSync, open, read, readSync } from 'node:fs'
 
 /**
  * Whether a failed open or read was the process's trouble (out of descriptors or memory, a signal),
@@ -38,6 +45,23 @@ export const SLOW_WINDOW_MS = 1000
 export const INLINE_PAUSE_MS = 10_000
 /** The largest read made inline. */
 export const MAX_INLINE_BYTES = 64 * 1024
+
+/** The file under an entry's name is no longer the one the entry was indexed with. */
+export class ReplacedFileError extends Error {
+  override readonly name = 'ReplacedFileError'
+  readonly code = 'ENTRY_REPLACED'
+}
+
+export interface FileIdentity {
+  readonly ino: number
+  readonly mtimeMs: number
+  readonly size: number
+}
+
+/** Whether two stats are of one file (the same inode, not modified: an entry's file never is). */
+export function sameFile(a: FileIdentity, b: FileIdentity): boolean {
+  return a.ino === b.ino && a.mtimeMs === b.mtimeMs && a.size === b.size
+}
 
 export interface SharedHandle {
   /** Keeps the file open for one more user (opening it if needed). Rejects when it cannot be opened. */
@@ -127,6 +151,8 @@ export class EntryFile implements SharedHandle {
   readonly #files: OpenFiles
   /** The open descriptor, once opened. */
   #fd: number | undefined
+  /** The file's inode, modification time and size at its first open: the file this entry is. */
+  #identity: FileIdentity | undefined
   /** The open in flight. */
   #opening: Promise<number> | undefined
   #users = 0
@@ -193,6 +219,11 @@ export class EntryFile implements SharedHandle {
     return bytesRead
   }
 
+  /** The file's inode, modification time and size when it was first opened (undefined before). */
+  get identity(): FileIdentity | undefined {
+    return this.#identity
+  }
+
   /** The entry left the index: close once unused; later acquires (a late stream) open again. */
   retire(): void {
     this.#retired = true
@@ -226,6 +257,20 @@ export class EntryFile implements SharedHandle {
           close(fd, () => {})
           return reject(new Error(`${this.file} was retired while it opened`))
         }
+        // An fstat of an open descriptor never waits on the disk: made here, on the loop.
+        let found: FileIdentity
+        try {
+          const { ino, mtimeMs, size } = fstatSync(fd)
+          found = { ino, mtimeMs, size }
+        } catch (err) {
+          close(fd, () => {})
+          return reject(err as Error)
+        }
+        if (this.#identity !== undefined && !sameFile(this.#identity, found)) {
+          close(fd, () => {})
+          return reject(new ReplacedFileError(`${this.file} was replaced since its entry was indexed`))
+        }
+        this.#identity ??= found
         this.#fd = fd
         resolve(fd)
       })

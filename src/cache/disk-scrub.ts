@@ -11,7 +11,7 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { ScrubLimits } from '../ports.ts'
-import { blockIntact, parseHead, type EntryHead } from './disk-format.ts'
+import { blockIntact, HEADER_PROBE, parseHead, type EntryHead } from './disk-format.ts'
 import { transientFsError } from './disk-handles.ts'
 
 /**
@@ -19,9 +19,6 @@ import { transientFsError } from './disk-handles.ts'
  * could not read it (out of descriptors or memory: the file is not to blame).
  */
 export type FileCheck = { result: 'intact'; bytes: number } | { result: 'damaged'; bytes: number; reason: string } | { result: 'gone' } | { result: 'unread' }
-
-/** The first read of an entry file's header: the whole header in all but extreme cases. */
-const HEADER_PROBE = 16 * 1024
 
 /** Spaces reads so that they average at most `bytesPerSec` since the pacer was made (0: no limit). */
 export class Pacer {

@@ -260,6 +260,31 @@ describe('a disk directory shared by workers', () => {
     assert.equal(await exists(fileOf(dir, 'b/k')), true)
   })
 
+  it('a worker whose descriptor of an entry closed meanwhile serves the copy another worker wrote again, and deletes neither', async () => {
+    const { dir, a, b } = await sharedDirectory({ ledgerBytes: 100_000 * KB, viewBytes: 100_000 * KB })
+    const keys = ['b/small', 'b/large']
+    const first = [randomBytes(3 * KB), randomBytes(300 * KB)]
+    const second = [randomBytes(3 * KB), randomBytes(300 * KB)]
+    for (const [i, key] of keys.entries()) await a.set(key, entry(first[i] as Buffer))
+    for (const [i, key] of keys.entries()) sameBytes(await bodyOf(b, key), first[i] as Buffer)
+    // b keeps 256 descriptors open between hits: 256 more entries read close the ones of both keys.
+    const others = Array.from({ length: 256 }, (_, i) => `b/other-${i}`)
+    for (const key of others) await a.set(key, entry(randomBytes(100)))
+    for (const key of others) assert.ok((await b.get(key)) !== undefined)
+    // a writes both again (new files under the same names); b has not heard of it yet.
+    for (const [i, key] of keys.entries()) await a.set(key, entry(second[i] as Buffer))
+    // A small hit reads its body with the lookup: b finds the file is another and looks it up again.
+    sameBytes(await bodyOf(b, 'b/small'), second[0] as Buffer, 'b reads the new copy, not the old header against it')
+    // A large hit has answered with the old copy's metadata before its body is read: that read
+    // fails before its first byte (the pipeline then answers from the origin); the next finds the new copy.
+    await assert.rejects(bodyOf(b, 'b/large'), { name: 'ReplacedFileError' })
+    sameBytes(await bodyOf(b, 'b/large'), second[1] as Buffer)
+    for (const [i, key] of keys.entries()) {
+      assert.equal(await exists(fileOf(dir, key)), true, `${key}: the new copy is still there`)
+      sameBytes(await bodyOf(a, key), second[i] as Buffer)
+    }
+  })
+
   it('the ledger counts the files a worker renamed into place but died before reporting', async () => {
     const { dir, a, ledger } = await sharedDirectory({ ledgerBytes: 10_000 * KB, viewBytes: 10_000 * KB })
     await a.set('b/orphan', entry(randomBytes(3 * KB)))

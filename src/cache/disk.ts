@@ -27,10 +27,10 @@ import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
 import { purgeCovers, type PurgeTarget } from './purge-log.ts'
 import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
-import { OpenFiles, transientFsError, type EntryFile } from './disk-handles.ts'
+import { OpenFiles, ReplacedFileError, sameFile, transientFsError, type EntryFile, type FileIdentity } from './disk-handles.ts'
 import { COMMIT_STALL_MS, commitFailureMs, EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
 import { WritePause, type WritesEvent } from './disk-write-pause.ts'
-import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, parseHead, type EntryHead } from './disk-format.ts'
+import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, HEADER_PROBE, parseHead, type EntryHead } from './disk-format.ts'
 import { checkEntryFile, Pacer, readEntryHead, sampleOf, ScrubSchedule } from './disk-scrub.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
@@ -161,7 +161,7 @@ export class DiskCache implements CacheStore {
         this.#invalidate({ exact: key })
         // A worker's view: only the ledger evicts files.
         if (reason === 'evict' && this.#ledger !== undefined) return
-        const unlinked = this.#unlink(entry.file)
+        const unlinked = this.#unlink(entry.file, entry.handle.identity)
         // Told once the file is gone: the ledger then counts only a newer copy under the name.
         const ledger = this.#ledger
         if (ledger !== undefined) void unlinked.then(() => ledger.dropped(key))
@@ -229,9 +229,20 @@ export class DiskCache implements CacheStore {
    * A lookup whose file could not be read: a miss. The entry goes unless the process was to blame
    * (out of descriptors or memory): then the file is fine, and the next lookup reads it.
    */
-  #unread(key: string, indexed: IndexEntry, err: unknown): CachedObject | undefined {
+  #unread(key: string, indexed: IndexEntry, err: unknown): CachedObject | undefined | Promise<CachedObject | undefined> {
+    if (err instanceof ReplacedFileError) {
+      // Written again under its name (by another worker) since it was indexed: the new file is
+      // not this entry's to delete. Looked up again, it is found by name.
+      this.#forgetReplaced(key, indexed)
+      return this.get(key)
+    }
     if (!transientFsError(err)) this.#drop(key, indexed)
     return this.#counters.record(undefined)
+  }
+
+  /** Forgets `indexed` (still `key`'s entry) without deleting the file now under its name. */
+  #forgetReplaced(key: string, indexed: IndexEntry): void {
+    if (this.#index.peek(key) === indexed) this.forget([key])
   }
 
   /** The answer of a get whose entry was read (undefined: gone, damaged or truncated). */
@@ -632,6 +643,7 @@ export class DiskCache implements CacheStore {
       blockSize: head.blockSize,
       crcs: head.crcs,
       onDamage: () => this.#drop(key, indexed),
+      onReplaced: () => this.#forgetReplaced(key, indexed),
     })
   }
 
@@ -646,8 +658,14 @@ export class DiskCache implements CacheStore {
     if (this.#index.delete(key)) this.#counters.evictions++
   }
 
-  #unlink(file: string): Promise<void> {
-    const done: Promise<void> = unlink(file)
+  /**
+   * Deletes `file`; with the `identity` its entry was read with, only while it is that file (a
+   * worker that drops an entry must not delete the copy another worker just renamed into place).
+   */
+  #unlink(file: string, identity?: FileIdentity): Promise<void> {
+    const unlinked =
+      identity === undefined ? unlink(file) : stat(file).then((now) => (sameFile(identity, now) ? unlink(file) : undefined))
+    const done: Promise<void> = unlinked
       .catch(() => {})
       .finally(() => this.#unlinking.delete(done))
     this.#unlinking.add(done)
@@ -691,20 +709,27 @@ export class DiskCache implements CacheStore {
 
   async #findFile(key: string): Promise<IndexEntry | undefined> {
     const file = this.#fileOf(key)
-    const info = await stat(file).catch(() => undefined)
-    const head = info === undefined ? undefined : await readHead(file, info.size).catch(() => undefined)
-    if (info === undefined || head?.key !== key || info.size !== head.bodyOffset + head.size) return undefined
+    // The header is read through the entry's own descriptor, so what is learned of the file and
+    // the file later reads use are one file, whatever is renamed under the name meanwhile.
+    const handle = this.#files.handleOf(file)
+    const head = await headOf(handle).catch(() => undefined)
+    const size = handle.identity?.size
+    const found = head !== undefined && head.key === key && size === head.bodyOffset + head.size
     // Purged or dropped while it was read, or written here meanwhile (that copy is the one to use).
     const lookup = this.#discovering.get(key)
-    if (lookup?.valid !== true) return undefined
+    const written = this.#index.peek(key)
+    if (!found || lookup?.valid !== true || lookup.reread || written !== undefined) handle.retire()
+    if (!found || lookup?.valid !== true) return undefined
     if (lookup.reread) {
       lookup.reread = false
       return this.#findFile(key)
     }
-    const written = this.#index.peek(key)
     if (written !== undefined) return written
-    const indexed = { file, handle: this.#files.handleOf(file), size: info.size, bodyOffset: head.bodyOffset }
-    if (this.#budgets?.track(key, sizeOf(indexed)) === false) return undefined
+    const indexed = { file, handle, size, bodyOffset: head.bodyOffset }
+    if (this.#budgets?.track(key, sizeOf(indexed)) === false) {
+      handle.retire()
+      return undefined
+    }
     this.#index.set(key, indexed)
     this.#derived.add(key)
     this.#ledger?.held(key, indexed.size)
@@ -767,8 +792,28 @@ async function readShared(file: EntryFile, length: number): Promise<Buffer | und
     const bytesRead = await file.readOnce(buffer, length, 0)
     return bytesRead === length ? buffer : buffer.subarray(0, bytesRead)
   } catch (err) {
-    if (transientFsError(err)) throw err
+    if (transientFsError(err) || err instanceof ReplacedFileError) throw err
     return undefined
+  }
+}
+
+/**
+ * The checked header of the file `file` opens (its first open: the file the entry will be), or
+ * undefined for anything else. Rejects when it cannot be opened or read.
+ */
+async function headOf(file: EntryFile): Promise<EntryHead | undefined> {
+  await file.acquire()
+  try {
+    const fileSize = (file.identity as FileIdentity).size
+    let bytes = await readShared(file, Math.min(HEADER_PROBE, fileSize))
+    let head = bytes === undefined ? undefined : parseHead(bytes)
+    if (head !== undefined && 'need' in head && head.need <= fileSize) {
+      bytes = await readShared(file, head.need)
+      head = bytes === undefined ? undefined : parseHead(bytes)
+    }
+    return head === undefined || 'need' in head ? undefined : head
+  } finally {
+    file.release()
   }
 }
 
@@ -780,7 +825,7 @@ function readSmall(file: EntryFile, head: EntryHead, body: Buffer): Promise<Cach
   return file.readOnce(body, head.size, head.bodyOffset).then(
     (bytesRead) => smallEntry(head, body, bytesRead),
     (err: unknown) => {
-      if (transientFsError(err)) throw err
+      if (transientFsError(err) || err instanceof ReplacedFileError) throw err
       return undefined
     }
   )
