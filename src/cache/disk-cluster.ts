@@ -5,11 +5,13 @@
 // directory: it reports the entries it writes and hits and the files it deletes (batched, every
 // REPORT_MS), finds the files other workers wrote by their names, asks the ledger to purge, and
 // forgets what the ledger says is gone.
-//   worker --open {options}--> primary: opens the directory's ledger, or gives it new limits
-//                               without reading a file (a reload) --ready {state}--> worker
+//   worker --open {options}--> primary: opens the directory's ledger (rebuilt from the files the
+//                               first time), or joins it --ready {state}--> worker
 //   worker --report {held, written, dropped}--> primary
 //   worker --purge {target}--> primary: deletes the files --purged {count}--> worker
-//   worker --budgets {budgets}--> primary (a reload)
+//   worker --live {options}--> primary: a reload committed; the ledger takes its limits (without
+//                               reading a file) and budgets. A reload that fails never sends it,
+//                               so its limits never reach the directory.
 //   worker --leave--> primary (its tier closed)
 //   primary --state {gone, rewritten, totals, reporter}--> each worker of the directory, when it
 //                               changed (a worker forgets what is gone, and what another wrote again)
@@ -53,7 +55,7 @@ type DiskMessage = { channel: typeof CHANNEL } & (
   | { step: 'report'; dir: string; held: Array<[string, number]>; written: string[]; dropped: string[] }
   | { step: 'purge'; id: number; dir: string; target: PurgeTarget }
   | { step: 'purged'; id: number; count: number }
-  | { step: 'budgets'; dir: string; budgets: BucketBudgetMap }
+  | { step: 'live'; options: LedgerOptions }
   | { step: 'leave'; dir: string }
   | ({ step: 'state'; dir: string; gone: string[]; rewritten: Array<[string, number]> } & LedgerState)
 )
@@ -105,13 +107,14 @@ export async function joinDiskLedger(options: LedgerOptions): Promise<DiskLedger
   const answer = await ask({ channel: CHANNEL, step: 'open', id: ++lastId, options })
   if (answer?.step !== 'ready') throw Object.assign(new Error('the cluster primary did not answer'), { code: 'NO_PRIMARY' })
   if (answer.state === undefined) throw Object.assign(new Error(`the cluster primary could not open it: ${answer.error}`), { code: answer.error })
-  const link = new WorkerLink(options.dir, answer.state)
+  const link = new WorkerLink(options, answer.state)
   links.add(link)
   return link
 }
 
 class WorkerLink implements DiskLedgerLink {
   readonly dir: string
+  readonly #options: LedgerOptions
   #held = new Map<string, number>()
   #written = new Set<string>()
   #dropped = new Set<string>()
@@ -119,8 +122,9 @@ class WorkerLink implements DiskLedgerLink {
   #state: LedgerState
   #forget: ((gone: string[], rewritten: string[]) => void) | undefined
 
-  constructor(dir: string, state: LedgerState) {
-    this.dir = dir
+  constructor(options: LedgerOptions, state: LedgerState) {
+    this.dir = options.dir
+    this.#options = options
     this.#state = state
   }
 
@@ -146,8 +150,8 @@ class WorkerLink implements DiskLedgerLink {
     return answer?.step === 'purged' ? answer.count : 0
   }
 
-  budgets(budgets: BucketBudgetMap): void {
-    send({ channel: CHANNEL, step: 'budgets', dir: this.dir, budgets })
+  live(budgets: BucketBudgetMap): void {
+    send({ channel: CHANNEL, step: 'live', options: { ...this.#options, budgets } })
   }
 
   totals(): Totals & { reporter: boolean } {
@@ -205,7 +209,7 @@ interface Ledger {
   /** The totals and reporter the workers were last told. */
   told: string
   timer: NodeJS.Timeout | undefined
-  /** The workers' opens, reports, purges and budgets, handled one after another. */
+  /** The workers' opens, reports, purges and new limits, handled one after another. */
   queue: Promise<void>
 }
 
@@ -263,19 +267,10 @@ export function serveDiskLedgers(): void {
     },
   })
 
+  /** The ledger of `options.dir`: the one there is (its limits unchanged), or a new one with these. */
   const ledgerOf = (options: LedgerOptions): Ledger => {
     const existing = ledgers.get(options.dir)
-    if (existing !== undefined) {
-      const settings = settingsOf(options)
-      if (existing.settings !== settings) {
-        // New limits: the index carries over (evicting what no longer fits), no file is read.
-        existing.settings = settings
-        void run(existing, (cache) => {
-          existing.cache = Promise.resolve(DiskCache.takeOver(cache, optionsOf(() => existing, options)))
-        })
-      }
-      return existing
-    }
+    if (existing !== undefined) return existing
     const ledger: Ledger = {
       dir: options.dir,
       settings: settingsOf(options),
@@ -320,7 +315,6 @@ export function serveDiskLedgers(): void {
       ledger.links.set(worker, (ledger.links.get(worker) ?? 0) + 1)
       ledger.writers.add(worker)
       run(ledger, (cache) => {
-        cache.setBudgets(message.options.budgets)
         toWorker(worker, { channel: CHANNEL, step: 'ready', id: message.id, state: stateOf(ledger, cache) })
         tellSoon(ledger)
       }).catch((err: unknown) => {
@@ -331,7 +325,25 @@ export function serveDiskLedgers(): void {
       })
       return
     }
-    if (message.step !== 'report' && message.step !== 'purge' && message.step !== 'budgets' && message.step !== 'leave') return
+    if (message.step === 'live') {
+      const ledger = ledgers.get(message.options.dir)
+      if (ledger === undefined) return
+      const { options } = message
+      const settings = settingsOf(options)
+      if (ledger.settings !== settings) {
+        // New limits: the index carries over (evicting what no longer fits), no file is read.
+        ledger.settings = settings
+        void run(ledger, (cache) => {
+          ledger.cache = Promise.resolve(DiskCache.takeOver(cache, optionsOf(() => ledger, options)))
+        })
+      }
+      void run(ledger, (cache) => {
+        cache.setBudgets(options.budgets)
+        tellSoon(ledger)
+      })
+      return
+    }
+    if (message.step !== 'report' && message.step !== 'purge' && message.step !== 'leave') return
     const ledger = ledgers.get(message.dir)
     if (ledger === undefined) {
       if (message.step === 'purge') toWorker(worker, { channel: CHANNEL, step: 'purged', id: message.id, count: 0 })
@@ -343,10 +355,6 @@ export function serveDiskLedgers(): void {
         await cache.dropped(message.dropped)
         await Promise.all(message.held.map(([key, size]) => cache.adopt(key, size)))
         for (const key of message.written) ledger.rewritten.push([key, worker.id])
-        return tellSoon(ledger)
-      }
-      if (message.step === 'budgets') {
-        cache.setBudgets(message.budgets)
         return tellSoon(ledger)
       }
       const { target } = message

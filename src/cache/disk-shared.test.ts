@@ -45,7 +45,7 @@ const noLink: DiskLedgerLink = {
   held: () => {},
   dropped: () => {},
   purge: async () => 0,
-  budgets: () => {},
+  live: () => {},
   totals: () => ({ entries: 0, bytes: 0, evictions: 0, reporter: true }),
   onGone: () => {},
   close: () => {},
@@ -96,7 +96,7 @@ async function sharedDirectory(options: { ledgerBytes: number; viewBytes: number
       await deliver()
       return count
     },
-    budgets: (budgets) => ledger.setBudgets(budgets),
+    live: (budgets) => ledger.setBudgets(budgets),
     totals: () => {
       const { entries, bytes, evictions } = ledger.stats()
       return { entries: entries ?? 0, bytes: bytes ?? 0, evictions, reporter: true }

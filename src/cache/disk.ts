@@ -66,8 +66,12 @@ export interface DiskLedgerLink {
   dropped(key: string): void
   /** Deletes what `target` covers from the whole directory; resolves, with how many, once the files are gone. */
   purge(target: PurgeTarget): Promise<number>
-  /** New per-bucket budgets (a reload). */
-  budgets(budgets: BucketBudgetMap): void
+  /**
+   * This tier's config went live (a reload committed): the ledger takes its limits and these
+   * budgets. Until then a tier built for a reload leaves the directory's limits alone, so a reload
+   * that fails changes nothing.
+   */
+  live(budgets: BucketBudgetMap): void
   /** The directory's entries, bytes and evictions as the ledger last told them; `reporter`: this worker exports them as metrics. */
   totals(): { entries: number; bytes: number; evictions: number; reporter: boolean }
   /**
@@ -168,7 +172,7 @@ export class DiskCache implements CacheStore {
         this.#onGone?.(key)
       },
     })
-    this.setBudgets(options.budgets ?? {})
+    this.#applyBudgets(options.budgets ?? {})
   }
 
   /**
@@ -483,14 +487,19 @@ export class DiskCache implements CacheStore {
   }
 
   /**
-   * Applies new per-bucket budgets to the files already indexed (on reload): each bucket keeps its
-   * most recently used files within its new budget.
+   * Applies new per-bucket budgets to the files already indexed (a reload committed): each bucket
+   * keeps its most recently used files within its new budget. A worker's view tells the ledger
+   * that this tier's limits and budgets are live.
    */
   setBudgets(budgets: BucketBudgetMap): void {
+    this.#applyBudgets(budgets)
+    this.#ledger?.live(budgets)
+  }
+
+  #applyBudgets(budgets: BucketBudgetMap): void {
     const built = JSON.stringify(budgets)
     if (built === this.#budgetsBuilt) return
     this.#budgetsBuilt = built
-    this.#ledger?.budgets(budgets)
     this.#budgets = BucketBudgets.create(this.#maxBytes, budgets, (key) => this.#evictForBudget(key))
     const held: Array<[string, number]> = []
     this.#index.rforEach((entry, key) => held.push([key, sizeOf(entry)]))
