@@ -12,7 +12,7 @@
 import type { StoredBody, StoredBodyStreamOptions } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
 import { BLOCK_SIZE, blockIntact } from './disk-format.ts'
-import { ReplacedFileError, type SharedHandle } from './disk-handles.ts'
+import type { SharedHandle } from './disk-handles.ts'
 
 /**
  * Blocks read at a time (512 KiB of 256 KiB blocks): what a stream holds. Measured on 10 MiB hits
@@ -57,11 +57,6 @@ export interface DiskBodyOptions {
   crcs: Buffer
   /** Told when a block fails its check: the tier drops the entry (once is enough; may repeat). */
   onDamage: () => void
-  /**
-   * Told when the file, opened again, is another one (disk-handles.ts ReplacedFileError): the tier
-   * forgets the entry and keeps the new file.
-   */
-  onReplaced: () => void
 }
 
 export class DiskBody implements StoredBody {
@@ -71,7 +66,6 @@ export class DiskBody implements StoredBody {
   readonly #file: SharedHandle
   readonly #bodyOffset: number
   readonly #onDamage: () => void
-  readonly #onReplaced: () => void
 
   constructor(options: DiskBodyOptions) {
     this.length = options.length
@@ -80,7 +74,6 @@ export class DiskBody implements StoredBody {
     this.#file = options.file
     this.#bodyOffset = options.bodyOffset
     this.#onDamage = options.onDamage
-    this.#onReplaced = options.onReplaced
   }
 
   stream(range?: ByteRange, options: StoredBodyStreamOptions = {}): ReadableStream<Uint8Array> {
@@ -122,7 +115,12 @@ export class DiskBody implements StoredBody {
               return
             }
             if (!open) {
-              await this.#acquire()
+              await this.#file.acquire().catch((err: NodeJS.ErrnoException) => {
+                // The file is gone under its index entry (deleted while it was being installed):
+                // dropped like a damaged entry, so the next request is a miss, not another failure.
+                if (err.code === 'ENOENT') this.#onDamage()
+                throw err
+              })
               if (finished) return this.#file.release() // cancelled meanwhile
               open = true
             }
@@ -193,7 +191,7 @@ export class DiskBody implements StoredBody {
   async bytes(): Promise<Buffer> {
     const body = Buffer.allocUnsafeSlow(this.length)
     if (this.length === 0) return body
-    await this.#acquire()
+    await this.#file.acquire()
     try {
       const bytesRead = await this.#file.read(body, this.length, this.#bodyOffset)
       if (bytesRead !== this.length) throw this.#damaged('the file is shorter than its header says')
@@ -204,17 +202,6 @@ export class DiskBody implements StoredBody {
     } finally {
       this.#file.release()
     }
-  }
-
-  /** Opens the entry's file (or shares its open descriptor); the tier hears of a file that went. */
-  #acquire(): Promise<void> {
-    return this.#file.acquire().catch((err: NodeJS.ErrnoException) => {
-      // Gone under its index entry (deleted while it was being installed): dropped like a damaged
-      // entry, so the next request is a miss, not another failure. Written again since: forgotten.
-      if (err.code === 'ENOENT') this.#onDamage()
-      else if (err instanceof ReplacedFileError) this.#onReplaced()
-      throw err
-    })
   }
 
   #damaged(why: string): DamagedEntryError {

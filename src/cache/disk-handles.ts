@@ -22,11 +22,12 @@
 // kept open unused; the least recently used is closed first.
 //
 // The file an entry was indexed with is the one its first open found (its inode and modification
-// time: an inode number is reused once its file is gone; entries are never modified). A later open (the
-// descriptor was closed while idle) that finds another file under the name fails with
-// ReplacedFileError: another worker wrote the entry again, and its new file is not this entry's
-// (the header the tier knows describes the old one), so the tier forgets the entry without
-// deleting the new file.
+// time: an inode number is reused once its file is gone; entries are never modified). A later open
+// (the descriptor was closed while idle) may find another file under the name: the entry was
+// written again (a revalidation, or another worker). It is read all the same, its blocks checked
+// against the header the tier knows (a revalidated copy has the same bytes, and passes), and the
+// handle says `replaced`: a failed check is then the tier's stale header, not damage, so the tier
+// forgets the entry instead of deleting the new file.
 import { close, fstatSync, open, read, readSync } from 'node:fs'
 
 /**
@@ -45,12 +46,6 @@ export const SLOW_WINDOW_MS = 1000
 export const INLINE_PAUSE_MS = 10_000
 /** The largest read made inline. */
 export const MAX_INLINE_BYTES = 64 * 1024
-
-/** The file under an entry's name is no longer the one the entry was indexed with. */
-export class ReplacedFileError extends Error {
-  override readonly name = 'ReplacedFileError'
-  readonly code = 'ENTRY_REPLACED'
-}
 
 export interface FileIdentity {
   readonly ino: number
@@ -153,6 +148,7 @@ export class EntryFile implements SharedHandle {
   #fd: number | undefined
   /** The file's inode, modification time and size at its first open: the file this entry is. */
   #identity: FileIdentity | undefined
+  #replaced = false
   /** The open in flight. */
   #opening: Promise<number> | undefined
   #users = 0
@@ -224,6 +220,11 @@ export class EntryFile implements SharedHandle {
     return this.#identity
   }
 
+  /** An open found another file under the name than the first open did (the entry was written again). */
+  get replaced(): boolean {
+    return this.#replaced
+  }
+
   /** The entry left the index: close once unused; later acquires (a late stream) open again. */
   retire(): void {
     this.#retired = true
@@ -266,11 +267,8 @@ export class EntryFile implements SharedHandle {
           close(fd, () => {})
           return reject(err as Error)
         }
-        if (this.#identity !== undefined && !sameFile(this.#identity, found)) {
-          close(fd, () => {})
-          return reject(new ReplacedFileError(`${this.file} was replaced since its entry was indexed`))
-        }
-        this.#identity ??= found
+        if (this.#identity === undefined) this.#identity = found
+        else if (!sameFile(this.#identity, found)) this.#replaced = true
         this.#fd = fd
         resolve(fd)
       })

@@ -27,7 +27,7 @@ import { BucketBudgets, type BucketBudgetMap } from './bucket-budgets.ts'
 import { purgeCovers, type PurgeTarget } from './purge-log.ts'
 import { DerivedKeys } from './derived-keys.ts'
 import { DiskBody } from './disk-body.ts'
-import { OpenFiles, ReplacedFileError, sameFile, transientFsError, type EntryFile, type FileIdentity } from './disk-handles.ts'
+import { OpenFiles, sameFile, transientFsError, type EntryFile, type FileIdentity } from './disk-handles.ts'
 import { COMMIT_STALL_MS, commitFailureMs, EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
 import { WritePause, type WritesEvent } from './disk-write-pause.ts'
 import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, HEADER_PROBE, parseHead, type EntryHead } from './disk-format.ts'
@@ -233,24 +233,13 @@ export class DiskCache implements CacheStore {
    * A lookup whose file could not be read: a miss. The entry goes unless the process was to blame
    * (out of descriptors or memory): then the file is fine, and the next lookup reads it.
    */
-  #unread(key: string, indexed: IndexEntry, err: unknown): CachedObject | undefined | Promise<CachedObject | undefined> {
-    if (err instanceof ReplacedFileError) {
-      // Written again under its name (by another worker) since it was indexed: the new file is
-      // not this entry's to delete. Looked up again, it is found by name.
-      this.#forgetReplaced(key, indexed)
-      return this.get(key)
-    }
+  #unread(key: string, indexed: IndexEntry, err: unknown): CachedObject | undefined {
     if (!transientFsError(err)) this.#drop(key, indexed)
     return this.#counters.record(undefined)
   }
 
-  /** Forgets `indexed` (still `key`'s entry) without deleting the file now under its name. */
-  #forgetReplaced(key: string, indexed: IndexEntry): void {
-    if (this.#index.peek(key) === indexed) this.forget([key])
-  }
-
   /** The answer of a get whose entry was read (undefined: gone, damaged or truncated). */
-  #found(key: string, indexed: IndexEntry, entry: CachedObject | undefined): CachedObject | undefined {
+  #found(key: string, indexed: IndexEntry, entry: CachedObject | undefined): CachedObject | undefined | Promise<CachedObject | undefined> {
     if (entry !== undefined && entry.freshUntil + this.#staleMs > Date.now()) {
       this.#budgets?.touch(key)
       this.#ledger?.held(key, indexed.size)
@@ -258,6 +247,9 @@ export class DiskCache implements CacheStore {
     }
     // Gone, damaged, truncated or past its stale window: never served, removed.
     this.#drop(key, indexed)
+    // Written again under its name since it was indexed (the new copy read against the old
+    // header): looked up again, the new copy is found (indexed, or by name on a worker).
+    if (entry === undefined && indexed.handle.replaced) return this.get(key)
     return this.#counters.record(undefined)
   }
 
@@ -652,13 +644,18 @@ export class DiskCache implements CacheStore {
       blockSize: head.blockSize,
       crcs: head.crcs,
       onDamage: () => this.#drop(key, indexed),
-      onReplaced: () => this.#forgetReplaced(key, indexed),
     })
   }
 
-  /** Removes `key`, unless its index entry is no longer `indexed` (replaced since: keep the new one). */
+  /**
+   * Removes `key`, unless its index entry is no longer `indexed` (replaced since: keep the new one).
+   * An entry whose file was written again under its name since it was indexed is only forgotten:
+   * the file there now is not the one that failed.
+   */
   #drop(key: string, indexed: IndexEntry): void {
-    if (this.#index.peek(key) === indexed) this.#index.delete(key)
+    if (this.#index.peek(key) !== indexed) return
+    if (indexed.handle.replaced) this.forget([key])
+    else this.#index.delete(key)
   }
 
   #evictForBudget(key: string): void {
@@ -801,7 +798,7 @@ async function readShared(file: EntryFile, length: number): Promise<Buffer | und
     const bytesRead = await file.readOnce(buffer, length, 0)
     return bytesRead === length ? buffer : buffer.subarray(0, bytesRead)
   } catch (err) {
-    if (transientFsError(err) || err instanceof ReplacedFileError) throw err
+    if (transientFsError(err)) throw err
     return undefined
   }
 }
@@ -834,7 +831,7 @@ function readSmall(file: EntryFile, head: EntryHead, body: Buffer): Promise<Cach
   return file.readOnce(body, head.size, head.bodyOffset).then(
     (bytesRead) => smallEntry(head, body, bytesRead),
     (err: unknown) => {
-      if (transientFsError(err) || err instanceof ReplacedFileError) throw err
+      if (transientFsError(err)) throw err
       return undefined
     }
   )
