@@ -194,7 +194,7 @@ class WorkerLink implements DiskLedgerLink {
 // In the primary.
 interface Ledger {
   dir: string
-  /** The limits it holds: a worker opening the directory with others (a reload) changes them. */
+  /** The limits it holds: set by the open that created it, then by each reload that commits (`live`). */
   settings: string
   /** Replaced (DiskCache.takeOver) when the limits change, inside the queue. */
   cache: Promise<DiskCache>

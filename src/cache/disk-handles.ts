@@ -83,9 +83,12 @@ export class OpenFiles {
     this.#now = now
   }
 
-  /** The shared descriptor of `file` for one index entry (opened at its first acquire). */
-  handleOf(file: string): EntryFile {
-    return new EntryFile(file, this)
+  /**
+   * The shared descriptor of `file` for one index entry (opened at its first acquire); `identity`:
+   * the file the entry is, when known before it is opened (the tier wrote it).
+   */
+  handleOf(file: string, identity?: FileIdentity): EntryFile {
+    return new EntryFile(file, this, identity)
   }
 
   /** Closes every unused descriptor (the tier is closing). */
@@ -154,9 +157,10 @@ export class EntryFile implements SharedHandle {
   #users = 0
   #retired = false
 
-  constructor(file: string, files: OpenFiles) {
+  constructor(file: string, files: OpenFiles, identity?: FileIdentity) {
     this.file = file
     this.#files = files
+    if (identity !== undefined) this.#identity = { ino: identity.ino, mtimeMs: identity.mtimeMs, size: identity.size }
   }
 
   async acquire(): Promise<void> {
@@ -258,7 +262,8 @@ export class EntryFile implements SharedHandle {
           close(fd, () => {})
           return reject(new Error(`${this.file} was retired while it opened`))
         }
-        // An fstat of an open descriptor never waits on the disk: made here, on the loop.
+        // An fstat of an open descriptor is answered from the inode in memory (on a local file
+        // system): made here, on the loop.
         let found: FileIdentity
         try {
           const { ino, mtimeMs, size } = fstatSync(fd)

@@ -285,6 +285,24 @@ describe('a disk directory shared by workers', () => {
     }
   })
 
+  it('a worker that never read back what it wrote serves the copy another worker wrote over it, and deletes neither', async () => {
+    const { dir, a, b } = await sharedDirectory({ ledgerBytes: 100_000 * KB, viewBytes: 100_000 * KB })
+    const keys = ['b/small', 'b/large']
+    const first = [randomBytes(3 * KB), randomBytes(300 * KB)]
+    const second = [randomBytes(3 * KB), randomBytes(300 * KB)]
+    // a writes both (its files never opened since), then b writes both again; a has not heard of it.
+    for (const [i, key] of keys.entries()) await a.set(key, entry(first[i] as Buffer))
+    for (const [i, key] of keys.entries()) await b.set(key, entry(second[i] as Buffer))
+    sameBytes(await bodyOf(a, 'b/small'), second[0] as Buffer, 'a reads the new copy, not its own header against it')
+    await assert.rejects(bodyOf(a, 'b/large'), { name: 'DamagedEntryError' })
+    sameBytes(await bodyOf(a, 'b/large'), second[1] as Buffer)
+    await a.filesDeleted()
+    for (const [i, key] of keys.entries()) {
+      assert.equal(await exists(fileOf(dir, key)), true, `${key}: the new copy is still there`)
+      sameBytes(await bodyOf(b, key), second[i] as Buffer)
+    }
+  })
+
   it('the ledger counts the files a worker renamed into place but died before reporting', async () => {
     const { dir, a, ledger } = await sharedDirectory({ ledgerBytes: 10_000 * KB, viewBytes: 10_000 * KB })
     await a.set('b/orphan', entry(randomBytes(3 * KB)))

@@ -165,7 +165,8 @@ export class DiskCache implements CacheStore {
         this.#invalidate({ exact: key })
         // A worker's view: only the ledger evicts files.
         if (reason === 'evict' && this.#ledger !== undefined) return
-        const unlinked = this.#unlink(entry.file, entry.handle.identity)
+        // A worker deletes only the file it indexed: another may have renamed a new copy there.
+        const unlinked = this.#unlink(entry.file, this.#ledger === undefined ? undefined : entry.handle.identity)
         // Told once the file is gone: the ledger then counts only a newer copy under the name.
         const ledger = this.#ledger
         if (ledger !== undefined) void unlinked.then(() => ledger.dropped(key))
@@ -331,7 +332,11 @@ export class DiskCache implements CacheStore {
       await rm(temp, { force: true }).catch(() => {})
       return undefined
     }
+    // A worker's view knows the file it wrote as the entry's (a rename keeps the inode and mtime):
+    // its first read may otherwise open a copy another worker wrote since, and take it for its own.
+    let written: FileIdentity | undefined
     try {
+      if (this.#ledger !== undefined) written = await stat(temp)
       await rename(temp, file)
     } catch {
       await rm(temp, { force: true }).catch(() => {})
@@ -344,7 +349,7 @@ export class DiskCache implements CacheStore {
       await this.delete(key)
       return undefined
     }
-    const index = { file, handle: this.#files.handleOf(file), size: head.length + size, bodyOffset: head.length }
+    const index = { file, handle: this.#files.handleOf(file, written), size: head.length + size, bodyOffset: head.length }
     // The bucket's budget first: a bucket over it evicts its own files before the tier's LRU
     // would evict anyone else's. (Budgets may have changed while the file was written.)
     if (this.#budgets?.track(key, sizeOf(index)) === false) {
@@ -649,12 +654,12 @@ export class DiskCache implements CacheStore {
 
   /**
    * Removes `key`, unless its index entry is no longer `indexed` (replaced since: keep the new one).
-   * An entry whose file was written again under its name since it was indexed is only forgotten:
-   * the file there now is not the one that failed.
+   * On a worker, an entry whose file another worker wrote again since it was indexed is only
+   * forgotten: the file there now is not the one that failed.
    */
   #drop(key: string, indexed: IndexEntry): void {
     if (this.#index.peek(key) !== indexed) return
-    if (indexed.handle.replaced) this.forget([key])
+    if (indexed.handle.replaced && this.#ledger !== undefined) this.forget([key])
     else this.#index.delete(key)
   }
 
@@ -669,6 +674,8 @@ export class DiskCache implements CacheStore {
    * worker that drops an entry must not delete the copy another worker just renamed into place).
    */
   #unlink(file: string, identity?: FileIdentity): Promise<void> {
+    // A copy renamed there between the stat and the unlink is still deleted: POSIX has no unlink of
+    // one inode. The ledger then stops counting it (`dropped` checks the file).
     const unlinked =
       identity === undefined ? unlink(file) : stat(file).then((now) => (sameFile(identity, now) ? unlink(file) : undefined))
     const done: Promise<void> = unlinked
