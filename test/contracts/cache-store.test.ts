@@ -567,6 +567,20 @@ describe('disk tier', () => {
     await eventually(async () => (await readdir(dir)).length === 0, 'the damaged files deleted', async () => `left: ${(await readdir(dir)).join(', ')}`)
   })
 
+  it('a purge deletes the file under the name, even one an older tier on the directory wrote after this one read it (a reload overlap)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-disk-'))
+    dirs.push(dir)
+    const previous = await open(dir)
+    await previous.set('b/k', entry('first'))
+    const current = await open(dir)
+    assert.equal((await current.get('b/k'))?.body.toString(), 'first')
+    // The previous generation's fill in flight lands after the current tier opened the file.
+    await previous.set('b/k', entry('second'))
+    await current.purge('b/')
+    await current.filesDeleted()
+    assert.equal(await (await open(dir)).get('b/k'), undefined, 'a restart does not serve the purged object')
+  })
+
   it('stays under max_size, evicting the least recently used files', async () => {
     const { readdir } = await import('node:fs/promises')
     const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-disk-'))
