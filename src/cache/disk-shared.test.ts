@@ -40,6 +40,12 @@ async function bodyOf(disk: DiskCache, key: string): Promise<Buffer | undefined>
   return got.body instanceof Uint8Array ? Buffer.from(got.body) : Buffer.from(await got.body.bytes())
 }
 
+/** A small and a large entry's keys, with a first and a second copy of each (different bytes). */
+function smallAndLargeTwice(): { keys: string[]; first: Buffer[]; second: Buffer[] } {
+  const bodies = () => [randomBytes(3 * KB), randomBytes(300 * KB)]
+  return { keys: ['b/small', 'b/large'], first: bodies(), second: bodies() }
+}
+
 /** A line to no ledger: what a view reports goes nowhere. */
 const noLink: DiskLedgerLink = {
   held: () => {},
@@ -262,9 +268,7 @@ describe('a disk directory shared by workers', () => {
 
   it('a worker whose descriptor of an entry closed meanwhile serves the copy another worker wrote again, and deletes neither', async () => {
     const { dir, a, b } = await sharedDirectory({ ledgerBytes: 100_000 * KB, viewBytes: 100_000 * KB })
-    const keys = ['b/small', 'b/large']
-    const first = [randomBytes(3 * KB), randomBytes(300 * KB)]
-    const second = [randomBytes(3 * KB), randomBytes(300 * KB)]
+    const { keys, first, second } = smallAndLargeTwice()
     for (const [i, key] of keys.entries()) await a.set(key, entry(first[i] as Buffer))
     for (const [i, key] of keys.entries()) sameBytes(await bodyOf(b, key), first[i] as Buffer)
     // b keeps 256 descriptors open between hits: 256 more entries read close the ones of both keys.
@@ -287,9 +291,7 @@ describe('a disk directory shared by workers', () => {
 
   it('a worker that never read back what it wrote serves the copy another worker wrote over it, and deletes neither', async () => {
     const { dir, a, b } = await sharedDirectory({ ledgerBytes: 100_000 * KB, viewBytes: 100_000 * KB })
-    const keys = ['b/small', 'b/large']
-    const first = [randomBytes(3 * KB), randomBytes(300 * KB)]
-    const second = [randomBytes(3 * KB), randomBytes(300 * KB)]
+    const { keys, first, second } = smallAndLargeTwice()
     // a writes both (its files never opened since), then b writes both again; a has not heard of it.
     for (const [i, key] of keys.entries()) await a.set(key, entry(first[i] as Buffer))
     for (const [i, key] of keys.entries()) await b.set(key, entry(second[i] as Buffer))
