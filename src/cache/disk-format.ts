@@ -126,6 +126,21 @@ function validHeader(h: HeaderJson): boolean {
   )
 }
 
+/**
+ * The checked header of an entry file of `fileSize` bytes, read from its start by `read` (the
+ * first `length` bytes, fewer at its end, undefined when unreadable): one read of HEADER_PROBE
+ * bytes, and a second when the header is longer. Undefined for anything but a format-2 entry.
+ */
+export async function headFrom(fileSize: number, read: (length: number) => Promise<Buffer | undefined>): Promise<EntryHead | undefined> {
+  let bytes = await read(Math.min(HEADER_PROBE, fileSize))
+  let head = bytes === undefined ? undefined : parseHead(bytes)
+  if (bytes !== undefined && head !== undefined && 'need' in head && head.need <= fileSize && head.need > bytes.length) {
+    bytes = await read(head.need)
+    head = bytes === undefined ? undefined : parseHead(bytes)
+  }
+  return head === undefined || 'need' in head ? undefined : head
+}
+
 /** Whether `block` (block number `index` of the body) matches its checksum in `crcs`. */
 export function blockIntact(crcs: Buffer, index: number, block: Uint8Array): boolean {
   return 4 * index + 4 <= crcs.length && crc32(block) === crcs.readUInt32BE(4 * index)

@@ -48,7 +48,7 @@ describe('disk entry descriptors', () => {
     let now = 1000
     // Clock readings to hand out before `now` (a read is timed by one reading before and one after).
     const readings: number[] = []
-    const files = new OpenFiles(4, () => readings.shift() ?? now)
+    const files = new OpenFiles(4, { now: () => readings.shift() ?? now })
     const handle = files.handleOf(await fileWith(Buffer.alloc(64, 1)))
     const buffer = Buffer.alloc(64)
     const read = (takes: number) => {

@@ -21,8 +21,10 @@
 // started with (an unlinked file stays readable while open). At most `maxIdle` descriptors are
 // kept open unused; the least recently used is closed first.
 //
-// The file an entry was indexed with is the one its first open found (its inode and modification
-// time: an inode number is reused once its file is gone; entries are never modified). A later open
+// With `identities` (a cluster worker, whose directory other workers write too), the file an entry
+// was indexed with is the one its first open found, or the one the tier wrote (its inode and
+// modification time: an inode number is reused once its file is gone; entries are never
+// modified). A later open
 // (the descriptor was closed while idle) may find another file under the name: the entry was
 // written again (a revalidation, or another worker). It is read all the same, its blocks checked
 // against the header the tier knows (a revalidated copy has the same bytes, and passes), and the
@@ -68,6 +70,8 @@ export interface SharedHandle {
 }
 
 export class OpenFiles {
+  /** Opens learn the file's identity (FileIdentity), and later opens compare with it. */
+  readonly identities: boolean
   readonly #maxIdle: number
   /** Open and unused, least recently used first. */
   readonly #idle = new Set<EntryFile>()
@@ -78,9 +82,10 @@ export class OpenFiles {
   #slowMs = 0
   #slowSince = 0
 
-  constructor(maxIdle: number, now: () => number = () => performance.now()) {
+  constructor(maxIdle: number, options: { now?: () => number; identities?: boolean } = {}) {
     this.#maxIdle = maxIdle
-    this.#now = now
+    this.#now = options.now ?? (() => performance.now())
+    this.identities = options.identities ?? false
   }
 
   /**
@@ -262,18 +267,20 @@ export class EntryFile implements SharedHandle {
           close(fd, () => {})
           return reject(new Error(`${this.file} was retired while it opened`))
         }
-        // An fstat of an open descriptor is answered from the inode in memory (on a local file
-        // system): made here, on the loop.
-        let found: FileIdentity
-        try {
-          const { ino, mtimeMs, size } = fstatSync(fd)
-          found = { ino, mtimeMs, size }
-        } catch (err) {
-          close(fd, () => {})
-          return reject(err as Error)
+        if (this.#files.identities) {
+          // An fstat of an open descriptor is answered from the inode in memory (on a local file
+          // system): made here, on the loop.
+          let found: FileIdentity
+          try {
+            const { ino, mtimeMs, size } = fstatSync(fd)
+            found = { ino, mtimeMs, size }
+          } catch (err) {
+            close(fd, () => {})
+            return reject(err as Error)
+          }
+          if (this.#identity === undefined) this.#identity = found
+          else if (!sameFile(this.#identity, found)) this.#replaced = true
         }
-        if (this.#identity === undefined) this.#identity = found
-        else if (!sameFile(this.#identity, found)) this.#replaced = true
         this.#fd = fd
         resolve(fd)
       })

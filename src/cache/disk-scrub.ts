@@ -11,7 +11,7 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { ScrubLimits } from '../ports.ts'
-import { blockIntact, HEADER_PROBE, parseHead, type EntryHead } from './disk-format.ts'
+import { blockIntact, HEADER_PROBE, headFrom, type EntryHead } from './disk-format.ts'
 import { transientFsError } from './disk-handles.ts'
 
 /**
@@ -96,14 +96,8 @@ async function checkOpen(handle: FileHandle, key: string, pacer: Pacer): Promise
 }
 
 /** The checked header of the open entry file `handle` (`fileSize` bytes), or undefined for anything else. */
-export async function readEntryHead(handle: FileHandle, fileSize: number): Promise<EntryHead | undefined> {
-  let bytes = await readAt(handle, 0, Math.min(HEADER_PROBE, fileSize))
-  let head = parseHead(bytes)
-  if (head !== undefined && 'need' in head && head.need <= fileSize && head.need > bytes.length) {
-    bytes = await readAt(handle, 0, head.need)
-    head = parseHead(bytes)
-  }
-  return head === undefined || 'need' in head ? undefined : head
+export function readEntryHead(handle: FileHandle, fileSize: number): Promise<EntryHead | undefined> {
+  return headFrom(fileSize, (length) => readAt(handle, 0, length))
 }
 
 /** Up to `length` bytes of `handle` from `position`, in memory of their own. */

@@ -30,7 +30,7 @@ import { DiskBody } from './disk-body.ts'
 import { OpenFiles, sameFile, transientFsError, type EntryFile, type FileIdentity } from './disk-handles.ts'
 import { COMMIT_STALL_MS, commitFailureMs, EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
 import { WritePause, type WritesEvent } from './disk-write-pause.ts'
-import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, HEADER_PROBE, parseHead, type EntryHead } from './disk-format.ts'
+import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, headFrom, parseHead, type EntryHead } from './disk-format.ts'
 import { checkEntryFile, Pacer, readEntryHead, sampleOf, ScrubSchedule } from './disk-scrub.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
@@ -115,7 +115,8 @@ export class DiskCache implements CacheStore {
   readonly #maxBytes: number
   /** Slices and sliced metadata by object key: deleted with it. */
   readonly #derived = new DerivedKeys()
-  readonly #files = new OpenFiles(MAX_IDLE_FILES)
+  /** On a worker, an entry's handle knows its file (disk-handles.ts): other workers write the directory too. */
+  readonly #files: OpenFiles
   /**
    * Checked headers by index entry: a large entry as #read made it (a DiskBody holds no state of
    * a read), a small one as its head (its body is read at each hit).
@@ -145,6 +146,7 @@ export class DiskCache implements CacheStore {
 
   private constructor(options: DiskCacheOptions) {
     this.#ledger = options.ledger
+    this.#files = new OpenFiles(MAX_IDLE_FILES, { identities: options.ledger !== undefined })
     this.#onGone = options.onGone
     this.#writes = new WritePause(options.onWrites, options.writesPauseMs)
     this.#dir = options.dir
@@ -166,7 +168,7 @@ export class DiskCache implements CacheStore {
         // A worker's view: only the ledger evicts files.
         if (reason === 'evict' && this.#ledger !== undefined) return
         // A worker deletes only the file it indexed: another may have renamed a new copy there.
-        const unlinked = this.#unlink(entry.file, this.#ledger === undefined ? undefined : entry.handle.identity)
+        const unlinked = this.#unlink(entry.file, entry.handle.identity)
         // Told once the file is gone: the ledger then counts only a newer copy under the name.
         const ledger = this.#ledger
         if (ledger !== undefined) void unlinked.then(() => ledger.dropped(key))
@@ -659,7 +661,7 @@ export class DiskCache implements CacheStore {
    */
   #drop(key: string, indexed: IndexEntry): void {
     if (this.#index.peek(key) !== indexed) return
-    if (indexed.handle.replaced && this.#ledger !== undefined) this.forget([key])
+    if (indexed.handle.replaced) this.forget([key])
     else this.#index.delete(key)
   }
 
@@ -731,13 +733,13 @@ export class DiskCache implements CacheStore {
     // Purged or dropped while it was read, or written here meanwhile (that copy is the one to use).
     const lookup = this.#discovering.get(key)
     const written = this.#index.peek(key)
-    if (!found || lookup?.valid !== true || lookup.reread || written !== undefined) handle.retire()
-    if (!found || lookup?.valid !== true) return undefined
-    if (lookup.reread) {
+    if (!found || lookup?.valid !== true || lookup.reread || written !== undefined) {
+      handle.retire()
+      if (!found || lookup?.valid !== true) return undefined
+      if (!lookup.reread) return written
       lookup.reread = false
       return this.#findFile(key)
     }
-    if (written !== undefined) return written
     const indexed = { file, handle, size, bodyOffset: head.bodyOffset }
     if (this.#budgets?.track(key, sizeOf(indexed)) === false) {
       handle.retire()
@@ -817,14 +819,7 @@ async function readShared(file: EntryFile, length: number): Promise<Buffer | und
 async function headOf(file: EntryFile): Promise<EntryHead | undefined> {
   await file.acquire()
   try {
-    const fileSize = (file.identity as FileIdentity).size
-    let bytes = await readShared(file, Math.min(HEADER_PROBE, fileSize))
-    let head = bytes === undefined ? undefined : parseHead(bytes)
-    if (head !== undefined && 'need' in head && head.need <= fileSize) {
-      bytes = await readShared(file, head.need)
-      head = bytes === undefined ? undefined : parseHead(bytes)
-    }
-    return head === undefined || 'need' in head ? undefined : head
+    return await headFrom((file.identity as FileIdentity).size, (length) => readShared(file, length))
   } finally {
     file.release()
   }
