@@ -420,6 +420,22 @@ export interface SlicedObjects {
   forget(cacheKey: string): Promise<void>
 }
 
+/**
+ * Fetches coordinated across the workers of one instance that share the disk tier's directory
+ * (cache/disk-cluster.ts): one worker at a time fetches a key; the others wait and then read what
+ * it stored.
+ */
+export interface SharedFills {
+  claim(key: string): Promise<FillClaim>
+}
+
+export interface FillClaim {
+  /** 'fetch': this worker fetches the key, then calls `done`; 'stored': another worker stored it (read it from the tier). */
+  readonly answer: 'fetch' | 'stored'
+  /** This worker's fetch is over; `stored`: the tier holds the key now (the waiters read it), else the next one fetches. */
+  done(stored: boolean): void
+}
+
 /** Where audit records go (file, stdout, syslog, S3). `record` never blocks and never throws. */
 export interface AuditSink {
   record(entry: AuditRecord): void

@@ -20,7 +20,7 @@ import { createAuditLog } from './audit/log.ts'
 import { ConfigError } from './config/load.ts'
 import type { BucketConfig, Config, JwtVerifierConfig, RateLimitConfig, S3StsConfig } from './config/schema.ts'
 import { loadTracing } from './telemetry/tracing.ts'
-import type { AuditSink, Authorizer, CachedObject, CacheStore, RateLimiter, ScrubLimits, ScrubReport, TokenVerifier, Tracer } from './ports.ts'
+import type { AuditSink, Authorizer, CachedObject, CacheStore, RateLimiter, ScrubLimits, SharedFills, ScrubReport, TokenVerifier, Tracer } from './ports.ts'
 import { CircuitBreaker } from './origin/breaker.ts'
 import { ReplicaSet } from './origin/replicas.ts'
 import { S3Source } from './origin/s3.ts'
@@ -44,6 +44,8 @@ export interface SharedCache {
   readonly store: TieredCache
   readonly redis: RedisCache | undefined
   readonly flights: Map<string, Promise<CachedObject | undefined>>
+  /** With `server.workers` > 1 and a disk tier: fetches coordinated with the other workers (slices). */
+  readonly fills: SharedFills | undefined
   /** Per-bucket counters for /admin/cache/stats. */
   readonly counters: Map<string, CacheCounters>
   /** The cache config it was built from (JSON), to decide reuse on reload. */
@@ -215,6 +217,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
                     local: cache.store.local,
                     bulk: cache.store.bulk,
                     flights: cache.flights,
+                    fills: cache.fills,
                     sliceBytes: bucket.cache.slice_bytes,
                     ttlSeconds: bucket.cache.ttl_seconds,
                   }),
@@ -460,6 +463,7 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
   const stale = settings.stale_if_error_seconds
   const tiers: CacheStore[] = []
   let redis: RedisCache | undefined
+  let fills: SharedFills | undefined
   for (const layer of settings.layers) {
     if (layer === 'memory') {
       tiers.push(new MemoryCache({ maxBytes: settings.memory.max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale, budgets }))
@@ -471,6 +475,7 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
         const options = { dir, maxBytes: max_bytes, maxItemBytes: settings.max_item_bytes, staleSeconds: stale, budgets }
         // The workers of this instance share the directory through a ledger in the primary.
         const ledger = inOwnCluster(config) ? await joinDiskLedger(options) : undefined
+        fills = ledger
         const onWrites = (event: WritesEvent) =>
           event.paused
             ? logger.warn({ dir, reason: event.reason, seconds: event.seconds }, 'disk cache writes paused: the disk failed a write')
@@ -515,7 +520,7 @@ async function buildCache(config: Config, logger: Logger, previous: SharedCache 
         logger.info({ purge: target }, 'cache purge received from another worker')
       })
     : undefined
-  return { store, redis, flights, counters: previous?.counters ?? new Map(), built, owned: true, stopPurges }
+  return { store, redis, flights, fills, counters: previous?.counters ?? new Map(), built, owned: true, stopPurges }
 }
 
 /**

@@ -13,14 +13,20 @@
 //                               reading a file) and budgets. A reload that fails never sends it,
 //                               so its limits never reach the directory.
 //   worker --leave--> primary (its tier closed)
+//   worker --claim {key}--> primary: one worker at a time fetches a key (a slice) for the directory
+//                               --claimed fetch--> the first; --claimed wait--> the others, and later
+//                               --claimed stored--> (read it from the directory) or --claimed fetch-->
+//   worker --release {key, stored}--> primary: its fetch is over (cache/fill-claims.ts)
 //   primary --state {gone, rewritten, totals, reporter}--> each worker of the directory, when it
 //                               changed (a worker forgets what is gone, and what another wrote again)
 // When a worker dies, the primary deletes the temp files it was writing (named with its pid) and
 // counts the entries it renamed into place but had not reported yet.
 // The messages stay inside the instance: its own processes over node:cluster's channel.
 import cluster, { type Worker } from 'node:cluster'
+import type { FillClaim, SharedFills } from '../ports.ts'
 import type { BucketBudgetMap } from './bucket-budgets.ts'
 import { deleteTempFilesOf, DiskCache, type DiskLedgerLink } from './disk.ts'
+import { type ClaimAnswer, FillClaims } from './fill-claims.ts'
 import type { PurgeTarget } from './purge-log.ts'
 
 const CHANNEL = 'yatagarasu:disk'
@@ -28,6 +34,11 @@ const CHANNEL = 'yatagarasu:disk'
 const REPORT_MS = 100
 /** How long the ledger gathers changes before it tells the workers. */
 const STATE_MS = 50
+/**
+ * How long a worker waits for another's fetch of a key before it fetches on its own (the other's
+ * origin may be slow to send a slice; the waiter's client waits meanwhile).
+ */
+export const CLAIM_WAIT_MS = 30_000
 
 export interface LedgerOptions {
   dir: string
@@ -57,6 +68,9 @@ type DiskMessage = { channel: typeof CHANNEL } & (
   | { step: 'purged'; id: number; count: number }
   | { step: 'live'; options: LedgerOptions }
   | { step: 'leave'; dir: string }
+  | { step: 'claim'; id: number; dir: string; key: string }
+  | { step: 'claimed'; id: number; answer: ClaimAnswer | 'wait' }
+  | { step: 'release'; dir: string; key: string; stored: boolean }
   | ({ step: 'state'; dir: string; gone: string[]; rewritten: Array<[string, number]> } & LedgerState)
 )
 
@@ -66,6 +80,8 @@ const isDiskMessage = (m: { channel?: unknown; step?: unknown } | null | undefin
 // In a worker.
 const links = new Set<WorkerLink>()
 const waiting = new Map<number, (answer: DiskMessage | undefined) => void>()
+/** Claims sent, by id: each hears 'fetch' or 'wait' at once, and after a wait 'fetch' or 'stored'. */
+const claiming = new Map<number, (answer: ClaimAnswer | 'wait') => void>()
 let lastId = 0
 let listening = false
 
@@ -75,6 +91,7 @@ function listen(): void {
   process.on('message', (message: DiskMessage | null) => {
     if (!isDiskMessage(message)) return
     if (message.step === 'ready' || message.step === 'purged') return waiting.get(message.id)?.(message)
+    if (message.step === 'claimed') return claiming.get(message.id)?.(message.answer)
     if (message.step === 'state') for (const link of links) if (link.dir === message.dir) link.apply(message)
   })
 }
@@ -101,7 +118,7 @@ function ask(message: DiskMessage & { id: number }): Promise<DiskMessage | undef
  * In a worker: opens (or joins) the ledger of `options.dir` in the primary, once it has rebuilt
  * the directory's index; rejects with the primary's reason when it cannot open the directory.
  */
-export async function joinDiskLedger(options: LedgerOptions): Promise<DiskLedgerLink> {
+export async function joinDiskLedger(options: LedgerOptions): Promise<DiskLedgerLink & SharedFills> {
   listen()
   // No deadline: the first open rebuilds the index from every file in the directory.
   const answer = await ask({ channel: CHANNEL, step: 'open', id: ++lastId, options })
@@ -112,7 +129,11 @@ export async function joinDiskLedger(options: LedgerOptions): Promise<DiskLedger
   return link
 }
 
-class WorkerLink implements DiskLedgerLink {
+/** What a claim answers when the worker fetches without the others (no primary, or it waited too long). */
+const ON_ITS_OWN: FillClaim = { answer: 'fetch', done: () => {} }
+const STORED: FillClaim = { answer: 'stored', done: () => {} }
+
+class WorkerLink implements DiskLedgerLink, SharedFills {
   readonly dir: string
   readonly #options: LedgerOptions
   #held = new Map<string, number>()
@@ -148,6 +169,51 @@ class WorkerLink implements DiskLedgerLink {
     // No deadline: the purge is done when the files are gone (the ledger answers a failed one too).
     const answer = await ask({ channel: CHANNEL, step: 'purge', id: ++lastId, dir: this.dir, target })
     return answer?.step === 'purged' ? answer.count : 0
+  }
+
+  /**
+   * Resolves when this worker may fetch `key` (no other worker is), or when another worker's fetch
+   * of it stored it. After CLAIM_WAIT_MS of waiting it fetches on its own (and a turn that comes
+   * later is handed on at once).
+   */
+  claim(key: string): Promise<FillClaim> {
+    const id = ++lastId
+    const { dir } = this
+    const release = (stored: boolean) => send({ channel: CHANNEL, step: 'release', dir, key, stored })
+    return new Promise((resolve) => {
+      let answered = false
+      let timer: NodeJS.Timeout | undefined
+      claiming.set(id, (answer) => {
+        if (answer === 'wait') {
+          timer = setTimeout(() => {
+            answered = true
+            resolve(ON_ITS_OWN)
+          }, CLAIM_WAIT_MS).unref()
+          return
+        }
+        claiming.delete(id)
+        clearTimeout(timer)
+        if (answered) {
+          if (answer === 'fetch') release(false)
+          return
+        }
+        answered = true
+        if (answer === 'stored') return resolve(STORED)
+        let released = false
+        resolve({
+          answer,
+          done: (stored) => {
+            if (released) return
+            released = true
+            release(stored)
+          },
+        })
+      })
+      send({ channel: CHANNEL, step: 'claim', id, dir, key }, () => {
+        claiming.delete(id)
+        resolve(ON_ITS_OWN)
+      })
+    })
   }
 
   live(budgets: BucketBudgetMap): void {
@@ -224,6 +290,9 @@ export function serveDiskLedgers(): void {
   const toWorker = (worker: Worker, message: DiskMessage) => {
     if (worker.isConnected()) worker.send(message, undefined, undefined, () => {})
   }
+  // By directory and key; kept apart from the ledgers, which a reload may replace meanwhile.
+  const claims = new FillClaims<Worker>((worker, id, answer) => toWorker(worker, { channel: CHANNEL, step: 'claimed', id, answer }))
+  const claimKey = (dir: string, key: string) => `${dir}\0${key}`
 
   const stateOf = (ledger: Ledger, cache: DiskCache): LedgerState => {
     const stats = cache.stats()
@@ -297,6 +366,7 @@ export function serveDiskLedgers(): void {
   }
 
   cluster.on('exit', (worker) => {
+    claims.leave(worker)
     for (const ledger of [...ledgers.values()]) {
       if (!ledger.writers.delete(worker)) continue
       const tiers = ledger.links.get(worker)
@@ -310,6 +380,11 @@ export function serveDiskLedgers(): void {
   })
   cluster.on('message', (worker, message: DiskMessage | null) => {
     if (!isDiskMessage(message)) return
+    if (message.step === 'claim') {
+      const answer = claims.claim(worker, message.id, claimKey(message.dir, message.key))
+      return toWorker(worker, { channel: CHANNEL, step: 'claimed', id: message.id, answer })
+    }
+    if (message.step === 'release') return claims.release(worker, claimKey(message.dir, message.key), message.stored)
     if (message.step === 'open') {
       const ledger = ledgerOf(message.options)
       ledger.links.set(worker, (ledger.links.get(worker) ?? 0) + 1)

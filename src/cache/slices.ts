@@ -11,13 +11,24 @@
 // The metadata entry's body is a SlicedBody: a StoredBody that streams a range slice after slice,
 // each from the cache or fetched with one ranged GET under `If-Match: <etag>` (concurrent readers
 // of a missing slice wait for one fetch, through the same flights map as whole-object misses; a
-// metadata entry being stored is found there too, before its tier holds it).
+// metadata entry being stored is found there too, before its tier holds it; the workers of an
+// instance sharing the disk tier claim a slice through the primary, and one of them fetches it).
 // Memory per stream: the slice being fetched, or one disk read. When the origin answers that the
 // ETag changed, the object's metadata and slices are dropped and the stream errors: the serve
 // stage restarts when nothing was sent yet, and cuts the connection otherwise.
 import { ProxyError } from '../errors.ts'
 import { storagePolicy } from '../http/freshness.ts'
-import type { CachedObject, ObjectSource, ReadOptions, SlicedObjects, StoredBody, StoredBodyStreamOptions, TieredStore } from '../ports.ts'
+import type {
+  CachedObject,
+  FillClaim,
+  ObjectSource,
+  ReadOptions,
+  SharedFills,
+  SlicedObjects,
+  StoredBody,
+  StoredBodyStreamOptions,
+  TieredStore,
+} from '../ports.ts'
 import type { ByteRange, ObjectMeta } from '../types.ts'
 import { DERIVED_MARK } from './derived-keys.ts'
 
@@ -33,6 +44,8 @@ export interface SliceCacheOptions {
   bulk: TieredStore
   /** Fetches in flight by cache key (shared with whole-object misses). */
   flights: Map<string, Promise<CachedObject | undefined>>
+  /** With `server.workers` > 1: the workers sharing the disk tier, so each slice is fetched by one of them at a time. */
+  fills?: SharedFills
   sliceBytes: number
   ttlSeconds: number
 }
@@ -156,7 +169,7 @@ export class SliceCache implements SlicedObjects {
 
   /** Slice `index` of the version `meta`: from the cache, or fetched (one fetch at a time per slice). */
   async slice(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta, index: number): Promise<CachedObject> {
-    const { bulk, flights } = this.#options
+    const { bulk, flights, fills } = this.#options
     const sliceKey = sliceKeyOf(cacheKey, meta.etag, index)
     for (;;) {
       const hit = bulk.peek(sliceKey) ?? (await bulk.lookup(sliceKey, bulk.peekedTiers))
@@ -172,16 +185,27 @@ export class SliceCache implements SlicedObjects {
       }
       if (flights.get(sliceKey) === inFlight) flights.delete(sliceKey)
     }
-    const fetched = this.#fetch(source, key, cacheKey, meta, index)
+    let claim: FillClaim | undefined
+    const fetched = (async () => {
+      // The workers sharing the disk tier fetch a slice once too: one fetches, the others read it.
+      claim = await fills?.claim(sliceKey)
+      if (claim?.answer === 'stored') {
+        const stored = await bulk.lookup(sliceKey)
+        if (stored !== undefined) return stored.entry
+      }
+      return this.#fetch(source, key, cacheKey, meta, index)
+    })()
     flights.set(sliceKey, fetched)
     try {
       const entry = (await fetched) as CachedObject
       // Findable as a flight until the tier holds it, so no one fetches it again meanwhile.
       void bulk.set(sliceKey, entry).finally(() => {
+        claim?.done(bulk.has(sliceKey))
         if (flights.get(sliceKey) === fetched) flights.delete(sliceKey)
       })
       return entry
     } catch (err) {
+      claim?.done(false)
       if (flights.get(sliceKey) === fetched) flights.delete(sliceKey)
       if (this.isVersionChange(err)) await this.forget(cacheKey)
       throw err

@@ -1,0 +1,57 @@
+// The primary's line of workers per key being fetched: one fetch at a time, the waiters told when
+// it is stored, the next one fetching when it failed or its worker died.
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { type ClaimAnswer, FillClaims } from './fill-claims.ts'
+
+function claims() {
+  const told: Array<[string, number, ClaimAnswer]> = []
+  return { told, claims: new FillClaims<string>((worker, id, answer) => told.push([worker, id, answer])) }
+}
+
+describe('fill claims', () => {
+  it('lets the first worker fetch and tells the others, once it stored the key, to read it', () => {
+    const { told, claims: c } = claims()
+    assert.equal(c.claim('a', 1, 'k'), 'fetch')
+    assert.equal(c.claim('b', 7, 'k'), 'wait')
+    assert.equal(c.claim('c', 3, 'k'), 'wait')
+    assert.equal(c.claim('b', 8, 'other'), 'fetch', 'another key is fetched at once')
+    assert.deepEqual(told, [])
+    c.release('a', 'k', true)
+    assert.deepEqual(told, [
+      ['b', 7, 'stored'],
+      ['c', 3, 'stored'],
+    ])
+    assert.equal(c.claim('c', 4, 'k'), 'fetch', 'the key is free again')
+  })
+
+  it('hands a failed fetch to the next waiter only', () => {
+    const { told, claims: c } = claims()
+    c.claim('a', 1, 'k')
+    c.claim('b', 2, 'k')
+    c.claim('c', 3, 'k')
+    c.release('a', 'k', false)
+    assert.deepEqual(told, [['b', 2, 'fetch']])
+    c.release('a', 'k', true)
+    assert.equal(told.length, 1, 'a release by a worker that no longer holds the key changes nothing')
+    c.release('b', 'k', true)
+    assert.deepEqual(told.slice(1), [['c', 3, 'stored']])
+    assert.equal(c.size, 0)
+  })
+
+  it('passes a dead worker’s fetches on and forgets its waits', () => {
+    const { told, claims: c } = claims()
+    c.claim('a', 1, 'k')
+    c.claim('b', 2, 'k')
+    c.claim('b', 3, 'j')
+    c.claim('a', 4, 'j')
+    c.claim('c', 5, 'j')
+    c.leave('a')
+    assert.deepEqual(told, [['b', 2, 'fetch']], 'k passes to b; a no longer waits for j')
+    c.release('b', 'j', false)
+    assert.deepEqual(told.slice(1), [['c', 5, 'fetch']])
+    c.leave('b')
+    c.leave('c')
+    assert.equal(c.size, 0)
+  })
+})

@@ -1,0 +1,111 @@
+// Slice caching with `server.workers: 2` (the shared disk tier, s3rver behind SigV4 checks), as
+// the shipped config runs it: the workers fetch a cold slice once between them, whichever worker
+// each client reached. (How a failed or dead worker's fetch passes to the next: fill-claims.test.ts.)
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import http from 'node:http'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { startCluster, type RunningCluster } from '../support/cluster.ts'
+import { eventually } from '../support/eventually.ts'
+import { send } from '../support/http.ts'
+import { bucketYaml } from '../support/proxy.ts'
+import { startS3, type TestS3 } from '../support/s3.ts'
+
+const MiB = 1024 * 1024
+const CLIENTS = 100
+
+let s3: TestS3
+let cacheDir: string
+let c: RunningCluster | undefined
+
+const config = (port: number, metricsPort: number) => `
+server:
+  address: "127.0.0.1:${port}"
+  workers: 2
+metrics: { enabled: true, port: ${metricsPort} }
+cache:
+  enabled: true
+  layers: [memory, disk]
+  ttl_seconds: 300
+  max_item_size: 1MB
+  slice: { enabled: true, slice_size: 1MB }
+  memory: { max_size: 16MB }
+  disk: { dir: "${cacheDir}", max_size: 1GB }
+buckets:
+${bucketYaml({ name: 'media', prefix: '/media', bucket: 'media', endpoint: s3.endpoint })}
+`
+
+const running = () => {
+  assert.ok(c !== undefined)
+  return c
+}
+
+interface Answer {
+  status: number
+  headers: http.IncomingHttpHeaders
+  body: Buffer
+}
+
+/** A GET over its own connection: the primary deals connections to the workers in turn. */
+function get(path: string, headers: Record<string, string>): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: running().port, path, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** Requests both workers are answering now (the primary sums the workers' gauges). */
+async function inFlight(): Promise<number> {
+  const text = (await send(`http://127.0.0.1:${running().metricsPort}`, '/metrics')).text
+  const line = text.split('\n').find((l) => l.startsWith('http_requests_in_flight '))
+  return Number(line?.split(' ')[1] ?? Number.NaN)
+}
+
+const rangedGets = (key: string) => s3.getsOf('media', key).filter((r) => r.headers.range !== undefined)
+
+before(async () => {
+  s3 = await startS3()
+  await s3.createBucket('media')
+  cacheDir = await mkdtemp(join(tmpdir(), 'yatagarasu-slices-cluster-'))
+  c = await startCluster(config)
+})
+
+after(async () => {
+  await c?.stop()
+  await s3?.stop()
+  await rm(cacheDir, { recursive: true, force: true })
+})
+
+describe('slices with two workers sharing the disk tier', () => {
+  it('makes one origin request for a cold slice read by 100 clients over both workers', async () => {
+    const body = randomBytes(8 * MiB)
+    await s3.put('media', 'herd.bin', body)
+    const range = `bytes=${3 * MiB + 5}-${3 * MiB + 70_000}`
+    const wanted = body.subarray(3 * MiB + 5, 3 * MiB + 70_001)
+    // The first fetch of the slice stalls until every client's request is being answered, so the
+    // worker that did not make it has its clients' requests waiting, not answered from a copy on disk.
+    const hold = s3.holdNextGet(64 * 1024)
+    const pending = Promise.all(Array.from({ length: CLIENTS }, () => get('/media/herd.bin', { range })))
+    await hold.held
+    await eventually(async () => (await inFlight()) === CLIENTS, `${CLIENTS} requests in flight`, {
+      explain: async () => `in flight: ${await inFlight()}`,
+    })
+    hold.release()
+    const answers = await pending
+    for (const res of answers) {
+      assert.equal(res.status, 206)
+      assert.ok(res.body.equals(wanted), 'the range’s bytes')
+    }
+    assert.deepEqual([...new Set(await running().workersOf(answers))].sort(), [1, 2], 'both workers answered')
+    assert.equal(rangedGets('herd.bin').length, 1, 'one ranged GET for the slice, from one worker')
+  })
+})
