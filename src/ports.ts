@@ -432,7 +432,7 @@ export interface SharedFills {
 export interface FillClaim {
   /** 'fetch': this worker fetches the key, then calls `done`; 'stored': another worker stored it (read it from the tier). */
   readonly answer: 'fetch' | 'stored'
-  /** This worker's fetch is over; `stored`: the tier holds the key now (the waiters read it), else the next one fetches. */
+  /** This worker's fetch is over; `stored`: the tier holds the key now (the waiters read it), else they fetch on their own. */
   done(stored: boolean): void
 }
 

@@ -15,7 +15,8 @@
 //   worker --leave--> primary (its tier closed)
 //   worker --claim {key}--> primary: one worker at a time fetches a key (a slice) for the directory
 //                               --claimed fetch--> the first; --claimed wait--> the others, and later
-//                               --claimed stored--> (read it from the directory) or --claimed fetch-->
+//                               --claimed stored--> (read it from the directory) or, when it was
+//                               not stored, --claimed fetch--> (each fetches on its own)
 //   worker --release {key, stored}--> primary: its fetch is over (cache/fill-claims.ts)
 //   primary --state {gone, rewritten, totals, reporter}--> each worker of the directory, when it
 //                               changed (a worker forgets what is gone, and what another wrote again)
@@ -172,9 +173,9 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
   }
 
   /**
-   * Resolves when this worker may fetch `key` (no other worker is), or when another worker's fetch
-   * of it stored it. After CLAIM_WAIT_MS of waiting it fetches on its own (and a turn that comes
-   * later is handed on at once).
+   * Resolves when this worker may fetch `key` (no other worker is, or another's fetch was not
+   * stored), or when another worker's fetch of it stored it. After CLAIM_WAIT_MS it fetches on its
+   * own (and a turn to fetch that comes later is handed on at once).
    */
   claim(key: string): Promise<FillClaim> {
     const id = ++lastId
@@ -182,15 +183,13 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
     const release = (stored: boolean) => send({ channel: CHANNEL, step: 'release', dir, key, stored })
     return new Promise((resolve) => {
       let answered = false
-      let timer: NodeJS.Timeout | undefined
+      // From the claim's sending: a worker waits this long at most, whatever the primary answers.
+      const timer = setTimeout(() => {
+        answered = true
+        resolve(ON_ITS_OWN)
+      }, CLAIM_WAIT_MS).unref()
       claiming.set(id, (answer) => {
-        if (answer === 'wait') {
-          timer = setTimeout(() => {
-            answered = true
-            resolve(ON_ITS_OWN)
-          }, CLAIM_WAIT_MS).unref()
-          return
-        }
+        if (answer === 'wait') return
         claiming.delete(id)
         clearTimeout(timer)
         if (answered) {
@@ -211,6 +210,8 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
       })
       send({ channel: CHANNEL, step: 'claim', id, dir, key }, () => {
         claiming.delete(id)
+        clearTimeout(timer)
+        answered = true
         resolve(ON_ITS_OWN)
       })
     })

@@ -1,5 +1,5 @@
-// The primary's line of workers per key being fetched: one fetch at a time, the waiters told when
-// it is stored, the next one fetching when it failed or its worker died.
+// The primary's claims of keys being fetched: one fetch at a time, the waiters told when it is
+// stored, and each fetching on its own when it was not (failed, not kept, its worker died).
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { type ClaimAnswer, FillClaims } from './fill-claims.ts'
@@ -25,21 +25,23 @@ describe('fill claims', () => {
     assert.equal(c.claim('c', 4, 'k'), 'fetch', 'the key is free again')
   })
 
-  it('hands a failed fetch to the next waiter only', () => {
+  it('lets every waiter fetch on its own when the fetch was not stored', () => {
     const { told, claims: c } = claims()
     c.claim('a', 1, 'k')
     c.claim('b', 2, 'k')
     c.claim('c', 3, 'k')
-    c.release('a', 'k', false)
-    assert.deepEqual(told, [['b', 2, 'fetch']])
-    c.release('a', 'k', true)
-    assert.equal(told.length, 1, 'a release by a worker that no longer holds the key changes nothing')
     c.release('b', 'k', true)
-    assert.deepEqual(told.slice(1), [['c', 3, 'stored']])
-    assert.equal(c.size, 0)
+    assert.deepEqual(told, [], 'a release by a worker that does not hold the key changes nothing')
+    c.release('a', 'k', false)
+    assert.deepEqual(told, [
+      ['b', 2, 'fetch'],
+      ['c', 3, 'fetch'],
+    ])
+    assert.equal(c.size, 0, 'nobody holds the key: the waiters fetch at once, each on its own')
+    assert.equal(c.claim('a', 4, 'k'), 'fetch')
   })
 
-  it('passes a dead worker’s fetches on and forgets its waits', () => {
+  it('lets the waiters of a dead worker’s fetch fetch on their own, and forgets its waits', () => {
     const { told, claims: c } = claims()
     c.claim('a', 1, 'k')
     c.claim('b', 2, 'k')
@@ -47,11 +49,9 @@ describe('fill claims', () => {
     c.claim('a', 4, 'j')
     c.claim('c', 5, 'j')
     c.leave('a')
-    assert.deepEqual(told, [['b', 2, 'fetch']], 'k passes to b; a no longer waits for j')
-    c.release('b', 'j', false)
-    assert.deepEqual(told.slice(1), [['c', 5, 'fetch']])
-    c.leave('b')
-    c.leave('c')
+    assert.deepEqual(told, [['b', 2, 'fetch']], 'k: b fetches; a no longer waits for j')
+    c.release('b', 'j', true)
+    assert.deepEqual(told.slice(1), [['c', 5, 'stored']])
     assert.equal(c.size, 0)
   })
 })

@@ -1,7 +1,8 @@
 // One fetch of a key at a time across the workers that share a disk directory, kept by the cluster
-// primary (disk-cluster.ts). The first worker to claim a key fetches it; the others wait in line.
-// When the fetcher stored it, every waiter is told so (it reads the key from the directory); when
-// the fetch failed, or its worker died, the next waiter fetches instead.
+// primary (disk-cluster.ts). The first worker to claim a key fetches it; the others wait. When the
+// fetcher stored it, every waiter is told so (it reads the key from the directory); when it did
+// not (the fetch failed, the disk would not keep it, its worker died), every waiter fetches on its
+// own: a waiter never waits for more than one fetch.
 
 /** What a worker that claimed a key does: fetch it, or read what another worker stored. */
 export type ClaimAnswer = 'fetch' | 'stored'
@@ -35,34 +36,20 @@ export class FillClaims<W> {
   release(worker: W, key: string, stored: boolean): void {
     const claim = this.#claims.get(key)
     if (claim === undefined || claim.holder !== worker) return
-    if (stored) {
-      this.#claims.delete(key)
-      for (const { worker: waiter, id } of claim.waiters) this.#answer(waiter, id, 'stored')
-      return
-    }
-    this.#handOn(key, claim)
+    this.#claims.delete(key)
+    for (const { worker: waiter, id } of claim.waiters) this.#answer(waiter, id, stored ? 'stored' : 'fetch')
   }
 
-  /** `worker` is gone: the fetches it held pass to their next waiters, and it waits for none. */
+  /** `worker` is gone: it waits for nothing, and the waiters of what it was fetching fetch on their own. */
   leave(worker: W): void {
     for (const [key, claim] of [...this.#claims]) {
       claim.waiters = claim.waiters.filter((waiter) => waiter.worker !== worker)
-      if (claim.holder === worker) this.#handOn(key, claim)
+      if (claim.holder === worker) this.release(worker, key, false)
     }
   }
 
   /** Keys being fetched now. */
   get size(): number {
     return this.#claims.size
-  }
-
-  #handOn(key: string, claim: Claim<W>): void {
-    const next = claim.waiters.shift()
-    if (next === undefined) {
-      this.#claims.delete(key)
-      return
-    }
-    claim.holder = next.worker
-    this.#answer(next.worker, next.id, 'fetch')
   }
 }

@@ -120,7 +120,7 @@ export class SliceCache implements SlicedObjects {
     let cached = 0
     // A slice being fetched for another request counts: this one waits for that fetch (coalesced).
     for (let i = first; i <= last; i++) {
-      const key = sliceKeyOf(cacheKey, meta.etag, i)
+      const key = this.#keyOf(cacheKey, meta, i)
       if (bulk.has(key) || flights.has(key)) cached++
     }
     return { cached, total: last - first + 1 }
@@ -170,7 +170,7 @@ export class SliceCache implements SlicedObjects {
   /** Slice `index` of the version `meta`: from the cache, or fetched (one fetch at a time per slice). */
   async slice(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta, index: number): Promise<CachedObject> {
     const { bulk, flights, fills } = this.#options
-    const sliceKey = sliceKeyOf(cacheKey, meta.etag, index)
+    const sliceKey = this.#keyOf(cacheKey, meta, index)
     for (;;) {
       const hit = bulk.peek(sliceKey) ?? (await bulk.lookup(sliceKey, bulk.peekedTiers))
       if (hit !== undefined) return hit.entry
@@ -186,23 +186,32 @@ export class SliceCache implements SlicedObjects {
       if (flights.get(sliceKey) === inFlight) flights.delete(sliceKey)
     }
     let claim: FillClaim | undefined
+    /** Read from the tier, where another worker stored it: not stored again. */
+    let fromTier = false
     const fetched = (async () => {
       // The workers sharing the disk tier fetch a slice once too: one fetches, the others read it.
       claim = await fills?.claim(sliceKey)
       if (claim?.answer === 'stored') {
         const stored = await bulk.lookup(sliceKey)
+        fromTier = stored !== undefined
         if (stored !== undefined) return stored.entry
       }
-      return this.#fetch(source, key, cacheKey, meta, index)
+      // A slice the disk will not keep: the other workers need not wait for this fetch.
+      return this.#fetch(source, key, cacheKey, meta, index, false, () => claim?.done(false))
     })()
     flights.set(sliceKey, fetched)
     try {
       const entry = (await fetched) as CachedObject
-      // Findable as a flight until the tier holds it, so no one fetches it again meanwhile.
-      void bulk.set(sliceKey, entry).finally(() => {
-        claim?.done(bulk.has(sliceKey))
+      const leave = () => {
         if (flights.get(sliceKey) === fetched) flights.delete(sliceKey)
-      })
+      }
+      if (fromTier) leave()
+      // Findable as a flight until the tier holds it, so no one fetches it again meanwhile.
+      else
+        void bulk.set(sliceKey, entry).finally(() => {
+          claim?.done(bulk.has(sliceKey))
+          leave()
+        })
       return entry
     } catch (err) {
       claim?.done(false)
@@ -212,13 +221,28 @@ export class SliceCache implements SlicedObjects {
     }
   }
 
-  /** Drops a slice that failed its check, so the next read fetches it again. */
-  async dropSlice(cacheKey: string, meta: ObjectMeta, index: number): Promise<void> {
-    await this.#options.bulk.delete(sliceKeyOf(cacheKey, meta.etag, index))
+  #keyOf(cacheKey: string, meta: ObjectMeta, index: number): string {
+    return sliceKeyOf(cacheKey, this.sliceBytes, meta.etag, index)
   }
 
-  /** Slice `index` from the origin, into the disk tier as it arrives (`inMemory`: into a buffer). */
-  async #fetch(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta, index: number, inMemory = false): Promise<CachedObject | undefined> {
+  /** Drops a slice that failed its check, so the next read fetches it again. */
+  async dropSlice(cacheKey: string, meta: ObjectMeta, index: number): Promise<void> {
+    await this.#options.bulk.delete(this.#keyOf(cacheKey, meta, index))
+  }
+
+  /**
+   * Slice `index` from the origin, into the disk tier as it arrives (`inMemory`: into a buffer).
+   * `unkept` is called as soon as it is known that the tier will not keep it.
+   */
+  async #fetch(
+    source: ObjectSource,
+    key: string,
+    cacheKey: string,
+    meta: ObjectMeta,
+    index: number,
+    inMemory: boolean,
+    unkept: () => void
+  ): Promise<CachedObject | undefined> {
     const start = index * this.sliceBytes
     const end = Math.min(meta.size, start + this.sliceBytes) - 1
     // Not tied to one client: others may be waiting for this slice, and it is worth keeping.
@@ -232,14 +256,18 @@ export class SliceCache implements SlicedObjects {
     const now = Date.now()
     const head = { meta: { ...meta, size: length }, storedAt: now, freshUntil: now + SLICE_LIFETIME_MS }
     // Into the disk tier as it arrives: a cold slice is never held whole in memory.
-    const writer = inMemory ? undefined : this.#options.bulk.writer(sliceKeyOf(cacheKey, meta.etag, index), head, length)
+    const { bulk } = this.#options
+    const writer = inMemory ? undefined : bulk.writer(this.#keyOf(cacheKey, meta, index), head, length)
     if (writer !== undefined) {
       const stored = await writer.writeAll(body.stream)
       if (stored !== undefined) return stored
       // The disk could not keep it (or the origin sent another length): fetched again into
       // memory, for this answer at least (a wrong length is refused there).
-      return this.#fetch(source, key, cacheKey, meta, index, true)
+      unkept()
+      return this.#fetch(source, key, cacheKey, meta, index, true, unkept)
     }
+    // Neither written as it comes nor collected for the tier (over a budget, disk writes paused).
+    if (!inMemory && !bulk.collects(length)) unkept()
     // Read into one buffer of the slice's size: no list of chunks copied again at the end (a cold
     // slice then costs its size in memory once, not twice).
     const bytes = Buffer.allocUnsafe(length)
@@ -342,8 +370,12 @@ function metaKeyOf(cacheKey: string): string {
   return `${cacheKey}${DERIVED_MARK}sliced`
 }
 
-function sliceKeyOf(cacheKey: string, etag: string | undefined, index: number): string {
-  return `${cacheKey}${DERIVED_MARK}slice:${etag ?? ''}:${index}`
+/**
+ * Slice `index` of the version `etag` cut in slices of `sliceBytes`: a restart with another
+ * `slice_size` over the same directory never reads a slice cut the old way at the new offsets.
+ */
+function sliceKeyOf(cacheKey: string, sliceBytes: number, etag: string | undefined, index: number): string {
+  return `${cacheKey}${DERIVED_MARK}slice:${sliceBytes}:${etag ?? ''}:${index}`
 }
 
 /** A reader of one chunk. */

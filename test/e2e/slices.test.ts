@@ -2,7 +2,8 @@
 // max_item_size 1MB, 1 MiB slices): video-like seeks are byte-exact and a second pass reaches S3
 // zero times; concurrent readers of one cold slice make one origin request; an object overwritten
 // mid-answer never yields a body of two versions; a whole GET matches the source; purge removes
-// the slices; slow clients of a large sliced object keep memory flat.
+// the slices; slow clients of a large sliced object keep memory flat; a restart with another
+// slice_size over the same directory never serves an old slice at the new offsets.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -335,5 +336,51 @@ ${bucketYaml({ name: 'media', prefix: '/media', bucket: 'media', endpoint: s3.en
     const ranges = fetched.filter((r) => r.headers.range !== undefined).map((r) => String(r.headers.range))
     assert.equal(ranges.length, 7, `each of the 7 slices fetched once: ${ranges.join(', ')}`)
     assert.equal(new Set(ranges).size, 7)
+  })
+})
+
+describe('slice caching after slice_size changed', () => {
+  it('serves the right bytes when a restart cuts the same directory’s objects into other slices', async () => {
+    const restartDir = await mkdtemp(join(tmpdir(), 'yatagarasu-slices-resize-'))
+    const body = randomBytes(8 * MiB)
+    await s3.put('media', 'resized.bin', body)
+    const yaml = (sliceSize: string) => `
+server:
+  address: "127.0.0.1:0"
+cache:
+  enabled: true
+  layers: [disk]
+  ttl_seconds: 300
+  max_item_size: 1MB
+  slice: { enabled: true, slice_size: ${sliceSize} }
+  disk: { dir: "${join(restartDir, 'cache')}", max_size: 1GB }
+buckets:
+${bucketYaml({ name: 'media', prefix: '/media', bucket: 'media', endpoint: s3.endpoint })}
+`
+    const read = async (at: TestProxy, range: string) => {
+      const res = await fetch(`${at.url}/media/resized.bin`, { headers: { range } })
+      return { status: res.status, cache: res.headers.get('x-cache'), body: Buffer.from(await res.arrayBuffer()) }
+    }
+    const range = `bytes=${2 * MiB + 10}-${2 * MiB + 100}`
+    let at = await startTestProxy(yaml('1MB'))
+    try {
+      // Slices 0, 1 and 2 of 1 MiB: bytes [0, 3 MiB).
+      for (const r of ['bytes=0-10', `bytes=${MiB}-${MiB + 10}`, range]) assert.equal((await read(at, r)).status, 206)
+      assert.equal((await read(at, range)).cache, 'HIT')
+    } finally {
+      await at.stop()
+    }
+    at = await startTestProxy(yaml('2MB'))
+    try {
+      // Slice 1 of 2 MiB is bytes [2 MiB, 4 MiB); the old slice 1 held [1 MiB, 2 MiB).
+      const res = await read(at, range)
+      assert.equal(res.status, 206)
+      assert.ok(res.body.equals(body.subarray(2 * MiB + 10, 2 * MiB + 101)), 'the bytes of the range, not those of an old slice')
+      assert.equal(res.cache, 'MISS', 'fetched again in the new slices')
+      assert.equal((await read(at, range)).cache, 'HIT')
+    } finally {
+      await at.stop()
+      await rm(restartDir, { recursive: true, force: true })
+    }
   })
 })
