@@ -225,6 +225,16 @@ export class SliceCache implements SlicedObjects {
     return sliceKeyOf(cacheKey, this.sliceBytes, meta.etag, index)
   }
 
+  /**
+   * Starts fetching slice `index` when the cache does not hold it and nobody here is fetching it
+   * (a stream reading ahead). Its failure is the stream's to meet, when it reaches that slice.
+   */
+  prefetch(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta, index: number): void {
+    const sliceKey = this.#keyOf(cacheKey, meta, index)
+    if (this.#options.flights.has(sliceKey) || this.#options.bulk.has(sliceKey)) return
+    this.slice(source, key, cacheKey, meta, index).catch(() => {})
+  }
+
   /** Drops a slice that failed its check, so the next read fetches it again. */
   async dropSlice(cacheKey: string, meta: ObjectMeta, index: number): Promise<void> {
     await this.#options.bulk.delete(this.#keyOf(cacheKey, meta, index))
@@ -313,6 +323,9 @@ class SlicedBody implements StoredBody {
     let fromSlice = 0
     let refetched = false
     const open = async () => {
+      // Reads ahead one slice of the range: a cold answer fetches the next slice while it waits for
+      // (or streams) this one, instead of only once this one is sent.
+      if ((index + 1) * size <= end) this.#cache.prefetch(this.#source, this.#key, this.#cacheKey, this.#meta, index + 1)
       const slice = await this.#cache.slice(this.#source, this.#key, this.#cacheKey, this.#meta, index)
       const base = index * size
       const part = { start: Math.max(start, base) - base, end: Math.min(end, base + slice.body.length - 1) - base }

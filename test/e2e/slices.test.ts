@@ -1,9 +1,10 @@
 // Slice caching through the running proxy (s3rver behind SigV4 checks, memory and disk tiers,
 // max_item_size 1MB, 1 MiB slices): video-like seeks are byte-exact and a second pass reaches S3
-// zero times; concurrent readers of one cold slice make one origin request; an object overwritten
-// mid-answer never yields a body of two versions; a whole GET matches the source; purge removes
-// the slices; slow clients of a large sliced object keep memory flat; a restart with another
-// slice_size over the same directory never serves an old slice at the new offsets.
+// zero times; concurrent readers of one cold slice make one origin request; a cold answer reads
+// one slice ahead; an object overwritten mid-answer never yields a body of two versions; a whole
+// GET matches the source; purge removes the slices; slow clients of a large sliced object keep
+// memory flat; a restart with another slice_size over the same directory never serves an old
+// slice at the new offsets.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -13,6 +14,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
+import { eventually } from '../support/eventually.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
@@ -155,6 +157,26 @@ describe('slice caching', () => {
     }
     assert.equal(gets('coalesce.bin'), 1, 'one ranged GET for the slice')
     assert.equal(heads('coalesce.bin'), 1, 'one HEAD for the metadata')
+  })
+
+  it('fetches the next slice of a cold answer while the current one is still coming', async () => {
+    const body = randomBytes(4 * MiB)
+    await s3.put('media', 'ahead.bin', body)
+    const ranged = () => s3.getsOf('media', 'ahead.bin').filter((r) => r.headers.range !== undefined)
+    // The answer's first slice fetch stalls: reading ahead, it has asked for the next slice anyway.
+    const hold = s3.holdNextGet(64 * 1024)
+    const pending = get('/media/ahead.bin', { range: 'bytes=0-' })
+    await hold.held
+    await eventually(async () => ranged().length >= 2, 'a second slice fetch while the first is stalled', {
+      explain: async () => `ranged GETs: ${ranged().map((r) => r.headers.range).join(', ')}`,
+    })
+    hold.release()
+    const res = await pending
+    assert.equal(res.status, 206)
+    assert.ok(res.complete && res.body.equals(body), 'the whole object')
+    const ranges = ranged().map((r) => String(r.headers.range))
+    assert.equal(ranges.length, 4, `each of the 4 slices fetched once: ${ranges.join(', ')}`)
+    assert.equal(new Set(ranges).size, 4)
   })
 
   it('never sends a body mixing two versions when the object is overwritten mid-answer', async () => {
