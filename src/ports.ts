@@ -378,6 +378,8 @@ export interface EntryWriter {
    * commit resolves undefined.
    */
   write(chunk: Uint8Array): boolean | Promise<boolean>
+  /** As `write`, for a lent piece the caller reuses once this returns: the writer copies it (into memory it reuses). */
+  writeCopy(chunk: Uint8Array): boolean | Promise<boolean>
   /**
    * Writes the rest of `stream` and commits: resolves with the committed entry, or undefined when
    * the disk failed (the stream is cancelled at once). Rejects only with the stream's own error

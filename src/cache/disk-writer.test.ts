@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { closeSync, constants, openSync } from 'node:fs'
-import { mkdtemp, rm, stat } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -38,6 +38,31 @@ describe('EntryFileWriter on a healthy disk', () => {
     const head = Buffer.alloc(100, 1)
     assert.equal(await out.finish(() => head), head)
     assert.equal((await stat(join(dir, 'entry.tmp'))).size, 100 + 48 * chunk.length)
+  })
+  it('writes the bytes lent pieces had when they were handed over, while two writers share the reused copies', { timeout: 30_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-writer-'))
+    dirs.push(dir)
+    const PIECE = 64 * 1024
+    const PIECES = 80
+    // Each writer's body comes through one buffer its source reuses for every piece (an origin's
+    // read buffer): piece i of writer w is filled with byte (w * 100 + i) % 256.
+    const writers = [0, 1].map((w) => ({ w, out: new EntryFileWriter(join(dir, `entry-${w}.tmp`), 10, PIECES * PIECE), lent: Buffer.alloc(PIECE) }))
+    for (let i = 0; i < PIECES; i++) {
+      for (const { w, out, lent } of writers) {
+        lent.fill((w * 100 + i) % 256)
+        const taken = out.writeCopy(lent)
+        lent.fill(0xee) // reused at once, as the origin's next read would
+        if (taken !== true) assert.equal(await taken, true)
+      }
+    }
+    for (const { w, out } of writers) {
+      await out.finish(() => Buffer.alloc(10))
+      const file = await readFile(join(dir, `entry-${w}.tmp`))
+      for (let i = 0; i < PIECES; i++) {
+        const piece = file.subarray(10 + i * PIECE, 10 + (i + 1) * PIECE)
+        assert.ok(piece.every((byte) => byte === (w * 100 + i) % 256), `writer ${w}, piece ${i}: the bytes it had when handed over`)
+      }
+    }
   })
 })
 

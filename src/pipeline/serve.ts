@@ -650,7 +650,7 @@ function diskTap(writer: EntryWriter, finish: (entry: CachedObject | undefined) 
   return {
     chunk(chunk) {
       if (settled) return undefined
-      const taken = writer.write(Buffer.from(chunk))
+      const taken = writer.writeCopy(chunk)
       if (taken === true) return undefined
       if (taken === false) return void giveUp()
       return taken.then((more) => {
