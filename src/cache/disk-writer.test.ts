@@ -42,26 +42,35 @@ describe('EntryFileWriter on a healthy disk', () => {
   it('writes the bytes lent pieces had when they were handed over, while two writers share the reused copies', { timeout: 30_000 }, async () => {
     const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-writer-'))
     dirs.push(dir)
-    const PIECE = 64 * 1024
-    const PIECES = 80
+    const PIECES = 120
     // Each writer's body comes through one buffer its source reuses for every piece (an origin's
-    // read buffer): piece i of writer w is filled with byte (w * 100 + i) % 256.
-    const writers = [0, 1].map((w) => ({ w, out: new EntryFileWriter(join(dir, `entry-${w}.tmp`), 10, PIECES * PIECE), lent: Buffer.alloc(PIECE) }))
+    // read buffer): piece i of writer w is filled with byte (w * 100 + i) % 256. Writer 0's pieces
+    // are 64 KiB (a plain origin's reads), writer 1's TLS-sized (packed several to a copy).
+    const sizes = [[64 * 1024], [16 * 1024, 1448, 9000, 16 * 1024, 300]]
+    const writers = sizes.map((cycle, w) => {
+      const pieces = Array.from({ length: PIECES }, (_, i) => cycle[i % cycle.length] as number)
+      const total = pieces.reduce((a, b) => a + b, 0)
+      return { w, pieces, out: new EntryFileWriter(join(dir, `entry-${w}.tmp`), 10, total), lent: Buffer.alloc(64 * 1024) }
+    })
     for (let i = 0; i < PIECES; i++) {
-      for (const { w, out, lent } of writers) {
-        lent.fill((w * 100 + i) % 256)
-        const taken = out.writeCopy(lent)
+      for (const { w, pieces, out, lent } of writers) {
+        const piece = lent.subarray(0, pieces[i])
+        piece.fill((w * 100 + i) % 256)
+        const taken = out.writeCopy(piece)
         lent.fill(0xee) // reused at once, as the origin's next read would
         if (taken !== true) assert.equal(await taken, true)
       }
     }
-    for (const { w, out } of writers) {
+    for (const { w, pieces, out } of writers) {
       await out.finish(() => Buffer.alloc(10))
       const file = await readFile(join(dir, `entry-${w}.tmp`))
+      let at = 10
       for (let i = 0; i < PIECES; i++) {
-        const piece = file.subarray(10 + i * PIECE, 10 + (i + 1) * PIECE)
+        const piece = file.subarray(at, at + (pieces[i] as number))
+        at += pieces[i] as number
         assert.ok(piece.every((byte) => byte === (w * 100 + i) % 256), `writer ${w}, piece ${i}: the bytes it had when handed over`)
       }
+      assert.equal(at, file.length)
     }
   })
 })

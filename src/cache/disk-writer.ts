@@ -65,6 +65,8 @@ export class EntryFileWriter {
   #queued = 0
   /** The reused copies (writeCopy) whose bytes are in #queue: back to the pool once written. */
   #queuedCopies: Buffer[] = []
+  /** The copy whose bytes [0, used) are the queue's last piece: later copied pieces go behind them. */
+  #filling: { copy: Buffer; used: number } | undefined
   /** Bytes handed to the disk so far (written or being written), and those being written now. */
   #flushed = 0
   #inFlight = 0
@@ -98,26 +100,44 @@ export class EntryFileWriter {
    * later call, once a write failed or stalled, or the body grew past its size.
    */
   write(chunk: Uint8Array): boolean | Promise<boolean> {
-    return this.#append(chunk, undefined)
-  }
-
-  /** As `write`, for a piece the caller reuses once this returns: the writer keeps a copy. */
-  writeCopy(chunk: Uint8Array): boolean | Promise<boolean> {
-    if (chunk.length > COPY_BYTES) return this.#append(Buffer.from(chunk), undefined)
-    const copy = copies.pop() ?? Buffer.allocUnsafeSlow(COPY_BYTES)
-    copy.set(chunk)
-    return this.#append(copy.subarray(0, chunk.length), copy)
-  }
-
-  #append(chunk: Uint8Array, copy: Buffer | undefined): boolean | Promise<boolean> {
-    if (this.#failure === undefined && this.#written + chunk.length > this.size) this.#fail(new Error('the body is longer than its size'))
-    if (this.#failure !== undefined) {
-      if (copy !== undefined) giveBack([copy])
-      return false
-    }
-    this.#checksum(chunk)
-    if (copy !== undefined) this.#queuedCopies.push(copy)
+    if (this.#refuses(chunk)) return false
+    this.#filling = undefined
     this.#queue.push(chunk)
+    return this.#queuedMore(chunk)
+  }
+
+  /**
+   * As `write`, for a piece the caller reuses once this returns: the writer keeps a copy, in a
+   * reused 64 KiB buffer, packed behind the pieces copied before it while they wait for the disk
+   * (an HTTPS origin's pieces are 16 KiB TLS records or less: not a buffer each).
+   */
+  writeCopy(chunk: Uint8Array): boolean | Promise<boolean> {
+    if (chunk.length > COPY_BYTES) return this.write(Buffer.from(chunk))
+    if (this.#refuses(chunk)) return false
+    const filling = this.#filling
+    if (filling !== undefined && filling.used + chunk.length <= COPY_BYTES) {
+      filling.copy.set(chunk, filling.used)
+      filling.used += chunk.length
+      this.#queue[this.#queue.length - 1] = filling.copy.subarray(0, filling.used)
+    } else {
+      const copy = copies.pop() ?? Buffer.allocUnsafeSlow(COPY_BYTES)
+      copy.set(chunk)
+      this.#filling = { copy, used: chunk.length }
+      this.#queuedCopies.push(copy)
+      this.#queue.push(copy.subarray(0, chunk.length))
+    }
+    return this.#queuedMore(chunk)
+  }
+
+  /** Whether `chunk` is refused: the writer failed, or fails now because the body grew past its size. */
+  #refuses(chunk: Uint8Array): boolean {
+    if (this.#failure === undefined && this.#written + chunk.length > this.size) this.#fail(new Error('the body is longer than its size'))
+    return this.#failure !== undefined
+  }
+
+  /** `chunk` was queued: checksummed and counted, and written now unless a write is in flight. */
+  #queuedMore(chunk: Uint8Array): boolean | Promise<boolean> {
+    this.#checksum(chunk)
     this.#queued += chunk.length
     this.#flush()
     const held = this.#inFlight + this.#queued
@@ -174,6 +194,7 @@ export class EntryFileWriter {
     // Not being written: reusable at once.
     giveBack(this.#queuedCopies)
     this.#queuedCopies = []
+    this.#filling = undefined
   }
 
   /** Gives up: closes and removes the temp file (also after a failure). */
@@ -200,6 +221,8 @@ export class EntryFileWriter {
     const at = this.#bodyOffset + this.#flushed
     this.#queue = []
     this.#queuedCopies = []
+    // Being written from now on: nothing more goes into it.
+    this.#filling = undefined
     this.#flushed += this.#queued
     this.#inFlight = this.#queued
     this.#queued = 0

@@ -225,16 +225,6 @@ export class SliceCache implements SlicedObjects {
     return sliceKeyOf(cacheKey, this.sliceBytes, meta.etag, index)
   }
 
-  /**
-   * Starts fetching slice `index` when the cache does not hold it and nobody here is fetching it
-   * (a stream reading ahead). Its failure is the stream's to meet, when it reaches that slice.
-   */
-  prefetch(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta, index: number): void {
-    const sliceKey = this.#keyOf(cacheKey, meta, index)
-    if (this.#options.flights.has(sliceKey) || this.#options.bulk.has(sliceKey)) return
-    this.slice(source, key, cacheKey, meta, index).catch(() => {})
-  }
-
   /** Drops a slice that failed its check, so the next read fetches it again. */
   async dropSlice(cacheKey: string, meta: ObjectMeta, index: number): Promise<void> {
     await this.#options.bulk.delete(this.#keyOf(cacheKey, meta, index))
@@ -322,11 +312,27 @@ class SlicedBody implements StoredBody {
     /** Chunks handed on from the current slice (a damaged slice is refetched only before any). */
     let fromSlice = 0
     let refetched = false
+    const sliceAt = (at: number) => this.#cache.slice(this.#source, this.#key, this.#cacheKey, this.#meta, at)
+    /**
+     * The next slice of the range, asked for one step early (read-ahead): a cold answer fetches it
+     * while it waits for (or streams) the current one, instead of only once that one is sent. The
+     * answer keeps what it asked for: a slice the tier would not keep is not fetched twice.
+     */
+    let ahead: { index: number; slice: Promise<CachedObject> } | undefined
     const open = async () => {
-      // Reads ahead one slice of the range: a cold answer fetches the next slice while it waits for
-      // (or streams) this one, instead of only once this one is sent.
-      if ((index + 1) * size <= end) this.#cache.prefetch(this.#source, this.#key, this.#cacheKey, this.#meta, index + 1)
-      const slice = await this.#cache.slice(this.#source, this.#key, this.#cacheKey, this.#meta, index)
+      const early = ahead?.index === index ? ahead.slice : undefined
+      ahead = undefined
+      if ((index + 1) * size <= end) {
+        const next = sliceAt(index + 1)
+        // Its failure is met when the answer gets to it.
+        next.catch(() => {})
+        ahead = { index: index + 1, slice: next }
+      }
+      const slice = await (early?.catch((err: unknown) => {
+        // A version change ends the answer; any other failure is tried once more, now.
+        if (this.#cache.isVersionChange(err)) throw err
+        return sliceAt(index)
+      }) ?? sliceAt(index))
       const base = index * size
       const part = { start: Math.max(start, base) - base, end: Math.min(end, base + slice.body.length - 1) - base }
       fromSlice = 0

@@ -82,6 +82,7 @@ cache:
   disk: { dir: "${join(dir, 'cache')}", max_size: 1GB }
 buckets:
 ${bucketYaml({ name: 'media', prefix: '/media', bucket: 'media', endpoint: s3.endpoint })}
+${bucketYaml({ name: 'tight', prefix: '/tight', bucket: 'media', endpoint: s3.endpoint, extra: '    cache: { max_size: 512KB }\n' })}
 `)
 })
 
@@ -175,6 +176,17 @@ describe('slice caching', () => {
     assert.equal(res.status, 206)
     assert.ok(res.complete && res.body.equals(body), 'the whole object')
     const ranges = ranged().map((r) => String(r.headers.range))
+    assert.equal(ranges.length, 4, `each of the 4 slices fetched once: ${ranges.join(', ')}`)
+    assert.equal(new Set(ranges).size, 4)
+  })
+
+  it('fetches each slice once, reading ahead, when the disk keeps none (over the bucket’s budget)', async () => {
+    const body = randomBytes(4 * MiB)
+    await s3.put('media', 'unkept.bin', body)
+    const res = await get('/tight/unkept.bin', { range: 'bytes=0-' })
+    assert.equal(res.status, 206)
+    assert.ok(res.complete && res.body.equals(body), 'the whole object')
+    const ranges = s3.getsOf('media', 'unkept.bin').map((r) => String(r.headers.range))
     assert.equal(ranges.length, 4, `each of the 4 slices fetched once: ${ranges.join(', ')}`)
     assert.equal(new Set(ranges).size, 4)
   })
