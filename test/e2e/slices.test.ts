@@ -317,13 +317,8 @@ describe('slice caching', () => {
 
 // Without a memory tier the metadata entry reaches the disk a few ticks after the whole GET that
 // found the object too large: requests that waited for that GET must still find it.
-describe('slice caching with the disk tier alone', () => {
-  let diskProxy: TestProxy
-  let diskDir: string
-
-  before(async () => {
-    diskDir = await mkdtemp(join(tmpdir(), 'yatagarasu-slices-disk-'))
-    diskProxy = await startTestProxy(`
+/** A proxy with the disk tier alone over `dir`, slicing objects over 1 MB in slices of `sliceSize`. */
+const diskOnly = (dir: string, sliceSize = '1MB') => `
 server:
   address: "127.0.0.1:0"
 cache:
@@ -331,11 +326,19 @@ cache:
   layers: [disk]
   ttl_seconds: 300
   max_item_size: 1MB
-  slice: { enabled: true, slice_size: 1MB }
-  disk: { dir: "${join(diskDir, 'cache')}", max_size: 1GB }
+  slice: { enabled: true, slice_size: ${sliceSize} }
+  disk: { dir: "${dir}", max_size: 1GB }
 buckets:
 ${bucketYaml({ name: 'media', prefix: '/media', bucket: 'media', endpoint: s3.endpoint })}
-`)
+`
+
+describe('slice caching with the disk tier alone', () => {
+  let diskProxy: TestProxy
+  let diskDir: string
+
+  before(async () => {
+    diskDir = await mkdtemp(join(tmpdir(), 'yatagarasu-slices-disk-'))
+    diskProxy = await startTestProxy(diskOnly(join(diskDir, 'cache')))
   })
 
   after(async () => {
@@ -378,19 +381,7 @@ describe('slice caching after slice_size changed', () => {
     const restartDir = await mkdtemp(join(tmpdir(), 'yatagarasu-slices-resize-'))
     const body = randomBytes(8 * MiB)
     await s3.put('media', 'resized.bin', body)
-    const yaml = (sliceSize: string) => `
-server:
-  address: "127.0.0.1:0"
-cache:
-  enabled: true
-  layers: [disk]
-  ttl_seconds: 300
-  max_item_size: 1MB
-  slice: { enabled: true, slice_size: ${sliceSize} }
-  disk: { dir: "${join(restartDir, 'cache')}", max_size: 1GB }
-buckets:
-${bucketYaml({ name: 'media', prefix: '/media', bucket: 'media', endpoint: s3.endpoint })}
-`
+    const yaml = (sliceSize: string) => diskOnly(join(restartDir, 'cache'), sliceSize)
     const read = async (at: TestProxy, range: string) => {
       const res = await fetch(`${at.url}/media/resized.bin`, { headers: { range } })
       return { status: res.status, cache: res.headers.get('x-cache'), body: Buffer.from(await res.arrayBuffer()) }
