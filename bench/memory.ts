@@ -14,9 +14,8 @@
 //   longer: in the sliced row the 4 MiB of each slice fetch. Disk hits churn no buffers (their read
 //   buffers are pooled: ~32 MiB at 64 streams). Peaks measured with --quick (idle / disk hits /
 //   sliced), semi-space 1 / 4 MiB / V8's default: 83 / 121 / 100, 90-91 / 124-135 / 110-118,
-//   93 / 145 / 135 MB (4 MiB ships: docs/operations.md, Sizing). With disk fills copying into
-//   reused buffers (session 19), 4 MiB: 92-93 / 130-133 / 113-117 MB (the disk-hit peak swung
-//   131-166 MB before: the fills' garbage, kept by the allocator).
+//   93 / 145 / 135 MB (4 MiB ships: docs/operations.md, Sizing); since disk fills copy into
+//   reused buffers, 4 MiB: 92-93 / 130-133 / 113-117 MB.
 //   BENCH_NODE_FLAGS: run only with these node flags instead (e.g. "" for the defaults alone)
 //   BENCH_ORIGIN_DIR: where the origin keeps its objects between runs (a 1 GiB one among them)
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'

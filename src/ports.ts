@@ -425,7 +425,7 @@ export interface SlicedObjects {
 /**
  * Fetches coordinated across the workers of one instance that share the disk tier's directory
  * (cache/disk-cluster.ts): one worker at a time fetches a key; the others wait and then read what
- * it stored.
+ * it stored, or each fetches on its own when it was not stored.
  */
 export interface SharedFills {
   claim(key: string): Promise<FillClaim>

@@ -175,7 +175,7 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
   /**
    * Resolves when this worker may fetch `key` (no other worker is, or another's fetch was not
    * stored), or when another worker's fetch of it stored it. After CLAIM_WAIT_MS it fetches on its
-   * own (and a turn to fetch that comes later is handed on at once).
+   * own (an answer that comes later changes nothing).
    */
   claim(key: string): Promise<FillClaim> {
     const id = ++lastId
@@ -192,10 +192,7 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
         if (answer === 'wait') return
         claiming.delete(id)
         clearTimeout(timer)
-        if (answered) {
-          if (answer === 'fetch') release(false)
-          return
-        }
+        if (answered) return
         answered = true
         if (answer === 'stored') return resolve(STORED)
         let released = false
@@ -292,7 +289,8 @@ export function serveDiskLedgers(): void {
     if (worker.isConnected()) worker.send(message, undefined, undefined, () => {})
   }
   // By directory and key; kept apart from the ledgers, which a reload may replace meanwhile.
-  const claims = new FillClaims<Worker>((worker, id, answer) => toWorker(worker, { channel: CHANNEL, step: 'claimed', id, answer }))
+  const claimed = (worker: Worker, id: number, answer: ClaimAnswer | 'wait') => toWorker(worker, { channel: CHANNEL, step: 'claimed', id, answer })
+  const claims = new FillClaims<Worker>(claimed)
   const claimKey = (dir: string, key: string) => `${dir}\0${key}`
 
   const stateOf = (ledger: Ledger, cache: DiskCache): LedgerState => {
@@ -382,8 +380,7 @@ export function serveDiskLedgers(): void {
   cluster.on('message', (worker, message: DiskMessage | null) => {
     if (!isDiskMessage(message)) return
     if (message.step === 'claim') {
-      const answer = claims.claim(worker, message.id, claimKey(message.dir, message.key))
-      return toWorker(worker, { channel: CHANNEL, step: 'claimed', id: message.id, answer })
+      return claimed(worker, message.id, claims.claim(worker, message.id, claimKey(message.dir, message.key)))
     }
     if (message.step === 'release') return claims.release(worker, claimKey(message.dir, message.key), message.stored)
     if (message.step === 'open') {

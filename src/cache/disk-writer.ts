@@ -48,6 +48,11 @@ const COPY_BYTES = 64 * 1024
 const COPIES_KEPT = 32
 const copies: Buffer[] = []
 
+/** Copies whose bytes are written (or never will be): reused by the next writeCopy. */
+function giveBack(written: Buffer[]): void {
+  for (const copy of written) if (copies.length < COPIES_KEPT) copies.push(copy)
+}
+
 /** How long committing `size` bytes may take before it counts as the disk failing. */
 export function commitFailureMs(size: number): number {
   return COMMIT_STALL_MS + Math.ceil(size / SLOW_DISK_BYTES_PER_MS)
@@ -293,11 +298,6 @@ function afterFirst(buffers: Uint8Array[], bytes: number): Uint8Array[] {
  * `commitStallMs` resolves undefined (nothing stored; the file is removed if it ever finishes);
  * one whose file is not finished (written, synced) within commitFailureMs pauses the writes.
  */
-/** Copies whose bytes are written (or never will be): reused by the next writeCopy. */
-function giveBack(written: Buffer[]): void {
-  for (const copy of written) if (copies.length < COPIES_KEPT) copies.push(copy)
-}
-
 export function entryWriterOf(
   out: EntryFileWriter,
   headOf: (table: Buffer) => Buffer,

@@ -3,7 +3,8 @@
 //
 //   <bucket>/<key>\0sliced                   metadata (size, ETag, type...), empty body, revalidated
 //                                            with a HEAD like an entry is
-//   <bucket>/<key>\0slice:<etag>:<index>     bytes [index * size, (index + 1) * size) of that version
+//   <bucket>/<key>\0slice:<size>:<etag>:<index>
+//                                            bytes [index * size, (index + 1) * size) of that version
 //
 // (derived-keys.ts: NUL never appears in an object key; these keys start with the object's, so
 // purges and budgets treat them as the object's, and deleting the object's key deletes them.)
@@ -13,7 +14,9 @@
 // of a missing slice wait for one fetch, through the same flights map as whole-object misses; a
 // metadata entry being stored is found there too, before its tier holds it; the workers of an
 // instance sharing the disk tier claim a slice through the primary, and one of them fetches it).
-// Memory per stream: the slice being fetched, or one disk read. When the origin answers that the
+// A stream asks for the next slice of its range as it opens the current one (read-ahead). Memory
+// per stream: the two slices being fetched (a slice the tier will not keep is held whole), or one
+// disk read. When the origin answers that the
 // ETag changed, the object's metadata and slices are dropped and the stream errors: the serve
 // stage restarts when nothing was sent yet, and cuts the connection otherwise.
 import { ProxyError } from '../errors.ts'
@@ -191,10 +194,15 @@ export class SliceCache implements SlicedObjects {
     const fetched = (async () => {
       // The workers sharing the disk tier fetch a slice once too: one fetches, the others read it.
       claim = await fills?.claim(sliceKey)
-      if (claim?.answer === 'stored') {
+      if (claim !== undefined) {
+        // Told it was stored; or free to fetch, which it also is when another worker stored it
+        // between this worker's lookup and its claim.
         const stored = await bulk.lookup(sliceKey)
         fromTier = stored !== undefined
-        if (stored !== undefined) return stored.entry
+        if (stored !== undefined) {
+          claim.done(true)
+          return stored.entry
+        }
       }
       // A slice the disk will not keep: the other workers need not wait for this fetch.
       return this.#fetch(source, key, cacheKey, meta, index, false, () => claim?.done(false))
@@ -283,8 +291,9 @@ export class SliceCache implements SlicedObjects {
 }
 
 /**
- * A sliced object's body: `stream(range)` reads the slices the range overlaps, one after another,
- * each from the cache (a disk slice streamed by range, checked block by block) or fetched.
+ * A sliced object's body: `stream(range)` reads the slices the range overlaps, one after another
+ * (the next one asked for ahead), each from the cache (a disk slice streamed by range, checked
+ * block by block) or fetched.
  */
 class SlicedBody implements StoredBody {
   readonly length: number
@@ -321,18 +330,21 @@ class SlicedBody implements StoredBody {
     let ahead: { index: number; slice: Promise<CachedObject> } | undefined
     const open = async () => {
       const early = ahead?.index === index ? ahead.slice : undefined
-      ahead = undefined
-      if ((index + 1) * size <= end) {
+      // The slice this answer waits for is asked for first (its GET goes out first).
+      const current =
+        early?.catch((err: unknown) => {
+          // A version change ends the answer; any other failure is tried once more, now.
+          if (this.#cache.isVersionChange(err)) throw err
+          return sliceAt(index)
+        }) ?? sliceAt(index)
+      // After a damaged slice's refetch the next one is already asked for.
+      if ((index + 1) * size <= end && ahead?.index !== index + 1) {
         const next = sliceAt(index + 1)
         // Its failure is met when the answer gets to it.
         next.catch(() => {})
         ahead = { index: index + 1, slice: next }
       }
-      const slice = await (early?.catch((err: unknown) => {
-        // A version change ends the answer; any other failure is tried once more, now.
-        if (this.#cache.isVersionChange(err)) throw err
-        return sliceAt(index)
-      }) ?? sliceAt(index))
+      const slice = await current
       const base = index * size
       const part = { start: Math.max(start, base) - base, end: Math.min(end, base + slice.body.length - 1) - base }
       fromSlice = 0

@@ -35,8 +35,8 @@ cache:
   memory: { max_size: 16MB }
   disk: { dir: "${cacheDir}", max_size: 1GB }
 buckets:
-${bucketYaml({ name: 'media', prefix: '/media', bucket: 'media', endpoint: s3.endpoint }).replace('timeout: 2', 'timeout: 30')}
-${bucketYaml({ name: 'tight', prefix: '/tight', bucket: 'media', endpoint: s3.endpoint, extra: '    cache: { max_size: 512KB }\n' }).replace('timeout: 2', 'timeout: 30')}
+${bucketYaml({ name: 'media', prefix: '/media', bucket: 'media', endpoint: s3.endpoint, timeout: 30 })}
+${bucketYaml({ name: 'tight', prefix: '/tight', bucket: 'media', endpoint: s3.endpoint, timeout: 30, extra: '    cache: { max_size: 512KB }\n' })}
 `
 
 const running = () => {
@@ -79,7 +79,9 @@ describe('slices with two workers sharing the disk tier', () => {
     // Each over its own connection: the primary deals connections to the workers in turn.
     const pending = Promise.all(Array.from({ length: CLIENTS }, () => send(`http://127.0.0.1:${running().port}`, '/media/herd.bin', { headers: { range } })))
     await hold.held
+    // Two workers and s3rver on a busy 2-core machine: a long deadline (eventually.ts).
     await eventually(async () => (await inFlight()) === CLIENTS, `${CLIENTS} requests in flight`, {
+      withinMs: 30_000,
       explain: async () => `in flight: ${await inFlight()}`,
     })
     hold.release()
@@ -102,6 +104,7 @@ describe('slices with two workers sharing the disk tier', () => {
     const pending = Promise.all(Array.from({ length: 20 }, () => send(`http://127.0.0.1:${running().port}`, '/tight/unkept.bin', { headers: { range } })))
     await hold.held
     await eventually(async () => rangedGets('unkept.bin').length === 2, 'the other worker’s own GET while the first is stalled', {
+      withinMs: 30_000,
       explain: async () => `ranged GETs: ${rangedGets('unkept.bin').length}, in flight: ${await inFlight()}`,
     })
     hold.release()

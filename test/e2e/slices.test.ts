@@ -164,7 +164,8 @@ describe('slice caching', () => {
     const body = randomBytes(4 * MiB)
     await s3.put('media', 'ahead.bin', body)
     const ranged = () => s3.getsOf('media', 'ahead.bin').filter((r) => r.headers.range !== undefined)
-    // The answer's first slice fetch stalls: reading ahead, it has asked for the next slice anyway.
+    // The answer's first slice fetch (its GET goes out first) stalls: reading ahead, it has asked
+    // for the next slice anyway.
     const hold = s3.holdNextGet(64 * 1024)
     const pending = get('/media/ahead.bin', { range: 'bytes=0-' })
     await hold.held

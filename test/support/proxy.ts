@@ -84,6 +84,8 @@ export function bucketYaml(options: {
   bucket: string
   endpoint: string
   secret?: string
+  /** The origin timeout in seconds (s3.timeout; 2 by default, for tests of a stalled origin). */
+  timeout?: number
   extra?: string
 }): string {
   return `
@@ -95,7 +97,7 @@ export function bucketYaml(options: {
       endpoint: ${options.endpoint}
       access_key: S3RVER
       secret_key: ${JSON.stringify(options.secret ?? 'test/Secret+Key=with/special chars')}
-      timeout: 2
+      timeout: ${options.timeout ?? 2}
 ${options.extra ?? ''}`
 }
 
