@@ -70,8 +70,6 @@ export class EntryFileWriter {
   #queued = 0
   /** The reused copies (writeCopy) whose bytes are in #queue: back to the pool once written. */
   #queuedCopies: Buffer[] = []
-  /** The copy whose bytes [0, used) are the queue's last piece: later copied pieces go behind them. */
-  #filling: { copy: Buffer; used: number } | undefined
   /** Bytes handed to the disk so far (written or being written), and those being written now. */
   #flushed = 0
   #inFlight = 0
@@ -106,7 +104,6 @@ export class EntryFileWriter {
    */
   write(chunk: Uint8Array): boolean | Promise<boolean> {
     if (this.#refuses(chunk)) return false
-    this.#filling = undefined
     this.#queue.push(chunk)
     return this.#queuedMore(chunk)
   }
@@ -119,17 +116,18 @@ export class EntryFileWriter {
   writeCopy(chunk: Uint8Array): boolean | Promise<boolean> {
     if (chunk.length > COPY_BYTES) return this.write(Buffer.from(chunk))
     if (this.#refuses(chunk)) return false
-    const filling = this.#filling
-    if (filling !== undefined && filling.used + chunk.length <= COPY_BYTES) {
-      filling.copy.set(chunk, filling.used)
-      filling.used += chunk.length
-      this.#queue[this.#queue.length - 1] = filling.copy.subarray(0, filling.used)
+    // The queue's last piece, when it is the start of the last copy (not yet being written: a
+    // flush empties the queue), takes this one behind it.
+    const last = this.#queue.at(-1)
+    const copy = this.#queuedCopies.at(-1)
+    if (copy !== undefined && last?.buffer === copy.buffer && last.length + chunk.length <= COPY_BYTES) {
+      copy.set(chunk, last.length)
+      this.#queue[this.#queue.length - 1] = copy.subarray(0, last.length + chunk.length)
     } else {
-      const copy = copies.pop() ?? Buffer.allocUnsafeSlow(COPY_BYTES)
-      copy.set(chunk)
-      this.#filling = { copy, used: chunk.length }
-      this.#queuedCopies.push(copy)
-      this.#queue.push(copy.subarray(0, chunk.length))
+      const fresh = copies.pop() ?? Buffer.allocUnsafeSlow(COPY_BYTES)
+      fresh.set(chunk)
+      this.#queuedCopies.push(fresh)
+      this.#queue.push(fresh.subarray(0, chunk.length))
     }
     return this.#queuedMore(chunk)
   }
@@ -199,7 +197,6 @@ export class EntryFileWriter {
     // Not being written: reusable at once.
     giveBack(this.#queuedCopies)
     this.#queuedCopies = []
-    this.#filling = undefined
   }
 
   /** Gives up: closes and removes the temp file (also after a failure). */
@@ -226,8 +223,6 @@ export class EntryFileWriter {
     const at = this.#bodyOffset + this.#flushed
     this.#queue = []
     this.#queuedCopies = []
-    // Being written from now on: nothing more goes into it.
-    this.#filling = undefined
     this.#flushed += this.#queued
     this.#inFlight = this.#queued
     this.#queued = 0
