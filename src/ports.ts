@@ -424,11 +424,12 @@ export interface SlicedObjects {
 
 /**
  * Fetches coordinated across the workers of one instance that share the disk tier's directory
- * (cache/disk-cluster.ts): one worker at a time fetches a key; the others wait and then read what
- * it stored, or each fetches on its own when it was not stored.
+ * (cache/disk-cluster.ts): one worker at a time fetches a key (a whole object or a slice); the
+ * others wait and then read what it stored, or each fetches on its own when it was not stored.
  */
 export interface SharedFills {
-  claim(key: string): Promise<FillClaim>
+  /** Waits `waitMs` at most (default 30 s) for another worker's fetch, then fetches on its own. */
+  claim(key: string, waitMs?: number): Promise<FillClaim>
 }
 
 export interface FillClaim {

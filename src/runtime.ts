@@ -209,6 +209,7 @@ export async function buildRuntime(config: Config, deps: RuntimeDeps, previous?:
             maxItemBytes: bucket.cache.max_item_bytes,
             staleIfErrorSeconds: bucket.cache.stale_if_error_seconds,
             followerWaitMs: bucket.backend.deadline_seconds * 1000,
+            fills: cache.fills,
             counters: countersOf(cache, bucket.name),
             slices:
               bucket.cache.slice_bytes === null

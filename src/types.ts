@@ -4,7 +4,7 @@ import type { CorsConfig } from './config/schema.ts'
 import type { CompressionConfig, CompressionEncoding, ImagesConfig, WatermarkConfig } from './config/representations-schema.ts'
 import type { PipeableBody } from './http/direct-body.ts'
 import type { ImageRenderer } from './images/render.ts'
-import type { Authorizer, CachedObject, ObjectSource, RateLimiter, SlicedObjects, TieredStore, TokenVerifier } from './ports.ts'
+import type { Authorizer, CachedObject, ObjectSource, RateLimiter, SharedFills, SlicedObjects, TieredStore, TokenVerifier } from './ports.ts'
 
 /** An inclusive byte range of an object, as in `Content-Range: bytes start-end/size`. */
 export interface ByteRange {
@@ -111,6 +111,8 @@ export interface BucketCache {
   staleIfErrorSeconds: number
   /** The longest a request waits for another request's fetch of the same key before its own. */
   followerWaitMs: number
+  /** With workers sharing the disk tier: one worker at a time fetches a missing key. */
+  fills: SharedFills | undefined
   /** This bucket's counters, kept across reloads. */
   counters: CacheCounters
   /** Objects over maxItemBytes cached as slices; null: they stream through uncached. */

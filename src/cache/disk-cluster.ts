@@ -13,7 +13,8 @@
 //                               reading a file) and budgets. A reload that fails never sends it,
 //                               so its limits never reach the directory.
 //   worker --leave--> primary (its tier closed)
-//   worker --claim {key}--> primary: one worker at a time fetches a key (a slice) for the directory
+//   worker --claim {key}--> primary: one worker at a time fetches a key (a whole object or a
+//                               slice) for the directory
 //                               --claimed fetch--> the first; --claimed wait--> the others, and later
 //                               --claimed stored--> (read it from the directory) or, when it was
 //                               not stored, --claimed fetch--> (each fetches on its own)
@@ -36,8 +37,9 @@ const REPORT_MS = 100
 /** How long the ledger gathers changes before it tells the workers. */
 const STATE_MS = 50
 /**
- * How long a worker waits for another's fetch of a key before it fetches on its own (the other's
- * origin may be slow to send a slice; the waiter's client waits meanwhile).
+ * How long a worker waits for another's fetch of a slice before it fetches on its own (the other's
+ * origin may be slow to send it; the waiter's client waits meanwhile). A whole object's claim waits
+ * as long as a request waits for another request's fetch in the same worker (the bucket's deadline).
  */
 export const CLAIM_WAIT_MS = 30_000
 
@@ -174,10 +176,10 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
 
   /**
    * Resolves when this worker may fetch `key` (no other worker is, or another's fetch was not
-   * stored), or when another worker's fetch of it stored it. After CLAIM_WAIT_MS it fetches on its
-   * own (an answer that comes later changes nothing).
+   * stored), or when another worker's fetch of it stored it. After `waitMs` it fetches on its own
+   * (an answer that comes later changes nothing).
    */
-  claim(key: string): Promise<FillClaim> {
+  claim(key: string, waitMs = CLAIM_WAIT_MS): Promise<FillClaim> {
     const id = ++lastId
     const { dir } = this
     const release = (stored: boolean) => send({ channel: CHANNEL, step: 'release', dir, key, stored })
@@ -187,7 +189,7 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
       const timer = setTimeout(() => {
         answered = true
         resolve(ON_ITS_OWN)
-      }, CLAIM_WAIT_MS).unref()
+      }, waitMs).unref()
       claiming.set(id, (answer) => {
         if (answer === 'wait') return
         claiming.delete(id)

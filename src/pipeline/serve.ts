@@ -28,7 +28,7 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { BodyTap, CachedObject, EntryWriter, ObjectBody, ReadOptions, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
+import type { BodyTap, CachedObject, EntryWriter, FillClaim, ObjectBody, ReadOptions, SharedFills, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
 import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, ObjectVersion, RangeSpec, RepresentationOutcome, WholeObject } from '../types.ts'
 import type { Exchange } from './exchange.ts'
 
@@ -424,11 +424,34 @@ async function fetchAndFill(
   const { promise: flight, resolve: settle, reject: fail } = Promise.withResolvers<CachedObject | undefined>()
   flight.catch(() => {})
   cache.flights.set(cacheKey, flight)
+  let claim: FillClaim | undefined
+  let kept = false
   // A purge may have dropped this flight, and a newer one taken its place: only this one leaves.
   const leave = () => {
     if (cache.flights.get(cacheKey) === flight) cache.flights.delete(cacheKey)
+    // The other workers read it from the shared directory when it is there now, else fetch it.
+    claim?.done(kept && cache.store.bulk.has(cacheKey))
   }
-  const done = { settle, fail: (error: unknown) => fail(error), leave }
+  const done = {
+    settle: (entry: CachedObject | undefined) => {
+      kept = entry !== undefined
+      settle(entry)
+    },
+    fail: (error: unknown) => fail(error),
+    leave,
+  }
+  if (cache.fills !== undefined) {
+    const claimed = await claimFetch(cache.fills, cache, cacheKey)
+    if (claimed.stored !== undefined) {
+      const stored = claimed.stored
+      done.settle(stored)
+      leave()
+      return fromEntry(x, bucket, stored, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' }, () =>
+        fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+      )
+    }
+    claim = claimed.claim
+  }
   let body: ObjectBody
   try {
     body = await bucket.source.get(key, undefined, request.options)
@@ -438,6 +461,25 @@ async function fetchAndFill(
     throw err
   }
   return fill(x, bucket, cache, cacheKey, body, request, done)
+}
+
+/**
+ * With workers sharing the disk tier, one of them at a time fetches a missing object: the entry
+ * another worker stored (it waited for that fetch), or the claim this worker's fetch releases.
+ */
+async function claimFetch(fills: SharedFills, cache: BucketCache, cacheKey: string): Promise<{ stored?: CachedObject; claim?: FillClaim }> {
+  // As long as a request waits for another request's fetch in this worker.
+  const claim = await fills.claim(cacheKey, cache.followerWaitMs)
+  // Told it was stored; or free to fetch, which it also is when another worker stored it between
+  // this worker's lookup and its claim (the disk tier's has() looks for a file under its name).
+  if (claim.answer === 'stored' || cache.store.bulk.has(cacheKey)) {
+    const found = (await cache.store.lookup(cacheKey, cache.store.peekedTiers))?.entry
+    if (found !== undefined && found.freshUntil > Date.now()) {
+      claim.done(true)
+      return { stored: found }
+    }
+  }
+  return { claim }
 }
 
 /**

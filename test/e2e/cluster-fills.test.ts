@@ -1,0 +1,177 @@
+// Cold fetches with `server.workers: 2` (the shared disk tier, s3rver behind SigV4 checks), as the
+// shipped config runs it: the workers fetch a cold whole object, or a cold slice, once between
+// them, whichever worker each client reached; and what the disk will not keep is fetched by each
+// worker without waiting for another's. (How a failed or dead worker's fetch lets the others fetch:
+// fill-claims.test.ts.)
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { startCluster, type RunningCluster } from '../support/cluster.ts'
+import { eventually } from '../support/eventually.ts'
+import { send, type RawResponse } from '../support/http.ts'
+import { bucketYaml } from '../support/proxy.ts'
+import { startS3, type TestS3 } from '../support/s3.ts'
+
+const MiB = 1024 * 1024
+const CLIENTS = 100
+
+let s3: TestS3
+let cacheDir: string
+let c: RunningCluster | undefined
+
+const config = (port: number, metricsPort: number) => `
+server:
+  address: "127.0.0.1:${port}"
+  workers: 2
+metrics: { enabled: true, port: ${metricsPort} }
+cache:
+  enabled: true
+  layers: [memory, disk]
+  ttl_seconds: 300
+  max_item_size: 1MB
+  slice: { enabled: true, slice_size: 1MB }
+  memory: { max_size: 16MB }
+  disk: { dir: "${cacheDir}", max_size: 1GB }
+buckets:
+${bucketYaml({ name: 'media', prefix: '/media', bucket: 'media', endpoint: s3.endpoint, timeout: 30 })}
+${bucketYaml({ name: 'tight', prefix: '/tight', bucket: 'media', endpoint: s3.endpoint, timeout: 60, extra: '    cache: { max_size: 512KB }\n' })}
+`
+
+const running = () => {
+  assert.ok(c !== undefined)
+  return c
+}
+
+/** Requests both workers are answering now (the primary sums the workers' gauges). */
+async function inFlight(): Promise<number> {
+  const text = (await send(`http://127.0.0.1:${running().metricsPort}`, '/metrics')).text
+  const line = text.split('\n').find((l) => l.startsWith('http_requests_in_flight '))
+  return Number(line?.split(' ')[1] ?? Number.NaN)
+}
+
+const rangedGets = (key: string) => s3.getsOf('media', key).filter((r) => r.headers.range !== undefined)
+
+before(async () => {
+  s3 = await startS3()
+  await s3.createBucket('media')
+  cacheDir = await mkdtemp(join(tmpdir(), 'yatagarasu-cluster-fills-'))
+  c = await startCluster(config)
+})
+
+after(async () => {
+  await c?.stop()
+  await s3?.stop()
+  await rm(cacheDir, { recursive: true, force: true })
+})
+
+/**
+ * `clients` GETs of `path`, each over its own connection (the primary deals connections to the
+ * workers in turn), while the first origin GET is held after `afterBytes` of body, until all of
+ * them are being answered.
+ */
+async function herd(path: string, clients: number, afterBytes: number, headers: Record<string, string> = {}) {
+  const hold = s3.holdNextGet(afterBytes)
+  const pending = Promise.all(Array.from({ length: clients }, () => send(`http://127.0.0.1:${running().port}`, path, { headers })))
+  await hold.held
+  // The worker that did not make the first GET has its clients' requests waiting, not answered
+  // from a copy on disk. Two workers and s3rver on a busy 2-core machine: a long deadline
+  // (eventually.ts; the origin timeout is 30 s here, so the hold is not taken for a dead origin).
+  await eventually(async () => (await inFlight()) === clients, `${clients} requests in flight`, {
+    withinMs: 30_000,
+    explain: async () => `in flight: ${await inFlight()}`,
+  })
+  hold.release()
+  const answers = await pending
+  assert.deepEqual([...new Set(await running().workersOf(answers))].sort(), [1, 2], 'both workers answered')
+  return answers
+}
+
+describe('whole objects with two workers sharing the disk tier', () => {
+  for (const [name, size, how] of [
+    ['large.bin', 512 * 1024, 'written to disk as it arrives'],
+    ['small.bin', 2048, 'held whole, then stored'],
+  ] as const) {
+    it(`makes one origin GET for a cold object (${how}) read by ${CLIENTS} clients over both workers`, async () => {
+      const body = randomBytes(size)
+      await s3.put('media', name, body)
+      const answers = await herd(`/media/${name}`, CLIENTS, 0)
+      for (const res of answers) {
+        assert.equal(res.status, 200)
+        assert.ok(res.body.equals(body), 'the object’s bytes')
+      }
+      assert.equal(s3.getsOf('media', name).length, 1, 'one GET, from one worker')
+      assert.equal(answers.filter((res) => res.headers['x-cache'] === 'MISS').length, 1, 'one MISS; the others were answered from its fetch')
+      assert.equal(answers.filter((res) => res.headers['cache-status'] === 'yatagarasu; hit; detail=coalesced').length, CLIENTS - 1)
+    })
+  }
+
+  it('lets the other worker answer at once an object the disk will not keep (over its bucket’s budget)', async () => {
+    const body = randomBytes(600 * 1024)
+    await s3.put('media', 'unkept-whole.bin', body)
+    // The first worker's GET is held. The other worker must not wait for it: a 600 KB object is
+    // over the bucket's 512 KB, so that fetch will not leave it on disk, and the other worker's
+    // clients are answered from GETs of its own while the first is still held (the bucket's origin
+    // timeout, how long a claim may wait, is 60 s).
+    const hold = s3.holdNextGet(64 * 1024)
+    const answered: RawResponse[] = []
+    const pending = Promise.all(
+      Array.from({ length: 20 }, () =>
+        send(`http://127.0.0.1:${running().port}`, '/tight/unkept-whole.bin').then((res) => {
+          answered.push(res)
+          return res
+        })
+      )
+    )
+    await hold.held
+    const workersAnswered = async () => new Set(await running().workersOf([...answered])).size
+    await eventually(async () => (await workersAnswered()) === 2, 'answers from both workers while the first GET is held', {
+      withinMs: 30_000,
+      explain: async () => `answered: ${answered.length} by ${await workersAnswered()} worker(s), GETs: ${s3.getsOf('media', 'unkept-whole.bin').length}`,
+    })
+    hold.release()
+    for (const res of await pending) {
+      assert.equal(res.status, 200)
+      assert.ok(res.body.equals(body), 'the object’s bytes')
+    }
+  })
+})
+
+describe('slices with two workers sharing the disk tier', () => {
+  it('makes one origin request for a cold slice read by 100 clients over both workers', async () => {
+    const body = randomBytes(8 * MiB)
+    await s3.put('media', 'herd.bin', body)
+    const range = `bytes=${3 * MiB + 5}-${3 * MiB + 70_000}`
+    const wanted = body.subarray(3 * MiB + 5, 3 * MiB + 70_001)
+    const answers = await herd('/media/herd.bin', CLIENTS, 64 * 1024, { range })
+    for (const res of answers) {
+      assert.equal(res.status, 206)
+      assert.ok(res.body.equals(wanted), 'the range’s bytes')
+    }
+    assert.equal(rangedGets('herd.bin').length, 1, 'one ranged GET for the slice, from one worker')
+  })
+
+  it('lets the other worker fetch at once a slice the disk will not keep (over its bucket’s budget)', async () => {
+    const body = randomBytes(8 * MiB)
+    await s3.put('media', 'unkept.bin', body)
+    const range = `bytes=${5 * MiB}-${5 * MiB + 999}`
+    // The first worker's fetch stalls; the other's clients must not wait for it: a 1 MiB slice is
+    // over the bucket's 512 KB, so the first worker's fetch will not leave it on disk.
+    const hold = s3.holdNextGet(64 * 1024)
+    const pending = Promise.all(Array.from({ length: 20 }, () => send(`http://127.0.0.1:${running().port}`, '/tight/unkept.bin', { headers: { range } })))
+    await hold.held
+    await eventually(async () => rangedGets('unkept.bin').length === 2, 'the other worker’s own GET while the first is stalled', {
+      withinMs: 30_000,
+      explain: async () => `ranged GETs: ${rangedGets('unkept.bin').length}, in flight: ${await inFlight()}`,
+    })
+    hold.release()
+    const answers = await pending
+    for (const res of answers) {
+      assert.equal(res.status, 206)
+      assert.ok(res.body.equals(body.subarray(5 * MiB, 5 * MiB + 1000)), 'the range’s bytes')
+    }
+    assert.deepEqual([...new Set(await running().workersOf(answers))].sort(), [1, 2], 'both workers answered')
+  })
+})
