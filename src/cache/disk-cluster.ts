@@ -42,6 +42,12 @@ const STATE_MS = 50
  * as long as a request waits for another request's fetch in the same worker (the bucket's deadline).
  */
 export const CLAIM_WAIT_MS = 30_000
+/**
+ * How long a worker waits for the primary's first answer to a claim (fetch, or wait for another
+ * worker) before it fetches on its own: the primary answers at once unless it is stuck, and every
+ * cold miss of a worker sharing the disk asks it.
+ */
+export const CLAIM_ANSWER_MS = 2_000
 
 export interface LedgerOptions {
   dir: string
@@ -176,25 +182,39 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
 
   /**
    * Resolves when this worker may fetch `key` (no other worker is, or another's fetch was not
-   * stored), or when another worker's fetch of it stored it. After `waitMs` it fetches on its own
+   * stored), or when another worker's fetch of it stored it. It fetches on its own when the
+   * primary does not answer within CLAIM_ANSWER_MS, or after waiting `waitMs` for another worker
    * (an answer that comes later changes nothing).
    */
   claim(key: string, waitMs = CLAIM_WAIT_MS): Promise<FillClaim> {
     const id = ++lastId
     const { dir } = this
     const release = (stored: boolean) => send({ channel: CHANNEL, step: 'release', dir, key, stored })
+    const sent = performance.now()
     return new Promise((resolve) => {
       let answered = false
-      // From the claim's sending: a worker waits this long at most, whatever the primary answers.
-      const timer = setTimeout(() => {
+      /** The primary said another worker is fetching it: a later 'fetch' does not make this one the holder. */
+      let waited = false
+      const onItsOwn = () => {
         answered = true
         resolve(ON_ITS_OWN)
-      }, waitMs).unref()
+      }
+      let timer = setTimeout(onItsOwn, Math.min(CLAIM_ANSWER_MS, waitMs)).unref()
       claiming.set(id, (answer) => {
-        if (answer === 'wait') return
+        if (answer === 'wait') {
+          waited = true
+          clearTimeout(timer)
+          // From the claim's sending: a worker waits this long at most, whatever the primary answers.
+          if (!answered) timer = setTimeout(onItsOwn, Math.max(0, waitMs - (performance.now() - sent))).unref()
+          return
+        }
         claiming.delete(id)
         clearTimeout(timer)
-        if (answered) return
+        if (answered) {
+          // Made the holder after it went on its own: the others need not wait for it.
+          if (answer === 'fetch' && !waited) release(false)
+          return
+        }
         answered = true
         if (answer === 'stored') return resolve(STORED)
         let released = false
