@@ -464,17 +464,28 @@ async function fetchAndFill(
 }
 
 /**
+ * How long a worker waits for another worker's fetch of a whole object before it fetches the object
+ * itself. That fetch streams to its own client and is stored at that client's pace, so a slow
+ * client must not hold up the other workers' clients for long (nginx's proxy_cache_lock_timeout is
+ * 5 s). At most half the in-worker wait, so this worker's requests waiting for its fetch still join
+ * the fetch it makes after waiting, instead of each going to the origin.
+ */
+const OTHER_WORKER_WAIT_MS = 2_000
+
+/**
  * With workers sharing the disk tier, one of them at a time fetches a missing object: the entry
  * another worker stored (it waited for that fetch), or the claim this worker's fetch releases.
  */
 async function claimFetch(fills: SharedFills, cache: BucketCache, cacheKey: string): Promise<{ stored?: CachedObject; claim?: FillClaim }> {
-  // As long as a request waits for another request's fetch in this worker.
-  const claim = await fills.claim(cacheKey, cache.followerWaitMs)
+  const claim = await fills.claim(cacheKey, Math.min(OTHER_WORKER_WAIT_MS, cache.followerWaitMs / 2))
   // Told it was stored; or free to fetch, which it also is when another worker stored it between
   // this worker's lookup and its claim (the disk tier's has() looks for a file under its name).
   if (claim.answer === 'stored' || cache.store.bulk.has(cacheKey)) {
-    const found = (await cache.store.lookup(cacheKey, cache.store.peekedTiers))?.entry
-    if (found !== undefined && found.freshUntil > Date.now()) {
+    // A lookup that fails is a miss: this worker fetches (and releases its claim when it is done).
+    const found = (await cache.store.lookup(cacheKey, cache.store.peekedTiers).catch(() => undefined))?.entry
+    // What another worker fetched while this one waited is served even when it is stored already
+    // stale (no-cache, max-age=0), as a request that waited in this worker is served it.
+    if (found !== undefined && (claim.answer === 'stored' || found.freshUntil > Date.now())) {
       claim.done(true)
       return { stored: found }
     }
