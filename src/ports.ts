@@ -414,6 +414,8 @@ export interface SlicedObjects {
   discover(source: ObjectSource, key: string, cacheKey: string, maxItemBytes: number, options: ReadOptions, stale?: CachedObject): Promise<CachedObject | undefined>
   /** Records metadata already fetched (a whole GET's answer) as a sliced object. */
   remember(source: ObjectSource, key: string, cacheKey: string, meta: ObjectMeta): Promise<CachedObject | undefined>
+  /** Whether the disk tier holds the object's metadata entry now (where other workers find it). */
+  stored(cacheKey: string): boolean
   /** How many of the slices covering `range` (the whole object when undefined) the cache holds now. */
   cached(cacheKey: string, meta: ObjectMeta, range: ByteRange | undefined): { cached: number; total: number }
   /** Whether `error` says the object changed under a read (its slices are already dropped). */

@@ -114,6 +114,10 @@ export class SliceCache implements SlicedObjects {
     return entry === undefined ? undefined : this.#sliced(source, key, cacheKey, entry)
   }
 
+  stored(cacheKey: string): boolean {
+    return this.#options.bulk.has(metaKeyOf(cacheKey))
+  }
+
   cached(cacheKey: string, meta: ObjectMeta, range: ByteRange | undefined): { cached: number; total: number } {
     const { bulk, flights } = this.#options
     const { sliceBytes } = this

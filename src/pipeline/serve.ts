@@ -429,8 +429,9 @@ async function fetchAndFill(
   // A purge may have dropped this flight, and a newer one taken its place: only this one leaves.
   const leave = () => {
     if (cache.flights.get(cacheKey) === flight) cache.flights.delete(cacheKey)
-    // The other workers read it from the shared directory when it is there now, else fetch it.
-    claim?.done(kept && cache.store.bulk.has(cacheKey))
+    // The other workers read it (or its sliced metadata) from the shared directory when it is
+    // there now, else fetch it.
+    claim?.done(kept ? cache.store.bulk.has(cacheKey) : cache.slices?.stored(cacheKey) === true)
   }
   const done = {
     settle: (entry: CachedObject | undefined) => {
@@ -441,7 +442,12 @@ async function fetchAndFill(
     leave,
   }
   if (cache.fills !== undefined) {
-    const claimed = await claimFetch(cache.fills, cache, cacheKey)
+    const claimed = await claimFetch(cache.fills, bucket, cache, cacheKey, key)
+    if (claimed.sliced !== undefined) {
+      done.settle(undefined)
+      leave()
+      return fromSliced(x, bucket, cache, cacheKey, request, claimed.sliced, true)
+    }
     if (claimed.stored !== undefined) {
       const stored = claimed.stored
       done.settle(stored)
@@ -474,9 +480,16 @@ const OTHER_WORKER_WAIT_MS = 2_000
 
 /**
  * With workers sharing the disk tier, one of them at a time fetches a missing object: the entry
- * another worker stored (it waited for that fetch), or the claim this worker's fetch releases.
+ * another worker stored (it waited for that fetch), the sliced object's metadata that fetch found
+ * over max_item_size, or the claim this worker's fetch releases.
  */
-async function claimFetch(fills: SharedFills, cache: BucketCache, cacheKey: string): Promise<{ stored?: CachedObject; claim?: FillClaim }> {
+async function claimFetch(
+  fills: SharedFills,
+  bucket: BucketRoute,
+  cache: BucketCache,
+  cacheKey: string,
+  key: string
+): Promise<{ stored?: CachedObject; sliced?: CachedObject; claim?: FillClaim }> {
   const claim = await fills.claim(cacheKey, Math.min(OTHER_WORKER_WAIT_MS, cache.followerWaitMs / 2))
   // Told it was stored; or free to fetch, which it also is when another worker stored it between
   // this worker's lookup and its claim (the disk tier's has() looks for a file under its name).
@@ -489,6 +502,10 @@ async function claimFetch(fills: SharedFills, cache: BucketCache, cacheKey: stri
       claim.done(true)
       return { stored: found }
     }
+  }
+  if (claim.answer === 'stored' && cache.slices !== null) {
+    const sliced = await cache.slices.lookup(bucket.source, key, cacheKey).catch(() => undefined)
+    if (sliced !== undefined) return { sliced }
   }
   return { claim }
 }
@@ -527,8 +544,13 @@ async function fill(
   }
   const miss: CacheOutcome = { xCache: 'MISS', status: 'yatagarasu; fwd=miss' }
   if (!policy.store || body.meta.size > cache.maxItemBytes) {
-    finish(undefined)
-    const sliced = policy.store ? await cache.slices?.remember(bucket.source, x.matched.key, cacheKey, body.meta) : undefined
+    let sliced: CachedObject | undefined
+    try {
+      sliced = policy.store ? await cache.slices?.remember(bucket.source, x.matched.key, cacheKey, body.meta) : undefined
+    } finally {
+      // After the sliced metadata is stored: the requests waiting for this fetch read it.
+      finish(undefined)
+    }
     if (sliced !== undefined) {
       // Served slice by slice instead (the whole body is not read).
       await body.stream.cancel()

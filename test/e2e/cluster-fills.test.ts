@@ -69,11 +69,10 @@ after(async () => {
 
 /**
  * `clients` GETs of `path`, each over its own connection (the primary deals connections to the
- * workers in turn), while the first origin GET is held after `afterBytes` of body, until all of
- * them are being answered.
+ * workers in turn), while the first origin GET is held (`hold`, armed before), until all of them
+ * are being answered.
  */
-async function herd(path: string, clients: number, afterBytes: number, headers: Record<string, string> = {}) {
-  const hold = s3.holdNextGet(afterBytes)
+async function herd(path: string, clients: number, hold: { held: Promise<void>; release: () => void }, headers: Record<string, string> = {}) {
   const pending = Promise.all(Array.from({ length: clients }, () => send(`http://127.0.0.1:${running().port}`, path, { headers })))
   await hold.held
   // The worker that did not make the first GET has its clients' requests waiting, not answered
@@ -98,7 +97,7 @@ describe('whole objects with two workers sharing the disk tier', () => {
     it(`makes one origin GET for a cold object (${how}) read by ${CLIENTS} clients over both workers`, async () => {
       const body = randomBytes(size)
       await s3.put('media', name, body, cacheControl === undefined ? {} : { CacheControl: cacheControl })
-      const answers = await herd(`/media/${name}`, CLIENTS, 0)
+      const answers = await herd(`/media/${name}`, CLIENTS, s3.holdNextGet(0))
       for (const res of answers) {
         assert.equal(res.status, 200)
         assert.ok(res.body.equals(body), 'the object’s bytes')
@@ -108,6 +107,21 @@ describe('whole objects with two workers sharing the disk tier', () => {
       assert.equal(answers.filter((res) => res.headers['cache-status'] === 'yatagarasu; hit; detail=coalesced').length, CLIENTS - 1)
     })
   }
+
+  it('makes one whole GET for a cold object over max_item_size (served by slices) read by 20 clients over both workers', async () => {
+    const body = randomBytes(3 * MiB)
+    await s3.put('media', 'sliced-herd.bin', body)
+    // The first GET's headers (which say the object is over max_item_size) wait until every
+    // client's request is being answered.
+    const answers = await herd('/media/sliced-herd.bin', 20, s3.holdNextHeaders())
+    for (const res of answers) {
+      assert.equal(res.status, 200)
+      assert.ok(res.body.equals(body), 'the object’s bytes')
+    }
+    const gets = s3.getsOf('media', 'sliced-herd.bin')
+    assert.equal(gets.filter((r) => r.headers.range === undefined).length, 1, 'one whole GET (cancelled once its headers came), from one worker')
+    assert.equal(gets.filter((r) => r.headers.range !== undefined).length, 3, 'each 1 MiB slice fetched once')
+  })
 
   /**
    * GETs of `path` over both workers while the first origin GET is held, until clients of
@@ -169,7 +183,7 @@ describe('slices with two workers sharing the disk tier', () => {
     await s3.put('media', 'herd.bin', body)
     const range = `bytes=${3 * MiB + 5}-${3 * MiB + 70_000}`
     const wanted = body.subarray(3 * MiB + 5, 3 * MiB + 70_001)
-    const answers = await herd('/media/herd.bin', CLIENTS, 64 * 1024, { range })
+    const answers = await herd('/media/herd.bin', CLIENTS, s3.holdNextGet(64 * 1024), { range })
     for (const res of answers) {
       assert.equal(res.status, 206)
       assert.ok(res.body.equals(wanted), 'the range’s bytes')

@@ -53,6 +53,8 @@ export interface TestS3 {
    * them), then waits until `release()` is called; `held` resolves when it starts waiting.
    */
   holdNextGet(afterBytes: number): { held: Promise<void>; release: () => void }
+  /** The next GET's answer waits, headers and all, until `release()`; `held` resolves when it starts waiting. */
+  holdNextHeaders(): { held: Promise<void>; release: () => void }
   /** Stops accepting connections at the endpoint (backend down); `resume()` brings it back. */
   pause(): Promise<void>
   resume(): Promise<void>
@@ -81,6 +83,7 @@ export async function startS3(): Promise<TestS3> {
   const requests: RecordedRequest[] = []
   let stallNext: number | undefined
   let holdNext: { afterBytes: number; released: Promise<void>; holding: () => void } | undefined
+  let holdHeadersNext: { released: Promise<void>; holding: () => void } | undefined
   let failStatus: number | undefined
   let delayMs = 0
   let sessionToken: string | undefined
@@ -146,6 +149,8 @@ export async function startS3(): Promise<TestS3> {
       if (stallAfter !== undefined) stallNext = undefined
       let hold = req.method === 'GET' ? holdNext : undefined
       if (hold !== undefined) holdNext = undefined
+      const holdHeaders = req.method === 'GET' ? holdHeadersNext : undefined
+      if (holdHeaders !== undefined) holdHeadersNext = undefined
       const record: RecordedRequest = {
         method: req.method ?? '',
         url: req.url ?? '',
@@ -158,7 +163,12 @@ export async function startS3(): Promise<TestS3> {
       requests.push(record)
       const upstream = http.request(
         { host: '127.0.0.1', port: backend.port, method: req.method, path: req.url, headers: req.headers },
-        (up) => {
+        async (up) => {
+          if (holdHeaders !== undefined) {
+            // Not read meanwhile: the body waits in the socket.
+            holdHeaders.holding()
+            await holdHeaders.released
+          }
           res.writeHead(up.statusCode ?? 502, up.headers)
           // A held body still lets its headers through (Node sends them with the first chunk).
           if (hold !== undefined) res.flushHeaders()
@@ -232,6 +242,12 @@ export async function startS3(): Promise<TestS3> {
     },
     stallNextGet(afterBytes) {
       stallNext = afterBytes
+    },
+    holdNextHeaders() {
+      const released = Promise.withResolvers<void>()
+      const held = Promise.withResolvers<void>()
+      holdHeadersNext = { released: released.promise, holding: held.resolve }
+      return { held: held.promise, release: released.resolve }
     },
     holdNextGet(afterBytes) {
       const released = Promise.withResolvers<void>()
