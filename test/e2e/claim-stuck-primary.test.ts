@@ -2,15 +2,13 @@
 // worker fetches on its own instead of waiting for the primary, and a claim the primary hands it
 // late is let go, so the key's later claims are answered at once (test/support/claim-cluster.ts).
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { after, it } from 'node:test'
 import type { StuckPrimaryReport } from '../support/claim-cluster.ts'
+import { ledgerScriptReport } from '../support/ledger-script.ts'
 
-const ROOT = join(import.meta.dirname, '../..')
 const dirs: string[] = []
 after(async () => {
   for (const dir of dirs) await rm(dir, { recursive: true, force: true })
@@ -19,8 +17,7 @@ after(async () => {
 it('a claim sent while the primary is stuck goes on its own, and the late claim is let go', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-claim-'))
   dirs.push(dir)
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/support/claim-cluster.ts', dir], { cwd: ROOT, timeout: 60_000 })
-  const report = JSON.parse(stdout.trim()) as StuckPrimaryReport
+  const report = await ledgerScriptReport<StuckPrimaryReport>('test/support/claim-cluster.ts', dir)
   // It waits 2 s for a first answer, not the 60 s it would wait for another worker's fetch.
   assert.deepEqual(report.first, { answer: 'fetch', beforePrimaryBack: true }, 'fetched on its own before the primary (stuck 6 s) was back')
   // The primary answers at once; a claim it still held for the worker would wait the full 10 s.

@@ -2,15 +2,13 @@
 // them (src/cache/disk-cluster.ts): a real cluster primary and worker, real files, the tier built
 // and closed as a reload does it (test/support/disk-ledger-cluster.ts).
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { after, it } from 'node:test'
 import type { LedgerReloadReport } from '../support/disk-ledger-cluster.ts'
+import { ledgerScriptReport } from '../support/ledger-script.ts'
 
-const ROOT = join(import.meta.dirname, '../..')
 const dirs: string[] = []
 after(async () => {
   for (const dir of dirs) await rm(dir, { recursive: true, force: true })
@@ -19,8 +17,7 @@ after(async () => {
 it('a reload to a smaller max_size changes the shared directory only once it commits', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'yatagarasu-ledger-reload-'))
   dirs.push(dir)
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/support/disk-ledger-cluster.ts', dir], { cwd: ROOT, timeout: 120_000 })
-  const report = JSON.parse(stdout.trim()) as LedgerReloadReport
+  const report = await ledgerScriptReport<LedgerReloadReport>('test/support/disk-ledger-cluster.ts', dir)
   assert.ok(report.filled >= 3_000_000, `six 500 KB entries on disk: ${report.filled} bytes`)
   assert.equal(report.afterFailedReload, report.filled, 'a reload that failed evicted nothing')
   assert.equal(report.entriesAfterFailedReload, 6)

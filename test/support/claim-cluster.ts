@@ -5,9 +5,8 @@
 // let it go, or every later claim of the key would wait. Prints one JSON line and exits. Run by
 // test/e2e/claim-stuck-primary.test.ts:
 //   node --import tsx test/support/claim-cluster.ts DIR
-import cluster from 'node:cluster'
 import { joinDiskLedger } from '../../src/cache/disk-cluster.ts'
-import { serveDiskLedgers } from '../../src/runtime.ts'
+import { runLedgerScript } from './ledger-script.ts'
 
 const dir = process.argv[2] as string
 const BLOCK_MS = 6_000
@@ -54,30 +53,12 @@ async function worker(): Promise<StuckPrimaryReport> {
   return { first: { answer: first.answer, beforePrimaryBack }, again: { answer: again.answer, ms } }
 }
 
-if (cluster.isPrimary) {
-  serveDiskLedgers()
-  const child = cluster.fork()
-  child.on('message', (message: { report?: StuckPrimaryReport; error?: string } | TestMessage | null) => {
-    if (isTest(message)) {
-      if (message.test === 'ping') child.send({ test: 'pong' })
-      if (message.test === 'block') {
-        // Stuck: nothing else runs in the primary meanwhile.
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, BLOCK_MS)
-        child.send({ test: 'back' })
-      }
-      return
-    }
-    // The ledger's own messages go by on the same channel.
-    if (message?.report === undefined && message?.error === undefined) return
-    if (message.report !== undefined) process.stdout.write(`${JSON.stringify(message.report)}\n`)
-    if (message.error !== undefined) process.stderr.write(`${message.error}\n`)
-    child.kill()
-    process.exitCode = message.error === undefined ? 0 : 1
-  })
-  child.on('exit', () => process.exit())
-} else {
-  worker().then(
-    (report) => process.send?.({ report }),
-    (err: unknown) => process.send?.({ error: String((err as Error).stack ?? err) })
-  )
-}
+runLedgerScript(worker, (message, child) => {
+  if (!isTest(message)) return
+  if (message.test === 'ping') child.send({ test: 'pong' })
+  if (message.test === 'block') {
+    // Stuck: nothing else runs in the primary meanwhile.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, BLOCK_MS)
+    child.send({ test: 'back' })
+  }
+})

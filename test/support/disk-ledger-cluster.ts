@@ -4,13 +4,12 @@
 // built for a reload that commits (`setBudgets`, as Runtime.commit calls it). It prints what the
 // directory held after each as one JSON line, and exits. Run by test/e2e/disk-ledger-reload.test.ts:
 //   node --import tsx test/support/disk-ledger-cluster.ts DIR
-import cluster from 'node:cluster'
 import { randomBytes } from 'node:crypto'
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { joinDiskLedger } from '../../src/cache/disk-cluster.ts'
 import { DiskCache } from '../../src/cache/disk.ts'
-import { serveDiskLedgers } from '../../src/runtime.ts'
+import { runLedgerScript } from './ledger-script.ts'
 import { objectMeta } from './meta.ts'
 
 const dir = process.argv[2] as string
@@ -75,21 +74,4 @@ async function worker(): Promise<LedgerReloadReport> {
   return { filled, afterFailedReload, entriesAfterFailedReload, afterCommittedReload }
 }
 
-if (cluster.isPrimary) {
-  serveDiskLedgers()
-  const child = cluster.fork()
-  child.on('message', (message: { report?: LedgerReloadReport; error?: string } | null) => {
-    // The ledger's own messages go by on the same channel.
-    if (message?.report === undefined && message?.error === undefined) return
-    if (message.report !== undefined) process.stdout.write(`${JSON.stringify(message.report)}\n`)
-    if (message.error !== undefined) process.stderr.write(`${message.error}\n`)
-    child.kill()
-    process.exitCode = message.error === undefined ? 0 : 1
-  })
-  child.on('exit', () => process.exit())
-} else {
-  worker().then(
-    (report) => process.send?.({ report }),
-    (err: unknown) => process.send?.({ error: String((err as Error).stack ?? err) })
-  )
-}
+runLedgerScript(worker)
