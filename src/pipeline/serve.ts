@@ -425,20 +425,23 @@ async function fetchAndFill(
   flight.catch(() => {})
   cache.flights.set(cacheKey, flight)
   let claim: FillClaim | undefined
-  let kept = false
+  let kept: 'entry' | 'sliced' | undefined
   // A purge may have dropped this flight, and a newer one taken its place: only this one leaves.
   const leave = () => {
     if (cache.flights.get(cacheKey) === flight) cache.flights.delete(cacheKey)
-    // The other workers read it (or its sliced metadata) from the shared directory when it is
-    // there now, else fetch it.
-    claim?.done(kept ? cache.store.bulk.has(cacheKey) : cache.slices?.stored(cacheKey) === true)
+    // The other workers read what it kept from the shared directory when it is there now, else
+    // fetch it.
+    claim?.done(kept === 'entry' ? cache.store.bulk.has(cacheKey) : kept === 'sliced' && cache.slices?.stored(cacheKey) === true)
   }
-  const done = {
-    settle: (entry: CachedObject | undefined) => {
-      kept = entry !== undefined
+  const done: Flight = {
+    settle: (entry) => {
+      if (entry !== undefined) kept = 'entry'
       settle(entry)
     },
-    fail: (error: unknown) => fail(error),
+    sliced: () => {
+      kept = 'sliced'
+    },
+    fail: (error) => fail(error),
     leave,
   }
   if (cache.fills !== undefined) {
@@ -510,6 +513,17 @@ async function claimFetch(
   return { claim }
 }
 
+/** A whole-object fetch that requests for the same key wait for (fetchAndFill). */
+interface Flight {
+  /** The entry stored, or undefined (not stored): the waiting requests get it at once. */
+  settle(entry: CachedObject | undefined): void
+  /** The object turned out over max_item_size: its sliced metadata was stored instead. */
+  sliced(): void
+  fail(error: unknown): void
+  /** The fetch is over (after the tiers took what they keep). */
+  leave(): void
+}
+
 /**
  * Streams a whole object from the origin to this client while keeping it, then stores it in every
  * tier and hands it to the requests waiting on the same key. A large object is kept by writing it
@@ -523,7 +537,7 @@ async function fill(
   cacheKey: string,
   body: ObjectBody,
   request: ObjectRequest,
-  flight: { settle(entry: CachedObject | undefined): void; fail(error: unknown): void; leave(): void } | undefined
+  flight: Flight | undefined
 ): Promise<Answer> {
   const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
   const finish = (entry: CachedObject | undefined) => {
@@ -547,6 +561,7 @@ async function fill(
     let sliced: CachedObject | undefined
     try {
       sliced = policy.store ? await cache.slices?.remember(bucket.source, x.matched.key, cacheKey, body.meta) : undefined
+      if (sliced !== undefined) flight?.sliced()
     } finally {
       // After the sliced metadata is stored: the requests waiting for this fetch read it.
       finish(undefined)
