@@ -109,7 +109,7 @@ export interface BucketCache {
   ttlSeconds: number
   maxItemBytes: number
   staleIfErrorSeconds: number
-  /** The longest a request waits for another request's fetch of the same key before its own. */
+  /** The bucket's origin deadline: the longest a request waits for another request's fetch of the same key (serve.ts waits less). */
   followerWaitMs: number
   /** With workers sharing the disk tier: one worker at a time fetches a missing key. */
   fills: SharedFills | undefined

@@ -405,11 +405,19 @@ async function fetchAndFill(
   cache: BucketCache,
   cacheKey: string,
   key: string,
-  request: ObjectRequest
+  request: ObjectRequest,
+  takeover = false
 ): Promise<Answer> {
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
     const shared = await joinFlight(cache, inFlight)
+    if (shared === LATE) {
+      // That fetch goes at its own client's pace (it is stored as that client reads): a slow client
+      // must not hold this one up. This request fetches the object itself, and the requests still
+      // waiting for the slow fetch join this one when their wait is over.
+      if (cache.flights.get(cacheKey) === inFlight) cache.flights.delete(cacheKey)
+      return fetchAndFill(x, bucket, cache, cacheKey, key, request, true)
+    }
     if (shared !== undefined) {
       return fromEntry(x, bucket, shared, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' }, () =>
         fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
@@ -444,7 +452,8 @@ async function fetchAndFill(
     fail: (error) => fail(error),
     leave,
   }
-  if (cache.fills !== undefined) {
+  // A fetch that takes over from a slow one in this worker does not claim: that one holds the claim.
+  if (cache.fills !== undefined && !takeover) {
     const claimed = await claimFetch(cache.fills, bucket, cache, cacheKey, key)
     if (claimed.sliced !== undefined) {
       done.settle(undefined)
@@ -473,13 +482,22 @@ async function fetchAndFill(
 }
 
 /**
- * How long a worker waits for another worker's fetch of a whole object before it fetches the object
- * itself. That fetch streams to its own client and is stored at that client's pace, so a slow
- * client must not hold up the other workers' clients for long (nginx's proxy_cache_lock_timeout is
- * 5 s). At most half the in-worker wait, so this worker's requests waiting for its fetch still join
- * the fetch it makes after waiting, instead of each going to the origin.
+ * How long a request waits for another request's fetch of a whole object in the same worker before
+ * it fetches the object itself (the bucket's deadline, when shorter). That fetch streams to its
+ * own client and is stored at that client's pace, so a slow client must not hold the others up for
+ * long (nginx's proxy_cache_lock_timeout is 5 s).
+ */
+const FOLLOWER_WAIT_MS = 4_000
+/**
+ * How long a worker waits for another worker's fetch of a whole object (for the same reason). At
+ * most half the in-worker wait: that wait counts from when this worker's requests joined its
+ * fetch, which starts only after this one, so they still share the fetch it makes after waiting.
  */
 const OTHER_WORKER_WAIT_MS = 2_000
+/** What joinFlight answers when the fetch it waited for took longer than the follower wait. */
+const LATE = Symbol('late')
+
+const followerWaitOf = (cache: BucketCache) => Math.min(FOLLOWER_WAIT_MS, cache.followerWaitMs)
 
 /**
  * With workers sharing the disk tier, one of them at a time fetches a missing object: the entry
@@ -493,7 +511,7 @@ async function claimFetch(
   cacheKey: string,
   key: string
 ): Promise<{ stored?: CachedObject; sliced?: CachedObject; claim?: FillClaim }> {
-  const claim = await fills.claim(cacheKey, Math.min(OTHER_WORKER_WAIT_MS, cache.followerWaitMs / 2))
+  const claim = await fills.claim(cacheKey, Math.min(OTHER_WORKER_WAIT_MS, followerWaitOf(cache) / 2))
   // Told it was stored; or free to fetch, which it also is when another worker stored it between
   // this worker's lookup and its claim (the disk tier's has() looks for a file under its name).
   if (claim.answer === 'stored' || cache.store.bulk.has(cacheKey)) {
@@ -872,14 +890,14 @@ async function lookupEntry(cache: BucketCache, cacheKey: string): Promise<Cached
 }
 
 /**
- * Waits for another request's whole-object fetch of the same key: its entry, or undefined when it
- * failed, was not storable, or took longer than `followerWaitMs` (a slow leader's own client may
- * read slowly), and the follower fetches on its own.
+ * Waits for another request's whole-object fetch of the same key: its entry; undefined when it
+ * failed or was not storable; LATE when it took longer than the follower wait (a slow leader's own
+ * client may read slowly), and the follower fetches the object itself.
  */
-async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | undefined>): Promise<CachedObject | undefined> {
+async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | undefined>): Promise<CachedObject | undefined | typeof LATE> {
   let timer: NodeJS.Timeout | undefined
-  const deadline = new Promise<undefined>((resolve) => {
-    timer = setTimeout(resolve, cache.followerWaitMs, undefined)
+  const deadline = new Promise<typeof LATE>((resolve) => {
+    timer = setTimeout(resolve, followerWaitOf(cache), LATE)
   })
   const joined = await Promise.race([inFlight.catch(() => undefined), deadline])
   clearTimeout(timer)
@@ -928,7 +946,7 @@ export async function wholeObject(x: Exchange, key: string, maxBytes: number, to
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
     const joined = await joinFlight(cache, inFlight)
-    if (joined !== undefined) return stored(joined)
+    if (joined !== undefined && joined !== LATE) return stored(joined)
   }
   return (await fetchWhole(bucket, cache, key, options, maxBytes, tooLarge)).whole
 }

@@ -162,7 +162,7 @@ describe('hits and misses', () => {
 })
 
 describe('a slow leader', () => {
-  it('does not hold other requests for the same key longer than s3.timeout', async () => {
+  it('does not hold other requests for the same key longer than s3.timeout (when under 4 s)', async () => {
     await s3.put('cached', 'slow-leader.bin', Buffer.alloc(40 * 1024 * 1024, 3))
     const proxy = await start(config({ layers: '[memory]' }).replace('max_item_size: 8KB', 'max_item_size: 64MB').replace('memory: { max_size: 1MB }', 'memory: { max_size: 128MB }'))
     const http = await import('node:http')
@@ -178,6 +178,32 @@ describe('a slow leader', () => {
     // The leader is paused for good, so a follower that waited for its fill would never finish;
     // the bound only has to separate "fetched on its own" from "never" on a busy machine.
     assert.ok(Date.now() - started < 20_000, 'the follower fetched on its own after the wait')
+    leader.destroy()
+  })
+
+  it('lets the requests behind it share one fetch of their own after 4 s, however long s3.timeout is', async () => {
+    const size = 24 * 1024 * 1024
+    await s3.put('cached', 'slow-herd.bin', Buffer.alloc(size, 5))
+    const patient = bucketYaml({ name: 'patient', prefix: '/patient', bucket: 'cached', endpoint: s3.endpoint, timeout: 30 })
+    const yaml = config({ layers: '[memory]', extraBuckets: patient }).replace('max_item_size: 8KB', 'max_item_size: 64MB').replace('memory: { max_size: 1MB }', 'memory: { max_size: 128MB }')
+    const proxy = await start(yaml)
+    const http = await import('node:http')
+    const url = new URL(proxy.url)
+    const leader = await new Promise<import('node:http').IncomingMessage>((resolve) =>
+      http.get({ host: url.hostname, port: url.port, path: '/patient/slow-herd.bin', agent: false }, resolve)
+    )
+    leader.pause()
+    const started = Date.now()
+    const followers = await Promise.all(Array.from({ length: 5 }, () => send(proxy.url, '/patient/slow-herd.bin')))
+    for (const res of followers) {
+      assert.equal(res.status, 200)
+      assert.equal(res.body.length, size)
+    }
+    // The leader is paused for good: its fetch never ends. After 4 s one follower fetched the
+    // object itself and the others waited for that fetch, not for the 30 s of s3.timeout each.
+    assert.equal(gets('slow-herd.bin').length, 2, 'the leader’s GET, and one for the followers')
+    assert.deepEqual(followers.map((res) => res.headers['x-cache']).sort(), ['HIT', 'HIT', 'HIT', 'HIT', 'MISS'])
+    assert.ok(Date.now() - started < 20_000, `answered after the follower wait, not s3.timeout: ${Date.now() - started} ms`)
     leader.destroy()
   })
 })

@@ -172,8 +172,10 @@ describe('whole objects with two workers sharing the disk tier', () => {
       assert.ok(res.body.equals(body), 'the object’s bytes')
     }
     // The other worker's clients shared that worker's own GET (they waited for it, not each for
-    // the held one until their own wait ran out).
-    assert.equal(s3.getsOf('media', 'slow-first.bin').length, 2, 'one GET per worker')
+    // the held one until their own wait ran out: 6 GETs). On a busy machine the held worker's
+    // clients may also have fetched once on their own (after waiting 4 s for the held GET).
+    const gets = s3.getsOf('media', 'slow-first.bin').length
+    assert.ok(gets === 2 || gets === 3, `one GET per worker (and one more after a 4 s wait): ${gets}`)
   })
 })
 
