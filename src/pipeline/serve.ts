@@ -412,9 +412,16 @@ async function fetchAndFill(
   if (inFlight !== undefined) {
     const shared = await joinFlight(cache, inFlight)
     if (shared === LATE) {
-      // That fetch goes at its own client's pace (it is stored as that client reads): a slow client
-      // must not hold this one up. This request fetches the object itself, and the requests still
-      // waiting for the slow fetch join this one when their wait is over.
+      // That fetch goes at its own client's pace (it is stored as that client reads), and that
+      // client stopped reading: this request fetches the object itself, unless a copy came in
+      // meanwhile (another worker's, on the shared disk), and the requests still waiting for the
+      // stalled fetch join this one when their wait is over.
+      const stored = await lookupEntry(cache, cacheKey)
+      if (stored !== undefined && stored.freshUntil > Date.now()) {
+        return fromEntry(x, bucket, stored, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' }, () =>
+          fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+        )
+      }
       if (cache.flights.get(cacheKey) === inFlight) cache.flights.delete(cacheKey)
       return fetchAndFill(x, bucket, cache, cacheKey, key, request, true)
     }
@@ -432,6 +439,8 @@ async function fetchAndFill(
   const { promise: flight, resolve: settle, reject: fail } = Promise.withResolvers<CachedObject | undefined>()
   flight.catch(() => {})
   cache.flights.set(cacheKey, flight)
+  const progress = { at: performance.now() }
+  fillProgress.set(flight, progress)
   let claim: FillClaim | undefined
   let kept: 'entry' | 'sliced' | undefined
   // A purge may have dropped this flight, and a newer one taken its place: only this one leaves.
@@ -448,6 +457,9 @@ async function fetchAndFill(
     },
     sliced: () => {
       kept = 'sliced'
+    },
+    moved: () => {
+      progress.at = performance.now()
     },
     fail: (error) => fail(error),
     leave,
@@ -482,10 +494,12 @@ async function fetchAndFill(
 }
 
 /**
- * How long a request waits for another request's fetch of a whole object in the same worker before
- * it fetches the object itself (the bucket's deadline, when shorter). That fetch streams to its
- * own client and is stored at that client's pace, so a slow client must not hold the others up for
- * long (nginx's proxy_cache_lock_timeout is 5 s).
+ * How long a request waits for another request's fetch of a whole object in the same worker while
+ * that fetch does not move, before it fetches the object itself (the bucket's deadline, when
+ * shorter). That fetch streams to its own client and is stored at that client's pace: a client
+ * that stopped reading must not hold the others up for long (nginx's proxy_cache_lock_timeout is
+ * 5 s). A fetch that moves, however slowly, is waited for up to the bucket's deadline: taking it
+ * over would fetch the object twice, and the new fetch would go at its own client's pace too.
  */
 const FOLLOWER_WAIT_MS = 4_000
 /**
@@ -494,8 +508,10 @@ const FOLLOWER_WAIT_MS = 4_000
  * fetch, which starts only after this one, so they still share the fetch it makes after waiting.
  */
 const OTHER_WORKER_WAIT_MS = 2_000
-/** What joinFlight answers when the fetch it waited for took longer than the follower wait. */
+/** What joinFlight answers when the fetch it waited for stood still for the follower wait, or took the deadline. */
 const LATE = Symbol('late')
+/** When each whole-object fetch in flight (fetchAndFill) last moved: given bytes to keep. */
+const fillProgress = new WeakMap<Promise<CachedObject | undefined>, { at: number }>()
 
 const followerWaitOf = (cache: BucketCache) => Math.min(FOLLOWER_WAIT_MS, cache.followerWaitMs)
 
@@ -537,6 +553,8 @@ interface Flight {
   settle(entry: CachedObject | undefined): void
   /** The object turned out over max_item_size: its sliced metadata was stored instead. */
   sliced(): void
+  /** The body's next bytes were taken to be kept (the waiting requests wait while it moves). */
+  moved(): void
   fail(error: unknown): void
   /** The fetch is over (after the tiers took what they keep). */
   leave(): void
@@ -631,7 +649,18 @@ async function fill(
   // Kept as it goes to the client, piped or streamed (no second stream): copied into memory of its
   // own, or into the disk tier's file.
   const done = (bytes: Buffer | undefined) => finish(bytes === undefined ? undefined : { ...head, body: bytes })
-  body.tap(writer === undefined ? collector(body.meta.size, done, abandon) : diskTap(writer, finish, abandon))
+  const keep = writer === undefined ? collector(body.meta.size, done, abandon) : diskTap(writer, finish, abandon)
+  body.tap(
+    flight === undefined
+      ? keep
+      : {
+          ...keep,
+          chunk(chunk) {
+            flight.moved()
+            return keep.chunk(chunk)
+          },
+        }
+  )
   return streamed(x, bucket, body, miss)
 }
 
@@ -891,13 +920,23 @@ async function lookupEntry(cache: BucketCache, cacheKey: string): Promise<Cached
 
 /**
  * Waits for another request's whole-object fetch of the same key: its entry; undefined when it
- * failed or was not storable; LATE when it took longer than the follower wait (a slow leader's own
- * client may read slowly), and the follower fetches the object itself.
+ * failed or was not storable; LATE when it stood still for the follower wait (its client stopped
+ * reading) or took the bucket's deadline, and the follower fetches the object itself.
  */
 async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | undefined>): Promise<CachedObject | undefined | typeof LATE> {
+  const wait = followerWaitOf(cache)
+  const since = performance.now()
   let timer: NodeJS.Timeout | undefined
   const deadline = new Promise<typeof LATE>((resolve) => {
-    timer = setTimeout(resolve, followerWaitOf(cache), LATE)
+    const check = () => {
+      const now = performance.now()
+      // A fetch with no progress recorded (a representation's whole read) counts as standing still.
+      const still = now - Math.max(fillProgress.get(inFlight)?.at ?? since, since)
+      const left = cache.followerWaitMs - (now - since)
+      if (still >= wait || left <= 0) return resolve(LATE)
+      timer = setTimeout(check, Math.min(wait - still, left))
+    }
+    timer = setTimeout(check, wait)
   })
   const joined = await Promise.race([inFlight.catch(() => undefined), deadline])
   clearTimeout(timer)

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { SignJWT } from 'jose'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
+import { eventually } from '../support/eventually.ts'
 import { send } from '../support/http.ts'
 import { startRedis, type TestRedis } from '../support/redis.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
@@ -181,7 +182,7 @@ describe('a slow leader', () => {
     leader.destroy()
   })
 
-  it('lets the requests behind it share one fetch of their own after 4 s, however long s3.timeout is', async () => {
+  it('lets the requests behind it share one fetch of their own once it stood still 4 s, however long s3.timeout is', async () => {
     const size = 24 * 1024 * 1024
     await s3.put('cached', 'slow-herd.bin', Buffer.alloc(size, 5))
     const patient = bucketYaml({ name: 'patient', prefix: '/patient', bucket: 'cached', endpoint: s3.endpoint, timeout: 30 })
@@ -199,12 +200,51 @@ describe('a slow leader', () => {
       assert.equal(res.status, 200)
       assert.equal(res.body.length, size)
     }
-    // The leader is paused for good: its fetch never ends. After 4 s one follower fetched the
+    // The leader is paused for good: its fetch stands still. After 4 s one follower fetched the
     // object itself and the others waited for that fetch, not for the 30 s of s3.timeout each.
     assert.equal(gets('slow-herd.bin').length, 2, 'the leader’s GET, and one for the followers')
     assert.deepEqual(followers.map((res) => res.headers['x-cache']).sort(), ['HIT', 'HIT', 'HIT', 'HIT', 'MISS'])
     assert.ok(Date.now() - started < 20_000, `answered after the follower wait, not s3.timeout: ${Date.now() - started} ms`)
     leader.destroy()
+  })
+
+  it('is waited for while it reads, however slowly: one GET for a herd behind a client at 2 MB/s', async () => {
+    const size = 16 * 1024 * 1024
+    const rate = 2 * 1024 * 1024
+    await s3.put('cached', 'steady-herd.bin', Buffer.alloc(size, 6))
+    const patient = bucketYaml({ name: 'patient', prefix: '/patient', bucket: 'cached', endpoint: s3.endpoint, timeout: 30 })
+    const yaml = config({ layers: '[memory]', extraBuckets: patient }).replace('max_item_size: 8KB', 'max_item_size: 64MB').replace('memory: { max_size: 1MB }', 'memory: { max_size: 128MB }')
+    const proxy = await start(yaml)
+    const http = await import('node:http')
+    const url = new URL(proxy.url)
+    // The leader reads at a steady 2 MB/s: its fill (stored at that pace) takes about 8 s, twice
+    // the follower wait, and never stands still.
+    const leader = new Promise<number>((resolve, reject) => {
+      http
+        .get({ host: url.hostname, port: url.port, path: '/patient/steady-herd.bin', agent: false }, (res) => {
+          const started = Date.now()
+          let bytes = 0
+          res.on('data', (chunk: Buffer) => {
+            bytes += chunk.length
+            const ahead = started + (bytes / rate) * 1000 - Date.now()
+            if (ahead <= 0) return
+            res.pause()
+            setTimeout(() => res.resume(), ahead)
+          })
+          res.on('end', () => resolve(bytes))
+          res.on('error', reject)
+        })
+        .on('error', reject)
+    })
+    await eventually(async () => gets('steady-herd.bin').length === 1, 'the leader’s GET')
+    const followers = await Promise.all(Array.from({ length: 4 }, () => send(proxy.url, '/patient/steady-herd.bin')))
+    assert.equal(await leader, size)
+    for (const res of followers) {
+      assert.equal(res.status, 200)
+      assert.equal(res.body.length, size)
+      assert.equal(res.headers['x-cache'], 'HIT', 'answered from the leader’s fill')
+    }
+    assert.equal(gets('steady-herd.bin').length, 1, 'one GET: a fill that moves is not taken over')
   })
 })
 
