@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
+import type { IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { SignJWT } from 'jose'
@@ -163,14 +164,29 @@ describe('hits and misses', () => {
 })
 
 describe('a slow leader', () => {
-  it('does not hold other requests for the same key longer than s3.timeout (when under 4 s)', async () => {
-    await s3.put('cached', 'slow-leader.bin', Buffer.alloc(40 * 1024 * 1024, 3))
-    const proxy = await start(config({ layers: '[memory]' }).replace('max_item_size: 8KB', 'max_item_size: 64MB').replace('memory: { max_size: 1MB }', 'memory: { max_size: 128MB }'))
+  /** A memory tier that keeps objects up to 64 MB, and the `patient` bucket: the same S3 bucket with s3.timeout 30 s. */
+  const bigObjects = () => {
+    const patient = bucketYaml({ name: 'patient', prefix: '/patient', bucket: 'cached', endpoint: s3.endpoint, timeout: 30 })
+    return start(config({ layers: '[memory]', extraBuckets: patient }).replace('max_item_size: 8KB', 'max_item_size: 64MB').replace('memory: { max_size: 1MB }', 'memory: { max_size: 128MB }'))
+  }
+  /** A GET of `path` whose answer has begun (its headers came), on a connection of its own. */
+  const answerOf = async (proxy: TestProxy, path: string, onAnswer: (res: IncomingMessage) => void = () => {}) => {
     const http = await import('node:http')
     const url = new URL(proxy.url)
-    const leader = await new Promise<import('node:http').IncomingMessage>((resolve) =>
-      http.get({ host: url.hostname, port: url.port, path: '/c/slow-leader.bin', agent: false }, resolve)
-    )
+    return new Promise<IncomingMessage>((resolve, reject) => {
+      http
+        .get({ host: url.hostname, port: url.port, path, agent: false }, (res) => {
+          onAnswer(res)
+          resolve(res)
+        })
+        .on('error', reject)
+    })
+  }
+
+  it('does not hold other requests for the same key longer than s3.timeout (when under 4 s)', async () => {
+    await s3.put('cached', 'slow-leader.bin', Buffer.alloc(40 * 1024 * 1024, 3))
+    const proxy = await bigObjects()
+    const leader = await answerOf(proxy, '/c/slow-leader.bin')
     leader.pause()
     const started = Date.now()
     const follower = await send(proxy.url, '/c/slow-leader.bin')
@@ -185,14 +201,8 @@ describe('a slow leader', () => {
   it('lets the requests behind it share one fetch of their own once it stood still 4 s, however long s3.timeout is', async () => {
     const size = 24 * 1024 * 1024
     await s3.put('cached', 'slow-herd.bin', Buffer.alloc(size, 5))
-    const patient = bucketYaml({ name: 'patient', prefix: '/patient', bucket: 'cached', endpoint: s3.endpoint, timeout: 30 })
-    const yaml = config({ layers: '[memory]', extraBuckets: patient }).replace('max_item_size: 8KB', 'max_item_size: 64MB').replace('memory: { max_size: 1MB }', 'memory: { max_size: 128MB }')
-    const proxy = await start(yaml)
-    const http = await import('node:http')
-    const url = new URL(proxy.url)
-    const leader = await new Promise<import('node:http').IncomingMessage>((resolve) =>
-      http.get({ host: url.hostname, port: url.port, path: '/patient/slow-herd.bin', agent: false }, resolve)
-    )
+    const proxy = await bigObjects()
+    const leader = await answerOf(proxy, '/patient/slow-herd.bin')
     leader.pause()
     const started = Date.now()
     const followers = await Promise.all(Array.from({ length: 5 }, () => send(proxy.url, '/patient/slow-herd.bin')))
@@ -212,33 +222,27 @@ describe('a slow leader', () => {
     const size = 16 * 1024 * 1024
     const rate = 2 * 1024 * 1024
     await s3.put('cached', 'steady-herd.bin', Buffer.alloc(size, 6))
-    const patient = bucketYaml({ name: 'patient', prefix: '/patient', bucket: 'cached', endpoint: s3.endpoint, timeout: 30 })
-    const yaml = config({ layers: '[memory]', extraBuckets: patient }).replace('max_item_size: 8KB', 'max_item_size: 64MB').replace('memory: { max_size: 1MB }', 'memory: { max_size: 128MB }')
-    const proxy = await start(yaml)
-    const http = await import('node:http')
-    const url = new URL(proxy.url)
+    const proxy = await bigObjects()
     // The leader reads at a steady 2 MB/s: its fill (stored at that pace) takes about 8 s, twice
     // the follower wait, and never stands still.
-    const leader = new Promise<number>((resolve, reject) => {
-      http
-        .get({ host: url.hostname, port: url.port, path: '/patient/steady-herd.bin', agent: false }, (res) => {
-          const started = Date.now()
-          let bytes = 0
-          res.on('data', (chunk: Buffer) => {
-            bytes += chunk.length
-            const ahead = started + (bytes / rate) * 1000 - Date.now()
-            if (ahead <= 0) return
-            res.pause()
-            setTimeout(() => res.resume(), ahead)
-          })
-          res.on('end', () => resolve(bytes))
-          res.on('error', reject)
-        })
-        .on('error', reject)
-    })
+    let received = 0
+    const ended = Promise.withResolvers<void>()
+    answerOf(proxy, '/patient/steady-herd.bin', (res) => {
+      const started = Date.now()
+      res.on('data', (chunk: Buffer) => {
+        received += chunk.length
+        const ahead = started + (received / rate) * 1000 - Date.now()
+        if (ahead <= 0) return
+        res.pause()
+        setTimeout(() => res.resume(), ahead)
+      })
+      res.on('end', () => ended.resolve())
+      res.on('error', ended.reject)
+    }).catch(ended.reject)
     await eventually(async () => gets('steady-herd.bin').length === 1, 'the leader’s GET')
     const followers = await Promise.all(Array.from({ length: 4 }, () => send(proxy.url, '/patient/steady-herd.bin')))
-    assert.equal(await leader, size)
+    await ended.promise
+    assert.equal(received, size)
     for (const res of followers) {
       assert.equal(res.status, 200)
       assert.equal(res.body.length, size)
