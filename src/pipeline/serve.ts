@@ -408,6 +408,11 @@ async function fetchAndFill(
   request: ObjectRequest,
   takeover = false
 ): Promise<Answer> {
+  /** Another request's fetch answers this one (a copy that fails its check: from the origin). */
+  const coalesced = (entry: CachedObject) =>
+    fromEntry(x, bucket, entry, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' }, () =>
+      fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
+    )
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
     const shared = await joinFlight(cache, inFlight)
@@ -417,18 +422,12 @@ async function fetchAndFill(
       // meanwhile (another worker's, on the shared disk), and the requests still waiting for the
       // stalled fetch join this one when their wait is over.
       const stored = await lookupEntry(cache, cacheKey)
-      if (stored !== undefined && stored.freshUntil > Date.now()) {
-        return fromEntry(x, bucket, stored, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' }, () =>
-          fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
-        )
-      }
+      if (stored !== undefined && stored.freshUntil > Date.now()) return coalesced(stored)
       if (cache.flights.get(cacheKey) === inFlight) cache.flights.delete(cacheKey)
       return fetchAndFill(x, bucket, cache, cacheKey, key, request, true)
     }
     if (shared !== undefined) {
-      return fromEntry(x, bucket, shared, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' }, () =>
-        fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
-      )
+      return coalesced(shared)
     }
     // The leader's object may have turned out to be sliced.
     const sliced = await cache.slices?.lookup(bucket.source, key, cacheKey)
@@ -473,12 +472,9 @@ async function fetchAndFill(
       return fromSliced(x, bucket, cache, cacheKey, request, claimed.sliced, true)
     }
     if (claimed.stored !== undefined) {
-      const stored = claimed.stored
-      done.settle(stored)
+      done.settle(claimed.stored)
       leave()
-      return fromEntry(x, bucket, stored, request, { xCache: 'HIT', status: 'yatagarasu; hit; detail=coalesced' }, () =>
-        fromOrigin(x, bucket, key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
-      )
+      return coalesced(claimed.stored)
     }
     claim = claimed.claim
   }
