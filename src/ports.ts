@@ -352,9 +352,10 @@ export interface TieredStore extends CacheStore {
    * Streams a new entry of `size` body bytes into the disk tier as the body arrives, instead of
    * holding it whole first. Undefined when there is no disk tier, the body is small enough to hold
    * (64 KiB), or the disk tier would not keep it. Once committed, `set` with the committed entry
-   * copies it to the other tiers (disk keeps its file as it is).
+   * copies it to the other tiers (disk keeps its file as it is). `wanted`, asked before the file is
+   * put in place: false leaves the entry out (as a purge since `head.storedAt` does).
    */
-  writer(key: string, head: Omit<CachedObject, 'body'>, size: number): EntryWriter | undefined
+  writer(key: string, head: Omit<CachedObject, 'body'>, size: number, wanted?: () => boolean): EntryWriter | undefined
   /**
    * Whether a body of `size` bytes given no writer is held whole and stored at its end: when it
    * is small (64 KiB) or there is no disk tier. A larger one the disk tier would not take (its

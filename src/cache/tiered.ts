@@ -80,9 +80,9 @@ export class TieredCache implements TieredStore {
    * Streams a large new entry into the disk tier as it arrives (ports.ts). A small body is cheaper
    * held and written to every tier at once; so is anything when there is no disk tier.
    */
-  writer(key: string, head: Omit<CachedObject, 'body'>, size: number): EntryWriter | undefined {
+  writer(key: string, head: Omit<CachedObject, 'body'>, size: number, wanted?: () => boolean): EntryWriter | undefined {
     if (size <= SMALL_BODY) return undefined
-    return this.#disk?.writer(key, head, size, () => !this.#purges.purgedAfter(key, head.storedAt))
+    return this.#disk?.writer(key, head, size, () => wanted?.() !== false && !this.#purges.purgedAfter(key, head.storedAt))
   }
 
   collects(size: number): boolean {

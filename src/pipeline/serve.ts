@@ -423,7 +423,12 @@ async function fetchAndFill(
       // stalled fetch join this one when their wait is over.
       const stored = await lookupEntry(cache, cacheKey)
       if (stored !== undefined && stored.freshUntil > Date.now()) return coalesced(stored)
-      if (cache.flights.get(cacheKey) === inFlight) cache.flights.delete(cacheKey)
+      if (cache.flights.get(cacheKey) === inFlight) {
+        cache.flights.delete(cacheKey)
+        // The stalled fetch stores nothing: its copy may be of an older version than this one's.
+        const stalled = fillStates.get(inFlight)
+        if (stalled !== undefined) stalled.superseded = true
+      }
       return fetchAndFill(x, bucket, cache, cacheKey, key, request, true)
     }
     if (shared !== undefined) {
@@ -438,8 +443,8 @@ async function fetchAndFill(
   const { promise: flight, resolve: settle, reject: fail } = Promise.withResolvers<CachedObject | undefined>()
   flight.catch(() => {})
   cache.flights.set(cacheKey, flight)
-  const progress = { at: performance.now() }
-  fillProgress.set(flight, progress)
+  const state: FillState = { movedAt: performance.now(), superseded: false }
+  fillStates.set(flight, state)
   let claim: FillClaim | undefined
   let kept: 'entry' | 'sliced' | undefined
   // A purge may have dropped this flight, and a newer one taken its place: only this one leaves.
@@ -458,8 +463,9 @@ async function fetchAndFill(
       kept = 'sliced'
     },
     moved: () => {
-      progress.at = performance.now()
+      state.movedAt = performance.now()
     },
+    superseded: () => state.superseded,
     fail: (error) => fail(error),
     leave,
   }
@@ -506,8 +512,14 @@ const FOLLOWER_WAIT_MS = 4_000
 const OTHER_WORKER_WAIT_MS = 2_000
 /** What joinFlight answers when the fetch it waited for stood still for the follower wait, or took the deadline. */
 const LATE = Symbol('late')
-/** When each whole-object fetch in flight (fetchAndFill) last moved: given bytes to keep. */
-const fillProgress = new WeakMap<Promise<CachedObject | undefined>, { at: number }>()
+interface FillState {
+  /** When the fetch last moved: given bytes to keep. */
+  movedAt: number
+  /** Another request took it over (it stood still): it stores nothing. */
+  superseded: boolean
+}
+/** The whole-object fetches in flight (fetchAndFill), by their flight. */
+const fillStates = new WeakMap<Promise<CachedObject | undefined>, FillState>()
 
 const followerWaitOf = (cache: BucketCache) => Math.min(FOLLOWER_WAIT_MS, cache.followerWaitMs)
 
@@ -551,6 +563,8 @@ interface Flight {
   sliced(): void
   /** The body's next bytes were taken to be kept (the waiting requests wait while it moves). */
   moved(): void
+  /** Another request took this fetch over: it stores nothing. */
+  superseded(): boolean
   fail(error: unknown): void
   /** The fetch is over (after the tiers took what they keep). */
   leave(): void
@@ -572,7 +586,9 @@ async function fill(
   flight: Flight | undefined
 ): Promise<Answer> {
   const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
-  const finish = (entry: CachedObject | undefined) => {
+  const finish = (kept: CachedObject | undefined) => {
+    // Taken over, the other fetch stores: its copy may be of a newer version than this one's.
+    const entry = flight?.superseded() === true ? undefined : kept
     flight?.settle(entry)
     if (entry === undefined) {
       flight?.leave()
@@ -611,7 +627,7 @@ async function fill(
   const head = { meta: body.meta, storedAt: now, freshUntil: now + policy.freshMs }
   // A large body goes to the disk tier as it arrives; a small one (or without a disk tier) is
   // collected and stored at its end.
-  const writer = cache.store.writer(cacheKey, head, body.meta.size)
+  const writer = cache.store.writer(cacheKey, head, body.meta.size, () => flight?.superseded() !== true)
   if (writer === undefined && !cache.store.collects(body.meta.size)) {
     // The disk tier, this body's home, does not take it now: not held whole in memory instead.
     finish(undefined)
@@ -927,7 +943,7 @@ async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | u
     const check = () => {
       const now = performance.now()
       // A fetch with no progress recorded (a representation's whole read) counts as standing still.
-      const still = now - Math.max(fillProgress.get(inFlight)?.at ?? since, since)
+      const still = now - Math.max(fillStates.get(inFlight)?.movedAt ?? since, since)
       const left = cache.followerWaitMs - (now - since)
       if (still >= wait || left <= 0) return resolve(LATE)
       timer = setTimeout(check, Math.min(wait - still, left))

@@ -218,6 +218,28 @@ describe('a slow leader', () => {
     leader.destroy()
   })
 
+  it('keeps the copy of the fetch that took over, not the older one the stalled fetch ends with', async () => {
+    const size = 24 * 1024 * 1024
+    await s3.put('cached', 'two-copies.bin', Buffer.alloc(size, 1))
+    const proxy = await bigObjects()
+    const leader = await answerOf(proxy, '/patient/two-copies.bin')
+    leader.pause()
+    // The leader's copy is from before this instant; the copy of the fetch that takes over is
+    // from at least 4 s after it (the follower wait). If the object changed in between, only the
+    // latter could be the new version.
+    const joined = Date.now()
+    const follower = await send(proxy.url, '/patient/two-copies.bin')
+    assert.equal(follower.headers['x-cache'], 'MISS', 'fetched again after the fetch it waited for stood still')
+    // The stalled fetch now reads on to its end (its fill completes last).
+    leader.resume()
+    await new Promise((resolve, reject) => leader.on('end', resolve).on('error', reject))
+    const again = await send(proxy.url, '/patient/two-copies.bin')
+    assert.equal(again.headers['x-cache'], 'HIT')
+    const age = Number(again.headers.age)
+    const sinceJoined = (Date.now() - joined) / 1000
+    assert.ok(age <= sinceJoined - 3, `the copy kept is the later one: Age ${age} s, ${sinceJoined.toFixed(1)} s since the stalled copy was fetched`)
+  })
+
   it('is waited for while it reads, however slowly: one GET for a herd behind a client at 2 MB/s', async () => {
     const size = 16 * 1024 * 1024
     const rate = 2 * 1024 * 1024
