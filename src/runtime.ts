@@ -44,7 +44,7 @@ export interface SharedCache {
   readonly store: TieredCache
   readonly redis: RedisCache | undefined
   readonly flights: Map<string, Promise<CachedObject | undefined>>
-  /** With `server.workers` > 1 and a disk tier: fetches coordinated with the other workers (slices). */
+  /** With `server.workers` > 1 and a disk tier: fetches (whole objects and slices) coordinated with the other workers. */
   readonly fills: SharedFills | undefined
   /** Per-bucket counters for /admin/cache/stats. */
   readonly counters: Map<string, CacheCounters>

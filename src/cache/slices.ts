@@ -198,9 +198,9 @@ export class SliceCache implements SlicedObjects {
     const fetched = (async () => {
       // The workers sharing the disk tier fetch a slice once too: one fetches, the others read it.
       claim = await fills?.claim(sliceKey)
-      if (claim !== undefined) {
-        // Told it was stored; or free to fetch, which it also is when another worker stored it
-        // between this worker's lookup and its claim.
+      // Told it was stored; or free to fetch, which it also is when another worker stored it
+      // between this worker's lookup and its claim (has() looks for a file under its name).
+      if (claim !== undefined && (claim.answer === 'stored' || bulk.has(sliceKey))) {
         const stored = await bulk.lookup(sliceKey)
         fromTier = stored !== undefined
         if (stored !== undefined) {
