@@ -395,7 +395,26 @@ export interface EntryWriter {
   commit(): Promise<CachedObject | undefined>
   /** Gives up on the entry (the body failed or nobody reads it any more): nothing is left behind. */
   abort(): void
+  /**
+   * The body as it is written, for answers that start before it is complete (cache/growing-body.ts):
+   * a stream reads what is on the disk so far, at its own pace, and waits for the rest. When the
+   * writing stops short of the bytes a stream wants (the body failed, the disk failed), the stream
+   * goes on from `rest`.
+   */
+  growing(rest: BodyRest): GrowingBody
 }
+
+/** A body being written (EntryWriter.growing), readable while it grows. */
+export interface GrowingBody extends StoredBody {
+  /** The writing is over (committed or given up): the file is closed once no stream reads it. */
+  release(): void
+}
+
+/**
+ * Where a growing body's stream gets the bytes the writing stopped short of: `range` of the same
+ * object version (a ranged GET under If-Match), read until `signal` aborts (its client left).
+ */
+export type BodyRest = (range: ByteRange, signal: AbortSignal) => Promise<ReadableStream<Uint8Array>>
 
 /**
  * Objects over a bucket's max_item_size, cached as aligned slices (cache/slices.ts): a small

@@ -8,6 +8,7 @@ import { crc32 } from '@node-rs/crc32'
 import type { CachedObject, EntryWriter } from '../ports.ts'
 import { BLOCK_SIZE } from './disk-format.ts'
 import type { WritePause } from './disk-write-pause.ts'
+import { GrowingFileBody, type GrowingFile } from './growing-body.ts'
 
 /**
  * Bytes a writer holds before `write` makes its caller wait: pieces queued meanwhile go to the
@@ -58,9 +59,10 @@ export function commitFailureMs(size: number): number {
   return COMMIT_STALL_MS + Math.ceil(size / SLOW_DISK_BYTES_PER_MS)
 }
 
-export class EntryFileWriter {
+export class EntryFileWriter implements GrowingFile {
   readonly #temp: string
-  readonly #bodyOffset: number
+  /** Where the body starts in the file. */
+  readonly bodyOffset: number
   /** Body bytes. */
   readonly size: number
   readonly #table: Buffer
@@ -81,6 +83,10 @@ export class EntryFileWriter {
   #crc = 0
   #closed = false
   readonly #pause: WritePause | undefined
+  /** Body bytes on the file (their writes done), from the body's start. */
+  #onFile = 0
+  /** Settled (and replaced) when more is on the file, and when the writer fails. */
+  #progress = Promise.withResolvers<void>()
 
   /**
    * Creates `temp` for a body of `size` bytes starting at `bodyOffset`. `pause` hears of a write
@@ -88,7 +94,7 @@ export class EntryFileWriter {
    */
   constructor(temp: string, bodyOffset: number, size: number, pause?: WritePause) {
     this.#temp = temp
-    this.#bodyOffset = bodyOffset
+    this.bodyOffset = bodyOffset
     this.size = size
     this.#pause = pause
     this.#table = Buffer.alloc(4 * Math.ceil(size / BLOCK_SIZE))
@@ -130,6 +136,33 @@ export class EntryFileWriter {
       this.#queue.push(fresh.subarray(0, chunk.length))
     }
     return this.#queuedMore(chunk)
+  }
+
+  /** Body bytes on the file so far, from the body's start (what a reader of the growing file may read). */
+  get onFile(): number {
+    return this.#onFile
+  }
+
+  /** Whether the writer failed or gave up: what is not on the file now never will be. */
+  get stopped(): boolean {
+    return this.#failure !== undefined
+  }
+
+  /** Settles when more is on the file, or the writer stops. */
+  progress(): Promise<void> {
+    return this.#progress.promise
+  }
+
+  /** A descriptor of its own for reading the file as it grows (readable after the file is renamed or removed). */
+  async openForReading(): Promise<FileHandle> {
+    await this.#file
+    return open(this.#temp, 'r')
+  }
+
+  #moved(): void {
+    const moved = this.#progress
+    this.#progress = Promise.withResolvers<void>()
+    moved.resolve()
   }
 
   /** Whether `chunk` is refused: the writer failed, or fails now because the body grew past its size. */
@@ -175,7 +208,7 @@ export class EntryFileWriter {
       if (this.#failure !== undefined) throw this.#failure
       if (this.#written !== this.size) throw new Error('the body ended early')
       const head = headOf(this.#table)
-      if (head.length !== this.#bodyOffset) throw new Error('the header changed length')
+      if (head.length !== this.bodyOffset) throw new Error('the header changed length')
       const handle = await this.#file
       await writeAll(handle, [head], 0)
       await handle.sync()
@@ -192,6 +225,7 @@ export class EntryFileWriter {
   #fail(error: Error): void {
     if (this.#failure === undefined) this.#pause?.failedWith(error)
     this.#failure ??= error
+    this.#moved()
     this.#queue = []
     this.#queued = 0
     // Not being written: reusable at once.
@@ -220,10 +254,11 @@ export class EntryFileWriter {
     if (this.#writing !== undefined || this.#queue.length === 0 || this.#failure !== undefined) return
     const pieces = this.#queue
     const written = this.#queuedCopies
-    const at = this.#bodyOffset + this.#flushed
+    const at = this.bodyOffset + this.#flushed
     this.#queue = []
     this.#queuedCopies = []
     this.#flushed += this.#queued
+    const upTo = this.#flushed
     this.#inFlight = this.#queued
     this.#queued = 0
     this.#writing = this.#file
@@ -233,6 +268,8 @@ export class EntryFileWriter {
           giveBack(written)
           this.#writing = undefined
           this.#inFlight = 0
+          this.#onFile = upTo
+          this.#moved()
           this.#flush()
         },
         (err: Error) => {
@@ -345,6 +382,7 @@ export function entryWriterOf(
       }
     },
     abort: () => void out.abort(),
+    growing: (rest) => new GrowingFileBody(out, out.bodyOffset, out.size, rest),
   }
   return writer
 }

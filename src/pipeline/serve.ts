@@ -28,7 +28,7 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { BodyTap, CachedObject, EntryWriter, FillClaim, ObjectBody, ReadOptions, SharedFills, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
+import type { BodyTap, CachedObject, FillClaim, ObjectBody, ReadOptions, SharedFills, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
 import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, ObjectVersion, RangeSpec, RepresentationOutcome, WholeObject } from '../types.ts'
 import type { Exchange } from './exchange.ts'
 
@@ -199,6 +199,48 @@ class OriginReadOptions implements ReadOptions {
       x.outgoing.destroy()
       return true
     }
+  }
+}
+
+/**
+ * The origin read of a fill: it follows its client (aborted when the client leaves, its failure
+ * cuts the client's answer) until the fill reads on at its own pace for every reader (`detach`):
+ * then it goes on when the client leaves, and a failure errors the body instead.
+ */
+class FillReadOptions implements ReadOptions {
+  readonly #client: ReadOptions
+  readonly #abort = new AbortController()
+  #detached = false
+
+  constructor(client: ReadOptions) {
+    this.#client = client
+    const clientSignal = client.signal
+    if (clientSignal?.aborted === true) this.#abort.abort(clientSignal.reason)
+    else
+      clientSignal?.addEventListener(
+        'abort',
+        () => {
+          if (!this.#detached) this.#abort.abort(clientSignal.reason)
+        },
+        { once: true }
+      )
+  }
+  get span(): TraceSpan | undefined {
+    return this.#client.span
+  }
+  servedBy(replica: string): void {
+    this.#client.servedBy?.(replica)
+  }
+  get signal(): AbortSignal {
+    return this.#abort.signal
+  }
+  get abortResponse(): (error: ProxyError) => boolean {
+    const clientAbort = this.#client.abortResponse
+    return (error) => !this.#detached && clientAbort?.(error) === true
+  }
+  /** The fill no longer streams to this client: the read goes on without it. */
+  detach(): void {
+    this.#detached = true
   }
 }
 
@@ -373,11 +415,9 @@ async function revalidate(
   request: ObjectRequest
 ): Promise<Answer> {
   let result: ObjectBody | 'not-modified'
+  const read = new FillReadOptions(request.options)
   try {
-    result =
-      stale.meta.etag === undefined
-        ? await bucket.source.get(key, undefined, request.options)
-        : await bucket.source.revalidate(key, stale.meta.etag, request.options)
+    result = stale.meta.etag === undefined ? await bucket.source.get(key, undefined, read) : await bucket.source.revalidate(key, stale.meta.etag, read)
   } catch (err) {
     const withinWindow = Date.now() < stale.freshUntil + cache.staleIfErrorSeconds * 1000
     if (err instanceof ProxyError && err.source === 'upstream' && withinWindow) {
@@ -396,7 +436,7 @@ async function revalidate(
       originInstead(x, bucket, cache, cacheKey, request)
     )
   }
-  return fill(x, bucket, cache, cacheKey, result, request, undefined)
+  return fill(x, bucket, cache, cacheKey, result, request, read, undefined)
 }
 
 async function fetchAndFill(
@@ -415,7 +455,10 @@ async function fetchAndFill(
     )
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
-    const shared = await joinFlight(cache, inFlight)
+    // Being written to the disk tier: read as it grows, at this client's pace.
+    const growing = fillStates.get(inFlight)?.growing
+    if (growing !== undefined) return coalesced(growing)
+    const shared = await joinFlight(cache, inFlight, true)
     if (shared === LATE) {
       // That fetch goes at its own client's pace (it is stored as that client reads), and that
       // client stopped reading: this request fetches the object itself, unless a copy came in
@@ -443,7 +486,7 @@ async function fetchAndFill(
   const { promise: flight, resolve: settle, reject: fail } = Promise.withResolvers<CachedObject | undefined>()
   flight.catch(() => {})
   cache.flights.set(cacheKey, flight)
-  const state: FillState = { movedAt: performance.now(), superseded: false }
+  const state: FillState = { movedAt: performance.now(), superseded: false, growing: undefined, streaming: Promise.withResolvers() }
   fillStates.set(flight, state)
   let claim: FillClaim | undefined
   let kept: 'entry' | 'sliced' | undefined
@@ -457,6 +500,7 @@ async function fetchAndFill(
   const done: Flight = {
     settle: (entry) => {
       if (entry !== undefined) kept = 'entry'
+      state.growing = undefined
       settle(entry)
     },
     sliced: () => {
@@ -466,6 +510,10 @@ async function fetchAndFill(
       state.movedAt = performance.now()
     },
     superseded: () => state.superseded,
+    streaming: (entry) => {
+      state.growing = entry
+      state.streaming.resolve(entry)
+    },
     fail: (error) => fail(error),
     leave,
   }
@@ -485,14 +533,15 @@ async function fetchAndFill(
     claim = claimed.claim
   }
   let body: ObjectBody
+  const read = new FillReadOptions(request.options)
   try {
-    body = await bucket.source.get(key, undefined, request.options)
+    body = await bucket.source.get(key, undefined, read)
   } catch (err) {
     leave()
     done.fail(err)
     throw err
   }
-  return fill(x, bucket, cache, cacheKey, body, request, done)
+  return fill(x, bucket, cache, cacheKey, body, request, read, done)
 }
 
 /**
@@ -517,6 +566,10 @@ interface FillState {
   movedAt: number
   /** Another request took it over (it stood still): it stores nothing. */
   superseded: boolean
+  /** The entry being written to the disk tier, readable as it grows (fromGrowing), until the fill is over. */
+  growing: CachedObject | undefined
+  /** Settles with `growing` when the fill starts writing it. */
+  streaming: PromiseWithResolvers<CachedObject>
 }
 /** The whole-object fetches in flight (fetchAndFill), by their flight. */
 const fillStates = new WeakMap<Promise<CachedObject | undefined>, FillState>()
@@ -565,6 +618,8 @@ interface Flight {
   moved(): void
   /** Another request took this fetch over: it stores nothing. */
   superseded(): boolean
+  /** The body is being written to the disk tier: the waiting requests read it as it grows. */
+  streaming(entry: CachedObject): void
   fail(error: unknown): void
   /** The fetch is over (after the tiers took what they keep). */
   leave(): void
@@ -583,6 +638,7 @@ async function fill(
   cacheKey: string,
   body: ObjectBody,
   request: ObjectRequest,
+  read: FillReadOptions,
   flight: Flight | undefined
 ): Promise<Answer> {
   const policy = storagePolicy(body.meta.cacheControl, cache.ttlSeconds)
@@ -633,35 +689,48 @@ async function fill(
     finish(undefined)
     return answerFresh(x, bucket, body, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
   }
+  if (writer !== undefined) {
+    // Read from the origin at the pace the disk takes it, whoever reads, and answered (this request
+    // and those that join) from the file as it grows.
+    read.detach()
+    const written = writer.growing((range, signal) => restOf(bucket, x.matched.key, body.meta, range, signal))
+    const growing: CachedObject = { ...head, body: written }
+    flight?.streaming(growing)
+    if (flight !== undefined) body.tap({ chunk: () => void flight.moved(), end: () => {}, fail: () => {} })
+    writer.writeAll(body.stream).then(
+      (entry) => {
+        written.release()
+        finish(entry)
+      },
+      (err: unknown) => {
+        written.release()
+        abandon(err)
+      }
+    )
+    return fromEntry(x, bucket, growing, request, miss, () => fromOrigin(x, bucket, x.matched.key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' }))
+  }
   const decided = decide(body.meta, request)
   if (decided.kind !== 'body' || decided.range !== undefined || request.head) {
     // This client wants no body, or only part of it: read the whole object for the cache first.
     let entry: CachedObject | undefined
     try {
-      entry = writer === undefined ? { ...head, body: await collect(body.stream) } : await writer.writeAll(body.stream)
+      entry = { ...head, body: await collect(body.stream) }
     } catch (err) {
       abandon(err)
       throw err
     }
     finish(entry)
-    // The disk tier could not keep it (or lost it before it is read): answered by the origin.
-    const fromOriginInstead = () => fromOrigin(x, bucket, x.matched.key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
-    if (entry === undefined) return fromOriginInstead()
-    return fromEntry(x, bucket, entry, request, miss, fromOriginInstead)
+    return fromEntry(x, bucket, entry, request, miss, () => fromOrigin(x, bucket, x.matched.key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' }))
   }
 
-  if (writer === undefined) {
-    // A small object that came whole with its head: stored and answered as bytes (no streams).
-    const bytes = body.whole()
-    if (bytes !== undefined) {
-      finish({ ...head, body: bytes })
-      return { status: 200, headers: bodyHeaders(bucket, body.meta, undefined, miss), body: bytes }
-    }
+  // A small object that came whole with its head: stored and answered as bytes (no streams).
+  const bytes = body.whole()
+  if (bytes !== undefined) {
+    finish({ ...head, body: bytes })
+    return { status: 200, headers: bodyHeaders(bucket, body.meta, undefined, miss), body: bytes }
   }
-  // Kept as it goes to the client, piped or streamed (no second stream): copied into memory of its
-  // own, or into the disk tier's file.
-  const done = (bytes: Buffer | undefined) => finish(bytes === undefined ? undefined : { ...head, body: bytes })
-  const keep = writer === undefined ? collector(body.meta.size, done, abandon) : diskTap(writer, finish, abandon)
+  // Kept as it goes to the client, piped or streamed (no second stream): copied into memory of its own.
+  const keep = collector(body.meta.size, (kept) => finish(kept === undefined ? undefined : { ...head, body: kept }), abandon)
   body.tap(
     flight === undefined
       ? keep
@@ -778,43 +847,18 @@ function collector(size: number, done: (bytes: Buffer | undefined) => void, fail
 }
 
 /**
- * A tap that writes a body into the disk tier as it passes (`writer`), and commits it at the end.
- * The writer keeps what it is given until written, so each lent chunk is copied; while it holds
- * much, the body waits for it. A failed write stores nothing and leaves the client's answer alone.
+ * `range` of the object version `meta` describes, from the origin: the rest of a growing body its
+ * writing stopped short of. Never another version's bytes: without an ETag to ask for, it fails.
  */
-function diskTap(writer: EntryWriter, finish: (entry: CachedObject | undefined) => void, failed: (error: Error) => void): BodyTap {
-  /** The flight is settled: at the commit, or at once when the disk failed (nothing more is written). */
-  let settled = false
-  const settle = (entry: CachedObject | undefined) => {
-    if (settled) return
-    settled = true
-    finish(entry)
+async function restOf(bucket: BucketRoute, key: string, meta: ObjectMeta, range: ByteRange, signal: AbortSignal): Promise<ReadableStream<Uint8Array>> {
+  if (meta.etag === undefined) throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'no_etag' })
+  const body = await bucket.source.get(key, { kind: 'bounded', start: range.start, end: range.end }, { signal, ifMatch: meta.etag })
+  // An origin that ignores If-Match still says which version it sent.
+  if (body.meta.etag !== meta.etag || body.meta.size !== meta.size) {
+    await body.stream.cancel().catch(() => {})
+    throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'etag_changed' })
   }
-  // Settled at once: requests waiting on this fill fetch for themselves instead of waiting for a
-  // body that will not be kept.
-  const giveUp = () => {
-    writer.abort()
-    settle(undefined)
-  }
-  return {
-    chunk(chunk) {
-      if (settled) return undefined
-      const taken = writer.writeCopy(chunk)
-      if (taken === true) return undefined
-      if (taken === false) return void giveUp()
-      return taken.then((more) => {
-        if (!more && !settled) giveUp()
-      })
-    },
-    // commit never rejects: the flight always settles.
-    end: () => (settled ? undefined : void writer.commit().then(settle)),
-    fail(error) {
-      writer.abort()
-      if (settled) return
-      settled = true
-      failed(error)
-    },
-  }
+  return body.stream
 }
 
 async function collect(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
@@ -935,7 +979,7 @@ async function lookupEntry(cache: BucketCache, cacheKey: string): Promise<Cached
  * failed or was not storable; LATE when it stood still for the follower wait (its client stopped
  * reading) or took the bucket's deadline, and the follower fetches the object itself.
  */
-async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | undefined>): Promise<CachedObject | undefined | typeof LATE> {
+async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | undefined>, growing = false): Promise<CachedObject | undefined | typeof LATE> {
   const wait = followerWaitOf(cache)
   const since = performance.now()
   let timer: NodeJS.Timeout | undefined
@@ -950,7 +994,8 @@ async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | u
     }
     timer = setTimeout(check, wait)
   })
-  const joined = await Promise.race([inFlight.catch(() => undefined), deadline])
+  const streaming = growing ? fillStates.get(inFlight)?.streaming.promise : undefined
+  const joined = await Promise.race([inFlight.catch(() => undefined), deadline, ...(streaming === undefined ? [] : [streaming])])
   clearTimeout(timer)
   return joined
 }

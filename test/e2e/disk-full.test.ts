@@ -1,8 +1,8 @@
 // The disk tier on a disk that fills up, for real: the cache directory is a 1 MiB tmpfs (mounted
 // by the test, which runs as root in CI), and a 3 MiB object is fetched through the proxy
-// (s3rver behind SigV4 checks, the disk tier alone). The client gets every byte, the write fails
-// with ENOSPC and leaves no temp file, and the tier pauses its writes: logged, in /metrics and in
-// /admin/cache/stats.
+// (s3rver behind SigV4 checks, the disk tier alone). The client gets every byte (what the disk did
+// not take comes from a ranged GET), the write fails with ENOSPC and leaves no temp file, and the
+// tier pauses its writes: logged, in /metrics and in /admin/cache/stats.
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
@@ -89,6 +89,13 @@ describe('the disk tier on a full disk', () => {
     assert.equal(again.headers.get('x-cache'), 'MISS')
     assert.equal(again.headers.get('cache-status'), 'yatagarasu; fwd=miss', 'not stored')
     assert.equal(sha(new Uint8Array(await again.arrayBuffer())), sha(BIG))
-    assert.equal(s3.getsOf('full', 'big.bin').length, 2)
+    // The first answer: the fill's GET until the disk failed (it is cancelled then), and the rest
+    // of the same version with a ranged GET; the second answer's own GET.
+    const [fill, rest, second] = s3.getsOf('full', 'big.bin')
+    assert.equal(s3.getsOf('full', 'big.bin').length, 3)
+    assert.equal(fill?.headers.range, undefined)
+    assert.match(String(rest?.headers.range), new RegExp(`^bytes=\\d+-${BIG.length - 1}$`))
+    assert.equal(rest?.headers['if-match'], res.headers.get('etag'))
+    assert.equal(second?.headers.range, undefined)
   })
 })

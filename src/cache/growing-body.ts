@@ -1,0 +1,127 @@
+// A disk fill's body while it is being written (EntryWriter.growing, ports.ts). The fill reads the
+// origin at the pace the disk takes it, whoever reads; every answer for the object (the request
+// that started the fill and those that joined it) streams from the file as it grows, at its own
+// client's pace, and waits at its end for more. So a slow client holds up nobody, the others get
+// the bytes as soon as the disk has them, and a stream holds one read buffer.
+//
+// The bytes are read back from the page cache the writer just filled, unchecked: the block table
+// is complete only at the end, and bytes streamed from the origin are not checked either. A stream
+// whose bytes the writing stopped short of (the origin body failed, the disk failed, the writer
+// gave up) goes on from `rest`, a ranged GET of the same version (If-Match); when that fails too,
+// the stream errors and its client sees a truncated answer, never a clean end.
+import type { FileHandle } from 'node:fs/promises'
+import type { BodyRest, GrowingBody, StoredBodyStreamOptions } from '../ports.ts'
+import type { ByteRange } from '../types.ts'
+
+/** What a growing body reads: the file its writer is writing (disk-writer.ts EntryFileWriter). */
+export interface GrowingFile {
+  /** Body bytes on the file so far, from the body's start. */
+  readonly onFile: number
+  /** The writing stopped: what is not on the file now never will be. */
+  readonly stopped: boolean
+  /** Settles when more is on the file, or the writing stops. */
+  progress(): Promise<void>
+  /** A descriptor of its own, still readable after the file is renamed or removed. */
+  openForReading(): Promise<FileHandle>
+}
+
+/** The most a stream reads at a time (what it holds). */
+const READ_BYTES = 512 * 1024
+
+export class GrowingFileBody implements GrowingBody {
+  readonly length: number
+  readonly #file: GrowingFile
+  readonly #bodyOffset: number
+  readonly #rest: BodyRest
+  /** The descriptor every stream reads with: opened at once, before the writer renames the file. */
+  readonly #handle: Promise<FileHandle | undefined>
+  /** The writer and the streams reading: the descriptor is closed when none is left. */
+  #users = 1
+
+  constructor(file: GrowingFile, bodyOffset: number, length: number, rest: BodyRest) {
+    this.#file = file
+    this.#bodyOffset = bodyOffset
+    this.length = length
+    this.#rest = rest
+    this.#handle = file.openForReading().catch(() => undefined)
+  }
+
+  release(): void {
+    this.#unuse()
+  }
+
+  #unuse(): void {
+    if (--this.#users > 0) return
+    void this.#handle.then((handle) => handle?.close()).catch(() => {})
+  }
+
+  stream(range?: ByteRange, options: StoredBodyStreamOptions = {}): ReadableStream<Uint8Array> {
+    const end = (range?.end ?? this.length - 1) + 1
+    let next = range?.start ?? 0
+    // A stream that starts once the writing is over and no stream reads any more (the descriptor is
+    // closed) gets every byte from `rest`.
+    let using = this.#users > 0
+    if (using) this.#users++
+    const stopUsing = () => {
+      if (!using) return
+      using = false
+      this.#unuse()
+    }
+    const left = new AbortController()
+    let rest: ReadableStreamDefaultReader<Uint8Array> | undefined
+    let reused: Buffer | undefined
+    return new ReadableStream<Uint8Array>(
+      {
+        pull: async (controller) => {
+          try {
+            if (next >= end) {
+              stopUsing()
+              controller.close()
+              return
+            }
+            if (rest === undefined) {
+              const handle = using ? await this.#handle : undefined
+              while (handle !== undefined && this.#file.onFile <= next && !this.#file.stopped) await this.#file.progress()
+              if (left.signal.aborted) return
+              if (handle !== undefined && this.#file.onFile > next) {
+                const size = Math.min(this.#file.onFile, end, next + READ_BYTES) - next
+                // Its own memory, not a slice of Node's shared pool; one buffer for a reusing consumer.
+                reused ??= options.reuseChunks === true ? Buffer.allocUnsafeSlow(Math.min(READ_BYTES, end - next)) : undefined
+                const bytes = reused?.subarray(0, size) ?? Buffer.allocUnsafeSlow(size)
+                const { bytesRead } = await handle.read(bytes, 0, size, this.#bodyOffset + next)
+                if (left.signal.aborted) return
+                if (bytesRead === 0) throw new Error('the growing file is shorter than what was written')
+                next += bytesRead
+                controller.enqueue(bytes.subarray(0, bytesRead))
+                return
+              }
+              // The writing stopped short of these bytes (or the file cannot be read): from the origin.
+              stopUsing()
+              rest = (await this.#rest({ start: next, end: end - 1 }, left.signal)).getReader()
+            }
+            const chunk = await rest.read()
+            if (chunk.done) throw new Error('the rest of the body ended early')
+            next += chunk.value.length
+            controller.enqueue(chunk.value)
+          } catch (err) {
+            stopUsing()
+            throw err
+          }
+        },
+        cancel: async (reason) => {
+          left.abort()
+          stopUsing()
+          await rest?.cancel(reason).catch(() => {})
+        },
+      },
+      // No read-ahead: the next bytes are read when the consumer asks for them.
+      { highWaterMark: 0 }
+    )
+  }
+
+  async bytes(): Promise<Buffer> {
+    const chunks: Uint8Array[] = []
+    for await (const chunk of this.stream()) chunks.push(chunk)
+    return Buffer.concat(chunks)
+  }
+}
