@@ -3,14 +3,13 @@
 // device are): the first fill stalls and pauses writes, the next ones are refused at once instead
 // of stalling their clients too, and writes come back once the pause is over and the disk answers.
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { closeSync, constants, openSync } from 'node:fs'
-import { access, mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
+import { blockThreadPool } from '../../test/support/hung-disk.ts'
 import { objectMeta } from '../../test/support/meta.ts'
 import { DiskCache } from './disk.ts'
 import { WRITE_STALL_MS } from './disk-writer.ts'
@@ -104,24 +103,3 @@ describe('a disk tier on a hung disk', () => {
     await disk.close()
   })
 })
-
-/**
- * Blocks every thread of the thread pool (UV_THREADPOOL_SIZE, 4 unless set): each opens a FIFO for
- * reading, which waits for a writer. Returns the way to let them go.
- */
-async function blockThreadPool(dir: string): Promise<() => void> {
-  const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4)
-  const fifos = Array.from({ length: threads }, (_, i) => join(dir, `hung-${i}.fifo`))
-  for (const fifo of fifos) execFileSync('mkfifo', [fifo])
-  const opening: Array<Promise<FileHandle>> = fifos.map((fifo) => open(fifo, 'r'))
-  // Every thread is taken once a file operation queued after them cannot run: proven by one that
-  // does not finish while they block (checked with a short look, then the test goes on).
-  const probe = access(dir).then(() => 'ran')
-  assert.equal(await Promise.race([probe, delay(200, 'blocked')]), 'blocked', 'the thread pool is blocked')
-  return () => {
-    // A writer's open releases each blocked reader; then all are closed.
-    const writers = fifos.map((fifo) => openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK))
-    for (const fd of writers) closeSync(fd)
-    for (const handle of opening) void handle.then((h) => h.close())
-  }
-}

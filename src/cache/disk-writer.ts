@@ -144,7 +144,7 @@ export class EntryFileWriter implements GrowingFile {
   }
 
   /** Whether the writer failed or gave up: what is not on the file now never will be. */
-  get stopped(): boolean {
+  get failed(): boolean {
     return this.#failure !== undefined
   }
 
@@ -185,9 +185,7 @@ export class EntryFileWriter implements GrowingFile {
   #drained(writing: Promise<void>): Promise<boolean> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        const reason = `the disk took no write in ${WRITE_STALL_MS} ms`
-        if (this.#failure === undefined) this.#pause?.failed(reason)
-        this.#fail(new Error(reason))
+        this.#stalled()
         resolve(false)
       }, WRITE_STALL_MS)
       void writing.then(() => {
@@ -261,10 +259,14 @@ export class EntryFileWriter implements GrowingFile {
     const upTo = this.#flushed
     this.#inFlight = this.#queued
     this.#queued = 0
+    // Readers of the growing file wait on every write: one the disk does not finish in time fails
+    // the writer (as a body waiting on it does, #drained), so they go on without it.
+    const stalled = setTimeout(() => this.#stalled(), WRITE_STALL_MS)
     this.#writing = this.#file
       .then((handle) => writeAll(handle, pieces, at))
       .then(
         () => {
+          clearTimeout(stalled)
           giveBack(written)
           this.#writing = undefined
           this.#inFlight = 0
@@ -273,6 +275,7 @@ export class EntryFileWriter implements GrowingFile {
           this.#flush()
         },
         (err: Error) => {
+          clearTimeout(stalled)
           // The failed write is over (a hung one never settles: its copies are never reused).
           giveBack(written)
           this.#fail(err)
@@ -280,6 +283,13 @@ export class EntryFileWriter implements GrowingFile {
           this.#inFlight = 0
         }
       )
+  }
+
+  /** A write took longer than WRITE_STALL_MS: the disk is failing or hung. */
+  #stalled(): void {
+    const reason = `the disk took no write in ${WRITE_STALL_MS} ms`
+    if (this.#failure === undefined) this.#pause?.failed(reason)
+    this.#fail(new Error(reason))
   }
 
   /** Folds `chunk` into the running block checksums, closing each block's entry in the table. */
@@ -372,6 +382,8 @@ export function entryWriterOf(
       const deadline = new Promise<undefined>((resolve) => {
         timer = setTimeout(() => {
           late = true
+          // Readers of the growing file still waiting for its last bytes go on without them.
+          void out.abort()
           resolve(undefined)
         }, commitStallMs)
       })

@@ -17,9 +17,9 @@ import type { ByteRange } from '../types.ts'
 export interface GrowingFile {
   /** Body bytes on the file so far, from the body's start. */
   readonly onFile: number
-  /** The writing stopped: what is not on the file now never will be. */
-  readonly stopped: boolean
-  /** Settles when more is on the file, or the writing stops. */
+  /** The writer failed or gave up: what is not on the file now never will be. */
+  readonly failed: boolean
+  /** Settles when more is on the file, or the writer fails. */
   progress(): Promise<void>
   /** A descriptor of its own, still readable after the file is renamed or removed. */
   openForReading(): Promise<FileHandle>
@@ -35,6 +35,8 @@ export class GrowingFileBody implements GrowingBody {
   readonly #rest: BodyRest
   /** The descriptor every stream reads with: opened at once, before the writer renames the file. */
   readonly #handle: Promise<FileHandle | undefined>
+  /** Set when #handle settled: the descriptor, or null when it could not be opened. */
+  #opened: FileHandle | null | undefined
   /** The writer and the streams reading: the descriptor is closed when none is left. */
   #users = 1
 
@@ -43,7 +45,19 @@ export class GrowingFileBody implements GrowingBody {
     this.#bodyOffset = bodyOffset
     this.length = length
     this.#rest = rest
-    this.#handle = file.openForReading().catch(() => undefined)
+    this.#handle = file.openForReading().then(
+      (handle) => (this.#opened = handle),
+      () => {
+        this.#opened = null
+        return undefined
+      }
+    )
+  }
+
+  /** The read descriptor; undefined when it could not be opened, or the writer failed before it was (an open on a hung disk may never return). */
+  async #descriptor(): Promise<FileHandle | undefined> {
+    while (this.#opened === undefined && !this.#file.failed) await Promise.race([this.#handle, this.#file.progress()])
+    return this.#opened ?? undefined
   }
 
   release(): void {
@@ -80,8 +94,8 @@ export class GrowingFileBody implements GrowingBody {
               return
             }
             if (rest === undefined) {
-              const handle = using ? await this.#handle : undefined
-              while (handle !== undefined && this.#file.onFile <= next && !this.#file.stopped) await this.#file.progress()
+              const handle = using ? await this.#descriptor() : undefined
+              while (handle !== undefined && this.#file.onFile <= next && !this.#file.failed) await this.#file.progress()
               if (left.signal.aborted) return
               if (handle !== undefined && this.#file.onFile > next) {
                 const size = Math.min(this.#file.onFile, end, next + READ_BYTES) - next

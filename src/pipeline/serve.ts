@@ -560,7 +560,9 @@ const FOLLOWER_WAIT_MS = 4_000
  */
 const OTHER_WORKER_WAIT_MS = 2_000
 /** What joinFlight answers when the fetch it waited for stood still for the follower wait, or took the deadline. */
-const LATE = Symbol('late')
+const LATE: unique symbol = Symbol('late')
+/** What joinFlight's race takes when the fill started writing a growing entry. */
+const GROWING: unique symbol = Symbol('growing')
 interface FillState {
   /** When the fetch last moved: given bytes to keep. */
   movedAt: number
@@ -691,8 +693,9 @@ async function fill(
   }
   if (writer !== undefined) {
     // Read from the origin at the pace the disk takes it, whoever reads, and answered (this request
-    // and those that join) from the file as it grows.
-    read.detach()
+    // and those that join) from the file as it grows. A fill others can join goes on when this
+    // client leaves; a revalidation's (joined by nobody) stops with it.
+    if (flight !== undefined) read.detach()
     const written = writer.growing((range, signal) => restOf(bucket, x.matched.key, body.meta, range, signal))
     const growing: CachedObject = { ...head, body: written }
     flight?.streaming(growing)
@@ -704,6 +707,8 @@ async function fill(
       },
       (err: unknown) => {
         written.release()
+        // Its readers go on from a ranged GET: the origin's failure is logged with this request.
+        if (err instanceof ProxyError) x.error ??= err
         abandon(err)
       }
     )
@@ -994,9 +999,12 @@ async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | u
     }
     timer = setTimeout(check, wait)
   })
-  const streaming = growing ? fillStates.get(inFlight)?.streaming.promise : undefined
+  const state = growing ? fillStates.get(inFlight) : undefined
+  const streaming = state?.streaming.promise.then((): typeof GROWING => GROWING)
   const joined = await Promise.race([inFlight.catch(() => undefined), deadline, ...(streaming === undefined ? [] : [streaming])])
   clearTimeout(timer)
+  // The growing entry is read only while its fill is on: once that settled, what it stored.
+  if (joined === GROWING) return state?.growing ?? inFlight.catch(() => undefined)
   return joined
 }
 

@@ -146,6 +146,25 @@ describe('a disk fill', () => {
     assert.ok(Number(from) > 0 && Number(from) <= (fill?.bytes ?? 0), `the rest starts where the file ends: ${rest?.headers.range}, ${fill?.bytes} bytes came`)
     assert.equal(Number(to), bytes.length - 1)
     assert.equal(rest?.headers['if-match'], res.headers.etag, 'of the same version')
+    // The origin's failure is still logged, with the request that started the fill.
+    const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/q/broken.bin' && l.error !== undefined)
+    assert.deepEqual([line.error, line.reason, line.status], ['ORIGIN_TIMEOUT', 'body_stalled', 200])
+  })
+
+  it('stops a revalidation’s fill (joined by nobody) when its client leaves', async () => {
+    // Stored already stale (no-cache): every request revalidates it with a conditional GET.
+    await s3.put('fills', 'revalidated.bin', randomBytes(8 * MiB), { CacheControl: 'no-cache' })
+    await send(proxy.url, '/f/revalidated.bin')
+    await eventually(async () => (await send(proxy.url, '/f/revalidated.bin')).headers['cache-status'] === 'yatagarasu; fwd=stale; fwd-status=304', 'stored')
+    await s3.put('fills', 'revalidated.bin', randomBytes(8 * MiB), { CacheControl: 'no-cache' })
+    // The changed object's GET sends 2 MiB and holds the rest: the client leaves meanwhile.
+    const held = s3.holdNextGet(2 * MiB)
+    const res = await answerOf('/f/revalidated.bin')
+    await held.held
+    res.destroy()
+    const get = getsOf('revalidated.bin').at(-1)
+    assert.equal(await get?.outcome, 'aborted', 'the changed object’s GET stops with its client')
+    held.release()
   })
 
   it('never mixes two versions: when the object changed before the rest was fetched, the answer is cut', async () => {
