@@ -25,6 +25,13 @@ export interface ObjectBody extends PipeableBody {
   tap(tap: BodyTap): void
   /** How many body bytes the client has pulled so far. */
   bytesSent(): number
+  /**
+   * Reads the whole body into `sink`, at the pace it takes it (no client reads it): each chunk is
+   * lent for the call only (copy what you keep); true goes on, a promise of that holds the backend
+   * back until it settles, false stops (the body is cancelled). Resolves true at the end, false when
+   * the sink stopped it; rejects when the body fails (a stall, the backend) or was read already.
+   */
+  drainInto(sink: (chunk: Uint8Array) => boolean | Promise<boolean>): Promise<boolean>
 }
 
 /** Something that keeps a copy of a body as it goes by (the cache filling on a miss). */

@@ -40,8 +40,10 @@ export class WatchedBody implements ObjectBody {
   #sent = 0
   /** Ended, failed, or cancelled by the reader: nothing more happens. */
   #over = false
-  /** Who takes the bytes: nobody yet, the web stream's reader, or the response it is piped into. */
-  #reader: 'none' | 'web' | ServerResponse = 'none'
+  /** Who takes the bytes: nobody yet, the web stream's reader, a sink (drainInto), or the response it is piped into. */
+  #reader: 'none' | 'web' | 'sink' | ServerResponse = 'none'
+  /** A sink's read (drainInto): settled at the end, when the sink stops, or when the body fails. */
+  #drained: PromiseWithResolvers<boolean> | undefined
   #stream: ReadableStream<Uint8Array> | undefined
   #controller: ReadableStreamDefaultController<Uint8Array> | undefined
   /** Settles the web read waiting on the backend; undefined while nobody waits. */
@@ -168,6 +170,58 @@ export class WatchedBody implements ObjectBody {
     return stop
   }
 
+  drainInto(sink: (chunk: Uint8Array) => boolean | Promise<boolean>): Promise<boolean> {
+    if (this.#reader !== 'none' || this.#over) return Promise.reject(new ProxyError('INTERNAL_ERROR', { reason: 'origin body already taken' }))
+    this.#reader = 'sink'
+    const drained = Promise.withResolvers<boolean>()
+    this.#drained = drained
+    let holds = 0
+    const release = (more: boolean) => {
+      if (!more) return this.#sinkStopped()
+      if (--holds > 0 || this.#over) return
+      this.#awaitBackend()
+      this.#body.resume()
+    }
+    this.#awaitBackend()
+    this.#body.consume(
+      {
+        data: (chunk) => {
+          if (this.#over) return
+          this.#sent += chunk.byteLength
+          void this.#tap?.chunk(chunk)
+          const taken = sink(chunk)
+          if (taken === false) return this.#sinkStopped()
+          if (taken === true) {
+            if (holds === 0) this.#awaitBackend()
+          } else {
+            // The sink's wait holds the backend back; it is not a stall.
+            if (holds++ === 0) {
+              this.#awaiting = false
+              this.#body.pause()
+            }
+            void taken.then(release)
+          }
+        },
+        end: () => {
+          if (this.#over) return
+          this.#finish()
+          this.#untap()?.end()
+          drained.resolve(true)
+        },
+        error: (err) => this.#fail(err),
+      },
+      true
+    )
+    return drained.promise
+  }
+
+  /** The sink took no more: the body is cancelled. */
+  #sinkStopped(): void {
+    if (this.#over) return
+    this.#stop()
+    this.#drained?.resolve(false)
+  }
+
   #webStream(): ReadableStream<Uint8Array> {
     const webConsumer: BodyConsumer = {
       readable: () => {
@@ -275,6 +329,7 @@ export class WatchedBody implements ObjectBody {
     this.#finish()
     const error = err instanceof ProxyError ? err : new ProxyError('ORIGIN_ERROR', { reason: 'body_failed', cause: err })
     this.#untap()?.fail(error)
+    this.#drained?.reject(error)
     // A response already streaming to the client is cut, which cancels this stream: nothing more
     // to read, and the waiting read stays pending. Any other reader (the cache collecting a body
     // before answering) gets the error.

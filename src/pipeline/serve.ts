@@ -204,13 +204,15 @@ class OriginReadOptions implements ReadOptions {
 
 /**
  * The origin read of a fill: it follows its client (aborted when the client leaves, its failure
- * cuts the client's answer) until the fill reads on at its own pace for every reader (`detach`):
- * then it goes on when the client leaves, and a failure errors the body instead.
+ * cuts the client's answer) until the fill reads on at its own pace and the client's answer reads
+ * the cache's file (`servedFromFile`: a failure errors the body instead), and, for a fill others
+ * share, goes on when the client leaves (`detach`).
  */
 class FillReadOptions implements ReadOptions {
   readonly #client: ReadOptions
   readonly #abort = new AbortController()
   #detached = false
+  #fromFile = false
 
   constructor(client: ReadOptions) {
     this.#client = client
@@ -236,9 +238,13 @@ class FillReadOptions implements ReadOptions {
   }
   get abortResponse(): (error: ProxyError) => boolean {
     const clientAbort = this.#client.abortResponse
-    return (error) => !this.#detached && clientAbort?.(error) === true
+    return (error) => !this.#fromFile && clientAbort?.(error) === true
   }
-  /** The fill no longer streams to this client: the read goes on without it. */
+  /** The body no longer streams to the client: its answer reads the cache's file. */
+  servedFromFile(): void {
+    this.#fromFile = true
+  }
+  /** The read goes on when the client leaves. */
   detach(): void {
     this.#detached = true
   }
@@ -695,20 +701,24 @@ async function fill(
     // Read from the origin at the pace the disk takes it, whoever reads, and answered (this request
     // and those that join) from the file as it grows. A fill others can join goes on when this
     // client leaves; a revalidation's (joined by nobody) stops with it.
+    read.servedFromFile()
     if (flight !== undefined) read.detach()
     const written = writer.growing((range, signal) => restOf(bucket, x.matched.key, body.meta, range, signal))
     const growing: CachedObject = { ...head, body: written }
     flight?.streaming(growing)
     if (flight !== undefined) body.tap({ chunk: () => void flight.moved(), end: () => {}, fail: () => {} })
-    writer.writeAll(body.stream).then(
-      (entry) => {
+    // Lent pieces, copied by the writer into buffers it reuses (no garbage per piece).
+    body.drainInto((chunk) => writer.writeCopy(chunk)).then(
+      async (complete) => {
+        const entry = complete ? await writer.commit() : (writer.abort(), undefined)
         written.release()
         finish(entry)
       },
       (err: unknown) => {
+        writer.abort()
         written.release()
         // Its readers go on from a ranged GET: the origin's failure is logged with this request.
-        if (err instanceof ProxyError) x.error ??= err
+        if (err instanceof ProxyError && !read.signal.aborted) x.error ??= err
         abandon(err)
       }
     )
