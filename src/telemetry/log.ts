@@ -43,8 +43,25 @@ export function exitAfterFlush(logger: Logger, code: number): void {
  */
 export function stdoutLines(): LineBatch {
   if (stdout !== undefined) return stdout
+  const output = lineOutput({ dest: 1, maxLength: MAX_PENDING_BYTES })
+  // Lines that cannot be written (standard output is a file on a full disk, or fails with EIO)
+  // must not take the service down: they wait (up to MAX_PENDING_BYTES, then are dropped) and go
+  // out once it takes writes again. Standard error says so once per failure. Without a listener,
+  // the error killed the process, and its exit hung in sonic-boom's flushSync.
+  let failing = false
+  output.on('error', (err: NodeJS.ErrnoException) => {
+    if (failing) return
+    failing = true
+    const line = { level: 'error', time: Date.now(), service: 'yatagarasu', code: err.code, msg: 'log output failed: lines wait, and are dropped past 64 MB, until it takes writes again' }
+    try {
+      writeSync(2, `${JSON.stringify(line)}\n`)
+    } catch {
+      // Standard error fails too (the same file): nothing more to tell.
+    }
+  })
+  output.on('write', () => (failing = false))
   // main.ts flushes lifecycle lines at once and on shutdown.
-  const batched = new LineBatch(lineOutput({ dest: 1, maxLength: MAX_PENDING_BYTES }))
+  const batched = new LineBatch(output)
   // process.exit() skips timers: write what is gathered synchronously on the way out.
   process.once('exit', () => batched.flushSync())
   stdout = batched
@@ -79,9 +96,14 @@ export class LineBatch implements DestinationStream {
   /** Bytes handed to the output and not yet written, and who waits for them (`flush`). */
   #unwritten = 0
   #waiting: Array<(err?: Error) => void> = []
-
   constructor(output: Output) {
     this.#output = output
+    // sonic-boom's flushSync (called at exit, by pino too) retries a write that fails for good
+    // (ENOSPC, EIO) forever, and the process never exits: while the output fails, its waiting
+    // lines are given up at exit instead.
+    const flushSync = output.flushSync
+    output.on('error', () => (output.flushSync = () => undefined))
+    output.on('write', () => (output.flushSync = flushSync))
     // sonic-boom's own flush(cb) does not wait for writes in flight when minLength is 0: count
     // what it wrote, and what it dropped (over maxLength), against what it was handed.
     output.on('write', (n: number) => this.#done(n))
