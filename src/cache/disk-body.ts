@@ -32,13 +32,14 @@ const POOLED_BYTES = READ_BLOCKS * BLOCK_SIZE
 const POOL_LIMIT = 64
 const pool: Buffer[] = []
 
-/** A buffer of at least `size` bytes: a pooled one when the standard size fits. */
-function takeBuffer(size: number): Buffer {
+/** A buffer of at least `size` bytes: a pooled one when the standard size fits (also for growing-body.ts). */
+export function takeBuffer(size: number): Buffer {
   if (size > POOLED_BYTES) return Buffer.allocUnsafeSlow(size)
   return pool.pop() ?? Buffer.allocUnsafeSlow(POOLED_BYTES)
 }
 
-function giveBack(buffer: Buffer): void {
+/** A buffer from takeBuffer that no read writes into any more, and no consumer holds. */
+export function giveBack(buffer: Buffer): void {
   if (buffer.length === POOLED_BYTES && pool.length < POOL_LIMIT) pool.push(buffer)
 }
 

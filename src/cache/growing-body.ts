@@ -12,6 +12,7 @@
 import type { FileHandle } from 'node:fs/promises'
 import type { BodyRest, GrowingBody, StoredBodyStreamOptions } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
+import { giveBack, takeBuffer } from './disk-body.ts'
 
 /** What a growing body reads: the file its writer is writing (disk-writer.ts EntryFileWriter). */
 export interface GrowingFile {
@@ -25,7 +26,7 @@ export interface GrowingFile {
   openForReading(): Promise<FileHandle>
 }
 
-/** The most a stream reads at a time (what it holds). */
+/** The most a stream reads at a time (what it holds): a pooled read buffer of disk-body.ts. */
 const READ_BYTES = 512 * 1024
 
 export class GrowingFileBody implements GrowingBody {
@@ -83,13 +84,28 @@ export class GrowingFileBody implements GrowingBody {
     }
     const left = new AbortController()
     let rest: ReadableStreamDefaultReader<Uint8Array> | undefined
+    /** The one buffer of a `reuseChunks` stream (pooled), and whether a read writes into it now. */
     let reused: Buffer | undefined
+    let reading = false
+    let over = false
+    // Given back once no read writes into it and the consumer asked for more, left or failed (it
+    // is done with the last chunk).
+    const giveBackBuffer = () => {
+      if (reused === undefined || reading) return
+      giveBack(reused)
+      reused = undefined
+    }
+    const finish = () => {
+      over = true
+      stopUsing()
+      giveBackBuffer()
+    }
     return new ReadableStream<Uint8Array>(
       {
         pull: async (controller) => {
           try {
             if (next >= end) {
-              stopUsing()
+              finish()
               controller.close()
               return
             }
@@ -100,9 +116,16 @@ export class GrowingFileBody implements GrowingBody {
               if (handle !== undefined && this.#file.onFile > next) {
                 const size = Math.min(this.#file.onFile, end, next + READ_BYTES) - next
                 // Its own memory, not a slice of Node's shared pool; one buffer for a reusing consumer.
-                reused ??= options.reuseChunks === true ? Buffer.allocUnsafeSlow(Math.min(READ_BYTES, end - next)) : undefined
+                reused ??= options.reuseChunks === true ? takeBuffer(Math.min(READ_BYTES, end - next)) : undefined
                 const bytes = reused?.subarray(0, size) ?? Buffer.allocUnsafeSlow(size)
-                const { bytesRead } = await handle.read(bytes, 0, size, this.#bodyOffset + next)
+                reading = true
+                let bytesRead: number
+                try {
+                  bytesRead = (await handle.read(bytes, 0, size, this.#bodyOffset + next)).bytesRead
+                } finally {
+                  reading = false
+                  if (over) giveBackBuffer()
+                }
                 if (left.signal.aborted) return
                 if (bytesRead === 0) throw new Error('the growing file is shorter than what was written')
                 next += bytesRead
@@ -111,6 +134,7 @@ export class GrowingFileBody implements GrowingBody {
               }
               // The writing stopped short of these bytes (or the file cannot be read): from the origin.
               stopUsing()
+              giveBackBuffer()
               rest = (await this.#rest({ start: next, end: end - 1 }, left.signal)).getReader()
             }
             const chunk = await rest.read()
@@ -118,13 +142,13 @@ export class GrowingFileBody implements GrowingBody {
             next += chunk.value.length
             controller.enqueue(chunk.value)
           } catch (err) {
-            stopUsing()
+            finish()
             throw err
           }
         },
         cancel: async (reason) => {
           left.abort()
-          stopUsing()
+          finish()
           await rest?.cancel(reason).catch(() => {})
         },
       },
