@@ -44,6 +44,14 @@ function readOn(res: IncomingMessage): Promise<{ body: Buffer; ended: 'end' | 'c
   })
 }
 
+/** A later answer for `path` once it is a hit from the disk tier (the fill committed). */
+function diskHit(path: string) {
+  return eventually(async () => {
+    const res = await send(proxy.url, path)
+    return res.headers['cache-status'] === 'yatagarasu; hit; detail=disk' && res
+  }, `${path}: a hit from the disk tier`)
+}
+
 before(async () => {
   s3 = await startS3()
   await s3.createBucket('fills')
@@ -89,10 +97,7 @@ describe('a disk fill', () => {
     assert.equal(ended, 'end')
     assert.equal(first.headers['x-cache'], 'MISS')
     assert.equal(sha(body), sha(bytes), 'the first client, reading on, gets every byte')
-    const stored = await eventually(async () => {
-      const res = await send(proxy.url, '/f/paused.bin')
-      return res.headers['cache-status'] === 'yatagarasu; hit; detail=disk' && res
-    }, 'a hit from the disk tier')
+    const stored = await diskHit('/f/paused.bin')
     assert.equal(sha(stored.body), sha(bytes))
     assert.equal(getsOf('paused.bin').length, 1)
   })
@@ -104,10 +109,7 @@ describe('a disk fill', () => {
     first.destroy()
     const [get] = getsOf('left.bin')
     assert.equal(await get?.outcome, 'finished', 'the origin’s answer read to its end, not aborted')
-    const stored = await eventually(async () => {
-      const res = await send(proxy.url, '/f/left.bin')
-      return res.headers['cache-status'] === 'yatagarasu; hit; detail=disk' && res
-    }, 'a hit from the disk tier')
+    const stored = await diskHit('/f/left.bin')
     assert.equal(sha(stored.body), sha(bytes))
     assert.equal(getsOf('left.bin').length, 1)
   })
@@ -124,10 +126,7 @@ describe('a disk fill', () => {
     assert.equal(res.headers.etag, etag)
     await held.held
     held.release()
-    const whole = await eventually(async () => {
-      const again = await send(proxy.url, '/f/revalidating.bin')
-      return again.headers['cache-status'] === 'yatagarasu; hit; detail=disk' && again
-    }, 'the whole object stored')
+    const whole = await diskHit('/f/revalidating.bin')
     assert.equal(sha(whole.body), sha(bytes))
     assert.equal(getsOf('revalidating.bin').length, 1)
   })
