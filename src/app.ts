@@ -121,7 +121,11 @@ export function createApp(runtime: Runtime, hooks: AdminHooks): App {
   const admitUserRequest = admitUser({ perUser: limits?.perUser ?? null, metrics })
   const authenticateRequest = authenticate({ metrics, tracing })
   const authorizeRequest = authorize({ metrics, tracing })
-  const serveObject = serve({ debugHeaders: server.debug_headers, tracing })
+  const serveObject = serve({
+    debugHeaders: server.debug_headers,
+    tracing,
+    fillFailed: (bucket, key, error) => logger.warn({ bucket, key, error: error.code, reason: error.reason }, 'cache fill failed: its answers went on from ranged GETs'),
+  })
   // Image variants, watermarks and compression, only when a bucket has one of them; represent
   // reaches the object through serve's functions, handed over here.
   const representing = runtime.buckets.some((b) => b.representations !== null)

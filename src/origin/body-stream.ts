@@ -189,7 +189,12 @@ export class WatchedBody implements ObjectBody {
           if (this.#over) return
           this.#sent += chunk.byteLength
           void this.#tap?.chunk(chunk)
-          const taken = sink(chunk)
+          let taken: boolean | Promise<boolean>
+          try {
+            taken = sink(chunk)
+          } catch (err) {
+            return this.#fail(err)
+          }
           if (taken === false) return this.#sinkStopped()
           if (taken === true) {
             if (holds === 0) this.#awaitBackend()
@@ -199,7 +204,7 @@ export class WatchedBody implements ObjectBody {
               this.#awaiting = false
               this.#body.pause()
             }
-            void taken.then(release)
+            taken.then(release, (err: unknown) => this.#fail(err))
           }
         },
         end: () => {
@@ -219,7 +224,6 @@ export class WatchedBody implements ObjectBody {
   #sinkStopped(): void {
     if (this.#over) return
     this.#stop()
-    this.#drained?.resolve(false)
   }
 
   #webStream(): ReadableStream<Uint8Array> {
@@ -347,5 +351,7 @@ export class WatchedBody implements ObjectBody {
     this.#finish()
     this.#untap()?.fail(new Error('the reader went away before the body was complete'))
     this.#body.destroy()
+    // A sink's read is over too: it did not take every byte.
+    this.#drained?.resolve(false)
   }
 }

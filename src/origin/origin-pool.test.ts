@@ -393,6 +393,31 @@ describe('origin bodies', () => {
     assert.match(heard[0] ?? '', /^fail /)
   })
 
+  it('drains a body into a sink at the pace it takes it: every byte lent in order, the tap too; false cancels; a failing sink fails it', async () => {
+    const { whole, b } = await pieceByPiece()
+    const copies: Buffer[] = []
+    const tapped: Buffer[] = []
+    const watched = new WatchedBody((await get(poolFor(b.origin))).body, objectMeta({ size: whole.length }), undefined, 30_000, undefined)
+    watched.tap({ chunk: (bytes) => void tapped.push(Buffer.from(bytes)), end: () => {}, fail: () => {} })
+    // Every other piece is taken after a pause (a disk busy with the last write).
+    let pieces = 0
+    const complete = await watched.drainInto((chunk) => {
+      copies.push(Buffer.from(chunk))
+      return pieces++ % 2 === 0 ? true : new Promise((resolve) => setTimeout(() => resolve(true), 10))
+    })
+    assert.equal(complete, true)
+    assert.ok(Buffer.concat(copies).equals(whole))
+    assert.ok(Buffer.concat(tapped).equals(whole))
+    assert.equal(watched.bytesSent(), whole.length)
+    await assert.rejects(watched.drainInto(() => true), (err) => err instanceof ProxyError && err.reason === 'origin body already taken')
+
+    const stopped = new WatchedBody((await get(poolFor((await pieceByPiece()).b.origin))).body, objectMeta({ size: whole.length }), undefined, 30_000, undefined)
+    assert.equal(await stopped.drainInto(() => Promise.resolve(false)), false, 'the sink stopped it')
+
+    const failing = new WatchedBody((await get(poolFor((await pieceByPiece()).b.origin))).body, objectMeta({ size: whole.length }), undefined, 30_000, undefined)
+    await assert.rejects(failing.drainInto(() => Promise.reject(new Error('the disk broke'))), (err) => err instanceof ProxyError && err.code === 'ORIGIN_ERROR')
+  })
+
   it('holds the backend back while a tap holds too much, piped or streamed, and goes on when it settles', async () => {
     const size = 64 * 1024 * 1024
     for (const mode of ['piped', 'streamed'] as const) {

@@ -38,7 +38,12 @@ interface ObjectRequest {
   range: RangeSpec | undefined
   ifRange: string | undefined
   options: ReadOptions
+  /** Told when a fill that reads on its own fails (its answers go on from ranged GETs). */
+  fillFailed: FillFailed | undefined
 }
+
+/** A fill's origin read failed: `bucket`, `key` and why. */
+export type FillFailed = (bucket: string, key: string, error: ProxyError) => void
 
 /** X-Cache and Cache-Status (RFC 9211) of one response. */
 interface CacheOutcome {
@@ -77,13 +82,18 @@ export interface ServeOptions {
   debugHeaders: boolean
   /** Records cache lookups and backend calls as spans (tracing on). */
   tracing: boolean
+  /**
+   * Told when a cache fill's origin read fails after its answers were handed to the growing file:
+   * they go on from ranged GETs, and the request that started it may be logged already.
+   */
+  fillFailed?: FillFailed
 }
 
 export function serve(options: ServeOptions): (x: Exchange) => Answer | Promise<Answer> {
-  const { debugHeaders, tracing } = options
+  const { debugHeaders, tracing, fillFailed } = options
   return function serve(x) {
     const { bucket, key } = x.matched
-    const request = readRequest(x, debugHeaders)
+    const request = readRequest(x, debugHeaders, fillFailed)
     const cache = bucket.cache
     if (cache === null) return fromOrigin(x, bucket, key, request, undefined)
     const cacheKey = `${bucket.name}/${key}`
@@ -154,7 +164,7 @@ async function fromCacheOrOrigin(
   return fetchAndFill(x, bucket, cache, cacheKey, key, request)
 }
 
-function readRequest(x: Exchange, debugHeaders: boolean): ObjectRequest {
+function readRequest(x: Exchange, debugHeaders: boolean, fillFailed?: FillFailed): ObjectRequest {
   const parsed = parseRange(x.header('range'))
   return {
     head: x.method === 'HEAD',
@@ -167,6 +177,7 @@ function readRequest(x: Exchange, debugHeaders: boolean): ObjectRequest {
     range: parsed === 'multiple' ? undefined : parsed,
     ifRange: x.header('if-range'),
     options: new OriginReadOptions(x, debugHeaders),
+    fillFailed,
   }
 }
 
@@ -717,8 +728,12 @@ async function fill(
       (err: unknown) => {
         writer.abort()
         written.release()
-        // Its readers go on from a ranged GET: the origin's failure is logged with this request.
-        if (err instanceof ProxyError && !read.signal.aborted) x.error ??= err
+        // Its readers go on from ranged GETs. The origin's failure is logged on its own line (this
+        // request's may be out already: a 304, a client that left), and with this request.
+        if (err instanceof ProxyError && !read.signal.aborted) {
+          x.error ??= err
+          request.fillFailed?.(bucket.name, x.matched.key, err)
+        }
         abandon(err)
       }
     )

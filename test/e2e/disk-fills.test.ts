@@ -148,6 +148,10 @@ describe('a disk fill', () => {
     // The origin's failure is still logged, with the request that started the fill.
     const line = await proxy.logged((l) => l.msg === 'request' && l.path === '/q/broken.bin' && l.error !== undefined)
     assert.deepEqual([line.error, line.reason, line.status], ['ORIGIN_TIMEOUT', 'body_stalled', 200])
+    // And on a line of its own, for when that request's line was out before the fill failed (a
+    // 304, a client that left).
+    const failed = await proxy.logged((l) => l.msg === 'cache fill failed: its answers went on from ranged GETs' && l.key === 'broken.bin')
+    assert.deepEqual([failed.bucket, failed.error, failed.reason], ['quick', 'ORIGIN_TIMEOUT', 'body_stalled'])
   })
 
   it('stops a revalidation’s fill (joined by nobody) when its client leaves', async () => {
