@@ -8,8 +8,9 @@
 //   cache hit, stale        conditional GET to the origin: 304 refreshes the entry; a changed
 //                           object replaces it; an origin failure serves the stale copy
 //                           (stale-if-error window) marked STALE
-//   miss, whole-object GET  one origin GET per key at a time (followers wait for it), streamed to
-//                           the client while it fills every tier in the background
+//   miss, whole-object GET  one origin GET per key at a time, read at the origin's pace (the
+//                           disk's) into the disk tier's file or one buffer; every request for it,
+//                           the first included, is answered from what arrived as it grows
 //   miss, Range or HEAD     straight to the origin, nothing stored (a 206 or a HEAD is never
 //                           stored as if it were the whole object)
 //   sliced object           (cache.slice on, object over max_item_size) the cached metadata
@@ -28,9 +29,10 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { BodyTap, CachedObject, FillClaim, ObjectBody, ReadOptions, SharedFills, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
+import type { BodyRest, CachedObject, FillClaim, ObjectBody, ReadOptions, SharedFills, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
 import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, ObjectVersion, RangeSpec, RepresentationOutcome, WholeObject } from '../types.ts'
 import type { Exchange } from './exchange.ts'
+import { GrowingBytes } from '../http/growing-bytes.ts'
 
 interface ObjectRequest {
   head: boolean
@@ -251,8 +253,8 @@ class FillReadOptions implements ReadOptions {
     const clientAbort = this.#client.abortResponse
     return (error) => !this.#fromFile && clientAbort?.(error) === true
   }
-  /** The body no longer streams to the client: its answer reads the cache's file. */
-  servedFromFile(): void {
+  /** The body no longer streams to the client: its answer reads what the cache collects. */
+  servedFromCache(): void {
     this.#fromFile = true
   }
   /** The read goes on when the client leaves. */
@@ -472,13 +474,13 @@ async function fetchAndFill(
     )
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
-    // Being written to the disk tier: read as it grows, at this client's pace.
+    // Its body is arriving: read as it grows, at this client's pace.
     const growing = fillStates.get(inFlight)?.growing
     if (growing !== undefined) return coalesced(growing)
     const shared = await joinFlight(cache, inFlight, true)
     if (shared === LATE) {
-      // That fetch goes at its own client's pace (it is stored as that client reads), and that
-      // client stopped reading: this request fetches the object itself, unless a copy came in
+      // That fetch's body has not begun (S3 is slow to answer), or it is a representation's whole
+      // read that stood still: this request fetches the object itself, unless a copy came in
       // meanwhile (another worker's, on the shared disk), and the requests still waiting for the
       // stalled fetch join this one when their wait is over.
       const stored = await lookupEntry(cache, cacheKey)
@@ -564,16 +566,16 @@ async function fetchAndFill(
 /**
  * How long a request waits for another request's fetch of a whole object in the same worker while
  * that fetch does not move, before it fetches the object itself (the bucket's deadline, when
- * shorter). That fetch streams to its own client and is stored at that client's pace: a client
- * that stopped reading must not hold the others up for long (nginx's proxy_cache_lock_timeout is
- * 5 s). A fetch that moves, however slowly, is waited for up to the bucket's deadline: taking it
- * over would fetch the object twice, and the new fetch would go at its own client's pace too.
+ * shorter): S3 slow to send its headers must not hold the others up for long (nginx's
+ * proxy_cache_lock_timeout is 5 s). Once the body begins, the waiting requests read it as it grows
+ * (fill). A representation's whole read that moves is waited for up to the bucket's deadline.
  */
 const FOLLOWER_WAIT_MS = 4_000
 /**
- * How long a worker waits for another worker's fetch of a whole object (for the same reason). At
- * most half the in-worker wait: that wait counts from when this worker's requests joined its
- * fetch, which starts only after this one, so they still share the fetch it makes after waiting.
+ * How long a worker waits for another worker's fetch of a whole object: it reads that fetch only
+ * once it is stored, which a large object's may take longer than a first byte should. At most half
+ * the in-worker wait: that wait counts from when this worker's requests joined its fetch, which
+ * starts only after this one, so they still share the fetch it makes after waiting.
  */
 const OTHER_WORKER_WAIT_MS = 2_000
 /** What joinFlight answers when the fetch it waited for stood still for the follower wait, or took the deadline. */
@@ -645,10 +647,11 @@ interface Flight {
 }
 
 /**
- * Streams a whole object from the origin to this client while keeping it, then stores it in every
- * tier and hands it to the requests waiting on the same key. A large object is kept by writing it
- * to the disk tier as it passes (never held whole in memory); a small one, or any without a disk
- * tier, is collected in memory.
+ * Keeps a whole object as it comes from the origin, at the origin's pace, and answers this request
+ * and those that join from what arrived; then stores it in every tier. A large object is written to
+ * the disk tier's file as it comes (never held whole in memory); a small one, or any without a disk
+ * tier, is collected into one buffer (GrowingBytes). A small object that came whole with its head
+ * is stored and answered as bytes.
  */
 async function fill(
   x: Exchange,
@@ -708,71 +711,55 @@ async function fill(
     finish(undefined)
     return answerFresh(x, bucket, body, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' })
   }
-  if (writer !== undefined) {
-    // Read from the origin at the pace the disk takes it, whoever reads, and answered (this request
-    // and those that join) from the file as it grows. A fill others can join goes on when this
-    // client leaves; a revalidation's (joined by nobody) stops with it.
-    read.servedFromFile()
-    if (flight !== undefined) read.detach()
-    const written = writer.growing((range, signal) => restOf(bucket, x.matched.key, body.meta, range, signal))
-    const growing: CachedObject = { ...head, body: written }
-    flight?.streaming(growing)
-    if (flight !== undefined) body.tap({ chunk: () => void flight.moved(), end: () => {}, fail: () => {} })
-    // Lent pieces, copied by the writer into buffers it reuses (no garbage per piece).
-    body.drainInto((chunk) => writer.writeCopy(chunk)).then(
-      async (complete) => {
-        const entry = complete ? await writer.commit() : (writer.abort(), undefined)
-        written.release()
-        finish(entry)
-      },
-      (err: unknown) => {
-        writer.abort()
-        written.release()
-        // Its readers go on from ranged GETs. The origin's failure is logged on its own line (this
-        // request's may be out already: a 304, a client that left), and with this request.
-        if (err instanceof ProxyError && !read.signal.aborted) {
-          x.error ??= err
-          request.fillFailed?.(bucket.name, x.matched.key, err)
-        }
-        abandon(err)
-      }
-    )
-    return fromEntry(x, bucket, growing, request, miss, () => fromOrigin(x, bucket, x.matched.key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' }))
-  }
-  const decided = decide(body.meta, request)
-  if (decided.kind !== 'body' || decided.range !== undefined || request.head) {
-    // This client wants no body, or only part of it: read the whole object for the cache first.
-    let entry: CachedObject | undefined
-    try {
-      entry = { ...head, body: await collect(body.stream) }
-    } catch (err) {
-      abandon(err)
-      throw err
+  if (writer === undefined) {
+    // A small object that came whole with its head, for a plain GET: stored and answered as bytes
+    // (no streams).
+    const decided = decide(body.meta, request)
+    const bytes = decided.kind === 'body' && decided.range === undefined && !request.head ? body.whole() : undefined
+    if (bytes !== undefined) {
+      finish({ ...head, body: bytes })
+      return { status: 200, headers: bodyHeaders(bucket, body.meta, undefined, miss), body: bytes }
     }
-    finish(entry)
-    return fromEntry(x, bucket, entry, request, miss, () => fromOrigin(x, bucket, x.matched.key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' }))
   }
-
-  // A small object that came whole with its head: stored and answered as bytes (no streams).
-  const bytes = body.whole()
-  if (bytes !== undefined) {
-    finish({ ...head, body: bytes })
-    return { status: 200, headers: bodyHeaders(bucket, body.meta, undefined, miss), body: bytes }
-  }
-  // Kept as it goes to the client, piped or streamed (no second stream): copied into memory of its own.
-  const keep = collector(body.meta.size, (kept) => finish(kept === undefined ? undefined : { ...head, body: kept }), abandon)
-  body.tap(
-    flight === undefined
-      ? keep
-      : {
-          ...keep,
-          chunk(chunk) {
-            flight.moved()
-            return keep.chunk(chunk)
-          },
-        }
+  // Read from the origin at its own pace (the disk's, for a body the disk keeps), whoever reads,
+  // into the disk tier's file or one buffer, and answered (this request and those that join) from
+  // what arrived, as it grows. A fill others can join goes on when this client leaves; a
+  // revalidation's (joined by nobody) stops with it.
+  read.servedFromCache()
+  if (flight !== undefined) read.detach()
+  const rest: BodyRest = (range, signal) => restOf(bucket, x.matched.key, body.meta, range, signal)
+  const collected = writer === undefined ? new GrowingBytes(body.meta.size, rest) : undefined
+  const growingBody = writer?.growing(rest) ?? (collected as GrowingBytes)
+  const growing: CachedObject = { ...head, body: growingBody }
+  flight?.streaming(growing)
+  if (flight !== undefined) body.tap({ chunk: () => void flight.moved(), end: () => {}, fail: () => {} })
+  // Lent pieces, copied into the writer's reused buffers or the one buffer (no garbage per piece).
+  body.drainInto((chunk) => writer?.writeCopy(chunk) ?? (collected as GrowingBytes).append(chunk)).then(
+    async (complete) => {
+      let entry: CachedObject | undefined
+      if (writer !== undefined) entry = complete ? await writer.commit() : (writer.abort(), undefined)
+      else {
+        const whole = complete ? collected?.whole : undefined
+        if (whole === undefined) collected?.fail()
+        else entry = { ...head, body: whole }
+      }
+      growingBody.release()
+      finish(entry)
+    },
+    (err: unknown) => {
+      writer?.abort()
+      collected?.fail()
+      growingBody.release()
+      // Its readers go on from ranged GETs. The origin's failure is logged on its own line (this
+      // request's may be out already: a 304, a client that left), and with this request.
+      if (err instanceof ProxyError && !read.signal.aborted) {
+        x.error ??= err
+        request.fillFailed?.(bucket.name, x.matched.key, err)
+      }
+      abandon(err)
+    }
   )
-  return streamed(x, bucket, body, miss)
+  return fromEntry(x, bucket, growing, request, miss, () => fromOrigin(x, bucket, x.matched.key, request, { xCache: 'MISS', status: 'yatagarasu; fwd=miss' }))
 }
 
 /**
@@ -857,23 +844,6 @@ async function answerFresh(
     return fromOrigin(x, bucket, x.matched.key, request, outcome)
   }
   return streamed(x, bucket, body, outcome)
-}
-
-/**
- * A tap that copies a body of `size` bytes into one buffer of its own, and hands it to `done` at
- * the end (undefined when the body was not `size` bytes long), or the failure to `failed`.
- */
-function collector(size: number, done: (bytes: Buffer | undefined) => void, failed: (error: Error) => void): BodyTap {
-  const bytes = Buffer.allocUnsafeSlow(size)
-  let at = 0
-  return {
-    chunk(chunk) {
-      if (at + chunk.byteLength <= size) bytes.set(chunk, at)
-      at += chunk.byteLength
-    },
-    end: () => done(at === size ? bytes : undefined),
-    fail: failed,
-  }
 }
 
 /**
@@ -1005,9 +975,10 @@ async function lookupEntry(cache: BucketCache, cacheKey: string): Promise<Cached
 }
 
 /**
- * Waits for another request's whole-object fetch of the same key: its entry; undefined when it
- * failed or was not storable; LATE when it stood still for the follower wait (its client stopped
- * reading) or took the bucket's deadline, and the follower fetches the object itself.
+ * Waits for another request's whole-object fetch of the same key: its entry (with `growing`, the
+ * growing entry as soon as its body begins); undefined when it failed or was not storable; LATE
+ * when it stood still for the follower wait or took the bucket's deadline, and the follower
+ * fetches the object itself.
  */
 async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | undefined>, growing = false): Promise<CachedObject | undefined | typeof LATE> {
   const wait = followerWaitOf(cache)
