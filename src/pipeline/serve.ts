@@ -225,7 +225,7 @@ class FillReadOptions implements ReadOptions {
   readonly #client: ReadOptions
   readonly #abort = new AbortController()
   #detached = false
-  #fromFile = false
+  #fromCache = false
 
   constructor(client: ReadOptions) {
     this.#client = client
@@ -251,11 +251,11 @@ class FillReadOptions implements ReadOptions {
   }
   get abortResponse(): (error: ProxyError) => boolean {
     const clientAbort = this.#client.abortResponse
-    return (error) => !this.#fromFile && clientAbort?.(error) === true
+    return (error) => !this.#fromCache && clientAbort?.(error) === true
   }
   /** The body no longer streams to the client: its answer reads what the cache collects. */
   servedFromCache(): void {
-    this.#fromFile = true
+    this.#fromCache = true
   }
   /** The read goes on when the client leaves. */
   detach(): void {
