@@ -323,6 +323,8 @@ export interface CacheStore {
   readonly name: string
   /** The largest body the tier keeps, when it has its own limit (Redis): larger ones are not read for it. */
   readonly maxItemBytes?: number
+  /** Whether `set` would keep a fresh entry of `size` body bytes for `key` now (limits, budget, paused writes). */
+  keeps?(key: string, size: number): boolean
   get(key: string): Promise<CachedObject | undefined>
   set(key: string, entry: CachedObject): Promise<void>
   delete(key: string): Promise<void>
@@ -348,6 +350,8 @@ export interface TieredStore extends CacheStore {
   lookup(key: string, from?: number): Promise<TieredHit | undefined>
   /** Whether a memory or disk tier holds `key` now (no lookup counted, no recency changed). */
   has(key: string): boolean
+  /** Whether any tier would keep a fresh entry of `size` body bytes for `key` now. */
+  keeps(key: string, size: number): boolean
   /**
    * The memory and disk tiers only: for entries derived from an object's key (`<key>\0...`: its
    * slices and sliced metadata), which those tiers delete with the object's key.

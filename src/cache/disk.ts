@@ -256,6 +256,10 @@ export class DiskCache implements CacheStore {
     return this.#counters.record(undefined)
   }
 
+  keeps(key: string, size: number): boolean {
+    return size <= this.#maxItemBytes && !this.#writes.paused && this.#budgets?.fits(key, size) !== false
+  }
+
   async set(key: string, entry: CachedObject): Promise<void> {
     const { body } = entry
     if (body.length > this.#maxItemBytes) return

@@ -135,7 +135,10 @@ export class GrowingFileBody implements GrowingBody {
               // The writing stopped short of these bytes (or the file cannot be read): from the origin.
               stopUsing()
               giveBackBuffer()
-              rest = (await this.#rest({ start: next, end: end - 1 }, left.signal)).getReader()
+              const stream = await this.#rest({ start: next, end: end - 1 }, left.signal)
+              // Cancelled while the rest was asked for: its body is not wanted.
+              if (left.signal.aborted) return void (await stream.cancel().catch(() => {}))
+              rest = stream.getReader()
             }
             const chunk = await rest.read()
             if (chunk.done) throw new Error('the rest of the body ended early')

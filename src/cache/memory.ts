@@ -137,6 +137,11 @@ export class MemoryCache implements CacheStore {
     this.#lru.clear()
   }
 
+  keeps(key: string, size: number): boolean {
+    const bytes = size + ENTRY_OVERHEAD
+    return bytes <= this.#maxEntryBytes && this.#budgets?.fits(key, bytes) !== false
+  }
+
   /** Whether `set` would keep the entry (before reading a StoredBody for it). */
   #fits(key: string, entry: CachedObject): boolean {
     const size = sizeOf(entry)

@@ -75,6 +75,10 @@ export class RedisCache implements CacheStore {
     this.#writes = this.#client instanceof Redis ? new TurnWrites(this.#client) : undefined
   }
 
+  keeps(_key: string, size: number): boolean {
+    return size <= this.maxItemBytes
+  }
+
   get(key: string): Promise<CachedObject | undefined> {
     const id = this.#options.keyPrefix + key
     return this.#call(this.#nodeOf(id), () => this.#client.getBuffer(id)).then((bytes) =>

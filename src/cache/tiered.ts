@@ -40,6 +40,10 @@ export class TieredCache implements TieredStore {
     return this.#disk
   }
 
+  keeps(key: string, size: number): boolean {
+    return this.tiers.some((tier) => tier.keeps?.(key, size) === true)
+  }
+
   has(key: string): boolean {
     return this.tiers.some((tier) => (tier instanceof MemoryCache || tier instanceof DiskCache) && tier.has(key))
   }

@@ -76,7 +76,10 @@ export class GrowingBytes implements GrowingBody {
               next = to
               return
             }
-            rest = (await this.#rest({ start: next, end: end - 1 }, left.signal)).getReader()
+            const stream = await this.#rest({ start: next, end: end - 1 }, left.signal)
+            // Cancelled while the rest was asked for: its body is not wanted.
+            if (left.signal.aborted) return void (await stream.cancel().catch(() => {}))
+            rest = stream.getReader()
           }
           const chunk = await rest.read()
           if (chunk.done) throw new Error('the rest of the body ended early')

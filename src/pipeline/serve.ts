@@ -726,7 +726,9 @@ async function fill(
   // what arrived, as it grows. A fill others can join goes on when this client leaves; a
   // revalidation's (joined by nobody) stops with it.
   read.servedFromCache()
-  if (flight !== undefined) read.detach()
+  // Goes on without this client only when others may share it and a tier will keep what it reads
+  // (an abandoned fill of an object no tier takes would read it from S3, and hold it, for nothing).
+  if (flight !== undefined && (writer !== undefined || cache.store.keeps(cacheKey, body.meta.size))) read.detach()
   const rest: BodyRest = (range, signal) => restOf(bucket, x.matched.key, body.meta, range, signal)
   const collected = writer === undefined ? new GrowingBytes(body.meta.size, rest) : undefined
   const growingBody = writer?.growing(rest) ?? (collected as GrowingBytes)

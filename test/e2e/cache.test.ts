@@ -217,6 +217,25 @@ describe('a slow leader', () => {
     leader.destroy()
   })
 
+  it('stops when its client leaves if no tier would keep the object (nothing read for nothing)', async () => {
+    await s3.put('cached', 'unkept.bin', Buffer.alloc(8 * 1024 * 1024, 2))
+    // Objects up to 64 MB are cached, but the memory tier holds 1 MB: this one is never kept.
+    const patient = bucketYaml({ name: 'patient', prefix: '/patient', bucket: 'cached', endpoint: s3.endpoint, timeout: 30 })
+    const proxy = await start(config({ layers: '[memory]', extraBuckets: patient }).replace('max_item_size: 8KB', 'max_item_size: 64MB'))
+    // S3 sends 2 MiB and holds the rest (for longer than the test: s3.timeout is 30 s here).
+    const held = s3.holdNextGet(2 * 1024 * 1024)
+    try {
+      const first = await answerOf(proxy, '/patient/unkept.bin')
+      await held.held
+      first.destroy()
+      const [get] = gets('unkept.bin')
+      // A fill that went on without its client would hold this GET open until the release.
+      assert.equal(await get?.outcome, 'aborted', 'the GET stops with its client')
+    } finally {
+      held.release()
+    }
+  })
+
   it('lets the requests behind a fetch still waiting for S3’s headers fetch on their own after 4 s, and keeps the later copy', async () => {
     const size = 4 * 1024 * 1024
     await s3.put('cached', 'two-copies.bin', Buffer.alloc(size, 1))
