@@ -5,6 +5,7 @@
 // place is known before its first byte. The caller renames the file into place and indexes it.
 import { open, rm, type FileHandle } from 'node:fs/promises'
 import { crc32 } from '@node-rs/crc32'
+import { Progress } from '../http/growing-bytes.ts'
 import type { CachedObject, EntryWriter } from '../ports.ts'
 import { BLOCK_SIZE } from './disk-format.ts'
 import type { WritePause } from './disk-write-pause.ts'
@@ -85,8 +86,8 @@ export class EntryFileWriter implements GrowingFile {
   readonly #pause: WritePause | undefined
   /** Body bytes on the file (their writes done), from the body's start. */
   #onFile = 0
-  /** Settled (and replaced) when more is on the file, and when the writer fails. */
-  #progress = Promise.withResolvers<void>()
+  /** Moves when more is on the file, and when the writer fails. */
+  readonly #progress = new Progress()
 
   /**
    * Creates `temp` for a body of `size` bytes starting at `bodyOffset`. `pause` hears of a write
@@ -150,19 +151,13 @@ export class EntryFileWriter implements GrowingFile {
 
   /** Settles when more is on the file, or the writer stops. */
   progress(): Promise<void> {
-    return this.#progress.promise
+    return this.#progress.wait()
   }
 
   /** A descriptor of its own for reading the file as it grows (readable after the file is renamed or removed). */
   async openForReading(): Promise<FileHandle> {
     await this.#file
     return open(this.#temp, 'r')
-  }
-
-  #moved(): void {
-    const moved = this.#progress
-    this.#progress = Promise.withResolvers<void>()
-    moved.resolve()
   }
 
   /** Whether `chunk` is refused: the writer failed, or fails now because the body grew past its size. */
@@ -223,7 +218,7 @@ export class EntryFileWriter implements GrowingFile {
   #fail(error: Error): void {
     if (this.#failure === undefined) this.#pause?.failedWith(error)
     this.#failure ??= error
-    this.#moved()
+    this.#progress.moved()
     this.#queue = []
     this.#queued = 0
     // Not being written: reusable at once.
@@ -271,7 +266,7 @@ export class EntryFileWriter implements GrowingFile {
           this.#writing = undefined
           this.#inFlight = 0
           this.#onFile = upTo
-          this.#moved()
+          this.#progress.moved()
           this.#flush()
         },
         (err: Error) => {

@@ -11,6 +11,7 @@
 // the stream errors and its client sees a truncated answer, never a clean end.
 import type { FileHandle } from 'node:fs/promises'
 import type { BodyRest, GrowingBody, StoredBodyStreamOptions } from '../ports.ts'
+import { collect, restChunk, restReader } from '../http/growing-bytes.ts'
 import type { ByteRange } from '../types.ts'
 import { giveBack, takeBuffer } from './disk-body.ts'
 
@@ -135,15 +136,12 @@ export class GrowingFileBody implements GrowingBody {
               // The writing stopped short of these bytes (or the file cannot be read): from the origin.
               stopUsing()
               giveBackBuffer()
-              const stream = await this.#rest({ start: next, end: end - 1 }, left.signal)
-              // Cancelled while the rest was asked for: its body is not wanted.
-              if (left.signal.aborted) return void (await stream.cancel().catch(() => {}))
-              rest = stream.getReader()
+              rest = await restReader(this.#rest, { start: next, end: end - 1 }, left.signal)
+              if (rest === undefined) return
             }
-            const chunk = await rest.read()
-            if (chunk.done) throw new Error('the rest of the body ended early')
-            next += chunk.value.length
-            controller.enqueue(chunk.value)
+            const chunk = await restChunk(rest)
+            next += chunk.length
+            controller.enqueue(chunk)
           } catch (err) {
             finish()
             throw err
@@ -160,9 +158,7 @@ export class GrowingFileBody implements GrowingBody {
     )
   }
 
-  async bytes(): Promise<Buffer> {
-    const chunks: Uint8Array[] = []
-    for await (const chunk of this.stream()) chunks.push(chunk)
-    return Buffer.concat(chunks)
+  bytes(): Promise<Buffer> {
+    return collect(this.stream())
   }
 }

@@ -7,6 +7,46 @@
 import type { BodyRest, GrowingBody, StoredBodyStreamOptions } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
 
+/** A body that grows (a fill's buffer, or its writer's file): its readers wait for the next change. */
+export class Progress {
+  #next = Promise.withResolvers<void>()
+  /** Settles at the next `moved`. */
+  wait(): Promise<void> {
+    return this.#next.promise
+  }
+  /** More arrived, or the growing stopped: every reader waiting looks again. */
+  moved(): void {
+    const moved = this.#next
+    this.#next = Promise.withResolvers<void>()
+    moved.resolve()
+  }
+}
+
+/**
+ * The reader of `range` from `rest` (the bytes a growing body stopped short of); undefined when
+ * `signal` aborted meanwhile (the stream was cancelled: that body is cancelled too).
+ */
+export async function restReader(rest: BodyRest, range: ByteRange, signal: AbortSignal): Promise<ReadableStreamDefaultReader<Uint8Array> | undefined> {
+  const stream = await rest(range, signal)
+  if (!signal.aborted) return stream.getReader()
+  await stream.cancel().catch(() => {})
+  return undefined
+}
+
+/** The next chunk of a rest reader: it must not end before the range does. */
+export async function restChunk(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<Uint8Array> {
+  const chunk = await reader.read()
+  if (chunk.done) throw new Error('the rest of the body ended early')
+  return chunk.value
+}
+
+/** Every byte of `stream`, in one buffer. */
+export async function collect(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
+  const chunks: Uint8Array[] = []
+  for await (const chunk of stream) chunks.push(chunk)
+  return Buffer.concat(chunks)
+}
+
 export class GrowingBytes implements GrowingBody {
   readonly length: number
   /** Its own memory (not a slice of Node's shared pool): the cache keeps it once it is whole. */
@@ -14,8 +54,8 @@ export class GrowingBytes implements GrowingBody {
   readonly #rest: BodyRest
   #filled = 0
   #failed = false
-  /** Settled (and replaced) when more arrived, and when the body failed. */
-  #progress = Promise.withResolvers<void>()
+  /** Moves when more arrived, and when the body failed. */
+  readonly #progress = new Progress()
 
   constructor(length: number, rest: BodyRest) {
     this.length = length
@@ -32,7 +72,7 @@ export class GrowingBytes implements GrowingBody {
     }
     this.#bytes.set(chunk, this.#filled)
     this.#filled += chunk.length
-    this.#moved()
+    this.#progress.moved()
     return true
   }
 
@@ -44,17 +84,11 @@ export class GrowingBytes implements GrowingBody {
   /** The body stopped short: what has not arrived never will. */
   fail(): void {
     this.#failed = true
-    this.#moved()
+    this.#progress.moved()
   }
 
   release(): void {
     // Nothing to close: the buffer goes with the last view of it.
-  }
-
-  #moved(): void {
-    const moved = this.#progress
-    this.#progress = Promise.withResolvers<void>()
-    moved.resolve()
   }
 
   stream(range?: ByteRange, _options?: StoredBodyStreamOptions): ReadableStream<Uint8Array> {
@@ -67,7 +101,7 @@ export class GrowingBytes implements GrowingBody {
         pull: async (controller) => {
           if (next >= end) return controller.close()
           if (rest === undefined) {
-            while (this.#filled <= next && !this.#failed) await this.#progress.promise
+            while (this.#filled <= next && !this.#failed) await this.#progress.wait()
             if (left.signal.aborted) return
             if (this.#filled > next) {
               // A view: the bytes that arrived never change.
@@ -76,15 +110,12 @@ export class GrowingBytes implements GrowingBody {
               next = to
               return
             }
-            const stream = await this.#rest({ start: next, end: end - 1 }, left.signal)
-            // Cancelled while the rest was asked for: its body is not wanted.
-            if (left.signal.aborted) return void (await stream.cancel().catch(() => {}))
-            rest = stream.getReader()
+            rest = await restReader(this.#rest, { start: next, end: end - 1 }, left.signal)
+            if (rest === undefined) return
           }
-          const chunk = await rest.read()
-          if (chunk.done) throw new Error('the rest of the body ended early')
-          next += chunk.value.length
-          controller.enqueue(chunk.value)
+          const chunk = await restChunk(rest)
+          next += chunk.length
+          controller.enqueue(chunk)
         },
         cancel: async (reason) => {
           left.abort()
@@ -95,9 +126,7 @@ export class GrowingBytes implements GrowingBody {
     )
   }
 
-  async bytes(): Promise<Buffer> {
-    const chunks: Uint8Array[] = []
-    for await (const chunk of this.stream()) chunks.push(chunk)
-    return Buffer.concat(chunks)
+  bytes(): Promise<Buffer> {
+    return collect(this.stream())
   }
 }

@@ -29,10 +29,10 @@ import { evaluatePreconditions, ifRangeAllows, type ConditionalHeaders } from '.
 import { outgoingCacheControl, storagePolicy } from '../http/freshness.ts'
 import { asAttachment, notModifiedHeaders, objectHeaders, type HeaderRecord } from '../http/headers.ts'
 import { contentRange, parseRange, resolveRange, unsatisfiedRange } from '../http/range.ts'
-import type { BodyRest, CachedObject, FillClaim, ObjectBody, ReadOptions, SharedFills, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
+import type { BodyRest, CachedObject, EntryWriter, FillClaim, GrowingBody, ObjectBody, ReadOptions, SharedFills, SlicedObjects, StoredBody, TieredHit, TraceSpan } from '../ports.ts'
 import type { Answer, BucketCache, BucketRoute, ByteRange, ObjectMeta, ObjectVersion, RangeSpec, RepresentationOutcome, WholeObject } from '../types.ts'
 import type { Exchange } from './exchange.ts'
-import { GrowingBytes } from '../http/growing-bytes.ts'
+import { collect, GrowingBytes } from '../http/growing-bytes.ts'
 
 interface ObjectRequest {
   head: boolean
@@ -730,28 +730,20 @@ async function fill(
   // (an abandoned fill of an object no tier takes would read it from S3, and hold it, for nothing).
   if (flight !== undefined && (writer !== undefined || cache.store.keeps(cacheKey, body.meta.size))) read.detach()
   const rest: BodyRest = (range, signal) => restOf(bucket, x.matched.key, body.meta, range, signal)
-  const collected = writer === undefined ? new GrowingBytes(body.meta.size, rest) : undefined
-  const growingBody = writer?.growing(rest) ?? (collected as GrowingBytes)
-  const growing: CachedObject = { ...head, body: growingBody }
+  const keeper = writer === undefined ? bytesKeeper(new GrowingBytes(body.meta.size, rest), head) : fileKeeper(writer, rest)
+  const growing: CachedObject = { ...head, body: keeper.body }
   flight?.streaming(growing)
   if (flight !== undefined) body.tap({ chunk: () => void flight.moved(), end: () => {}, fail: () => {} })
   // Lent pieces, copied into the writer's reused buffers or the one buffer (no garbage per piece).
-  body.drainInto((chunk) => writer?.writeCopy(chunk) ?? (collected as GrowingBytes).append(chunk)).then(
+  body.drainInto(keeper.take).then(
     async (complete) => {
-      let entry: CachedObject | undefined
-      if (writer !== undefined) entry = complete ? await writer.commit() : (writer.abort(), undefined)
-      else {
-        const whole = complete ? collected?.whole : undefined
-        if (whole === undefined) collected?.fail()
-        else entry = { ...head, body: whole }
-      }
-      growingBody.release()
+      const entry = await keeper.end(complete)
+      keeper.body.release()
       finish(entry)
     },
     (err: unknown) => {
-      writer?.abort()
-      collected?.fail()
-      growingBody.release()
+      keeper.fail()
+      keeper.body.release()
       // Its readers go on from ranged GETs. The origin's failure is logged on its own line (this
       // request's may be out already: a 304, a client that left), and with this request.
       if (err instanceof ProxyError && !read.signal.aborted) {
@@ -848,6 +840,44 @@ async function answerFresh(
   return streamed(x, bucket, body, outcome)
 }
 
+/** Where a fill keeps a body as it arrives (fill): the disk tier's file, or one buffer. */
+interface Keeper {
+  /** What the answers read while it grows. */
+  body: GrowingBody
+  /** The next lent piece (drainInto's sink). */
+  take: (chunk: Uint8Array) => boolean | Promise<boolean>
+  /** The body ended (`complete`: every byte came): the entry to store, or undefined. */
+  end(complete: boolean): Promise<CachedObject | undefined>
+  /** The body failed: nothing is kept. */
+  fail(): void
+}
+
+function fileKeeper(writer: EntryWriter, rest: BodyRest): Keeper {
+  return {
+    body: writer.growing(rest),
+    take: (chunk) => writer.writeCopy(chunk),
+    end: (complete) => {
+      if (complete) return writer.commit()
+      writer.abort()
+      return Promise.resolve(undefined)
+    },
+    fail: () => writer.abort(),
+  }
+}
+
+function bytesKeeper(bytes: GrowingBytes, head: Omit<CachedObject, 'body'>): Keeper {
+  return {
+    body: bytes,
+    take: (chunk) => bytes.append(chunk),
+    end: (complete) => {
+      const whole = complete ? bytes.whole : undefined
+      if (whole === undefined) bytes.fail()
+      return Promise.resolve(whole === undefined ? undefined : { ...head, body: whole })
+    },
+    fail: () => bytes.fail(),
+  }
+}
+
 /**
  * `range` of the object version `meta` describes, from the origin: the rest of a growing body its
  * writing stopped short of. Never another version's bytes: without an ETag to ask for, it fails.
@@ -861,12 +891,6 @@ async function restOf(bucket: BucketRoute, key: string, meta: ObjectMeta, range:
     throw new ProxyError('ORIGIN_BAD_RESPONSE', { reason: 'etag_changed' })
   }
   return body.stream
-}
-
-async function collect(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
-  const chunks: Uint8Array[] = []
-  for await (const chunk of stream) chunks.push(chunk)
-  return Buffer.concat(chunks)
 }
 
 // ---------------------------------------------------------------------------------------------
