@@ -413,6 +413,11 @@ export interface EntryWriter {
    * goes on from `rest`.
    */
   growing(rest: BodyRest): GrowingBody
+  /**
+   * Where the body is being written, for other processes sharing the directory to read it as it
+   * grows (SharedFills): settles once the file exists; undefined when it never will.
+   */
+  whereGrowing(): Promise<GrowingFileShare | undefined>
 }
 
 /** A body being written (EntryWriter.growing), readable while it grows. */
@@ -466,10 +471,38 @@ export interface SharedFills {
 }
 
 export interface FillClaim {
-  /** 'fetch': this worker fetches the key, then calls `done`; 'stored': another worker stored it (read it from the tier). */
-  readonly answer: 'fetch' | 'stored'
+  /**
+   * 'fetch': this worker fetches the key, then calls `done`; 'stored': another worker stored it
+   * (read it from the tier); 'growing': another worker's fetch is being written to the directory
+   * (read it as it grows: `growing`).
+   */
+  readonly answer: 'fetch' | 'stored' | 'growing'
+  /** With 'growing': the other worker's fill. */
+  readonly growing?: OtherWorkersFill
   /** This worker's fetch is over; `stored`: the tier holds the key now (the waiters read it), else they fetch on their own. */
   done(stored: boolean): void
+  /** This worker's fetch is being written to `file`: the workers waiting for it read it as it grows. */
+  grows(file: GrowingFileShare, head: Omit<CachedObject, 'body'>): void
+}
+
+/** A file of the disk tier's directory another process is writing an entry's body to. */
+export interface GrowingFileShare {
+  path: string
+  /** Where the body starts in the file. */
+  bodyOffset: number
+}
+
+/** Another worker's fill of a key, being written to the shared directory (FillClaim 'growing'). */
+export interface OtherWorkersFill {
+  readonly head: Omit<CachedObject, 'body'>
+  /**
+   * The body, read from that worker's file as it grows (a stream whose bytes the writing stopped
+   * short of, or that saw no new byte for `stallMs`, goes on from `rest`); undefined when the file
+   * is gone already (the fill is over: `ended` says whether it was stored).
+   */
+  open(rest: BodyRest, stallMs: number): Promise<GrowingBody | undefined>
+  /** Settles when that fill is over: true when the tier holds the entry now. */
+  readonly ended: Promise<boolean>
 }
 
 /** Where audit records go (file, stdout, syslog, S3). `record` never blocks and never throws. */

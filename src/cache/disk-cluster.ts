@@ -18,6 +18,10 @@
 //                               --claimed fetch--> the first; --claimed wait--> the others, and later
 //                               --claimed stored--> (read it from the directory) or, when it was
 //                               not stored, --claimed fetch--> (each fetches on its own)
+//   worker --grows {key, file}--> primary: the fetching worker's body is being written to that
+//                               temp file --claimed {growing: file}--> every waiter, at once to a
+//                               later claim: each reads the file as it grows (other-workers-file.ts)
+//                               until --claimed stored / fetch--> ends it
 //   worker --release {key, stored}--> primary: its fetch is over (cache/fill-claims.ts)
 //   primary --state {gone, rewritten, totals, reporter}--> each worker of the directory, when it
 //                               changed (a worker forgets what is gone, and what another wrote again)
@@ -25,10 +29,14 @@
 // counts the entries it renamed into place but had not reported yet.
 // The messages stay inside the instance: its own processes over node:cluster's channel.
 import cluster, { type Worker } from 'node:cluster'
-import type { FillClaim, SharedFills } from '../ports.ts'
+import { open } from 'node:fs/promises'
+import type { FillClaim, GrowingFileShare, OtherWorkersFill, SharedFills } from '../ports.ts'
 import type { BucketBudgetMap } from './bucket-budgets.ts'
+import { metaFromJson, metaToJson, type MetaJson } from './codec.ts'
 import { deleteTempFilesOf, DiskCache, type DiskLedgerLink } from './disk.ts'
-import { type ClaimAnswer, FillClaims } from './fill-claims.ts'
+import { type ClaimNews, FillClaims } from './fill-claims.ts'
+import { GrowingFileBody } from './growing-body.ts'
+import { OtherWorkersFile } from './other-workers-file.ts'
 import type { PurgeTarget } from './purge-log.ts'
 
 const CHANNEL = 'yatagarasu:disk'
@@ -78,10 +86,16 @@ type DiskMessage = { channel: typeof CHANNEL } & (
   | { step: 'live'; options: LedgerOptions }
   | { step: 'leave'; dir: string }
   | { step: 'claim'; id: number; dir: string; key: string }
-  | { step: 'claimed'; id: number; answer: ClaimAnswer | 'wait' }
+  | { step: 'claimed'; id: number; answer: ClaimNews<GrowingNews> | 'wait' }
+  | { step: 'grows'; dir: string; key: string; growing: GrowingNews }
   | { step: 'release'; dir: string; key: string; stored: boolean }
   | ({ step: 'state'; dir: string; gone: string[]; rewritten: Array<[string, number]> } & LedgerState)
 )
+
+/** Where a worker's fill of a key is being written, and the entry's head (as the channel carries it). */
+interface GrowingNews extends GrowingFileShare {
+  head: { meta: MetaJson; storedAt: number; freshUntil: number }
+}
 
 const isDiskMessage = (m: { channel?: unknown; step?: unknown } | null | undefined): m is DiskMessage =>
   m?.channel === CHANNEL && typeof m.step === 'string'
@@ -89,8 +103,11 @@ const isDiskMessage = (m: { channel?: unknown; step?: unknown } | null | undefin
 // In a worker.
 const links = new Set<WorkerLink>()
 const waiting = new Map<number, (answer: DiskMessage | undefined) => void>()
-/** Claims sent, by id: each hears 'fetch' or 'wait' at once, and after a wait 'fetch' or 'stored'. */
-const claiming = new Map<number, (answer: ClaimAnswer | 'wait') => void>()
+/**
+ * Claims sent, by id: each hears 'fetch', 'wait' or where another worker's fill grows at once; after
+ * a wait, 'fetch', 'stored' or where it grows; after where it grows, 'fetch' or 'stored' (its end).
+ */
+const claiming = new Map<number, (answer: ClaimNews<GrowingNews> | 'wait') => void>()
 let lastId = 0
 let listening = false
 
@@ -139,8 +156,25 @@ export async function joinDiskLedger(options: LedgerOptions): Promise<DiskLedger
 }
 
 /** What a claim answers when the worker fetches without the others (no primary, or it waited too long). */
-const ON_ITS_OWN: FillClaim = { answer: 'fetch', done: () => {} }
-const STORED: FillClaim = { answer: 'stored', done: () => {} }
+const ON_ITS_OWN: FillClaim = { answer: 'fetch', done: () => {}, grows: () => {} }
+const STORED: FillClaim = { answer: 'stored', done: () => {}, grows: () => {} }
+
+/** Another worker's fill, told by the primary; `ended` settles with the primary's last word on it. */
+function otherWorkersFill(news: GrowingNews, ended: Promise<boolean>): OtherWorkersFill {
+  const { meta, storedAt, freshUntil } = news.head
+  const head = { meta: metaFromJson(meta), storedAt, freshUntil }
+  return {
+    head,
+    ended,
+    open: async (rest, stallMs) => {
+      // Gone already: renamed into place (stored) or removed (given up).
+      const handle = await open(news.path, 'r').catch(() => undefined)
+      if (handle === undefined) return undefined
+      const file = new OtherWorkersFile(handle, news.bodyOffset, head.meta.size, ended, stallMs)
+      return new GrowingFileBody(file, news.bodyOffset, head.meta.size, rest)
+    },
+  }
+}
 
 class WorkerLink implements DiskLedgerLink, SharedFills {
   readonly dir: string
@@ -200,6 +234,8 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
         resolve(ON_ITS_OWN)
       }
       let timer = setTimeout(onItsOwn, Math.min(CLAIM_ANSWER_MS, waitMs)).unref()
+      /** Settles the other worker's fill this one reads, when it was told of one. */
+      let end: ((stored: boolean) => void) | undefined
       claiming.set(id, (answer) => {
         if (answer === 'wait') {
           waited = true
@@ -208,8 +244,20 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
           if (!answered) timer = setTimeout(onItsOwn, Math.max(0, waitMs - (performance.now() - sent))).unref()
           return
         }
+        if (typeof answer === 'object') {
+          // Another worker's fill grows on the disk: read as it grows (unless this one went on
+          // its own already); its end comes later.
+          waited = true
+          if (answered) return
+          answered = true
+          clearTimeout(timer)
+          const ended = Promise.withResolvers<boolean>()
+          end = ended.resolve
+          return resolve({ answer: 'growing', growing: otherWorkersFill(answer.growing, ended.promise), done: () => {}, grows: () => {} })
+        }
         claiming.delete(id)
         clearTimeout(timer)
+        if (end !== undefined) return end(answer === 'stored')
         if (answered) {
           // Made the holder after it went on its own: the others need not wait for it.
           if (answer === 'fetch' && !waited) release(false)
@@ -224,6 +272,11 @@ class WorkerLink implements DiskLedgerLink, SharedFills {
             if (released) return
             released = true
             release(stored)
+          },
+          grows: (file, head) => {
+            if (released) return
+            const growing: GrowingNews = { ...file, head: { meta: metaToJson(head.meta), storedAt: head.storedAt, freshUntil: head.freshUntil } }
+            send({ channel: CHANNEL, step: 'grows', dir, key, growing })
           },
         })
       })
@@ -311,8 +364,9 @@ export function serveDiskLedgers(): void {
     if (worker.isConnected()) worker.send(message, undefined, undefined, () => {})
   }
   // By directory and key; kept apart from the ledgers, which a reload may replace meanwhile.
-  const claimed = (worker: Worker, id: number, answer: ClaimAnswer | 'wait') => toWorker(worker, { channel: CHANNEL, step: 'claimed', id, answer })
-  const claims = new FillClaims<Worker>(claimed)
+  const claimed = (worker: Worker, id: number, answer: ClaimNews<GrowingNews> | 'wait') =>
+    toWorker(worker, { channel: CHANNEL, step: 'claimed', id, answer })
+  const claims = new FillClaims<Worker, GrowingNews>(claimed)
   const claimKey = (dir: string, key: string) => `${dir}\0${key}`
 
   const stateOf = (ledger: Ledger, cache: DiskCache): LedgerState => {
@@ -405,6 +459,7 @@ export function serveDiskLedgers(): void {
       return claimed(worker, message.id, claims.claim(worker, message.id, claimKey(message.dir, message.key)))
     }
     if (message.step === 'release') return claims.release(worker, claimKey(message.dir, message.key), message.stored)
+    if (message.step === 'grows') return claims.grows(worker, claimKey(message.dir, message.key), message.growing)
     if (message.step === 'open') {
       const ledger = ledgerOf(message.options)
       ledger.links.set(worker, (ledger.links.get(worker) ?? 0) + 1)

@@ -160,6 +160,15 @@ export class EntryFileWriter implements GrowingFile {
     return open(this.#temp, 'r')
   }
 
+  /** Where other processes read the file as it grows: once it exists (undefined when it never will). */
+  async whereGrowing(): Promise<{ path: string; bodyOffset: number } | undefined> {
+    const created = await this.#file.then(
+      () => true,
+      () => false
+    )
+    return created && this.#failure === undefined ? { path: this.#temp, bodyOffset: this.bodyOffset } : undefined
+  }
+
   /** Whether `chunk` is refused: the writer failed, or fails now because the body grew past its size. */
   #refuses(chunk: Uint8Array): boolean {
     if (this.#failure === undefined && this.#written + chunk.length > this.size) this.#fail(new Error('the body is longer than its size'))
@@ -390,6 +399,7 @@ export function entryWriterOf(
     },
     abort: () => void out.abort(),
     growing: (rest) => new GrowingFileBody(out, out.bodyOffset, out.size, rest),
+    whereGrowing: () => out.whereGrowing(),
   }
   return writer
 }

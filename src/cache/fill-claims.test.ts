@@ -2,11 +2,11 @@
 // stored, and each fetching on its own when it was not (failed, not kept, its worker died).
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { type ClaimAnswer, FillClaims } from './fill-claims.ts'
+import { type ClaimNews, FillClaims } from './fill-claims.ts'
 
 function claims() {
-  const told: Array<[string, number, ClaimAnswer]> = []
-  return { told, claims: new FillClaims<string>((worker, id, answer) => told.push([worker, id, answer])) }
+  const told: Array<[string, number, ClaimNews<string>]> = []
+  return { told, claims: new FillClaims<string, string>((worker, id, answer) => told.push([worker, id, answer])) }
 }
 
 describe('fill claims', () => {
@@ -53,5 +53,30 @@ describe('fill claims', () => {
     c.release('b', 'j', true)
     assert.deepEqual(told.slice(1), [['c', 5, 'stored']])
     assert.equal(c.size, 0)
+  })
+
+  it('tells every waiter, and each later claim at once, where the fetch grows; then its end', () => {
+    const { told, claims: c } = claims()
+    c.claim('a', 1, 'k')
+    c.claim('b', 2, 'k')
+    c.grows('b', 'k', '/dir/other.tmp')
+    assert.deepEqual(told, [], 'only the holder says where its fetch grows')
+    c.grows('a', 'k', '/dir/k.tmp')
+    c.grows('a', 'k', '/dir/again.tmp')
+    assert.deepEqual(told, [['b', 2, { growing: '/dir/k.tmp' }]], 'told once')
+    assert.deepEqual(c.claim('c', 3, 'k'), { growing: '/dir/k.tmp' }, 'a later claim reads it at once')
+    c.release('a', 'k', true)
+    assert.deepEqual(told.slice(1), [
+      ['b', 2, 'stored'],
+      ['c', 3, 'stored'],
+    ])
+    c.claim('a', 4, 'j')
+    c.claim('b', 5, 'j')
+    c.grows('a', 'j', '/dir/j.tmp')
+    c.leave('a')
+    assert.deepEqual(told.slice(3), [
+      ['b', 5, { growing: '/dir/j.tmp' }],
+      ['b', 5, 'fetch'],
+    ], 'its worker died: the reader goes on from the origin')
   })
 })

@@ -529,9 +529,14 @@ async function fetchAndFill(
       state.movedAt = performance.now()
     },
     superseded: () => state.superseded,
-    streaming: (entry) => {
+    streaming: (entry, writer) => {
       state.growing = entry
       state.streaming.resolve(entry)
+      // The other workers waiting for this fetch read its file as it grows.
+      if (writer !== undefined && claim !== undefined) {
+        const head = { meta: entry.meta, storedAt: entry.storedAt, freshUntil: entry.freshUntil }
+        void writer.whereGrowing().then((file) => file !== undefined && claim?.grows(file, head))
+      }
     },
     fail: (error) => fail(error),
     leave,
@@ -548,6 +553,18 @@ async function fetchAndFill(
       done.settle(claimed.stored)
       leave()
       return coalesced(claimed.stored)
+    }
+    const { other } = claimed
+    if (other !== undefined) {
+      // Another worker's fetch, read from its file as it grows, here and by the requests that join
+      // this worker's flight; when it is over, they get what it stored.
+      done.streaming(other.entry)
+      void other.ended.then(async (stored) => {
+        other.body.release()
+        done.settle(stored ? await storedEntry(cache, cacheKey) : undefined)
+        leave()
+      })
+      return coalesced(other.entry)
     }
     claim = claimed.claim
   }
@@ -608,13 +625,23 @@ async function claimFetch(
   cache: BucketCache,
   cacheKey: string,
   key: string
-): Promise<{ stored?: CachedObject; sliced?: CachedObject; claim?: FillClaim }> {
+): Promise<{ stored?: CachedObject; sliced?: CachedObject; claim?: FillClaim; other?: OtherWorkersEntry }> {
   const claim = await fills.claim(cacheKey, Math.min(OTHER_WORKER_WAIT_MS, followerWaitOf(cache) / 2))
+  if (claim.growing !== undefined) {
+    const { head, ended } = claim.growing
+    const rest: BodyRest = (range, signal) => restOf(bucket, key, head.meta, range, signal)
+    const body = await claim.growing.open(rest, cache.followerWaitMs)
+    if (body !== undefined) return { other: { entry: { ...head, body }, body, ended } }
+    // Its file is gone: that fetch is over. What it stored is read; else this worker fetches on
+    // its own (claiming nothing: the others are told to as well).
+    const found = (await ended) ? await storedEntry(cache, cacheKey) : undefined
+    return found === undefined ? {} : { stored: found }
+  }
   // Told it was stored; or free to fetch, which it also is when another worker stored it between
   // this worker's lookup and its claim (the disk tier's has() looks for a file under its name).
   if (claim.answer === 'stored' || cache.store.bulk.has(cacheKey)) {
     // A lookup that fails is a miss: this worker fetches (and releases its claim when it is done).
-    const found = (await cache.store.lookup(cacheKey, cache.store.peekedTiers).catch(() => undefined))?.entry
+    const found = await storedEntry(cache, cacheKey)
     // What another worker fetched while this one waited is served even when it is stored already
     // stale (no-cache, max-age=0), as a request that waited in this worker is served it.
     if (found !== undefined && (claim.answer === 'stored' || found.freshUntil > Date.now())) {
@@ -629,6 +656,19 @@ async function claimFetch(
   return { claim }
 }
 
+/** Another worker's fill of a key, read from the shared directory as it grows (claimFetch). */
+interface OtherWorkersEntry {
+  entry: CachedObject
+  body: GrowingBody
+  /** Settles when that fill is over: true when the tier holds the entry now. */
+  ended: Promise<boolean>
+}
+
+/** The entry the tiers hold for `cacheKey` now (fresh or not); undefined when none, or the lookup failed. */
+async function storedEntry(cache: BucketCache, cacheKey: string): Promise<CachedObject | undefined> {
+  return (await cache.store.lookup(cacheKey, cache.store.peekedTiers).catch(() => undefined))?.entry
+}
+
 /** A whole-object fetch that requests for the same key wait for (fetchAndFill). */
 interface Flight {
   /** The entry stored, or undefined (not stored): the waiting requests get it at once. */
@@ -639,8 +679,11 @@ interface Flight {
   moved(): void
   /** Another request took this fetch over: it stores nothing. */
   superseded(): boolean
-  /** The body is being written to the disk tier: the waiting requests read it as it grows. */
-  streaming(entry: CachedObject): void
+  /**
+   * The body is arriving (`writer`: into the disk tier's file): the waiting requests read it as it
+   * grows (the other workers' too, from the file).
+   */
+  streaming(entry: CachedObject, writer?: EntryWriter): void
   fail(error: unknown): void
   /** The fetch is over (after the tiers took what they keep). */
   leave(): void
@@ -732,7 +775,7 @@ async function fill(
   const rest: BodyRest = (range, signal) => restOf(bucket, x.matched.key, body.meta, range, signal)
   const keeper = writer === undefined ? bytesKeeper(new GrowingBytes(body.meta.size, rest), head) : fileKeeper(writer, rest)
   const growing: CachedObject = { ...head, body: keeper.body }
-  flight?.streaming(growing)
+  flight?.streaming(growing, writer)
   if (flight !== undefined) body.tap({ chunk: () => void flight.moved(), end: () => {}, fail: () => {} })
   // Lent pieces, copied into the writer's reused buffers or the one buffer (no garbage per piece).
   body.drainInto(keeper.take).then(
