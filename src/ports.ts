@@ -352,6 +352,8 @@ export interface TieredStore extends CacheStore {
   has(key: string): boolean
   /** Whether any tier would keep a fresh entry of `size` body bytes for `key` now. */
   keeps(key: string, size: number): boolean
+  /** Whether a purge or delete of `key` came after `since`: a copy fetched then is refused. */
+  purgedAfter(key: string, since: number): boolean
   /**
    * The memory and disk tiers only: for entries derived from an object's key (`<key>\0...`: its
    * slices and sliced metadata), which those tiers delete with the object's key.

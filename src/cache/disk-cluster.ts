@@ -47,7 +47,7 @@ const STATE_MS = 50
 /**
  * How long a worker waits for another's fetch of a slice before it fetches on its own (the other's
  * origin may be slow to send it; the waiter's client waits meanwhile). A whole object's claim says
- * how long it waits (pipeline/serve.ts: less, as it reads that fetch only once it is stored).
+ * how long it waits (pipeline/serve.ts: less, for that fetch's body to begin).
  */
 export const CLAIM_WAIT_MS = 30_000
 /**

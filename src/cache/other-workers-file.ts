@@ -2,24 +2,25 @@
 // that worker is writing in the shared directory. Its writer writes in order, one write at a time
 // (disk-writer.ts), and the kernel moves a file's size only past bytes already copied in, so every
 // body byte below the size is the object's. The size is looked at when a reader waits for more:
-// soon, then less and less often while the file stands still. The fill's end comes from the
-// primary (`ended`); a file that does not grow for `stallMs` before that counts as given up (its
-// readers go on from the origin, as from a writer that failed).
+// soon, then less and less often while the file stands still (a look is an fstat on the thread
+// pool, which the disk tier's reads share). The fill's end comes from the primary (`ended`); a file
+// that does not grow for `stallMs` before that counts as given up (its readers go on from the
+// origin, as from a writer that failed) until it grows again.
 import type { FileHandle } from 'node:fs/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { GrowingFile } from './growing-body.ts'
 
 /** The first look after a reader caught up; doubled while the file stands still, up to POLL_MAX_MS. */
-const POLL_MIN_MS = 1
-const POLL_MAX_MS = 16
+const POLL_MIN_MS = 4
+const POLL_MAX_MS = 32
 
 export class OtherWorkersFile implements GrowingFile {
   readonly #handle: FileHandle
   readonly #bodyOffset: number
   readonly #length: number
   readonly #stallMs: number
-  readonly #ended: Promise<void>
   #over = false
+  /** Ends the wait before the next look (the fill ended meanwhile). */
+  #wake: (() => void) | undefined
   #onFile = 0
   #failed = false
   #delay = POLL_MIN_MS
@@ -33,14 +34,11 @@ export class OtherWorkersFile implements GrowingFile {
     this.#bodyOffset = bodyOffset
     this.#length = length
     this.#stallMs = stallMs
-    this.#ended = ended.then(
-      () => {
-        this.#over = true
-      },
-      () => {
-        this.#over = true
-      }
-    )
+    const over = () => {
+      this.#over = true
+      this.#wake?.()
+    }
+    ended.then(over, over)
   }
 
   get onFile(): number {
@@ -62,9 +60,18 @@ export class OtherWorkersFile implements GrowingFile {
     return Promise.resolve(this.#handle)
   }
 
-  /** Waits a little (less once the fill is over), then reads the file's size. */
+  /** Waits a little (not once the fill is over), then reads the file's size. */
   async #look(): Promise<void> {
-    if (!this.#over) await Promise.race([sleep(this.#delay), this.#ended])
+    if (!this.#over) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => this.#wake?.(), this.#delay)
+        this.#wake = () => {
+          clearTimeout(timer)
+          this.#wake = undefined
+          resolve()
+        }
+      })
+    }
     const over = this.#over
     let size: number
     try {
@@ -80,6 +87,7 @@ export class OtherWorkersFile implements GrowingFile {
       // Looked at after the end: what is not on the file now never will be.
       this.#failed = this.#onFile < this.#length
     } else if (this.#onFile > before) {
+      this.#failed = false
       this.#delay = POLL_MIN_MS
       this.#grewAt = now
     } else {

@@ -89,6 +89,10 @@ export class TieredCache implements TieredStore {
     return this.#disk?.writer(key, head, size, () => wanted?.() !== false && !this.#purges.purgedAfter(key, head.storedAt))
   }
 
+  purgedAfter(key: string, since: number): boolean {
+    return this.#purges.purgedAfter(key, since)
+  }
+
   collects(size: number): boolean {
     return size <= SMALL_BODY || this.#disk === undefined
   }

@@ -558,10 +558,13 @@ async function fetchAndFill(
     if (other !== undefined) {
       // Another worker's fetch, read from its file as it grows, here and by the requests that join
       // this worker's flight; when it is over, they get what it stored.
+      // Its pace is watched by its own worker, and by the readers here: not counted as standing still.
+      state.watchedElsewhere = true
       done.streaming(other.entry)
       void other.ended.then(async (stored) => {
-        other.body.release()
+        // Settled first: a request that joins meanwhile still reads the growing file.
         done.settle(stored ? await storedEntry(cache, cacheKey) : undefined)
+        other.body.release()
         leave()
       })
       return coalesced(other.entry)
@@ -589,10 +592,11 @@ async function fetchAndFill(
  */
 const FOLLOWER_WAIT_MS = 4_000
 /**
- * How long a worker waits for another worker's fetch of a whole object: it reads that fetch only
- * once it is stored, which a large object's may take longer than a first byte should. At most half
- * the in-worker wait: that wait counts from when this worker's requests joined its fetch, which
- * starts only after this one, so they still share the fetch it makes after waiting.
+ * How long a worker waits for another worker's fetch of a whole object to begin: once its body is
+ * being written to the shared directory, this worker reads it as it grows (a small one, once it is
+ * stored). At most half the in-worker wait: that wait counts from when this worker's requests
+ * joined its fetch, which starts only after this one, so they still share the fetch it makes
+ * after waiting.
  */
 const OTHER_WORKER_WAIT_MS = 2_000
 /** What joinFlight answers when the fetch it waited for stood still for the follower wait, or took the deadline. */
@@ -602,6 +606,8 @@ const GROWING: unique symbol = Symbol('growing')
 interface FillState {
   /** When the fetch last moved: given bytes to keep. */
   movedAt: number
+  /** Another worker's fill, read here from its file: its pace is not seen here (never standing still). */
+  watchedElsewhere?: boolean
   /** Another request took it over (it stood still): it stores nothing. */
   superseded: boolean
   /** The entry being written to the disk tier, readable as it grows (fromGrowing), until the fill is over. */
@@ -629,6 +635,9 @@ async function claimFetch(
   const claim = await fills.claim(cacheKey, Math.min(OTHER_WORKER_WAIT_MS, followerWaitOf(cache) / 2))
   if (claim.growing !== undefined) {
     const { head, ended } = claim.growing
+    // A fill that began before a purge of the key is not read (this worker's purge log says so):
+    // this worker fetches on its own, claiming nothing.
+    if (cache.store.purgedAfter(cacheKey, head.storedAt)) return {}
     const rest: BodyRest = (range, signal) => restOf(bucket, key, head.meta, range, signal)
     const body = await claim.growing.open(rest, cache.followerWaitMs)
     if (body !== undefined) return { other: { entry: { ...head, body }, body, ended } }
@@ -1057,7 +1066,8 @@ async function joinFlight(cache: BucketCache, inFlight: Promise<CachedObject | u
     const check = () => {
       const now = performance.now()
       // A fetch with no progress recorded (a representation's whole read) counts as standing still.
-      const still = now - Math.max(fillStates.get(inFlight)?.movedAt ?? since, since)
+      const watched = fillStates.get(inFlight)
+      const still = watched?.watchedElsewhere === true ? 0 : now - Math.max(watched?.movedAt ?? since, since)
       const left = cache.followerWaitMs - (now - since)
       if (still >= wait || left <= 0) return resolve(LATE)
       timer = setTimeout(check, Math.min(wait - still, left))

@@ -18,6 +18,7 @@ import { startS3, type TestS3 } from '../support/s3.ts'
 
 const MiB = 1024 * 1024
 const CLIENTS = 100
+const ADMIN_TOKEN = 'cluster-fills-admin-token-0123456789abcdef'
 
 let s3: TestS3
 let cacheDir: string
@@ -28,6 +29,7 @@ server:
   address: "127.0.0.1:${port}"
   workers: 2
 metrics: { enabled: true, port: ${metricsPort} }
+admin: { token: "${ADMIN_TOKEN}" }
 cache:
   enabled: true
   layers: [memory, disk]
@@ -212,6 +214,40 @@ describe('whole objects with two workers sharing the disk tier', () => {
     assert.deepEqual([...new Set(await running().workersOf(answers))].sort(), [1, 2], 'both workers answered')
     assert.equal(s3.getsOf('media', 'growing.bin').length, 1, 'one GET, from one worker')
     assert.equal(answers.filter((res) => res.headers['cache-status'] === 'yatagarasu; hit; detail=coalesced').length, 9)
+  })
+
+  it('answers the requests made after a purge with the new version, not the purged growing fill', async () => {
+    const [v1, v2] = [randomBytes(300 * 1024), randomBytes(300 * 1024)]
+    await s3.put('media', 'purged.bin', v1)
+    const hold = s3.holdNextGet(64 * 1024)
+    const first = watchedGet('/media/purged.bin')
+    await hold.held
+    // The object changes and is purged while the first worker's fill of the old version grows.
+    await s3.put('media', 'purged.bin', v2)
+    const purge = await send(`http://127.0.0.1:${running().port}`, '/admin/cache/purge/media/purged.bin', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    })
+    assert.equal(purge.status, 200, purge.text)
+    const later = Array.from({ length: 6 }, () => watchedGet('/media/purged.bin'))
+    const answered: RawResponse[] = []
+    for (const get of later)
+      get.answer.then(
+        (res) => answered.push(res),
+        () => {}
+      )
+    try {
+      // Before, they read the purged fill (held: never answered while it is held).
+      await eventually(async () => answered.length === later.length, 'the later requests answered while the old fill is held', {
+        withinMs: 30_000,
+        explain: async () => `answered: ${answered.length}, whole GETs: ${s3.getsOf('media', 'purged.bin').length}`,
+      })
+    } finally {
+      hold.release()
+    }
+    for (const res of answered) assert.ok(res.body.equals(v2), `the new version: ${res.headers['cache-status']}`)
+    assert.deepEqual([...new Set(await running().workersOf(answered))].sort(), [1, 2], 'both workers answered')
+    assert.ok((await first.answer).body.equals(v1), 'the request before the purge gets the version it started with')
   })
 
   it('lets the other worker’s readers go on with ranged GETs of the same version when the first worker’s fetch stalls', async () => {
