@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { blockThreadPool } from '../../test/support/hung-disk.ts'
+import { collect } from '../http/growing-bytes.ts'
 import type { BodyRest } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
 import { EntryFileWriter, WRITE_STALL_MS } from './disk-writer.ts'
@@ -37,11 +38,6 @@ function restOf(bytes: Buffer): { rest: BodyRest; asked: ByteRange[] } {
   return { rest, asked }
 }
 
-async function readAll(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
-  const chunks: Uint8Array[] = []
-  for await (const chunk of stream) chunks.push(chunk)
-  return Buffer.concat(chunks)
-}
 
 /** Resolves once `writer` has `bytes` body bytes on its file. */
 async function onFile(writer: EntryFileWriter, bytes: number): Promise<void> {
@@ -55,11 +51,11 @@ describe('a growing body', () => {
     const { rest, asked } = restOf(bytes)
     const body = new GrowingFileBody(writer, HEAD, bytes.length, rest)
     // One reader from the start, before anything is written; one with a range; one reusing its buffer.
-    const early = readAll(body.stream())
-    const ranged = readAll(body.stream({ start: 700 * KiB, end: 900 * KiB - 1 }))
+    const early = collect(body.stream())
+    const ranged = collect(body.stream({ start: 700 * KiB, end: 900 * KiB - 1 }))
     await writer.write(bytes.subarray(0, 512 * KiB))
     await onFile(writer, 512 * KiB)
-    const late = readAll(body.stream(undefined, { reuseChunks: false }))
+    const late = collect(body.stream(undefined, { reuseChunks: false }))
     await writer.write(bytes.subarray(512 * KiB, 1024 * KiB))
     await writer.write(bytes.subarray(1024 * KiB))
     assert.ok((await early).equals(bytes))
@@ -77,7 +73,7 @@ describe('a growing body', () => {
     const body = new GrowingFileBody(writer, HEAD, bytes.length, rest)
     await writer.write(bytes.subarray(0, 300 * KiB))
     await onFile(writer, 300 * KiB)
-    const reading = readAll(body.stream({ start: 100, end: bytes.length - 1 }))
+    const reading = collect(body.stream({ start: 100, end: bytes.length - 1 }))
     // The origin's body broke, or the disk failed: the writer gives up.
     await writer.abort()
     assert.ok((await reading).equals(bytes.subarray(100)), 'every byte once, in order')

@@ -9,6 +9,7 @@ import { mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
+import { collect } from '../http/growing-bytes.ts'
 import type { BodyRest } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
 import { EntryFileWriter } from './disk-writer.ts'
@@ -39,12 +40,6 @@ async function fill(bytes: Buffer, stallMs = 30_000) {
   return { writer, end: ended.resolve, asked, body: new GrowingFileBody(file, HEAD, bytes.length, rest) }
 }
 
-/** Every byte of `stream`. */
-async function readAll(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
-  const chunks: Uint8Array[] = []
-  for await (const chunk of stream) chunks.push(chunk)
-  return Buffer.concat(chunks)
-}
 
 /** Resolves once `writer` has `bytes` body bytes on its file. */
 async function onFile(writer: EntryFileWriter, bytes: number): Promise<void> {
@@ -55,8 +50,8 @@ describe('another worker’s growing file', () => {
   it('streams each byte once it is on the file, to readers that start before, during and after the writing', async () => {
     const bytes = randomBytes(1536 * KiB)
     const { writer, end, asked, body } = await fill(bytes)
-    const early = readAll(body.stream())
-    const ranged = readAll(body.stream({ start: 700 * KiB, end: 900 * KiB - 1 }))
+    const early = collect(body.stream())
+    const ranged = collect(body.stream({ start: 700 * KiB, end: 900 * KiB - 1 }))
     let firstChunk = 0
     const reader = body.stream().getReader()
     const first = reader.read().then((chunk) => (firstChunk = chunk.value?.length ?? 0))
@@ -65,11 +60,11 @@ describe('another worker’s growing file', () => {
     await first
     assert.ok(firstChunk > 0 && firstChunk <= 300 * KiB, `a reader gets what is on the file before the rest is written: ${firstChunk}`)
     await reader.cancel()
-    const middle = readAll(body.stream({ start: 200 * KiB, end: 1200 * KiB - 1 }))
+    const middle = collect(body.stream({ start: 200 * KiB, end: 1200 * KiB - 1 }))
     await writer.write(bytes.subarray(300 * KiB))
     await writer.finish(() => Buffer.alloc(HEAD))
     end(true)
-    const late = readAll(body.stream())
+    const late = collect(body.stream())
     assert.ok((await early).equals(bytes))
     assert.ok((await ranged).equals(bytes.subarray(700 * KiB, 900 * KiB)))
     assert.ok((await middle).equals(bytes.subarray(200 * KiB, 1200 * KiB)))
@@ -81,8 +76,8 @@ describe('another worker’s growing file', () => {
   it('goes on from `rest` for exactly the bytes the fill did not write when it ends short', async () => {
     const bytes = randomBytes(1024 * KiB)
     const { writer, end, asked, body } = await fill(bytes)
-    const whole = readAll(body.stream())
-    const tail = readAll(body.stream({ start: 900 * KiB, end: 1024 * KiB - 1 }))
+    const whole = collect(body.stream())
+    const tail = collect(body.stream({ start: 900 * KiB, end: 1024 * KiB - 1 }))
     await writer.write(bytes.subarray(0, 400 * KiB))
     await onFile(writer, 400 * KiB)
     await writer.abort()
@@ -105,7 +100,7 @@ describe('another worker’s growing file', () => {
     await writer.write(bytes.subarray(0, 128 * KiB))
     await onFile(writer, 128 * KiB)
     // The fill's end never comes (its primary is gone, say): the reader does not wait for ever.
-    assert.ok((await readAll(body.stream())).equals(bytes))
+    assert.ok((await collect(body.stream())).equals(bytes))
     assert.deepEqual(asked, [{ start: 128 * KiB, end: 512 * KiB - 1 }])
     await writer.abort()
     body.release()
