@@ -38,7 +38,6 @@ function restOf(bytes: Buffer): { rest: BodyRest; asked: ByteRange[] } {
   return { rest, asked }
 }
 
-
 /** Resolves once `writer` has `bytes` body bytes on its file. */
 async function onFile(writer: EntryFileWriter, bytes: number): Promise<void> {
   while (writer.onFile < bytes) await writer.progress()

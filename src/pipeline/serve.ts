@@ -557,8 +557,8 @@ async function fetchAndFill(
     const { other } = claimed
     if (other !== undefined) {
       // Another worker's fetch, read from its file as it grows, here and by the requests that join
-      // this worker's flight; when it is over, they get what it stored.
-      // Its pace is watched by its own worker, and by the readers here: not counted as standing still.
+      // this worker's flight; when it is over, they get what it stored. Its pace is watched by its
+      // own worker and by the readers here: never counted as standing still.
       state.watchedElsewhere = true
       done.streaming(other.entry)
       void other.ended.then(async (stored) => {
