@@ -5,7 +5,9 @@
 #      tracing, workers, 50 MiB, failover, Zipf hit ratio, JWT)
 #   2. bench/paths.sh: memory/disk/Redis hits and misses at 1 KiB, 100 KiB, 10 MiB beside s3rver
 #      direct, nginx proxy_cache and raw node:http (the shared harness), at 64 and 1 connections
-#   3. bench/slices.ts: slice hits beside nginx's slice module, at 64 and 1 connections
+#   3. bench/slices.ts: slice hits beside nginx's slice module, at 64 and 1 connections;
+#      bench/cold-herd.ts: a cold object for 16 clients at once over two workers, beside nginx's
+#      proxy_cache_lock (origin GETs and bytes, first and last bytes)
 #   4. bench/memory.ts: the proxy's peak RSS idle and under the two heavy download scenarios;
 #      bench/heap.ts: V8's GC work per request on each path (allocated, survived, promoted)
 #   5. bench/s3-api.ts: 8 MiB ranged GETs through the S3 listener vs the HTTP path; SigV4 cost
@@ -28,6 +30,7 @@ fi
 BENCH_PATHS_JSON_DIR=$out bash bench/paths.sh $quick | tee "$out/paths.md"
 export BENCH_NO_BUILD=1 # paths.sh built dist/ just now
 npx tsx bench/slices.ts $quick --json "$out/slices.json" | tee "$out/slices.md"
+npx tsx bench/cold-herd.ts $quick --json "$out/cold-herd.json" | tee "$out/cold-herd.md"
 npx tsx bench/memory.ts $quick --json "$out/memory.json" | tee "$out/memory.md"
 npx tsx bench/heap.ts $quick | tee "$out/heap.md"
 if [ -n "$quick" ]; then

@@ -1,16 +1,20 @@
 // The bench's S3 origin, in its own process: s3rver with its store in a directory kept between runs
 // (so a 1 GiB object is generated once, not per run), behind a thin relay that counts the GETs per
-// path (GET /__origin_gets answers them as JSON), so a bench can show that a warm cache no longer
-// reaches the origin. s3rver serves unsigned requests anonymously and does not check SigV4.
+// path (GET /__origin_gets answers them as JSON; GET /__origin_bytes, the body bytes it sent), so a
+// bench can show that a warm cache no longer reaches the origin. With --rate, each answer's body is
+// sent at that many bytes per second at most (a distant S3). s3rver serves unsigned requests
+// anonymously and does not check SigV4.
 //
 //   node bench/origin.mjs --port 0 --dir /tmp/yatagarasu-bench-origin --bucket bench \
-//        --object obj-1k:1024 --object huge.bin:1073741824
+//        --object obj-1k:1024 --object huge.bin:1073741824 [--rate 25000000]
 //
 // Prints one JSON line when ready: {"port": <relay port>, "seeded": [{key, size, seconds}]}.
 // Missing objects (or ones of another size) are written with random bytes, streamed.
 import { randomFillSync } from 'node:crypto'
 import { mkdirSync } from 'node:fs'
 import http from 'node:http'
+import { pipeline } from 'node:stream/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import S3rver from 's3rver'
 
@@ -20,6 +24,7 @@ const { values } = parseArgs({
     dir: { type: 'string', default: '/tmp/yatagarasu-bench-origin' },
     bucket: { type: 'string', default: 'bench' },
     object: { type: 'string', multiple: true, default: [] },
+    rate: { type: 'string', default: '0' },
   },
 })
 
@@ -28,6 +33,8 @@ const s3 = new S3rver({ address: '127.0.0.1', port: 0, directory: values.dir, si
 const backend = await s3.run()
 const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
 const gets = {}
+const sent = {}
+const rate = Number(values.rate)
 
 /** One request to s3rver: resolves with status and headers; the body is piped into `sink`. */
 function send(method, path, headers, body) {
@@ -75,11 +82,29 @@ for (const spec of values.object) {
 
 const relay = http.createServer((req, res) => {
   if (req.url === '/__origin_gets') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(gets))
+  if (req.url === '/__origin_bytes') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(sent))
   const path = (req.url ?? '/').split('?')[0]
   if (req.method === 'GET') gets[path] = (gets[path] ?? 0) + 1
   const upstream = http.request({ host: '127.0.0.1', port: backend.port, method: req.method, path: req.url, headers: { ...req.headers, host: `127.0.0.1:${backend.port}` }, agent }, (answer) => {
     res.writeHead(answer.statusCode ?? 502, answer.headers)
-    answer.pipe(res)
+    const count = (chunk) => (sent[path] = (sent[path] ?? 0) + chunk.length)
+    if (rate === 0) {
+      answer.on('data', count)
+      return void answer.pipe(res)
+    }
+    const started = performance.now()
+    let bytes = 0
+    // Held back while ahead of --rate.
+    const paced = async function* (body) {
+      for await (const chunk of body) {
+        count(chunk)
+        bytes += chunk.length
+        const ahead = (bytes / rate) * 1000 - (performance.now() - started)
+        if (ahead > 0) await sleep(ahead)
+        yield chunk
+      }
+    }
+    pipeline(answer, paced, res).catch(() => {})
   })
   upstream.on('error', () => res.destroy())
   res.on('close', () => {

@@ -10,13 +10,11 @@
 //   BENCH_SLICE_CONNECTIONS (default "64 1")
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { readdirSync, readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { build, CLIENT_CPUS, freePort, median, pidOf, pinned, PINNABLE, ROOT, SERVER_CPU, startOrigin, startProxy, stop, waitFor200 } from './support.ts'
+import { build, CLIENT_CPUS, cpuSeconds, freePort, median, pidOf, pinned, PINNABLE, ROOT, SERVER_CPU, startOrigin, startProxy, stop, waitFor200, waitForPort } from './support.ts'
 
 const MiB = 1024 * 1024
 const SIZE = 256 * MiB
@@ -51,44 +49,6 @@ request = function()
   return wrk.format("GET", nil, { ["Range"] = "bytes=" .. s .. "-" .. (s + ${RANGE - 1}) })
 end
 `
-
-/** CPU seconds (utime + stime) of `pid` and its children (nginx's workers). */
-function cpuSeconds(pid: number): number {
-  const tick = 100 // USER_HZ on Linux
-  const of = (p: number) => {
-    try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      return (Number(fields[11]) + Number(fields[12])) / tick
-    } catch {
-      return 0
-    }
-  }
-  let total = of(pid)
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
-    const children = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim()
-    for (const child of children === '' ? [] : children.split(' ')) total += of(Number(child))
-  }
-  return total
-}
-
-function waitForPort(port: number): Promise<void> {
-  const deadline = Date.now() + 60_000
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const socket = net.connect(port, '127.0.0.1')
-      socket.once('connect', () => {
-        socket.destroy()
-        resolve()
-      })
-      socket.once('error', () => {
-        if (Date.now() > deadline) reject(new Error(`nothing listens on ${port} after 60 s`))
-        else setTimeout(attempt, 100)
-      })
-    }
-    attempt()
-  })
-}
 
 /** SHA-256 and status of a GET of `url` (with `range`, if given). */
 function digest(url: string, range?: string): Promise<{ status: number; sha: string; bytes: number }> {

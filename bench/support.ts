@@ -1,10 +1,10 @@
 // Helpers the bench scripts share: processes pinned to CPUs, free ports, readiness, the bench
 // origin (origin.mjs) and the memory of a process as Linux reports it.
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { readdir, readFile } from 'node:fs/promises'
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -130,9 +130,9 @@ export interface Origin {
 /** Directory of the bench origin's store, kept between runs (BENCH_ORIGIN_DIR overrides). */
 export const ORIGIN_DIR = process.env.BENCH_ORIGIN_DIR ?? join(tmpdir(), 'yatagarasu-bench-origin')
 
-/** Starts bench/origin.mjs (s3rver + a counting relay) on the server CPU with these objects. */
-export async function startOrigin(objects: Record<string, number>, bucket = 'bench'): Promise<Origin> {
-  const args = [process.execPath, join(ROOT, 'bench/origin.mjs'), '--dir', ORIGIN_DIR, '--bucket', bucket]
+/** Starts bench/origin.mjs (s3rver + a counting relay) on the server CPU with these objects; `extra`: more of its options (--rate). */
+export async function startOrigin(objects: Record<string, number>, bucket = 'bench', extra: string[] = []): Promise<Origin> {
+  const args = [process.execPath, join(ROOT, 'bench/origin.mjs'), '--dir', ORIGIN_DIR, '--bucket', bucket, ...extra]
   for (const [key, size] of Object.entries(objects)) args.push('--object', `${key}:${size}`)
   const child = pinned(SERVER_CPU, args, { stdio: ['ignore', 'pipe', 'inherit'] })
   const line = await new Promise<string>((resolve, reject) => {
@@ -172,4 +172,42 @@ export const SHIPPED_FLAGS = ['--max-semi-space-size=4']
 /** The compiled proxy on the server CPU with `config` (a file), stdout and stderr to the bench's stderr. */
 export function startProxy(configFile: string, nodeFlags: string[] = SHIPPED_FLAGS): ChildProcess {
   return pinned(SERVER_CPU, [process.execPath, ...nodeFlags, join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+}
+
+/** CPU seconds (utime + stime) of `pid` and its children (nginx's workers, the proxy's cluster workers). */
+export function cpuSeconds(pid: number): number {
+  const tick = 100 // USER_HZ on Linux
+  const of = (p: number) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      return (Number(fields[11]) + Number(fields[12])) / tick
+    } catch {
+      return 0
+    }
+  }
+  let total = of(pid)
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    const children = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim()
+    for (const child of children === '' ? [] : children.split(' ')) total += of(Number(child))
+  }
+  return total
+}
+
+export function waitForPort(port: number): Promise<void> {
+  const deadline = Date.now() + 60_000
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const socket = net.connect(port, '127.0.0.1')
+      socket.once('connect', () => {
+        socket.destroy()
+        resolve()
+      })
+      socket.once('error', () => {
+        if (Date.now() > deadline) reject(new Error(`nothing listens on ${port} after 60 s`))
+        else setTimeout(attempt, 100)
+      })
+    }
+    attempt()
+  })
 }

@@ -65,6 +65,38 @@ describe('a growing body', () => {
     body.release()
   })
 
+  it('sends its first bytes at once, then, caught up with the writing, waits for a whole read (512 KiB) or 20 ms instead of reading each write', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] })
+    const bytes = randomBytes(1024 * KiB)
+    const writer = new EntryFileWriter(await tempFile(), HEAD, bytes.length)
+    const body = new GrowingFileBody(writer, HEAD, bytes.length, restOf(bytes).rest)
+    const reader = body.stream().getReader()
+    const writeUpTo = async (from: number, to: number) => {
+      for (let at = from; at < to; at += 64 * KiB) {
+        await writer.write(bytes.subarray(at, at + 64 * KiB))
+        await onFile(writer, at + 64 * KiB)
+      }
+      // The reader, woken by the last write, looks again.
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    await writeUpTo(0, 64 * KiB)
+    assert.equal((await reader.read()).value?.length, 64 * KiB, 'the first read waits for nothing more')
+    let second: number | undefined
+    const reading = reader.read().then((chunk) => (second = chunk.value?.length))
+    await writeUpTo(64 * KiB, 512 * KiB)
+    assert.equal(second, undefined, 'seven 64 KiB writes later, still gathering')
+    await writeUpTo(512 * KiB, 576 * KiB)
+    await reading
+    assert.equal(second, 512 * KiB, 'one read of 512 KiB, not eight of 64 KiB')
+    const third = reader.read()
+    await writeUpTo(576 * KiB, 640 * KiB)
+    t.mock.timers.tick(20)
+    assert.equal((await third).value?.length, 64 * KiB, 'after 20 ms, what there is')
+    await reader.cancel()
+    await writer.abort()
+    body.release()
+  })
+
   it('goes on from `rest` for the bytes the writer stopped short of, and only those', async () => {
     const bytes = randomBytes(1024 * KiB)
     const writer = new EntryFileWriter(await tempFile(), HEAD, bytes.length)

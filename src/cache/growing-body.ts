@@ -29,6 +29,13 @@ export interface GrowingFile {
 
 /** The most a stream reads at a time (what it holds): a pooled read buffer of disk-body.ts. */
 const READ_BYTES = 512 * 1024
+/**
+ * How long a stream that caught up with the writing waits for a whole read's worth (READ_BYTES)
+ * before it reads what there is. Woken at every write (a 64 KiB origin piece, say), each stream
+ * read and sent that little: a read and a socket write per piece per client. The first read does
+ * not wait (the first byte goes at once).
+ */
+const GATHER_MS = 20
 
 export class GrowingFileBody implements GrowingBody {
   readonly length: number
@@ -89,6 +96,8 @@ export class GrowingFileBody implements GrowingBody {
     let reused: Buffer | undefined
     let reading = false
     let over = false
+    /** Whether a read was sent: the next ones may wait to gather more. */
+    let started = false
     // Given back once no read writes into it and the consumer asked for more, left or failed (it
     // is done with the last chunk).
     const giveBackBuffer = () => {
@@ -112,7 +121,10 @@ export class GrowingFileBody implements GrowingBody {
             }
             if (rest === undefined) {
               const handle = using ? await this.#descriptor() : undefined
-              while (handle !== undefined && this.#file.onFile <= next && !this.#file.failed) await this.#file.progress()
+              if (handle !== undefined && this.#file.onFile <= next && !this.#file.failed) {
+                while (this.#file.onFile <= next && !this.#file.failed) await this.#file.progress()
+                if (started) await this.#gathered(Math.min(end, next + READ_BYTES))
+              }
               if (left.signal.aborted) return
               if (handle !== undefined && this.#file.onFile > next) {
                 const size = Math.min(this.#file.onFile, end, next + READ_BYTES) - next
@@ -129,6 +141,7 @@ export class GrowingFileBody implements GrowingBody {
                 }
                 if (left.signal.aborted) return
                 if (bytesRead === 0) throw new Error('the growing file is shorter than what was written')
+                started = true
                 next += bytesRead
                 controller.enqueue(bytes.subarray(0, bytesRead))
                 return
@@ -160,5 +173,22 @@ export class GrowingFileBody implements GrowingBody {
 
   bytes(): Promise<Buffer> {
     return collect(this.stream())
+  }
+
+  /** Resolves once the file holds `upTo` body bytes, the writing failed, or GATHER_MS passed. */
+  async #gathered(upTo: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    let waited = false
+    const gathering = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        waited = true
+        resolve()
+      }, GATHER_MS)
+    })
+    try {
+      while (this.#file.onFile < upTo && !this.#file.failed && !waited) await Promise.race([this.#file.progress(), gathering])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 }
