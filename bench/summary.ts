@@ -1,9 +1,10 @@
 // The issue's targets, read from one `npm run bench` run: every path as a ratio to its anchor in
-// the same run (the shared harness's results.json per connection count, slices.json, memory.json,
-// written by all.sh into one directory).
+// the same run (the shared harness's results.json per connection count, slices.json,
+// cold-herd.json, memory.json, written by all.sh into one directory).
 //   npx tsx bench/summary.ts <results dir>
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import type { HerdRow } from './cold-herd.ts'
 import type { MemoryRow } from './memory.ts'
 import type { SliceRow } from './slices.ts'
 
@@ -104,6 +105,21 @@ export function summary(dir: string): string {
       sliceLines.push(`| after one warm pass | ${connections} | ${fmt(proxy.rps)} | ${fmt(nginx.rps)} | ${fmt(proxy.rps / nginx.rps, 2)} | ${judge(proxy.rps / nginx.rps, '>=', 0.5)} | ${fmt(proxy.cpuUs)} | ${fmt(nginx.cpuUs)} | ${proxy.originGets} / ${nginx.originGets} |`)
     }
     out.push(sliceLines.join('\n'))
+  }
+  const herd = readJson<HerdRow[]>(join(dir, 'cold-herd.json'))
+  const herdOf = (target: HerdRow['target']) => herd?.find((r) => r.target === target)
+  const [herdProxy, herdNginx] = [herdOf('proxy'), herdOf('nginx')]
+  if (herdProxy !== undefined && herdNginx !== undefined) {
+    out.push(
+      [
+        '\n| cold herd (a cold object for many clients at once, two workers) | origin bytes (x object) | first byte, last client ms | all done ms | server CPU ms | fetched once per instance |',
+        '| --- | ---: | ---: | ---: | ---: | --- |',
+        ...[herdProxy, herdNginx].map(
+          (r) =>
+            `| ${r.target === 'proxy' ? 'proxy' : 'nginx proxy_cache_lock'} | ${fmt(r.originCopies, 2)} | ${fmt(r.lastFirstByteMs)} | ${fmt(r.allDoneMs)} | ${fmt(r.cpuMs)} | ${r.target === 'proxy' ? (r.originCopies <= 1.01 ? 'met' : 'NOT met') : ''} |`
+        ),
+      ].join('\n')
+    )
   }
   const memory = readJson<MemoryRow[]>(join(dir, 'memory.json'))
   if (memory !== undefined) {
