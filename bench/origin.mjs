@@ -92,16 +92,19 @@ const relay = http.createServer((req, res) => {
       answer.on('data', count)
       return void answer.pipe(res)
     }
-    const started = performance.now()
+    let started = performance.now()
     let bytes = 0
-    // Held back while ahead of --rate.
+    // Held back while ahead of --rate; counted once handed on. A reader that fell behind (it
+    // stopped reading) does not get a burst: the pace starts again from now.
     const paced = async function* (body) {
       for await (const chunk of body) {
-        count(chunk)
+        const ahead = ((bytes + chunk.length) / rate) * 1000 - (performance.now() - started)
+        if (ahead < -100) {
+          started = performance.now() - (bytes / rate) * 1000
+        } else if (ahead > 0) await sleep(ahead)
         bytes += chunk.length
-        const ahead = (bytes / rate) * 1000 - (performance.now() - started)
-        if (ahead > 0) await sleep(ahead)
         yield chunk
+        count(chunk)
       }
     }
     pipeline(answer, paced, res).catch(() => {})

@@ -152,9 +152,9 @@ buckets:
       for (let rep = 0; rep < options.reps; rep++) {
         const order: Target[] = rep % 2 === 0 ? ['nginx', 'proxy'] : ['proxy', 'nginx']
         for (const target of order) {
-          const cpu = cpuSeconds(pids[target])
+          const cpu = await cpuSeconds(pids[target])
           const run = wrk(urls[target], connections, options.seconds, script)
-          const used = cpuSeconds(pids[target]) - cpu
+          const used = (await cpuSeconds(pids[target])) - cpu
           runs[target].push({ ...run, cpuUs: (used * 1e6) / (run.rps * options.seconds) })
           options.log(`slices: ${connections} conn, ${target} rep ${rep + 1}: ${run.rps.toFixed(0)} req/s ${run.errors}`)
         }

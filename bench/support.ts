@@ -174,24 +174,14 @@ export function startProxy(configFile: string, nodeFlags: string[] = SHIPPED_FLA
   return pinned(SERVER_CPU, [process.execPath, ...nodeFlags, join(ROOT, 'dist/main.js'), '--config', configFile], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
 }
 
-/** CPU seconds (utime + stime) of `pid` and its children (nginx's workers, the proxy's cluster workers). */
-export function cpuSeconds(pid: number): number {
-  const tick = 100 // USER_HZ on Linux
-  const of = (p: number) => {
-    try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      return (Number(fields[11]) + Number(fields[12])) / tick
-    } catch {
-      return 0
-    }
-  }
-  let total = of(pid)
+/** CPU seconds of `pid` and its children (nginx's workers, the proxy's cluster workers): cpuOf for each. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  let us = await cpuOf(pid)
   for (const task of readdirSync(`/proc/${pid}/task`)) {
     const children = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim()
-    for (const child of children === '' ? [] : children.split(' ')) total += of(Number(child))
+    for (const child of children === '' ? [] : children.split(' ')) us += await cpuOf(Number(child)).catch(() => 0)
   }
-  return total
+  return us / 1e6
 }
 
 export function waitForPort(port: number): Promise<void> {

@@ -88,10 +88,15 @@ describe('a growing body', () => {
     await writeUpTo(512 * KiB, 576 * KiB)
     await reading
     assert.equal(second, 512 * KiB, 'one read of 512 KiB, not eight of 64 KiB')
-    const third = reader.read()
+    let third: number | undefined
+    const gathering = reader.read().then((chunk) => (third = chunk.value?.length))
     await writeUpTo(576 * KiB, 640 * KiB)
-    t.mock.timers.tick(20)
-    assert.equal((await third).value?.length, 64 * KiB, 'after 20 ms, what there is')
+    t.mock.timers.tick(19)
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(third, undefined, 'still gathering after 19 ms')
+    t.mock.timers.tick(1)
+    await gathering
+    assert.equal(third, 64 * KiB, 'after 20 ms, what there is')
     await reader.cancel()
     await writer.abort()
     body.release()

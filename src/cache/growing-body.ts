@@ -30,10 +30,10 @@ export interface GrowingFile {
 /** The most a stream reads at a time (what it holds): a pooled read buffer of disk-body.ts. */
 const READ_BYTES = 512 * 1024
 /**
- * How long a stream that caught up with the writing waits for a whole read's worth (READ_BYTES)
- * before it reads what there is. Woken at every write (a 64 KiB origin piece, say), each stream
- * read and sent that little: a read and a socket write per piece per client. The first read does
- * not wait (the first byte goes at once).
+ * How long a stream near the end of what is written waits for a whole read's worth (READ_BYTES)
+ * before it reads what there is: a stream woken at every write (a 64 KiB origin piece, say) would
+ * read and send each piece on its own, a read and a socket write per piece per client. The first
+ * read does not wait (the first byte goes at once).
  */
 const GATHER_MS = 20
 
@@ -121,8 +121,9 @@ export class GrowingFileBody implements GrowingBody {
             }
             if (rest === undefined) {
               const handle = using ? await this.#descriptor() : undefined
-              if (handle !== undefined && this.#file.onFile <= next && !this.#file.failed) {
+              if (handle !== undefined) {
                 while (this.#file.onFile <= next && !this.#file.failed) await this.#file.progress()
+                // After the first read, less than a whole read on the file waits to gather more.
                 if (started) await this.#gathered(Math.min(end, next + READ_BYTES))
               }
               if (left.signal.aborted) return
