@@ -13,14 +13,13 @@
 //   BENCH_HERD_RATE (25000000 bytes/s per origin answer)
 import { spawnSync, type ChildProcess } from 'node:child_process'
 import { crc32c } from '@node-rs/crc32'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { build, CLIENT_CPUS, cpuSeconds, freePort, median, pidOf, pinned, PINNABLE, ROOT, SERVER_CPU, startOrigin, startProxy, stop, waitFor200, waitForPort } from './support.ts'
+import { build, CLIENT_CPUS, cpuSeconds, freePort, median, pidOf, PINNABLE, startNginx, startOrigin, startProxy, stop, waitFor200 } from './support.ts'
 
 const MiB = 1024 * 1024
-const NGINX = process.env.NGINX_BIN ?? '/usr/sbin/nginx'
 const TARGETS = ['nginx', 'proxy'] as const
 type Target = (typeof TARGETS)[number]
 
@@ -114,19 +113,8 @@ export async function measureColdHerd(options: HerdOptions): Promise<HerdRow[]> 
     const paced = await startOrigin(objects, 'bench', ['--rate', String(options.rate)])
     children.push(paced.process)
 
-    const nginxPort = await freePort()
-    const nginxDir = join(dir, 'nginx')
-    await mkdir(join(nginxDir, 'tmp'), { recursive: true })
-    await mkdir(join(nginxDir, 'cache'), { recursive: true })
-    const conf = (await readFile(join(ROOT, 'bench/nginx-cold-herd.conf'), 'utf8'))
-      .replaceAll('@USER_LINE@', process.getuid?.() === 0 ? 'user root;' : '')
-      .replaceAll('@RUN_DIR@', nginxDir)
-      .replaceAll('@ORIGIN_PORT@', new URL(paced.url).port)
-      .replaceAll('@PORT@', String(nginxPort))
-    await writeFile(join(nginxDir, 'nginx.conf'), conf)
-    const nginx = pinned(SERVER_CPU, [NGINX, '-p', nginxDir, '-e', join(nginxDir, 'nginx-error.log'), '-c', join(nginxDir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'inherit'] })
+    const { process: nginx, port: nginxPort } = await startNginx('bench/nginx-cold-herd.conf', join(dir, 'nginx'), Number(new URL(paced.url).port))
     children.push(nginx)
-    await waitForPort(nginxPort)
 
     const proxyPort = await freePort()
     await writeFile(

@@ -10,16 +10,15 @@
 //   BENCH_SLICE_CONNECTIONS (default "64 1")
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { build, CLIENT_CPUS, cpuSeconds, freePort, median, pidOf, pinned, PINNABLE, ROOT, SERVER_CPU, startOrigin, startProxy, stop, waitFor200, waitForPort } from './support.ts'
+import { build, CLIENT_CPUS, cpuSeconds, freePort, median, pidOf, PINNABLE, startNginx, startOrigin, startProxy, stop, waitFor200 } from './support.ts'
 
 const MiB = 1024 * 1024
 const SIZE = 256 * MiB
 const RANGE = MiB
-const NGINX = process.env.NGINX_BIN ?? '/usr/sbin/nginx'
 /** One object per target, so the origin's GET count tells them apart. */
 const KEYS = { nginx: 'media-nginx.bin', proxy: 'media-proxy.bin' } as const
 type Target = keyof typeof KEYS
@@ -87,19 +86,8 @@ export async function measureSlices(options: SliceOptions): Promise<SliceRow[]> 
   for (const s of origin.seeded) options.log(`slices: generated ${s.key} in ${s.seconds} s`)
   try {
     const originPort = Number(new URL(origin.url).port)
-    const nginxPort = await freePort()
-    const nginxDir = join(dir, 'nginx')
-    await mkdir(join(nginxDir, 'tmp'), { recursive: true })
-    await mkdir(join(nginxDir, 'cache'), { recursive: true })
-    const conf = (await readFile(join(ROOT, 'bench/nginx-slice.conf'), 'utf8'))
-      .replaceAll('@USER_LINE@', process.getuid?.() === 0 ? 'user root;' : '')
-      .replaceAll('@RUN_DIR@', nginxDir)
-      .replaceAll('@ORIGIN_PORT@', String(originPort))
-      .replaceAll('@PORT@', String(nginxPort))
-    await writeFile(join(nginxDir, 'nginx.conf'), conf)
-    const nginx = pinned(SERVER_CPU, [NGINX, '-p', nginxDir, '-e', join(nginxDir, 'nginx-error.log'), '-c', join(nginxDir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'inherit'] })
+    const { process: nginx, port: nginxPort } = await startNginx('bench/nginx-slice.conf', join(dir, 'nginx'), originPort)
     children.push(nginx)
-    await waitForPort(nginxPort)
 
     const proxyPort = await freePort()
     const sliceSize = process.env.BENCH_SLICE_SIZE ?? '1MB'

@@ -2,7 +2,7 @@
 // origin (origin.mjs) and the memory of a process as Linux reports it.
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
-import { readdir, readFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
@@ -200,4 +200,31 @@ export function waitForPort(port: number): Promise<void> {
     }
     attempt()
   })
+}
+
+const NGINX = process.env.NGINX_BIN ?? '/usr/sbin/nginx'
+
+/**
+ * nginx on the server CPU, from `conf` (a bench/*.conf whose @NAME@ placeholders are filled in),
+ * in front of the origin at `originPort`, with its files in `dir`, once it listens (stopped when it
+ * does not).
+ */
+export async function startNginx(conf: string, dir: string, originPort: number): Promise<{ process: ChildProcess; port: number }> {
+  const port = await freePort()
+  await mkdir(join(dir, 'tmp'), { recursive: true })
+  await mkdir(join(dir, 'cache'), { recursive: true })
+  const text = (await readFile(join(ROOT, conf), 'utf8'))
+    .replaceAll('@USER_LINE@', process.getuid?.() === 0 ? 'user root;' : '')
+    .replaceAll('@RUN_DIR@', dir)
+    .replaceAll('@ORIGIN_PORT@', String(originPort))
+    .replaceAll('@PORT@', String(port))
+  await writeFile(join(dir, 'nginx.conf'), text)
+  const child = pinned(SERVER_CPU, [NGINX, '-p', dir, '-e', join(dir, 'nginx-error.log'), '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'inherit'] })
+  try {
+    await waitForPort(port)
+  } catch (err) {
+    await stop(child)
+    throw err
+  }
+  return { process: child, port }
 }
