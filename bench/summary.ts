@@ -1,12 +1,13 @@
 // The issue's targets, read from one `npm run bench` run: every path as a ratio to its anchor in
-// the same run (the shared harness's results.json per connection count, slices.json,
-// cold-herd.json, memory.json, written by all.sh into one directory).
+// the same run (the shared harness's results per connection count and run, medians over the runs;
+// slices.json, cold-herd.json, memory.json; written by all.sh into one directory).
 //   npx tsx bench/summary.ts <results dir>
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { HerdRow } from './cold-herd.ts'
 import type { MemoryRow } from './memory.ts'
 import type { SliceRow } from './slices.ts'
+import { median } from './support.ts'
 
 interface HarnessRow {
   target: string
@@ -40,13 +41,35 @@ function readJson<T>(file: string): T | undefined {
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as T) : undefined
 }
 
+/**
+ * The harness's wrk rows at `connections`, each the median over the runs (paths-<c>-<run>.json,
+ * each run a fresh set of server processes; or one paths-<c>.json); undefined when there is none.
+ */
+function harnessRows(dir: string, connections: number): HarnessRow[] | undefined {
+  const named = new RegExp(`^paths-${connections}(-\\d+)?\\.json$`)
+  const runs = readdirSync(dir)
+    .filter((file) => named.test(file))
+    .map((file) => readJson<{ rows: HarnessRow[] }>(join(dir, file))?.rows.filter((r) => r.tool === 'wrk') ?? [])
+  if (runs.length === 0) return undefined
+  const byCase = new Map<string, HarnessRow[]>()
+  for (const row of runs.flat()) {
+    const key = `${row.target}\0${row.size}`
+    byCase.set(key, [...(byCase.get(key) ?? []), row])
+  }
+  return [...byCase.values()].map((rows) => {
+    const of = (pick: (r: HarnessRow) => number) => median(rows.map(pick))
+    const first = rows[0] as HarnessRow
+    return { ...first, rps: of((r) => r.rps), mibps: of((r) => r.mibps), srvUsPerReq: of((r) => r.srvUsPerReq), srvPct: of((r) => r.srvPct), cliPct: of((r) => r.cliPct) }
+  })
+}
+
 export function summary(dir: string): string {
   const lines = ['| path | object | conn | proxy req/s | anchor | anchor req/s | ratio | target | proxy µs/req | note |', '| --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | --- |']
   const judge = (value: number, op: '>=' | '<=', bound: number) => (Number.isNaN(value) ? '' : (op === '>=' ? value >= bound : value <= bound) ? 'met' : 'NOT met')
   const fmt = (n: number | null | undefined, digits = 0) => (n === undefined || n === null || !Number.isFinite(n) ? '–' : n.toFixed(digits))
   const diskAt: Record<number, number> = {}
   for (const connections of [64, 1]) {
-    const rows = readJson<{ rows: HarnessRow[] }>(join(dir, `paths-${connections}.json`))?.rows.filter((r) => r.tool === 'wrk')
+    const rows = harnessRows(dir, connections)
     if (rows === undefined) continue
     const row = (target: string, size: number) => rows.find((r) => r.target === target && r.size === size)
     for (const [size, label] of SIZES) {
