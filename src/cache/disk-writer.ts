@@ -6,7 +6,7 @@
 import { open, rm, type FileHandle } from 'node:fs/promises'
 import { crc32 } from '@node-rs/crc32'
 import { Progress } from '../http/growing-bytes.ts'
-import type { CachedObject, EntryWriter } from '../ports.ts'
+import type { CachedObject, EntryWriter, GrowingFileShare } from '../ports.ts'
 import { BLOCK_SIZE } from './disk-format.ts'
 import type { WritePause } from './disk-write-pause.ts'
 import { GrowingFileBody, type GrowingFile } from './growing-body.ts'
@@ -161,7 +161,7 @@ export class EntryFileWriter implements GrowingFile {
   }
 
   /** Where other processes read the file as it grows: once it exists (undefined when it never will). */
-  async whereGrowing(): Promise<{ path: string; bodyOffset: number } | undefined> {
+  async whereGrowing(): Promise<GrowingFileShare | undefined> {
     const created = await this.#file.then(
       () => true,
       () => false

@@ -505,7 +505,7 @@ async function fetchAndFill(
   const { promise: flight, resolve: settle, reject: fail } = Promise.withResolvers<CachedObject | undefined>()
   flight.catch(() => {})
   cache.flights.set(cacheKey, flight)
-  const state: FillState = { movedAt: performance.now(), superseded: false, growing: undefined, streaming: Promise.withResolvers() }
+  const state: FillState = { movedAt: performance.now(), watchedElsewhere: false, superseded: false, growing: undefined, streaming: Promise.withResolvers() }
   fillStates.set(flight, state)
   let claim: FillClaim | undefined
   let kept: 'entry' | 'sliced' | undefined
@@ -564,7 +564,7 @@ async function fetchAndFill(
       void other.ended.then(async (stored) => {
         // Settled first: a request that joins meanwhile still reads the growing file.
         done.settle(stored ? await storedEntry(cache, cacheKey) : undefined)
-        other.body.release()
+        other.entry.body.release()
         leave()
       })
       return coalesced(other.entry)
@@ -607,7 +607,7 @@ interface FillState {
   /** When the fetch last moved: given bytes to keep. */
   movedAt: number
   /** Another worker's fill, read here from its file: its pace is not seen here (never standing still). */
-  watchedElsewhere?: boolean
+  watchedElsewhere: boolean
   /** Another request took it over (it stood still): it stores nothing. */
   superseded: boolean
   /** The entry being written to the disk tier, readable as it grows (fromGrowing), until the fill is over. */
@@ -640,7 +640,7 @@ async function claimFetch(
     if (cache.store.purgedAfter(cacheKey, head.storedAt)) return {}
     const rest: BodyRest = (range, signal) => restOf(bucket, key, head.meta, range, signal)
     const body = await claim.growing.open(rest, cache.followerWaitMs)
-    if (body !== undefined) return { other: { entry: { ...head, body }, body, ended } }
+    if (body !== undefined) return { other: { entry: { ...head, body }, ended } }
     // Its file is gone: that fetch is over. What it stored is read; else this worker fetches on
     // its own (claiming nothing: the others are told to as well).
     const found = (await ended) ? await storedEntry(cache, cacheKey) : undefined
@@ -667,8 +667,7 @@ async function claimFetch(
 
 /** Another worker's fill of a key, read from the shared directory as it grows (claimFetch). */
 interface OtherWorkersEntry {
-  entry: CachedObject
-  body: GrowingBody
+  entry: CachedObject & { body: GrowingBody }
   /** Settles when that fill is over: true when the tier holds the entry now. */
   ended: Promise<boolean>
 }
