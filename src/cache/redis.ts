@@ -24,8 +24,9 @@ import { Cluster, Redis, ReplyError } from 'ioredis'
 // @ts-expect-error cluster-key-slot (ioredis' own slot hash) ships no type declarations
 import calculateSlot from 'cluster-key-slot'
 import type { CachedObject, CacheStore, CacheTierStats } from '../ports.ts'
-import { EntryDecoder, encodeEntry } from './codec.ts'
+import { EntryDecoder, encodeEntry, FIRST_READ, GUARD_END, GUARD_START, type BlockLayout } from './codec.ts'
 import { Deadlines } from './deadlines.ts'
+import { RedisBody } from './redis-body.ts'
 import { RedisNodeHealth } from './redis-node-health.ts'
 import { TierCounters } from './tier-stats.ts'
 
@@ -50,6 +51,19 @@ const SLOTS_REFRESH_MS = 1000
 
 type Client = Redis | Cluster
 
+/**
+ * A range of a value, only while its bytes [ARGV[1], ARGV[2]] are still ARGV[3] (a large entry's
+ * guard, codec.ts): one atomic read, so a stream never gets bytes of a value stored after it began.
+ * False (nil) when the value changed or is gone.
+ */
+const GUARDED_RANGE = `if redis.call('GETRANGE', KEYS[1], ARGV[1], ARGV[2]) ~= ARGV[3] then return false end
+return redis.call('GETRANGE', KEYS[1], ARGV[4], ARGV[5])`
+
+/** The client with GUARDED_RANGE defined (ioredis' defineCommand: EVALSHA, EVAL when Redis lacks the script). */
+interface GuardedRangeClient {
+  guardedRangeBuffer(key: string, guardStart: number, guardEnd: number, guard: Buffer, start: number, end: number): Promise<Buffer | null>
+}
+
 const slotOf = calculateSlot as (key: string) => number
 const NOTHING: Promise<undefined> = Promise.resolve(undefined)
 
@@ -72,6 +86,7 @@ export class RedisCache implements CacheStore {
     this.maxItemBytes = options.maxItemBytes
     this.#deadlines = new Deadlines(options.timeoutMs)
     this.#client = connectRedis(options, 'cache')
+    this.#client.defineCommand('guardedRange', { numberOfKeys: 1, lua: GUARDED_RANGE })
     this.#writes = this.#client instanceof Redis ? new TurnWrites(this.#client) : undefined
   }
 
@@ -79,11 +94,23 @@ export class RedisCache implements CacheStore {
     return size <= this.maxItemBytes
   }
 
+  /**
+   * One read of the value's first FIRST_READ bytes: a small entry whole; a large one's header, its
+   * body then read by range as it is sent (RedisBody).
+   */
   get(key: string): Promise<CachedObject | undefined> {
     const id = this.#options.keyPrefix + key
-    return this.#call(this.#nodeOf(id), () => this.#client.getBuffer(id)).then((bytes) =>
-      this.#counters.record(bytes === undefined || bytes === null ? undefined : this.#decoder.decode(key, bytes))
+    return this.#call(this.#nodeOf(id), () => this.#client.getrangeBuffer(id, 0, FIRST_READ - 1)).then((bytes) =>
+      this.#counters.record(bytes === undefined || bytes.length === 0 ? undefined : this.#decoder.decode(key, bytes, (layout) => this.#streamed(key, id, layout)))
     )
+  }
+
+  /** A large entry's body, read by guarded ranges through the node's breaker and deadline; a damaged one is deleted. */
+  #streamed(key: string, id: string, layout: BlockLayout): RedisBody {
+    const client = this.#client as unknown as GuardedRangeClient
+    const read = (start: number, end: number) =>
+      this.#call(this.#nodeOf(id), () => client.guardedRangeBuffer(id, GUARD_START, GUARD_END - 1, layout.guard, start, end)).then((bytes) => bytes ?? undefined)
+    return new RedisBody(layout, read, () => void this.delete(key))
   }
 
   async set(key: string, entry: CachedObject): Promise<void> {

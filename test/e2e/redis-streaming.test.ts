@@ -1,0 +1,178 @@
+// Large Redis hits through the running proxy (s3rver behind SigV4 checks, a real redis-server, the
+// Redis tier alone): the body is read from Redis by range as it is sent, each block checked, so a
+// Range reads only its blocks; a damaged block cuts the connection after the good ones and the
+// entry goes; a value replaced while it streams cuts the answer, never mixing two versions.
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import http from 'node:http'
+import { after, before, describe, it } from 'node:test'
+import { Redis } from 'ioredis'
+import { decodeEntry, encodeEntry, REDIS_BLOCK_SIZE } from '../../src/cache/codec.ts'
+import { eventually } from '../support/eventually.ts'
+import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
+import { startRedis, type TestRedis } from '../support/redis.ts'
+import { startS3, type TestS3 } from '../support/s3.ts'
+
+const MiB = 1024 * 1024
+const TEN = randomBytes(10 * MiB)
+const LONG = randomBytes(32 * MiB)
+
+let s3: TestS3
+let redis: TestRedis
+let client: Redis
+let proxy: TestProxy
+
+const redisKey = (key: string) => `yatagarasu:big/${key}`
+const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex')
+const originGets = (key: string) => s3.requests.filter((r) => r.method === 'GET' && r.url.split('?')[0] === `/big/${key}`).length
+
+/** Bytes Redis has sent to its clients so far (INFO stats). */
+async function redisBytesOut(): Promise<number> {
+  const info = await client.info('stats')
+  return Number(/total_net_output_bytes:(\d+)/.exec(info)?.[1])
+}
+
+interface Fetched {
+  status: number
+  headers: http.IncomingHttpHeaders
+  body: Buffer
+  /** The body ended cleanly ('end'), rather than the connection being cut. */
+  complete: boolean
+}
+
+/** A GET that reports a cut connection instead of failing; `onFirst` runs when the first bytes came (the response paused meanwhile). */
+function fetchBody(path: string, headers: Record<string, string> = {}, onFirst?: () => Promise<void>): Promise<Fetched> {
+  const url = new URL(proxy.url)
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: url.hostname, port: url.port, path, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      let complete = false
+      let first = onFirst
+      res.on('data', (chunk: Buffer) => {
+        chunks.push(chunk)
+        if (first === undefined) return
+        const run = first
+        first = undefined
+        res.pause()
+        run().then(
+          () => res.resume(),
+          (err: unknown) => {
+            req.destroy()
+            reject(err)
+          }
+        )
+      })
+      res.on('end', () => {
+        complete = true
+      })
+      res.on('error', () => {})
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** GETs the object through the proxy (a miss) and waits until Redis holds it. */
+async function cached(key: string, bytes: Buffer): Promise<void> {
+  const res = await fetchBody(`/big/${key}`)
+  assert.equal(res.status, 200)
+  assert.equal(res.headers['x-cache'], 'MISS')
+  await eventually(async () => (await client.strlen(redisKey(key))) > bytes.length, `the Redis entry of ${key}`)
+}
+
+before(async () => {
+  s3 = await startS3()
+  redis = await startRedis()
+  client = new Redis(redis.url)
+  await s3.createBucket('big')
+  for (const key of ['range.bin', 'damaged.bin']) await s3.put('big', key, TEN)
+  await s3.put('big', 'replaced.bin', LONG)
+  proxy = await startTestProxy(`
+server:
+  address: "127.0.0.1:0"
+cache:
+  enabled: true
+  layers: [redis]
+  ttl_seconds: 300
+  max_item_size: 64MB
+  redis: { url: "${redis.url}", timeout_ms: 2000 }
+buckets:
+${bucketYaml({ name: 'big', prefix: '/big', bucket: 'big', endpoint: s3.endpoint })}
+`)
+})
+
+after(async () => {
+  await proxy?.stop()
+  client?.disconnect()
+  await redis?.stop()
+  await s3?.stop()
+})
+
+describe('large Redis hits', () => {
+  it('stream the whole object, and a Range reads only the blocks it sends', async () => {
+    await cached('range.bin', TEN)
+    const whole = await fetchBody('/big/range.bin')
+    assert.equal(whole.headers['cache-status'], 'yatagarasu; hit; detail=redis')
+    assert.ok(whole.complete)
+    assert.equal(sha(whole.body), sha(TEN))
+
+    const before = await redisBytesOut()
+    const start = 5 * MiB + 77
+    const part = await fetchBody('/big/range.bin', { range: `bytes=${start}-${start + 999}` })
+    const sent = (await redisBytesOut()) - before
+    assert.equal(part.status, 206)
+    assert.equal(part.headers['x-cache'], 'HIT')
+    assert.deepEqual(part.body, TEN.subarray(start, start + 1000))
+    // The lookup's first read (512 KiB: the header) and the one block the range is in, not 10 MiB.
+    assert.ok(sent < 512 * 1024 + 2 * REDIS_BLOCK_SIZE, `Redis sent ${sent} bytes for a 1000-byte range`)
+    assert.equal(originGets('range.bin'), 1)
+  })
+
+  it('cut the connection after the good blocks when one is damaged, drop the entry, and the next request is a miss', async () => {
+    await cached('damaged.bin', TEN)
+    const key = redisKey('damaged.bin')
+    const bodyAt = (await client.getrangeBuffer(key, 12, 15)).readUInt32BE(0)
+    // One byte of block 3 flipped where it is stored.
+    const at = bodyAt + 3 * REDIS_BLOCK_SIZE + 1234
+    const byte = (await client.getrangeBuffer(key, at, at))[0] as number
+    await client.setrange(key, at, Buffer.from([byte ^ 0xff]))
+
+    const cut = await fetchBody('/big/damaged.bin')
+    assert.equal(cut.status, 200)
+    assert.equal(cut.headers['x-cache'], 'HIT')
+    assert.equal(cut.complete, false, 'the connection is cut, not ended cleanly')
+    assert.equal(cut.body.length, 3 * REDIS_BLOCK_SIZE, 'the blocks before the damaged one, and nothing of it')
+    assert.ok(cut.body.equals(TEN.subarray(0, cut.body.length)))
+    await eventually(async () => (await client.exists(key)) === 0, 'the damaged entry deleted')
+
+    const next = await fetchBody('/big/damaged.bin')
+    assert.equal(next.headers['x-cache'], 'MISS')
+    assert.ok(next.complete)
+    assert.equal(sha(next.body), sha(TEN))
+  })
+
+  it('cut an answer whose value is replaced while it streams: never a body of two versions', async () => {
+    await cached('replaced.bin', LONG)
+    const key = redisKey('replaced.bin')
+    // Another instance stores a newer version of the object (same size) while this answer streams.
+    const other = randomBytes(LONG.length)
+    const replace = async () => {
+      const stored = decodeEntry('big/replaced.bin', await client.getBuffer(key) as Buffer)
+      assert.ok(stored !== undefined)
+      await client.set(key, encodeEntry('big/replaced.bin', { ...stored, meta: { ...stored.meta, etag: '"second-version"' }, body: other }), 'PX', 300_000)
+    }
+    const answer = await fetchBody('/big/replaced.bin', {}, replace)
+    assert.equal(answer.status, 200)
+    assert.equal(answer.headers['x-cache'], 'HIT')
+    assert.equal(answer.complete, false, 'cut: the rest of the stored body is another version')
+    assert.ok(answer.body.length < LONG.length)
+    assert.ok(answer.body.equals(LONG.subarray(0, answer.body.length)), 'every byte sent is of the first version')
+
+    // The next answer is the version stored now, whole.
+    const next = await fetchBody('/big/replaced.bin')
+    assert.equal(next.headers.etag, '"second-version"')
+    assert.ok(next.complete)
+    assert.equal(sha(next.body), sha(other))
+  })
+})
