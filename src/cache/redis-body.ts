@@ -5,12 +5,12 @@
 // before any of its bytes are handed on.
 //
 // The value may change under a stream: another instance stores a newer version, a purge deletes
-// it, Redis evicts it. Each read runs a script that returns the range only while the value's guard
-// bytes (its block table's CRC-32, body size and body offset) are those the stream started with, so
-// a stream never hands on bytes of another version: it errors instead (and serve.ts answers from
-// the origin when nothing was sent yet, or cuts the connection). A value stored again with the same
-// body (a revalidation) keeps the guard: streams read on. A block that fails its check tells the
-// tier, which drops the entry.
+// it, Redis evicts it. Each read is one atomic MULTI of two GETRANGEs, the range and the value's
+// guard bytes (its block table's CRC-32, body size and body offset), and the range is used only
+// while the guard is the one the stream started with: a stream never hands on bytes of another
+// version, it errors instead (serve.ts answers from the origin when nothing was sent yet, or cuts
+// the connection). A value stored again with the same body (a revalidation) keeps the guard:
+// streams read on. A block that fails its check tells the tier, which drops the entry.
 import type { StoredBody, StoredBodyStreamOptions } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
 import { crc32 } from '@node-rs/crc32'
