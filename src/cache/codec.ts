@@ -33,11 +33,15 @@ const BLOCKS_FIXED = 4 + 4 + 4 + 4 + 4 + 4 * 8
 const NONE = 0xffffffff
 
 /** Bodies over this are stored in blocks, each with its CRC-32. */
-export const INLINE_MAX = 256 * 1024
+export const INLINE_MAX = 192 * 1024
 /** Bytes per checked block of a value in blocks (what a stream reads at a time, and the least a Range reads). */
 export const REDIS_BLOCK_SIZE = 256 * 1024
-/** What a lookup reads of a value: every inline value whole; a value in blocks whole when it fits, else its header first. */
-export const FIRST_READ = 512 * 1024
+/**
+ * What a lookup reads of a value it knows nothing about: every inline value whole; a value in blocks
+ * whole when it fits, else its header and first blocks. A key whose value in blocks the decoder
+ * knows is read up to its body only (EntryDecoder.headLength).
+ */
+export const FIRST_READ = 256 * 1024
 /**
  * Bytes [GUARD_START, GUARD_END) of a value in blocks: the block table's CRC-32, the body's size
  * and where it starts. Two values that agree on them hold the same body at the same offset (up to
@@ -247,6 +251,15 @@ export class EntryDecoder {
     if (layout !== undefined) head.layout = { ...layout, crcs: copy.subarray(bodyAt - layout.crcs.length, bodyAt), guard: copy.subarray(GUARD_START, GUARD_END) }
     this.#known.set(key, { bytes: copy, head })
     return entry
+  }
+
+  /**
+   * The length of the bytes before the body of the last value in blocks decoded for `key`: what a
+   * lookup reads when that value is likely still there (undefined: read FIRST_READ).
+   */
+  headLength(key: string): number | undefined {
+    const known = this.#known.get(key)
+    return known?.head.layout === undefined ? undefined : known.bytes.length
   }
 
   /** Forgets every key (their next values are decoded in full). */

@@ -51,6 +51,15 @@ const SLOTS_REFRESH_MS = 1000
 
 type Client = Redis | Cluster
 
+/**
+ * How long a read of a large entry's body may take (cache.redis.timeout_ms when longer). The short
+ * timeout is for lookups, where a slow Redis must cost nothing: the origin answers instead. Once an
+ * answer streams from Redis, a read that gives up cuts it; reads queue behind other streams' 512 KiB
+ * replies on the one connection (32 clients of 10 MiB hits gave up at 50 ms and each fetched the
+ * object from S3 again).
+ */
+const BODY_READ_TIMEOUT_MS = 5_000
+
 const slotOf = calculateSlot as (key: string) => number
 const NOTHING: Promise<undefined> = Promise.resolve(undefined)
 
@@ -59,11 +68,18 @@ export class RedisCache implements CacheStore {
   readonly maxItemBytes: number
   readonly #options: RedisCacheOptions
   readonly #client: Client
+  /**
+   * The connection large entries' bodies are read on: replies come in order on a connection, and a
+   * lookup queued behind other answers' 512 KiB reads gave up at its short timeout (a miss).
+   */
+  readonly #bodies: Client
   #subscriber: Client | undefined
   /** By node (`host:port`) on a Cluster; one entry, '', for a single Redis. */
   readonly #health = new Map<string, RedisNodeHealth>()
   readonly #counters = new TierCounters()
   readonly #deadlines: Deadlines
+  /** For the reads of a large entry's body once its answer began (BODY_READ_TIMEOUT_MS). */
+  readonly #bodyDeadlines: Deadlines
   readonly #decoder = new EntryDecoder()
   /** A single Redis's write batching (a Cluster client auto-pipelines). */
   readonly #writes: TurnWrites | undefined
@@ -72,7 +88,9 @@ export class RedisCache implements CacheStore {
     this.#options = options
     this.maxItemBytes = options.maxItemBytes
     this.#deadlines = new Deadlines(options.timeoutMs)
+    this.#bodyDeadlines = new Deadlines(Math.max(options.timeoutMs, BODY_READ_TIMEOUT_MS))
     this.#client = connectRedis(options, 'cache')
+    this.#bodies = connectRedis(options, 'cache')
     this.#writes = this.#client instanceof Redis ? new TurnWrites(this.#client) : undefined
   }
 
@@ -82,13 +100,23 @@ export class RedisCache implements CacheStore {
 
   /**
    * One read of the value's first FIRST_READ bytes: a small entry whole; a large one's header, its
-   * body then read by range as it is sent (RedisBody).
+   * body then read by range as it is sent (RedisBody). A large value known from an earlier lookup:
+   * its header only.
    */
-  get(key: string): Promise<CachedObject | undefined> {
+  async get(key: string): Promise<CachedObject | undefined> {
     const id = this.#options.keyPrefix + key
-    return this.#call(this.#nodeOf(id), () => this.#client.getrangeBuffer(id, 0, FIRST_READ - 1)).then((bytes) =>
-      this.#counters.record(bytes === undefined || bytes.length === 0 ? undefined : this.#decoder.decode(key, bytes, (layout) => this.#streamed(key, id, layout)))
-    )
+    const node = this.#nodeOf(id)
+    const streamed = (layout: BlockLayout) => this.#streamed(key, id, layout)
+    // A large value this process decoded before: its header only (a few hundred bytes).
+    const known = this.#decoder.headLength(key)
+    let bytes = await this.#call(node, () => this.#client.getrangeBuffer(id, 0, (known ?? FIRST_READ) - 1))
+    let entry = bytes === undefined || bytes.length === 0 ? undefined : this.#decoder.decode(key, bytes, streamed)
+    // Another value took its place: read as an unknown one.
+    if (entry === undefined && known !== undefined && bytes?.length === known) {
+      bytes = await this.#call(node, () => this.#client.getrangeBuffer(id, 0, FIRST_READ - 1))
+      entry = bytes === undefined || bytes.length === 0 ? undefined : this.#decoder.decode(key, bytes, streamed)
+    }
+    return this.#counters.record(entry)
   }
 
   /**
@@ -99,7 +127,10 @@ export class RedisCache implements CacheStore {
    */
   #streamed(key: string, id: string, layout: BlockLayout): RedisBody {
     const read = async (start: number, end: number) => {
-      const replies = await this.#call(this.#nodeOf(id), () => this.#client.multi().getrangeBuffer(id, GUARD_START, GUARD_END - 1).getrangeBuffer(id, start, end).exec())
+      // Until its own connection is up (just after start-up), on the lookups' one.
+      const client = this.#bodies.status === 'ready' ? this.#bodies : this.#client
+      const multi = () => client.multi().getrangeBuffer(id, GUARD_START, GUARD_END - 1).getrangeBuffer(id, start, end).exec()
+      const replies = await this.#call(this.#nodeOf(id), multi, this.#bodyDeadlines)
       const [guard, range] = replies ?? []
       if (guard === undefined || range === undefined || guard[0] !== null || range[0] !== null) return undefined
       return Buffer.isBuffer(guard[1]) && guard[1].equals(layout.guard) && Buffer.isBuffer(range[1]) ? range[1] : undefined
@@ -168,6 +199,7 @@ export class RedisCache implements CacheStore {
   async close(): Promise<void> {
     this.#decoder.clear()
     this.#client.disconnect()
+    this.#bodies.disconnect()
     this.#subscriber?.disconnect()
   }
 
@@ -187,7 +219,7 @@ export class RedisCache implements CacheStore {
    * `command` through the node's breaker and within the deadline: its result, or undefined when
    * it was skipped, failed or given up (a late outcome is ignored, but tells the node answered).
    */
-  #call<T>(node: string, command: () => Promise<T>): Promise<T | undefined> {
+  #call<T>(node: string, command: () => Promise<T>, deadlines = this.#deadlines): Promise<T | undefined> {
     if (this.#client.status !== 'ready') return NOTHING
     let health = this.#health.get(node)
     if (health === undefined) {
@@ -199,7 +231,7 @@ export class RedisCache implements CacheStore {
     const nodeHealth = health
     this.#writes?.batch()
     return new Promise((resolve) => {
-      const deadline = this.#deadlines.start(() => {
+      const deadline = deadlines.start(() => {
         nodeHealth.timedOut(permit, performance.now())
         resolve(undefined)
       })
