@@ -90,13 +90,22 @@ async function main(): Promise<number> {
   let reloadOnStart = false
   let reloadNow: (() => void) | undefined
   process.on('SIGHUP', () => (reloadNow === undefined ? (reloadOnStart = true) : reloadNow()))
-  const proxy = await startProxy(
-    config,
-    logger,
-    cluster.isWorker
-      ? { metricsServer: false, afterAdminReload: (result) => result.ok && process.send?.(RELOAD_OTHERS) }
-      : {}
-  )
+  let proxy: Awaited<ReturnType<typeof startProxy>>
+  try {
+    proxy = await startProxy(
+      config,
+      logger,
+      cluster.isWorker
+        ? { metricsServer: false, afterAdminReload: (result) => result.ok && process.send?.(RELOAD_OTHERS) }
+        : {}
+    )
+  } catch (err) {
+    // A port in use or not allowed (EADDRINUSE, EACCES): one line naming the address, no stack
+    // trace; what start-up opened (Redis connections, timers) must not keep the process alive.
+    logger.fatal({ code: (err as NodeJS.ErrnoException)?.code }, `cannot start: ${describeStartError(err)}`)
+    exitAfterFlush(logger, 1)
+    return -1
+  }
   // The primary asks each worker for its metrics and serves the sum.
   if (cluster.isWorker && proxy.metricsRegistry !== undefined) await shareMetricsWithPrimary(proxy.metricsRegistry)
   logger.info(
@@ -127,6 +136,13 @@ async function main(): Promise<number> {
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
   return -1
+}
+
+/** "cannot listen on 127.0.0.1:8080: EADDRINUSE (the port is in use)", or the error's message. */
+function describeStartError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number }
+  if (e?.syscall === 'listen' && e.code !== undefined) return `cannot listen on ${e.address ?? ''}:${e.port ?? ''}: ${e.code} (${e.code === 'EADDRINUSE' ? 'the port is in use' : e.message})`
+  return err instanceof Error ? err.message : String(err)
 }
 
 const code = await main()

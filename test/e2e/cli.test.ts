@@ -68,6 +68,25 @@ describe('yatagarasu --check', () => {
   })
 })
 
+describe('start-up', () => {
+  it('exits 1 with one line naming the address when the port is in use, no stack trace', async () => {
+    const taken = http.createServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    const port = (taken.address() as { port: number }).port
+    const config = join(dir, 'port-in-use.yaml')
+    await writeFile(config, `server:\n  address: "127.0.0.1:${port}"\nbuckets:\n${bucketYaml({ name: 'a', prefix: '/a', bucket: 'a', endpoint: s3.endpoint })}`)
+    try {
+      const { code, stdout, stderr } = await finish(['--config', config])
+      assert.equal(code, 1)
+      const output = stdout + stderr
+      assert.match(output, new RegExp(`cannot start: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE \\(the port is in use\\)`))
+      assert.doesNotMatch(output, /\n\s+at /, 'no stack trace')
+    } finally {
+      taken.close()
+    }
+  })
+})
+
 describe('signals', () => {
   it('finishes a download in flight on SIGTERM, then exits 0', async () => {
     const payload = randomBytes(20 * 1024 * 1024)
