@@ -69,10 +69,11 @@ export class RedisCache implements CacheStore {
   readonly #options: RedisCacheOptions
   readonly #client: Client
   /**
-   * The connection large entries' bodies are read on: replies come in order on a connection, and a
-   * lookup queued behind other answers' 512 KiB reads gave up at its short timeout (a miss).
+   * The connection large entries' bodies are read on, opened at the first such read: replies come
+   * in order on a connection, and a lookup queued behind other answers' 512 KiB reads gave up at its
+   * short timeout (a miss).
    */
-  readonly #bodies: Client
+  #bodies: Client | undefined
   #subscriber: Client | undefined
   /** By node (`host:port`) on a Cluster; one entry, '', for a single Redis. */
   readonly #health = new Map<string, RedisNodeHealth>()
@@ -90,7 +91,6 @@ export class RedisCache implements CacheStore {
     this.#deadlines = new Deadlines(options.timeoutMs)
     this.#bodyDeadlines = new Deadlines(Math.max(options.timeoutMs, BODY_READ_TIMEOUT_MS))
     this.#client = connectRedis(options, 'cache')
-    this.#bodies = connectRedis(options, 'cache')
     this.#writes = this.#client instanceof Redis ? new TurnWrites(this.#client) : undefined
   }
 
@@ -127,7 +127,10 @@ export class RedisCache implements CacheStore {
    */
   #streamed(key: string, id: string, layout: BlockLayout): RedisBody {
     const read = async (start: number, end: number) => {
-      // Until its own connection is up (just after start-up), on the lookups' one.
+      // (Not after close(): the lookups' connection has ended then.)
+      if (this.#client.status !== 'ready') return undefined
+      this.#bodies ??= connectRedis(this.#options, 'cache')
+      // Until its own connection is up, on the lookups' one.
       const client = this.#bodies.status === 'ready' ? this.#bodies : this.#client
       const multi = () => client.multi().getrangeBuffer(id, GUARD_START, GUARD_END - 1).getrangeBuffer(id, start, end).exec()
       const replies = await this.#call(this.#nodeOf(id), multi, this.#bodyDeadlines)
@@ -199,7 +202,7 @@ export class RedisCache implements CacheStore {
   async close(): Promise<void> {
     this.#decoder.clear()
     this.#client.disconnect()
-    this.#bodies.disconnect()
+    this.#bodies?.disconnect()
     this.#subscriber?.disconnect()
   }
 
