@@ -4,7 +4,8 @@
 // cases run one after another, and this VM has slow and fast phases of seconds to minutes that
 // move one case by 1.5-2x, so a ratio of two cases measured a minute apart is mostly the phase.
 //
-// For each path (memory, disk and Redis hits of 1 KiB beside raw node:http; misses of 1 KiB and
+// For each path (memory and disk hits of 1 KiB, Redis hits of 1 KiB and 100 KiB, beside raw
+// node:http; misses of 1 KiB and
 // 100 KiB with no cache beside s3rver direct) one run of the shared harness (../shared/perf) with
 // only the anchor and the two builds: every server starts at once, each case is warmed up, and
 // then the rounds go anchor, base, this build, round after round (the harness's interleaved reps),
@@ -27,7 +28,7 @@ import { build, median, ROOT, SHIPPED_FLAGS } from './support.ts'
 const PATHS = {
   memory: { anchor: 'node-raw', objects: ['obj-1k'], cache: 'memory' },
   disk: { anchor: 'node-raw', objects: ['obj-1k'], cache: 'disk' },
-  redis: { anchor: 'node-raw', objects: ['obj-1k'], cache: 'redis' },
+  redis: { anchor: 'node-raw', objects: ['obj-1k', 'obj-100k'], cache: 'redis' },
   miss: { anchor: 'origin', objects: ['obj-1k', 'obj-100k'], cache: 'none' },
 } as const
 type PathName = keyof typeof PATHS
