@@ -5,12 +5,13 @@
 // move one case by 1.5-2x, so a ratio of two cases measured a minute apart is mostly the phase.
 //
 // For each path (memory and disk hits of 1 KiB, Redis hits of 1 KiB and 100 KiB, beside raw
-// node:http; misses of 1 KiB and
-// 100 KiB with no cache beside s3rver direct) one run of the shared harness (../shared/perf) with
-// only the anchor and the two builds: every server starts at once, each case is warmed up, and
-// then the rounds go anchor, base, this build, round after round (the harness's interleaved reps),
-// a few seconds apart. Each ratio is taken within a round and the median over the rounds is
-// reported, with its range: a ratio of neighbours in time, not of phases.
+// node:http; misses of 1 KiB and 100 KiB with no cache beside s3rver direct) and object size, two
+// runs of the shared harness (../shared/perf) with only the anchor and the two builds: every server
+// starts at once, each case is warmed up, then the rounds go anchor, base, this build (and anchor,
+// this build, base in the second run: a case measured right after a heavy one runs slower, and
+// neither build should always be second), round after round (the harness's interleaved reps), a
+// few seconds apart. Each ratio is taken within a round and the median over the rounds of both
+// runs is reported, with its range: a ratio of neighbours in time, not of phases.
 //
 //   npx tsx bench/ab.ts <base-rev> [--rounds N (8)] [--seconds S (3)] [--warmup S (8)]
 //                                  [--paths memory,disk,redis,miss] [--quick] [--json FILE]
@@ -155,16 +156,28 @@ async function measurePath(path: PathName, options: Options, harness: string, ba
   await writeFile(config, configYaml(spec.cache))
   const node = [process.execPath, ...SHIPPED_FLAGS].join(' ')
   const command = (main: string) => `${spec.cache === 'redis' ? `export REDIS_PORT=$((PORT+1)); redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no >/dev/null & ` : ''}exec ${node} '${main}' --config '${config}'`
-  const paths = spec.objects.map((o) => `/perf-bucket/${o}`).join(',')
-  const json = join(work, `${path}.json`)
-  const args = ['--only', spec.anchor, '--no-autocannon', '--reps', String(options.rounds), '--duration', String(options.seconds), '--warmup', String(options.warmup), '--json', json]
-  for (const [name, main] of [['base', baseMain], ['head', join(ROOT, 'dist/main.js')]] as const) {
-    args.push('--target', `${name}-${path}`, '--cmd', command(main), '--path', paths, '--auth', `Bearer ${token}`)
+  // One harness run per object size and order: base then this build, and this build then base
+  // (half the rounds each): a case measured right after another is not always the same build.
+  const runs = new Map<string, HarnessRun[]>()
+  const add = (name: string, size: number, more: HarnessRun[]) => runs.set(`${name}\0${size}`, [...(runs.get(`${name}\0${size}`) ?? []), ...more])
+  const builds = [['base', baseMain], ['head', join(ROOT, 'dist/main.js')]] as const
+  for (const object of spec.objects) {
+    for (const order of [builds, [...builds].reverse()]) {
+      const json = join(work, `${path}-${object}-${order[0][0]}.json`)
+      const reps = Math.ceil(options.rounds / 2)
+      const args = ['--only', spec.anchor, '--no-autocannon', '--reps', String(reps), '--duration', String(options.seconds), '--warmup', String(options.warmup), '--json', json]
+      for (const [name, main] of order) args.push('--target', `${name}-${path}`, '--cmd', command(main), '--path', `/perf-bucket/${object}`, '--auth', `Bearer ${token}`)
+      console.log(`\n== ${path} ${object}: ${spec.anchor}, ${order.map(([name]) => (name === 'head' ? 'this build' : name)).join(', ')}; ${reps} rounds of ${options.seconds} s`)
+      run('bash', [join(harness, 'run-anchors.sh'), ...args], harness)
+      const rows = (JSON.parse(await readFile(json, 'utf8')) as { rows: HarnessRow[] }).rows
+      const size = SIZES[object] as number
+      const of = (target: string) => rows.find((r) => r.target === target && r.size === size)?.runs ?? []
+      // Truncated to the rounds every target completed, so rounds stay paired across the passes.
+      const complete = Math.min(of(spec.anchor).length, of(`base-${path}`).length, of(`head-${path}`).length)
+      for (const target of [spec.anchor, `base-${path}`, `head-${path}`]) add(target, size, of(target).slice(0, complete))
+    }
   }
-  console.log(`\n== ${path}: ${spec.anchor}, base, this build; ${options.rounds} rounds of ${options.seconds} s`)
-  run('bash', [join(harness, 'run-anchors.sh'), ...args], harness)
-  const rows = (JSON.parse(await readFile(json, 'utf8')) as { rows: HarnessRow[] }).rows
-  const runsOf = (target: string, size: number) => rows.find((r) => r.target === target && r.size === size)?.runs ?? []
+  const runsOf = (target: string, size: number) => runs.get(`${target}\0${size}`) ?? []
   return spec.objects.map((object) => {
     const size = SIZES[object] as number
     const anchor = runsOf(spec.anchor, size)
