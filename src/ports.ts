@@ -215,8 +215,9 @@ export interface Authorizer {
  *   must never turn an error into a clean end (serve.ts answers from the origin when the error
  *   comes before the first chunk, and cuts the connection after it).
  * - Cancelling the stream closes what it opened. Streams are independent: any number may be open
- *   on one body. An open stream keeps reading its bytes when the tier replaces or evicts the entry;
- *   one that starts after that reads no other bytes than the body's: it errors instead.
+ *   on one body. An open stream of a disk entry keeps reading its bytes when the tier replaces or
+ *   evicts the entry (its file stays open); a Redis entry's stream errors then (the value is gone).
+ *   Either way a stream reads no other bytes than the body's: it errors instead.
  */
 export interface StoredBody {
   /** Size in bytes; named like a Buffer's, so `entry.body.length` is the size whatever the kind. */

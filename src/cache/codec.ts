@@ -1,5 +1,5 @@
 // The binary form of a Redis cache entry, a fixed layout read without a JSON parse. Two forms:
-//   inline (bodies of 256 KiB or less): magic (4 bytes) | body CRC-32 (u32) | body size (u32) |
+//   inline (bodies of 192 KiB or less): magic (4 bytes) | body CRC-32 (u32) | body size (u32) |
 //     storedAt, freshUntil, meta.size, meta.lastModified (f64 each; NaN: none) | the key, then
 //     etag, contentType, cacheControl, contentDisposition, contentEncoding, contentLanguage,
 //     expires (each a u32 byte length, 2^32-1 for none, then UTF-8) | user metadata (u32 count,
@@ -38,8 +38,8 @@ export const INLINE_MAX = 192 * 1024
 export const REDIS_BLOCK_SIZE = 256 * 1024
 /**
  * What a lookup reads of a value it knows nothing about: every inline value whole; a value in blocks
- * whole when it fits, else its header and first blocks. A key whose value in blocks the decoder
- * knows is read up to its body only (EntryDecoder.headLength).
+ * whole when it fits, else its header (the body bytes after it are read again by the stream). A key
+ * whose large value the decoder knows is read up to its body only (EntryDecoder.headLength).
  */
 export const FIRST_READ = 256 * 1024
 /**
@@ -259,7 +259,9 @@ export class EntryDecoder {
    */
   headLength(key: string): number | undefined {
     const known = this.#known.get(key)
-    return known?.head.layout === undefined ? undefined : known.bytes.length
+    const layout = known?.head.layout
+    // A value that fits the first read whole is read whole, as before.
+    return known === undefined || layout === undefined || known.bytes.length + layout.size <= FIRST_READ ? undefined : known.bytes.length
   }
 
   /** Forgets every key (their next values are decoded in full). */

@@ -74,6 +74,7 @@ export class RedisCache implements CacheStore {
    * short timeout (a miss).
    */
   #bodies: Client | undefined
+  #closed = false
   #subscriber: Client | undefined
   /** By node (`host:port`) on a Cluster; one entry, '', for a single Redis. */
   readonly #health = new Map<string, RedisNodeHealth>()
@@ -120,20 +121,21 @@ export class RedisCache implements CacheStore {
   }
 
   /**
-   * A large entry's body, read by range through the node's breaker and deadline; a damaged one is
-   * deleted. Each read is a MULTI of two GETRANGEs, the value's guard bytes and the range: one
-   * atomic read, so the range is used only while the guard is the one the stream began with (a
-   * Lua script doing the same cost Redis ~1 ms per 512 KiB read, copying the range into Lua).
+   * A large entry's body, read by range; a damaged one is deleted. Each read is a MULTI of two
+   * GETRANGEs, the value's guard bytes and the range: one atomic read, so the range is used only
+   * while the guard is the one the stream began with (a Lua script doing the same cost Redis ~1 ms
+   * per 512 KiB read, copying the range into Lua). Not through the node's breaker: an answer that
+   * streams has no origin to fall back on, so it reads on while Redis answers within
+   * BODY_READ_TIMEOUT_MS (lookups meanwhile go to the origin as the breaker says).
    */
   #streamed(key: string, id: string, layout: BlockLayout): RedisBody {
     const read = async (start: number, end: number) => {
-      // (Not after close(): the lookups' connection has ended then.)
-      if (this.#client.status !== 'ready') return undefined
+      if (this.#closed) return undefined
       this.#bodies ??= connectRedis(this.#options, 'cache')
       // Until its own connection is up, on the lookups' one.
-      const client = this.#bodies.status === 'ready' ? this.#bodies : this.#client
-      const multi = () => client.multi().getrangeBuffer(id, GUARD_START, GUARD_END - 1).getrangeBuffer(id, start, end).exec()
-      const replies = await this.#call(this.#nodeOf(id), multi, this.#bodyDeadlines)
+      const client = this.#bodies.status === 'ready' ? this.#bodies : this.#client.status === 'ready' ? this.#client : undefined
+      if (client === undefined) return undefined
+      const replies = await within(this.#bodyDeadlines, () => client.multi().getrangeBuffer(id, GUARD_START, GUARD_END - 1).getrangeBuffer(id, start, end).exec())
       const [guard, range] = replies ?? []
       if (guard === undefined || range === undefined || guard[0] !== null || range[0] !== null) return undefined
       return Buffer.isBuffer(guard[1]) && guard[1].equals(layout.guard) && Buffer.isBuffer(range[1]) ? range[1] : undefined
@@ -200,6 +202,9 @@ export class RedisCache implements CacheStore {
   }
 
   async close(): Promise<void> {
+    // Before the disconnects: a client's status turns 'end' only once its socket closed, and a
+    // stream reading meanwhile must not open a connection nobody closes.
+    this.#closed = true
     this.#decoder.clear()
     this.#client.disconnect()
     this.#bodies?.disconnect()
@@ -222,7 +227,7 @@ export class RedisCache implements CacheStore {
    * `command` through the node's breaker and within the deadline: its result, or undefined when
    * it was skipped, failed or given up (a late outcome is ignored, but tells the node answered).
    */
-  #call<T>(node: string, command: () => Promise<T>, deadlines = this.#deadlines): Promise<T | undefined> {
+  #call<T>(node: string, command: () => Promise<T>): Promise<T | undefined> {
     if (this.#client.status !== 'ready') return NOTHING
     let health = this.#health.get(node)
     if (health === undefined) {
@@ -234,7 +239,7 @@ export class RedisCache implements CacheStore {
     const nodeHealth = health
     this.#writes?.batch()
     return new Promise((resolve) => {
-      const deadline = deadlines.start(() => {
+      const deadline = this.#deadlines.start(() => {
         nodeHealth.timedOut(permit, performance.now())
         resolve(undefined)
       })
@@ -263,6 +268,23 @@ export class RedisCache implements CacheStore {
       )
     })
   }
+}
+
+/** `command`'s result within the deadline; undefined when it failed or did not answer in time. */
+function within<T>(deadlines: Deadlines, command: () => Promise<T>): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const deadline = deadlines.start(() => resolve(undefined))
+    let sent: Promise<T>
+    try {
+      sent = command()
+    } catch (err) {
+      sent = Promise.reject(err)
+    }
+    sent.then(
+      (result) => deadline.settle() && resolve(result),
+      () => deadline.settle() && resolve(undefined)
+    )
+  })
 }
 
 /**

@@ -21,6 +21,8 @@ let s3: TestS3
 let redis: TestRedis
 let client: Redis
 let proxy: TestProxy
+/** The same Redis with the default 50 ms lookup timeout. */
+let quick: TestProxy
 
 const redisKey = (key: string) => `yatagarasu:big/${key}`
 const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex')
@@ -41,8 +43,8 @@ interface Fetched {
 }
 
 /** A GET that reports a cut connection instead of failing; `onFirst` runs when the first bytes came (the response paused meanwhile). */
-function fetchBody(path: string, headers: Record<string, string> = {}, onFirst?: () => Promise<void>): Promise<Fetched> {
-  const url = new URL(proxy.url)
+function fetchBody(path: string, headers: Record<string, string> = {}, onFirst?: () => Promise<void>, through = proxy): Promise<Fetched> {
+  const url = new URL(through.url)
   return new Promise((resolve, reject) => {
     const req = http.request({ host: url.hostname, port: url.port, path, headers, agent: false }, (res) => {
       const chunks: Buffer[] = []
@@ -86,7 +88,8 @@ before(async () => {
   redis = await startRedis()
   client = new Redis(redis.url)
   await s3.createBucket('big')
-  for (const key of ['range.bin', 'damaged.bin']) await s3.put('big', key, TEN)
+  for (const key of ['range.bin', 'damaged.bin', 'stall.bin']) await s3.put('big', key, TEN)
+  for (let i = 0; i < 3; i++) await s3.put('big', `small-${i}.txt`, 'small')
   await s3.put('big', 'replaced.bin', LONG)
   proxy = await startTestProxy(`
 server:
@@ -100,9 +103,22 @@ cache:
 buckets:
 ${bucketYaml({ name: 'big', prefix: '/big', bucket: 'big', endpoint: s3.endpoint })}
 `)
+  quick = await startTestProxy(`
+server:
+  address: "127.0.0.1:0"
+cache:
+  enabled: true
+  layers: [redis]
+  ttl_seconds: 300
+  max_item_size: 64MB
+  redis: { url: "${redis.url}" }
+buckets:
+${bucketYaml({ name: 'big', prefix: '/big', bucket: 'big', endpoint: s3.endpoint })}
+`)
 })
 
 after(async () => {
+  await quick?.stop()
   await proxy?.stop()
   client?.disconnect()
   await redis?.stop()
@@ -174,5 +190,24 @@ describe('large Redis hits', () => {
     assert.equal(next.headers.etag, '"second-version"')
     assert.ok(next.complete)
     assert.equal(sha(next.body), sha(other))
+  })
+
+  it('read on through a Redis stall that opens the lookups\' breaker: a streaming answer has no origin to fall back on', async () => {
+    await cached('stall.bin', TEN)
+    const answer = await fetchBody(
+      '/big/stall.bin',
+      {},
+      async () => {
+        redis.pause()
+        // Other requests meanwhile: their lookups time out (50 ms), the breaker opens, S3 answers them.
+        for (let i = 0; i < 3; i++) assert.equal((await fetchBody(`/big/small-${i}.txt`, {}, undefined, quick)).status, 200)
+        redis.resume()
+        await client.ping()
+      },
+      quick
+    )
+    assert.equal(answer.headers['x-cache'], 'HIT')
+    assert.ok(answer.complete, `cut after ${answer.body.length} of ${TEN.length} bytes though Redis answered again within the body deadline`)
+    assert.equal(sha(answer.body), sha(TEN))
   })
 })
