@@ -1118,13 +1118,23 @@ export async function wholeObject(x: Exchange, key: string, maxBytes: number, to
   }
   if (hit !== undefined && hit.meta.etag !== undefined && hit.freshUntil <= Date.now()) {
     const result = await bucket.source.revalidate(key, hit.meta.etag, options)
-    if (result === 'not-modified') return stored(refreshEntry(cache, cacheKey, hit))
-    return (await storeFetched(cache, cacheKey, result, maxBytes, tooLarge)).whole
+    if (result !== 'not-modified') return (await storeFetched(cache, cacheKey, result, maxBytes, tooLarge)).whole
+    try {
+      return await stored(refreshEntry(cache, cacheKey, hit))
+    } catch {
+      // Its body failed its check, or is gone (a Redis value evicted meanwhile): fetched below.
+    }
   }
   const inFlight = cache.flights.get(cacheKey)
   if (inFlight !== undefined) {
     const joined = await joinFlight(cache, inFlight)
-    if (joined !== undefined && joined !== LATE) return stored(joined)
+    if (joined !== undefined && joined !== LATE) {
+      try {
+        return await stored(joined)
+      } catch {
+        // As above: fetched below.
+      }
+    }
   }
   return (await fetchWhole(bucket, cache, key, options, maxBytes, tooLarge)).whole
 }
