@@ -243,13 +243,7 @@ export class RedisCache implements CacheStore {
         nodeHealth.timedOut(permit, performance.now())
         resolve(undefined)
       })
-      let sent: Promise<T>
-      try {
-        sent = command()
-      } catch (err) {
-        sent = Promise.reject(err)
-      }
-      sent.then(
+      sent(command).then(
         (result) => {
           if (!deadline.settle()) return nodeHealth.answeredLate(performance.now())
           nodeHealth.answered(permit, performance.now())
@@ -274,17 +268,20 @@ export class RedisCache implements CacheStore {
 function within<T>(deadlines: Deadlines, command: () => Promise<T>): Promise<T | undefined> {
   return new Promise((resolve) => {
     const deadline = deadlines.start(() => resolve(undefined))
-    let sent: Promise<T>
-    try {
-      sent = command()
-    } catch (err) {
-      sent = Promise.reject(err)
-    }
-    sent.then(
+    sent(command).then(
       (result) => deadline.settle() && resolve(result),
       () => deadline.settle() && resolve(undefined)
     )
   })
+}
+
+/** `command()`, a synchronous throw as a rejection. */
+function sent<T>(command: () => Promise<T>): Promise<T> {
+  try {
+    return command()
+  } catch (err) {
+    return Promise.reject(err)
+  }
 }
 
 /**

@@ -75,6 +75,20 @@ function fetchBody(path: string, headers: Record<string, string> = {}, onFirst?:
   })
 }
 
+/** A proxy with the Redis tier alone; `timeout` sets cache.redis.timeout_ms (default 50 ms). */
+const proxyYaml = (timeout: string) => `
+server:
+  address: "127.0.0.1:0"
+cache:
+  enabled: true
+  layers: [redis]
+  ttl_seconds: 300
+  max_item_size: 64MB
+  redis: { ${timeout}url: "${redis.url}" }
+buckets:
+${bucketYaml({ name: 'big', prefix: '/big', bucket: 'big', endpoint: s3.endpoint })}
+`
+
 /** GETs the object through the proxy (a miss) and waits until Redis holds it. */
 async function cached(key: string, bytes: Buffer): Promise<void> {
   const res = await fetchBody(`/big/${key}`)
@@ -91,30 +105,8 @@ before(async () => {
   for (const key of ['range.bin', 'damaged.bin', 'stall.bin']) await s3.put('big', key, TEN)
   for (let i = 0; i < 3; i++) await s3.put('big', `small-${i}.txt`, 'small')
   await s3.put('big', 'replaced.bin', LONG)
-  proxy = await startTestProxy(`
-server:
-  address: "127.0.0.1:0"
-cache:
-  enabled: true
-  layers: [redis]
-  ttl_seconds: 300
-  max_item_size: 64MB
-  redis: { url: "${redis.url}", timeout_ms: 2000 }
-buckets:
-${bucketYaml({ name: 'big', prefix: '/big', bucket: 'big', endpoint: s3.endpoint })}
-`)
-  quick = await startTestProxy(`
-server:
-  address: "127.0.0.1:0"
-cache:
-  enabled: true
-  layers: [redis]
-  ttl_seconds: 300
-  max_item_size: 64MB
-  redis: { url: "${redis.url}" }
-buckets:
-${bucketYaml({ name: 'big', prefix: '/big', bucket: 'big', endpoint: s3.endpoint })}
-`)
+  proxy = await startTestProxy(proxyYaml('timeout_ms: 2000, '))
+  quick = await startTestProxy(proxyYaml(''))
 })
 
 after(async () => {
