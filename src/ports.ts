@@ -216,8 +216,10 @@ export interface Authorizer {
  *   comes before the first chunk, and cuts the connection after it).
  * - Cancelling the stream closes what it opened. Streams are independent: any number may be open
  *   on one body. An open stream of a disk entry keeps reading its bytes when the tier replaces or
- *   evicts the entry (its file stays open); a Redis entry's stream errors then (the value is gone).
- *   Either way a stream reads no other bytes than the body's: it errors instead.
+ *   evicts the entry (its file stays open); a Redis entry's stream errors then (the value is gone)
+ *   with an error whose `gone` is true: not damage, the consumer may read the rest of the same
+ *   version from the origin (serve.ts does, under If-Match). Either way a stream reads no other
+ *   bytes than the body's: it errors instead.
  */
 export interface StoredBody {
   /** Size in bytes; named like a Buffer's, so `entry.body.length` is the size whatever the kind. */

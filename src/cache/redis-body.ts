@@ -8,8 +8,9 @@
 // it, Redis evicts it. Each read is one atomic MULTI of two GETRANGEs, the range and the value's
 // guard bytes (its block table's CRC-32, body size and body offset), and the range is used only
 // while the guard is the one the stream started with: a stream never hands on bytes of another
-// version, it errors instead (serve.ts answers from the origin when nothing was sent yet, or cuts
-// the connection). A value stored again with the same body (a revalidation) keeps the guard:
+// version, it errors instead, saying the value is gone (serve.ts then reads the rest of the same
+// version from the origin under If-Match, or answers from the origin when nothing was sent yet).
+// A value stored again with the same body (a revalidation) keeps the guard:
 // streams read on. A block that fails its check tells the tier, which drops the entry.
 import type { StoredBody, StoredBodyStreamOptions } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
@@ -28,6 +29,11 @@ export type GuardedRead = (start: number, end: number) => Promise<Buffer | undef
 
 export class RedisBodyError extends Error {
   override readonly name = 'RedisBodyError'
+}
+
+/** The value changed, is gone, or Redis did not answer in time: not damage (ports.ts: `gone`). */
+export class RedisValueGoneError extends RedisBodyError {
+  readonly gone = true
 }
 
 export class RedisBody implements StoredBody {
@@ -92,7 +98,7 @@ export class RedisBody implements StoredBody {
     const start = first * blockSize
     const stop = Math.min((last + 1) * blockSize, this.length)
     const bytes = await this.#read(bodyAt + start, bodyAt + stop - 1)
-    if (bytes === undefined) throw new RedisBodyError('redis cache entry: changed, gone or not read in time')
+    if (bytes === undefined) throw new RedisValueGoneError('redis cache entry: changed, gone or not read in time')
     for (let at = 0, index = first; at < stop - start; at += blockSize, index++) {
       const wanted = Math.min(blockSize, stop - start - at)
       if (bytes.length < at + wanted) return { bytes: bytes.subarray(0, at), start, failure: this.#damaged('the value is shorter than its header says') }

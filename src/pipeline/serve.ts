@@ -338,7 +338,14 @@ function fromEntry(
   const status = decided.range === undefined ? 200 : 206
   if (request.head) return { status, headers, body: null }
   const { body } = entry
-  if (!(body instanceof Uint8Array)) return fromStoredBody(x, { status, headers, body: null }, body, decided.range, unreadable)
+  if (!(body instanceof Uint8Array)) {
+    // A body whose bytes went away mid-answer (a Redis value expired, evicted or replaced): the
+    // rest of the same version from the origin.
+    const first = decided.range?.start ?? 0
+    const last = decided.range?.end ?? meta.size - 1
+    const rest = (sent: number) => restOf(bucket, x.matched.key, meta, { start: first + sent, end: last }, x.signal)
+    return fromStoredBody(x, { status, headers, body: null }, body, decided.range, unreadable, rest)
+  }
   const start = decided.range?.start ?? 0
   const length = decided.range === undefined ? body.length : decided.range.end - start + 1
   // The cached bytes themselves, or a view on them (no copy).
@@ -351,18 +358,22 @@ function fromEntry(
 /**
  * Streams a StoredBody (or the range of it the answer is for) at the client's pace. Its first chunk
  * is read before the answer is given: until then nothing is sent, so a body that fails its check
- * there is answered by `unreadable` (from the origin). A later failure errors the stream, and
- * Exchange.respond cuts the connection: the client sees a truncated response, never a clean end.
+ * there is answered by `unreadable` (from the origin). A later failure that says the bytes are
+ * gone (ports.ts) goes on with `rest` (the same version from the origin, once); any other errors
+ * the stream, and Exchange.respond cuts the connection: the client sees a truncated response,
+ * never a clean end.
  */
 async function fromStoredBody(
   x: Exchange,
   head: Answer,
   body: StoredBody,
   range: ByteRange | undefined,
-  unreadable: ((error: unknown) => Answer | Promise<Answer>) | undefined
+  unreadable: ((error: unknown) => Answer | Promise<Answer>) | undefined,
+  rest: (sent: number) => Promise<ReadableStream<Uint8Array>>
 ): Promise<Answer> {
   // Exchange.respond writes each chunk out before it reads the next: one buffer per response.
-  const reader = body.stream(range, { reuseChunks: true }).getReader()
+  let reader = body.stream(range, { reuseChunks: true }).getReader()
+  let continued = false
   let pending: ReadableStreamReadResult<Uint8Array> | undefined
   try {
     pending = await reader.read()
@@ -378,7 +389,14 @@ async function fromStoredBody(
         let next = pending
         pending = undefined
         try {
-          next ??= await reader.read()
+          try {
+            next ??= await reader.read()
+          } catch (err) {
+            if (continued || (err as { gone?: unknown } | undefined)?.gone !== true) throw err
+            continued = true
+            reader = (await rest(sent)).getReader()
+            next = await reader.read()
+          }
         } catch (err) {
           // An origin failure behind a sliced body is logged as itself.
           x.error =

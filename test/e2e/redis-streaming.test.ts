@@ -1,7 +1,8 @@
 // Large Redis hits through the running proxy (s3rver behind SigV4 checks, a real redis-server, the
 // Redis tier alone): the body is read from Redis by range as it is sent, each block checked, so a
 // Range reads only its blocks; a damaged block cuts the connection after the good ones and the
-// entry goes; a value replaced while it streams cuts the answer, never mixing two versions.
+// entry goes; a value replaced while it streams is read on from S3 under If-Match (cut when S3 has
+// another version too), never mixing two versions.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import http from 'node:http'
@@ -16,6 +17,7 @@ import { startS3, type TestS3 } from '../support/s3.ts'
 const MiB = 1024 * 1024
 const TEN = randomBytes(10 * MiB)
 const LONG = randomBytes(32 * MiB)
+const OTHER = randomBytes(LONG.length)
 
 let s3: TestS3
 let redis: TestRedis
@@ -75,6 +77,13 @@ function fetchBody(path: string, headers: Record<string, string> = {}, onFirst?:
   })
 }
 
+/** Another instance stores a newer version of the object (same size, OTHER's bytes) in Redis. */
+async function storeAnotherVersion(key: string): Promise<void> {
+  const stored = decodeEntry(`big/${key}`, (await client.getBuffer(redisKey(key))) as Buffer)
+  assert.ok(stored !== undefined)
+  await client.set(redisKey(key), encodeEntry(`big/${key}`, { ...stored, meta: { ...stored.meta, etag: '"second-version"' }, body: OTHER }), 'PX', 300_000)
+}
+
 /** A proxy with the Redis tier alone; `timeout` sets cache.redis.timeout_ms (default 50 ms). */
 const proxyYaml = (timeout: string) => `
 server:
@@ -104,7 +113,7 @@ before(async () => {
   await s3.createBucket('big')
   for (const key of ['range.bin', 'damaged.bin', 'stall.bin']) await s3.put('big', key, TEN)
   for (let i = 0; i < 3; i++) await s3.put('big', `small-${i}.txt`, 'small')
-  await s3.put('big', 'replaced.bin', LONG)
+  for (const key of ['replaced.bin', 'changed.bin']) await s3.put('big', key, LONG)
   proxy = await startTestProxy(proxyYaml('timeout_ms: 2000, '))
   quick = await startTestProxy(proxyYaml(''))
 })
@@ -160,32 +169,42 @@ describe('large Redis hits', () => {
     assert.equal(sha(next.body), sha(TEN))
   })
 
-  it('cut an answer whose value is replaced while it streams: never a body of two versions', async () => {
+  it('read the rest of an answer from S3 under If-Match when its value is replaced while it streams: never two versions', async () => {
     await cached('replaced.bin', LONG)
-    const key = redisKey('replaced.bin')
-    // Another instance stores a newer version of the object (same size) while this answer streams.
-    const other = randomBytes(LONG.length)
-    const replace = async () => {
-      const stored = decodeEntry('big/replaced.bin', await client.getBuffer(key) as Buffer)
-      assert.ok(stored !== undefined)
-      await client.set(key, encodeEntry('big/replaced.bin', { ...stored, meta: { ...stored.meta, etag: '"second-version"' }, body: other }), 'PX', 300_000)
-    }
-    const answer = await fetchBody('/big/replaced.bin', {}, replace)
+    const gets = originGets('replaced.bin')
+    const answer = await fetchBody('/big/replaced.bin', {}, () => storeAnotherVersion('replaced.bin'))
     assert.equal(answer.status, 200)
     assert.equal(answer.headers['x-cache'], 'HIT')
-    assert.equal(answer.complete, false, 'cut: the rest of the stored body is another version')
-    assert.ok(answer.body.length < LONG.length)
-    assert.ok(answer.body.equals(LONG.subarray(0, answer.body.length)), 'every byte sent is of the first version')
+    assert.ok(answer.complete, `cut after ${answer.body.length} of ${LONG.length} bytes`)
+    assert.equal(sha(answer.body), sha(LONG), 'every byte is of the version the answer began with')
+    const rest = s3.requests.filter((r) => r.method === 'GET' && r.url.split('?')[0] === '/big/replaced.bin').slice(gets)
+    assert.equal(rest.length, 1)
+    assert.match(String(rest[0]?.headers.range), /^bytes=[1-9]\d*-33554431$/)
+    assert.equal(rest[0]?.headers['if-match'], answer.headers.etag)
 
     // The next answer is the version stored now, whole.
     const next = await fetchBody('/big/replaced.bin')
     assert.equal(next.headers.etag, '"second-version"')
     assert.ok(next.complete)
-    assert.equal(sha(next.body), sha(other))
+    assert.equal(sha(next.body), sha(OTHER))
   })
 
-  it('read on through a Redis stall that opens the lookups\' breaker: a streaming answer has no origin to fall back on', async () => {
+  it('cut the answer when S3 too has another version by then (412): never two versions', async () => {
+    await cached('changed.bin', LONG)
+    const answer = await fetchBody('/big/changed.bin', {}, async () => {
+      await s3.put('big', 'changed.bin', OTHER)
+      await storeAnotherVersion('changed.bin')
+    })
+    assert.equal(answer.headers['x-cache'], 'HIT')
+    assert.equal(answer.complete, false, 'cut: S3 has no more of the first version')
+    assert.ok(answer.body.length < LONG.length)
+    assert.ok(answer.body.equals(LONG.subarray(0, answer.body.length)), 'every byte sent is of the first version')
+    assert.ok(s3.requests.some((r) => r.url.split('?')[0] === '/big/changed.bin' && r.status === 412))
+  })
+
+  it('read on from Redis through a Redis stall that opens the lookups\' breaker', async () => {
     await cached('stall.bin', TEN)
+    const gets = originGets('stall.bin')
     const answer = await fetchBody(
       '/big/stall.bin',
       {},
@@ -201,5 +220,6 @@ describe('large Redis hits', () => {
     assert.equal(answer.headers['x-cache'], 'HIT')
     assert.ok(answer.complete, `cut after ${answer.body.length} of ${TEN.length} bytes though Redis answered again within the body deadline`)
     assert.equal(sha(answer.body), sha(TEN))
+    assert.equal(originGets('stall.bin'), gets, 'every byte from Redis: none of the rest from S3')
   })
 })
