@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test'
 import { BLOCK_SIZE } from '../../src/cache/disk-format.ts'
 import { eventually } from '../support/eventually.ts'
 import { flipBodyByte } from '../support/disk-entry.ts'
+import { receive, type Received } from '../support/http.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
@@ -66,32 +67,10 @@ async function cached(proxy: TestProxy, cacheDir: string, key: string): Promise<
 /** Flips one byte of block `block` of the entry's body, in place. */
 const damageBlock = (file: string, block: number) => flipBodyByte(file, block * BLOCK_SIZE + 1234)
 
-interface Fetched {
-  status: number
-  headers: http.IncomingHttpHeaders
-  body: Buffer
-  /** The body ended cleanly ('end'), rather than the connection being cut. */
-  complete: boolean
-}
+type Fetched = Received
 
 /** A GET that reports a cut connection instead of failing: what a client really received. */
-function fetchBody(base: string, path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Fetched> {
-  const url = new URL(base)
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: url.hostname, port: url.port, path, method, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = []
-      let complete = false
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => {
-        complete = true
-      })
-      res.on('error', () => {})
-      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const fetchBody = (base: string, path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Fetched> => receive(base, path, { headers, method })
 
 before(async () => {
   s3 = await startS3()

@@ -5,11 +5,11 @@
 // another version too), never mixing two versions.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import http from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { Redis } from 'ioredis'
 import { decodeEntry, encodeEntry, REDIS_BLOCK_SIZE } from '../../src/cache/codec.ts'
 import { eventually } from '../support/eventually.ts'
+import { receive } from '../support/http.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startRedis, type TestRedis } from '../support/redis.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
@@ -36,46 +36,8 @@ async function redisBytesOut(): Promise<number> {
   return Number(/total_net_output_bytes:(\d+)/.exec(info)?.[1])
 }
 
-interface Fetched {
-  status: number
-  headers: http.IncomingHttpHeaders
-  body: Buffer
-  /** The body ended cleanly ('end'), rather than the connection being cut. */
-  complete: boolean
-}
-
-/** A GET that reports a cut connection instead of failing; `onFirst` runs when the first bytes came (the response paused meanwhile). */
-function fetchBody(path: string, headers: Record<string, string> = {}, onFirst?: () => Promise<void>, through = proxy): Promise<Fetched> {
-  const url = new URL(through.url)
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: url.hostname, port: url.port, path, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = []
-      let complete = false
-      let first = onFirst
-      res.on('data', (chunk: Buffer) => {
-        chunks.push(chunk)
-        if (first === undefined) return
-        const run = first
-        first = undefined
-        res.pause()
-        run().then(
-          () => res.resume(),
-          (err: unknown) => {
-            req.destroy()
-            reject(err)
-          }
-        )
-      })
-      res.on('end', () => {
-        complete = true
-      })
-      res.on('error', () => {})
-      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+/** A GET through `through` (the proxy by default) that reports a cut connection; see receive. */
+const fetchBody = (path: string, headers: Record<string, string> = {}, onFirst?: () => Promise<void>, through = proxy) => receive(through.url, path, { headers, onFirst })
 
 /** Another instance stores a newer version of the object (same size, OTHER's bytes) in Redis. */
 async function storeAnotherVersion(key: string): Promise<void> {

@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { eventually } from '../support/eventually.ts'
+import { receive, type Received } from '../support/http.ts'
 import { bucketYaml, startTestProxy, type TestProxy } from '../support/proxy.ts'
 import { startS3, type TestS3 } from '../support/s3.ts'
 
@@ -26,31 +27,9 @@ let s3: TestS3
 let dir: string
 let proxy: TestProxy
 
-interface Fetched {
-  status: number
-  headers: http.IncomingHttpHeaders
-  body: Buffer
-  /** The body ended cleanly, rather than the connection being cut. */
-  complete: boolean
-}
+type Fetched = Received
 
-function get(path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Fetched> {
-  const url = new URL(proxy.url)
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: url.hostname, port: url.port, path, method, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = []
-      let complete = false
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => {
-        complete = true
-      })
-      res.on('error', () => {})
-      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const get = (path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Fetched> => receive(proxy.url, path, { headers, method })
 
 /** The bytes a Range header selects from `source` (single ranges as the test writes them). */
 function expected(source: Buffer, range: string): Buffer {

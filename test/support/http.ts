@@ -50,3 +50,48 @@ export function send(
     req.end()
   })
 }
+
+/** What a client really received: the body ended cleanly (`complete`) or the connection was cut. */
+export interface Received {
+  status: number
+  headers: http.IncomingHttpHeaders
+  body: Buffer
+  /** The body ended cleanly ('end'), rather than the connection being cut. */
+  complete: boolean
+}
+
+/**
+ * A request that reports a cut connection instead of failing. `onFirst` runs when the first bytes
+ * came, the response paused meanwhile (a client that stops reading).
+ */
+export function receive(base: string, path: string, options: { headers?: Record<string, string>; method?: string; onFirst?: () => Promise<void> } = {}): Promise<Received> {
+  const url = new URL(base)
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: url.hostname, port: url.port, path, method: options.method ?? 'GET', headers: options.headers, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      let complete = false
+      let first = options.onFirst
+      res.on('data', (chunk: Buffer) => {
+        chunks.push(chunk)
+        if (first === undefined) return
+        const run = first
+        first = undefined
+        res.pause()
+        run().then(
+          () => res.resume(),
+          (err: unknown) => {
+            req.destroy()
+            reject(err)
+          }
+        )
+      })
+      res.on('end', () => {
+        complete = true
+      })
+      res.on('error', () => {})
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
