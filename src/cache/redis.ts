@@ -125,8 +125,8 @@ export class RedisCache implements CacheStore {
    * GETRANGEs, the value's guard bytes and the range: one atomic read, so the range is used only
    * while the guard is the one the stream began with (a Lua script doing the same cost Redis ~1 ms
    * per 512 KiB read, copying the range into Lua). Not through the node's breaker: an answer that
-   * streams has no origin to fall back on, so it reads on while Redis answers within
-   * BODY_READ_TIMEOUT_MS (lookups meanwhile go to the origin as the breaker says).
+   * streams reads on while Redis answers within BODY_READ_TIMEOUT_MS (its fallback, the rest from
+   * S3, costs a ranged GET); lookups meanwhile go to the origin as the breaker says.
    */
   #streamed(key: string, id: string, layout: BlockLayout): RedisBody {
     const read = async (start: number, end: number) => {
