@@ -17,7 +17,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { build, CLIENT_CPUS, cpuSeconds, freePort, median, pidOf, PINNABLE, startNginx, startOrigin, startProxy, stop, waitFor200 } from './support.ts'
+import { CLIENT_CPUS, cpuSeconds, freePort, median, pidOf, PINNABLE, runBench, startNginx, startOrigin, startProxy, stop, waitFor200 } from './support.ts'
 
 const MiB = 1024 * 1024
 const TARGETS = ['nginx', 'proxy'] as const
@@ -207,11 +207,4 @@ export function coldHerdOptions(quick: boolean): HerdOptions {
   }
 }
 
-if (import.meta.main) {
-  const options = coldHerdOptions(process.argv.includes('--quick'))
-  const json = process.argv.indexOf('--json')
-  build()
-  const rows = await measureColdHerd(options)
-  console.log(coldHerdTable(rows, options))
-  if (json > 0) await writeFile(process.argv[json + 1] as string, JSON.stringify(rows))
-}
+if (import.meta.main) await runBench(coldHerdOptions, measureColdHerd, coldHerdTable)

@@ -22,7 +22,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { build, freePort, pidOf, rssOf, sampleRss, SHIPPED_FLAGS, startOrigin, startProxy, stop, waitFor200, type Origin } from './support.ts'
+import { freePort, type Origin, pidOf, rssOf, runBench, sampleRss, SHIPPED_FLAGS, startOrigin, startProxy, stop, waitFor200 } from './support.ts'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
@@ -240,11 +240,4 @@ export function memoryOptions(quick: boolean): MemoryOptions {
   }
 }
 
-if (import.meta.main) {
-  const options = memoryOptions(process.argv.includes('--quick'))
-  const json = process.argv.indexOf('--json')
-  build()
-  const rows = await measureMemory(options)
-  console.log(memoryTable(rows))
-  if (json > 0) await writeFile(process.argv[json + 1] as string, JSON.stringify(rows))
-}
+if (import.meta.main) await runBench(memoryOptions, measureMemory, memoryTable)

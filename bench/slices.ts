@@ -14,7 +14,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { build, CLIENT_CPUS, cpuSeconds, freePort, median, pidOf, PINNABLE, startNginx, startOrigin, startProxy, stop, waitFor200 } from './support.ts'
+import { CLIENT_CPUS, cpuSeconds, freePort, median, pidOf, PINNABLE, runBench, startNginx, startOrigin, startProxy, stop, waitFor200 } from './support.ts'
 
 const MiB = 1024 * 1024
 const SIZE = 256 * MiB
@@ -190,11 +190,4 @@ export function sliceOptions(quick: boolean): SliceOptions {
   }
 }
 
-if (import.meta.main) {
-  const options = sliceOptions(process.argv.includes('--quick'))
-  const json = process.argv.indexOf('--json')
-  build()
-  const rows = await measureSlices(options)
-  console.log(slicesTable(rows, options))
-  if (json > 0) await writeFile(process.argv[json + 1] as string, JSON.stringify(rows))
-}
+if (import.meta.main) await runBench(sliceOptions, measureSlices, slicesTable)

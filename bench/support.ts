@@ -228,3 +228,16 @@ export async function startNginx(conf: string, dir: string, originPort: number):
   }
   return { process: child, port }
 }
+
+/**
+ * A bench script run on its own: builds dist/, measures with its options (`--quick` for the short
+ * ones), prints the table, and writes the rows as JSON with `--json FILE` (bench/summary.ts reads them).
+ */
+export async function runBench<O, R>(optionsOf: (quick: boolean) => O, measure: (options: O) => Promise<R[]>, table: (rows: R[], options: O) => string): Promise<void> {
+  const options = optionsOf(process.argv.includes('--quick'))
+  const json = process.argv.indexOf('--json')
+  build()
+  const rows = await measure(options)
+  console.log(table(rows, options))
+  if (json > 0) await writeFile(process.argv[json + 1] as string, JSON.stringify(rows))
+}

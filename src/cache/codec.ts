@@ -20,6 +20,7 @@
 import { crc32 } from '@node-rs/crc32'
 import type { CachedObject, StoredBody } from '../ports.ts'
 import type { ObjectMeta } from '../types.ts'
+import { blockIntact, blockTable } from './block-crcs.ts'
 
 /** ObjectMeta as JSON: the Last-Modified date as epoch ms. */
 export type MetaJson = Omit<ObjectMeta, 'lastModified'> & { lastModified: number | null }
@@ -196,20 +197,13 @@ function withBody(head: DecodedHead, bytes: Buffer, streamed: StreamedBodyOf | u
   if (bytes.length === whole) {
     const body = bytes.subarray(bodyAt)
     for (let i = 0, at = 0; at < body.length; i++, at += layout.blockSize) {
-      if (crc32(body.subarray(at, at + layout.blockSize)) !== layout.crcs.readUInt32BE(4 * i)) return undefined
+      if (!blockIntact(layout.crcs, i, body.subarray(at, at + layout.blockSize))) return undefined
     }
     return { meta, body, storedAt, freshUntil }
   }
   if (bytes.length > whole || streamed === undefined) return undefined
   // Copies: the body must not hold on to the first read.
   return { meta, body: streamed({ ...layout, crcs: Buffer.from(layout.crcs), guard: Buffer.from(layout.guard) }), storedAt, freshUntil }
-}
-
-/** The CRC-32 of each `blockSize` block of `body`. */
-function blockTable(body: Uint8Array, blockSize: number): Buffer {
-  const crcs = Buffer.allocUnsafe(4 * Math.ceil(body.length / blockSize))
-  for (let i = 0, at = 0; at < body.length; i++, at += blockSize) crcs.writeUInt32BE(crc32(body.subarray(at, at + blockSize)), 4 * i)
-  return crcs
 }
 
 /** Decoded heads kept by an EntryDecoder (the bytes before the body, ~100-300 each, and their meta). */

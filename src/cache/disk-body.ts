@@ -11,7 +11,8 @@
 // read before it in the same read are handed on first.
 import type { StoredBody, StoredBodyStreamOptions } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
-import { BLOCK_SIZE, blockIntact } from './disk-format.ts'
+import { blockIntact } from './block-crcs.ts'
+import { BLOCK_SIZE } from './disk-format.ts'
 import type { SharedHandle } from './disk-handles.ts'
 
 /**

@@ -54,14 +54,6 @@ export interface EntryHead {
   crcs: Buffer
 }
 
-/** The CRC-32 of each `blockSize` block of `body`, as the table stores them. */
-export function blockTable(body: Uint8Array, blockSize = BLOCK_SIZE): Buffer {
-  const count = Math.ceil(body.length / blockSize)
-  const table = Buffer.allocUnsafe(4 * count)
-  for (let i = 0; i < count; i++) table.writeUInt32BE(crc32(body.subarray(i * blockSize, (i + 1) * blockSize)), 4 * i)
-  return table
-}
-
 /** The bytes before the body: prefix, header JSON and block table (`crcs` as blockTable makes it). */
 export function encodeHead(key: string, entry: Omit<CachedObject, 'body'>, size: number, crcs: Buffer, blockSize = BLOCK_SIZE): Buffer {
   const header: HeaderJson = { key, meta: metaToJson(entry.meta), storedAt: entry.storedAt, freshUntil: entry.freshUntil, size, blockSize }
@@ -139,9 +131,4 @@ export async function headFrom(fileSize: number, read: (length: number) => Promi
     head = bytes === undefined ? undefined : parseHead(bytes)
   }
   return head === undefined || 'need' in head ? undefined : head
-}
-
-/** Whether `block` (block number `index` of the body) matches its checksum in `crcs`. */
-export function blockIntact(crcs: Buffer, index: number, block: Uint8Array): boolean {
-  return 4 * index + 4 <= crcs.length && crc32(block) === crcs.readUInt32BE(4 * index)
 }

@@ -11,7 +11,8 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { ScrubLimits } from '../ports.ts'
-import { blockIntact, HEADER_PROBE, headFrom, type EntryHead } from './disk-format.ts'
+import { blockIntact } from './block-crcs.ts'
+import { HEADER_PROBE, headFrom, type EntryHead } from './disk-format.ts'
 import { transientFsError } from './disk-handles.ts'
 
 /**

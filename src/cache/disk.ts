@@ -30,7 +30,8 @@ import { DiskBody } from './disk-body.ts'
 import { OpenFiles, sameFile, transientFsError, type EntryFile, type FileIdentity } from './disk-handles.ts'
 import { COMMIT_STALL_MS, commitFailureMs, EntryFileWriter, entryWriterOf, writeAll } from './disk-writer.ts'
 import { WritePause, type WritesEvent } from './disk-write-pause.ts'
-import { BLOCK_SIZE, blockIntact, blockTable, encodeHead, headFrom, parseHead, type EntryHead } from './disk-format.ts'
+import { blockIntact, blockTable } from './block-crcs.ts'
+import { BLOCK_SIZE, encodeHead, headFrom, parseHead, type EntryHead } from './disk-format.ts'
 import { checkEntryFile, Pacer, readEntryHead, sampleOf, ScrubSchedule } from './disk-scrub.ts'
 import { purgeByPrefix, TierCounters } from './tier-stats.ts'
 
@@ -270,7 +271,7 @@ export class DiskCache implements CacheStore {
     const file = this.#fileOf(key)
     const temp = tempOf(file)
     if (body instanceof Uint8Array) {
-      const head = encodeHead(key, entry, body.length, blockTable(body))
+      const head = encodeHead(key, entry, body.length, blockTable(body, BLOCK_SIZE))
       // Over its bucket's budget on its own: not stored, and the key's older copy goes too.
       if (this.#budgets?.fits(key, head.length + body.length) === false) return await this.delete(key)
       if (!this.#writes.mayWrite()) return

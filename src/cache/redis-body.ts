@@ -14,7 +14,7 @@
 // streams read on. A block that fails its check tells the tier, which drops the entry.
 import type { StoredBody, StoredBodyStreamOptions } from '../ports.ts'
 import type { ByteRange } from '../types.ts'
-import { crc32 } from '@node-rs/crc32'
+import { blockIntact } from './block-crcs.ts'
 import type { BlockLayout } from './codec.ts'
 
 /** Blocks read at a time (512 KiB of 256 KiB blocks), as the disk tier's streams do. */
@@ -102,7 +102,7 @@ export class RedisBody implements StoredBody {
     for (let at = 0, index = first; at < stop - start; at += blockSize, index++) {
       const wanted = Math.min(blockSize, stop - start - at)
       if (bytes.length < at + wanted) return { bytes: bytes.subarray(0, at), start, failure: this.#damaged('the value is shorter than its header says') }
-      if (crc32(bytes.subarray(at, at + wanted)) !== crcs.readUInt32BE(4 * index)) return { bytes: bytes.subarray(0, at), start, failure: this.#damaged(`block ${index} fails its checksum`) }
+      if (!blockIntact(crcs, index, bytes.subarray(at, at + wanted))) return { bytes: bytes.subarray(0, at), start, failure: this.#damaged(`block ${index} fails its checksum`) }
     }
     return { bytes, start, failure: undefined }
   }

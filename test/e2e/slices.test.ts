@@ -176,31 +176,8 @@ describe('slice caching', () => {
     const A = randomBytes(24 * MiB)
     const B = randomBytes(24 * MiB)
     await s3.put('media', 'change.bin', A)
-    const url = new URL(proxy.url)
-    const cut = await new Promise<Fetched>((resolve, reject) => {
-      const req = http.request({ host: url.hostname, port: url.port, path: '/media/change.bin', agent: false }, (res) => {
-        const chunks: Buffer[] = []
-        let received = 0
-        let complete = false
-        let overwritten = false
-        res.on('data', (chunk: Buffer) => {
-          chunks.push(chunk)
-          received += chunk.length
-          if (received < MiB || overwritten) return
-          // Some of version A is out: stop reading, overwrite the object, read on.
-          overwritten = true
-          res.pause()
-          void s3.put('media', 'change.bin', B).then(() => res.resume(), reject)
-        })
-        res.on('end', () => {
-          complete = true
-        })
-        res.on('error', () => {})
-        res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete }))
-      })
-      req.on('error', reject)
-      req.end()
-    })
+    // Some of version A is out: stop reading, overwrite the object, read on.
+    const cut = await receive(proxy.url, '/media/change.bin', { after: MiB, onFirst: () => s3.put('media', 'change.bin', B) })
     assert.equal(cut.status, 200)
     assert.ok(!cut.complete, 'the connection is cut, not ended cleanly')
     assert.ok(cut.body.length < A.length)

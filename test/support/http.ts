@@ -61,19 +61,26 @@ export interface Received {
 }
 
 /**
- * A request that reports a cut connection instead of failing. `onFirst` runs when the first bytes
- * came, the response paused meanwhile (a client that stops reading).
+ * A request that reports a cut connection instead of failing. `onFirst` runs once the first bytes
+ * came (`after` bytes at least: 1 by default), the response paused meanwhile (a client that stops
+ * reading).
  */
-export function receive(base: string, path: string, options: { headers?: Record<string, string>; method?: string; onFirst?: () => Promise<void> } = {}): Promise<Received> {
+export function receive(
+  base: string,
+  path: string,
+  options: { headers?: Record<string, string>; method?: string; onFirst?: () => Promise<void>; after?: number } = {}
+): Promise<Received> {
   const url = new URL(base)
   return new Promise((resolve, reject) => {
     const req = http.request({ host: url.hostname, port: url.port, path, method: options.method ?? 'GET', headers: options.headers, agent: false }, (res) => {
       const chunks: Buffer[] = []
+      let received = 0
       let complete = false
       let first = options.onFirst
       res.on('data', (chunk: Buffer) => {
         chunks.push(chunk)
-        if (first === undefined) return
+        received += chunk.length
+        if (first === undefined || received < (options.after ?? 1)) return
         const run = first
         first = undefined
         res.pause()
